@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout (real HICO-DET metadata); tests skip when it is absent."""
+    if not (SHARED / "hicodet" / "instances_test2015.json").is_file():
+        pytest.skip("../shared/hicodet/instances_test2015.json not present")
+    return SHARED
+
+
+@pytest.fixture
+def tiny_model():
+    """A random tiny-vit DEFR model at 64 px (4×4 patch grid), 600 HICO classes, eval mode."""
+    from defr import vocab
+    from defr.model import DEFR, DEFRConfig, backbone_spec
+
+    torch.manual_seed(0)
+    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()

@@ -1,0 +1,100 @@
+import pytest
+import torch
+
+from defr import vocab
+from defr.model import (
+    DEFR,
+    CheckpointError,
+    DEFRConfig,
+    backbone_spec,
+    load_checkpoint,
+    pair_masks,
+    save_checkpoint,
+)
+from defr.model.vit import resize_positional_embedding
+
+
+def test_vocabulary_shape_and_prompts():
+    v = vocab.hico()
+    assert (v.num_classes, len(v.verbs), len(v.objects), len(v.rare), len(v.non_rare)) == (600, 117, 80, 138, 462)
+    assert v.objects[vocab.PERSON] == "person"
+    assert v.phrase(10) == "a person carrying a bicycle"
+    assert v.phrase(9) == "a person and an airplane"  # no_interaction
+    assert [len(v.few[k]) for k in (1, 5, 10)] == [49, 125, 162]
+    assert v.prompts(("a photo of {}.",))[10] == ["a photo of a person carrying a bicycle."]
+    assert vocab.gerund("lie") == "lying" and vocab.gerund("hop") == "hopping" and vocab.gerund("ride") == "riding"
+
+
+def test_pair_masks_follow_floor_ceil_rule():
+    # S = 64, patch 16 → G = 4; x1 = 17 → col 1, x2 = 33 → ceil(2.06) = 3
+    m = pair_masks(torch.tensor([[17.0, 0, 33, 16]]), torch.tensor([[0.0, 48, 16, 64]]), 64, 16).view(4, 4)
+    expected = torch.zeros(4, 4, dtype=torch.bool)
+    expected[0, 1:3] = True
+    expected[3, 0] = True
+    assert torch.equal(m, expected)
+    # boxes outside the image are clamped; a zero-size box on a patch border covers nothing
+    outside = pair_masks(torch.tensor([[-50.0, -50, 500, 500]]), torch.tensor([[32.0, 32, 32, 32]]), 64, 16)
+    assert outside.all()
+    empty = pair_masks(torch.tensor([[32.0, 32, 32, 32]]), torch.tensor([[16.0, 16, 16, 16]]), 64, 16)
+    assert not empty.any()
+
+
+def test_fast_pairs_equal_dense_reference(tiny_model):
+    torch.manual_seed(1)
+    images = torch.randn(3, 3, 64, 64)
+    xy = torch.rand(9, 2) * 64
+    boxes_h = torch.cat([xy, xy + torch.rand(9, 2) * 40], 1)
+    boxes_o = boxes_h.flip(0)
+    pair_index = torch.tensor([0, 0, 0, 2, 2, 2, 2, 2, 2])  # image 1 has no pair
+    with torch.no_grad():
+        fast, image_logits = tiny_model.forward_pairs(images, boxes_h, boxes_o, pair_index, with_image_logits=True)
+        dense = tiny_model.forward_pairs_dense(images, boxes_h, boxes_o, pair_index)
+        assert (fast - dense).abs().max() <= 1e-4
+        assert (image_logits - tiny_model(images)).abs().max() <= 1e-4
+
+
+def test_positional_embedding_interpolation_keeps_cls_and_smooth_grid():
+    grid = torch.linspace(0, 1, 4)
+    plane = (grid[:, None] + grid[None, :]).reshape(16, 1)  # a linear ramp over the patch grid
+    pos = torch.cat([torch.tensor([[7.0]]), plane], 0)
+    out = resize_positional_embedding(pos, 8)
+    assert out.shape == (65, 1) and out[0, 0] == 7.0
+    ramp = out[1:].view(8, 8)
+    assert torch.all(ramp[:, 1:] >= ramp[:, :-1] - 1e-6) and abs(ramp[0, 0].item()) < 0.2
+    assert resize_positional_embedding(pos, 4) is pos
+    with pytest.raises(ValueError, match="square"):
+        resize_positional_embedding(torch.zeros(11, 3), 4)
+
+
+def test_checkpoint_round_trip_and_bad_files(tiny_model, tmp_path):
+    path = tmp_path / "m.safetensors"
+    save_checkpoint(tiny_model, path)
+    loaded = load_checkpoint(path)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), tiny_model(x))
+    assert loaded.cfg.class_names == tiny_model.cfg.class_names
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a DEFR checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown backbone 'vit-huge-typo'"):
+        backbone_spec("vit-huge-typo", 224)
+
+
+def test_heads_cosine_and_clip():
+    spec = backbone_spec("tiny-vit", 32)
+    torch.manual_seed(0)
+    cosine = DEFR(DEFRConfig(spec, ["a", "b"]))
+    feats = torch.randn(3, spec.feature_dim)
+    expected = 100 * torch.nn.functional.cosine_similarity(feats[:, None], cosine.classifier[None], dim=-1)
+    torch.testing.assert_close(cosine.classify(feats), expected, rtol=1e-4, atol=1e-4)
+    clip = DEFR(DEFRConfig(spec, ["a", "b"], head="clip"))
+    raw = 100 * torch.nn.functional.normalize(feats, dim=-1) @ clip.classifier.t()
+    torch.testing.assert_close(clip.classify(feats), raw, rtol=1e-4, atol=1e-4)
