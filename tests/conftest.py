@@ -28,3 +28,14 @@ def tiny_model():
 
     torch.manual_seed(0)
     return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+
+
+def pytest_collection_modifyitems(config, items):
+    """``gpu`` tests need CUDA; ``heavy`` tests (ViT-B at 672 px and such) run only with DEFR_HEAVY=1."""
+    skip_gpu = pytest.mark.skip(reason="needs CUDA")
+    skip_heavy = pytest.mark.skip(reason="heavy: set DEFR_HEAVY=1 to run")
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_gpu)
+        if "heavy" in item.keywords and os.environ.get("DEFR_HEAVY") != "1":
+            item.add_marker(skip_heavy)

@@ -1,0 +1,3 @@
+from defr.cli import main
+
+main()

@@ -1,0 +1,105 @@
+"""The one way to build a DEFR model for training: backbone, pretrained weights, classifier initialisation.
+
+Classifier rules (recorded in ``cfg.init["head_rule"]``):
+- ``init="random"``: rows ~ N(0, 0.02²), head ``cosine``.
+- ``init="language"`` with an open_clip CLIP backbone whose weights came with the visual projection
+  P [D, E], and a ``clip:`` text encoder of dimension E: the released model's head, ``W = T·Pᵀ``,
+  head ``clip``, logit scale exp(4.61) (DESIGN.md §3).
+- ``init="language"`` otherwise: ``W = project_embeddings(T, D)`` (identity when the text dimension
+  equals the feature dimension D), head ``cosine``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from defr.model.backbones import backbone_spec, build_backbone, load_pretrained
+from defr.model.defr import DEFR, DEFRConfig
+
+if TYPE_CHECKING:
+    from defr.model.text import TextEncoder
+
+INITS = ("random", "language")
+CLIP_LOGIT_SCALE = 4.61  # the released model's log logit scale: exp(4.61) ≈ 100.5
+
+
+def clip_head_weights(text_emb: torch.Tensor, visual_proj: torch.Tensor) -> torch.Tensor:
+    """The official head: CLIP's visual projection folded into the class proxies.
+
+    text_emb: [C, E] normalised CLIP text embeddings; visual_proj: [D, E] → W: [C, D] = T·Pᵀ.
+    """
+    if text_emb.shape[1] != visual_proj.shape[1]:
+        raise ValueError(
+            f"text embeddings of dim {text_emb.shape[1]} do not match the visual projection's output dim "
+            f"{visual_proj.shape[1]}"
+        )
+    return text_emb.float() @ visual_proj.float().t()
+
+
+def build_model(
+    backbone: str,
+    class_names: list[str],
+    image_size: int = 672,
+    pretrained: str | None = None,
+    init: str = "language",
+    text_encoder: str | None = "minilm",
+    templates: tuple[str, ...] = ("{}",),
+    encoder: TextEncoder | None = None,
+) -> DEFR:
+    """A DEFR model over ``class_names`` with backbone ``backbone`` at ``image_size`` px.
+
+    ``pretrained``: a weights tag or local file for the backbone (None: random init).
+    ``encoder`` overrides ``text_encoder`` with an already loaded text encoder; its ``name``
+    attribute (``clip:<model>`` for CLIP's text tower) names it in ``cfg.init`` and for the head rule.
+    """
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, not {init!r}")
+    if not class_names:
+        raise ValueError("class_names is empty")
+    spec = backbone_spec(backbone, image_size, pretrained=pretrained)
+    net = build_backbone(spec)
+    extras = load_pretrained(net, spec, pretrained) if pretrained else {}
+    record = {"init": init, "text_encoder": None, "templates": None, "pretrained": pretrained}
+    if init == "random":
+        cfg = DEFRConfig(spec, list(class_names), init={**record, "head_rule": "random N(0, 0.02²), cosine head"})
+        return DEFR(cfg, backbone=net)
+    weights, head, logit_scale, rule, name = language_classifier(
+        class_names, spec.feature_dim, extras.get("visual_proj"), text_encoder, templates, encoder
+    )
+    record.update(text_encoder=name, templates=list(templates), head_rule=rule)
+    kwargs = {"logit_scale": logit_scale} if logit_scale is not None else {}
+    model = DEFR(DEFRConfig(spec, list(class_names), head=head, init=record, **kwargs), backbone=net)
+    with torch.no_grad():
+        model.classifier.copy_(weights)
+    return model
+
+
+def language_classifier(
+    class_names: list[str],
+    feature_dim: int,
+    visual_proj: torch.Tensor | None,
+    text_encoder: str | None,
+    templates: tuple[str, ...],
+    encoder: TextEncoder | None = None,
+) -> tuple[torch.Tensor, str, float | None, str, str]:
+    """Classifier rows from class-name embeddings: (W [C, D], head, logit scale or None, rule, encoder name)."""
+    from defr.model import text
+
+    if encoder is None:
+        if not text_encoder:
+            raise ValueError("init='language' needs a text encoder (text_encoder=None was given)")
+        encoder, name = text.load_text_encoder(text_encoder), text_encoder
+    else:
+        name = getattr(encoder, "name", None) or type(encoder).__name__
+    emb = text.class_embeddings(encoder, text.class_prompts(list(class_names), tuple(templates)))
+    clip_text = str(name).startswith("clip:")
+    if visual_proj is not None and clip_text and emb.shape[1] == visual_proj.shape[1]:
+        rule = f"clip: W = T·Pᵀ with CLIP's visual projection P {tuple(visual_proj.shape)}, scale exp(4.61)"
+        return clip_head_weights(emb, visual_proj), "clip", CLIP_LOGIT_SCALE, rule, name
+    if emb.shape[1] == feature_dim:
+        rule = f"cosine: W = T (text dim {emb.shape[1]} = feature dim)"
+    else:
+        rule = f"cosine: W = project_embeddings(T, {feature_dim}) (text dim {emb.shape[1]} ≠ feature dim)"
+    return text.project_embeddings(emb, feature_dim).float(), "cosine", None, rule, name
