@@ -89,7 +89,7 @@ def test_a_batch_equals_one_image_at_a_time(detector):
 
 def test_image_types_give_the_same_result(detector):
     image, dets = _image(90, 70, 3), _detections(90, 70)
-    array = np.asarray(image)
+    array = np.array(image)
     results = [
         detector.detect(image, dets)[0],
         detector.detect(array, dets)[0],

@@ -108,7 +108,7 @@ def read_anno(path: Path) -> dict:
         mat = scipy.io.loadmat(str(path))
     except NotImplementedError as e:  # MATLAB v7.3 files are HDF5
         raise DatasetError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; save it with -v7") from e
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, scipy.io.matlab.MatReadError) as e:
         raise DatasetError(f"{path}: not a readable MATLAB file ({e})") from e
     missing = [f for f in ("list_action", "list_train", "list_test", "anno_train", "anno_test") if f not in mat]
     if missing:

@@ -1,0 +1,572 @@
+"""HICO-DET evaluation: the official protocol (ho-rcnn's ``eval_one.m`` and ``VOCevaldet_bboxpair.m``), vectorised.
+
+Per HOI class, detections of all images are ranked by decreasing score (ties keep image order, then the
+order within the image, as MATLAB's stable sort). Each detection is compared with every GT pair of its
+class in its image; the pair with the largest ``min(IoU_human, IoU_object)`` is its candidate (the first
+one on ties). It is a true positive if that overlap is ≥ 0.5 and no higher-ranked detection took the
+candidate already; otherwise (a duplicate, too little overlap, or no GT of the class in the image) it is
+a false positive. Matched GT pairs stay candidates: a duplicate is not re-matched to the next best pair.
+AP is 11-point interpolated (``defr.eval.ap``).
+
+Boxes use the +1 pixel convention: GT boxes in the annotation files are 1-based inclusive
+``[x1, y1, x2, y2]``; detections are 0-based and get +1 on every coordinate; a box covers
+``(x2 - x1 + 1)·(y2 - y1 + 1)`` pixels and the intersection is ``(min x2 - max x1 + 1)·(...)`` when
+both factors are positive, else the IoU is 0.
+
+Classes without GT pairs have no AP: they are reported and left out of the means (the official code
+averages a 0 for them; every class of the real test set has GT pairs, so the numbers agree there).
+Known-object setting: a class's detections in images whose GT holds no pair with that class's object
+are dropped before ranking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import numpy as np
+import scipy.io
+
+from defr import vocab
+from defr.eval.ap import precision_recall, voc_ap_11
+
+SETTINGS = ("default", "known-object")
+IOU_THRESHOLD = 0.5
+RARE_BELOW = 10  # classes with fewer training instances are "rare"
+RESULT_KEYS = ("boxes_h", "boxes_o", "hoi", "scores")
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file; the message names the file and the field."""
+
+
+class ResultsError(ValueError):
+    """Detection results that cannot be evaluated; the message names the image and the field."""
+
+
+@dataclass
+class HICODetAnnotations:
+    """Ground truth of one split; per-image arrays keep the file's pair order.
+
+    boxes_h, boxes_o: per image [G, 4] float64, 1-based inclusive pixels; hoi, object: per image [G] int64;
+    sizes: [N, 2] int64 (width, height); class_objects: [C] int64, each HOI class's object index.
+    """
+
+    filenames: list[str]
+    sizes: np.ndarray
+    boxes_h: list[np.ndarray]
+    boxes_o: list[np.ndarray]
+    hoi: list[np.ndarray]
+    object: list[np.ndarray]
+    class_objects: np.ndarray
+    rare: list[int]
+    non_rare: list[int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_objects)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.filenames)
+
+    def num_gt(self) -> np.ndarray:
+        """[C] int64: GT pairs per class."""
+        hoi = np.concatenate([np.zeros(0, np.int64), *self.hoi])
+        return np.bincount(hoi, minlength=self.num_classes)
+
+
+@dataclass
+class BoxPairs:
+    """Human-object box pairs of a whole split: image [K] int64, hoi [K] int64, boxes_h / boxes_o [K, 4] float64.
+
+    Boxes are 1-based inclusive pixels (detections already shifted by +1).
+    """
+
+    image: np.ndarray
+    hoi: np.ndarray
+    boxes_h: np.ndarray
+    boxes_o: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.image)
+
+    def subset(self, keep: np.ndarray) -> BoxPairs:
+        return BoxPairs(self.image[keep], self.hoi[keep], self.boxes_h[keep], self.boxes_o[keep])
+
+
+# --------------------------------------------------------------------------- annotations
+
+
+def load_annotations(path: str | os.PathLike) -> HICODetAnnotations:
+    """The test split of HICO-DET from ``instances_test2015.json`` or the official ``anno_bbox.mat``.
+
+    The ``.mat`` file needs ``bbox_train`` too: rare classes (< 10 training instances) are counted from it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(f"{path}: no such annotation file")
+    if path.suffix == ".json":
+        return _read_json_annotations(path)
+    if path.suffix == ".mat":
+        return _read_mat_annotations(path)
+    raise AnnotationError(f"{path}: expected an instances_*.json or anno_bbox.mat file (by suffix)")
+
+
+def _read_json_annotations(path: Path) -> HICODetAnnotations:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AnnotationError(f"{path}: not readable JSON ({e})") from None
+    required = ("annotation", "filenames", "size", "correspondence", "rare", "non_rare")
+    missing = [k for k in required if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise AnnotationError(f"{path}: not a HICO-DET instances file, missing key(s) {missing}")
+    images, filenames, sizes = data["annotation"], data["filenames"], data["size"]
+    if not all(isinstance(v, list) for v in (images, filenames, sizes)):
+        raise AnnotationError(f"{path}: 'annotation', 'filenames' and 'size' must be lists")
+    if not len(images) == len(filenames) == len(sizes):
+        raise AnnotationError(
+            f"{path}: {len(filenames)} filenames, {len(images)} annotations and {len(sizes)} sizes must match"
+        )
+    class_objects = _class_objects_from_correspondence(data["correspondence"], path)
+    num_classes = len(class_objects)
+    boxes_h, boxes_o, hoi, objects = [], [], [], []
+    for name, image in zip(filenames, images, strict=True):
+        h, o, c, obj = _json_pairs(image, f"{path}: {name}", num_classes)
+        boxes_h.append(h)
+        boxes_o.append(o)
+        hoi.append(c)
+        objects.append(obj)
+    return HICODetAnnotations(
+        filenames=[str(f) for f in filenames],
+        sizes=_sizes(sizes, path),
+        boxes_h=boxes_h,
+        boxes_o=boxes_o,
+        hoi=hoi,
+        object=objects,
+        class_objects=class_objects,
+        rare=_class_list(data["rare"], num_classes, f"{path}: 'rare'"),
+        non_rare=_class_list(data["non_rare"], num_classes, f"{path}: 'non_rare'"),
+    )
+
+
+def _class_objects_from_correspondence(correspondence, path: Path) -> np.ndarray:
+    """[[hoi, object, verb], ...] → [C] object of each class; hoi ids must be exactly 0..C-1."""
+    try:
+        table = np.asarray(correspondence, dtype=np.int64).reshape(len(correspondence), 3)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{path}: 'correspondence' must be a list of [hoi, object, verb] integers") from None
+    if len(table) == 0 or sorted(table[:, 0].tolist()) != list(range(len(table))) or (table[:, 1] < 0).any():
+        raise AnnotationError(f"{path}: 'correspondence' must list each hoi id 0..C-1 once, with object ids >= 0")
+    class_objects = np.empty(len(table), dtype=np.int64)
+    class_objects[table[:, 0]] = table[:, 1]
+    return class_objects
+
+
+def _json_pairs(image, where: str, num_classes: int) -> tuple[np.ndarray, ...]:
+    if not isinstance(image, dict) or any(k not in image for k in ("boxes_h", "boxes_o", "hoi", "object")):
+        raise AnnotationError(f"{where}: an annotation needs boxes_h, boxes_o, hoi and object")
+    try:
+        boxes_h, boxes_o = _boxes(image["boxes_h"]), _boxes(image["boxes_o"])
+        hoi = np.asarray(image["hoi"], dtype=np.int64).reshape(-1)
+        obj = np.asarray(image["object"], dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{where}: boxes must be [G, 4] numbers, hoi and object [G] integers") from None
+    if not len(boxes_h) == len(boxes_o) == len(hoi) == len(obj):
+        raise AnnotationError(
+            f"{where}: {len(boxes_h)} human boxes, {len(boxes_o)} object boxes, {len(hoi)} hoi, {len(obj)} object"
+        )
+    if not (np.isfinite(boxes_h).all() and np.isfinite(boxes_o).all()):
+        raise AnnotationError(f"{where}: non-finite box coordinates")
+    outside = sorted(set(hoi[(hoi < 0) | (hoi >= num_classes)].tolist()))
+    if outside:
+        raise AnnotationError(f"{where}: hoi ids {outside[:5]} outside [0, {num_classes})")
+    if (obj < 0).any():
+        raise AnnotationError(f"{where}: negative object ids")
+    return boxes_h, boxes_o, hoi, obj
+
+
+def _boxes(value) -> np.ndarray:
+    """[[x1, y1, x2, y2], ...] → [K, 4] float64 (an empty list gives [0, 4]); ValueError for another shape."""
+    boxes = np.asarray(value, dtype=np.float64)
+    if boxes.size == 0:
+        return boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be [K, 4], got shape {boxes.shape}")
+    return boxes
+
+
+def _sizes(sizes, path: Path) -> np.ndarray:
+    try:
+        return np.asarray(sizes, dtype=np.int64).reshape(len(sizes), 2)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{path}: 'size' must be a list of [width, height]") from None
+
+
+def _class_list(ids, num_classes: int, where: str) -> list[int]:
+    if not isinstance(ids, list) or not all(type(c) is int and 0 <= c < num_classes for c in ids):
+        raise AnnotationError(f"{where} must be a list of class ids in [0, {num_classes})")
+    return list(ids)
+
+
+def _read_mat_annotations(path: Path) -> HICODetAnnotations:
+    """anno_bbox.mat: ``bbox_test`` / ``bbox_train`` (1 × N struct: filename, size, hoi) and ``list_action``.
+
+    hoi (1 × K struct): id (1-based class), bboxhuman / bboxobject (struct arrays of x1, y1, x2, y2),
+    connection ([M, 2], 1-based indices into them), invis (pairs marked invisible are not GT, as in eval_one.m).
+    """
+    try:
+        mat = scipy.io.loadmat(str(path))
+    except NotImplementedError:  # MATLAB v7.3 files are HDF5
+        raise AnnotationError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; save it with -v7") from None
+    except (ValueError, TypeError, OSError, scipy.io.matlab.MatReadError) as e:
+        raise AnnotationError(f"{path}: not a readable MATLAB file ({e})") from None
+    missing = [k for k in ("bbox_test", "list_action") if k not in mat]
+    if missing:
+        raise AnnotationError(f"{path}: not HICO-DET's anno_bbox.mat, missing field(s) {missing}")
+    if "bbox_train" not in mat:
+        raise AnnotationError(
+            f"{path}: no 'bbox_train' to count rare classes from; use instances_test2015.json, which lists them"
+        )
+    class_objects = _mat_class_objects(mat["list_action"], path)
+    num_classes = len(class_objects)
+    filenames, sizes, boxes_h, boxes_o, hoi = [], [], [], [], []
+    for i, entry in enumerate(_records(mat["bbox_test"])):
+        where = f"{path}: bbox_test({i + 1})"
+        try:
+            filenames.append(_mat_string(entry["filename"]))
+            size = _records(entry["size"])[0]
+            sizes.append((_mat_scalar(size["width"]), _mat_scalar(size["height"])))
+            h, o, c = _mat_pairs(entry["hoi"])
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            raise AnnotationError(f"{where}: malformed entry ({type(e).__name__}: {e})") from None
+        if ((c < 0) | (c >= num_classes)).any():
+            raise AnnotationError(f"{where}: hoi ids outside 1..{num_classes}")
+        boxes_h.append(h)
+        boxes_o.append(o)
+        hoi.append(c)
+    counts = _mat_train_counts(mat["bbox_train"], num_classes, path)
+    return HICODetAnnotations(
+        filenames=filenames,
+        sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        boxes_h=boxes_h,
+        boxes_o=boxes_o,
+        hoi=hoi,
+        object=[class_objects[c] for c in hoi],
+        class_objects=class_objects,
+        rare=np.flatnonzero(counts < RARE_BELOW).tolist(),
+        non_rare=np.flatnonzero(counts >= RARE_BELOW).tolist(),
+    )
+
+
+def _mat_class_objects(actions: np.ndarray, path: Path) -> np.ndarray:
+    """list_action (C × 1 struct with nname) → [C] HICO object index of each class."""
+    objects = {name: i for i, name in enumerate(vocab.hico().objects)}
+    try:
+        names = [_mat_string(a["nname"]) for a in _records(actions)]
+    except (KeyError, IndexError, ValueError, TypeError):
+        raise AnnotationError(f"{path}: 'list_action' must be a struct array with a string field nname") from None
+    unknown = sorted({n for n in names if n not in objects})
+    if not names or unknown:
+        raise AnnotationError(f"{path}: 'list_action' names objects that are not HICO's: {unknown[:5]}")
+    return np.array([objects[n] for n in names], dtype=np.int64)
+
+
+def _mat_pairs(hois: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's hoi struct array → visible pairs: boxes_h [G, 4], boxes_o [G, 4], hoi [G] (0-based)."""
+    boxes_h, boxes_o, hoi = [np.zeros((0, 4))], [np.zeros((0, 4))], [np.zeros(0, np.int64)]
+    for entry in _records(hois):
+        if _mat_scalar(entry["invis"]):
+            continue
+        connection = np.asarray(entry["connection"], dtype=np.int64).reshape(-1, 2) - 1
+        humans = np.array([_mat_box(b) for b in _records(entry["bboxhuman"])]).reshape(-1, 4)
+        objects = np.array([_mat_box(b) for b in _records(entry["bboxobject"])]).reshape(-1, 4)
+        if (connection < 0).any():
+            raise ValueError(f"connection indices must be >= 1, got {(connection + 1).tolist()}")
+        boxes_h.append(humans[connection[:, 0]])
+        boxes_o.append(objects[connection[:, 1]])
+        hoi.append(np.full(len(connection), int(_mat_scalar(entry["id"])) - 1, dtype=np.int64))
+    return np.concatenate(boxes_h), np.concatenate(boxes_o), np.concatenate(hoi)
+
+
+def _mat_train_counts(bbox_train: np.ndarray, num_classes: int, path: Path) -> np.ndarray:
+    """[C] visible training pairs per class (eval_one.m's ``num_inst``)."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for i, entry in enumerate(_records(bbox_train)):
+        try:
+            for hoi in _records(entry["hoi"]):
+                if not _mat_scalar(hoi["invis"]):
+                    c = int(_mat_scalar(hoi["id"])) - 1
+                    counts[c] += np.asarray(hoi["connection"]).reshape(-1, 2).shape[0]
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            raise AnnotationError(f"{path}: bbox_train({i + 1}): malformed entry ({type(e).__name__}: {e})") from None
+    return counts
+
+
+def _records(value) -> list:
+    """A MATLAB struct array as loaded by scipy (a structured ndarray, maybe in 1 × 1 cells) → its elements."""
+    while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+        value = value.reshape(-1)[0]
+    if not isinstance(value, np.ndarray) or (value.size and value.dtype.names is None):
+        raise TypeError(f"expected a struct array, got {type(value).__name__}")
+    return list(value.reshape(-1))
+
+
+def _mat_scalar(value) -> float:
+    array = np.asarray(value, dtype=np.float64)
+    if array.size != 1:
+        raise ValueError(f"expected one number, got {array.size}")
+    return float(array.reshape(-1)[0])
+
+
+def _mat_string(value) -> str:
+    while isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "OU":
+        value = value.reshape(-1)[0]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _mat_box(record) -> list[float]:
+    return [_mat_scalar(record[k]) for k in ("x1", "y1", "x2", "y2")]
+
+
+# --------------------------------------------------------------------------- results
+
+
+def load_results(path: str | os.PathLike, annotations: HICODetAnnotations) -> dict[str, dict]:
+    """A results file ``{filename: {"boxes_h", "boxes_o", "hoi", "scores"}}`` (0-based pixels), validated."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: not readable JSON ({e})") from None
+    try:
+        flatten_results(results, annotations)
+    except ResultsError as e:
+        raise ResultsError(f"{path}: {e}") from None
+    return results
+
+
+def flatten_results(results: Mapping, annotations: HICODetAnnotations) -> tuple[BoxPairs, np.ndarray]:
+    """Results → (detections with boxes shifted to 1-based, scores [D] float64), in annotation image order.
+
+    Images without an entry have no detections; a file name not in the annotations is an error.
+    """
+    if not isinstance(results, Mapping):
+        raise ResultsError(f"results must be a mapping {{filename: entry}}, not {type(results).__name__}")
+    index = {name: i for i, name in enumerate(annotations.filenames)}
+    unknown = sorted(name for name in results if name not in index)
+    if unknown:
+        raise ResultsError(f"{len(unknown)} file name(s) not in the annotations: {', '.join(map(str, unknown[:5]))}")
+    names = sorted(results, key=index.__getitem__)
+    entries = [_result_entry(results[name], name, annotations.num_classes) for name in names]
+    image = [np.full(len(hoi), index[name], dtype=np.int64) for name, (hoi, *_) in zip(names, entries, strict=True)]
+    hoi, boxes_h, boxes_o, scores = (list(column) for column in zip(*entries, strict=True)) if entries else ([],) * 4
+    return (
+        BoxPairs(
+            np.concatenate([np.zeros(0, np.int64), *image]),
+            np.concatenate([np.zeros(0, np.int64), *hoi]),
+            np.concatenate([np.zeros((0, 4)), *boxes_h]) + 1.0,
+            np.concatenate([np.zeros((0, 4)), *boxes_o]) + 1.0,
+        ),
+        np.concatenate([np.zeros(0), *scores]),
+    )
+
+
+def _result_entry(entry, name: str, num_classes: int) -> tuple[np.ndarray, ...]:
+    """One image's entry → hoi [D] int64, boxes_h [D, 4], boxes_o [D, 4], scores [D] (0-based boxes)."""
+    if not isinstance(entry, Mapping) or any(k not in entry for k in RESULT_KEYS):
+        raise ResultsError(f"{name}: an entry needs keys {list(RESULT_KEYS)}")
+    try:
+        boxes_h, boxes_o = _boxes(entry["boxes_h"]), _boxes(entry["boxes_o"])
+        scores = np.asarray(entry["scores"], dtype=np.float64)
+        hoi = np.asarray(entry["hoi"])
+    except (TypeError, ValueError):
+        raise ResultsError(f"{name}: boxes must be [D, 4] numbers, hoi and scores [D] numbers") from None
+    if hoi.size == 0:  # [] parses as float
+        hoi = hoi.astype(np.int64)
+    num = scores.size
+    if len(boxes_h) != num or len(boxes_o) != num or hoi.shape != (num,) or scores.shape != (num,):
+        raise ResultsError(
+            f"{name}: lengths differ: boxes_h {boxes_h.shape}, boxes_o {boxes_o.shape}, hoi {hoi.shape}, "
+            f"scores {scores.shape} (expected [D, 4], [D, 4], [D], [D])"
+        )
+    if hoi.dtype.kind not in "iu":
+        raise ResultsError(f"{name}: hoi must be integer class ids, got {hoi.dtype}")
+    hoi = hoi.astype(np.int64)
+    outside = sorted(set(hoi[(hoi < 0) | (hoi >= num_classes)].tolist()))
+    if outside:
+        raise ResultsError(f"{name}: hoi ids {outside[:5]} outside [0, {num_classes})")
+    if not np.isfinite(scores).all():
+        raise ResultsError(f"{name}: scores must be finite numbers (found NaN or inf)")
+    if not (np.isfinite(boxes_h).all() and np.isfinite(boxes_o).all()):
+        raise ResultsError(f"{name}: boxes must be finite numbers (found NaN or inf)")
+    return hoi, boxes_h, boxes_o, scores
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate_hicodet(annotations: HICODetAnnotations, results: Mapping, setting: str = "default") -> dict:
+    """HICO-DET mAP of ``results`` (results format, 0-based boxes) in ``setting`` ("default" or "known-object").
+
+    Returns ``full``, ``rare``, ``non_rare`` (mean AP as fractions, None without classes to average),
+    ``setting``, ``per_class_ap`` ([C], None for classes without GT), ``num_gt`` ([C] GT pairs) and
+    ``classes_without_gt``.
+    """
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {list(SETTINGS)}, not {setting!r}")
+    detections, scores = flatten_results(results, annotations)
+    gt = gt_pairs(annotations)
+    if setting == "known-object":
+        keep = known_object(detections, annotations)
+        detections, scores = detections.subset(keep), scores[keep]
+    num_gt = annotations.num_gt()
+    per_class = class_average_precisions(detections, scores, gt, num_gt, annotations.num_images)
+    return {
+        "full": _mean(per_class, range(annotations.num_classes)),
+        "rare": _mean(per_class, annotations.rare),
+        "non_rare": _mean(per_class, annotations.non_rare),
+        "setting": setting,
+        "per_class_ap": per_class,
+        "num_gt": num_gt.tolist(),
+        "classes_without_gt": np.flatnonzero(num_gt == 0).tolist(),
+    }
+
+
+def gt_pairs(annotations: HICODetAnnotations) -> BoxPairs:
+    """All GT pairs of the split, in image order then file order."""
+    image = np.concatenate([np.zeros(0, np.int64)] + [np.full(len(h), i) for i, h in enumerate(annotations.hoi)])
+    return BoxPairs(
+        image.astype(np.int64),
+        np.concatenate([np.zeros(0, np.int64), *annotations.hoi]),
+        np.concatenate([np.zeros((0, 4)), *annotations.boxes_h]),
+        np.concatenate([np.zeros((0, 4)), *annotations.boxes_o]),
+    )
+
+
+def known_object(detections: BoxPairs, annotations: HICODetAnnotations) -> np.ndarray:
+    """[D] bool: the detection's image has a GT pair with the object of the detection's class."""
+    gt_object = np.concatenate([np.zeros(0, np.int64), *annotations.object])
+    gt_image = np.concatenate([np.zeros(0, np.int64)] + [np.full(len(o), i) for i, o in enumerate(annotations.object)])
+    num_objects = int(max(annotations.class_objects.max(), gt_object.max(initial=0))) + 1
+    present = np.zeros((annotations.num_images, num_objects), dtype=bool)
+    present[gt_image, gt_object] = True
+    return present[detections.image, annotations.class_objects[detections.hoi]]
+
+
+def class_average_precisions(
+    detections: BoxPairs, scores: np.ndarray, gt: BoxPairs, num_gt: np.ndarray, num_images: int
+) -> list[float | None]:
+    """[C] 11-point AP per class (None where the class has no GT pair)."""
+    order = np.lexsort((-scores, detections.hoi))  # by class, then decreasing score; lexsort is stable
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    candidate, overlap = best_gt_pairs(detections, gt, num_images)
+    is_tp = true_positives(candidate, overlap, rank)[order]
+    bounds = np.searchsorted(detections.hoi[order], np.arange(len(num_gt) + 1))
+    return [
+        voc_ap_11(*precision_recall(is_tp[bounds[c] : bounds[c + 1]], int(num_gt[c]))) if num_gt[c] else None
+        for c in range(len(num_gt))
+    ]
+
+
+def best_gt_pairs(detections: BoxPairs, gt: BoxPairs, num_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each detection's candidate GT pair (same class, same image, largest min IoU, first on ties).
+
+    Returns (candidate [D] int64 index into ``gt``, -1 when there is none; overlap [D] float64, -inf when none).
+    """
+    gt_key = gt.hoi * num_images + gt.image
+    gt_order = np.argsort(gt_key, kind="stable")
+    det_key = detections.hoi * num_images + detections.image
+    start = np.searchsorted(gt_key[gt_order], det_key, side="left")
+    count = np.searchsorted(gt_key[gt_order], det_key, side="right") - start
+    # every (detection, GT of its class and image) combination, GT in file order within a detection
+    det_of = np.repeat(np.arange(len(detections)), count)
+    within = np.arange(len(det_of)) - np.repeat(np.cumsum(count) - count, count)
+    gt_of = gt_order[np.repeat(start, count) + within]
+    overlap = np.minimum(
+        box_iou_inclusive(detections.boxes_h[det_of], gt.boxes_h[gt_of]),
+        box_iou_inclusive(detections.boxes_o[det_of], gt.boxes_o[gt_of]),
+    )
+    best = np.lexsort((within, -overlap, det_of))
+    best = best[np.r_[True, det_of[best][1:] != det_of[best][:-1]]] if len(best) else best
+    candidate = np.full(len(detections), -1, dtype=np.int64)
+    best_overlap = np.full(len(detections), -np.inf)
+    candidate[det_of[best]] = gt_of[best]
+    best_overlap[det_of[best]] = overlap[best]
+    return candidate, best_overlap
+
+
+def true_positives(candidate: np.ndarray, overlap: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """[D] bool: overlap ≥ 0.5 and the best-ranked such detection of its candidate GT pair."""
+    hits = np.flatnonzero(overlap >= IOU_THRESHOLD)
+    hits = hits[np.lexsort((rank[hits], candidate[hits]))]
+    first = hits[np.r_[True, candidate[hits][1:] != candidate[hits][:-1]]] if len(hits) else hits
+    is_tp = np.zeros(len(candidate), dtype=bool)
+    is_tp[first] = True
+    return is_tp
+
+
+def box_iou_inclusive(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of a, b: [K, 4] (x1, y1, x2, y2) inclusive pixels, areas (x2 - x1 + 1)·(y2 - y1 + 1) → [K]."""
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1
+    overlaps = (iw > 0) & (ih > 0)
+    inter = iw * ih
+    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
+    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    union = area_a + area_b - inter
+    return np.divide(inter, union, out=np.zeros(len(a)), where=overlaps)
+
+
+def _mean(per_class: list[float | None], classes) -> float | None:
+    values = [per_class[c] for c in classes if per_class[c] is not None]
+    return float(np.mean(values)) if values else None
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+@click.command("eval-hicodet")
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="instances_test2015.json or the official anno_bbox.mat.",
+)
+@click.option(
+    "--results",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {filename: {boxes_h, boxes_o, hoi, scores}}, boxes in 0-based pixels (what `defr detect` writes).",
+)
+@click.option("--setting", type=click.Choice(SETTINGS), default="default", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
+def eval_hicodet_command(annotations: Path, results: Path, setting: str, json_out: Path | None) -> None:
+    """HICO-DET mAP (full / rare / non-rare) of a results file, official protocol."""
+    try:
+        ann = load_annotations(annotations)
+        metrics = evaluate_hicodet(ann, load_results(results, ann), setting)
+    except (AnnotationError, ResultsError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"HICO-DET, {setting} setting: {ann.num_classes} classes, {sum(metrics['num_gt'])} GT pairs")
+    for key in ("full", "rare", "non_rare"):
+        click.echo(f"  {key.replace('_', '-'):<9} mAP {_percent(metrics[key])}")
+    if metrics["classes_without_gt"]:
+        missing = metrics["classes_without_gt"]
+        click.echo(f"  {len(missing)} class(es) without GT pairs, left out of the means: {missing[:10]}")
+    if json_out is not None:
+        from defr.runtime.io import write_json_atomic
+
+        write_json_atomic(metrics, json_out)
+
+
+def _percent(fraction: float | None) -> str:
+    return f"{'n/a':>6}" if fraction is None else f"{100 * fraction:6.2f}"
