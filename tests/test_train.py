@@ -1,0 +1,102 @@
+import json
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from defr.cli import main
+from defr.train import Distributed, TrainConfig, epoch_indices, load_config, train
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    from defr.data import generate_synthetic
+
+    return generate_synthetic(tmp_path_factory.mktemp("synth") / "data", images=48, seed=3, size=64)
+
+
+def tiny_config(root: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(dataset="synth", data_root=str(root), backbone="tiny-vit", init="random", loss="lse-sign", epochs=2,
+                batch_size=8, image_size=64, lr=1e-3, min_positives=2, output=str(out), seed=5)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_resume_continues_bit_for_bit(synth_root, tmp_path):
+    straight = train(tiny_config(synth_root, tmp_path / "straight"))
+    train(tiny_config(synth_root, tmp_path / "resumed", epochs=1))
+    resumed = train(tiny_config(synth_root, tmp_path / "resumed"), resume=True)
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights differ from an uninterrupted run"
+    lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    first = json.loads((tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert first["train_loss"] == json.loads(lines[-1])["train_loss"]
+
+
+def test_language_init_and_every_loss_train(synth_root, tmp_path):
+    for loss in ("bce", "weighted-bce", "focal"):
+        path = train(tiny_config(synth_root, tmp_path / loss, loss=loss, epochs=1))
+        assert path.is_file()
+    path = train(tiny_config(synth_root, tmp_path / "lang", init="language", text_encoder="minilm", epochs=1))
+    record = json.loads((tmp_path / "lang" / "metrics.jsonl").read_text())
+    assert np.isfinite(record["train_loss"]) and 0.0 <= record["val_mAP"] <= 1.0
+    assert path.is_file()
+
+
+def test_epoch_indices_oversample_and_shard():
+    targets = np.zeros((10, 3), dtype=np.float32)
+    targets[:8, 0] = 1
+    targets[8, 1] = 1  # a 1-shot class
+    cfg = TrainConfig(min_positives=5, seed=1)
+    full = epoch_indices(targets, 0, cfg, Distributed())
+    assert set(full) == set(range(10)) and full.count(8) >= 5
+    shards = [epoch_indices(targets, 0, cfg, Distributed(rank=r, world=2)) for r in (0, 1)]
+    assert len(shards[0]) == len(shards[1]) == -(-len(full) // 2)
+    padded = full + full[: 2 * len(shards[0]) - len(full)]  # wrap-around padding, as np.resize does
+    assert sorted(shards[0] + shards[1]) == sorted(padded)
+    assert epoch_indices(targets, 1, cfg, Distributed()) != full  # reshuffled each epoch
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(synth_root, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "defr", "train",
+           "--dataset", "synth", "--data-root", str(synth_root), "--backbone", "tiny-vit", "--init", "random",
+           "--epochs", "1", "--image-size", "64", "--batch-size", "4", "--device", "cpu", "--output", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (out / "model.safetensors").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1  # written by rank 0 only
+
+
+def test_presets_load_and_overrides_win():
+    presets = sorted(p.name for p in resources.files("defr.configs").joinpath("table4").iterdir())
+    assert "clip-clip-lse.yaml" in presets and len(presets) == 6
+    cfg = load_config("table4/clip-clip-lse", {"epochs": 3})
+    assert (cfg.backbone, cfg.loss, cfg.epochs, cfg.learning_rate) == ("ViT-B-16", "lse-sign", 3, 1.5e-5)
+    assert load_config("table4/in1k-bert-lse", {}).learning_rate == 1e-4
+
+
+def test_train_cli_errors(tmp_path, synth_root):
+    runner = CliRunner()
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("epochs: 2\nwarp_speed: 9\n")
+    result = runner.invoke(main, ["train", "--config", str(bad_yaml)])
+    assert result.exit_code != 0 and "unknown keys ['warp_speed']" in result.output
+    result = runner.invoke(main, ["train", "--dataset", "synth", "--data-root", str(synth_root), "--backbone",
+                                  "vit-huge-typo", "--init", "random", "--output", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "unknown backbone 'vit-huge-typo'" in result.output
+    result = runner.invoke(main, ["train", "--dataset", "synth", "--data-root", str(tmp_path / "nowhere"),
+                                  "--output", str(tmp_path / "o2")])
+    assert result.exit_code != 0 and "defr synth" in result.output
+    result = runner.invoke(main, ["train", "--resume", "--output", str(tmp_path / "empty")])
+    assert result.exit_code != 0 and "no model.safetensors" in result.output
