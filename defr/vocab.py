@@ -57,12 +57,7 @@ class Vocabulary:
 
     def phrase(self, hoi: int) -> str:
         """The natural-language phrase of one class, e.g. ``a person riding a bicycle``."""
-        obj = _with_article(self.objects[self.hoi_object[hoi]].replace("_", " "))
-        verb = self.verbs[self.hoi_verb[hoi]]
-        if verb == "no_interaction":
-            return f"a person and {obj}"
-        words = verb.split("_")
-        return " ".join(["a person", gerund(words[0]), *words[1:], obj])
+        return hoi_phrase(self.verbs[self.hoi_verb[hoi]], self.objects[self.hoi_object[hoi]])
 
     def prompts(self, templates: tuple[str, ...] = DEFAULT_TEMPLATES) -> list[list[str]]:
         """One list of sentences per class, one per template (``"a photo of {}"``)."""
@@ -101,3 +96,12 @@ def hico() -> Vocabulary:
         coco80_to_hico={int(k): v for k, v in raw["coco80_to_hico"].items()},
         coco91_to_hico={int(k): v for k, v in raw["coco91_to_hico"].items()},
     )
+
+
+def hoi_phrase(verb: str, obj: str) -> str:
+    """``("ride", "bicycle")`` → ``"a person riding a bicycle"``; ``no_interaction`` → ``"a person and a bicycle"``."""
+    obj = _with_article(obj.replace("_", " "))
+    if verb == "no_interaction":
+        return f"a person and {obj}"
+    words = verb.split("_")
+    return " ".join(["a person", gerund(words[0]), *words[1:], obj])

@@ -18,9 +18,9 @@ from defr.model.backbones import (
     PretrainedWeightsError,
     UnknownBackboneError,
     UnsupportedBackboneError,
-    _online,
     backbone_spec,
     build_backbone,
+    hub_reachable,
     load_pretrained,
     load_state_strict,
     vit_state,
@@ -174,7 +174,7 @@ def test_unknown_names():
 @pytest.mark.parametrize(("name", "tag"), [("ViT-B-32", "openai"), ("timm/vit_tiny_patch16_224", "timm")])
 def test_offline_tag_fails_fast_with_a_clear_error(monkeypatch, name, tag):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert not _online()
+    assert not hub_reachable()
     spec = backbone_spec(name, 224, pretrained=tag)
     net = build_backbone(spec)
     start = time.monotonic()

@@ -317,7 +317,7 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _online(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
+def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
     """Whether ``host`` answers within ``timeout`` s: without it a download would hang on retries."""
     if _hub_offline():
         return False
@@ -339,7 +339,7 @@ def _hf_file(repo_id: str, filenames: list[str], what: str) -> str:
     """The first of ``filenames`` in HF hub repo ``repo_id`` (from the cache when offline)."""
     from huggingface_hub import hf_hub_download
 
-    online = _online()
+    online = hub_reachable()
     reasons = []
     for filename in filenames:
         try:
@@ -356,7 +356,7 @@ def _hf_file(repo_id: str, filenames: list[str], what: str) -> str:
 def _url_file(url: str, what: str) -> str:
     from open_clip.pretrained import download_pretrained_from_url
 
-    if not _online(host=url.split("/")[2]):
+    if not hub_reachable(host=url.split("/")[2]):
         raise _fetch_error(f"{what} from {url}", "offline or host unreachable")
     return download_pretrained_from_url(url)
 
