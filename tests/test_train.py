@@ -23,8 +23,20 @@ def synth_root(tmp_path_factory) -> Path:
 
 
 def tiny_config(root: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(dataset="synth", data_root=str(root), backbone="tiny-vit", init="random", loss="lse-sign", epochs=2,
-                batch_size=8, image_size=64, lr=1e-3, min_positives=2, output=str(out), seed=5)
+    base = dict(
+        dataset="synth",
+        data_root=str(root),
+        backbone="tiny-vit",
+        init="random",
+        loss="lse-sign",
+        epochs=2,
+        batch_size=8,
+        image_size=64,
+        lr=1e-3,
+        min_positives=2,
+        output=str(out),
+        seed=5,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -68,9 +80,34 @@ def test_epoch_indices_oversample_and_shard():
 @pytest.mark.slow
 def test_torchrun_two_processes_gloo(synth_root, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "defr", "train",
-           "--dataset", "synth", "--data-root", str(synth_root), "--backbone", "tiny-vit", "--init", "random",
-           "--epochs", "1", "--image-size", "64", "--batch-size", "4", "--device", "cpu", "--output", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "defr",
+        "train",
+        "--dataset",
+        "synth",
+        "--data-root",
+        str(synth_root),
+        "--backbone",
+        "tiny-vit",
+        "--init",
+        "random",
+        "--epochs",
+        "1",
+        "--image-size",
+        "64",
+        "--batch-size",
+        "4",
+        "--device",
+        "cpu",
+        "--output",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -92,11 +129,27 @@ def test_train_cli_errors(tmp_path, synth_root):
     bad_yaml.write_text("epochs: 2\nwarp_speed: 9\n")
     result = runner.invoke(main, ["train", "--config", str(bad_yaml)])
     assert result.exit_code != 0 and "unknown keys ['warp_speed']" in result.output
-    result = runner.invoke(main, ["train", "--dataset", "synth", "--data-root", str(synth_root), "--backbone",
-                                  "vit-huge-typo", "--init", "random", "--output", str(tmp_path / "o")])
+    result = runner.invoke(
+        main,
+        [
+            "train",
+            "--dataset",
+            "synth",
+            "--data-root",
+            str(synth_root),
+            "--backbone",
+            "vit-huge-typo",
+            "--init",
+            "random",
+            "--output",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code != 0 and "unknown backbone 'vit-huge-typo'" in result.output
-    result = runner.invoke(main, ["train", "--dataset", "synth", "--data-root", str(tmp_path / "nowhere"),
-                                  "--output", str(tmp_path / "o2")])
+    result = runner.invoke(
+        main,
+        ["train", "--dataset", "synth", "--data-root", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o2")],
+    )
     assert result.exit_code != 0 and "defr synth" in result.output
     result = runner.invoke(main, ["train", "--resume", "--output", str(tmp_path / "empty")])
     assert result.exit_code != 0 and "no model.safetensors" in result.output
