@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
-from defr.runtime.detector import HOIDetector, load_detector
+from defr.runtime.detector import BackendError, HOIDetector, load_detector
 from defr.runtime.io import list_images, load_detections, read_image, write_json_atomic
 from defr.runtime.pairs import LABEL_SPACES
 
@@ -79,7 +79,7 @@ def detect_command(
         kw = {"precision": precision} if checkpoint is not None else {}
         detector = load_detector(checkpoint or model_file, device=device, top_k=top_k, **kw)
         results = run_detection(detector, paths, dets, batch_size=batch_size)
-    except ValueError as e:  # our input errors are ValueError subclasses that name the file
+    except (ValueError, BackendError) as e:  # input errors name the file; BackendError: a runtime is missing
         raise click.ClickException(str(e)) from None
     write_json_atomic(results, out)
     triplets = sum(len(r["hoi"]) for r in results.values())

@@ -1,0 +1,147 @@
+"""TensorRT engine from an exported ONNX graph (TensorRT 10 Python API).
+
+Written against NVIDIA's documented API and NOT run here: no TensorRT or GPU was available. The
+pure-Python parts (profile shapes, argument checks, the missing-package error) are tested.
+
+- The network is strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): precision comes
+  from the graph, so an fp16 engine is built from ``model.fp16.onnx`` (float16 compute, float32 box
+  arithmetic and I/O) and an fp32 engine from ``model.onnx``. ``BuilderFlag.FP16`` (weak typing) is
+  deprecated since TensorRT 10.12 and removed in 11. Networks are always explicit-batch in
+  TensorRT 10, so no explicit-batch flag is passed.
+- One optimisation profile: B in [1, max_batch], P in [1, max_pairs]. The runtime never calls an
+  engine with P = 0 (``HOIDetector`` passes one dummy pair instead).
+- A timing cache (``model.timing.cache`` in the output folder) is read when present and written
+  after the build, so rebuilding on the same GPU skips most kernel timing.
+- With ``plugin_library`` (``--plugin``), the library is loaded into TensorRT's plugin registry
+  before parsing; the parser maps the ``PairMaskedAttention`` node to its plugin creator by name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from defr.export.onnx_export import ExportError
+
+ENGINE_PRECISIONS = ("fp32", "fp16")
+TENSORRT_INSTALL = "pip install tensorrt (TensorRT 10, needs an NVIDIA GPU with CUDA 12)"
+TIMING_CACHE_NAME = "model.timing.cache"
+OPT_BATCH = 4  # a partly filled frame batch
+OPT_PAIRS_PER_IMAGE = 16  # a typical frame after the 0.2 score threshold and the 15 + 15 box cap
+
+Shape = tuple[int, ...]
+Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max)
+
+
+class TensorRTUnavailableError(ExportError):
+    """The ``tensorrt`` package cannot be imported."""
+
+
+@dataclass
+class EngineConfig:
+    """precision: ``fp32`` or ``fp16``; B in [1, max_batch] and P in [1, max_pairs] per call."""
+
+    precision: str
+    image_size: int
+    max_batch: int = 8
+    max_pairs: int = 1024
+    plugin_library: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in ENGINE_PRECISIONS:
+            raise ExportError(f"engine precision must be one of {ENGINE_PRECISIONS}, not {self.precision!r}")
+        check_limits(self.image_size, self.max_batch, self.max_pairs)
+        if self.plugin_library is not None and not Path(self.plugin_library).is_file():
+            raise ExportError(f"plugin library {self.plugin_library}: no such file")
+
+    @property
+    def file_name(self) -> str:
+        return f"model.{self.precision}.engine"
+
+    @property
+    def onnx_name(self) -> str:
+        """The graph the engine is parsed from: its precision is in the graph (strong typing)."""
+        return "model.onnx" if self.precision == "fp32" else f"model.{self.precision}.onnx"
+
+
+def check_limits(image_size: int, max_batch: int, max_pairs: int) -> None:
+    if image_size < 1:
+        raise ExportError(f"image size must be >= 1, not {image_size}")
+    if max_batch < 1:
+        raise ExportError(f"max batch must be >= 1, not {max_batch}")
+    if max_pairs < 1:
+        raise ExportError(f"max pairs must be >= 1, not {max_pairs} (P = 0 frames never reach the engine)")
+
+
+def optimization_profile_shapes(image_size: int, max_batch: int, max_pairs: int) -> Profile:
+    """(min, opt, max) shape of each graph input: B in [1, max_batch], P in [1, max_pairs].
+
+    opt: B = min(max_batch, 4), P = min(max_pairs, 16 · opt B).
+    """
+    check_limits(image_size, max_batch, max_pairs)
+    opt_b = min(max_batch, OPT_BATCH)
+    opt_p = min(max_pairs, OPT_PAIRS_PER_IMAGE * opt_b)
+    s = image_size
+    return {
+        "images": ((1, 3, s, s), (opt_b, 3, s, s), (max_batch, 3, s, s)),
+        "boxes_h": ((1, 4), (opt_p, 4), (max_pairs, 4)),
+        "boxes_o": ((1, 4), (opt_p, 4), (max_pairs, 4)),
+        "pair_index": ((1,), (opt_p,), (max_pairs,)),
+    }
+
+
+def import_tensorrt():
+    """The ``tensorrt`` module; ``TensorRTUnavailableError`` naming the package and how to install it."""
+    try:
+        import tensorrt
+    except ImportError as e:
+        raise TensorRTUnavailableError(f"TensorRT is not available ({e}): {TENSORRT_INSTALL}") from None
+    return tensorrt
+
+
+def load_plugin_library(trt, logger, path: str | os.PathLike) -> None:
+    """Register TensorRT's own plugins and those of the shared library at ``path``."""
+    trt.init_libnvinfer_plugins(logger, "")
+    trt.get_plugin_registry().load_library(str(path))
+
+
+def build_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    cfg: EngineConfig,
+    timing_cache: str | os.PathLike | None = None,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Parse ``onnx_path``, build a serialized engine for ``cfg`` and write it to ``engine_path``.
+
+    timing_cache: a timing cache file, read when it exists and (re)written after the build.
+    """
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    if cfg.plugin_library is not None:
+        load_plugin_library(trt, logger, cfg.plugin_library)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ExportError(f"TensorRT cannot parse {Path(onnx_path).name}: {errors}")
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in optimization_profile_shapes(cfg.image_size, cfg.max_batch, cfg.max_pairs).items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+    cache_path = Path(timing_cache) if timing_cache is not None else None
+    cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else b""
+    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
+    log(f"building the {cfg.precision} TensorRT engine (minutes) ...")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ExportError(f"TensorRT could not build the {cfg.precision} engine (its log above says why)")
+    engine_path = Path(engine_path)
+    engine_path.write_bytes(bytes(serialized))
+    if cache_path is not None:
+        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return engine_path

@@ -1,0 +1,167 @@
+"""ONNX Runtime and TensorRT pair backends: same detections as PyTorch, P = 0 frames, sidecar checks, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from defr import vocab
+from defr.cli import main as defr_main
+from defr.export import ExportConfig, SidecarError, export_model
+from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
+from defr.runtime import BackendError, HOIDetector, RuntimeMeta, load_detector
+from defr.runtime.backends import OnnxBackend, TensorRTBackend
+
+pytest.importorskip("onnxruntime")
+PERSON = vocab.PERSON
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+
+
+@pytest.fixture(scope="module")
+def export(model, tmp_path_factory):
+    """(checkpoint, export folder) of the tiny model."""
+    root = tmp_path_factory.mktemp("backends")
+    save_checkpoint(model, root / "tiny.safetensors")
+    export_model(root / "tiny.safetensors", root / "export", ExportConfig(verify=False), log=lambda m: None)
+    return root / "tiny.safetensors", root / "export"
+
+
+def frames():
+    """Three frames: several pairs, no detection at all, an object without a human (no pair)."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (90 + 10 * i, 120, 3), dtype=np.uint8) for i in range(3)]
+    detections = [
+        {
+            "boxes": np.array([[10, 10, 60, 80], [50, 20, 115, 70], [5, 5, 30, 30]], np.float32),
+            "labels": np.array([PERSON, 2, PERSON]),
+            "scores": np.array([0.9, 0.8, 0.7], np.float32),
+        },
+        {"boxes": np.zeros((0, 4), np.float32), "labels": np.zeros(0, np.int64), "scores": np.zeros(0, np.float32)},
+        {"boxes": np.array([[0, 0, 100, 100]], np.float32), "labels": np.array([3]), "scores": np.array([0.9])},
+    ]
+    return images, detections
+
+
+def max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) if a.numel() else 0.0
+
+
+def assert_same_results(want, got, tol: float):
+    assert len(want) == len(got)
+    for w, g in zip(want, got, strict=True):
+        assert torch.equal(w.hoi, g.hoi) and torch.equal(w.boxes_h, g.boxes_h) and torch.equal(w.boxes_o, g.boxes_o)
+        assert max_abs(w.scores, g.scores) <= tol
+        assert max_abs(w.image_logits, g.image_logits) <= 100 * tol
+
+
+def test_onnx_backend_reads_the_sidecar(model, export):
+    backend = OnnxBackend(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
+    assert backend.meta == RuntimeMeta.from_model(model)
+    assert backend.precision == "fp32" and backend.providers == ["CPUExecutionProvider"]
+    assert backend.accepts_no_pairs is False
+    assert OnnxBackend(export[1] / "model.fp16.onnx", ["CPUExecutionProvider"]).precision == "fp16"
+
+
+def test_onnx_detector_matches_pytorch(export):
+    checkpoint, folder = export
+    images, detections = frames()
+    want = HOIDetector.from_checkpoint(checkpoint).detect(images, detections)
+    assert len(want[0]) > 0 and len(want[1]) == len(want[2]) == 0
+    got = HOIDetector.from_onnx(folder / "model.onnx", providers=["CPUExecutionProvider"]).detect(images, detections)
+    assert_same_results(want, got, tol=1e-6)
+    fp16 = load_detector(folder / "model.fp16.onnx").detect(images, detections)
+    assert [len(r) for r in fp16] == [len(r) for r in want]
+    assert max(max_abs(w.scores, g.scores) for w, g in zip(want, fp16, strict=True)) < 1e-2
+
+
+def test_batch_without_pairs_never_calls_with_p0(export):
+    """HOIDetector gives exported graphs a dummy pair when no frame has one; image logits still come out."""
+    checkpoint, folder = export
+    images, detections = frames()
+    want = HOIDetector.from_checkpoint(checkpoint).detect(images[1:], detections[1:])
+    backend = OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"])
+    seen = []
+
+    def spy(images, boxes_h, boxes_o, pair_index):
+        seen.append(int(pair_index.shape[0]))
+        return backend(images, boxes_h, boxes_o, pair_index)
+
+    spy.accepts_no_pairs = False
+    got = HOIDetector(spy, backend.meta).detect(images[1:], detections[1:])
+    assert seen == [1]
+    assert_same_results(want, got, tol=1e-6)
+    with pytest.raises(BackendError, match="at least one pair"):
+        backend(torch.zeros(1, 3, 64, 64), torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+
+
+def test_sidecar_guards(export, tmp_path):
+    folder = tmp_path / "copy"
+    shutil.copytree(export[1], folder)
+    with pytest.raises(BackendError, match="providers"):
+        OnnxBackend(folder / "model.onnx", providers=["NoSuchExecutionProvider"])
+    (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")
+    with pytest.raises(SidecarError, match="checksum differs"):
+        OnnxBackend(folder / "model.onnx")
+    shutil.copy(folder / "model.fp16.onnx", folder / "renamed.onnx")
+    with pytest.raises(SidecarError, match="not listed"):
+        OnnxBackend(folder / "renamed.onnx")
+    sidecar = json.loads((folder / "model.json").read_text())
+    (folder / "model.json").write_text(json.dumps({**sidecar, "format": "other/9"}))
+    with pytest.raises(SidecarError, match="not a defr-export sidecar"):
+        OnnxBackend(folder / "model.fp16.onnx")
+    (folder / "model.json").unlink()
+    with pytest.raises(SidecarError, match="no model.json beside it"):
+        OnnxBackend(folder / "model.fp16.onnx")
+
+
+def test_plugin_graph_is_refused_by_onnx_runtime(export, tmp_path):
+    out = tmp_path / "plugin"
+    export_model(export[0], out, ExportConfig(plugin=True, verify=False), log=lambda m: None)
+    with pytest.raises(BackendError, match="--plugin"):
+        OnnxBackend(out / "model.onnx")
+
+
+def test_missing_runtimes_are_backend_errors(export, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(BackendError, match="pip install onnxruntime"):
+        OnnxBackend(export[1] / "model.onnx")
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(BackendError, match="pip install tensorrt"):
+        TensorRTBackend(export[1] / "model.fp16.engine")
+    with pytest.raises(BackendError, match="pip install tensorrt"):
+        load_detector(export[1] / "model.fp16.engine")
+
+
+def test_detect_cli_with_onnx_model(export, tmp_path):
+    checkpoint, folder = export
+    images, detections = frames()
+    (tmp_path / "images").mkdir()
+    (tmp_path / "dets").mkdir()
+    for i, (image, dets) in enumerate(zip(images, detections, strict=True)):
+        Image.fromarray(image).save(tmp_path / "images" / f"f{i}.png")
+        entry = {k: np.asarray(v).tolist() for k, v in dets.items()}
+        (tmp_path / "dets" / f"f{i}.json").write_text(json.dumps(entry))
+    common = ["--images", str(tmp_path / "images"), "--detections", str(tmp_path / "dets")]
+    for name, source in (
+        ("torch", ["--checkpoint", str(checkpoint)]),
+        ("onnx", ["--model", str(folder / "model.onnx")]),
+    ):
+        r = CliRunner().invoke(defr_main, ["detect", *source, *common, "--out", str(tmp_path / f"{name}.json")])
+        assert r.exit_code == 0, r.output
+    want, got = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("torch", "onnx"))
+    assert want.keys() == got.keys() and sum(len(e["hoi"]) for e in want.values()) > 0
+    for name in want:
+        assert want[name]["hoi"] == got[name]["hoi"] and want[name]["boxes_h"] == got[name]["boxes_h"]
+        assert np.allclose(want[name]["scores"], got[name]["scores"], atol=1e-6)

@@ -1,0 +1,173 @@
+"""``defr-export``: files, sidecar, summary, exit codes, bad input, the released layout, the demo hook."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from defr import vocab
+from defr.export import ExportConfig, ExportError, export_and_check, verify
+from defr.export.cli import main
+from defr.export.onnx_export import OUTPUT_NAMES, example_inputs
+from defr.export.sidecar import sha256
+from defr.export.verify import feeds, ort_session
+from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
+from defr.model.official import load_official_checkpoint
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(model, path)
+    return path
+
+
+def _leftovers(folder) -> list[str]:
+    """Staging folders an export left beside its output."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+
+
+def test_export_writes_onnx_fp16_and_sidecar(checkpoint, model, tmp_path):
+    out = tmp_path / "export"
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["model.fp16.onnx", "model.json", "model.onnx"]
+    assert "max |Δ| pair_logits" in r.output and "image_logits" in r.output
+    table = r.output[r.output.index("file ") :]
+    assert "model.onnx" in table and "model.fp16.onnx" in table and " ms" in table
+    sidecar = json.loads((out / "model.json").read_text())
+    assert sidecar["classes"] == vocab.hico().class_names
+    assert sidecar["input"]["image_size"] == 64 and sidecar["input"]["patch_size"] == 16
+    assert sidecar["input"]["mean"] == list(model.cfg.backbone.mean)
+    assert sidecar["head"]["logit_scale"] == pytest.approx(float(model.logit_scale.exp()))
+    assert sidecar["score_rule"]["prior_exponent"] == 2.8
+    assert sidecar["graph"]["opset"] == 18 and sidecar["graph"]["plugin"] is False
+    assert sidecar["exporter"]["onnx"] == onnx.__version__ and sidecar["exporter"]["torch"] is not None
+    assert sidecar["source"]["sha256"] == sha256(checkpoint)
+    for name, entry in sidecar["files"].items():
+        assert entry["sha256"] == sha256(out / name) and entry["bytes"] == (out / name).stat().st_size
+    assert _leftovers(tmp_path) == []
+
+
+def test_released_checkpoint_at_another_size(tmp_path):
+    """The released .pth layout (``module.visual_encoder.visual.*``), exported at 96 px."""
+    torch.manual_seed(0)
+    tiny = DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names))
+    state = {f"module.visual_encoder.visual.{k}": v for k, v in tiny.backbone.state_dict().items()}
+    # rows of norm ~1 like the released T·Pᵀ, so logits have the released scale (γ ≈ 100)
+    state |= {"module.classifier": torch.randn(600, 192) / 192**0.5, "module.logit_scale": torch.tensor(4.61)}
+    path = tmp_path / "defr_official.pth"
+    torch.save({"model_state_dict": state}, path)
+    out = tmp_path / "export"
+    r = CliRunner().invoke(main, [str(path), "-o", str(out), "--image-size", "96", "--no-verify"])
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((out / "model.json").read_text())
+    assert sidecar["input"]["image_size"] == 96 and sidecar["head"]["type"] == "clip"
+    reference = load_official_checkpoint(path, image_size=96)
+    inputs = example_inputs(96, 2, 5)
+    got = ort_session(out / "model.onnx").run(list(OUTPUT_NAMES), feeds(inputs))
+    with torch.no_grad():
+        want = reference.forward_pairs(*inputs, with_image_logits=True)
+    for g, w in zip(got, want, strict=True):
+        assert np.abs(g - w.numpy()).max() < 1e-4
+
+
+def test_engine_without_tensorrt_writes_onnx_then_fails(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
+    out = tmp_path / "export"
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out), "--engine", "fp16", "--no-verify"])
+    assert r.exit_code == 2
+    assert sorted(p.name for p in out.iterdir()) == ["model.fp16.onnx", "model.json", "model.onnx"]
+    error = [line for line in r.output.splitlines() if "error" in line]
+    assert len(error) == 1 and "TensorRT" in error[0] and "pip install tensorrt" in error[0]
+    assert json.loads((out / "model.json").read_text())["engine"] is None
+
+
+def test_verification_failure_exits_1_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(verify.TOLERANCES, "fp16", verify.Tolerance("rel", 1e-9))  # float16 cannot meet this
+    out = tmp_path / "export"
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out)])
+    assert r.exit_code == 1, r.output
+    assert "model.fp16.onnx" in r.output and "FAILED" in r.output
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--max-pairs", "0"], "max pairs must be >= 1"),
+        (["--max-batch", "0"], "max batch must be >= 1"),
+        (["--opset", "11"], "opset 11 is not supported"),
+        (["--image-size", "70"], "image size 70 is not a multiple of the patch size 16"),
+        (["--plugin", "--engine", "fp16"], "--plugin with --engine needs --plugin-library"),
+    ],
+)
+def test_bad_arguments(checkpoint, tmp_path, args, message):
+    out = tmp_path / "export"
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out), *args])
+    assert r.exit_code == 2 and message in r.output, r.output
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_not_a_checkpoint(tmp_path):
+    bogus = tmp_path / "notes.txt"
+    bogus.write_text("not a model")
+    r = CliRunner().invoke(main, [str(bogus), "-o", str(tmp_path / "export")])
+    assert r.exit_code == 2 and "not a DEFR checkpoint" in r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_class_names_must_name_hico_objects(tmp_path):
+    checkpoint = tmp_path / "odd.safetensors"
+    save_checkpoint(DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), ["ride unicorn", "feed unicorn"])), checkpoint)
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(tmp_path / "export")])
+    assert r.exit_code == 2 and "'unicorn' is not a HICO object" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.safetensors"]
+
+
+def test_output_dir_is_a_file(checkpoint, tmp_path):
+    target = tmp_path / "export"
+    target.write_text("occupied")
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(target)])
+    assert r.exit_code == 2 and "is not a directory" in r.output
+    assert target.read_text() == "occupied" and _leftovers(tmp_path) == []
+
+
+def test_config_validation_is_the_api_too():
+    with pytest.raises(ExportError, match="--plugin-library applies"):
+        ExportConfig(plugin_library="libdefr.so")
+    with pytest.raises(ExportError, match="engine precision"):
+        ExportConfig(engine="int8")
+
+
+@pytest.mark.slow
+def test_export_and_check_on_synthetic_images(tmp_path):
+    from defr.data import generate_synthetic
+
+    root = generate_synthetic(tmp_path / "synth", images=24, seed=0, size=64)
+    classes = json.loads((root / "instances_test2015.json").read_text())
+    names = [f"{classes['verbs'][v]} {classes['objects'][o]}" for _, o, v in classes["correspondence"]]
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "model.safetensors"
+    save_checkpoint(DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), names)).eval(), checkpoint)
+    summary = export_and_check(checkpoint, tmp_path / "export", synth_root=root, max_images=6)
+    json.dumps(summary)  # JSON-able
+    assert set(summary["files"]) == {"model.onnx", "model.fp16.onnx"}
+    assert summary["max_abs_diff_pair"] < 1e-4 and summary["max_abs_diff_image"] < 1e-4
+    detection = summary["detection"]
+    assert detection["images"] == 6 and detection["same_top_triplet"] == 6
+    assert detection["max_abs_diff_score"] < 1e-5

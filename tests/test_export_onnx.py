@@ -1,0 +1,201 @@
+"""The exported ONNX pair graph: inputs/outputs, dynamic shapes, ONNX Runtime vs PyTorch, fp16, the plugin node."""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from defr import vocab
+from defr.export.fp16 import convert_to_fp16
+from defr.export.onnx_export import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    ExportError,
+    PairGraph,
+    PluginPairGraph,
+    example_inputs,
+    export_onnx,
+    max_opset,
+)
+from defr.export.verify import TOLERANCES, VerificationError, check_graph, compare_with_torch, feeds, ort_session
+from defr.model import DEFR, DEFRConfig, backbone_spec, pair_masks
+
+ort = pytest.importorskip("onnxruntime")
+SHAPES = [(1, 1), (1, 7), (1, 225), (3, 1), (3, 7), (3, 225)]  # (B, P)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(model, tmp_path_factory):
+    """model.onnx and model.fp16.onnx of the tiny model (one export for the whole module)."""
+    folder = tmp_path_factory.mktemp("export")
+    path = export_onnx(model, folder / "model.onnx")
+    onnx.save(convert_to_fp16(onnx.load(str(path))), str(folder / "model.fp16.onnx"))
+    return {"fp32": path, "fp16": folder / "model.fp16.onnx"}
+
+
+@pytest.fixture(scope="module")
+def plugin_graph(model, tmp_path_factory):
+    path = export_onnx(model, tmp_path_factory.mktemp("plugin") / "model.onnx", plugin=True)
+    return onnx.load(str(path)), path
+
+
+def _torch(model, inputs):
+    with torch.no_grad():
+        return [t.numpy() for t in model.forward_pairs(*inputs, with_image_logits=True)]
+
+
+def _elem_type(value: onnx.ValueInfoProto) -> int:
+    return value.type.tensor_type.elem_type
+
+
+def _dims(value: onnx.ValueInfoProto) -> list:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+def test_graph_inputs_outputs_and_standard_ops(exported):
+    graph = onnx.load(str(exported["fp32"])).graph
+    inputs = {v.name: v for v in graph.input}
+    outputs = {v.name: v for v in graph.output}
+    assert list(inputs) == list(INPUT_NAMES) and list(outputs) == list(OUTPUT_NAMES)
+    assert _dims(inputs["images"]) == ["B", 3, 64, 64]
+    assert _dims(inputs["boxes_h"]) == _dims(inputs["boxes_o"]) == ["P", 4]
+    assert _dims(inputs["pair_index"]) == ["P"]
+    assert _dims(outputs["pair_logits"]) == ["P", 600] and _dims(outputs["image_logits"]) == ["B", 600]
+    assert _elem_type(inputs["pair_index"]) == onnx.TensorProto.INT64
+    assert {_elem_type(v) for v in [*graph.output, *graph.input] if v.name != "pair_index"} == {onnx.TensorProto.FLOAT}
+    assert {n.domain for n in graph.node} == {""}  # standard ops only
+    check_graph(exported["fp32"])
+
+
+def test_one_file_many_shapes_matches_pytorch(model, exported):
+    session = ort_session(exported["fp32"])
+    for k, (b, p) in enumerate(SHAPES):
+        inputs = example_inputs(64, b, p, seed=10 + k)
+        got = session.run(list(OUTPUT_NAMES), feeds(inputs))
+        for g, r in zip(got, _torch(model, inputs), strict=True):
+            assert g.shape == r.shape
+            assert np.abs(g - r).max() <= TOLERANCES["fp32"].limit, (b, p)
+
+
+def test_fp16_graph_runs_on_cpu_within_tolerance(model, exported):
+    proto = onnx.load(str(exported["fp16"]))
+    assert {_elem_type(v) for v in proto.graph.output} == {onnx.TensorProto.FLOAT}
+    assert _elem_type(proto.graph.input[0]) == onnx.TensorProto.FLOAT
+    elements = Counter()
+    for t in proto.graph.initializer:
+        elements[t.data_type] += int(np.prod(t.dims))
+    # the weights of the image path are stored in float16; the classifier (normalised by weight-only
+    # nodes) and a few box constants stay float32
+    assert elements[onnx.TensorProto.FLOAT16] > 0.9 * (
+        elements[onnx.TensorProto.FLOAT16] + elements[onnx.TensorProto.FLOAT]
+    )
+    check_graph(exported["fp16"])
+    result = compare_with_torch(exported["fp16"], model, "fp16", shapes=tuple(SHAPES))
+    assert result.passed, result.error
+    assert max(result.max_abs.values()) > 1e-5  # it really computes in float16
+
+
+def test_fp16_keeps_box_edges_exact(model, exported):
+    """Box edges a hair past a patch border (16 px here): in float16 they round onto the border and the
+    pair sees one patch row or column more or less. The float16 graph keeps box arithmetic in float32."""
+    images = example_inputs(64, 1, 1)[0]
+    boxes_h = torch.tensor([[0.0, 0.0, 16.005, 32.005], [0.0, 16.005, 32.005, 47.99]])
+    boxes_o = torch.tensor([[47.99, 47.99, 63.0, 63.0], [31.995, 0.0, 63.0, 16.005]])
+    index = torch.zeros(2, dtype=torch.long)
+    assert (
+        pair_masks(boxes_h, boxes_o, 64, 16) != pair_masks(boxes_h.half().float(), boxes_o.half().float(), 64, 16)
+    ).any()
+    reference = _torch(model, (images, boxes_h, boxes_o, index))[0]
+    rounded = _torch(model, (images, boxes_h.half().float(), boxes_o.half().float(), index))[0]
+    limit = TOLERANCES["fp16"].limit * np.abs(reference).max()
+    assert np.abs(rounded - reference).max() > limit  # the test can tell the two apart
+    got = ort_session(exported["fp16"]).run(["pair_logits"], feeds((images, boxes_h, boxes_o, index)))[0]
+    assert np.abs(got - reference).max() <= limit
+
+
+def test_verification_reports_disagreement(model, exported):
+    torch.manual_seed(1)
+    other = DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+    result = compare_with_torch(exported["fp32"], other, "fp32", shapes=((1, 1),))
+    assert not result.passed and result.error["pair_logits"] > 1e-2
+
+
+def test_checker_failure_is_a_verification_error(exported, tmp_path):
+    proto = onnx.load(str(exported["fp32"]))
+    proto.graph.node[0].input[0] = "no_such_value"
+    onnx.save(proto, str(tmp_path / "broken.onnx"))
+    with pytest.raises(VerificationError, match="broken.onnx: onnx.checker failed"):
+        check_graph(tmp_path / "broken.onnx")
+
+
+def test_verification_without_onnxruntime(exported, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(VerificationError, match="pip install onnxruntime"):
+        ort_session(exported["fp32"])
+
+
+def test_plugin_graph_has_one_custom_node(plugin_graph, exported):
+    proto, path = plugin_graph
+    custom = [n for n in proto.graph.node if n.domain]
+    assert [(n.domain, n.op_type) for n in custom] == [("defr", "PairMaskedAttention")]
+    attrs = {a.name: a.i for a in custom[0].attribute}
+    assert attrs == {"grid_size": 4, "heads": 3, "image_size": 64}
+    decomposed = onnx.load(str(exported["fp32"]))
+    softmax = Counter(n.op_type for n in proto.graph.node)["Softmax"]
+    # the first L-1 blocks keep their softmax; the last block's CLS softmax is inside the plugin node
+    assert softmax == Counter(n.op_type for n in decomposed.graph.node)["Softmax"] - 1 == 3
+    assert ("defr", 1) in {(o.domain, o.version) for o in proto.opset_import}
+    check_graph(path)
+
+
+def test_plugin_fp16_graph_keeps_boxes_float32(plugin_graph, tmp_path):
+    proto = convert_to_fp16(plugin_graph[0])
+    onnx.save(proto, str(tmp_path / "model.fp16.onnx"))
+    check_graph(tmp_path / "model.fp16.onnx")  # the node's schema demands float32 boxes
+    typed = onnx.shape_inference.infer_shapes(proto).graph
+    types = {v.name: _elem_type(v) for v in [*typed.value_info, *typed.input]}
+    node = next(n for n in proto.graph.node if n.domain == "defr")
+    half, single = onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT
+    assert [types[name] for name in node.input] == [half, half, half, single, single, onnx.TensorProto.INT64]
+
+
+def test_plugin_reference_matches_forward_pairs(model):
+    """The custom op's reference (dense SDPA with a boolean mask) against the pair runtime's einsum path."""
+    for b, p in [(1, 1), (3, 7)]:
+        inputs = example_inputs(64, b, p, seed=b * p)
+        with torch.no_grad():
+            want = PairGraph(model)(*inputs)
+            got = PluginPairGraph(model)(*inputs)
+        for g, w in zip(got, want, strict=True):
+            torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [17, max_opset() + 1])
+def test_unsupported_opset(model, tmp_path, opset):
+    with pytest.raises(ExportError, match=f"opset {opset} is not supported"):
+        export_onnx(model, tmp_path / "model.onnx", opset=opset)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.heavy
+@pytest.mark.parametrize("backbone", ["ViT-B-32", "ViT-B-16"])
+def test_vit_b_at_672(backbone, tmp_path):
+    torch.manual_seed(0)
+    model = DEFR(DEFRConfig(backbone_spec(backbone, 672), vocab.hico().class_names)).eval()
+    path = export_onnx(model, tmp_path / "model.onnx")
+    onnx.save(convert_to_fp16(onnx.load(str(path))), str(tmp_path / "model.fp16.onnx"))
+    for precision, file in (("fp32", path), ("fp16", tmp_path / "model.fp16.onnx")):
+        check_graph(file)
+        result = compare_with_torch(file, model, precision, shapes=tuple(SHAPES))
+        assert result.passed, (precision, result.error)

@@ -1,0 +1,185 @@
+"""The TensorRT engine builder without TensorRT: profiles, argument checks, the missing-package error, and
+the build sequence against a stand-in for the part of the TensorRT 10 API it uses (no GPU here)."""
+
+from __future__ import annotations
+
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from defr.export.onnx_export import ExportError
+from defr.export.tensorrt_build import (
+    EngineConfig,
+    TensorRTUnavailableError,
+    build_engine,
+    import_tensorrt,
+    optimization_profile_shapes,
+)
+
+
+def test_profile_covers_one_to_max_with_opt_inside():
+    shapes = optimization_profile_shapes(672, max_batch=8, max_pairs=1024)
+    assert set(shapes) == {"images", "boxes_h", "boxes_o", "pair_index"}
+    lo, opt, hi = shapes["images"]
+    assert lo == (1, 3, 672, 672) and hi == (8, 3, 672, 672) and 1 <= opt[0] <= 8 and opt[1:] == (3, 672, 672)
+    for name in ("boxes_h", "boxes_o"):
+        lo, opt, hi = shapes[name]
+        assert lo == (1, 4) and hi == (1024, 4) and 1 <= opt[0] <= 1024 and opt[1] == 4
+    assert [s[0] for s in shapes["pair_index"]] == [s[0] for s in shapes["boxes_h"]]
+    assert shapes["boxes_h"][1][0] >= shapes["images"][1][0]  # at least one pair per image at the opt point
+
+
+@pytest.mark.parametrize(("max_batch", "max_pairs"), [(1, 1), (1, 5), (64, 3), (2, 10_000)])
+def test_profile_opt_never_exceeds_max(max_batch, max_pairs):
+    shapes = optimization_profile_shapes(224, max_batch, max_pairs)
+    for lo, opt, hi in shapes.values():
+        assert all(a <= b <= c for a, b, c in zip(lo, opt, hi, strict=True))
+    assert shapes["images"][2][0] == max_batch and shapes["pair_index"][2][0] == max_pairs
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_pairs": 0}, "max pairs must be >= 1, not 0"),
+        ({"max_batch": 0}, "max batch must be >= 1, not 0"),
+        ({"image_size": 0}, "image size must be >= 1"),
+    ],
+)
+def test_profile_rejects_bad_limits(kwargs, message):
+    args = {"image_size": 224, "max_batch": 8, "max_pairs": 64, **kwargs}
+    with pytest.raises(ExportError, match=message):
+        optimization_profile_shapes(**args)
+    with pytest.raises(ExportError, match=message):
+        EngineConfig("fp16", **args)
+
+
+def test_engine_config_checks_precision_and_plugin(tmp_path):
+    with pytest.raises(ExportError, match="engine precision must be one of"):
+        EngineConfig("int8", 224)
+    with pytest.raises(ExportError, match="no such file"):
+        EngineConfig("fp16", 224, plugin_library=tmp_path / "libdefr_plugins.so")
+    assert (EngineConfig("fp16", 224).file_name, EngineConfig("fp16", 224).onnx_name) == (
+        "model.fp16.engine",
+        "model.fp16.onnx",
+    )
+    assert EngineConfig("fp32", 224).onnx_name == "model.onnx"
+
+
+def test_missing_tensorrt_names_the_package(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
+    with pytest.raises(TensorRTUnavailableError, match="pip install tensorrt"):
+        import_tensorrt()
+
+
+def fake_tensorrt(parse_ok: bool = True, build_ok: bool = True) -> tuple[SimpleNamespace, dict]:
+    """A stand-in for the calls ``build_engine`` makes (TensorRT 10 names), recording them."""
+    calls: dict = {}
+
+    class Profile:
+        def __init__(self):
+            self.shapes = {}
+
+        def set_shape(self, name, lo, opt, hi):
+            self.shapes[name] = (tuple(lo), tuple(opt), tuple(hi))
+
+    class Cache:
+        def __init__(self, data):
+            self.data = data
+
+        def serialize(self):
+            return self.data + b"+timed"
+
+    class Config:
+        def __init__(self):
+            self.profiles, self.cache = [], None
+
+        def add_optimization_profile(self, profile):
+            self.profiles.append(profile)
+
+        def create_timing_cache(self, data):
+            return Cache(data)
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            self.cache = cache
+
+        def get_timing_cache(self):
+            return self.cache
+
+    class Parser:
+        num_errors = 0 if parse_ok else 1
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse_from_file(self, path):
+            calls["parsed"] = path
+            return parse_ok
+
+        def get_error(self, i):
+            return "In node 7 (PairMaskedAttention): no plugin creator"
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            calls["network_flags"] = flags
+            return object()
+
+        def create_builder_config(self):
+            calls["config"] = Config()
+            return calls["config"]
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            return b"serialized engine" if build_ok else None
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+
+    registry = SimpleNamespace(load_library=lambda path: calls.setdefault("library", path))
+    trt = SimpleNamespace(
+        Logger=Logger,
+        Builder=Builder,
+        OnnxParser=Parser,
+        NetworkDefinitionCreationFlag=SimpleNamespace(STRONGLY_TYPED=5),
+        init_libnvinfer_plugins=lambda logger, namespace: calls.setdefault("nvinfer_plugins", namespace),
+        get_plugin_registry=lambda: registry,
+    )
+    return trt, calls
+
+
+def test_build_sequence(monkeypatch, tmp_path):
+    trt, calls = fake_tensorrt()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    (tmp_path / "model.fp16.onnx").write_bytes(b"onnx")
+    cache = tmp_path / "model.timing.cache"
+    cache.write_bytes(b"earlier")
+    library = tmp_path / "libdefr_plugins.so"
+    library.write_bytes(b"\x7fELF")
+    cfg = EngineConfig("fp16", 224, max_batch=4, max_pairs=100, plugin_library=library)
+    out = build_engine(tmp_path / cfg.onnx_name, tmp_path / cfg.file_name, cfg, cache, log=lambda m: None)
+    assert out.read_bytes() == b"serialized engine"
+    assert calls["parsed"] == str(tmp_path / "model.fp16.onnx")
+    assert calls["network_flags"] == 1 << 5  # strongly typed: the precision is the graph's
+    assert calls["library"] == str(library) and calls["nvinfer_plugins"] == ""
+    (profile,) = calls["config"].profiles
+    assert profile.shapes == optimization_profile_shapes(224, 4, 100)
+    assert cache.read_bytes() == b"earlier+timed"  # the cache was loaded, then written back
+
+
+def test_build_errors_are_export_errors(monkeypatch, tmp_path):
+    cfg = EngineConfig("fp32", 224)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(parse_ok=False)[0])
+    with pytest.raises(ExportError, match="cannot parse model.onnx: In node 7"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.fp32.engine", cfg, log=lambda m: None)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(build_ok=False)[0])
+    with pytest.raises(ExportError, match="could not build the fp32 engine"):
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.fp32.engine", cfg, log=lambda m: None)
+    assert not (tmp_path / "model.fp32.engine").exists()
