@@ -43,6 +43,7 @@ class TrainConfig:
     text_encoder: str = "minilm"
     templates: list[str] = field(default_factory=lambda: ["{}"])
     loss: str = "lse-sign"
+    logit_scale: float | None = None  # γ; None: 100 (the paper), exp(4.61) for the CLIP head
     epochs: int = 10
     batch_size: int = 32
     accumulate: int = 1  # micro-batches per optimizer step
@@ -64,6 +65,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accumulate", "image_size", "restart_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.logit_scale is not None and not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
 
     @property
     def learning_rate(self) -> float:
@@ -158,6 +161,7 @@ def build_training_model(cfg: TrainConfig, class_names: list[str]) -> DEFR:
         init=cfg.init,
         text_encoder=cfg.text_encoder if cfg.init == "language" else None,
         templates=tuple(cfg.templates),
+        logit_scale=cfg.logit_scale,
     )
 
 
@@ -331,6 +335,7 @@ def _truncate_metrics(path: Path, epochs: int) -> None:
 @click.option("--init", type=click.Choice(["language", "random"]))
 @click.option("--text-encoder", help="minilm, clip:<model>[:<tag>], hf:<repo> or a local model directory.")
 @click.option("--loss", type=click.Choice(sorted(LOSSES)))
+@click.option("--logit-scale", type=float, help="γ of the cosine logits (default 100; the CLIP head: exp(4.61)).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--accumulate", type=int, help="Micro-batches per optimizer step (gradient accumulation).")

@@ -98,3 +98,14 @@ def test_heads_cosine_and_clip():
     clip = DEFR(DEFRConfig(spec, ["a", "b"], head="clip"))
     raw = 100 * torch.nn.functional.normalize(feats, dim=-1) @ clip.classifier.t()
     torch.testing.assert_close(clip.classify(feats), raw, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_stem_makes_one_token_per_16_pixel_patch():
+    from defr.model.vit import VisionTransformer, ViTConfig
+
+    vit = VisionTransformer(ViTConfig(image_size=64, patch_size=16, width=32, layers=1, heads=2, stem="conv")).eval()
+    assert vit.embed(torch.randn(2, 3, 64, 64)).shape == (2, 1 + 16, 32)
+    with pytest.raises(ValueError, match="16-pixel"):
+        ViTConfig(image_size=64, patch_size=8, stem="conv")
+    with pytest.raises(ValueError, match="stem"):
+        ViTConfig(stem="resnet")

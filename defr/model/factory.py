@@ -11,6 +11,7 @@ Classifier rules (recorded in ``cfg.init["head_rule"]``):
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -47,12 +48,14 @@ def build_model(
     text_encoder: str | None = "minilm",
     templates: tuple[str, ...] = ("{}",),
     encoder: TextEncoder | None = None,
+    logit_scale: float | None = None,
 ) -> DEFR:
     """A DEFR model over ``class_names`` with backbone ``backbone`` at ``image_size`` px.
 
     ``pretrained``: a weights tag or local file for the backbone (None: random init).
     ``encoder`` overrides ``text_encoder`` with an already loaded text encoder; its ``name``
     attribute (``clip:<model>`` for CLIP's text tower) names it in ``cfg.init`` and for the head rule.
+    ``logit_scale``: γ of the logits (None: the head rule's, 100 or exp(4.61)); fixed, not trained.
     """
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, not {init!r}")
@@ -62,14 +65,16 @@ def build_model(
     net = build_backbone(spec)
     extras = load_pretrained(net, spec, pretrained) if pretrained else {}
     record = {"init": init, "text_encoder": None, "templates": None, "pretrained": pretrained}
+    gamma = {"logit_scale": math.log(logit_scale)} if logit_scale is not None else {}
     if init == "random":
-        cfg = DEFRConfig(spec, list(class_names), init={**record, "head_rule": "random N(0, 0.02²), cosine head"})
-        return DEFR(cfg, backbone=net)
-    weights, head, logit_scale, rule, name = language_classifier(
+        rule = "random N(0, 0.02²), cosine head"
+        return DEFR(DEFRConfig(spec, list(class_names), init={**record, "head_rule": rule}, **gamma), backbone=net)
+    weights, head, scale, rule, name = language_classifier(
         class_names, spec.feature_dim, extras.get("visual_proj"), text_encoder, templates, encoder
     )
     record.update(text_encoder=name, templates=list(templates), head_rule=rule)
-    kwargs = {"logit_scale": logit_scale} if logit_scale is not None else {}
+    kwargs = {"logit_scale": scale} if scale is not None else {}
+    kwargs.update(gamma)
     model = DEFR(DEFRConfig(spec, list(class_names), head=head, init=record, **kwargs), backbone=net)
     with torch.no_grad():
         model.classifier.copy_(weights)

@@ -15,23 +15,33 @@ HUMAN_COLOUR = (40, 120, 255)
 OBJECT_COLOUR = (255, 140, 0)
 
 
+MIN_SIDE = 512  # small frames are enlarged so that boxes and labels stay legible
+LINE = 14  # pixels per label line of the default font
+
+
 def draw_results(image: Image.Image, result: ImageResult, class_names: Sequence[str], top: int = 3) -> Image.Image:
-    """A copy of ``image`` with the ``top`` best triplets: human box (blue), object box (orange),
-    joined by a line, and "class score" above the human box. Boxes: original-image pixels."""
-    canvas = image.convert("RGB").copy()
+    """``image`` with the ``top`` best triplets: human box (blue), object box (orange), a line between
+    them and the triplet's number; below the image, one line "number. class score" per triplet.
+    Boxes: original-image pixels. Images smaller than 512 px are enlarged first."""
+    scale = max(1.0, MIN_SIDE / max(image.size))
+    size = (round(image.width * scale), round(image.height * scale))
+    shown = min(top, len(result))
+    canvas = Image.new("RGB", (size[0], size[1] + LINE * max(shown, 1) + 6), (255, 255, 255))
+    canvas.paste(image.convert("RGB").resize(size, Image.BICUBIC))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    width = max(1, round(max(canvas.size) / 200))
-    for k in range(min(top, len(result))):
-        bh, bo = result.boxes_h[k].tolist(), result.boxes_o[k].tolist()
+    width = max(2, round(max(size) / 250))
+    for k in range(shown):
+        bh = [v * scale for v in result.boxes_h[k].tolist()]
+        bo = [v * scale for v in result.boxes_o[k].tolist()]
         draw.rectangle(bo, outline=OBJECT_COLOUR, width=width)
         draw.rectangle(bh, outline=HUMAN_COLOUR, width=width)
         draw.line([_centre(bh), _centre(bo)], fill=(255, 255, 255), width=width)
-        label = f"{class_names[int(result.hoi[k])]} {float(result.scores[k]):.2f}"
-        x, y = bh[0], max(bh[1] - 12 * (k + 1), 0)  # stack labels of the same human upwards
-        left, top_, right, bottom = draw.textbbox((x, y), label, font=font)
-        draw.rectangle([left - 1, top_ - 1, right + 1, bottom + 1], fill=HUMAN_COLOUR)
-        draw.text((x, y), label, fill=(255, 255, 255), font=font)
+        draw.text((bh[0] + width + 1, bh[1] + width + 1 + LINE * k), str(k + 1), fill=HUMAN_COLOUR, font=font)
+        label = f"{k + 1}. {class_names[int(result.hoi[k])]}  {float(result.scores[k]):.3f}"
+        draw.text((4, size[1] + 3 + LINE * k), label, fill=(0, 0, 0), font=font)
+    if not shown:
+        draw.text((4, size[1] + 3), "no HOI detected", fill=(0, 0, 0), font=font)
     return canvas
 
 

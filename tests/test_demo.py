@@ -1,0 +1,26 @@
+"""``defr demo`` end to end at a toy size: every stage runs and reports its metrics."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from defr.cli import main
+
+
+@pytest.mark.slow
+def test_demo_runs_every_stage(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--output", str(out), "--images", "60", "--image-size", "64", "--epochs", "1"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    report = json.loads((out / "demo.json").read_text())
+    assert 0.0 <= report["classification"]["mAP"] <= 1.0
+    assert 0.0 < report["classification"]["chance_mAP"] < 1.0
+    assert 0.0 <= report["detection"]["full"] <= 1.0
+    assert report["export"]["max_abs_diff_pair"] <= 1e-4
+    assert list((out / "detection").glob("*.png"))
+    assert (out / "export" / "model.onnx").is_file()
+    assert "mAP" in r.output
