@@ -30,6 +30,25 @@ def tiny_model():
     return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
 
 
+@pytest.fixture
+def clip_layout_model():
+    """``tiny_model`` with CLIP's patch projection instead of tiny-vit's conv stem: the layout of the
+    released DEFR checkpoint, for tests that write one."""
+    return clip_layout_tiny(64)
+
+
+def clip_layout_tiny(image_size: int, seed: int = 0):
+    import dataclasses
+
+    from defr import vocab
+    from defr.model import DEFR, DEFRConfig, backbone_spec
+
+    spec = backbone_spec("tiny-vit", image_size)
+    spec = dataclasses.replace(spec, vit=dataclasses.replace(spec.vit, stem="patch"))
+    torch.manual_seed(seed)
+    return DEFR(DEFRConfig(spec, vocab.hico().class_names)).eval()
+
+
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests need CUDA; ``heavy`` tests (ViT-B at 672 px and such) run only with DEFR_HEAVY=1."""
     skip_gpu = pytest.mark.skip(reason="needs CUDA")

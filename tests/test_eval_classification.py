@@ -171,25 +171,27 @@ def test_evaluate_model_equals_metrics_of_direct_logits(tiny_model, synth_root):
     assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics
 
 
-def test_evaluate_command(tmp_path, tiny_model, synth_root):
+def test_evaluate_command(tmp_path, clip_layout_model, synth_root):
     from defr.model import save_checkpoint
 
     checkpoint = tmp_path / "model.safetensors"
-    save_checkpoint(tiny_model, checkpoint)
+    save_checkpoint(clip_layout_model, checkpoint)
     out = tmp_path / "metrics.json"
     args = ["evaluate", "--checkpoint", str(checkpoint), "--data-root", str(synth_root), "--batch-size", "3"]
     run = CliRunner().invoke(main, [*args, "--dataset", "synth", "--json", str(out)])
     assert run.exit_code == 0, run.output
     assert "mAP" in run.output and "few@10" in run.output and "classes evaluated" in run.output
     written = json.loads(out.read_text())
-    expected = evaluate_model(tiny_model, synth_test_split(tiny_model, synth_root))
+    expected = evaluate_model(clip_layout_model, synth_test_split(clip_layout_model, synth_root))
     assert written["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
     assert written["split"] == "test" and written["dataset"] == "synth"
 
     # the released layout: {"model_state_dict": {"module.visual_encoder.visual.*", "module.classifier", ...}}
-    tower = {k.removeprefix("backbone."): v for k, v in tiny_model.state_dict().items() if k.startswith("backbone.")}
+    tower = {
+        k.removeprefix("backbone."): v for k, v in clip_layout_model.state_dict().items() if k.startswith("backbone.")
+    }
     state = {f"module.visual_encoder.visual.{k}": v for k, v in tower.items()}
-    state["module.classifier"], state["module.logit_scale"] = tiny_model.classifier.detach(), torch.tensor(4.61)
+    state["module.classifier"], state["module.logit_scale"] = clip_layout_model.classifier.detach(), torch.tensor(4.61)
     official = tmp_path / "defr_official.pth"
     torch.save({"model_state_dict": state}, official)
     run = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(official), "--dataset", "synth"] + args[3:])
