@@ -30,9 +30,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from defr.files import atomic_path
 
 PAIRS = (1, 16, 64, 225)
 MAX_HUMANS = MAX_OBJECTS = 15  # the released pair rules (defr.runtime.pairs.PairConfig)
@@ -284,20 +285,9 @@ def plot(result: dict, path: Path) -> None:
     ax.set_title(f"{result['backbone']} @ {result['image_size']} px, {result['device']}, {result['threads']} threads")
     ax.legend()
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main() -> None:
@@ -323,7 +313,8 @@ def main() -> None:
     result = run(args)
     text = json.dumps(result, indent=2)
     if args.out:
-        _atomic(args.out, lambda tmp: Path(tmp).write_text(text + "\n"))
+        with atomic_path(args.out) as tmp:
+            Path(tmp).write_text(text + "\n")
     else:
         print(text)
     if args.plot:

@@ -7,15 +7,13 @@ ONNX Runtime check against PyTorch.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import click
 
+from defr.files import write_json
 from defr.train import TrainConfig, train
 
 
@@ -86,7 +84,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         report["export"] = export_and_check(checkpoint, out / "export", synth_root=data)
         report["export_seconds"] = _lap(timer)
 
-    _write_json(out / "demo.json", report)
+    write_json(report, out / "demo.json", indent=2)
     return report
 
 
@@ -103,13 +101,6 @@ def _chance_map(labels) -> float:
 
 def _lap(start: float) -> float:
     return round(time.perf_counter() - start, 1)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=2, default=float)
-    os.replace(tmp, path)
 
 
 def _fmt(x) -> str:

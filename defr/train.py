@@ -11,7 +11,6 @@ import json
 import math
 import os
 import random
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +24,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from defr.files import atomic_path
 from defr.losses import LOSSES
 from defr.model import DEFR, load_checkpoint, save_checkpoint
 
@@ -297,14 +297,8 @@ def _write_epoch(out: Path, model, optimizer, scheduler, scaler, epoch: int, rec
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{TRAIN_STATE}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(out / TRAIN_STATE) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, out / TRAIN_STATE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     with open(out / METRICS, "a") as f:
         f.write(json.dumps(record) + "\n")
 

@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from defr import vocab
+from defr.files import atomic_path, write_json
 
 # (verb, object) in decreasing train frequency: the body follows a power law, the last len(TRAIN_TAIL) are pinned.
 CLASSES = (
@@ -863,9 +864,9 @@ def _write_set(root: Path, images: int, seed: int, size: int) -> None:
     train_counts = np.bincount([c for a in anns["train"] for c in a.classes], minlength=len(CLASSES))
     _write_mat(root / "anno.mat", anns, rng)
     for split in splits:
-        _write_json(root / f"instances_{split}2015.json", _hicodet(split, anns[split], train_counts))
+        write_json(_hicodet(split, anns[split], train_counts), root / f"instances_{split}2015.json")
     few = {f"few_{k}": [int(c) for c in np.flatnonzero((train_counts >= 1) & (train_counts <= k))] for k in (1, 5, 10)}
-    _write_json(root / "few_shot_classes.json", {"description": "classes with 1 / <=5 / <=10 training images", **few})
+    write_json({"description": "classes with 1 / <=5 / <=10 training images", **few}, root / "few_shot_classes.json")
 
 
 def _file_name(split: str, i: int) -> str:
@@ -890,7 +891,8 @@ def _write_mat(path: Path, anns: dict[str, list[Annotation]], rng: np.random.Gen
     scipy.io.savemat(buffer, mat, do_compression=True)
     data = bytearray(buffer.getvalue())
     data[:116] = MAT_HEADER.ljust(116)  # scipy stamps the creation time here; a fixed text keeps output reproducible
-    _atomic_write(path, bytes(data))
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(bytes(data))
 
 
 def _labels(anns: list[Annotation], rng: np.random.Generator) -> np.ndarray:
@@ -929,17 +931,6 @@ def _hicodet(split: str, anns: list[Annotation], train_counts: np.ndarray) -> di
         "rare": rare,
         "non_rare": [c for c in range(len(CLASSES)) if c not in rare],
     }
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    _atomic_write(path, json.dumps(obj).encode())
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- CLI

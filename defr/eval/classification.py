@@ -185,10 +185,10 @@ def evaluate_command(
         click.echo(f"  {key:<7} {_percent(metrics[key])}")
     click.echo(f"  classes evaluated: {metrics['num_classes_evaluated']} of {len(dataset.class_names)}")
     if json_out is not None:
-        from defr.runtime.io import write_json_atomic
+        from defr.files import write_json
 
         source = {"checkpoint": str(checkpoint), "dataset": dataset_name, "data_root": str(data_root), "split": split}
-        write_json_atomic({**source, **metrics}, json_out)
+        write_json({**source, **metrics}, json_out)
 
 
 def _percent(fraction: float | None) -> str:

@@ -563,9 +563,9 @@ def eval_hicodet_command(annotations: Path, results: Path, setting: str, json_ou
         missing = metrics["classes_without_gt"]
         click.echo(f"  {len(missing)} class(es) without GT pairs, left out of the means: {missing[:10]}")
     if json_out is not None:
-        from defr.runtime.io import write_json_atomic
+        from defr.files import write_json
 
-        write_json_atomic(metrics, json_out)
+        write_json(metrics, json_out)
 
 
 def _percent(fraction: float | None) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defr.files import atomic_path
 from defr.model.backbones import BackboneSpec, build_backbone
 from defr.model.pairs import pair_cls_features, pair_masks
 from defr.model.vit import VisionTransformer
@@ -155,14 +155,8 @@ def save_checkpoint(model: DEFR, path: str | os.PathLike, metadata: dict | None 
     if metadata:
         header["metadata"] = json.dumps(metadata)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_checkpoint_header(path: str | os.PathLike) -> dict:

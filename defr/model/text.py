@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable
 from importlib import resources
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from defr import vocab
+from defr.files import atomic_path
 from defr.model.backbones import hub_reachable
 
 if TYPE_CHECKING:
@@ -347,19 +347,6 @@ def project_embeddings(emb: torch.Tensor, dim: int) -> torch.Tensor:
 # --- embeddings files ------------------------------------------------------------------------------------------
 
 
-def _write_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` into a temporary name beside ``path``, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_embeddings(
     path: str | os.PathLike,
     emb: torch.Tensor,
@@ -381,7 +368,8 @@ def save_embeddings(
         "prompts": json.dumps([list(p) for p in prompts]),
     }
     tensors = {"embeddings": emb.detach().float().contiguous().cpu()}
-    _write_atomically(Path(path), lambda tmp: save_file(tensors, tmp, metadata=header))
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=header)
 
 
 def load_embeddings(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
@@ -441,7 +429,8 @@ def plot_embeddings(
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.tight_layout()
-    _write_atomically(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=150))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=150)
 
 
 # --- command line ------------------------------------------------------------------------------------------------

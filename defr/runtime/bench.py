@@ -26,8 +26,8 @@ import click
 import numpy as np
 import torch
 
+from defr.files import write_json
 from defr.runtime.detector import BackendError, PairBackend, TorchBackend, load_model
-from defr.runtime.io import write_json_atomic
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -253,7 +253,7 @@ def bench_command(model, image_size, pairs, batches, backends, warmup, repeats, 
         result = run_bench(cfg)
     except (ValueError, BackendError) as e:  # input errors (checkpoint, sidecar, backbone) and missing runtimes
         raise click.ClickException(str(e)) from None
-    write_json_atomic(result, json_out)
+    write_json(result, json_out)
     click.echo(format_table([BenchRow(**r) for r in result["rows"]]))
     m = result["machine"]
     click.echo(

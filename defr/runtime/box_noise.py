@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,9 +21,10 @@ import click
 import numpy as np
 
 from defr import vocab
+from defr.files import atomic_path, write_json
 from defr.runtime.cli import run_detection
 from defr.runtime.detector import HOIDetector
-from defr.runtime.io import InputFileError, read_image, write_json_atomic
+from defr.runtime.io import InputFileError, read_image
 
 METRICS = ("full", "rare", "non_rare")
 
@@ -144,15 +144,9 @@ def plot_box_noise(rows: list[dict], path: str | os.PathLike) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120)
     finally:
         plt.close(fig)
     return path
@@ -173,7 +167,7 @@ def run_detection_demo(checkpoint: Path, synth_root: Path, out_dir: Path, noise:
     detector = HOIDetector.from_checkpoint(checkpoint)
     dets = noisy_gt_detections(data, noise, seed)
     results = run_detection(detector, paths, dets)
-    detections = write_json_atomic(results, out_dir / "detections.json")
+    detections = write_json(results, out_dir / "detections.json")
     metrics = _evaluate(annotations, results)
 
     shown = [p for p in paths if results[p.name]["hoi"]][:4]
@@ -218,7 +212,7 @@ def box_noise_command(checkpoint, annotations, images, ratios, out, seed, batch_
     except (ValueError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     report = {"checkpoint": str(checkpoint), "annotations": str(annotations), "seed": seed, "rows": rows}
-    write_json_atomic(report, Path(out) / "box_noise.json")
+    write_json(report, Path(out) / "box_noise.json")
     plot_box_noise(rows, Path(out) / "box_noise.png")
     for row in rows:
         click.echo(f"r={row['ratio']:<5g} full {row['full']} rare {row['rare']} non-rare {row['non_rare']}")

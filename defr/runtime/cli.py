@@ -9,8 +9,9 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from defr.files import write_json
 from defr.runtime.detector import BackendError, HOIDetector, load_detector
-from defr.runtime.io import list_images, load_detections, read_image, write_json_atomic
+from defr.runtime.io import list_images, load_detections, read_image
 from defr.runtime.pairs import LABEL_SPACES
 
 
@@ -81,6 +82,6 @@ def detect_command(
         results = run_detection(detector, paths, dets, batch_size=batch_size)
     except (ValueError, BackendError) as e:  # input errors name the file; BackendError: a runtime is missing
         raise click.ClickException(str(e)) from None
-    write_json_atomic(results, out)
+    write_json(results, out)
     triplets = sum(len(r["hoi"]) for r in results.values())
     click.echo(f"wrote {out}: {len(results)} images, {triplets} HOI detections")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from defr.files import atomic_path
 from defr.runtime.detector import ImageResult
 
 HUMAN_COLOUR = (40, 120, 255)
@@ -65,13 +65,7 @@ def save_result_images(
     paths = []
     for image, result, name in zip(images, results, names, strict=True):
         path = out_dir / f"{prefix}{Path(name).stem}.png"
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             draw_results(image, result, class_names, top).save(tmp, format="PNG")
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         paths.append(path)
     return paths

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -152,21 +151,6 @@ def _read_jsonl(path: Path) -> dict[str, dict]:
             raise InputFileError(f"{path}:{i}: second entry for {name}")
         entries[name] = entry
     return entries
-
-
-def write_json_atomic(obj, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as JSON through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def read_results(path: str | os.PathLike, known: Iterable[str] | None = None) -> dict[str, dict]:
