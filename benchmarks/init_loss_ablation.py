@@ -62,7 +62,7 @@ def run(rows: list[str], seeds: list[int], images: int, epochs: int, work: Path)
         done = [r for r in runs if f"{r['init']}+{r['loss']}" == row]
         summary[row] = {k: _mean_std([r[k] for r in done]) for k in KEYS}
     return {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
         "images": images,
         "epochs": epochs,
         "image_size": demo.image_size,
@@ -72,6 +72,16 @@ def run(rows: list[str], seeds: list[int], images: int, epochs: int, work: Path)
         "runs": runs,
         "summary": summary,
     }
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _mean_std(values: list) -> dict:
