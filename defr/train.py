@@ -186,28 +186,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         )
         model, start_epoch, state = build_training_model(cfg, probe.class_names), 0, None
     spec = model.cfg.backbone
-    train_set = build_dataset(
-        cfg.dataset,
-        cfg.data_root,
-        "train",
-        spec.image_size,
-        spec.mean,
-        spec.std,
-        augment=True,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-    )
-    val_set = build_dataset(
-        cfg.dataset,
-        cfg.data_root,
-        "val",
-        spec.image_size,
-        spec.mean,
-        spec.std,
-        augment=False,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-    )
+    split = dict(val_fraction=cfg.val_fraction, seed=cfg.seed)
+    train_set = build_dataset(cfg.dataset, cfg.data_root, "train", spec.image_size, spec.mean, spec.std, True, **split)
+    val_set = build_dataset(cfg.dataset, cfg.data_root, "val", spec.image_size, spec.mean, spec.std, False, **split)
     if train_set.class_names != model.cfg.class_names:
         raise click.ClickException(f"{cfg.data_root}: dataset classes differ from the model's (resuming another run?)")
     targets = (train_set.labels == 1).astype(np.float32)

@@ -24,7 +24,6 @@ from PIL import Image, UnidentifiedImageError
 from defr.runtime.pairs import DetectionError, to_hico_labels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-RESULT_KEYS = ("boxes_h", "boxes_o", "hoi", "scores")
 
 
 class InputFileError(ValueError):
@@ -151,30 +150,3 @@ def _read_jsonl(path: Path) -> dict[str, dict]:
             raise InputFileError(f"{path}:{i}: second entry for {name}")
         entries[name] = entry
     return entries
-
-
-def read_results(path: str | os.PathLike, known: Iterable[str] | None = None) -> dict[str, dict]:
-    """A results file, checked: every entry has boxes_h, boxes_o [K, 4], hoi, scores [K].
-
-    known: the image file names the results may refer to; any other name raises
-    ``InputFileError`` listing them (a results file for another split or a renamed set).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such results file")
-    results = _read_json(path)
-    if not isinstance(results, dict):
-        raise InputFileError(f"{path}: results must be a JSON object {{filename: entry}}")
-    for name, entry in results.items():
-        if not isinstance(entry, dict) or any(k not in entry for k in RESULT_KEYS):
-            raise InputFileError(f"{path}: entry {name!r} needs keys {list(RESULT_KEYS)}")
-        k = len(entry["hoi"])
-        if len(entry["scores"]) != k or len(entry["boxes_h"]) != k or len(entry["boxes_o"]) != k:
-            raise InputFileError(f"{path}: entry {name!r} has lists of different lengths")
-        if k and any(len(b) != 4 for b in entry["boxes_h"] + entry["boxes_o"]):
-            raise InputFileError(f"{path}: entry {name!r} has boxes that are not [x1, y1, x2, y2]")
-    if known is not None:
-        unknown = sorted(set(results) - set(known))
-        if unknown:
-            raise InputFileError(f"{path}: {len(unknown)} unknown file name(s): {', '.join(unknown[:5])}")
-    return results
