@@ -68,7 +68,7 @@ def released_forward(model, images, boxes_h, boxes_o, pair_index, chunk: int):
     """The released approach: every pair runs the whole backbone (mask in the last block) → [P, C]."""
     import torch
 
-    from defr.model.pairs import pair_masks
+    from defr.model.pair_attention import pair_masks
 
     vit = model.vit
     out = []

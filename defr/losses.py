@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from defr.errors import ConfigError
+
 REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -48,7 +50,7 @@ def weighted_bce(
     """BCE with positives of class c weighted by ``pos_weight[c]`` ([C], usually #neg/#pos of c)."""
     _check(logits, targets, ignore)
     if pos_weight.shape != logits.shape[1:]:
-        raise ValueError(f"pos_weight must have shape [{logits.shape[1]}], got {list(pos_weight.shape)}")
+        raise ConfigError(f"pos_weight must have shape [{logits.shape[1]}], got {list(pos_weight.shape)}")
     per_entry = F.binary_cross_entropy_with_logits(
         logits, targets.to(logits.dtype), pos_weight=pos_weight.to(logits), reduction="none"
     )
@@ -78,11 +80,11 @@ LOSSES = {"lse-sign": lse_sign_loss, "bce": bce, "weighted-bce": weighted_bce, "
 
 def _check(logits: torch.Tensor, targets: torch.Tensor, ignore: torch.Tensor | None) -> None:
     if logits.dim() != 2:
-        raise ValueError(f"logits must be [B, C], got shape {list(logits.shape)}")
+        raise ConfigError(f"logits must be [B, C], got shape {list(logits.shape)}")
     if targets.shape != logits.shape:
-        raise ValueError(f"targets shape {list(targets.shape)} does not match logits {list(logits.shape)}")
+        raise ConfigError(f"targets shape {list(targets.shape)} does not match logits {list(logits.shape)}")
     if ignore is not None and (ignore.shape != logits.shape or ignore.dtype != torch.bool):
-        raise ValueError(f"ignore must be a bool tensor of shape {list(logits.shape)}")
+        raise ConfigError(f"ignore must be a bool tensor of shape {list(logits.shape)}")
 
 
 def _sum_classes(per_entry: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
@@ -98,4 +100,4 @@ def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
         return per_sample.sum()
     if reduction == "none":
         return per_sample
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, not {reduction!r}")
+    raise ConfigError(f"reduction must be one of {REDUCTIONS}, not {reduction!r}")

@@ -24,6 +24,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from defr.errors import ConfigError
 from defr.files import atomic_path
 from defr.losses import LOSSES
 from defr.model import DEFR, load_checkpoint, save_checkpoint
@@ -59,14 +60,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
+            raise ConfigError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
         if self.init not in ("language", "random"):
-            raise ValueError(f"init must be 'language' or 'random', not {self.init!r}")
+            raise ConfigError(f"init must be 'language' or 'random', not {self.init!r}")
         for name in ("epochs", "batch_size", "accumulate", "image_size", "restart_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.logit_scale is not None and not self.logit_scale > 0:
-            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
+            raise ConfigError(f"logit_scale must be > 0, got {self.logit_scale}")
 
     @property
     def learning_rate(self) -> float:

@@ -20,12 +20,9 @@ from defr.model.backbones import (
     UnsupportedBackboneError,
     backbone_spec,
     build_backbone,
-    hub_reachable,
-    load_pretrained,
-    load_state_strict,
-    vit_state,
 )
 from defr.model.factory import build_model, clip_head_weights, language_classifier
+from defr.model.pretrained import hub_reachable, load_pretrained, load_state_strict, vit_state
 from defr.model.vit import resize_positional_embedding
 
 open_clip = pytest.importorskip("open_clip")
@@ -185,13 +182,13 @@ def test_offline_tag_fails_fast_with_a_clear_error(monkeypatch, name, tag):
 
 
 def test_unreachable_hub_without_offline_flag_fails_fast(monkeypatch):
-    import defr.model.backbones as backbones
+    import defr.model.pretrained as pretrained
 
     def no_network(*args, **kwargs):
         raise OSError("network is unreachable")
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones.socket, "create_connection", no_network)
+    monkeypatch.setattr(pretrained.socket, "create_connection", no_network)
     spec = backbone_spec("timm/vit_tiny_patch16_224", 224)
     with pytest.raises(PretrainedWeightsError, match="huggingface.co unreachable and not in the cache"):
         load_pretrained(build_backbone(spec), spec, "timm")

@@ -9,6 +9,7 @@ from defr.data.jsonl import load_jsonl
 from defr.data.sampling import oversampling_indices
 from defr.data.synth import generate_synthetic
 from defr.data.transforms import build_transform, eval_transform, train_transform
+from defr.errors import ConfigError
 
 DATASETS = ("hico", "jsonl", "synth")
 
@@ -42,9 +43,9 @@ def build_dataset(
     to "val"; "test" is the official test list. ``augment`` applies the training augmentation.
     """
     if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {list(DATASETS)}, not {name!r}")
+        raise ConfigError(f"dataset must be one of {list(DATASETS)}, not {name!r}")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, not {split!r}")
+        raise ConfigError(f"split must be one of {list(SPLITS)}, not {split!r}")
     root = Path(root)
     if name == "synth" and not (root / "anno.mat").is_file():
         raise DatasetError(f"{root}: no synthetic dataset here (no anno.mat); run `defr synth {root}` first")

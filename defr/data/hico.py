@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from defr import vocab
+from defr.errors import ConfigError, DefrError
 
 ANNO = "anno.mat"
 FEW_SHOT_FILE = "few_shot_classes.json"
@@ -25,7 +26,7 @@ SPLITS = ("train", "val", "test")
 FEW_SHOT_SIZES = (1, 5, 10)
 
 
-class DatasetError(ValueError):
+class DatasetError(DefrError, ValueError):
     """Malformed or missing dataset files; the message names the file and what is wrong."""
 
 
@@ -179,7 +180,7 @@ def _labels(values: np.ndarray, path: Path, field: str, classes: int, images: in
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train, val) sorted indices of a seeded split of ``n`` items; val gets ``round(n·val_fraction)`` (≥ 1)."""
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_val = min(max(round(n * val_fraction), 1 if val_fraction > 0 else 0), max(n - 1, 0))
     order = np.random.default_rng(seed).permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from defr.errors import ConfigError
+
 
 def oversampling_indices(targets: np.ndarray, min_positives: int = 40, seed: int = 0) -> list[int]:
     """Indices of one epoch: every sample once, plus repeats of positives of under-represented classes.
@@ -15,11 +17,11 @@ def oversampling_indices(targets: np.ndarray, min_positives: int = 40, seed: int
     """
     targets = np.asarray(targets)
     if targets.ndim != 2:
-        raise ValueError(f"targets must be [N, C], got shape {targets.shape}")
+        raise ConfigError(f"targets must be [N, C], got shape {targets.shape}")
     if not np.isin(targets, (0, 1)).all():
-        raise ValueError("targets must hold only 0 and 1")
+        raise ConfigError("targets must hold only 0 and 1")
     if min_positives < 0:
-        raise ValueError(f"min_positives must be >= 0, got {min_positives}")
+        raise ConfigError(f"min_positives must be >= 0, got {min_positives}")
     positive = targets.astype(bool)
     rng = np.random.default_rng(seed)
     counts = positive.sum(axis=0).astype(np.int64)

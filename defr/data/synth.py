@@ -33,6 +33,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from defr import vocab
+from defr.errors import DefrError
 from defr.files import atomic_path, write_json
 
 # (verb, object) in decreasing train frequency: the body follows a power law, the last len(TRAIN_TAIL) are pinned.
@@ -79,7 +80,7 @@ Colour = tuple[int, int, int]
 Point = tuple[float, float]
 
 
-class SynthError(ValueError):
+class SynthError(DefrError, ValueError):
     """Invalid arguments or output folder for the synthetic data generator."""
 
 

@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
+from defr.errors import ConfigError
+
 BICUBIC = T.InterpolationMode.BICUBIC
 
 
@@ -43,9 +45,9 @@ def build_transform(
     image_size: int, mean: Sequence[float], std: Sequence[float], augment: bool = False
 ) -> Callable[[Image.Image], torch.Tensor]:
     if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+        raise ConfigError(f"image_size must be >= 1, got {image_size}")
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
-        raise ValueError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
+        raise ConfigError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
     return (train_transform if augment else eval_transform)(image_size, mean, std)
 
 

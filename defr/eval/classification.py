@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from defr.errors import ConfigError
 from defr.eval.ap import average_precision_11
 
 FEW_SHOT_SIZES = (1, 5, 10)
@@ -38,12 +39,12 @@ def hico_metrics(
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     if scores.ndim != 2 or scores.shape != labels.shape:
-        raise ValueError(f"scores and labels must both be [images, classes], got {scores.shape} and {labels.shape}")
+        raise ConfigError(f"scores and labels must both be [images, classes], got {scores.shape} and {labels.shape}")
     if not np.isfinite(scores).all():
-        raise ValueError("scores contain NaN or inf")
+        raise ConfigError("scores contain NaN or inf")
     unexpected = ~(np.isnan(labels) | np.isin(labels, (1.0, 0.0, -1.0)))
     if unexpected.any():
-        raise ValueError(f"labels must be 1, 0, -1 or NaN; found {np.unique(labels[unexpected])[:5].tolist()}")
+        raise ConfigError(f"labels must be 1, 0, -1 or NaN; found {np.unique(labels[unexpected])[:5].tolist()}")
     evaluated = labels != 0  # NaN != 0, so unannotated entries are ranked, as negatives
     per_class = class_average_precisions(scores, labels == 1, evaluated)
     few_shot = few_shot or {}
@@ -73,7 +74,9 @@ def known_object_images(labels: np.ndarray, class_objects: list[int] | np.ndarra
     """[N, C] bool: some class sharing class c's object is labelled 1 or -1 in the image. labels: [N, C]."""
     class_objects = np.asarray(class_objects, dtype=np.int64)
     if class_objects.shape != (labels.shape[1],):
-        raise ValueError(f"class_objects must list one object per class ({labels.shape[1]}), got {class_objects.shape}")
+        raise ConfigError(
+            f"class_objects must list one object per class ({labels.shape[1]}), got {class_objects.shape}"
+        )
     # a class whose object is unknown (< 0) is a group of its own
     own = class_objects.max(initial=0) + 1 + np.arange(len(class_objects))
     _, group = np.unique(np.where(class_objects >= 0, class_objects, own), return_inverse=True)
@@ -119,7 +122,7 @@ def dataset_columns(model_classes: list[str], dataset_classes: list[str]) -> lis
     column = {name: i for i, name in enumerate(model_classes)}
     missing = [name for name in dataset_classes if name not in column]
     if missing:
-        raise ValueError(f"the model has no output for {len(missing)} dataset class(es): {missing[:5]}")
+        raise ConfigError(f"the model has no output for {len(missing)} dataset class(es): {missing[:5]}")
     return [column[name] for name in dataset_classes]
 
 

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.io
 
 from defr import vocab
+from defr.errors import ConfigError, DefrError
 from defr.eval.ap import precision_recall, voc_ap_11
 
 SETTINGS = ("default", "known-object")
@@ -40,11 +41,11 @@ RARE_BELOW = 10  # classes with fewer training instances are "rare"
 RESULT_KEYS = ("boxes_h", "boxes_o", "hoi", "scores")
 
 
-class AnnotationError(ValueError):
+class AnnotationError(DefrError, ValueError):
     """A malformed annotation file; the message names the file and the field."""
 
 
-class ResultsError(ValueError):
+class ResultsError(DefrError, ValueError):
     """Detection results that cannot be evaluated; the message names the image and the field."""
 
 
@@ -421,7 +422,7 @@ def evaluate_hicodet(annotations: HICODetAnnotations, results: Mapping, setting:
     ``classes_without_gt``.
     """
     if setting not in SETTINGS:
-        raise ValueError(f"setting must be one of {list(SETTINGS)}, not {setting!r}")
+        raise ConfigError(f"setting must be one of {list(SETTINGS)}, not {setting!r}")
     detections, scores = flatten_results(results, annotations)
     gt = gt_pairs(annotations)
     if setting == "known-object":

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defr.errors import DefrError
 from defr.model import DEFR, VisionTransformer, pair_masks
 
 INPUT_NAMES = ("images", "boxes_h", "boxes_o", "pair_index")
@@ -37,7 +38,7 @@ PLUGIN_OP = "PairMaskedAttention"
 PLUGIN_FLOAT32_INPUTS = (3, 4)  # boxes_h, boxes_o: pixel coordinates stay float32 in a float16 graph
 
 
-class ExportError(ValueError):
+class ExportError(DefrError, ValueError):
     """An export that cannot be done as asked; the message says what to change."""
 
 

@@ -14,6 +14,7 @@ import os
 from importlib import metadata
 from pathlib import Path
 
+from defr.errors import DefrError
 from defr.runtime.detector import RuntimeMeta
 from defr.runtime.pairs import PairConfig
 
@@ -22,7 +23,7 @@ SIDECAR_FORMAT = "defr-export/1"
 VERSIONED_PACKAGES = ("defr", "torch", "onnx", "onnxscript", "onnxruntime", "tensorrt")
 
 
-class SidecarError(ValueError):
+class SidecarError(DefrError, ValueError):
     """A sidecar that is missing, unreadable, of another format, or that does not describe a file."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import torch
 
+from defr.errors import ConfigError
 from defr.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, ExportError, example_inputs, register_plugin_schema
 from defr.model import DEFR
 
@@ -143,7 +144,7 @@ def compare_detections(reference: dict[str, dict], other: dict[str, dict]) -> di
     how many images have the same top triplet, and the images compared.
     """
     if set(reference) != set(other):
-        raise ValueError(f"results cover different images: {sorted(set(reference) ^ set(other))[:5]}")
+        raise ConfigError(f"results cover different images: {sorted(set(reference) ^ set(other))[:5]}")
     max_diff, same_top = 0.0, 0
     for name, ref in reference.items():
         a, b = _triplet_scores(ref), _triplet_scores(other[name])

@@ -1,18 +1,23 @@
-"""Models: backbones, the DEFR classifier, pair attention, checkpoints."""
+"""Models: backbones, the DEFR classifier, pair attention, checkpoints.
+
+Front doors: ``build_model`` (for training: pretrained backbone, language-initialised head),
+``create_model`` (random weights, cheap), ``load_model`` (any model file: ours or the released
+``.pth``), ``save_checkpoint``.
+"""
 
 from defr.model.backbones import (
     BackboneSpec,
-    PretrainedWeightsError,
     UnknownBackboneError,
     UnsupportedBackboneError,
     backbone_spec,
     build_backbone,
-    load_pretrained,
 )
-from defr.model.defr import DEFR, CheckpointError, DEFRConfig, load_checkpoint, save_checkpoint
-from defr.model.factory import build_model, clip_head_weights
+from defr.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from defr.model.defr import DEFR, DEFRConfig
+from defr.model.factory import build_model, clip_head_weights, create_model
 from defr.model.official import OfficialCheckpointError, is_official_checkpoint, load_official_checkpoint
-from defr.model.pairs import pair_masks
+from defr.model.pair_attention import pair_masks
+from defr.model.pretrained import PretrainedWeightsError, load_pretrained
 from defr.model.vit import VisionTransformer, ViTConfig
 
 __all__ = [
@@ -24,14 +29,16 @@ __all__ = [
     "CheckpointError",
     "backbone_spec",
     "build_backbone",
+    "build_model",
+    "create_model",
     "load_checkpoint",
+    "load_model",
     "save_checkpoint",
     "pair_masks",
     "PretrainedWeightsError",
     "UnknownBackboneError",
     "UnsupportedBackboneError",
     "load_pretrained",
-    "build_model",
     "clip_head_weights",
     "OfficialCheckpointError",
     "is_official_checkpoint",

@@ -1,4 +1,4 @@
-"""Backbones by name: architecture (offline, recorded in checkpoints) and pretrained weights.
+"""Backbones by name: their architecture, offline (``BackboneSpec``, recorded in checkpoints).
 
 Names:
 - ``tiny-vit``: a small random-init ViT (16-pixel patches from a conv stem, width 192, 4 blocks) for tests and demos.
@@ -10,27 +10,19 @@ Names:
   (``timm/resnet50``) stay timm modules giving the pooled feature.
 
 Every ViT becomes a ``defr.model.vit.VisionTransformer``; ResNets stay timm modules and can
-classify but not do pair attention.
-
-Weights (``load_pretrained``) come from a tag (open_clip's ``openai``, ``laion2b_s34b_b88k``, …, or
-``timm`` for timm's default hub weights; needs network) or a local file (``.safetensors`` or a
-torch file read with ``weights_only=True``): open_clip full-model or visual-only state dicts and
-timm state dicts are renamed into our parameter names; positional embeddings are interpolated to
-the requested grid.
+classify but not do pair attention. Pretrained weights: ``defr.model.pretrained``.
 """
 
 from __future__ import annotations
 
 import os
-import re
-import socket
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from defr.model.vit import VisionTransformer, ViTConfig, resize_positional_embedding
+from defr.errors import ConfigError, DefrError
+from defr.model.vit import VisionTransformer, ViTConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -39,37 +31,79 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
-class UnknownBackboneError(ValueError):
+class UnknownBackboneError(DefrError, ValueError):
     pass
 
 
-class UnsupportedBackboneError(ValueError):
+class UnsupportedBackboneError(DefrError, ValueError, TypeError):
     """A known model whose architecture our ViT cannot represent (layer scale, register tokens, …)."""
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(DefrError, ValueError):
     """Weights that cannot be fetched, read, or do not fit the backbone."""
+
+
+SOURCES = ("builtin", "open_clip", "timm", "defr-official")
+# ``extra`` keys of checkpoints written before these were typed fields.
+_LEGACY_EXTRA_FIELDS = {
+    "source": "source",
+    "timm_model": "timm_model",
+    "qkv_bias": "qkv_bias",
+    "classifier": "timm_head",
+}
 
 
 @dataclass
 class BackboneSpec:
-    """Everything needed to rebuild a backbone's architecture without downloading anything."""
+    """Everything needed to rebuild a backbone's architecture without downloading anything.
+
+    source: where the architecture comes from (``SOURCES``); it picks the weight loader.
+    vit: set for ViTs (built as our ``VisionTransformer``); otherwise a timm module is built.
+    timm_model: timm's model name for ``timm/…`` backbones (ViT or not); timm_head: the names of
+    timm's classifier modules, dropped from its weights; qkv_bias: whether the pretrained qkv
+    projection has a bias (timm ViTs without one load zeros). extra: informational only
+    (pretraining input size, CLIP embedding dimension).
+    """
 
     name: str
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    vit: ViTConfig | None = None  # set for ViTs
-    timm_name: str | None = None  # set for non-ViT timm models
+    vit: ViTConfig | None = None
     feature_dim: int = 0
+    source: str = "builtin"
+    timm_model: str | None = None
+    timm_head: tuple[str, ...] = ()
+    qkv_bias: bool = True
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ConfigError(f"backbone source must be one of {SOURCES}, not {self.source!r}")
+        if self.vit is None and self.timm_model is None:
+            raise ConfigError(f"backbone {self.name!r}: neither a ViT config nor a timm model to build")
+        self.timm_head = tuple(self.timm_head)
+
+    @property
+    def timm_name(self) -> str | None:
+        """The timm model built as a timm module (non-ViT timm backbones), else None."""
+        return self.timm_model if self.vit is None else None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> BackboneSpec:
+        """From ``to_dict`` output, including checkpoints that kept source / timm fields in ``extra``."""
         d = dict(d)
+        extra = dict(d.get("extra") or {})
+        for old, new in _LEGACY_EXTRA_FIELDS.items():
+            if old in extra and new not in d:
+                d[new] = extra.pop(old)
+        if "timm_name" in d:  # checkpoints before ``timm_model`` covered every timm backbone
+            d["timm_model"] = d.get("timm_model") or d.pop("timm_name")
+            d.pop("timm_name", None)
+        d["extra"] = extra
         if d.get("vit") is not None:
             d["vit"] = ViTConfig(**d["vit"])
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
@@ -104,11 +138,9 @@ def build_backbone(spec: BackboneSpec) -> nn.Module:
     """A randomly initialised backbone of the given architecture; forward: [B, 3, S, S] → [B, D]."""
     if spec.vit is not None:
         return VisionTransformer(spec.vit)
-    if spec.timm_name is not None:
-        import timm
+    import timm
 
-        return timm.create_model(spec.timm_name, pretrained=False, num_classes=0)
-    raise UnknownBackboneError(f"cannot build backbone {spec.name!r}")
+    return timm.create_model(spec.timm_model, pretrained=False, num_classes=0)
 
 
 # --- open_clip -------------------------------------------------------------------------------------------------
@@ -127,11 +159,12 @@ def _open_clip_config(name: str) -> dict | None:
     return open_clip.get_model_config(name)
 
 
-def _is_file_like(pretrained: str) -> bool:
+def is_file_like(pretrained: str) -> bool:
+    """Whether a ``pretrained`` argument names a file (rather than a hub tag)."""
     return os.path.exists(pretrained) or os.sep in pretrained or pretrained.endswith(WEIGHT_SUFFIXES)
 
 
-def _open_clip_tag_cfg(name: str, tag: str) -> dict:
+def open_clip_tag_cfg(name: str, tag: str) -> dict:
     """open_clip's record of pretrained tag ``tag`` for model ``name`` (url, hub file, mean/std, quick_gelu)."""
     import open_clip
 
@@ -179,8 +212,8 @@ def open_clip_spec(name: str, image_size: int, pretrained: str | None = None) ->
     head_width = v.get("head_width", defaults["head_width"])
     quick_gelu = bool(cfg.get("quick_gelu", False))
     mean, std = CLIP_MEAN, CLIP_STD
-    if pretrained and not _is_file_like(pretrained):
-        tag_cfg = _open_clip_tag_cfg(name, pretrained)
+    if pretrained and not is_file_like(pretrained):
+        tag_cfg = open_clip_tag_cfg(name, pretrained)
         quick_gelu = quick_gelu or bool(tag_cfg.get("quick_gelu", False))
         mean, std = tuple(tag_cfg.get("mean", mean)), tuple(tag_cfg.get("std", std))
     vit = ViTConfig(
@@ -194,14 +227,14 @@ def open_clip_spec(name: str, image_size: int, pretrained: str | None = None) ->
         ln_pre=not v.get("no_ln_pre", False),
         norm_eps=norm_kwargs.get("eps", 1e-5),
     )
-    extra = {"source": "open_clip", "pretrain_image_size": size, "embed_dim": cfg["embed_dim"]}
-    return BackboneSpec(name, image_size, mean, std, vit=vit, feature_dim=width, extra=extra)
+    extra = {"pretrain_image_size": size, "embed_dim": cfg["embed_dim"]}
+    return BackboneSpec(name, image_size, mean, std, vit=vit, feature_dim=width, source="open_clip", extra=extra)
 
 
 # --- timm ------------------------------------------------------------------------------------------------------
 
 
-def _timm_meta_model(timm_name: str) -> nn.Module:
+def timm_meta_model(timm_name: str) -> nn.Module:
     """The timm model's structure without allocating or initialising weights."""
     import timm
 
@@ -296,253 +329,17 @@ def timm_spec(name: str, image_size: int) -> BackboneSpec:
     from timm.models.vision_transformer import VisionTransformer as TimmViT
 
     timm_name = name.removeprefix("timm/")
-    m = _timm_meta_model(timm_name)
+    m = timm_meta_model(timm_name)
     mean = tuple(m.pretrained_cfg.get("mean", IMAGENET_MEAN))
     std = tuple(m.pretrained_cfg.get("std", IMAGENET_STD))
-    extra = {"source": "timm", "timm_model": timm_name, "classifier": _timm_classifiers(m)}
+    timm = {"source": "timm", "timm_model": timm_name, "timm_head": tuple(_timm_classifiers(m))}
     if isinstance(m, TimmViT) or timm_name.startswith("vit_"):
         vit, qkv_bias = _timm_vit_config(m, image_size, timm_name)
-        extra.update(pretrain_image_size=m.patch_embed.img_size[0], qkv_bias=qkv_bias)
-        return BackboneSpec(name, image_size, mean, std, vit=vit, feature_dim=vit.width, extra=extra)
+        extra = {"pretrain_image_size": m.patch_embed.img_size[0]}
+        return BackboneSpec(
+            name, image_size, mean, std, vit=vit, feature_dim=vit.width, qkv_bias=qkv_bias, extra=extra, **timm
+        )
     m.reset_classifier(0)
     # The pooled feature's size, from a shape-only forward (num_features misses pre-logits layers).
     dim = m(torch.empty(1, 3, image_size, image_size, device="meta")).shape[-1]
-    return BackboneSpec(name, image_size, mean, std, timm_name=timm_name, feature_dim=dim, extra=extra)
-
-
-# --- weights ---------------------------------------------------------------------------------------------------
-
-
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
-    """Whether ``host`` answers within ``timeout`` s: without it a download would hang on retries."""
-    if _hub_offline():
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _fetch_error(what: str, reason: str) -> PretrainedWeightsError:
-    return PretrainedWeightsError(
-        f"could not fetch pretrained weights {what} ({reason}); download them where there is network and "
-        "pass the local file instead (pretrained=/path/to/weights.safetensors)"
-    )
-
-
-def _hf_file(repo_id: str, filenames: list[str], what: str) -> str:
-    """The first of ``filenames`` in HF hub repo ``repo_id`` (from the cache when offline)."""
-    from huggingface_hub import hf_hub_download
-
-    online = hub_reachable()
-    reasons = []
-    for filename in filenames:
-        try:
-            return hf_hub_download(repo_id, filename, local_files_only=not online)
-        except Exception as e:  # hub errors have many types (offline, 404, gated); report the last
-            reasons.append(f"{filename}: {type(e).__name__}")
-    if online:
-        state = "huggingface.co reachable"
-    else:
-        state = f"{'HF_HUB_OFFLINE is set' if _hub_offline() else 'huggingface.co unreachable'} and not in the cache"
-    raise _fetch_error(f"{what} from hf.co/{repo_id}", f"{state}; tried {', '.join(reasons)}")
-
-
-def _url_file(url: str, what: str) -> str:
-    from open_clip.pretrained import download_pretrained_from_url
-
-    if not hub_reachable(host=url.split("/")[2]):
-        raise _fetch_error(f"{what} from {url}", "offline or host unreachable")
-    return download_pretrained_from_url(url)
-
-
-def _safe_alternatives(filename: str) -> list[str]:
-    if filename == "open_clip_pytorch_model.bin":
-        return ["open_clip_model.safetensors", filename]
-    if filename.endswith((".bin", ".pth")):
-        return [filename.rsplit(".", 1)[0] + ".safetensors", filename]
-    return [filename]
-
-
-def resolve_weights(spec: BackboneSpec, pretrained: str) -> Path:
-    """A local weights file for ``pretrained``: the file itself, or the tag's download (network or cache)."""
-    if _is_file_like(pretrained):
-        path = Path(pretrained)
-        if not path.is_file():
-            raise PretrainedWeightsError(f"{pretrained}: no such weights file")
-        return path
-    source = spec.extra.get("source")
-    what = f"{pretrained!r} for {spec.name}"
-    if source == "open_clip":
-        cfg = _open_clip_tag_cfg(spec.name, pretrained)
-        if "file" in cfg:
-            return Path(cfg["file"])
-        if cfg.get("hf_hub"):
-            repo_id, filename = os.path.split(cfg["hf_hub"])
-            return Path(_hf_file(repo_id, _safe_alternatives(filename or "open_clip_pytorch_model.bin"), what))
-        return Path(_url_file(cfg["url"], what))
-    if source == "timm":
-        if pretrained != "timm":
-            raise PretrainedWeightsError(
-                f"timm backbones take pretrained='timm' (the default hub weights of {spec.name}; put another tag "
-                f"in the name, e.g. 'timm/<model>.<tag>') or a local file, not {pretrained!r}"
-            )
-        cfg = _timm_meta_model(spec.extra["timm_model"]).pretrained_cfg
-        if cfg.get("hf_hub_id"):
-            repo_id = cfg["hf_hub_id"].split("@")[0]
-            names = (
-                [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
-            )
-            return Path(_hf_file(repo_id, names, what))
-        if cfg.get("url"):
-            return Path(_url_file(cfg["url"], what))
-        raise PretrainedWeightsError(f"timm model {spec.name} has no default pretrained weights")
-    raise PretrainedWeightsError(f"backbone {spec.name!r} has no pretrained tags (asked for {pretrained!r})")
-
-
-def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Tensors from a ``.safetensors`` file or a torch file read with ``weights_only=True``."""
-    path = str(path)
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            return load_file(path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unreadable, pickled code, TorchScript archive, …: all mean "not a weights file"
-        raise PretrainedWeightsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PretrainedWeightsError(f"{path}: not a state dict of tensors")
-    return state
-
-
-def _strip_prefix(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Keys under ``prefix`` with it removed, when some key has it; otherwise ``state`` unchanged."""
-    if not any(k.startswith(prefix) for k in state):
-        return state
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-_TIMM_TO_CLIP = [
-    (r"^cls_token$", "class_embedding"),
-    (r"^pos_embed$", "positional_embedding"),
-    (r"^patch_embed\.proj\.", "conv1."),
-    (r"^norm_pre\.", "ln_pre."),
-    (r"^norm\.", "ln_post."),
-    (r"^blocks\.(\d+)\.norm1\.", r"transformer.resblocks.\1.ln_1."),
-    (r"^blocks\.(\d+)\.norm2\.", r"transformer.resblocks.\1.ln_2."),
-    (r"^blocks\.(\d+)\.attn\.qkv\.(weight|bias)$", r"transformer.resblocks.\1.attn.in_proj_\2"),
-    (r"^blocks\.(\d+)\.attn\.proj\.", r"transformer.resblocks.\1.attn.out_proj."),
-    (r"^blocks\.(\d+)\.mlp\.fc1\.", r"transformer.resblocks.\1.mlp.c_fc."),
-    (r"^blocks\.(\d+)\.mlp\.fc2\.", r"transformer.resblocks.\1.mlp.c_proj."),
-]
-
-
-def timm_vit_state(state: dict[str, torch.Tensor], spec: BackboneSpec) -> dict[str, torch.Tensor]:
-    """A timm ViT state dict renamed to our parameter names (classifier head dropped)."""
-    heads = tuple(f"{c}." for c in spec.extra.get("classifier", ["head"]))
-    out = {}
-    for key, value in state.items():
-        if key.startswith(heads):
-            continue
-        for pattern, repl in _TIMM_TO_CLIP:
-            new = re.sub(pattern, repl, key)
-            if new != key:
-                key = new
-                break
-        out[key] = value
-    if "class_embedding" in out:
-        out["class_embedding"] = out["class_embedding"].reshape(-1)
-    if "positional_embedding" in out:
-        out["positional_embedding"] = out["positional_embedding"].flatten(0, -2)
-    if not spec.extra.get("qkv_bias", True):  # timm ViTs with qkv_bias=False: our attention's bias stays zero
-        for key in [k for k in out if k.endswith("attn.in_proj_weight")]:
-            out[key.replace("in_proj_weight", "in_proj_bias")] = out[key].new_zeros(out[key].shape[0])
-    return out
-
-
-def vit_state(state: dict[str, torch.Tensor], spec: BackboneSpec) -> tuple[dict[str, torch.Tensor], dict]:
-    """Any supported layout → (our ViT's state dict, extras); CLIP's visual ``proj`` goes to the extras."""
-    state = _strip_prefix(state, "module.")
-    state = _strip_prefix(state, "visual_encoder.visual.")  # a released DEFR checkpoint
-    state = _strip_prefix(state, "visual.")  # an open_clip / OpenAI CLIP full model
-    if "cls_token" in state or "patch_embed.proj.weight" in state:
-        return timm_vit_state(state, spec), {}
-    state = dict(state)
-    proj = state.pop("proj", None)
-    return state, ({} if proj is None else {"visual_proj": proj.float()})
-
-
-def _summarise(keys: list[str], limit: int = 6) -> str:
-    """``transformer.resblocks.*.ln_1.weight, … (+N more)``: block indices folded, a few shown."""
-    folded = list(dict.fromkeys(re.sub(r"\.\d+\.", ".*.", k) for k in keys))
-    more = f", … (+{len(folded) - limit} more)" if len(folded) > limit else ""
-    return f"{len(keys)} [{', '.join(folded[:limit])}{more}]"
-
-
-def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
-    """``module.load_state_dict(state)`` with every missing, unexpected or mis-shaped key reported."""
-    expected = module.state_dict()
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-        parts = [f"missing {_summarise(missing)}" if missing else ""]
-        parts += [f"unexpected {_summarise(unexpected)}" if unexpected else ""]
-        parts += [f"wrong shapes {shapes[:4]}" if shapes else ""]
-        raise PretrainedWeightsError(f"{source}: weights do not fit the backbone: {'; '.join(p for p in parts if p)}")
-    module.load_state_dict(state)
-
-
-def _check_quick_gelu(spec: BackboneSpec, pretrained: str) -> None:
-    """open_clip tags know whether their weights were trained with QuickGELU; the spec must agree."""
-    if spec.extra.get("source") != "open_clip" or _is_file_like(pretrained):
-        return
-    trained = bool(_open_clip_tag_cfg(spec.name, pretrained).get("quick_gelu", False))
-    if trained != (spec.vit.act == "quick_gelu"):
-        raise PretrainedWeightsError(
-            f"weights {pretrained!r} of {spec.name} were trained with {'QuickGELU' if trained else 'GELU'} but the "
-            f"backbone uses {spec.vit.act}: build it with backbone_spec({spec.name!r}, size, pretrained={pretrained!r})"
-        )
-
-
-def load_pretrained(backbone: nn.Module, spec: BackboneSpec, pretrained: str) -> dict:
-    """Load weights into ``backbone`` from a tag (hub, needs network) or a local file.
-
-    Returns a dict of extras the weights came with: ``{"visual_proj": P [D, E]}`` for CLIP weights
-    (CLIP's visual projection, which the official head folds into the classifier), else ``{}``.
-    """
-    if spec.vit is None and spec.timm_name is None:
-        raise PretrainedWeightsError(f"backbone {spec.name!r} has no pretrained weights (asked for {pretrained!r})")
-    if spec.vit is not None:
-        _check_quick_gelu(spec, pretrained)
-    path = resolve_weights(spec, pretrained)
-    state = load_state_file(path)
-    source = f"{path} (for {spec.name})"
-    if spec.vit is None:
-        heads = tuple(f"{c}." for c in spec.extra.get("classifier", []))
-        state = {k: v for k, v in _strip_prefix(state, "module.").items() if not k.startswith(heads)}
-        load_state_strict(backbone, state, source)
-        return {}
-    state, extras = vit_state(state, spec)
-    if "positional_embedding" in state:
-        try:
-            state["positional_embedding"] = resize_positional_embedding(
-                state["positional_embedding"], spec.vit.grid_size
-            )
-        except ValueError as e:
-            raise PretrainedWeightsError(f"{source}: {e}") from None
-    load_state_strict(backbone, state, source)
-    return extras
+    return BackboneSpec(name, image_size, mean, std, feature_dim=dim, **timm)

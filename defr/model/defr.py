@@ -9,27 +9,19 @@ Heads:
 
 from __future__ import annotations
 
-import json
 import math
-import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defr.files import atomic_path
-from defr.model.backbones import BackboneSpec, build_backbone
-from defr.model.pairs import pair_cls_features, pair_masks
-from defr.model.vit import VisionTransformer
+from defr.errors import ConfigError
+from defr.model.backbones import BackboneSpec, UnsupportedBackboneError, build_backbone
+from defr.model.pair_attention import pair_cls_features, pair_masks
+from defr.model.vit import VisionTransformer, resize_positional_embedding
 
-CHECKPOINT_FORMAT = "defr-checkpoint/1"
 HEADS = ("cosine", "clip")
-
-
-class CheckpointError(ValueError):
-    pass
 
 
 @dataclass
@@ -43,7 +35,7 @@ class DEFRConfig:
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, not {self.head!r}")
+            raise ConfigError(f"head must be one of {HEADS}, not {self.head!r}")
 
     @property
     def num_classes(self) -> int:
@@ -77,8 +69,30 @@ class DEFR(nn.Module):
     @property
     def vit(self) -> VisionTransformer:
         if not isinstance(self.backbone, VisionTransformer):
-            raise TypeError(f"backbone {self.cfg.backbone.name!r} is not a ViT: pair attention needs a ViT backbone")
+            raise UnsupportedBackboneError(
+                f"backbone {self.cfg.backbone.name!r} is not a ViT: pair attention needs a ViT backbone"
+            )
         return self.backbone
+
+    def at_image_size(self, image_size: int) -> DEFR:
+        """This model for inputs of ``image_size`` px: a copy whose positional embedding is
+        interpolated (bicubic) to the new patch grid; ``self`` when the size is already that."""
+        spec = self.cfg.backbone
+        if spec.vit is None:
+            raise UnsupportedBackboneError(f"backbone {spec.name!r} is not a ViT: only ViTs change input size")
+        if image_size == spec.image_size:
+            return self
+        if image_size < spec.vit.patch_size or image_size % spec.vit.patch_size:
+            raise ConfigError(
+                f"image size {image_size} is not a positive multiple of the patch size {spec.vit.patch_size}"
+            )
+        vit = replace(spec.vit, image_size=image_size)
+        resized = DEFR(replace(self.cfg, backbone=replace(spec, image_size=image_size, vit=vit)))
+        state = self.state_dict()
+        key = "backbone.positional_embedding"
+        state[key] = resize_positional_embedding(state[key], vit.grid_size)
+        resized.load_state_dict(state)
+        return resized.to(self.logit_scale.device).train(self.training)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """features: [N, D] → logits [N, C]."""
@@ -132,7 +146,7 @@ class DEFR(nn.Module):
         """
         vit = self.vit
         if not 1 <= masked_layers <= len(vit.blocks):
-            raise ValueError(f"masked_layers must be in [1, {len(vit.blocks)}], not {masked_layers}")
+            raise ConfigError(f"masked_layers must be in [1, {len(vit.blocks)}], not {masked_layers}")
         tokens = vit.tokens(images, num_blocks=len(vit.blocks) - masked_layers)[pair_index.long()]
         visible = pair_masks(boxes_h, boxes_o, vit.cfg.image_size, vit.cfg.patch_size)
         n = tokens.shape[1]
@@ -141,51 +155,3 @@ class DEFR(nn.Module):
         for block in vit.blocks[len(vit.blocks) - masked_layers :]:
             tokens = block(tokens, attn_mask=mask)
         return self.classify(vit.ln_post(tokens[:, 0]))
-
-
-def save_checkpoint(model: DEFR, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Write ``model`` as one safetensors file whose header records its ``DEFRConfig``.
-
-    Written to a temporary name in the same folder, then renamed: never half-written.
-    """
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    header = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.cfg.to_dict())}
-    if metadata:
-        header["metadata"] = json.dumps(metadata)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata=header)
-
-
-def read_checkpoint_header(path: str | os.PathLike) -> dict:
-    """The safetensors header metadata of a DEFR checkpoint; CheckpointError if it is not one."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise CheckpointError(f"{path}: not a DEFR checkpoint (not a safetensors file: {e})") from None
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a DEFR checkpoint (header format {header.get('format')!r})")
-    return header
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> DEFR:
-    """Rebuild the model recorded in a checkpoint written by ``save_checkpoint``; eval mode."""
-    from safetensors.torch import load_file
-
-    header = read_checkpoint_header(path)
-    model = DEFR(DEFRConfig.from_dict(json.loads(header["config"])))
-    state = load_file(str(path), device=str(map_location))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: checkpoint does not match its config: missing {missing}, unexpected {unexpected}"
-        )
-    return model.to(map_location).eval()

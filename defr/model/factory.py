@@ -1,4 +1,5 @@
-"""The one way to build a DEFR model for training: backbone, pretrained weights, classifier initialisation.
+"""Building DEFR models: ``build_model`` for training (backbone, pretrained weights, classifier
+initialisation) and ``create_model``, a cheap random model for tests, benchmarks and ``defr bench``.
 
 Classifier rules (recorded in ``cfg.init["head_rule"]``):
 - ``init="random"``: rows ~ N(0, 0.02²), head ``cosine``.
@@ -11,13 +12,17 @@ Classifier rules (recorded in ``cfg.init["head_rule"]``):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TYPE_CHECKING
 
 import torch
 
-from defr.model.backbones import backbone_spec, build_backbone, load_pretrained
+from defr import vocab
+from defr.errors import ConfigError
+from defr.model.backbones import backbone_spec, build_backbone
 from defr.model.defr import DEFR, DEFRConfig
+from defr.model.pretrained import load_pretrained
 
 if TYPE_CHECKING:
     from defr.model.text import TextEncoder
@@ -32,7 +37,7 @@ def clip_head_weights(text_emb: torch.Tensor, visual_proj: torch.Tensor) -> torc
     text_emb: [C, E] normalised CLIP text embeddings; visual_proj: [D, E] → W: [C, D] = T·Pᵀ.
     """
     if text_emb.shape[1] != visual_proj.shape[1]:
-        raise ValueError(
+        raise ConfigError(
             f"text embeddings of dim {text_emb.shape[1]} do not match the visual projection's output dim "
             f"{visual_proj.shape[1]}"
         )
@@ -58,9 +63,9 @@ def build_model(
     ``logit_scale``: γ of the logits (None: the head rule's, 100 or exp(4.61)); fixed, not trained.
     """
     if init not in INITS:
-        raise ValueError(f"init must be one of {INITS}, not {init!r}")
+        raise ConfigError(f"init must be one of {INITS}, not {init!r}")
     if not class_names:
-        raise ValueError("class_names is empty")
+        raise ConfigError("class_names is empty")
     spec = backbone_spec(backbone, image_size, pretrained=pretrained)
     net = build_backbone(spec)
     extras = load_pretrained(net, spec, pretrained) if pretrained else {}
@@ -94,7 +99,7 @@ def language_classifier(
 
     if encoder is None:
         if not text_encoder:
-            raise ValueError("init='language' needs a text encoder (text_encoder=None was given)")
+            raise ConfigError("init='language' needs a text encoder (text_encoder=None was given)")
         encoder, name = text.load_text_encoder(text_encoder), text_encoder
     else:
         name = getattr(encoder, "name", None) or type(encoder).__name__
@@ -108,3 +113,27 @@ def language_classifier(
     else:
         rule = f"cosine: W = project_embeddings(T, {feature_dim}) (text dim {emb.shape[1]} ≠ feature dim)"
     return text.project_embeddings(emb, feature_dim).float(), "cosine", None, rule, name
+
+
+def create_model(
+    backbone: str = "tiny-vit",
+    image_size: int = 224,
+    class_names: list[str] | None = None,
+    seed: int | None = 0,
+    **vit_overrides,
+) -> DEFR:
+    """A DEFR model with random weights (no download, no text encoder), eval mode.
+
+    class_names: default HICO's 600 classes. seed: seeds the initialisation (None: torch's
+    global generator as it is). vit_overrides: ``ViTConfig`` fields to change, e.g. ``stem="patch"``
+    for the released checkpoint's layout on ``tiny-vit``.
+    """
+    spec = backbone_spec(backbone, image_size)
+    if vit_overrides:
+        if spec.vit is None:
+            raise ConfigError(f"backbone {backbone!r} is not a ViT: cannot override {sorted(vit_overrides)}")
+        spec = dataclasses.replace(spec, vit=dataclasses.replace(spec.vit, **vit_overrides))
+    names = list(class_names) if class_names is not None else vocab.hico().class_names
+    if seed is not None:
+        torch.manual_seed(seed)
+    return DEFR(DEFRConfig(spec, names)).eval()

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 
-from defr.model.backbones import CLIP_MEAN, CLIP_STD, BackboneSpec, PretrainedWeightsError, load_state_strict
+from defr.errors import DefrError
+from defr.model.backbones import CLIP_MEAN, CLIP_STD, BackboneSpec
 from defr.model.defr import DEFR, DEFRConfig
+from defr.model.state_dicts import state_dict_problems
 from defr.model.vit import ViTConfig, resize_positional_embedding
 
 PREFIX = "visual_encoder.visual."
@@ -27,7 +29,7 @@ REQUIRED = ("logit_scale", "classifier") + tuple(
 )
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(DefrError, ValueError):
     pass
 
 
@@ -114,16 +116,23 @@ def load_official_checkpoint(path: str | os.PathLike, image_size: int | None = N
         )
     trained_size = math.isqrt(visual["positional_embedding"].shape[0] - 1) * vit.patch_size
     visual["positional_embedding"] = resize_positional_embedding(visual["positional_embedding"], vit.grid_size)
-    extra = {"source": "defr-official", "pretrain_image_size": trained_size}
+    extra = {"pretrain_image_size": trained_size}
     spec = BackboneSpec(
-        "defr-official", vit.image_size, CLIP_MEAN, CLIP_STD, vit=vit, feature_dim=vit.width, extra=extra
+        "defr-official",
+        vit.image_size,
+        CLIP_MEAN,
+        CLIP_STD,
+        vit=vit,
+        feature_dim=vit.width,
+        source="defr-official",
+        extra=extra,
     )
     init = {"init": "official", "file": str(path), "head_rule": "released classifier (fine-tuned T·Pᵀ), clip head"}
     model = DEFR(DEFRConfig(spec, classes, head="clip", logit_scale=logit_scale, init=init))
-    try:
-        load_state_strict(model.backbone, visual, str(path))
-    except PretrainedWeightsError as e:
-        raise OfficialCheckpointError(str(e)) from None
+    problems = state_dict_problems(model.backbone, visual)
+    if problems:
+        raise OfficialCheckpointError(f"{path}: the visual tower does not fit its own shapes: {problems}")
+    model.backbone.load_state_dict(visual)
     with torch.no_grad():
         model.classifier.copy_(classifier)
     return model.eval()

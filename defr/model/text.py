@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from defr import vocab
+from defr.errors import DefrError
 from defr.files import atomic_path
-from defr.model.backbones import hub_reachable
+from defr.model.pretrained import hub_reachable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,7 +51,7 @@ NAME_FORMS = (
 ST_MODULES = {"Transformer", "Pooling", "Normalize"}  # the sentence-transformers modules this loader reproduces
 
 
-class TextEncoderError(ValueError):
+class TextEncoderError(DefrError, ValueError):
     """A text encoder or embeddings file that cannot be loaded or used."""
 
 

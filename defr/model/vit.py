@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defr.errors import ConfigError
+
 
 @dataclass
 class ViTConfig:
@@ -36,15 +38,15 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.width % self.heads:
-            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+            raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.act not in ("gelu", "quick_gelu"):
-            raise ValueError(f"act must be 'gelu' or 'quick_gelu', not {self.act!r}")
+            raise ConfigError(f"act must be 'gelu' or 'quick_gelu', not {self.act!r}")
         if self.stem not in ("patch", "conv"):
-            raise ValueError(f"stem must be 'patch' or 'conv', not {self.stem!r}")
+            raise ConfigError(f"stem must be 'patch' or 'conv', not {self.stem!r}")
         if self.stem == "conv" and self.patch_size != 16:
-            raise ValueError(f"the conv stem makes 16-pixel patches, not {self.patch_size}")
+            raise ConfigError(f"the conv stem makes 16-pixel patches, not {self.patch_size}")
 
 
 class QuickGELU(nn.Module):
@@ -164,7 +166,7 @@ def resize_positional_embedding(pos: torch.Tensor, grid_size: int) -> torch.Tens
     """pos: [1 + g*g, D] → [1 + grid_size², D], bicubic over the patch grid; CLS row kept."""
     old = math.isqrt(pos.shape[0] - 1)
     if old * old != pos.shape[0] - 1:
-        raise ValueError(f"positional embedding of {pos.shape[0]} rows is not 1 + a square grid")
+        raise ConfigError(f"positional embedding of {pos.shape[0]} rows is not 1 + a square grid")
     if old == grid_size:
         return pos
     grid = pos[1:].reshape(1, old, old, -1).permute(0, 3, 1, 2).float()

@@ -26,6 +26,7 @@ import click
 import numpy as np
 import torch
 
+from defr.errors import ConfigError
 from defr.files import write_json
 from defr.runtime.detector import BackendError, PairBackend, TorchBackend, load_model
 
@@ -46,16 +47,16 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
-            raise ValueError(f"batch sizes must be >= 1, got {list(self.batches)}")
+            raise ConfigError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if not self.pairs or min(self.pairs) < 0:
-            raise ValueError(f"pair counts must be >= 0, got {list(self.pairs)}")
+            raise ConfigError(f"pair counts must be >= 0, got {list(self.pairs)}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, not {self.threads}")
+            raise ConfigError(f"threads must be >= 1, not {self.threads}")
         if self.warmup < 0 or self.repeats < 1:
-            raise ValueError(f"need warmup >= 0 and repeats >= 1, got {self.warmup} and {self.repeats}")
+            raise ConfigError(f"need warmup >= 0 and repeats >= 1, got {self.warmup} and {self.repeats}")
         unknown = set(self.backends) - set(BACKENDS)
         if unknown or not self.backends:
-            raise ValueError(f"backends must be among {BACKENDS}, got {list(self.backends)}")
+            raise ConfigError(f"backends must be among {BACKENDS}, got {list(self.backends)}")
 
 
 @dataclass
@@ -172,7 +173,7 @@ def random_checkpoint(cfg: BenchConfig, workdir: Path) -> Path:
     from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
 
     if cfg.image_size is None:
-        raise ValueError(f"{cfg.model}: not a file; to benchmark a backbone with random weights give --image-size")
+        raise ConfigError(f"{cfg.model}: not a file; to benchmark a backbone with random weights give --image-size")
     torch.manual_seed(0)
     model = DEFR(DEFRConfig(backbone_spec(cfg.model, cfg.image_size), vocab.hico().class_names))
     path = workdir / "random.safetensors"

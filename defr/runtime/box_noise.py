@@ -21,6 +21,7 @@ import click
 import numpy as np
 
 from defr import vocab
+from defr.errors import ConfigError
 from defr.files import atomic_path, write_json
 from defr.runtime.cli import run_detection
 from defr.runtime.detector import HOIDetector
@@ -58,7 +59,7 @@ def gt_detections(annotation: dict) -> dict:
 def add_box_noise(boxes: np.ndarray, ratio: float, eps: np.ndarray) -> np.ndarray:
     """boxes: [N, 4] (x1, y1, x2, y2); eps: [N, 4] standard normal → noisy boxes, corners re-ordered."""
     if ratio < 0:
-        raise ValueError(f"noise ratio must be >= 0, not {ratio}")
+        raise ConfigError(f"noise ratio must be >= 0, not {ratio}")
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     noisy = boxes + ratio * eps * np.stack([w, h, w, h], axis=1)

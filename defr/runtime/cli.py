@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from defr.errors import ConfigError
 from defr.files import write_json
 from defr.runtime.detector import BackendError, HOIDetector, load_detector
 from defr.runtime.io import list_images, load_detections, read_image
@@ -27,7 +28,7 @@ def run_detection(
     detections: ``{filename: {"boxes", "labels" (HICO), "scores"}}`` with an entry per image.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, not {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, not {batch_size}")
     paths = [Path(p) for p in image_paths]
     results: dict[str, dict] = {}
     with tqdm(total=len(paths), desc="detect", unit="img", disable=not progress) as bar:

@@ -25,16 +25,17 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from defr import vocab
+from defr.errors import ConfigError, DefrError
 from defr.runtime.pairs import DetectionError, PairConfig, Pairs, make_pairs, pair_priors
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-class ImageInputError(ValueError):
+class ImageInputError(DefrError, ValueError):
     """An image the detector cannot read (wrong type, shape or value range)."""
 
 
-class BackendError(RuntimeError):
+class BackendError(DefrError, RuntimeError):
     """A backend returned outputs of the wrong shape."""
 
 
@@ -89,7 +90,7 @@ def class_objects_from_names(class_names: list[str]) -> list[int]:
     for name in class_names:
         obj = name.rsplit(" ", 1)[-1]
         if obj not in objects:
-            raise ValueError(
+            raise ConfigError(
                 f"class {name!r}: object {obj!r} is not a HICO object; detection needs 'verb object' class names"
             )
         out.append(objects[obj])
@@ -131,10 +132,10 @@ class TorchBackend:
 
     def __init__(self, model, device: str | torch.device = "cpu", precision: str = "fp32"):
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
         self.device = torch.device(device)
         if precision == "fp16" and self.device.type == "cpu":
-            raise ValueError("precision 'fp16' needs a CUDA device; on CPU use 'fp32' or 'bf16'")
+            raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use 'fp32' or 'bf16'")
         self.model = model.to(self.device).eval()
         self.precision = precision
         self.meta = RuntimeMeta.from_model(model)
@@ -174,9 +175,9 @@ class HOIDetector:
         min_score: float = 0.0,
     ):
         if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1 or None, not {top_k}")
+            raise ConfigError(f"top_k must be >= 1 or None, not {top_k}")
         if len(meta.class_objects) != len(meta.class_names):
-            raise ValueError(f"{len(meta.class_names)} class names but {len(meta.class_objects)} class objects")
+            raise ConfigError(f"{len(meta.class_names)} class names but {len(meta.class_objects)} class objects")
         self.backend = backend
         self.meta = meta
         self.pairs = pairs or PairConfig()

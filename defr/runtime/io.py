@@ -21,12 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from defr.errors import DefrError
 from defr.runtime.pairs import DetectionError, to_hico_labels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
-class InputFileError(ValueError):
+class InputFileError(DefrError, ValueError):
     """An input file (image list, image, detections, results) that cannot be used; names the file."""
 
 

@@ -19,11 +19,12 @@ import torch
 from torchvision.ops import batched_nms
 
 from defr import vocab
+from defr.errors import ConfigError, DefrError
 
 LABEL_SPACES = ("hico", "coco80", "coco91")
 
 
-class DetectionError(ValueError):
+class DetectionError(DefrError, ValueError):
     """Detections that cannot be paired: the message names the image and the field."""
 
 
@@ -37,9 +38,9 @@ class PairConfig:
 
     def __post_init__(self) -> None:
         if self.max_humans < 0 or self.max_objects < 0:
-            raise ValueError(f"max_humans and max_objects must be >= 0, not {self.max_humans}, {self.max_objects}")
+            raise ConfigError(f"max_humans and max_objects must be >= 0, not {self.max_humans}, {self.max_objects}")
         if not 0.0 <= self.nms_threshold <= 1.0:
-            raise ValueError(f"nms_threshold must be in [0, 1], not {self.nms_threshold}")
+            raise ConfigError(f"nms_threshold must be in [0, 1], not {self.nms_threshold}")
 
 
 @dataclass
@@ -67,7 +68,7 @@ def hico_labels_from_coco(labels, which: str = "coco80") -> np.ndarray:
     """
     table = {"coco80": vocab.hico().coco80_to_hico, "coco91": vocab.hico().coco91_to_hico}.get(which)
     if table is None:
-        raise ValueError(f"label space must be 'coco80' or 'coco91', not {which!r}")
+        raise ConfigError(f"label space must be 'coco80' or 'coco91', not {which!r}")
     labels = np.asarray(labels)
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
@@ -82,7 +83,7 @@ def hico_labels_from_coco(labels, which: str = "coco80") -> np.ndarray:
 def to_hico_labels(labels, label_space: str = "hico") -> np.ndarray:
     """Labels in ``label_space`` (hico, coco80, coco91) → HICO objects; ``hico`` is returned as is."""
     if label_space not in LABEL_SPACES:
-        raise ValueError(f"label space must be one of {LABEL_SPACES}, not {label_space!r}")
+        raise ConfigError(f"label space must be one of {LABEL_SPACES}, not {label_space!r}")
     if label_space == "hico":
         return np.asarray(labels)
     return hico_labels_from_coco(labels, label_space)

@@ -1,0 +1,140 @@
+"""Checkpoints: our safetensors file (``save_checkpoint`` / ``load_checkpoint``) and ``load_model``,
+the one front door that also takes the released DEFR ``.pth``.
+
+Our format: one safetensors file; its header holds ``format`` (``defr-checkpoint/1``), ``config``
+(the ``DEFRConfig`` as JSON) and optional ``metadata`` (JSON: epoch, training config, …). Loading
+refuses, with one line naming the file, a header that is not ours, a config that is not valid JSON
+or lacks a field, tensors whose names or shapes disagree with the config, and non-finite weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from defr.errors import DefrError
+from defr.files import atomic_path
+from defr.model.defr import DEFR, DEFRConfig
+from defr.model.state_dicts import state_dict_problems
+
+CHECKPOINT_FORMAT = "defr-checkpoint/1"
+
+
+class CheckpointError(DefrError, ValueError):
+    """A file that is not a usable DEFR checkpoint; the message names the file and what is wrong."""
+
+
+def save_checkpoint(model: DEFR, path: str | os.PathLike, metadata: dict | None = None) -> None:
+    """Write ``model`` as one safetensors file whose header records its ``DEFRConfig``.
+
+    metadata: JSON-able facts about the weights (epoch, training config), stored in the header.
+    Written to a temporary name in the same folder, then renamed: never half-written.
+    """
+    from safetensors.torch import save_file
+
+    header = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.cfg.to_dict())}
+    if metadata:
+        header["metadata"] = json.dumps(metadata)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path) as tmp:
+        save_file(state, tmp, metadata=header)
+
+
+def read_checkpoint_header(path: str | os.PathLike) -> dict:
+    """The safetensors header metadata of a DEFR checkpoint; CheckpointError if it is not one."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for non-safetensors files
+        raise CheckpointError(f"{path}: not a DEFR checkpoint (not a safetensors file: {e})") from None
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a DEFR checkpoint (header format {header.get('format')!r})")
+    return header
+
+
+def checkpoint_metadata(path: str | os.PathLike) -> dict:
+    """The ``metadata`` a checkpoint was saved with (``{}`` when none)."""
+    header = read_checkpoint_header(path)
+    return _json_field(header, "metadata", path) if "metadata" in header else {}
+
+
+def checkpoint_config(path: str | os.PathLike) -> DEFRConfig:
+    """The ``DEFRConfig`` recorded in a checkpoint's header, validated."""
+    config = _json_field(read_checkpoint_header(path), "config", path)
+    try:
+        return DEFRConfig.from_dict(config)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(
+            f"{path}: the config in the header is not a valid DEFRConfig ({type(e).__name__}: {e})"
+        ) from None
+
+
+def _json_field(header: dict, key: str, path) -> dict:
+    try:
+        value = json.loads(header.get(key, ""))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: the {key!r} entry of the header is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: the {key!r} entry of the header is not a JSON object")
+    return value
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> DEFR:
+    """Rebuild the model recorded in a checkpoint written by ``save_checkpoint``; eval mode."""
+    from safetensors.torch import load_file
+
+    model = DEFR(checkpoint_config(path))
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except Exception as e:  # a header that parses over a truncated or corrupt body
+        raise CheckpointError(f"{path}: cannot read the tensors ({type(e).__name__}: {e})") from None
+    check_weights(model, state, path)
+    model.load_state_dict(state)
+    return model.to(map_location).eval()
+
+
+def check_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path) -> None:
+    """CheckpointError naming ``path`` when ``state`` does not fit ``model`` or holds NaN / inf."""
+    problems = state_dict_problems(model, state)
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not match its config: {problems}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s): {', '.join(bad[:4])}")
+
+
+def load_model(path: str | os.PathLike, image_size: int | None = None) -> DEFR:
+    """Any DEFR model file: our safetensors checkpoint or the released DEFR ``.pth`` (eval mode, CPU).
+
+    image_size: input size in px (None: the file's); another size interpolates the positional
+    embedding. Raises ``CheckpointError`` naming the file and why it is neither kind.
+    """
+    from defr.model.official import OfficialCheckpointError, is_official_checkpoint, load_official_checkpoint
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file")
+    if is_official_checkpoint(path):
+        try:
+            model = load_official_checkpoint(path)
+        except OfficialCheckpointError as e:
+            raise CheckpointError(str(e)) from None
+    else:
+        try:
+            model = load_checkpoint(path)
+        except CheckpointError as e:
+            if "not a DEFR checkpoint" not in str(e):
+                raise
+            raise CheckpointError(
+                f"{path}: not a model file: neither a defr checkpoint (.safetensors with a '{CHECKPOINT_FORMAT}' "
+                "header) nor a released DEFR checkpoint (.pth with 'model_state_dict')"
+            ) from None
+    return model if image_size is None else model.at_image_size(image_size)
