@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
+
+from defr.machine import cpu_name
 
 ROWS = ("random+bce", "random+lse-sign", "language+bce", "language+lse-sign")
 KEYS = ("mAP", "few@1", "few@5", "few@10")
@@ -62,7 +63,7 @@ def run(rows: list[str], seeds: list[int], images: int, epochs: int, work: Path)
         done = [r for r in runs if f"{r['init']}+{r['loss']}" == row]
         summary[row] = {k: _mean_std([r[k] for r in done]) for k in KEYS}
     return {
-        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "images": images,
         "epochs": epochs,
         "image_size": demo.image_size,
@@ -72,16 +73,6 @@ def run(rows: list[str], seeds: list[int], images: int, epochs: int, work: Path)
         "runs": runs,
         "summary": summary,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _mean_std(values: list) -> dict:

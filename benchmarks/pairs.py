@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -34,9 +33,10 @@ import time
 from pathlib import Path
 
 from defr.files import atomic_path
+from defr.machine import machine_info
 
 PAIRS = (1, 16, 64, 225)
-MAX_HUMANS = MAX_OBJECTS = 15  # the released pair rules (defr.runtime.pairs.PairConfig)
+MAX_HUMANS = MAX_OBJECTS = 15  # the released pair rules (defr.runtime.pairing.PairConfig)
 PERSON = 49
 
 
@@ -44,13 +44,9 @@ PERSON = 49
 
 
 def _build(backbone: str, image_size: int, device: str):
-    import torch
+    from defr.model import create_model
 
-    from defr import vocab
-    from defr.model import DEFR, DEFRConfig, backbone_spec
-
-    torch.manual_seed(0)
-    return DEFR(DEFRConfig(backbone_spec(backbone, image_size), vocab.hico().class_names)).eval().to(device)
+    return create_model(backbone, image_size).to(device)
 
 
 def _inputs(pairs: int, image_size: int, device: str):
@@ -178,17 +174,6 @@ def _linear_fit(points: list[tuple[int, float]]) -> tuple[float, float]:
     return mt - b * mp, b
 
 
-def _machine() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version()}
-
-
 def run(args: argparse.Namespace) -> dict:
     import torch
 
@@ -224,7 +209,7 @@ def run(args: argparse.Namespace) -> dict:
         row["released_over_runtime"] = row["released"]["median_s"] / row["runtime"]["median_s"]
 
     result = {
-        "machine": _machine(),
+        "machine": machine_info(),
         "torch": torch.__version__,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         **base,

@@ -1,7 +1,7 @@
 """``defr``: the command-line interface, a thin layer over the Python API.
 
-Each command lives beside the code it drives and is imported only when run, so ``defr --help``
-stays fast.
+Commands live in ``defr/commands/`` (the only modules that import click, with ``defr/export/cli.py``
+for ``defr-export``) and are imported only when run, so ``defr --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -12,16 +12,16 @@ import click
 
 # name → "module:attribute" of a click command
 COMMANDS = {
-    "synth": "defr.data.synth:synth_command",
-    "embed-labels": "defr.model.text:embed_labels_command",
-    "plot-embeddings": "defr.model.text:plot_embeddings_command",
-    "train": "defr.train:train_command",
-    "evaluate": "defr.eval.classification:evaluate_command",
-    "demo": "defr.demo:demo_command",
-    "detect": "defr.runtime.cli:detect_command",
-    "eval-hicodet": "defr.eval.hicodet:eval_hicodet_command",
-    "box-noise": "defr.runtime.box_noise:box_noise_command",
-    "bench": "defr.runtime.bench:bench_command",
+    "synth": "defr.commands.synth:synth_command",
+    "embed-labels": "defr.commands.text:embed_labels_command",
+    "plot-embeddings": "defr.commands.text:plot_embeddings_command",
+    "train": "defr.commands.train:train_command",
+    "evaluate": "defr.commands.evaluate:evaluate_command",
+    "demo": "defr.commands.demo:demo_command",
+    "detect": "defr.commands.detect:detect_command",
+    "eval-hicodet": "defr.commands.evaluate:eval_hicodet_command",
+    "box-noise": "defr.commands.detect:box_noise_command",
+    "bench": "defr.commands.bench:bench_command",
 }
 
 

@@ -2,18 +2,32 @@
 
 synthesise → train tiny-vit (MiniLM language init, LSE-Sign) → HICO-style evaluation →
 HOI detection with noisy GT boxes as the detector + HICO-DET evaluation → ONNX export and an
-ONNX Runtime check against PyTorch.
+ONNX Runtime check against PyTorch. Each stage is a function here; ``run_demo`` runs them.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import click
+import numpy as np
 
+from defr.data import build_dataset, generate_synthetic, hicodet_files
+from defr.eval.box_noise import hicodet_metrics, image_paths, noisy_gt_detections
+from defr.eval.classification import evaluate_model
+from defr.eval.hicodet import SUMMARY_KEYS, load_annotations
+from defr.export import ExportConfig, export_model
+from defr.export.exporter import ONNX_FILES
+from defr.export.verify import compare_detections
 from defr.files import write_json
+from defr.model import load_model
+from defr.runtime import HOIDetector
+from defr.runtime.detect import run_detection
+from defr.runtime.draw import save_result_images
+from defr.runtime.io import read_image
 from defr.train import TrainConfig, train
 
 
@@ -34,10 +48,6 @@ class DemoConfig:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage; returns (and writes to ``OUTPUT/demo.json``) the metrics of each."""
-    from defr.data import build_dataset, generate_synthetic
-    from defr.eval.classification import evaluate_model
-    from defr.model import load_checkpoint
-
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     report: dict = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
@@ -65,7 +75,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     checkpoint = train(train_cfg)
     report["train_seconds"] = _lap(timer)
 
-    model = load_checkpoint(checkpoint)
+    model = load_model(checkpoint)
     spec = model.cfg.backbone
     test = build_dataset("synth", data, "test", spec.image_size, spec.mean, spec.std)
     metrics = evaluate_model(model, test)
@@ -74,13 +84,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     report["eval_seconds"] = _lap(timer)
 
     if cfg.detection:
-        from defr.runtime.box_noise import run_detection_demo
-
         report["detection"] = run_detection_demo(checkpoint, data, out / "detection", seed=cfg.seed)
         report["detection_seconds"] = _lap(timer)
     if cfg.export:
-        from defr.export import export_and_check
-
         report["export"] = export_and_check(checkpoint, out / "export", synth_root=data)
         report["export_seconds"] = _lap(timer)
 
@@ -88,10 +94,78 @@ def run_demo(cfg: DemoConfig) -> dict:
     return report
 
 
+def run_detection_demo(checkpoint: Path, synth_root: Path, out_dir: Path, noise: float = 0.05, seed: int = 0) -> dict:
+    """Detection stage: noisy synthetic GT boxes as the detector, HICO-DET metrics, pictures.
+
+    synth_root: a ``defr synth`` folder (HICO-DET layout). Writes ``out_dir/detections.json``
+    (results format) and ``out_dir/detections_*.png`` (4 images).
+    """
+    out_dir = Path(out_dir)
+    annotations_path, images_dir = hicodet_files(synth_root, "test")
+    annotations = load_annotations(annotations_path)
+    paths = image_paths(annotations, images_dir)
+    detector = HOIDetector.from_checkpoint(checkpoint)
+    dets = noisy_gt_detections(annotations, noise, seed)
+    results = run_detection(detector, paths, dets)
+    detections = write_json(results, out_dir / "detections.json")
+    metrics = hicodet_metrics(annotations, results)
+
+    shown = [p for p in paths if results[p.name]["hoi"]][:4]
+    images = [read_image(p) for p in shown]
+    drawn = detector.detect(images, [dets[p.name] for p in shown], names=[str(p) for p in shown])
+    pictures = save_result_images(images, drawn, detector.meta.class_names, out_dir, names=[p.name for p in shown])
+    return {
+        "noise": noise,
+        "images": len(paths),
+        "triplets": sum(len(r["hoi"]) for r in results.values()),
+        **{k: metrics.get(k) for k in SUMMARY_KEYS},
+        "metrics": metrics,
+        "detections": str(detections),
+        "pictures": [str(p) for p in pictures],
+    }
+
+
+def export_and_check(
+    checkpoint: str | os.PathLike, out_dir: str | os.PathLike, synth_root: Path | None = None, max_images: int = 16
+) -> dict:
+    """The demo's export stage: export (verified), then, with ``synth_root``, detect HOIs on the first
+    ``max_images`` synthetic test images with PyTorch and with ONNX Runtime and compare.
+
+    synth_root: a ``defr synth`` folder; its GT boxes are the detections. Returns a JSON-able summary.
+    """
+    result = export_model(checkpoint, out_dir, ExportConfig(), log=logging.getLogger(__name__).info)
+    fp32 = result.comparisons["fp32"]
+    report = {
+        "files": result.files,
+        "comparisons": result.comparisons,
+        "max_abs_diff_pair": fp32["max_abs"]["pair_logits"],
+        "max_abs_diff_image": fp32["max_abs"]["image_logits"],
+        "onnx_latency_ms": {p: c["latency_ms"] for p, c in result.comparisons.items()},
+    }
+    if synth_root is not None:
+        onnx_path = result.out_dir / ONNX_FILES["fp32"]
+        report["detection"] = _compare_on_synthetic(Path(checkpoint), onnx_path, Path(synth_root), max_images)
+    return report
+
+
+def _compare_on_synthetic(checkpoint: Path, onnx_path: Path, synth_root: Path, max_images: int) -> dict:
+    annotations_path, images_dir = hicodet_files(synth_root, "test")
+    annotations = load_annotations(annotations_path)
+    paths = image_paths(annotations, images_dir)[:max_images]
+    dets = noisy_gt_detections(annotations, 0.0)
+    results, seconds = {}, {}
+    for backend, detector in (
+        ("torch", HOIDetector.from_checkpoint(checkpoint)),
+        ("onnxruntime", HOIDetector.from_onnx(onnx_path, providers=["CPUExecutionProvider"])),
+    ):
+        start = time.perf_counter()
+        results[backend] = run_detection(detector, paths, dets, progress=False)
+        seconds[backend] = time.perf_counter() - start
+    return {**compare_detections(results["torch"], results["onnxruntime"]), "seconds": seconds}
+
+
 def _chance_map(labels) -> float:
     """Expected mAP of random scores: per class, the fraction of positives among evaluated images."""
-    import numpy as np
-
     evaluated = labels != 0  # ambiguous entries are not evaluated; NaN counts as negative
     positives = ((labels == 1) & evaluated).sum(0)
     counted = evaluated.sum(0)
@@ -107,7 +181,8 @@ def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.4f}"
 
 
-def _summary(report: dict) -> str:
+def summary(report: dict) -> str:
+    """The demo's report as the lines the command prints."""
     c = report["classification"]
     lines = [
         "",
@@ -129,31 +204,3 @@ def _summary(report: dict) -> str:
 
 def _export_line(e: dict) -> str:
     return ", ".join(f"{k} {v:.2e}" for k, v in e.items() if k.startswith("max_") and isinstance(v, float))
-
-
-@click.command("demo")
-@click.option(
-    "--output", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-output"), show_default=True
-)
-@click.option("--images", type=int, default=DemoConfig.images, show_default=True, help="Synthetic images.")
-@click.option("--image-size", type=int, default=DemoConfig.image_size, show_default=True)
-@click.option("--epochs", type=int, default=DemoConfig.epochs, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--skip-detection", is_flag=True, help="Stop after classification.")
-@click.option("--skip-export", is_flag=True, help="Do not export to ONNX.")
-def demo_command(
-    output: Path, images: int, image_size: int, epochs: int, seed: int, skip_detection: bool, skip_export: bool
-) -> None:
-    """Synthesise a HOI set, train tiny-vit, evaluate, detect, export (CPU, no downloads)."""
-    cfg = DemoConfig(
-        output=output,
-        images=images,
-        image_size=image_size,
-        epochs=epochs,
-        seed=seed,
-        detection=not skip_detection,
-        export=not skip_export,
-    )
-    report = run_demo(cfg)
-    click.echo(_summary(report))
-    click.echo(f"report: {output / 'demo.json'}")

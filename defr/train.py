@@ -3,6 +3,14 @@
 Determinism: the data order and the augmentation randomness of an epoch depend only on
 (seed, epoch, rank), and a checkpoint is written at every epoch end, so ``--resume`` continues
 bit-for-bit on a CPU.
+
+Files in ``OUTPUT`` after each epoch, written in this order, each atomically:
+``metrics.jsonl`` (one line per epoch, appended), ``train_state.pt`` (epoch, optimizer, scheduler,
+scaler AND the model weights: everything ``--resume`` needs, in one file, so it is consistent by
+construction), ``model.safetensors`` (the published checkpoint, its metadata stamped with the
+epoch and the training config). A kill at any instant leaves a state to resume from: metric lines
+after the state's epoch are dropped, and a ``model.safetensors`` older than the state (a kill
+between the last two writes) is rewritten from the state, with a message.
 """
 
 from __future__ import annotations
@@ -17,21 +25,28 @@ from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from defr.errors import ConfigError
+from defr.data import DATASETS, DatasetError, build_dataset, oversampling_indices
+from defr.errors import ConfigError, DefrError
+from defr.eval.classification import evaluate_model
 from defr.files import atomic_path
 from defr.losses import LOSSES
-from defr.model import DEFR, load_checkpoint, save_checkpoint
+from defr.model import DEFR, DEFRConfig, build_model, save_checkpoint
+from defr.model.checkpoint import checkpoint_metadata
+from defr.model.factory import INITS
 
 CHECKPOINT = "model.safetensors"
 TRAIN_STATE = "train_state.pt"
-METRICS = "metrics.jsonl"
+METRICS_FILE = "metrics.jsonl"
+
+
+class ResumeError(DefrError, ValueError):
+    """A run folder that ``--resume`` cannot continue from; the message says what is missing or differs."""
 
 
 @dataclass
@@ -59,10 +74,12 @@ class TrainConfig:
     output: str = "runs/defr"
 
     def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"dataset must be one of {list(DATASETS)}, not {self.dataset!r}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {sorted(LOSSES)}, not {self.loss!r}")
-        if self.init not in ("language", "random"):
-            raise ConfigError(f"init must be 'language' or 'random', not {self.init!r}")
+        if self.init not in INITS:
+            raise ConfigError(f"init must be one of {list(INITS)}, not {self.init!r}")
         for name in ("epochs", "batch_size", "accumulate", "image_size", "restart_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -88,13 +105,18 @@ def load_config(path_or_preset: str, overrides: dict) -> TrainConfig:
     else:
         preset = resources.files("defr.configs").joinpath(f"{path_or_preset}.yaml")
         if not preset.is_file():
-            raise click.ClickException(f"config {path_or_preset!r}: no such file or packaged preset")
+            raise ConfigError(f"config {path_or_preset!r}: no such file or packaged preset")
         text = preset.read_text()
-    values = yaml.safe_load(text) or {}
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path_or_preset!r}: not valid YAML ({e})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config {path_or_preset!r}: expected a mapping of TrainConfig fields")
     known = {f.name for f in fields(TrainConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise click.ClickException(f"config {path_or_preset!r}: unknown keys {unknown}")
+        raise ConfigError(f"config {path_or_preset!r}: unknown keys {unknown}")
     return TrainConfig(**{**values, **overrides})
 
 
@@ -132,8 +154,6 @@ def seed_everything(seed: int) -> None:
 
 def epoch_indices(targets: np.ndarray, epoch: int, cfg: TrainConfig, ddp: Distributed) -> list[int]:
     """This rank's sample order for ``epoch``: oversampled, shuffled by (seed, epoch), sharded evenly."""
-    from defr.data import oversampling_indices
-
     order = np.asarray(oversampling_indices(targets, cfg.min_positives, seed=cfg.seed), dtype=np.int64)
     order = order[np.random.default_rng([cfg.seed, epoch]).permutation(len(order))]
     per_rank = math.ceil(len(order) / ddp.world)
@@ -152,8 +172,6 @@ def make_loss(cfg: TrainConfig, targets: np.ndarray):
 
 
 def build_training_model(cfg: TrainConfig, class_names: list[str]) -> DEFR:
-    from defr.model.factory import build_model
-
     return build_model(
         cfg.backbone,
         class_names,
@@ -167,31 +185,29 @@ def build_training_model(cfg: TrainConfig, class_names: list[str]) -> DEFR:
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train a DEFR model; returns the path of the final checkpoint (``OUTPUT/model.safetensors``)."""
-    from defr.data import build_dataset
+    """Train a DEFR model; returns the path of the final checkpoint (``OUTPUT/model.safetensors``).
 
+    resume: continue the run in ``cfg.output`` from its last completed epoch. Raises
+    ``DatasetError`` / ``ConfigError`` for bad data or settings (before anything is written),
+    ``ResumeError`` when the run folder cannot be continued.
+    """
     seed_everything(cfg.seed)
     ddp = init_distributed(
         torch.device("cuda") if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else torch.device("cpu")
     )
     device = pick_device(cfg.device, ddp.local_rank)
     out = Path(cfg.output)
-    if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
-
+    split = dict(val_fraction=cfg.val_fraction, seed=cfg.seed)
     if resume:
-        model, start_epoch, state = _resume(out, cfg)
+        model, start_epoch, state = _resume(out)
     else:
-        probe = build_dataset(
-            cfg.dataset, cfg.data_root, "train", 32, (0, 0, 0), (1, 1, 1), val_fraction=cfg.val_fraction, seed=cfg.seed
-        )
+        probe = build_dataset(cfg.dataset, cfg.data_root, "train", 32, (0, 0, 0), (1, 1, 1), **split)
         model, start_epoch, state = build_training_model(cfg, probe.class_names), 0, None
     spec = model.cfg.backbone
-    split = dict(val_fraction=cfg.val_fraction, seed=cfg.seed)
     train_set = build_dataset(cfg.dataset, cfg.data_root, "train", spec.image_size, spec.mean, spec.std, True, **split)
     val_set = build_dataset(cfg.dataset, cfg.data_root, "val", spec.image_size, spec.mean, spec.std, False, **split)
     if train_set.class_names != model.cfg.class_names:
-        raise click.ClickException(f"{cfg.data_root}: dataset classes differ from the model's (resuming another run?)")
+        raise DatasetError(f"{cfg.data_root}: dataset classes differ from the model's (resuming another run?)")
     targets = (train_set.labels == 1).astype(np.float32)
 
     model.to(device).train()
@@ -230,8 +246,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             }
             if len(val_set):
                 record.update({f"val_{k}": v for k, v in _validate(model, val_set, device).items()})
-            model.cfg.init = {**model.cfg.init, "train": asdict(cfg)}
-            _write_epoch(out, model, optimizer, scheduler, scaler, epoch + 1, record)
+            state = _train_state(model, optimizer, scheduler, scaler, epoch + 1, cfg)
+            _write_epoch(out, model, state, record)
             tqdm.write(json.dumps(record))
         if ddp.world > 1:
             dist.barrier()
@@ -264,71 +280,84 @@ def _train_epoch(net, loader, loss_fn, optimizer, scheduler, scaler, amp_dtype, 
 
 @torch.no_grad()
 def _validate(model: DEFR, dataset, device: torch.device) -> dict:
-    from defr.eval.classification import evaluate_model
-
     metrics = evaluate_model(model, dataset, device=device)
     model.train()
     return {k: metrics[k] for k in ("mAP", "few@1", "few@5", "few@10") if k in metrics}
 
 
-def _write_epoch(out: Path, model, optimizer, scheduler, scaler, epoch: int, record: dict) -> None:
-    save_checkpoint(model, out / CHECKPOINT, metadata={"epoch": epoch})
-    state = {
+def _train_state(model: DEFR, optimizer, scheduler, scaler, epoch: int, cfg: TrainConfig) -> dict:
+    """Everything ``--resume`` needs after ``epoch`` epochs, for one file."""
+    return {
         "epoch": epoch,
+        "config": json.dumps(model.cfg.to_dict()),
+        "train": json.dumps(asdict(cfg)),
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
     }
+
+
+def _write_epoch(out: Path, model: DEFR, state: dict, record: dict) -> None:
+    """metrics line, then the train state, then the published checkpoint (the order ``_resume`` relies on)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
     with atomic_path(out / TRAIN_STATE) as tmp:
         torch.save(state, tmp)
-    with open(out / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    _publish(out, model, state)
 
 
-def _resume(out: Path, cfg: TrainConfig) -> tuple[DEFR, int, dict]:
-    ckpt, state_path = out / CHECKPOINT, out / TRAIN_STATE
-    if not (ckpt.is_file() and state_path.is_file()):
-        raise click.ClickException(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from")
-    model = load_checkpoint(ckpt)
-    state = torch.load(state_path, map_location="cpu", weights_only=True)
-    _truncate_metrics(out / METRICS, state["epoch"])
+def _publish(out: Path, model: DEFR, state: dict) -> None:
+    metadata = {"epoch": state["epoch"], "train": json.loads(state["train"])}
+    save_checkpoint(model, out / CHECKPOINT, metadata=metadata)
+
+
+def _resume(out: Path) -> tuple[DEFR, int, dict]:
+    """The model and train state of the last completed epoch in ``out``; repairs what a kill left behind."""
+    state_path = out / TRAIN_STATE
+    if not state_path.is_file():
+        raise ResumeError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a file torch cannot read, or pickled code that weights_only refuses
+        raise ResumeError(f"--resume: {state_path}: cannot read ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or not {"epoch", "model", "config", "optimizer"} <= set(state):
+        raise ResumeError(
+            f"--resume: {state_path} does not hold the model weights with the optimizer state "
+            "(written by an older defr); start the run again"
+        )
+    model = DEFR(DEFRConfig.from_dict(json.loads(state["config"])))
+    model.load_state_dict(state["model"])
+    _truncate_metrics(out / METRICS_FILE, state["epoch"])
+    published = out / CHECKPOINT
+    epoch = _published_epoch(published)
+    if epoch != state["epoch"]:
+        tqdm.write(
+            f"--resume: {published.name} is from epoch {epoch}, {TRAIN_STATE} from epoch {state['epoch']} "
+            f"(the last run stopped between the two writes): rewriting {published.name} from {TRAIN_STATE}"
+        )
+        _publish(out, model, state)
     return model, state["epoch"], state
 
 
+def _published_epoch(path: Path) -> int | None:
+    try:
+        return checkpoint_metadata(path).get("epoch")
+    except DefrError:
+        return None
+
+
 def _truncate_metrics(path: Path, epochs: int) -> None:
-    """Drop metric lines of epochs after the last checkpoint (a run killed mid-write)."""
+    """Drop metric lines of epochs after the last train state (a run killed between the writes)."""
     if path.is_file():
         lines = [line for line in path.read_text().splitlines() if line.strip()]
-        path.write_text("".join(line + "\n" for line in lines if json.loads(line)["epoch"] <= epochs))
-
-
-@click.command("train")
-@click.option("--config", "config_path", help="YAML file or packaged preset (e.g. table4/clip-language-lse).")
-@click.option("--dataset", type=click.Choice(["hico", "jsonl", "synth"]))
-@click.option("--data-root", type=click.Path(file_okay=False))
-@click.option("--backbone", help="tiny-vit, an open_clip ViT (ViT-B-16) or timm/<name>.")
-@click.option("--pretrained", help="Pretrained tag (needs network) or local weights file.")
-@click.option("--init", type=click.Choice(["language", "random"]))
-@click.option("--text-encoder", help="minilm, clip:<model>[:<tag>], hf:<repo> or a local model directory.")
-@click.option("--loss", type=click.Choice(sorted(LOSSES)))
-@click.option("--logit-scale", type=float, help="γ of the cosine logits (default 100; the CLIP head: exp(4.61)).")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--accumulate", type=int, help="Micro-batches per optimizer step (gradient accumulation).")
-@click.option("--image-size", type=int)
-@click.option("--lr", type=float, help="Base learning rate (default 1.5e-5 for CLIP backbones, 1e-4 otherwise).")
-@click.option("--seed", type=int)
-@click.option("--workers", type=int, help="DataLoader worker processes.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--output", type=click.Path(file_okay=False))
-@click.option("--resume", is_flag=True, help="Continue the run in --output from its last epoch.")
-def train_command(config_path: str | None, resume: bool, **options) -> None:
-    """Train DEFR (single process, or multi-GPU / multi-node under torchrun)."""
-    overrides = {k: v for k, v in options.items() if v is not None}
-    try:
-        cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
-        path = train(cfg, resume=resume)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-    if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"checkpoint: {path}")
+        kept = []
+        for line in lines:
+            try:
+                if json.loads(line)["epoch"] <= epochs:
+                    kept.append(line)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut short by a kill
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text("".join(line + "\n" for line in kept))

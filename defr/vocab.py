@@ -21,6 +21,7 @@ NUM_OBJECTS = 80
 NUM_VERBS = 117
 PERSON = 49
 DEFAULT_TEMPLATES = ("{}",)
+FEW_SHOT_SIZES = (1, 5, 10)  # Few@k: classes with at most k training images
 
 _DOUBLED = {"cut", "run", "hop", "sit", "stop", "tag", "pet", "flip", "zip", "hug", "drag", "stab", "set", "sip"}
 

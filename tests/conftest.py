@@ -23,11 +23,9 @@ def shared_dir() -> Path:
 @pytest.fixture
 def tiny_model():
     """A random tiny-vit DEFR model at 64 px (4×4 patch grid), 600 HICO classes, eval mode."""
-    from defr import vocab
-    from defr.model import DEFR, DEFRConfig, backbone_spec
+    from defr.model import create_model
 
-    torch.manual_seed(0)
-    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+    return create_model("tiny-vit", 64)
 
 
 @pytest.fixture
@@ -38,15 +36,9 @@ def clip_layout_model():
 
 
 def clip_layout_tiny(image_size: int, seed: int = 0):
-    import dataclasses
+    from defr.model import create_model
 
-    from defr import vocab
-    from defr.model import DEFR, DEFRConfig, backbone_spec
-
-    spec = backbone_spec("tiny-vit", image_size)
-    spec = dataclasses.replace(spec, vit=dataclasses.replace(spec.vit, stem="patch"))
-    torch.manual_seed(seed)
-    return DEFR(DEFRConfig(spec, vocab.hico().class_names)).eval()
+    return create_model("tiny-vit", image_size, seed=seed, stem="patch")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -15,9 +15,8 @@ from PIL import Image
 from defr import vocab
 from defr.cli import main as defr_main
 from defr.export import ExportConfig, SidecarError, export_model
-from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
-from defr.runtime import BackendError, HOIDetector, RuntimeMeta, load_detector
-from defr.runtime.backends import OnnxBackend, TensorRTBackend
+from defr.model import create_model, save_checkpoint
+from defr.runtime import BackendError, HOIDetector, OnnxBackend, RuntimeMeta, TensorRTBackend, load_detector
 
 pytest.importorskip("onnxruntime")
 PERSON = vocab.PERSON
@@ -25,8 +24,7 @@ PERSON = vocab.PERSON
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+    return create_model("tiny-vit", 64)
 
 
 @pytest.fixture(scope="module")

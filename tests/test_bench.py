@@ -10,22 +10,22 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from defr import vocab
+from defr.bench import BenchConfig, row, time_backend
 from defr.cli import main
 from defr.export import ExportConfig, export_model
-from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
-from defr.runtime.bench import BenchConfig, bench_inputs, row, time_backend
+from defr.model import create_model, save_checkpoint
+from defr.runtime.contract import example_inputs
 
 pytest.importorskip("onnxruntime")
 
 
 def test_bench_inputs():
-    images, boxes_h, boxes_o, index = bench_inputs(64, batch=3, pairs=4)
+    images, boxes_h, boxes_o, index = example_inputs(64, batch=3, pairs=12)
     assert images.shape == (3, 3, 64, 64) and boxes_h.shape == boxes_o.shape == (12, 4)
     assert index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     for boxes in (boxes_h, boxes_o):
         assert (boxes[:, 2:] > boxes[:, :2]).all() and boxes.min() >= 0
-    assert bench_inputs(64, batch=2, pairs=0)[3].numel() == 0
+    assert example_inputs(64, batch=2, pairs=0)[3].numel() == 0
 
 
 class Recorder:
@@ -79,7 +79,7 @@ def test_bench_backbone_name_torch_and_onnxruntime(tmp_path):
 def test_bench_exported_onnx(tmp_path):
     torch.manual_seed(0)
     checkpoint = tmp_path / "tiny.safetensors"
-    save_checkpoint(DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)), checkpoint)
+    save_checkpoint(create_model("tiny-vit", 64, seed=None), checkpoint)
     export_model(checkpoint, tmp_path / "export", ExportConfig(verify=False), log=lambda m: None)
     out = tmp_path / "bench.json"
     model = str(tmp_path / "export" / "model.fp16.onnx")

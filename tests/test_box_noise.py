@@ -11,8 +11,9 @@ from click.testing import CliRunner
 from defr import vocab
 from defr.cli import main
 from defr.data import generate_synthetic
-from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
-from defr.runtime.box_noise import add_box_noise, gt_detections, noisy_gt_detections
+from defr.eval.box_noise import add_box_noise, gt_detections, noisy_gt_detections
+from defr.eval.hicodet import HICODetAnnotations
+from defr.model import create_model, save_checkpoint
 
 
 def test_noise_is_scaled_by_box_size():
@@ -32,19 +33,26 @@ def test_crossing_corners_are_reordered():
 
 
 def test_gt_detections_are_distinct_zero_based_boxes():
-    ann = {
-        "boxes_h": [[1, 1, 10, 10], [1, 1, 10, 10]],
-        "boxes_o": [[5, 5, 20, 20], [30, 30, 40, 40]],
-        "object": [3, 7],
-    }
-    dets = gt_detections(ann)
+    dets = gt_detections(
+        np.array([[1, 1, 10, 10], [1, 1, 10, 10]]), np.array([[5, 5, 20, 20], [30, 30, 40, 40]]), np.array([3, 7])
+    )
     assert dets["boxes"].tolist() == [[0, 0, 9, 9], [4, 4, 19, 19], [29, 29, 39, 39]]
     assert dets["labels"].tolist() == [vocab.PERSON, 3, 7]
     assert dets["scores"].tolist() == [1.0, 1.0, 1.0]
 
 
 def test_same_draws_for_every_ratio():
-    data = {"filenames": ["a.jpg"], "annotation": [{"boxes_h": [[1, 1, 11, 21]], "boxes_o": [], "object": []}]}
+    data = HICODetAnnotations(
+        filenames=["a.jpg"],
+        sizes=np.array([[64, 64]]),
+        boxes_h=[np.array([[1.0, 1, 11, 21]])],
+        boxes_o=[np.zeros((0, 4))],
+        hoi=[np.zeros(0, np.int64)],
+        object=[np.zeros(0, np.int64)],
+        class_objects=np.array([3]),
+        rare=[],
+        non_rare=[0],
+    )
     small, large = (noisy_gt_detections(data, r, seed=3)["a.jpg"]["boxes"] for r in (0.1, 0.2))
     base = np.array([[0, 0, 10, 20]])
     assert np.allclose(large - base, 2 * (small - base), atol=1e-5)
@@ -56,7 +64,7 @@ def test_box_noise_cli_on_synthetic_data(tmp_path):
     classes = json.loads((root / "instances_test2015.json").read_text())
     names = [f"{classes['verbs'][v]} {classes['objects'][o]}" for _, o, v in classes["correspondence"]]
     ckpt = tmp_path / "model.safetensors"
-    save_checkpoint(DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), names)).eval(), ckpt)
+    save_checkpoint(create_model("tiny-vit", 64, names, seed=None), ckpt)
     out = tmp_path / "noise"
     args = ["box-noise", "--checkpoint", str(ckpt), "--annotations", str(root / "instances_test2015.json")]
     r = CliRunner().invoke(

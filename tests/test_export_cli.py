@@ -12,21 +12,21 @@ import torch
 from click.testing import CliRunner
 
 from defr import vocab
-from defr.export import ExportConfig, ExportError, export_and_check, verify
+from defr.demo import export_and_check
+from defr.export import ExportConfig, ExportError, verify
 from defr.export.cli import main
-from defr.export.onnx_export import OUTPUT_NAMES, example_inputs
-from defr.export.sidecar import sha256
 from defr.export.verify import feeds, ort_session
-from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
+from defr.model import create_model, save_checkpoint
 from defr.model.official import load_official_checkpoint
+from defr.runtime.contract import OUTPUT_NAMES, example_inputs
+from defr.runtime.sidecar import sha256
 
 pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+    return create_model("tiny-vit", 64)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,7 @@ def test_not_a_checkpoint(tmp_path):
 
 def test_class_names_must_name_hico_objects(tmp_path):
     checkpoint = tmp_path / "odd.safetensors"
-    save_checkpoint(DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), ["ride unicorn", "feed unicorn"])), checkpoint)
+    save_checkpoint(create_model("tiny-vit", 64, ["ride unicorn", "feed unicorn"]), checkpoint)
     r = CliRunner().invoke(main, [str(checkpoint), "-o", str(tmp_path / "export")])
     assert r.exit_code == 2 and "'unicorn' is not a HICO object" in r.output, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.safetensors"]
@@ -160,9 +160,8 @@ def test_export_and_check_on_synthetic_images(tmp_path):
     root = generate_synthetic(tmp_path / "synth", images=24, seed=0, size=64)
     classes = json.loads((root / "instances_test2015.json").read_text())
     names = [f"{classes['verbs'][v]} {classes['objects'][o]}" for _, o, v in classes["correspondence"]]
-    torch.manual_seed(0)
     checkpoint = tmp_path / "model.safetensors"
-    save_checkpoint(DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), names)).eval(), checkpoint)
+    save_checkpoint(create_model("tiny-vit", 64, names), checkpoint)
     summary = export_and_check(checkpoint, tmp_path / "export", synth_root=root, max_images=6)
     json.dumps(summary)  # JSON-able
     assert set(summary["files"]) == {"model.onnx", "model.fp16.onnx"}

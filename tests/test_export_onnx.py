@@ -10,7 +10,6 @@ import onnx
 import pytest
 import torch
 
-from defr import vocab
 from defr.export.fp16 import convert_to_fp16
 from defr.export.onnx_export import (
     INPUT_NAMES,
@@ -23,7 +22,7 @@ from defr.export.onnx_export import (
     max_opset,
 )
 from defr.export.verify import TOLERANCES, VerificationError, check_graph, compare_with_torch, feeds, ort_session
-from defr.model import DEFR, DEFRConfig, backbone_spec, pair_masks
+from defr.model import create_model, pair_masks
 
 ort = pytest.importorskip("onnxruntime")
 SHAPES = [(1, 1), (1, 7), (1, 225), (3, 1), (3, 7), (3, 225)]  # (B, P)
@@ -31,8 +30,7 @@ SHAPES = [(1, 1), (1, 7), (1, 225), (3, 1), (3, 7), (3, 225)]  # (B, P)
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    return DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+    return create_model("tiny-vit", 64)
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +123,7 @@ def test_fp16_keeps_box_edges_exact(model, exported):
 
 
 def test_verification_reports_disagreement(model, exported):
-    torch.manual_seed(1)
-    other = DEFR(DEFRConfig(backbone_spec("tiny-vit", 64), vocab.hico().class_names)).eval()
+    other = create_model("tiny-vit", 64, seed=1)
     result = compare_with_torch(exported["fp32"], other, "fp32", shapes=((1, 1),))
     assert not result.passed and result.error["pair_logits"] > 1e-2
 
@@ -191,8 +188,7 @@ def test_unsupported_opset(model, tmp_path, opset):
 @pytest.mark.heavy
 @pytest.mark.parametrize("backbone", ["ViT-B-32", "ViT-B-16"])
 def test_vit_b_at_672(backbone, tmp_path):
-    torch.manual_seed(0)
-    model = DEFR(DEFRConfig(backbone_spec(backbone, 672), vocab.hico().class_names)).eval()
+    model = create_model(backbone, 672)
     path = export_onnx(model, tmp_path / "model.onnx")
     onnx.save(convert_to_fp16(onnx.load(str(path))), str(tmp_path / "model.fp16.onnx"))
     for precision, file in (("fp32", path), ("fp16", tmp_path / "model.fp16.onnx")):

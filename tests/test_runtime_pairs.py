@@ -1,4 +1,4 @@
-"""Pairing rules and priors of the runtime (``defr.runtime.pairs``)."""
+"""Pairing rules and priors of the runtime (``defr.runtime.pairing``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from defr import vocab
-from defr.runtime.pairs import (
+from defr.runtime.pairing import (
     DetectionError,
     PairConfig,
     hico_labels_from_coco,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from defr.data.hico import SPLITS, DatasetError, HOIDataset, load_hico
+from defr.data.hico import SPLITS, DatasetError, HOIDataset, hicodet_files, load_hico
 from defr.data.jsonl import load_jsonl
 from defr.data.sampling import oversampling_indices
 from defr.data.synth import generate_synthetic
@@ -15,12 +15,14 @@ DATASETS = ("hico", "jsonl", "synth")
 
 __all__ = [
     "DATASETS",
+    "SPLITS",
     "DatasetError",
     "HOIDataset",
     "build_dataset",
     "build_transform",
     "eval_transform",
     "generate_synthetic",
+    "hicodet_files",
     "oversampling_indices",
     "train_transform",
 ]

@@ -23,7 +23,6 @@ from defr.errors import ConfigError, DefrError
 ANNO = "anno.mat"
 FEW_SHOT_FILE = "few_shot_classes.json"
 SPLITS = ("train", "val", "test")
-FEW_SHOT_SIZES = (1, 5, 10)
 
 
 class DatasetError(DefrError, ValueError):
@@ -69,6 +68,18 @@ class HOIDataset(torch.utils.data.Dataset):
         return image, target
 
 
+def image_folder(root: str | Path, split: str) -> Path:
+    """``ROOT/images/test2015`` for "test", ``ROOT/images/train2015`` for "train" and "val"."""
+    return Path(root) / "images" / ("test2015" if split == "test" else "train2015")
+
+
+def hicodet_files(root: str | Path, split: str = "test") -> tuple[Path, Path]:
+    """(annotations, images folder) of a split in HICO-DET's layout (the real one, or ``defr synth`` output):
+    ``ROOT/instances_{split}2015.json`` and ``ROOT/images/{split}2015``."""
+    year = "test2015" if split == "test" else "train2015"
+    return Path(root) / f"instances_{year}.json", image_folder(root, split)
+
+
 def load_image(path: Path) -> Image.Image:
     """An RGB image; a file PIL cannot decode raises a ``DatasetError`` naming it."""
     try:
@@ -90,7 +101,7 @@ def load_hico(
     anno = read_anno(root / ANNO)
     names = anno["list_train"] if split in ("train", "val") else anno["list_test"]
     labels = anno["anno_train"] if split in ("train", "val") else anno["anno_test"]
-    folder = root / "images" / ("test2015" if split == "test" else "train2015")
+    folder = image_folder(root, split)
     paths = [folder / name for name in names]
     class_names = anno["class_names"]
     few = few_shot_classes(root, class_names, anno["anno_train"] == 1)
@@ -218,7 +229,7 @@ def few_shot_classes(root: Path, class_names: list[str], train_positives: np.nda
 
 def count_few_shot(train_positives: np.ndarray) -> dict[int, list[int]]:
     counts = np.asarray(train_positives).sum(axis=0)
-    return {k: [int(c) for c in np.flatnonzero((counts >= 1) & (counts <= k))] for k in FEW_SHOT_SIZES}
+    return {k: [int(c) for c in np.flatnonzero((counts >= 1) & (counts <= k))] for k in vocab.FEW_SHOT_SIZES}
 
 
 def _read_few_shot(path: Path, num_classes: int) -> dict[int, list[int]]:
@@ -227,7 +238,7 @@ def _read_few_shot(path: Path, num_classes: int) -> dict[int, list[int]]:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: not valid JSON ({e})") from e
     few = {}
-    for k in FEW_SHOT_SIZES:
+    for k in vocab.FEW_SHOT_SIZES:
         ids = raw.get(f"few_{k}") if isinstance(raw, dict) else None
         if not isinstance(ids, list) or not all(type(c) is int and 0 <= c < num_classes for c in ids):
             raise DatasetError(f"{path}: 'few_{k}' must be a list of class ids in [0, {num_classes})")

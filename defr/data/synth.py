@@ -16,7 +16,6 @@ anno_train/test), ``images/{train,test}2015/*.jpg``, ``instances_{train,test}201
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import shutil
@@ -26,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
-import click
 import numpy as np
 import scipy.io
 from PIL import Image, ImageDraw
@@ -932,24 +930,3 @@ def _hicodet(split: str, anns: list[Annotation], train_counts: np.ndarray) -> di
         "rare": rare,
         "non_rare": [c for c in range(len(CLASSES)) if c not in rare],
     }
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@click.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--images", default=600, show_default=True, help="Images in all (about 25 % become the test split).")
-@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed writes identical files.")
-@click.option("--size", default=128, show_default=True, help="Long image side in pixels.")
-def synth_command(out: Path, images: int, seed: int, size: int) -> None:
-    """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT."""
-    try:
-        generate_synthetic(out, images=images, seed=seed, size=size)
-    except SynthError as e:
-        raise click.ClickException(str(e)) from e
-    few = json.loads((out / "few_shot_classes.json").read_text())
-    click.echo(
-        f"wrote {images} images ({len(CLASSES)} classes; few@1/5/10: {len(few['few_1'])}/{len(few['few_5'])}/"
-        f"{len(few['few_10'])} classes) to {out}"
-    )

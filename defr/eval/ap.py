@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import numpy as np
 
 from defr.errors import ConfigError
@@ -49,3 +51,10 @@ def average_precision_11(scores: np.ndarray, is_positive: np.ndarray, num_positi
         )
     order = np.argsort(-scores, kind="stable")
     return voc_ap_11(*precision_recall(is_positive[order], num_positives))
+
+
+def mean_ap(per_class: Sequence[float | None], classes: Iterable[int]) -> float | None:
+    """Mean of the APs of ``classes`` that have one (None entries: classes that could not be evaluated);
+    None when none has."""
+    values = [per_class[c] for c in classes if per_class[c] is not None]
+    return float(np.mean(values)) if values else None

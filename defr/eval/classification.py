@@ -9,17 +9,13 @@ Known-object: class c is ranked only over images where some class with c's objec
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import click
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from defr import vocab
 from defr.errors import ConfigError
-from defr.eval.ap import average_precision_11
-
-FEW_SHOT_SIZES = (1, 5, 10)
+from defr.eval.ap import average_precision_11, mean_ap
 
 
 def hico_metrics(
@@ -46,21 +42,21 @@ def hico_metrics(
     if unexpected.any():
         raise ConfigError(f"labels must be 1, 0, -1 or NaN; found {np.unique(labels[unexpected])[:5].tolist()}")
     evaluated = labels != 0  # NaN != 0, so unannotated entries are ranked, as negatives
-    per_class = class_average_precisions(scores, labels == 1, evaluated)
+    per_class = image_class_aps(scores, labels == 1, evaluated)
     few_shot = few_shot or {}
-    metrics = {"mAP": _mean(per_class, range(labels.shape[1]))}
-    metrics.update({f"few@{k}": _mean(per_class, few_shot.get(k, [])) for k in FEW_SHOT_SIZES})
+    metrics = {"mAP": mean_ap(per_class, range(labels.shape[1]))}
+    metrics.update({f"few@{k}": mean_ap(per_class, few_shot.get(k, [])) for k in vocab.FEW_SHOT_SIZES})
     if class_objects is None:
         metrics["ko_mAP"] = None
     else:
         known = evaluated & known_object_images(labels, class_objects)
-        metrics["ko_mAP"] = _mean(class_average_precisions(scores, labels == 1, known), range(labels.shape[1]))
+        metrics["ko_mAP"] = mean_ap(image_class_aps(scores, labels == 1, known), range(labels.shape[1]))
     metrics["per_class_ap"] = per_class
     metrics["num_classes_evaluated"] = sum(ap is not None for ap in per_class)
     return metrics
 
 
-def class_average_precisions(scores: np.ndarray, positive: np.ndarray, evaluated: np.ndarray) -> list[float | None]:
+def image_class_aps(scores: np.ndarray, positive: np.ndarray, evaluated: np.ndarray) -> list[float | None]:
     """[C] AP of each class over its ``evaluated`` images; None without positives there. All inputs [N, C]."""
     aps = []
     for c in range(scores.shape[1]):
@@ -84,11 +80,6 @@ def known_object_images(labels: np.ndarray, class_objects: list[int] | np.ndarra
     members = np.zeros((len(group), group.max() + 1))
     members[np.arange(len(group)), group] = 1.0
     return (decided @ members > 0)[:, group]
-
-
-def _mean(per_class: list[float | None], classes) -> float | None:
-    values = [per_class[c] for c in classes if per_class[c] is not None]
-    return float(np.mean(values)) if values else None
 
 
 # --------------------------------------------------------------------------- model evaluation
@@ -137,62 +128,3 @@ def evaluate_model(
     logits = predict_logits(model, dataset, batch_size, device, num_workers)
     scores = logits[:, dataset_columns(model.cfg.class_names, dataset.class_names)]
     return hico_metrics(scores, dataset.labels, dataset.class_objects, dataset.few_shot)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def load_model(path: Path):
-    """Our safetensors checkpoint or the released DEFR ``.pth``."""
-    from defr.model import is_official_checkpoint, load_checkpoint, load_official_checkpoint
-
-    return load_official_checkpoint(path) if is_official_checkpoint(path) else load_checkpoint(path)
-
-
-@click.command("evaluate")
-@click.option(
-    "--checkpoint",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Our .safetensors checkpoint or the released DEFR .pth.",
-)
-@click.option("--dataset", "dataset_name", required=True, type=click.Choice(("hico", "jsonl", "synth")))
-@click.option("--data-root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(("train", "val", "test")), default="test", show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
-def evaluate_command(
-    checkpoint: Path,
-    dataset_name: str,
-    data_root: Path,
-    split: str,
-    batch_size: int,
-    device: str,
-    workers: int,
-    json_out: Path | None,
-) -> None:
-    """HICO classification metrics (mAP, Few@1/5/10, known-object mAP) of a checkpoint on a dataset split."""
-    from defr.data import build_dataset
-
-    try:
-        model = load_model(checkpoint)
-        spec = model.cfg.backbone
-        dataset = build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
-        metrics = evaluate_model(model, dataset, batch_size=batch_size, device=device, num_workers=workers)
-    except (ValueError, RuntimeError) as e:  # checkpoint, dataset and device errors are ValueError / RuntimeError
-        raise click.ClickException(str(e)) from None
-    click.echo(f"{checkpoint.name} on {dataset_name} {split} ({len(dataset)} images), AP in %:")
-    for key in ("mAP", "few@1", "few@5", "few@10", "ko_mAP"):
-        click.echo(f"  {key:<7} {_percent(metrics[key])}")
-    click.echo(f"  classes evaluated: {metrics['num_classes_evaluated']} of {len(dataset.class_names)}")
-    if json_out is not None:
-        from defr.files import write_json
-
-        source = {"checkpoint": str(checkpoint), "dataset": dataset_name, "data_root": str(data_root), "split": split}
-        write_json({**source, **metrics}, json_out)
-
-
-def _percent(fraction: float | None) -> str:
-    return f"{'n/a':>6}" if fraction is None else f"{100 * fraction:6.2f}"

@@ -27,18 +27,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
 import numpy as np
 import scipy.io
 
 from defr import vocab
 from defr.errors import ConfigError, DefrError
-from defr.eval.ap import precision_recall, voc_ap_11
+from defr.eval.ap import mean_ap, precision_recall, voc_ap_11
 
 SETTINGS = ("default", "known-object")
 IOU_THRESHOLD = 0.5
 RARE_BELOW = 10  # classes with fewer training instances are "rare"
 RESULT_KEYS = ("boxes_h", "boxes_o", "hoi", "scores")
+SUMMARY_KEYS = ("full", "rare", "non_rare")  # the mAPs a HICO-DET evaluation reports
 
 
 class AnnotationError(DefrError, ValueError):
@@ -429,11 +429,11 @@ def evaluate_hicodet(annotations: HICODetAnnotations, results: Mapping, setting:
         keep = known_object(detections, annotations)
         detections, scores = detections.subset(keep), scores[keep]
     num_gt = annotations.num_gt()
-    per_class = class_average_precisions(detections, scores, gt, num_gt, annotations.num_images)
+    per_class = pair_class_aps(detections, scores, gt, num_gt, annotations.num_images)
     return {
-        "full": _mean(per_class, range(annotations.num_classes)),
-        "rare": _mean(per_class, annotations.rare),
-        "non_rare": _mean(per_class, annotations.non_rare),
+        "full": mean_ap(per_class, range(annotations.num_classes)),
+        "rare": mean_ap(per_class, annotations.rare),
+        "non_rare": mean_ap(per_class, annotations.non_rare),
         "setting": setting,
         "per_class_ap": per_class,
         "num_gt": num_gt.tolist(),
@@ -462,7 +462,7 @@ def known_object(detections: BoxPairs, annotations: HICODetAnnotations) -> np.nd
     return present[detections.image, annotations.class_objects[detections.hoi]]
 
 
-def class_average_precisions(
+def pair_class_aps(
     detections: BoxPairs, scores: np.ndarray, gt: BoxPairs, num_gt: np.ndarray, num_images: int
 ) -> list[float | None]:
     """[C] 11-point AP per class (None where the class has no GT pair)."""
@@ -525,49 +525,3 @@ def box_iou_inclusive(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
     union = area_a + area_b - inter
     return np.divide(inter, union, out=np.zeros(len(a)), where=overlaps)
-
-
-def _mean(per_class: list[float | None], classes) -> float | None:
-    values = [per_class[c] for c in classes if per_class[c] is not None]
-    return float(np.mean(values)) if values else None
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-@click.command("eval-hicodet")
-@click.option(
-    "--annotations",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="instances_test2015.json or the official anno_bbox.mat.",
-)
-@click.option(
-    "--results",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="JSON {filename: {boxes_h, boxes_o, hoi, scores}}, boxes in 0-based pixels (what `defr detect` writes).",
-)
-@click.option("--setting", type=click.Choice(SETTINGS), default="default", show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
-def eval_hicodet_command(annotations: Path, results: Path, setting: str, json_out: Path | None) -> None:
-    """HICO-DET mAP (full / rare / non-rare) of a results file, official protocol."""
-    try:
-        ann = load_annotations(annotations)
-        metrics = evaluate_hicodet(ann, load_results(results, ann), setting)
-    except (AnnotationError, ResultsError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"HICO-DET, {setting} setting: {ann.num_classes} classes, {sum(metrics['num_gt'])} GT pairs")
-    for key in ("full", "rare", "non_rare"):
-        click.echo(f"  {key.replace('_', '-'):<9} mAP {_percent(metrics[key])}")
-    if metrics["classes_without_gt"]:
-        missing = metrics["classes_without_gt"]
-        click.echo(f"  {len(missing)} class(es) without GT pairs, left out of the means: {missing[:10]}")
-    if json_out is not None:
-        from defr.files import write_json
-
-        write_json(metrics, json_out)
-
-
-def _percent(fraction: float | None) -> str:
-    return f"{'n/a':>6}" if fraction is None else f"{100 * fraction:6.2f}"

@@ -1,11 +1,16 @@
-"""``defr-export``: DEFR's pair graph as ONNX (fp32, fp16), a sidecar, and a TensorRT engine."""
+"""``defr-export``: DEFR's pair graph as ONNX (fp32, fp16), a sidecar, and a TensorRT engine.
 
-from defr.export.cli import ExportConfig, ExportResult, export_and_check, export_model
+Steps, one module each: ``onnx_export`` (the graph), ``fp16`` (the float16 variant), ``verify``
+(onnx.checker, ONNX Runtime vs PyTorch), ``sidecar`` (``model.json``), ``tensorrt_build`` (the
+engine); ``exporter`` runs them (``export_model``); ``cli`` is the command.
+"""
+
+from defr.export.exporter import ExportConfig, ExportResult, export_model
 from defr.export.fp16 import convert_to_fp16
 from defr.export.onnx_export import ExportError, export_onnx
-from defr.export.sidecar import SidecarError, read_sidecar, runtime_meta
 from defr.export.tensorrt_build import EngineConfig, TensorRTUnavailableError, optimization_profile_shapes
 from defr.export.verify import VerificationError, compare_with_torch
+from defr.runtime.sidecar import SidecarError, read_sidecar, runtime_meta
 
 __all__ = [
     "EngineConfig",
@@ -17,7 +22,6 @@ __all__ = [
     "VerificationError",
     "compare_with_torch",
     "convert_to_fp16",
-    "export_and_check",
     "export_model",
     "export_onnx",
     "optimization_profile_shapes",

@@ -28,9 +28,8 @@ from torch import nn
 
 from defr.errors import DefrError
 from defr.model import DEFR, VisionTransformer, pair_masks
+from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
-INPUT_NAMES = ("images", "boxes_h", "boxes_o", "pair_index")
-OUTPUT_NAMES = ("pair_logits", "image_logits")
 MIN_OPSET = 18  # the dynamo exporter's op library starts at 18
 DEFAULT_OPSET = 18  # parsed by TensorRT 10 and run by ONNX Runtime >= 1.14
 PLUGIN_DOMAIN = "defr"
@@ -180,17 +179,6 @@ class PluginPairGraph(PairGraph):
         return logits[:p], logits[p:]
 
 
-def example_inputs(image_size: int, batch: int = 2, pairs: int = 5, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """Random graph inputs: images [B, 3, S, S], valid boxes [P, 4] in S×S pixels, pair_index [P]."""
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, image_size, image_size, generator=gen)
-    corner = torch.rand(2, pairs, 2, generator=gen) * image_size * 0.7
-    size = torch.rand(2, pairs, 2, generator=gen) * image_size * 0.3 + 1
-    boxes = torch.cat([corner, corner + size], dim=2)  # [2, P, 4]
-    pair_index = torch.randint(0, batch, (pairs,), generator=gen)
-    return images, boxes[0], boxes[1], pair_index
-
-
 def export_onnx(model: DEFR, path: str | os.PathLike, opset: int = DEFAULT_OPSET, plugin: bool = False) -> Path:
     """Write ``model``'s pair graph to ``path`` (B and P dynamic); returns the path.
 
@@ -209,7 +197,7 @@ def export_onnx(model: DEFR, path: str | os.PathLike, opset: int = DEFAULT_OPSET
         warnings.filterwarnings("ignore", message="# The axis name")
         program = torch.onnx.export(
             graph,
-            example_inputs(model.cfg.image_size),
+            example_inputs(model.cfg.image_size, batch=2, pairs=5),
             None,
             dynamo=True,
             input_names=list(INPUT_NAMES),

@@ -24,19 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defr.export.onnx_export import ExportError
+from defr.runtime.tensorrt_backend import TensorRTUnavailableError, import_tensorrt, load_plugin_library
 
 ENGINE_PRECISIONS = ("fp32", "fp16")
-TENSORRT_INSTALL = "pip install tensorrt (TensorRT 10, needs an NVIDIA GPU with CUDA 12)"
 TIMING_CACHE_NAME = "model.timing.cache"
 OPT_BATCH = 4  # a partly filled frame batch
 OPT_PAIRS_PER_IMAGE = 16  # a typical frame after the 0.2 score threshold and the 15 + 15 box cap
 
+__all__ = ["TensorRTUnavailableError", "EngineConfig", "build_engine", "optimization_profile_shapes"]
+
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max)
-
-
-class TensorRTUnavailableError(ExportError):
-    """The ``tensorrt`` package cannot be imported."""
 
 
 @dataclass
@@ -90,21 +88,6 @@ def optimization_profile_shapes(image_size: int, max_batch: int, max_pairs: int)
         "boxes_o": ((1, 4), (opt_p, 4), (max_pairs, 4)),
         "pair_index": ((1,), (opt_p,), (max_pairs,)),
     }
-
-
-def import_tensorrt():
-    """The ``tensorrt`` module; ``TensorRTUnavailableError`` naming the package and how to install it."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise TensorRTUnavailableError(f"TensorRT is not available ({e}): {TENSORRT_INSTALL}") from None
-    return tensorrt
-
-
-def load_plugin_library(trt, logger, path: str | os.PathLike) -> None:
-    """Register TensorRT's own plugins and those of the shared library at ``path``."""
-    trt.init_libnvinfer_plugins(logger, "")
-    trt.get_plugin_registry().load_library(str(path))
 
 
 def build_engine(

@@ -18,8 +18,9 @@ import onnx
 import torch
 
 from defr.errors import ConfigError
-from defr.export.onnx_export import INPUT_NAMES, OUTPUT_NAMES, ExportError, example_inputs, register_plugin_schema
+from defr.export.onnx_export import ExportError, register_plugin_schema
 from defr.model import DEFR
+from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
 SHAPES = ((1, 1), (3, 7), (3, 225))  # (B, P)
 LATENCY_SHAPE = (1, 16)

@@ -134,7 +134,7 @@ def load_model(path: str | os.PathLike, image_size: int | None = None) -> DEFR:
             if "not a DEFR checkpoint" not in str(e):
                 raise
             raise CheckpointError(
-                f"{path}: not a model file: neither a defr checkpoint (.safetensors with a '{CHECKPOINT_FORMAT}' "
-                "header) nor a released DEFR checkpoint (.pth with 'model_state_dict')"
+                f"{path}: not a DEFR checkpoint: neither defr's (.safetensors with a '{CHECKPOINT_FORMAT}' "
+                "header) nor the released DEFR .pth (a torch file with 'model_state_dict')"
             ) from None
     return model if image_size is None else model.at_image_size(image_size)

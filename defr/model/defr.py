@@ -83,9 +83,7 @@ class DEFR(nn.Module):
         if image_size == spec.image_size:
             return self
         if image_size < spec.vit.patch_size or image_size % spec.vit.patch_size:
-            raise ConfigError(
-                f"image size {image_size} is not a positive multiple of the patch size {spec.vit.patch_size}"
-            )
+            raise ConfigError(f"image size {image_size} is not a multiple of the patch size {spec.vit.patch_size}")
         vit = replace(spec.vit, image_size=image_size)
         resized = DEFR(replace(self.cfg, backbone=replace(spec, image_size=image_size, vit=vit)))
         state = self.state_dict()

@@ -102,7 +102,7 @@ def language_classifier(
             raise ConfigError("init='language' needs a text encoder (text_encoder=None was given)")
         encoder, name = text.load_text_encoder(text_encoder), text_encoder
     else:
-        name = getattr(encoder, "name", None) or type(encoder).__name__
+        name = encoder.name
     emb = text.class_embeddings(encoder, text.class_prompts(list(class_names), tuple(templates)))
     clip_text = str(name).startswith("clip:")
     if visual_proj is not None and clip_text and emb.shape[1] == visual_proj.shape[1]:

@@ -27,7 +27,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import click
 import torch
 import torch.nn.functional as F
 
@@ -37,7 +36,6 @@ from defr.files import atomic_path
 from defr.model.pretrained import hub_reachable
 
 if TYPE_CHECKING:
-    import numpy as np
     from open_clip import CLIP
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -395,46 +393,7 @@ def load_embeddings(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
     return emb.float(), meta
 
 
-# --- t-SNE plot ------------------------------------------------------------------------------------------------
-
-
-def tsne_2d(emb: torch.Tensor, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
-    """emb: [C, T] → [C, 2] numpy t-SNE coordinates under the cosine distance."""
-    from sklearn.manifold import TSNE
-
-    if not 0 < perplexity < emb.shape[0]:
-        raise TextEncoderError(f"perplexity must be in (0, {emb.shape[0]}) (the number of classes), not {perplexity}")
-    tsne = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed)
-    return tsne.fit_transform(emb.double().numpy())
-
-
-def plot_embeddings(
-    points: np.ndarray, class_names: list[str], path: str | os.PathLike, title: str, top_verbs: int = 16
-) -> None:
-    """Scatter points: [C, 2], one per class, coloured by verb: the ``top_verbs`` commonest get colours, others grey."""
-    import matplotlib
-    from matplotlib.figure import Figure  # not pyplot: no global figure state, rendered by Agg
-
-    verbs = [name.partition(" ")[0] for name in class_names]
-    top = [verb for verb, _ in Counter(verbs).most_common(top_verbs)]
-    tab20 = matplotlib.colormaps["tab20"].colors
-    colours = tab20[:14] + tab20[16:]  # without tab20's two greys, which would read as "other verbs"
-    fig = Figure(figsize=(9, 7))
-    ax = fig.add_subplot()
-    others = [i for i, v in enumerate(verbs) if v not in top]
-    if others:
-        ax.scatter(points[others, 0], points[others, 1], s=10, c="0.8", label="other verbs")
-    for k, verb in enumerate(top):
-        rows = [i for i, v in enumerate(verbs) if v == verb]
-        ax.scatter(points[rows, 0], points[rows, 1], s=18, color=colours[k % len(colours)], label=verb)
-    ax.set(title=title, xticks=[], yticks=[])
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=150)
-
-
-# --- command line ------------------------------------------------------------------------------------------------
+# --- class files ---------------------------------------------------------------------------------------------
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -459,46 +418,3 @@ def embed_classes(
     prompts = class_prompts(names, templates or vocab.DEFAULT_TEMPLATES)
     encoder = load_text_encoder(encoder_name)
     return class_embeddings(encoder, prompts), prompts, names, encoder.name
-
-
-@click.command("embed-labels")
-@click.option("--encoder", "encoder_name", required=True, help=f"Text encoder: {NAME_FORMS}.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .safetensors.")
-@click.option(
-    "--classes",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="File with one 'verb object' class per line (default: the 600 HICO classes).",
-)
-@click.option("--template", "templates", multiple=True, help="Prompt template, '{}' = the phrase (repeatable).")
-def embed_labels_command(encoder_name: str, out: Path, classes: Path | None, templates: tuple[str, ...]) -> None:
-    """Embed HOI class sentences with a text encoder and save them."""
-    try:
-        emb, prompts, names, name = embed_classes(encoder_name, classes, templates)
-        save_embeddings(out, emb, prompts, names, name)
-    except (TextEncoderError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"{out}: {emb.shape[0]} classes × {emb.shape[1]} dims from {name}, {len(prompts[0])} template(s)")
-
-
-@click.command("plot-embeddings")
-@click.option("--embeddings", type=click.Path(dir_okay=False, path_type=Path), help="File from embed-labels.")
-@click.option("--encoder", "encoder_name", help="Embed the 600 HICO classes with this encoder instead.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Output .png.")
-@click.option("--perplexity", default=30.0, show_default=True, help="t-SNE perplexity (below the number of classes).")
-@click.option("--seed", default=0, show_default=True, help="t-SNE random seed.")
-def plot_embeddings_command(
-    embeddings: Path | None, encoder_name: str | None, out: Path, perplexity: float, seed: int
-) -> None:
-    """t-SNE map of class embeddings, coloured by verb (DEFR paper, Fig. 2)."""
-    if (embeddings is None) == (encoder_name is None):
-        raise click.ClickException("give exactly one of --embeddings and --encoder")
-    try:
-        if embeddings is not None:
-            emb, meta = load_embeddings(embeddings)
-            names, name = meta["class_names"], meta["encoder"]
-        else:
-            emb, _, names, name = embed_classes(encoder_name, None, ())
-        plot_embeddings(tsne_2d(emb, perplexity, seed), names, out, title=f"{len(names)} HOI classes, {name}")
-    except (TextEncoderError, OSError) as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"{out}: t-SNE of {len(names)} classes embedded by {name}")

@@ -1,16 +1,16 @@
-"""HOI detection runtime: detections → pairs → pair logits (one backbone pass per frame) → HOI triplets."""
+"""HOI detection runtime: detections → pairs → pair logits (one backbone pass per frame) → HOI triplets.
 
-from defr.runtime.detector import (
-    BackendError,
-    HOIDetector,
-    ImageInputError,
-    ImageResult,
-    PairBackend,
-    RuntimeMeta,
-    TorchBackend,
-    load_detector,
-)
-from defr.runtime.pairs import DetectionError, PairConfig, Pairs, hico_labels_from_coco, make_pairs, pair_priors
+Layers inside: ``contract`` (the backend protocol, ``RuntimeMeta``, graph input/output names) and
+``sidecar`` (reading an export's ``model.json``) are leaves; ``backends`` / ``tensorrt_backend``
+implement the protocol; ``pairing`` turns detections into pairs and priors; ``detector`` is the
+``HOIDetector`` users embed; ``detect`` runs it over files; ``io`` reads those files.
+"""
+
+from defr.runtime.backends import OnnxBackend, TorchBackend
+from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta
+from defr.runtime.detector import HOIDetector, ImageInputError, ImageResult, load_detector
+from defr.runtime.pairing import DetectionError, PairConfig, Pairs, hico_labels_from_coco, make_pairs, pair_priors
+from defr.runtime.tensorrt_backend import TensorRTBackend
 
 __all__ = [
     "BackendError",
@@ -18,10 +18,12 @@ __all__ = [
     "HOIDetector",
     "ImageInputError",
     "ImageResult",
+    "OnnxBackend",
     "PairBackend",
     "PairConfig",
     "Pairs",
     "RuntimeMeta",
+    "TensorRTBackend",
     "TorchBackend",
     "hico_labels_from_coco",
     "load_detector",

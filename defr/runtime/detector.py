@@ -3,98 +3,35 @@
 A frame batch goes through ONE backend call: every image resized to S×S (bicubic, aspect not
 kept) and normalised; the pairs of all images concatenated with ``pair_index``. The backend
 returns pair logits [P, C] and image logits [B, C]; the score of class c for a pair is
-``sigmoid(logit) · prior`` (``defr.runtime.pairs.pair_priors``).
+``sigmoid(logit) · prior`` (``defr.runtime.pairing.pair_priors``).
 
-Frames without pairs still get image logits. When a whole batch has no pair, backends that set
-``accepts_no_pairs = True`` (``TorchBackend``) are called with P = 0; others (ONNX Runtime,
-TensorRT engines, whose graphs are built for P >= 1) get one dummy full-image pair whose output
-is discarded.
+Frames without pairs still get image logits. When a whole batch has no pair, backends that do
+not accept P = 0 (exported graphs and engines) get one dummy whole-image pair whose output is
+discarded (``defr.runtime.contract.with_dummy_pair``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from defr import vocab
 from defr.errors import ConfigError, DefrError
-from defr.runtime.pairs import DetectionError, PairConfig, Pairs, make_pairs, pair_priors
-
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from defr.model import load_model
+from defr.runtime.backends import OnnxBackend, TorchBackend
+from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
+from defr.runtime.pairing import DetectionError, PairConfig, Pairs, make_pairs, pair_priors
+from defr.runtime.tensorrt_backend import TensorRTBackend
 
 
 class ImageInputError(DefrError, ValueError):
     """An image the detector cannot read (wrong type, shape or value range)."""
-
-
-class BackendError(DefrError, RuntimeError):
-    """A backend returned outputs of the wrong shape."""
-
-
-class PairBackend(Protocol):
-    """The seam other backends (ONNX Runtime, TensorRT) plug into."""
-
-    def __call__(
-        self, images: torch.Tensor, boxes_h: torch.Tensor, boxes_o: torch.Tensor, pair_index: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """images: [B, 3, S, S] float32 normalised; boxes_h, boxes_o: [P, 4] pixels of the S×S input;
-        pair_index: [P] int64 → (pair logits [P, C], image logits [B, C])."""
-
-
-@dataclass
-class RuntimeMeta:
-    """What preprocessing and scoring need; also what an export sidecar records."""
-
-    image_size: int
-    patch_size: int
-    mean: tuple
-    std: tuple
-    class_names: list[str]
-    class_objects: list[int]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> RuntimeMeta:
-        d = dict(d)
-        d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])
-        return cls(**d)
-
-    @classmethod
-    def from_model(cls, model) -> RuntimeMeta:
-        """From a ``defr.model.DEFR`` with a ViT backbone and "verb object" HICO class names."""
-        spec = model.cfg.backbone
-        return cls(
-            image_size=spec.image_size,
-            patch_size=model.vit.cfg.patch_size,
-            mean=tuple(spec.mean),
-            std=tuple(spec.std),
-            class_names=list(model.cfg.class_names),
-            class_objects=class_objects_from_names(model.cfg.class_names),
-        )
-
-
-def class_objects_from_names(class_names: list[str]) -> list[int]:
-    """HICO object index of each "verb object" class name (``"ride bicycle"`` → bicycle's index)."""
-    objects = {name: i for i, name in enumerate(vocab.hico().objects)}
-    out = []
-    for name in class_names:
-        obj = name.rsplit(" ", 1)[-1]
-        if obj not in objects:
-            raise ConfigError(
-                f"class {name!r}: object {obj!r} is not a HICO object; detection needs 'verb object' class names"
-            )
-        out.append(objects[obj])
-    return out
 
 
 @dataclass
@@ -122,95 +59,63 @@ class ImageResult:
         }
 
 
-class TorchBackend:
-    """A ``defr.model.DEFR`` as a pair backend: ``forward_pairs`` with image logits (accepts P = 0).
-
-    precision: ``fp32``, or ``fp16`` / ``bf16`` through autocast on CUDA; on CPU ``bf16`` only.
-    """
-
-    accepts_no_pairs = True
-
-    def __init__(self, model, device: str | torch.device = "cpu", precision: str = "fp32"):
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
-        self.device = torch.device(device)
-        if precision == "fp16" and self.device.type == "cpu":
-            raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use 'fp32' or 'bf16'")
-        self.model = model.to(self.device).eval()
-        self.precision = precision
-        self.meta = RuntimeMeta.from_model(model)
-
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
-
-    @torch.no_grad()
-    def __call__(self, images, boxes_h, boxes_o, pair_index):
-        with self._autocast():
-            pairs, image = self.model.forward_pairs(
-                images.to(self.device),
-                boxes_h.to(self.device),
-                boxes_o.to(self.device),
-                pair_index.to(self.device),
-                with_image_logits=True,
-            )
-        return pairs.float(), image.float()
-
-
 class HOIDetector:
     """Images + detections → ``ImageResult`` per image.
 
-    backend: a ``PairBackend``; meta: its ``RuntimeMeta``; pairs: the pairing rules; top_k: keep
-    at most that many triplets per image; min_score: keep triplets scoring above it.
+    Args:
+        backend: a ``PairBackend`` (it places tensors on its own device).
+        meta: preprocessing and classes; default ``backend.meta``.
+        pairs: the pairing rules (``PairConfig``).
+        top_k: keep at most that many triplets per image (None: all).
+        min_score: keep triplets scoring above it.
+        device: deprecated and ignored: the backend's device is where it computes.
     """
 
     def __init__(
         self,
         backend: PairBackend,
-        meta: RuntimeMeta,
+        meta: RuntimeMeta | None = None,
         pairs: PairConfig | None = None,
-        device: str | torch.device = "cpu",
+        device: str | torch.device | None = None,
         top_k: int | None = None,
         min_score: float = 0.0,
     ):
         if top_k is not None and top_k < 1:
             raise ConfigError(f"top_k must be >= 1 or None, not {top_k}")
-        if len(meta.class_objects) != len(meta.class_names):
-            raise ConfigError(f"{len(meta.class_names)} class names but {len(meta.class_objects)} class objects")
+        if device is not None:
+            warnings.warn(
+                "HOIDetector(device=...) is deprecated and ignored: pass the device to the backend "
+                "(HOIDetector.from_checkpoint(path, device=...))",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         self.backend = backend
-        self.meta = meta
+        self.meta = meta if meta is not None else backend.meta
         self.pairs = pairs or PairConfig()
-        self.device = torch.device(device)
         self.top_k = top_k
         self.min_score = min_score
-        self.class_objects = torch.tensor(meta.class_objects, dtype=torch.long)
-        self._mean = torch.tensor(meta.mean, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(meta.std, dtype=torch.float32).view(3, 1, 1)
+        self.class_objects = torch.tensor(self.meta.class_objects, dtype=torch.long)
+        self._mean = torch.tensor(self.meta.mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(self.meta.std, dtype=torch.float32).view(3, 1, 1)
 
     @classmethod
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str = "cpu", precision: str = "fp32", **kw
     ) -> HOIDetector:
         """From a DEFR checkpoint (``defr.model.save_checkpoint``) or the released ``.pth``."""
-        backend = TorchBackend(load_model(path), device=device, precision=precision)
-        return cls(backend, backend.meta, device=device, **kw)
+        return cls(TorchBackend(load_model(path), device=device, precision=precision), **kw)
 
     @classmethod
-    def from_onnx(cls, path: str | os.PathLike, providers: list[str] | None = None, **kw) -> HOIDetector:
+    def from_onnx(
+        cls, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None, **kw
+    ) -> HOIDetector:
         """From an exported ONNX model (``defr-export``) run by ONNX Runtime."""
-        from defr.runtime.backends import OnnxBackend
-
-        backend = OnnxBackend(path, providers)
-        return cls(backend, backend.meta, **kw)
+        return cls(OnnxBackend(path, providers, threads), **kw)
 
     @classmethod
-    def from_engine(cls, path: str | os.PathLike, **kw) -> HOIDetector:
-        """From a TensorRT engine built by ``defr-export``."""
-        from defr.runtime.backends import TensorRTBackend
-
-        backend = TensorRTBackend(path)
-        return cls(backend, backend.meta, **kw)
+    def from_engine(cls, path: str | os.PathLike, device: str = "cuda", **kw) -> HOIDetector:
+        """From a TensorRT engine built by ``defr-export``, run on CUDA ``device``."""
+        return cls(TensorRTBackend(path, device=device), **kw)
 
     # --- inputs -----------------------------------------------------------------------------------------------
 
@@ -250,6 +155,11 @@ class HOIDetector:
         return (x - self._mean) / self._std, size
 
     def make_pairs(self, detections: dict, name: str = "image") -> Pairs:
+        """Deprecated name of ``pair_detections``."""
+        warnings.warn("HOIDetector.make_pairs is deprecated: use pair_detections", DeprecationWarning, stacklevel=2)
+        return self.pair_detections(detections, name)
+
+    def pair_detections(self, detections: dict, name: str = "image") -> Pairs:
         """{"boxes" [N, 4], "labels" [N] HICO objects, "scores" [N]} → ``Pairs`` (original pixels)."""
         if not isinstance(detections, dict):
             raise DetectionError(f"{name}: detections must be a dict with boxes, labels, scores")
@@ -283,7 +193,7 @@ class HOIDetector:
             x, size = self.preprocess(image, name)
             batch.append(x)
             sizes.append(size)
-            pairs.append(self.make_pairs(dets, name))
+            pairs.append(self.pair_detections(dets, name))
         pair_logits, image_logits = self._run(torch.stack(batch), pairs, sizes)
         results, start = [], 0
         for i, p in enumerate(pairs):
@@ -300,11 +210,8 @@ class HOIDetector:
         boxes_h = torch.cat([p.boxes_h for p in pairs]) * scale[index]
         boxes_o = torch.cat([p.boxes_o for p in pairs]) * scale[index]
         total = int(counts.sum())
-        if total == 0 and not getattr(self.backend, "accepts_no_pairs", False):
-            full = torch.tensor([[0.0, 0.0, s, s]])
-            boxes_h, boxes_o, index = full, full, torch.zeros(1, dtype=torch.long)
-        dev = self.device
-        pair_logits, image_logits = self.backend(images.to(dev), boxes_h.to(dev), boxes_o.to(dev), index.to(dev))
+        boxes_h, boxes_o, index = with_dummy_pair(self.backend, s, boxes_h, boxes_o, index)
+        pair_logits, image_logits = self.backend(images, boxes_h, boxes_o, index)
         c = len(self.meta.class_names)
         expected = (boxes_h.shape[0], c), (images.shape[0], c)
         if (tuple(pair_logits.shape), tuple(image_logits.shape)) != expected:
@@ -330,22 +237,6 @@ class HOIDetector:
             image_logits=image_logits,
             pairs=pairs,
         )
-
-
-def load_model(path: str | os.PathLike):
-    """A ``defr.model.DEFR`` from our safetensors checkpoint or the released DEFR ``.pth`` (eval mode)."""
-    from defr.model import CheckpointError, load_checkpoint
-
-    try:
-        return load_checkpoint(path)
-    except CheckpointError as ours:
-        try:
-            from defr.model.official import is_official_checkpoint, load_official_checkpoint
-        except ImportError:
-            raise ours from None
-        if is_official_checkpoint(path):
-            return load_official_checkpoint(path)
-        raise CheckpointError(f"{ours}; nor a released DEFR checkpoint (.pth)") from None
 
 
 def load_detector(path: str | os.PathLike, device: str = "cpu", **kw) -> HOIDetector:

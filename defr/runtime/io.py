@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from defr.errors import DefrError
-from defr.runtime.pairs import DetectionError, to_hico_labels
+from defr.runtime.pairing import DetectionError, to_hico_labels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

@@ -13,22 +13,22 @@ such as ``tiny-vit`` or ``ViT-B-32`` with ``--image-size`` (random weights, both
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 
 from defr.errors import ConfigError
-from defr.files import write_json
-from defr.runtime.detector import BackendError, PairBackend, TorchBackend, load_model
+from defr.export import ExportConfig, export_model
+from defr.machine import machine_info
+from defr.model import create_model, load_model, save_checkpoint
+from defr.runtime import OnnxBackend, PairBackend, TensorRTBackend, TorchBackend
+from defr.runtime.contract import example_inputs, with_dummy_pair
 
 BACKENDS = ("torch", "onnxruntime")
 
@@ -70,24 +70,12 @@ class BenchRow:
     images_per_s: float
 
 
-def bench_inputs(image_size: int, batch: int, pairs: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    """images [B, 3, S, S]; boxes_h, boxes_o [B·pairs, 4] valid S×S pixels; pair_index [B·pairs], sorted."""
-    gen = torch.Generator().manual_seed(seed)
-    p = batch * pairs
-    images = torch.randn(batch, 3, image_size, image_size, generator=gen)
-    corner = torch.rand(2, p, 2, generator=gen) * image_size * 0.7
-    boxes = torch.cat([corner, corner + torch.rand(2, p, 2, generator=gen) * image_size * 0.3 + 1], dim=2)
-    return images, boxes[0], boxes[1], torch.arange(batch).repeat_interleave(pairs)
-
-
 def time_backend(
     backend: PairBackend, image_size: int, batch: int, pairs: int, warmup: int, repeats: int
 ) -> list[float]:
     """Seconds per call, ``repeats`` of them, after ``warmup`` calls."""
-    images, boxes_h, boxes_o, pair_index = bench_inputs(image_size, batch, pairs)
-    if pair_index.numel() == 0 and not getattr(backend, "accepts_no_pairs", False):
-        whole = torch.tensor([[0.0, 0.0, image_size, image_size]])  # the detector's dummy pair
-        boxes_h, boxes_o, pair_index = whole, whole, torch.zeros(1, dtype=torch.long)
+    images, boxes_h, boxes_o, pair_index = example_inputs(image_size, batch, batch * pairs)
+    boxes_h, boxes_o, pair_index = with_dummy_pair(backend, image_size, boxes_h, boxes_o, pair_index)
     times = []
     for k in range(warmup + repeats):
         start = time.perf_counter()
@@ -111,57 +99,22 @@ def row(name: str, precision: str, batch: int, pairs: int, times: list[float]) -
     )
 
 
-def machine_info(device: str) -> dict:
-    """CPU model, cores, threads, package versions (and the GPU on CUDA)."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next(
-            (line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line), cpu
-        )
-    versions = {}
-    for name in ("defr", "torch", "onnxruntime", "tensorrt"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-    }
-    if torch.device(device).type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
 def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, object]], int]:
     """([(name, backend)], image size) for ``cfg.model``; checkpoints and names are exported into ``workdir``."""
-    from defr.runtime.backends import OnnxBackend, TensorRTBackend
-
     providers = ["CPUExecutionProvider"] if torch.device(cfg.device).type == "cpu" else None
     suffix = Path(cfg.model).suffix.lower()
     if suffix == ".onnx":
         backend = OnnxBackend(cfg.model, providers, cfg.threads)
         return [("onnxruntime", backend)], backend.meta.image_size
     if suffix == ".engine":
-        backend = TensorRTBackend(cfg.model)  # engines run on CUDA whatever --device says
+        backend = TensorRTBackend(cfg.model, device=cfg.device if cfg.device.startswith("cuda") else "cuda")
         return [("tensorrt", backend)], backend.meta.image_size
     checkpoint = Path(cfg.model) if Path(cfg.model).is_file() else random_checkpoint(cfg, workdir)
-    model = load_model(checkpoint)
-    if cfg.image_size is not None and cfg.image_size != model.cfg.image_size:
-        from defr.export.cli import at_image_size
-
-        model = at_image_size(model, cfg.image_size)
+    model = load_model(checkpoint, cfg.image_size)
     backends = []
     if "torch" in cfg.backends:
         backends.append(("torch", TorchBackend(model, device=cfg.device)))
     if "onnxruntime" in cfg.backends:
-        from defr.export import ExportConfig, export_model
-
         export_model(checkpoint, workdir / "onnx", ExportConfig(image_size=cfg.image_size, verify=False), log=_quiet)
         backends.append(("onnxruntime", OnnxBackend(workdir / "onnx" / "model.onnx", providers, cfg.threads)))
     return backends, model.cfg.image_size
@@ -169,13 +122,9 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, obj
 
 def random_checkpoint(cfg: BenchConfig, workdir: Path) -> Path:
     """A checkpoint of backbone ``cfg.model`` with random weights, 600 HICO classes."""
-    from defr import vocab
-    from defr.model import DEFR, DEFRConfig, backbone_spec, save_checkpoint
-
     if cfg.image_size is None:
         raise ConfigError(f"{cfg.model}: not a file; to benchmark a backbone with random weights give --image-size")
-    torch.manual_seed(0)
-    model = DEFR(DEFRConfig(backbone_spec(cfg.model, cfg.image_size), vocab.hico().class_names))
+    model = create_model(cfg.model, cfg.image_size)
     path = workdir / "random.safetensors"
     save_checkpoint(model, path)
     return path
@@ -185,8 +134,8 @@ def _quiet(message: str) -> None:
     """Export progress is not part of the benchmark output."""
 
 
-def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
-    """Every (backend, batch, pairs) of ``cfg``: {"config", "machine", "rows"}."""
+def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict:
+    """Every (backend, batch, pairs) of ``cfg``: {"config", "machine", "rows"}; ``progress`` gets each row's line."""
     default_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or default_threads)
     try:
@@ -197,9 +146,9 @@ def run_bench(cfg: BenchConfig, progress: bool = True) -> dict:
                 for batch in cfg.batches:
                     for pairs in cfg.pairs:
                         times = time_backend(backend, image_size, batch, pairs, cfg.warmup, cfg.repeats)
-                        rows.append(row(name, getattr(backend, "precision", "fp32"), batch, pairs, times))
+                        rows.append(row(name, backend.precision, batch, pairs, times))
                         if progress:
-                            click.echo(format_table([rows[-1]], header=False), err=True)
+                            progress(format_table([rows[-1]], header=False))
         machine = machine_info(cfg.device)
     finally:
         torch.set_num_threads(default_threads)
@@ -217,47 +166,3 @@ def format_table(rows: list[BenchRow], header: bool = True) -> str:
         for r in rows
     ]
     return "\n".join(lines if header else lines[1:])
-
-
-def _int_list(ctx, param, value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-
-
-@click.command("bench")
-@click.option("--model", required=True, help="Checkpoint, model.onnx, model.<precision>.engine, or a backbone name.")
-@click.option("--image-size", type=int, help="Input size for a backbone name (or to resize a checkpoint).")
-@click.option("--pairs", default="0,16,64,225", show_default=True, callback=_int_list, help="Pairs per image.")
-@click.option("--batch", "batches", default="1,8", show_default=True, callback=_int_list, help="Images per call.")
-@click.option("--backends", default=",".join(BACKENDS), show_default=True, help="For checkpoints and backbone names.")
-@click.option("--warmup", default=BenchConfig.warmup, show_default=True, type=int)
-@click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, help="CPU threads of PyTorch and ONNX Runtime (default: theirs).")
-@click.option("--json", "json_out", default="bench.json", show_default=True, type=click.Path(dir_okay=False))
-def bench_command(model, image_size, pairs, batches, backends, warmup, repeats, device, threads, json_out) -> None:
-    """Time the pair backends over batch sizes and pairs per image; print a table, write JSON."""
-    try:
-        cfg = BenchConfig(
-            model=model,
-            image_size=image_size,
-            batches=batches,
-            pairs=pairs,
-            backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
-            warmup=warmup,
-            repeats=repeats,
-            device=device,
-            threads=threads,
-        )
-        result = run_bench(cfg)
-    except (ValueError, BackendError) as e:  # input errors (checkpoint, sidecar, backbone) and missing runtimes
-        raise click.ClickException(str(e)) from None
-    write_json(result, json_out)
-    click.echo(format_table([BenchRow(**r) for r in result["rows"]]))
-    m = result["machine"]
-    click.echo(
-        f"{m['cpu']}, {m['cores']} cores, torch {m['versions']['torch']}, onnxruntime {m['versions']['onnxruntime']}"
-    )
-    click.echo(f"wrote {json_out}")

@@ -1,0 +1,31 @@
+"""Command modules: each parses options, calls the library, and turns ``DefrError`` / ``OSError`` into one line.
+
+The only modules that import click. ``defr/cli.py`` registers them lazily (``defr --help`` stays instant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from defr.errors import DefrError
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """Project errors and file-system errors become ``click.ClickException`` (one line, exit 1);
+    anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except (DefrError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+def int_list(ctx, param, value: str) -> tuple[int, ...]:
+    """A click callback: ``"1,8"`` → ``(1, 8)``."""
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None

@@ -1,0 +1,44 @@
+"""``defr bench``: time the pair backends; print a table, write JSON (the library is ``defr.bench``)."""
+
+from __future__ import annotations
+
+import click
+
+from defr.bench import BACKENDS, BenchConfig, BenchRow, format_table, run_bench
+from defr.commands import int_list, one_line_errors
+from defr.files import write_json
+
+
+@click.command("bench")
+@click.option("--model", required=True, help="Checkpoint, model.onnx, model.<precision>.engine, or a backbone name.")
+@click.option("--image-size", type=int, help="Input size for a backbone name (or to resize a checkpoint).")
+@click.option("--pairs", default="0,16,64,225", show_default=True, callback=int_list, help="Pairs per image.")
+@click.option("--batch", "batches", default="1,8", show_default=True, callback=int_list, help="Images per call.")
+@click.option("--backends", default=",".join(BACKENDS), show_default=True, help="For checkpoints and backbone names.")
+@click.option("--warmup", default=BenchConfig.warmup, show_default=True, type=int)
+@click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=int, help="CPU threads of PyTorch and ONNX Runtime (default: theirs).")
+@click.option("--json", "json_out", default="bench.json", show_default=True, type=click.Path(dir_okay=False))
+def bench_command(model, image_size, pairs, batches, backends, warmup, repeats, device, threads, json_out) -> None:
+    """Time the pair backends over batch sizes and pairs per image; print a table, write JSON."""
+    with one_line_errors():
+        cfg = BenchConfig(
+            model=model,
+            image_size=image_size,
+            batches=batches,
+            pairs=pairs,
+            backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+            warmup=warmup,
+            repeats=repeats,
+            device=device,
+            threads=threads,
+        )
+        result = run_bench(cfg, progress=lambda line: click.echo(line, err=True))
+        write_json(result, json_out)
+    click.echo(format_table([BenchRow(**r) for r in result["rows"]]))
+    m = result["machine"]
+    click.echo(
+        f"{m['cpu']}, {m['cores']} cores, torch {m['versions']['torch']}, onnxruntime {m['versions']['onnxruntime']}"
+    )
+    click.echo(f"wrote {json_out}")

@@ -1,0 +1,88 @@
+"""``defr evaluate`` (HICO classification protocol) and ``defr eval-hicodet`` (official HICO-DET protocol)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from defr.commands import one_line_errors
+from defr.data import DATASETS, SPLITS, build_dataset
+from defr.eval.classification import evaluate_model
+from defr.eval.hicodet import SETTINGS, SUMMARY_KEYS, evaluate_hicodet, load_annotations, load_results
+from defr.files import write_json
+from defr.model import load_model
+
+
+def percent(fraction: float | None) -> str:
+    """An AP fraction as a 6-wide percentage (``n/a`` for None)."""
+    return f"{'n/a':>6}" if fraction is None else f"{100 * fraction:6.2f}"
+
+
+@click.command("evaluate")
+@click.option(
+    "--checkpoint",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Our .safetensors checkpoint or the released DEFR .pth.",
+)
+@click.option("--dataset", "dataset_name", required=True, type=click.Choice(DATASETS))
+@click.option("--data-root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
+def evaluate_command(
+    checkpoint: Path,
+    dataset_name: str,
+    data_root: Path,
+    split: str,
+    batch_size: int,
+    device: str,
+    workers: int,
+    json_out: Path | None,
+) -> None:
+    """HICO classification metrics (mAP, Few@1/5/10, known-object mAP) of a checkpoint on a dataset split."""
+    with one_line_errors():
+        model = load_model(checkpoint)
+        spec = model.cfg.backbone
+        dataset = build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
+        metrics = evaluate_model(model, dataset, batch_size=batch_size, device=device, num_workers=workers)
+        click.echo(f"{checkpoint.name} on {dataset_name} {split} ({len(dataset)} images), AP in %:")
+        for key in ("mAP", "few@1", "few@5", "few@10", "ko_mAP"):
+            click.echo(f"  {key:<7} {percent(metrics[key])}")
+        click.echo(f"  classes evaluated: {metrics['num_classes_evaluated']} of {len(dataset.class_names)}")
+        if json_out is not None:
+            source = {"checkpoint": str(checkpoint), "dataset": dataset_name, "data_root": str(data_root)}
+            write_json({**source, "split": split, **metrics}, json_out)
+
+
+@click.command("eval-hicodet")
+@click.option(
+    "--annotations",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="instances_test2015.json or the official anno_bbox.mat.",
+)
+@click.option(
+    "--results",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON {filename: {boxes_h, boxes_o, hoi, scores}}, boxes in 0-based pixels (what `defr detect` writes).",
+)
+@click.option("--setting", type=click.Choice(SETTINGS), default="default", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
+def eval_hicodet_command(annotations: Path, results: Path, setting: str, json_out: Path | None) -> None:
+    """HICO-DET mAP (full / rare / non-rare) of a results file, official protocol."""
+    with one_line_errors():
+        ann = load_annotations(annotations)
+        metrics = evaluate_hicodet(ann, load_results(results, ann), setting)
+        click.echo(f"HICO-DET, {setting} setting: {ann.num_classes} classes, {sum(metrics['num_gt'])} GT pairs")
+        for key in SUMMARY_KEYS:
+            click.echo(f"  {key.replace('_', '-'):<9} mAP {percent(metrics[key])}")
+        if metrics["classes_without_gt"]:
+            missing = metrics["classes_without_gt"]
+            click.echo(f"  {len(missing)} class(es) without GT pairs, left out of the means: {missing[:10]}")
+        if json_out is not None:
+            write_json(metrics, json_out)

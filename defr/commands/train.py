@@ -1,0 +1,43 @@
+"""``defr train`` (the library is ``defr.train``)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from defr.commands import one_line_errors
+from defr.data import DATASETS
+from defr.losses import LOSSES
+from defr.model.factory import INITS
+from defr.train import TrainConfig, load_config, train
+
+
+@click.command("train")
+@click.option("--config", "config_path", help="YAML file or packaged preset (e.g. table4/clip-language-lse).")
+@click.option("--dataset", type=click.Choice(DATASETS))
+@click.option("--data-root", type=click.Path(file_okay=False))
+@click.option("--backbone", help="tiny-vit, an open_clip ViT (ViT-B-16) or timm/<name>.")
+@click.option("--pretrained", help="Pretrained tag (needs network) or local weights file.")
+@click.option("--init", type=click.Choice(INITS))
+@click.option("--text-encoder", help="minilm, clip:<model>[:<tag>], hf:<repo> or a local model directory.")
+@click.option("--loss", type=click.Choice(sorted(LOSSES)))
+@click.option("--logit-scale", type=float, help="γ of the cosine logits (default 100; the CLIP head: exp(4.61)).")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--accumulate", type=int, help="Micro-batches per optimizer step (gradient accumulation).")
+@click.option("--image-size", type=int)
+@click.option("--lr", type=float, help="Base learning rate (default 1.5e-5 for CLIP backbones, 1e-4 otherwise).")
+@click.option("--seed", type=int)
+@click.option("--workers", type=int, help="DataLoader worker processes.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--output", type=click.Path(file_okay=False))
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its last epoch.")
+def train_command(config_path: str | None, resume: bool, **options) -> None:
+    """Train DEFR (single process, or multi-GPU / multi-node under torchrun)."""
+    overrides = {k: v for k, v in options.items() if v is not None}
+    with one_line_errors():
+        cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
+        path = train(cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"checkpoint: {path}")

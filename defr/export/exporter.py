@@ -1,0 +1,217 @@
+"""``export_model``: checkpoint → ``model.onnx``, ``model.fp16.onnx``, ``model.json`` (+ a TensorRT engine).
+
+Files are written into a staging folder beside ``OUT_DIR`` and moved in only when every step
+passed, so a failed export leaves nothing behind. The command is ``defr.export.cli``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from defr.errors import DefrError
+from defr.export.fp16 import convert_to_fp16
+from defr.export.onnx_export import DEFAULT_OPSET, ExportError, check_opset, export_onnx
+from defr.export.sidecar import SIDECAR_NAME, build_sidecar, file_entry, write_sidecar
+from defr.export.tensorrt_build import (
+    ENGINE_PRECISIONS,
+    TIMING_CACHE_NAME,
+    EngineConfig,
+    TensorRTUnavailableError,
+    build_engine,
+    check_limits,
+    optimization_profile_shapes,
+)
+from defr.export.verify import VerificationError, check_graph, compare_with_torch
+from defr.model import DEFR, CheckpointError, load_model
+from defr.runtime.contract import RuntimeMeta
+from defr.runtime.sidecar import sha256
+
+ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+
+
+@dataclass
+class ExportConfig:
+    """What ``export_model`` writes; see ``defr-export --help`` for each field."""
+
+    opset: int = DEFAULT_OPSET
+    image_size: int | None = None  # None: the checkpoint's
+    engine: str | None = None  # None, "fp32" or "fp16"
+    max_batch: int = 8
+    max_pairs: int = 1024
+    plugin: bool = False
+    plugin_library: Path | None = None
+    verify: bool = True
+
+    def __post_init__(self) -> None:
+        check_opset(self.opset)
+        check_limits(self.image_size if self.image_size is not None else 1, self.max_batch, self.max_pairs)
+        if self.engine is not None and self.engine not in ENGINE_PRECISIONS:
+            raise ExportError(f"engine precision must be one of {ENGINE_PRECISIONS}, not {self.engine!r}")
+        if self.plugin_library is not None and not (self.plugin and self.engine):
+            raise ExportError("--plugin-library applies to --plugin with --engine")
+        if self.plugin and self.engine and self.plugin_library is None:
+            raise ExportError("--plugin with --engine needs --plugin-library PATH (the PairMaskedAttention plugin)")
+
+
+@dataclass
+class ExportResult:
+    """Files written (name → sidecar entry), ONNX Runtime comparisons (precision → dict), the sidecar."""
+
+    out_dir: Path
+    files: dict[str, dict]
+    comparisons: dict[str, dict] = field(default_factory=dict)
+    sidecar: dict = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The summary: file, size, max |Δ| of both outputs vs PyTorch, ONNX Runtime CPU latency."""
+        rows = [("file", "precision", "size", "max |Δ| pair", "max |Δ| image", "error / tol", "latency")]
+        for name, entry in self.files.items():
+            c = self.comparisons.get(entry["precision"]) if name in ONNX_FILES.values() else None
+            rows.append(_table_row(name, entry, c))
+        widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
+def _table_row(name: str, entry: dict, c: dict | None) -> tuple[str, ...]:
+    size = f"{entry['bytes'] / 2**20:.1f} MiB"
+    if c is None:
+        return (name, entry["precision"], size, "-", "-", "-", "-")
+    err = max(c["error"].values())
+    tol = c["tolerance"]
+    return (
+        name,
+        entry["precision"],
+        size,
+        f"{c['max_abs']['pair_logits']:.2e}",
+        f"{c['max_abs']['image_logits']:.2e}",
+        f"{err:.1e} / {tol['limit']:.0e} {tol['kind']}",
+        f"{c['latency_ms']:.1f} ms",
+    )
+
+
+def export_model(
+    checkpoint: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    cfg: ExportConfig | None = None,
+    log: Callable[[str], None] = print,
+) -> ExportResult:
+    """Export ``checkpoint`` into ``out_dir``: ONNX (fp32, fp16), sidecar, and the engine if asked.
+
+    Raises ``ExportError`` for bad input (nothing written), ``VerificationError`` when a graph fails
+    verification (nothing written), ``TensorRTUnavailableError`` when an engine was asked for and
+    TensorRT is missing (after the ONNX files and sidecar are written).
+    """
+    cfg = cfg or ExportConfig()
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir}: exists and is not a directory")
+    try:
+        model = load_model(checkpoint, cfg.image_size)
+        meta = RuntimeMeta.from_model(model)
+    except DefrError as e:  # not a model file, not a ViT, or class names that are not "verb object" of HICO
+        raise ExportError(str(e) if isinstance(e, CheckpointError) else f"{checkpoint}: {e}") from None
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export-"))
+    except OSError as e:
+        raise ExportError(f"{out_dir}: cannot write there ({e})") from None
+    try:
+        result, missing = _export_into(staging, out_dir, model, meta, checkpoint, cfg, log)
+        out_dir.mkdir(exist_ok=True)
+        for name in [*result.files, SIDECAR_NAME, TIMING_CACHE_NAME]:
+            if (staging / name).is_file():
+                os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    if missing is not None:
+        raise missing
+    return result
+
+
+def _export_into(
+    staging: Path,
+    out_dir: Path,
+    model: DEFR,
+    meta: RuntimeMeta,
+    checkpoint: Path,
+    cfg: ExportConfig,
+    log: Callable[[str], None],
+) -> tuple[ExportResult, TensorRTUnavailableError | None]:
+    """Every file of the export, written into ``staging``; the TensorRT error is returned, not raised."""
+    paths = {precision: staging / name for precision, name in ONNX_FILES.items()}
+    log(f"exporting {checkpoint.name} ({model.cfg.backbone.name}, {model.cfg.image_size} px, opset {cfg.opset}) ...")
+    export_onnx(model, paths["fp32"], cfg.opset, cfg.plugin)
+    log("converting to float16 ...")
+    onnx.save(convert_to_fp16(onnx.load(str(paths["fp32"]))), str(paths["fp16"]))
+    comparisons = _verify(paths, model, cfg, log) if cfg.verify else {}
+    files = {path.name: file_entry(path, precision) for precision, path in paths.items()}
+    engine, missing = None, None
+    if cfg.engine is not None:
+        try:
+            engine = _build_engine(staging, out_dir, model, cfg, log)
+            files[engine["file"]] = file_entry(staging / engine["file"], cfg.engine)
+        except TensorRTUnavailableError as e:
+            missing = e
+    sidecar = build_sidecar(
+        meta,
+        head=model.cfg.head,
+        logit_scale=float(model.logit_scale.exp()),
+        opset=cfg.opset,
+        plugin=cfg.plugin,
+        files=files,
+        source={
+            "checkpoint": checkpoint.name,
+            "sha256": sha256(checkpoint),
+            "backbone": model.cfg.backbone.name,
+            "init": model.cfg.init,
+        },
+        engine=engine,
+    )
+    write_sidecar(sidecar, staging / SIDECAR_NAME)
+    return ExportResult(out_dir, files, {k: c.to_dict() for k, c in comparisons.items()}, sidecar), missing
+
+
+def _verify(paths: dict[str, Path], model: DEFR, cfg: ExportConfig, log: Callable[[str], None]) -> dict:
+    comparisons = {}
+    for precision, path in paths.items():
+        check_graph(path)
+        log(f"{path.name}: onnx.checker passed")
+        if cfg.plugin:
+            log(f"{path.name}: not run in ONNX Runtime (it has no PairMaskedAttention kernel)")
+            continue
+        c = compare_with_torch(path, model, precision)
+        tol = c.tolerance
+        log(
+            f"{path.name}: ONNX Runtime vs PyTorch over (B, P) in {c.shapes}: max |Δ| pair_logits "
+            f"{c.max_abs['pair_logits']:.2e}, image_logits {c.max_abs['image_logits']:.2e} "
+            f"({tol.kind} error {max(c.error.values()):.1e}, tolerance {tol.limit:.0e}) "
+            + ("ok" if c.passed else "FAILED")
+        )
+        comparisons[precision] = c
+    failed = [c for c in comparisons.values() if not c.passed]
+    if failed:
+        names = ", ".join(f"{c.file} ({c.tolerance.kind} error {max(c.error.values()):.1e})" for c in failed)
+        raise VerificationError(f"ONNX Runtime disagrees with PyTorch beyond tolerance: {names}")
+    return comparisons
+
+
+def _build_engine(staging: Path, out_dir: Path, model: DEFR, cfg: ExportConfig, log: Callable[[str], None]) -> dict:
+    ecfg = EngineConfig(cfg.engine, model.cfg.image_size, cfg.max_batch, cfg.max_pairs, cfg.plugin_library)
+    cache = staging / TIMING_CACHE_NAME
+    if (out_dir / TIMING_CACHE_NAME).is_file():
+        shutil.copy(out_dir / TIMING_CACHE_NAME, cache)
+    build_engine(staging / ecfg.onnx_name, staging / ecfg.file_name, ecfg, cache, log)
+    profile = optimization_profile_shapes(ecfg.image_size, ecfg.max_batch, ecfg.max_pairs)
+    return {
+        "file": ecfg.file_name,
+        "profile": {name: [list(s) for s in shapes] for name, shapes in profile.items()},
+        "plugin_library": str(Path(cfg.plugin_library).resolve()) if cfg.plugin_library else None,
+    }

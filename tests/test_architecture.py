@@ -1,0 +1,151 @@
+"""The layering rules of STYLE.md, checked on the source: imports point down, one error base, click in commands only."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import defr
+from defr.errors import DefrError
+
+ROOT = Path(defr.__file__).parent
+COMMAND_MODULES = {"defr.cli", "defr.export.cli"}  # besides defr.commands.*
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def _imports(name: str) -> set[str]:
+    """Every ``defr`` module ``name`` imports, at module level or inside functions."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in MODULES)
+    return found
+
+
+GRAPH = {name: _imports(name) for name in MODULES}
+
+
+def test_runtime_never_imports_export():
+    offenders = {m: sorted(i for i in deps if i.startswith("defr.export")) for m, deps in GRAPH.items()}
+    offenders = {m: deps for m, deps in offenders.items() if m.startswith("defr.runtime") and deps}
+    assert not offenders
+
+
+def test_model_imports_neither_runtime_nor_export():
+    for module, deps in GRAPH.items():
+        if module.startswith("defr.model"):
+            assert not [d for d in deps if d.startswith(("defr.runtime", "defr.export", "defr.commands"))], module
+
+
+def test_leaves_import_nothing_from_defr():
+    for leaf in ("defr.errors", "defr.files", "defr.machine"):
+        assert GRAPH[leaf] == set(), leaf
+    assert GRAPH["defr.vocab"] == set()
+    assert GRAPH["defr.runtime.contract"] <= {"defr.vocab", "defr.errors"}
+
+
+def test_no_import_cycles_between_files():
+    """Depth-first search over explicit imports; a package's ``__init__`` re-exporting its own
+    submodules is not a cycle of files."""
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for dep in GRAPH[node]:
+            if node.startswith(dep + ".") and MODULES[dep].name == "__init__.py":
+                continue  # a submodule importing its own package: Python resolves the names already set
+            if state.get(dep) == 1:
+                cycles.append(stack[stack.index(dep) :] + [dep] if dep in stack else [node, dep])
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = 2
+
+    for name in sorted(MODULES):
+        if name not in state:
+            visit(name, [name])
+    cycles = [c for c in cycles if not all(MODULES[m].name == "__init__.py" or m == c[0] for m in c)]
+    assert not cycles
+
+
+def test_click_only_in_command_modules():
+    users = {m for m in MODULES if "click" in _third_party_imports(m)}
+    assert {m for m in users if not (m in COMMAND_MODULES or m.startswith("defr.commands"))} == set()
+
+
+def _third_party_imports(name: str) -> set[str]:
+    tree = ast.parse(MODULES[name].read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_every_error_class_derives_from_defr_error():
+    classes = []
+    for info in pkgutil.walk_packages(defr.__path__, "defr."):
+        if info.name == "defr.__main__":
+            continue
+        module = importlib.import_module(info.name)
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == info.name and issubclass(cls, BaseException):
+                classes.append(cls)
+    assert len(classes) >= 15
+    assert [c.__qualname__ for c in classes if not issubclass(c, DefrError)] == []
+
+
+def test_commands_catch_project_errors_not_bugs(monkeypatch):
+    """A project error is one line and exit 1; an unexpected RuntimeError keeps its traceback."""
+    import defr.commands.bench as bench_command
+    from defr.cli import main
+
+    def project_error(cfg, progress=None):
+        raise DefrError("tiny-vit: something the user can fix")
+
+    monkeypatch.setattr(bench_command, "run_bench", project_error)
+    r = CliRunner().invoke(main, ["bench", "--model", "tiny-vit", "--image-size", "32"])
+    assert r.exit_code == 1 and r.output == "Error: tiny-vit: something the user can fix\n"
+
+    def bug(cfg, progress=None):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(bench_command, "run_bench", bug)
+    r = CliRunner().invoke(main, ["bench", "--model", "tiny-vit", "--image-size", "32"])
+    assert isinstance(r.exception, RuntimeError) and "CUDA out of memory" in str(r.exception)
+    assert r.exc_info is not None and r.exc_info[2] is not None  # a traceback, not a one-line message
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "detect", "bench", "box-noise", "eval-hicodet", "demo"])
+def test_help_is_instant_and_lists_commands(command):
+    from defr.cli import main
+
+    r = CliRunner().invoke(main, [command, "--help"])
+    assert r.exit_code == 0 and "Usage" in r.output
