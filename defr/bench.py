@@ -27,6 +27,7 @@ from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.machine import machine_info
 from defr.model import create_model, load_model, save_checkpoint
+from defr.model.pair_attention import check_mask_mode
 from defr.runtime import OnnxBackend, PairBackend, TensorRTBackend, TorchBackend
 from defr.runtime.contract import example_inputs, with_dummy_pair
 
@@ -44,6 +45,7 @@ class BenchConfig:
     repeats: int = 10
     device: str = "cpu"
     threads: int | None = None  # CPU threads of both PyTorch and ONNX Runtime (None: their defaults)
+    mask_mode: str | None = None  # None: hard for checkpoints, the file's for exported models
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -57,6 +59,8 @@ class BenchConfig:
         unknown = set(self.backends) - set(BACKENDS)
         if unknown or not self.backends:
             raise ConfigError(f"backends must be among {BACKENDS}, got {list(self.backends)}")
+        if self.mask_mode is not None:
+            check_mask_mode(self.mask_mode)
 
 
 @dataclass
@@ -104,18 +108,21 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, obj
     providers = ["CPUExecutionProvider"] if torch.device(cfg.device).type == "cpu" else None
     suffix = Path(cfg.model).suffix.lower()
     if suffix == ".onnx":
-        backend = OnnxBackend(cfg.model, providers, cfg.threads)
+        backend = OnnxBackend(cfg.model, providers, cfg.threads, cfg.mask_mode)
         return [("onnxruntime", backend)], backend.meta.image_size
     if suffix == ".engine":
-        backend = TensorRTBackend(cfg.model, device=cfg.device if cfg.device.startswith("cuda") else "cuda")
+        device = cfg.device if cfg.device.startswith("cuda") else "cuda"  # engines run on CUDA
+        backend = TensorRTBackend(cfg.model, device=device, mask_mode=cfg.mask_mode)
         return [("tensorrt", backend)], backend.meta.image_size
     checkpoint = Path(cfg.model) if Path(cfg.model).is_file() else random_checkpoint(cfg, workdir)
     model = load_model(checkpoint, cfg.image_size)
+    mask_mode = cfg.mask_mode or "hard"
     backends = []
     if "torch" in cfg.backends:
-        backends.append(("torch", TorchBackend(model, device=cfg.device)))
+        backends.append(("torch", TorchBackend(model, device=cfg.device, mask_mode=mask_mode)))
     if "onnxruntime" in cfg.backends:
-        export_model(checkpoint, workdir / "onnx", ExportConfig(image_size=cfg.image_size, verify=False), log=_quiet)
+        export = ExportConfig(image_size=cfg.image_size, verify=False, mask_mode=mask_mode)
+        export_model(checkpoint, workdir / "onnx", export, log=_quiet)
         backends.append(("onnxruntime", OnnxBackend(workdir / "onnx" / "model.onnx", providers, cfg.threads)))
     return backends, model.cfg.image_size
 

@@ -97,6 +97,7 @@ def test_batch_without_pairs_never_calls_with_p0(export):
         return backend(images, boxes_h, boxes_o, pair_index)
 
     spy.accepts_no_pairs = False
+    spy.device = torch.device("cpu")
     got = HOIDetector(spy, backend.meta).detect(images[1:], detections[1:])
     assert seen == [1]
     assert_same_results(want, got, tol=1e-6)

@@ -67,10 +67,16 @@ def test_box_noise_cli_on_synthetic_data(tmp_path):
     save_checkpoint(create_model("tiny-vit", 64, names, seed=None), ckpt)
     out = tmp_path / "noise"
     args = ["box-noise", "--checkpoint", str(ckpt), "--annotations", str(root / "instances_test2015.json")]
-    r = CliRunner().invoke(
-        main, [*args, "--images", str(root / "images" / "test2015"), "--ratios", "0,0.3", "--out", str(out)]
-    )
+    images = str(root / "images" / "test2015")
+    r = CliRunner().invoke(main, [*args, "--images", images, "--ratios", "0,0.3", "--out", str(out)])
     assert r.exit_code == 0, r.output
+    report = json.loads((out / "box_noise.json").read_text())
+    assert report["mask_mode"] == "hard"
+    r = CliRunner().invoke(
+        main, [*args, "--images", images, "--ratios", "0", "--mask-mode", "released", "--out", str(out)]
+    )
+    assert r.exit_code == 0 and json.loads((out / "box_noise.json").read_text())["mask_mode"] == "released"
+    r = CliRunner().invoke(main, [*args, "--images", images, "--ratios", "0,0.3", "--out", str(out)])
     report = json.loads((out / "box_noise.json").read_text())
     assert [row["ratio"] for row in report["rows"]] == [0.0, 0.3]
     assert all(0.0 <= row["full"] <= 1.0 for row in report["rows"])
@@ -79,3 +85,6 @@ def test_box_noise_cli_on_synthetic_data(tmp_path):
     assert r.exit_code != 0 and "missing" in r.output
     r = CliRunner().invoke(main, [*args, "--images", str(root), "--ratios", "0,-1", "--out", str(out)])
     assert r.exit_code != 0 and "ratios" in r.output
+    released = [*args, "--images", images, "--ratios", "0", "--mask-mode", "released", "--out", str(out)]
+    r = CliRunner().invoke(main, released)
+    assert r.exit_code == 0 and json.loads((out / "box_noise.json").read_text())["mask_mode"] == "released"

@@ -146,8 +146,8 @@ def test_plugin_graph_has_one_custom_node(plugin_graph, exported):
     proto, path = plugin_graph
     custom = [n for n in proto.graph.node if n.domain]
     assert [(n.domain, n.op_type) for n in custom] == [("defr", "PairMaskedAttention")]
-    attrs = {a.name: a.i for a in custom[0].attribute}
-    assert attrs == {"grid_size": 4, "heads": 3, "image_size": 64}
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in custom[0].attribute}
+    assert attrs == {"grid_size": 4, "heads": 3, "image_size": 64, "mask_mode": b"hard"}
     decomposed = onnx.load(str(exported["fp32"]))
     softmax = Counter(n.op_type for n in proto.graph.node)["Softmax"]
     # the first L-1 blocks keep their softmax; the last block's CLS softmax is inside the plugin node

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -95,9 +97,12 @@ def test_heads_cosine_and_clip():
     feats = torch.randn(3, spec.feature_dim)
     expected = 100 * torch.nn.functional.cosine_similarity(feats[:, None], cosine.classifier[None], dim=-1)
     torch.testing.assert_close(cosine.classify(feats), expected, rtol=1e-4, atol=1e-4)
-    clip = DEFR(DEFRConfig(spec, ["a", "b"], head="clip"))
-    raw = 100 * torch.nn.functional.normalize(feats, dim=-1) @ clip.classifier.t()
-    torch.testing.assert_close(clip.classify(feats), raw, rtol=1e-4, atol=1e-4)
+    # every head is cosine (Eq. 1; the released code normalises the rows in both tasks): clip differs only in γ
+    clip = DEFR(DEFRConfig(spec, ["a", "b"], head="clip", logit_scale=4.61))
+    with torch.no_grad():
+        clip.classifier.mul_(torch.tensor([[3.0], [0.2]]))  # rows of different norms must not matter
+    expected = math.exp(4.61) * torch.nn.functional.cosine_similarity(feats[:, None], clip.classifier[None], dim=-1)
+    torch.testing.assert_close(clip.classify(feats), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_conv_stem_makes_one_token_per_16_pixel_patch():

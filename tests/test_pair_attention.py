@@ -54,17 +54,18 @@ def _edge_boxes(size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(h), torch.tensor(o)
 
 
-def _compare(model: DEFR, images, boxes_h, boxes_o, pair_index) -> float:
+def _compare(model: DEFR, images, boxes_h, boxes_o, pair_index, mask_mode: str = "hard") -> float:
     with torch.no_grad():
-        fast = model.forward_pairs(images, boxes_h, boxes_o, pair_index)
-        dense = model.forward_pairs_dense(images, boxes_h, boxes_o, pair_index, masked_layers=1)
+        fast = model.forward_pairs(images, boxes_h, boxes_o, pair_index, mask_mode=mask_mode)
+        dense = model.forward_pairs_dense(images, boxes_h, boxes_o, pair_index, masked_layers=1, mask_mode=mask_mode)
     assert fast.shape == dense.shape == (boxes_h.shape[0], model.cfg.num_classes)
     assert torch.isfinite(fast).all()
     return (fast - dense).abs().max().item()
 
 
+@pytest.mark.parametrize("mask_mode", ["hard", "released"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_fast_matches_dense_random_boxes_multi_image(name):
+def test_fast_matches_dense_random_boxes_multi_image(name, mask_mode):
     model = MODELS[name]()
     s = model.cfg.image_size
     gen = torch.Generator().manual_seed(7)
@@ -73,17 +74,18 @@ def test_fast_matches_dense_random_boxes_multi_image(name):
     pair_index = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(counts))
     p = int(pair_index.numel())
     boxes_h, boxes_o = _random_boxes(p, s, gen), _random_boxes(p, s, gen)
-    assert _compare(model, images, boxes_h, boxes_o, pair_index) <= TOL
+    assert _compare(model, images, boxes_h, boxes_o, pair_index, mask_mode) <= TOL
 
 
+@pytest.mark.parametrize("mask_mode", ["hard", "released"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_fast_matches_dense_edge_boxes(name):
+def test_fast_matches_dense_edge_boxes(name, mask_mode):
     model = MODELS[name]()
     s = model.cfg.image_size
     boxes_h, boxes_o = _edge_boxes(s)
     images = torch.randn(2, 3, s, s, generator=torch.Generator().manual_seed(3))
     pair_index = torch.tensor([0, 1, 0, 1, 1, 0, 1])
-    assert _compare(model, images, boxes_h, boxes_o, pair_index) <= TOL
+    assert _compare(model, images, boxes_h, boxes_o, pair_index, mask_mode) <= TOL
 
 
 def test_cls_only_pair_differs_from_full_image_pair():
@@ -125,6 +127,28 @@ def test_zero_pairs(name):
         full = model(images)
     assert pairs.shape == only.shape == (0, model.cfg.num_classes)
     assert (image - full).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("mask_mode", ["hard", "released"])
+def test_image_logits_are_unmasked_in_every_mode(mask_mode):
+    model = MODELS["tiny-64"]()
+    images = torch.randn(2, 3, 64, 64)
+    boxes_h, boxes_o = _edge_boxes(64)
+    with torch.no_grad():
+        _, image = model.forward_pairs(
+            images, boxes_h, boxes_o, torch.zeros(7, dtype=torch.long), with_image_logits=True, mask_mode=mask_mode
+        )
+        full = model(images)
+    assert (image - full).abs().max() <= TOL
+
+
+def test_unknown_mask_mode_is_refused():
+    model = MODELS["tiny-64"]()
+    args = (torch.randn(1, 3, 64, 64), torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match="mask_mode must be one of"):
+        model.forward_pairs(*args, mask_mode="soft")
+    with pytest.raises(ValueError, match="mask_mode must be one of"):
+        model.forward_pairs_dense(*args, mask_mode="soft")
 
 
 def test_mask_2_differs_from_mask_1():

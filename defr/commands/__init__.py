@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import click
 
 from defr.errors import DefrError
+from defr.model.pair_attention import MASK_MODES
 
 
 @contextmanager
@@ -29,3 +30,11 @@ def int_list(ctx, param, value: str) -> tuple[int, ...]:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+MASK_MODE_OPTION = click.option(
+    "--mask-mode",
+    type=click.Choice(MASK_MODES),
+    help="How a pair's boxes mask the CLS attention: hard (the paper; default for checkpoints) or released "
+    "(the released code's +1 bias). Exported files keep the mode they were exported with.",
+)

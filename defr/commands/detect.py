@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import one_line_errors
+from defr.commands import MASK_MODE_OPTION, one_line_errors
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
 from defr.runtime import HOIDetector, load_detector
@@ -38,8 +38,9 @@ from defr.runtime.pairing import LABEL_SPACES
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(list(PRECISIONS)))
 @click.option("--label-space", default="hico", show_default=True, type=click.Choice(LABEL_SPACES))
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
+@MASK_MODE_OPTION
 def detect_command(
-    checkpoint, model_file, images, detections, out, batch_size, device, precision, label_space, top_k
+    checkpoint, model_file, images, detections, out, batch_size, device, precision, label_space, top_k, mask_mode
 ) -> None:
     """Detect human-object interactions from object detections; write a results JSON.
 
@@ -54,7 +55,7 @@ def detect_command(
         paths = list_images(images)
         dets = load_detections(detections, [p.name for p in paths], label_space)
         kw = {"precision": precision} if checkpoint is not None else {}
-        detector = load_detector(checkpoint or model_file, device=device, top_k=top_k, **kw)
+        detector = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
         results = run_detection(detector, paths, dets, batch_size=batch_size)
         write_json(results, out)
     triplets = sum(len(r["hoi"]) for r in results.values())
@@ -80,12 +81,19 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True)
-def box_noise_command(checkpoint, annotations, images, ratios, out, seed, batch_size, device) -> None:
+@MASK_MODE_OPTION
+def box_noise_command(checkpoint, annotations, images, ratios, out, seed, batch_size, device, mask_mode) -> None:
     """HICO-DET mAP with noisy ground-truth boxes as detections: box_noise.json and box_noise.png in OUT."""
     with one_line_errors():
-        detector = HOIDetector.from_checkpoint(checkpoint, device=device)
+        detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mask_mode or "hard")
         rows = box_noise_study(detector, annotations, images, ratios, seed=seed, batch_size=batch_size)
-        report = {"checkpoint": str(checkpoint), "annotations": str(annotations), "seed": seed, "rows": rows}
+        report = {
+            "checkpoint": str(checkpoint),
+            "annotations": str(annotations),
+            "seed": seed,
+            "mask_mode": detector.backend.mask_mode,
+            "rows": rows,
+        }
         write_json(report, Path(out) / "box_noise.json")
         plot_box_noise(rows, Path(out) / "box_noise.png")
     for row in rows:

@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from defr import vocab
 from defr.errors import ConfigError, DefrError
+from defr.images import ImageInputError, to_rgb
 
 ANNO = "anno.mat"
 FEW_SHOT_FILE = "few_shot_classes.json"
@@ -81,10 +82,14 @@ def hicodet_files(root: str | Path, split: str = "test") -> tuple[Path, Path]:
 
 
 def load_image(path: Path) -> Image.Image:
-    """An RGB image; a file PIL cannot decode raises a ``DatasetError`` naming it."""
+    """An RGB image (``defr.images.to_rgb``); a file PIL cannot decode, or of a mode that cannot be
+    used, raises a ``DatasetError`` naming it."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            image.load()
+            return to_rgb(image, str(path))
+    except ImageInputError as e:
+        raise DatasetError(str(e)) from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
         raise DatasetError(f"{path}: corrupt or unreadable image ({e})") from e
 

@@ -1,4 +1,8 @@
-"""Image transforms: the whole image resized to S × S (aspect not kept), and the paper's training augmentation."""
+"""Image transforms: the whole image resized to S × S (aspect not kept), and the paper's training augmentation.
+
+Evaluation uses ``defr.images.resize_normalise``, the same arithmetic as the detection runtime,
+so classification scores and image logits of ``HOIDetector`` agree.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from defr.errors import ConfigError
+from defr.images import resize_normalise, rgb_tensor
 
 BICUBIC = T.InterpolationMode.BICUBIC
 
@@ -16,8 +21,12 @@ BICUBIC = T.InterpolationMode.BICUBIC
 def eval_transform(
     image_size: int, mean: Sequence[float], std: Sequence[float]
 ) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL image → [3, S, S] float32: bicubic resize of the whole image, then normalise."""
-    return T.Compose([T.Resize((image_size, image_size), interpolation=BICUBIC), *_to_normalised(mean, std)])
+    """PIL image → [3, S, S] float32: bicubic (antialiased) resize of the whole image, then normalise."""
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        return resize_normalise([rgb_tensor(image)], image_size, mean, std)[0]
+
+    return transform
 
 
 def train_transform(

@@ -17,6 +17,7 @@ from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
 from defr.export.tensorrt_build import ENGINE_PRECISIONS, TensorRTUnavailableError
 from defr.export.verify import VerificationError
+from defr.model.pair_attention import MASK_MODES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,6 +32,13 @@ from defr.export.verify import VerificationError
 @click.option(
     "--plugin-library", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT plugin library (--plugin)."
 )
+@click.option(
+    "--mask-mode",
+    type=click.Choice(MASK_MODES),
+    default="hard",
+    show_default=True,
+    help="Baked into the graph: hard (the paper) or released (the released code's +1 bias); in model.json.",
+)
 @click.option("--no-verify", is_flag=True, help="Skip onnx.checker and the ONNX Runtime comparison.")
 def main(
     checkpoint: Path,
@@ -42,6 +50,7 @@ def main(
     max_pairs: int,
     plugin: bool,
     plugin_library: Path | None,
+    mask_mode: str,
     no_verify: bool,
 ) -> None:
     """Export a DEFR checkpoint (ours or the released .pth) to ONNX, float16 ONNX and a TensorRT engine."""
@@ -56,6 +65,7 @@ def main(
             plugin=plugin,
             plugin_library=plugin_library,
             verify=not no_verify,
+            mask_mode=mask_mode,
         )
         result = export_model(checkpoint, out_dir, cfg, log=log)
     except TensorRTUnavailableError as e:

@@ -30,6 +30,7 @@ from defr.export.tensorrt_build import (
 )
 from defr.export.verify import VerificationError, check_graph, compare_with_torch
 from defr.model import DEFR, CheckpointError, load_model
+from defr.model.pair_attention import MASK_MODES
 from defr.runtime.contract import RuntimeMeta
 from defr.runtime.sidecar import sha256
 
@@ -48,9 +49,12 @@ class ExportConfig:
     plugin: bool = False
     plugin_library: Path | None = None
     verify: bool = True
+    mask_mode: str = "hard"  # baked into the graph; recorded in model.json
 
     def __post_init__(self) -> None:
         check_opset(self.opset)
+        if self.mask_mode not in MASK_MODES:
+            raise ExportError(f"mask mode must be one of {MASK_MODES}, not {self.mask_mode!r}")
         check_limits(self.image_size if self.image_size is not None else 1, self.max_batch, self.max_pairs)
         if self.engine is not None and self.engine not in ENGINE_PRECISIONS:
             raise ExportError(f"engine precision must be one of {ENGINE_PRECISIONS}, not {self.engine!r}")
@@ -147,8 +151,11 @@ def _export_into(
 ) -> tuple[ExportResult, TensorRTUnavailableError | None]:
     """Every file of the export, written into ``staging``; the TensorRT error is returned, not raised."""
     paths = {precision: staging / name for precision, name in ONNX_FILES.items()}
-    log(f"exporting {checkpoint.name} ({model.cfg.backbone.name}, {model.cfg.image_size} px, opset {cfg.opset}) ...")
-    export_onnx(model, paths["fp32"], cfg.opset, cfg.plugin)
+    log(
+        f"exporting {checkpoint.name} ({model.cfg.backbone.name}, {model.cfg.image_size} px, opset {cfg.opset}, "
+        f"mask mode {cfg.mask_mode}) ..."
+    )
+    export_onnx(model, paths["fp32"], cfg.opset, cfg.plugin, cfg.mask_mode)
     log("converting to float16 ...")
     onnx.save(convert_to_fp16(onnx.load(str(paths["fp32"]))), str(paths["fp16"]))
     comparisons = _verify(paths, model, cfg, log) if cfg.verify else {}
@@ -166,6 +173,7 @@ def _export_into(
         logit_scale=float(model.logit_scale.exp()),
         opset=cfg.opset,
         plugin=cfg.plugin,
+        mask_mode=cfg.mask_mode,
         files=files,
         source={
             "checkpoint": checkpoint.name,
@@ -187,7 +195,7 @@ def _verify(paths: dict[str, Path], model: DEFR, cfg: ExportConfig, log: Callabl
         if cfg.plugin:
             log(f"{path.name}: not run in ONNX Runtime (it has no PairMaskedAttention kernel)")
             continue
-        c = compare_with_torch(path, model, precision)
+        c = compare_with_torch(path, model, precision, mask_mode=cfg.mask_mode)
         tol = c.tolerance
         log(
             f"{path.name}: ONNX Runtime vs PyTorch over (B, P) in {c.shapes}: max |Δ| pair_logits "

@@ -28,6 +28,7 @@ from torch import nn
 
 from defr.errors import DefrError
 from defr.model import DEFR, VisionTransformer, pair_masks
+from defr.model.pair_attention import check_mask_mode, cls_attention_bias
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
 MIN_OPSET = 18  # the dynamo exporter's op library starts at 18
@@ -68,25 +69,26 @@ def pair_masked_attention(
     grid_size: int,
     heads: int,
     image_size: int,
+    mask_mode: str,
 ) -> torch.Tensor:
     """Reference of the ``defr::PairMaskedAttention`` node: each pair's CLS attention over its image.
 
     q_cls: [B, D] CLS query; k, v: [B, L, D] keys and values (L = 1 + G²); boxes_h, boxes_o: [P, 4]
-    pixels of the S×S input; pair_index: [P] int64. Returns [P, D], heads concatenated, before the
-    out-projection. The CLS key is always visible, patches inside either box are.
+    pixels of the S×S input; pair_index: [P] int64; mask_mode: ``hard`` or ``released``. Returns
+    [P, D], heads concatenated, before the out-projection.
     """
     p, (_, n, d) = pair_index.shape[0], k.shape
     visible = pair_masks(boxes_h, boxes_o, image_size, image_size // grid_size)
-    visible = torch.cat([visible.new_ones(p, 1), visible], dim=1)  # [P, L]
+    bias = cls_attention_bias(visible, mask_mode, q_cls.dtype)  # [P, L]
     q = q_cls[pair_index].view(p, heads, 1, d // heads)
     k = k[pair_index].view(p, n, heads, d // heads).transpose(1, 2)
     v = v[pair_index].view(p, n, heads, d // heads).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible[:, None, None, :])
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias[:, None, None, :])
     return out.reshape(p, d)
 
 
 @pair_masked_attention.register_fake
-def _(q_cls, k, v, boxes_h, boxes_o, pair_index, grid_size, heads, image_size):
+def _(q_cls, k, v, boxes_h, boxes_o, pair_index, grid_size, heads, image_size, mask_mode):
     return q_cls.new_empty(pair_index.shape[0], q_cls.shape[1])
 
 
@@ -108,6 +110,7 @@ def plugin_schema() -> onnx.defs.OpSchema:
             S.Attribute("grid_size", ints, "G: patches per side of the S×S input"),
             S.Attribute("heads", ints, "attention heads; D is split into heads of D / heads"),
             S.Attribute("image_size", ints, "S: input side in pixels; boxes are scaled by G / S"),
+            S.Attribute("mask_mode", S.AttrType.STRING, "hard: -inf outside the boxes; released: +1 outside"),
         ],
     )
 
@@ -125,9 +128,18 @@ def _plugin_translation() -> dict:
     register_plugin_schema()
     defr_ops = onnxscript.values.Opset(PLUGIN_DOMAIN, 1)
 
-    def to_onnx(q_cls, k, v, boxes_h, boxes_o, pair_index, grid_size: int, heads: int, image_size: int):
+    def to_onnx(q_cls, k, v, boxes_h, boxes_o, pair_index, grid_size: int, heads: int, image_size: int, mask_mode):
         return defr_ops.PairMaskedAttention(
-            q_cls, k, v, boxes_h, boxes_o, pair_index, grid_size=grid_size, heads=heads, image_size=image_size
+            q_cls,
+            k,
+            v,
+            boxes_h,
+            boxes_o,
+            pair_index,
+            grid_size=grid_size,
+            heads=heads,
+            image_size=image_size,
+            mask_mode=mask_mode,
         )
 
     return {torch.ops.defr_onnx.pair_masked_attention.default: to_onnx}
@@ -137,14 +149,17 @@ def _plugin_translation() -> dict:
 
 
 class PairGraph(nn.Module):
-    """``DEFR.forward_pairs`` with image logits, as a module of the four graph inputs."""
+    """``DEFR.forward_pairs`` with image logits and a fixed mask mode, as a module of the four graph inputs."""
 
-    def __init__(self, model: DEFR):
+    def __init__(self, model: DEFR, mask_mode: str = "hard"):
         super().__init__()
         self.model = model
+        self.mask_mode = check_mask_mode(mask_mode)
 
     def forward(self, images, boxes_h, boxes_o, pair_index) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model.forward_pairs(images, boxes_h, boxes_o, pair_index, with_image_logits=True)
+        return self.model.forward_pairs(
+            images, boxes_h, boxes_o, pair_index, with_image_logits=True, mask_mode=self.mask_mode
+        )
 
 
 class PluginPairGraph(PairGraph):
@@ -172,6 +187,7 @@ class PluginPairGraph(PairGraph):
             grid,
             block.attn.heads,
             s,
+            self.mask_mode,
         )
         x = tokens[index, 0] + block.attn.out_proj(mixed)
         x = x + block.mlp(block.ln_2(x))
@@ -179,8 +195,10 @@ class PluginPairGraph(PairGraph):
         return logits[:p], logits[p:]
 
 
-def export_onnx(model: DEFR, path: str | os.PathLike, opset: int = DEFAULT_OPSET, plugin: bool = False) -> Path:
-    """Write ``model``'s pair graph to ``path`` (B and P dynamic); returns the path.
+def export_onnx(
+    model: DEFR, path: str | os.PathLike, opset: int = DEFAULT_OPSET, plugin: bool = False, mask_mode: str = "hard"
+) -> Path:
+    """Write ``model``'s pair graph to ``path`` (B and P dynamic, ``mask_mode`` baked in); returns the path.
 
     Raises ``ExportError`` for a model without a ViT backbone or an opset the exporter cannot target.
     """
@@ -189,7 +207,7 @@ def export_onnx(model: DEFR, path: str | os.PathLike, opset: int = DEFAULT_OPSET
         raise ExportError("the ONNX exporter (torch.onnx, dynamo) needs onnxscript: pip install onnxscript")
     if not isinstance(model.backbone, VisionTransformer):
         raise ExportError(f"backbone {model.cfg.backbone.name!r} is not a ViT: the pair graph needs a ViT backbone")
-    graph = (PluginPairGraph(model) if plugin else PairGraph(model)).eval()
+    graph = (PluginPairGraph if plugin else PairGraph)(model, mask_mode).eval()
     batch, pairs = torch.export.Dim("B", min=1), torch.export.Dim("P", min=1)
     dynamic = {"images": {0: batch}, "boxes_h": {0: pairs}, "boxes_o": {0: pairs}, "pair_index": {0: pairs}}
     with torch.no_grad(), warnings.catch_warnings():

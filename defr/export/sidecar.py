@@ -30,13 +30,15 @@ def build_sidecar(
     logit_scale: float,
     opset: int,
     plugin: bool,
+    mask_mode: str,
     files: dict[str, dict],
     source: dict,
     engine: dict | None = None,
 ) -> dict:
     """The sidecar of one export.
 
-    meta: preprocessing and classes; head, logit_scale: the classifier (γ, not its log); files:
+    meta: preprocessing and classes; head, logit_scale: the classifier (γ, not its log); mask_mode:
+    the pair mask baked into the graph (``hard`` or ``released``); files:
     ``{file name: file_entry(...)}``; source: where the weights came from; engine: when an engine
     was built, its optimisation profile ``{input: [min, opt, max]}`` and plugin library.
     """
@@ -72,6 +74,7 @@ def build_sidecar(
             "outputs": {"pair_logits": ["P", len(meta.class_names)], "image_logits": ["B", len(meta.class_names)]},
             "opset": opset,
             "plugin": plugin,
+            "mask_mode": mask_mode,
         },
         "engine": engine,
         "files": files,

@@ -39,6 +39,9 @@ class Tolerance:
     limit: float
 
     def error(self, got: np.ndarray, ref: np.ndarray) -> float:
+        """inf when either side has a NaN or inf: a non-finite output never passes."""
+        if not (np.isfinite(got).all() and np.isfinite(ref).all()):
+            return float("inf")
         diff = float(np.abs(got.astype(np.float64) - ref).max(initial=0.0))
         if self.kind == "abs":
             return diff
@@ -107,23 +110,33 @@ def compare_with_torch(
     shapes: tuple[tuple[int, int], ...] = SHAPES,
     seed: int = 0,
     providers: list[str] | None = None,
+    mask_mode: str = "hard",
 ) -> Comparison:
-    """Run ``path`` in ONNX Runtime and ``model.forward_pairs`` in PyTorch on the same random inputs."""
+    """Run ``path`` in ONNX Runtime and ``model.forward_pairs`` (``mask_mode``) in PyTorch on the same random inputs."""
     session = ort_session(path, providers)
     tolerance = TOLERANCES[precision]
     result = Comparison(Path(path).name, precision, tolerance, list(shapes))
     s = model.cfg.image_size
     for k, (b, p) in enumerate(shapes):
-        inputs = example_inputs(s, b, p, seed=seed + k)
+        images, boxes_h, boxes_o, pair_index = example_inputs(s, b, p, seed=seed + k)
+        order = torch.randperm(p, generator=torch.Generator().manual_seed(seed + k))  # unsorted pair_index too
+        inputs = (images, boxes_h[order], boxes_o[order], pair_index[order])
         with torch.no_grad():
-            reference = model.forward_pairs(*inputs, with_image_logits=True)
+            reference = model.forward_pairs(*inputs, with_image_logits=True, mask_mode=mask_mode)
         outputs = session.run(list(OUTPUT_NAMES), feeds(inputs))
         for name, got, ref in zip(OUTPUT_NAMES, outputs, reference, strict=True):
             ref = ref.double().numpy()
-            result.max_abs[name] = max(result.max_abs.get(name, 0.0), float(np.abs(got - ref).max()))
+            result.max_abs[name] = max(result.max_abs.get(name, 0.0), _max_abs_diff(got, ref))
             result.error[name] = max(result.error.get(name, 0.0), tolerance.error(got, ref))
     result.latency_ms = ort_latency_ms(session, s)
     return result
+
+
+def _max_abs_diff(got: np.ndarray, ref: np.ndarray) -> float:
+    """max |got - ref|, inf when either has a NaN or inf (NaN compares as no difference otherwise)."""
+    if not (np.isfinite(got).all() and np.isfinite(ref).all()):
+        return float("inf")
+    return float(np.abs(got - ref).max(initial=0.0))
 
 
 def ort_latency_ms(session, image_size: int, shape: tuple[int, int] = LATENCY_SHAPE) -> float:

@@ -1,10 +1,11 @@
 """The DEFR model: a backbone's final CLS feature and a cosine classifier over HOI classes.
 
-Heads:
-- ``cosine`` (default): ``logit_i = γ · cos(f, w_i)``, γ = exp(logit_scale) = 100.
-- ``clip`` (the released CLIP model): ``logit_i = γ · f̂ · w_i`` with the classifier rows not
-  normalised, initialised as ``W = T·Pᵀ`` (text embeddings T, CLIP's visual projection P),
-  γ = exp(4.61). Then ``logit = (|fP| / |f|) · CLIP zero-shot logit``: the same ranking per image.
+Every head computes ``logit_c = γ · cos(f, w_c)`` (the paper's Eq. 1, and what the released code
+does in classification and detection alike: ``ClipViT.forward``, ``HoiHead.forward`` normalise
+the classifier rows and the feature). Heads differ only in initialisation and γ:
+- ``cosine`` (default): rows from random or language embeddings, γ = exp(logit_scale) = 100.
+- ``clip`` (the released CLIP model): rows initialised as ``W = T·Pᵀ`` (text embeddings T, CLIP's
+  visual projection P folded into the class proxies), γ = exp(4.61), fixed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from defr.errors import ConfigError
 from defr.model.backbones import BackboneSpec, UnsupportedBackboneError, build_backbone
-from defr.model.pair_attention import pair_cls_features, pair_masks
+from defr.model.pair_attention import check_mask_mode, cls_attention_bias, pair_cls_features, pair_masks
 from defr.model.vit import VisionTransformer, resize_positional_embedding
 
 HEADS = ("cosine", "clip")
@@ -93,8 +94,8 @@ class DEFR(nn.Module):
         return resized.to(self.logit_scale.device).train(self.training)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
-        """features: [N, D] → logits [N, C]."""
-        w = F.normalize(self.classifier, dim=-1) if self.cfg.head == "cosine" else self.classifier
+        """features: [N, D] → logits [N, C] = γ · cos(f, w_c), every head."""
+        w = F.normalize(self.classifier, dim=-1)
         return self.logit_scale.exp() * F.normalize(features, dim=-1) @ w.t().to(features.dtype)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -108,23 +109,25 @@ class DEFR(nn.Module):
         boxes_o: torch.Tensor,
         pair_index: torch.Tensor,
         with_image_logits: bool = False,
+        mask_mode: str = "hard",
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Pair logits with mask-1, running the backbone once per image.
 
         images: [B, 3, S, S]; boxes_h, boxes_o: [P, 4] float, pixels of the S×S input;
-        pair_index: [P] long, image of each pair. Returns pair logits [P, C], and the image
-        logits [B, C] too when ``with_image_logits`` (an unmasked CLS row per image, for free).
+        pair_index: [P] long, image of each pair; mask_mode: ``hard`` or ``released``
+        (``defr.model.pair_attention``). Returns pair logits [P, C], and the image logits [B, C]
+        too when ``with_image_logits`` (an unmasked CLS row per image, for free).
         """
         vit = self.vit
         s, p = vit.cfg.image_size, vit.cfg.patch_size
         tokens = vit.tokens(images, num_blocks=len(vit.blocks) - 1)
-        masks = pair_masks(boxes_h, boxes_o, s, p)
+        bias = cls_attention_bias(pair_masks(boxes_h, boxes_o, s, p), mask_mode)
         index = pair_index.long()
-        if with_image_logits:
+        if with_image_logits:  # unmasked rows: a zero bias in either mode
             b = images.shape[0]
-            masks = torch.cat([masks, masks.new_ones(b, masks.shape[1])])
+            bias = torch.cat([bias, bias.new_zeros(b, bias.shape[1])])
             index = torch.cat([index, torch.arange(b, device=index.device)])
-        logits = self.classify(vit.ln_post(pair_cls_features(vit.blocks[-1], tokens, masks, index)))
+        logits = self.classify(vit.ln_post(pair_cls_features(vit.blocks[-1], tokens, bias, index)))
         if with_image_logits:
             return logits[: pair_index.shape[0]], logits[pair_index.shape[0] :]
         return logits
@@ -136,6 +139,7 @@ class DEFR(nn.Module):
         boxes_o: torch.Tensor,
         pair_index: torch.Tensor,
         masked_layers: int = 1,
+        mask_mode: str = "hard",
     ) -> torch.Tensor:
         """Reference: the released approach, one full token sequence per pair through the last
         ``masked_layers`` blocks with a dense additive [P, 1, L, L] mask on the CLS row.
@@ -143,13 +147,14 @@ class DEFR(nn.Module):
         Same arguments as ``forward_pairs``; memory O(P·L²). mask-1 equals ``forward_pairs``.
         """
         vit = self.vit
+        check_mask_mode(mask_mode)
         if not 1 <= masked_layers <= len(vit.blocks):
             raise ConfigError(f"masked_layers must be in [1, {len(vit.blocks)}], not {masked_layers}")
         tokens = vit.tokens(images, num_blocks=len(vit.blocks) - masked_layers)[pair_index.long()]
         visible = pair_masks(boxes_h, boxes_o, vit.cfg.image_size, vit.cfg.patch_size)
         n = tokens.shape[1]
         mask = tokens.new_zeros(visible.shape[0], 1, n, n)
-        mask[:, 0, 0, 1:] = torch.where(visible, 0.0, float("-inf"))
+        mask[:, 0, 0, :] = cls_attention_bias(visible, mask_mode, tokens.dtype)
         for block in vit.blocks[len(vit.blocks) - masked_layers :]:
             tokens = block(tokens, attn_mask=mask)
         return self.classify(vit.ln_post(tokens[:, 0]))

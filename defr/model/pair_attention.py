@@ -4,12 +4,29 @@ With the mask only in the last block, the first L−1 blocks do not depend on th
 the last block only the CLS row is read out. So per pair we need one masked softmax over the
 CLS scores, a weighted sum of V, the out-projection and the MLP: O(L·D + D²) work, never a
 [P, L, L] tensor.
+
+Mask modes (``MASK_MODES``), the bias added to the CLS row's attention scores:
+- ``hard`` (the paper, default): 0 for the CLS token and the patches inside either box, −inf
+  for the others: the pair's CLS sees only its boxes.
+- ``released`` (the released code's arithmetic): its boolean mask (True outside the boxes) is
+  cast to the activation dtype and ADDED by ``nn.MultiheadAttention``: +1 for patches outside
+  both boxes, 0 inside and for CLS; nothing is masked.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from defr.errors import ConfigError
+
+MASK_MODES = ("hard", "released")
+
+
+def check_mask_mode(mask_mode: str) -> str:
+    if mask_mode not in MASK_MODES:
+        raise ConfigError(f"mask_mode must be one of {MASK_MODES}, not {mask_mode!r}")
+    return mask_mode
 
 
 def box_patch_ranges(boxes: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
@@ -40,21 +57,29 @@ def pair_masks(boxes_h: torch.Tensor, boxes_o: torch.Tensor, image_size: int, pa
     return box_masks(boxes_h, image_size, patch_size) | box_masks(boxes_o, image_size, patch_size)
 
 
+def cls_attention_bias(visible: torch.Tensor, mask_mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """visible: [P, N] bool patches inside the pair's boxes → [P, 1 + N] additive bias of the CLS
+    row's scores (column 0: the CLS key, always 0), for ``mask_mode`` (module docstring)."""
+    check_mask_mode(mask_mode)
+    outside = -float("inf") if mask_mode == "hard" else 1.0
+    bias = torch.where(visible, 0.0, outside).to(dtype)
+    return torch.cat([bias.new_zeros(bias.shape[0], 1), bias], dim=1)
+
+
 def pair_cls_features(
-    block: nn.Module, tokens: torch.Tensor, patch_masks: torch.Tensor, pair_index: torch.Tensor
+    block: nn.Module, tokens: torch.Tensor, bias: torch.Tensor, pair_index: torch.Tensor
 ) -> torch.Tensor:
     """Output CLS token of the last block for each pair.
 
-    block: a ``ResidualAttentionBlock``; tokens: [B, 1 + N, D], the input of that block;
-    patch_masks: [P, N] bool, patches visible to each pair's CLS (it always sees itself);
+    block: a ``ResidualAttentionBlock``; tokens: [B, L, D], the input of that block (L = 1 + N,
+    CLS first); bias: [P, L] float added to each pair's CLS scores (``cls_attention_bias``);
     pair_index: [P] long, the image of each pair. Returns [P, D].
     """
     attn = block.attn
     q, k, v = attn.qkv(block.ln_1(tokens))  # [B, H, L, dh]
     scale = q.shape[-1] ** -0.5
     scores = (q[:, :, :1] @ k.transpose(-1, -2)).squeeze(2) * scale  # [B, H, L]; pair-independent
-    visible = torch.cat([patch_masks.new_ones(patch_masks.shape[0], 1), patch_masks], dim=1)  # [P, L]
-    pair_scores = scores[pair_index].masked_fill(~visible[:, None, :], float("-inf"))  # [P, H, L]
+    pair_scores = scores[pair_index] + bias[:, None, :].to(scores.dtype)  # [P, H, L]
     weights = pair_scores.softmax(dim=-1)
     # Weighted sum against every image's V, then keep each pair's own image: one batched matmul
     # with standard ops (exports to ONNX with dynamic B and P); the extra work is B·P·L·D, small

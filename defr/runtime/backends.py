@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from defr.errors import ConfigError
+from defr.model.pair_attention import check_mask_mode
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, PRECISIONS, BackendError, RuntimeMeta
-from defr.runtime.sidecar import check_file, read_sidecar, runtime_meta
+from defr.runtime.sidecar import check_file, file_mask_mode, read_sidecar, runtime_meta
 from defr.runtime.tensorrt_backend import check_pairs
 
 ORT_INSTALL = "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA and TensorRT execution providers)"
@@ -27,12 +28,14 @@ class TorchBackend:
     """A ``defr.model.DEFR`` as a pair backend: ``forward_pairs`` with image logits (accepts P = 0).
 
     precision: ``fp32``, or ``fp16`` / ``bf16`` through autocast on CUDA; on CPU ``bf16`` only.
+    mask_mode: ``hard`` (the paper) or ``released`` (the released code's arithmetic).
     """
 
     accepts_no_pairs = True
     name = "torch"
 
-    def __init__(self, model, device: str | torch.device = "cpu", precision: str = "fp32"):
+    def __init__(self, model, device: str | torch.device = "cpu", precision: str = "fp32", mask_mode: str = "hard"):
+        self.mask_mode = check_mask_mode(mask_mode)
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
         self.device = torch.device(device)
@@ -56,6 +59,7 @@ class TorchBackend:
                 boxes_o.to(self.device),
                 pair_index.to(self.device),
                 with_image_logits=True,
+                mask_mode=self.mask_mode,
             )
         return pairs.float(), image.float()
 
@@ -66,14 +70,21 @@ class OnnxBackend:
     providers: execution providers in priority order, e.g. ``["CUDAExecutionProvider",
     "CPUExecutionProvider"]`` or ``TensorrtExecutionProvider``; None: every available one, in
     ONNX Runtime's order. threads: intra-op threads of the CPU provider (None: ONNX Runtime's
-    default, one per physical core). Inputs are fed from the CPU; ``device`` is the CPU unless a
-    GPU provider runs first.
+    default, one per physical core). mask_mode: None takes the file's; another than the file's is
+    refused (the mode is baked into the graph). Inputs are fed from the CPU; ``device`` is the CPU
+    unless a GPU provider runs first.
     """
 
     accepts_no_pairs = False
     name = "onnxruntime"
 
-    def __init__(self, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        mask_mode: str | None = None,
+    ):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -83,6 +94,7 @@ class OnnxBackend:
             raise BackendError(f"{path}: no such ONNX file")
         sidecar = read_sidecar(path)
         self.precision = check_file(sidecar, path)["precision"]
+        self.mask_mode = file_mask_mode(sidecar, mask_mode, path)
         if sidecar["graph"]["plugin"]:
             raise BackendError(
                 f"{path}: exported with --plugin (a defr::PairMaskedAttention node), which ONNX Runtime cannot run; "

@@ -89,13 +89,15 @@ class PairBackend(Protocol):
     """The seam every backend (PyTorch, ONNX Runtime, TensorRT) plugs into.
 
     name: ``torch``, ``onnxruntime``, ``tensorrt``; precision: ``fp32``, ``fp16``, ``bf16``;
-    meta: preprocessing and classes; accepts_no_pairs: whether a call with P = 0 is allowed
-    (else the caller adds ``with_dummy_pair``); device: where the backend computes — it moves its
-    inputs there itself, callers pass CPU tensors.
+    mask_mode: ``hard`` or ``released`` (``defr.model.pair_attention``; baked into exported
+    files); meta: preprocessing and classes; accepts_no_pairs: whether a call with P = 0 is
+    allowed (else the caller adds ``with_dummy_pair``); device: where the backend computes — it
+    moves its inputs there itself, callers pass CPU tensors.
     """
 
     name: str
     precision: str
+    mask_mode: str
     meta: RuntimeMeta
     accepts_no_pairs: bool
     device: torch.device

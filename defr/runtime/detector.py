@@ -1,7 +1,8 @@
 """``HOIDetector``: images + object detections → scored HOI triplets, over a pluggable pair backend.
 
-A frame batch goes through ONE backend call: every image resized to S×S (bicubic, aspect not
-kept) and normalised; the pairs of all images concatenated with ``pair_index``. The backend
+A frame batch goes through ONE backend call: every image resized to S×S (bicubic with
+antialiasing, aspect not kept) and normalised on the backend's device (``defr.images``: one path
+for PIL, numpy and tensor frames); the pairs of all images concatenated with ``pair_index``. The backend
 returns pair logits [P, C] and image logits [B, C]; the score of class c for a pair is
 ``sigmoid(logit) · prior`` (``defr.runtime.pairing.pair_priors``).
 
@@ -17,21 +18,15 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from torchvision.transforms import functional as TF
 
-from defr.errors import ConfigError, DefrError
+from defr.errors import ConfigError
+from defr.images import resize_normalise, rgb_tensor
 from defr.model import load_model
 from defr.runtime.backends import OnnxBackend, TorchBackend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
 from defr.runtime.pairing import DetectionError, PairConfig, Pairs, make_pairs, pair_priors
 from defr.runtime.tensorrt_backend import TensorRTBackend
-
-
-class ImageInputError(DefrError, ValueError):
-    """An image the detector cannot read (wrong type, shape or value range)."""
 
 
 @dataclass
@@ -95,64 +90,53 @@ class HOIDetector:
         self.top_k = top_k
         self.min_score = min_score
         self.class_objects = torch.tensor(self.meta.class_objects, dtype=torch.long)
-        self._mean = torch.tensor(self.meta.mean, dtype=torch.float32).view(3, 1, 1)
-        self._std = torch.tensor(self.meta.std, dtype=torch.float32).view(3, 1, 1)
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str = "cpu", precision: str = "fp32", **kw
+        cls,
+        path: str | os.PathLike,
+        device: str = "cpu",
+        precision: str = "fp32",
+        mask_mode: str = "hard",
+        **kw,
     ) -> HOIDetector:
-        """From a DEFR checkpoint (``defr.model.save_checkpoint``) or the released ``.pth``."""
-        return cls(TorchBackend(load_model(path), device=device, precision=precision), **kw)
+        """From a DEFR checkpoint (``defr.model.save_checkpoint``) or the released ``.pth``.
+
+        mask_mode: ``hard`` (the paper, default) or ``released`` (the released code's arithmetic).
+        """
+        return cls(TorchBackend(load_model(path), device=device, precision=precision, mask_mode=mask_mode), **kw)
 
     @classmethod
     def from_onnx(
-        cls, path: str | os.PathLike, providers: list[str] | None = None, threads: int | None = None, **kw
+        cls,
+        path: str | os.PathLike,
+        providers: list[str] | None = None,
+        threads: int | None = None,
+        mask_mode: str | None = None,
+        **kw,
     ) -> HOIDetector:
-        """From an exported ONNX model (``defr-export``) run by ONNX Runtime."""
-        return cls(OnnxBackend(path, providers, threads), **kw)
+        """From an exported ONNX model (``defr-export``) run by ONNX Runtime; mask_mode: None or the file's."""
+        return cls(OnnxBackend(path, providers, threads, mask_mode), **kw)
 
     @classmethod
-    def from_engine(cls, path: str | os.PathLike, device: str = "cuda", **kw) -> HOIDetector:
-        """From a TensorRT engine built by ``defr-export``, run on CUDA ``device``."""
-        return cls(TensorRTBackend(path, device=device), **kw)
+    def from_engine(
+        cls, path: str | os.PathLike, device: str = "cuda", mask_mode: str | None = None, **kw
+    ) -> HOIDetector:
+        """From a TensorRT engine built by ``defr-export``, run on CUDA ``device``; mask_mode: None or the engine's."""
+        return cls(TensorRTBackend(path, device=device, mask_mode=mask_mode), **kw)
 
     # --- inputs -----------------------------------------------------------------------------------------------
 
     def preprocess(self, image, name: str = "image") -> tuple[torch.Tensor, tuple[int, int]]:
-        """A PIL image, an HxWx3 uint8 array or a [3, H, W] tensor (uint8, or float in [0, 1])
-        → ([3, S, S] float32 normalised, (W, H) of the original)."""
-        s = self.meta.image_size
-        if isinstance(image, np.ndarray):
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise ImageInputError(
-                    f"{name}: numpy images must be H×W×3 uint8, got shape {image.shape} {image.dtype}"
-                )
-            image = Image.fromarray(image)
-        if isinstance(image, Image.Image):
-            size = image.size
-            if min(size) < 1:
-                raise ImageInputError(f"{name}: empty image of size {size}")
-            x = TF.pil_to_tensor(image.convert("RGB").resize((s, s), Image.BICUBIC)).float() / 255
-        elif isinstance(image, torch.Tensor):
-            if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 1:
-                raise ImageInputError(f"{name}: tensor images must be [3, H, W], got {list(image.shape)}")
-            size = (int(image.shape[2]), int(image.shape[1]))
-            x = image.detach().cpu()
-            if x.dtype == torch.uint8:
-                x = x.float() / 255
-            elif x.is_floating_point():
-                x = x.float()
-                if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-                    raise ImageInputError(f"{name}: float tensor images must have values in [0, 1]")
-            else:
-                raise ImageInputError(f"{name}: tensor images must be uint8 or float, got {x.dtype}")
-            x = TF.resize(x, [s, s], interpolation=TF.InterpolationMode.BICUBIC, antialias=True).clamp(0, 1)
-        else:
-            raise ImageInputError(
-                f"{name}: expected a PIL image, an H×W×3 uint8 array or a [3, H, W] tensor, got {type(image).__name__}"
-            )
-        return (x - self._mean) / self._std, size
+        """One image (PIL of any mode, H×W×3 / H×W uint8 numpy, [3, H, W] uint8 or [0, 1] float tensor)
+        → ([3, S, S] float32 normalised, (W, H) of the original). The same path as ``detect``."""
+        x = rgb_tensor(image, name)
+        return self._model_input([x])[0], (int(x.shape[2]), int(x.shape[1]))
+
+    def _model_input(self, frames: list[torch.Tensor]) -> torch.Tensor:
+        """[3, H, W] RGB tensors → [B, 3, S, S] on the backend's device: resized there, in one batch per size."""
+        m = self.meta
+        return resize_normalise(frames, m.image_size, m.mean, m.std, device=self.backend.device)
 
     def make_pairs(self, detections: dict, name: str = "image") -> Pairs:
         """Deprecated name of ``pair_detections``."""
@@ -188,13 +172,12 @@ class HOIDetector:
         names = names or [f"image {i}" for i in range(len(images))]
         if not images:
             return []
-        batch, sizes, pairs = [], [], []
+        frames, pairs = [], []
         for image, dets, name in zip(images, detections, names, strict=True):
-            x, size = self.preprocess(image, name)
-            batch.append(x)
-            sizes.append(size)
+            frames.append(rgb_tensor(image, name))
             pairs.append(self.pair_detections(dets, name))
-        pair_logits, image_logits = self._run(torch.stack(batch), pairs, sizes)
+        sizes = [(int(x.shape[2]), int(x.shape[1])) for x in frames]
+        pair_logits, image_logits = self._run(self._model_input(frames), pairs, sizes)
         results, start = [], 0
         for i, p in enumerate(pairs):
             results.append(self._score(p, pair_logits[start : start + len(p)], image_logits[i]))
@@ -239,13 +222,28 @@ class HOIDetector:
         )
 
 
-def load_detector(path: str | os.PathLike, device: str = "cpu", **kw) -> HOIDetector:
+def load_detector(
+    path: str | os.PathLike,
+    device: str = "cpu",
+    precision: str | None = None,
+    mask_mode: str | None = None,
+    **kw,
+) -> HOIDetector:
     """A detector from a model file, by suffix: ``.onnx`` (ONNX Runtime), ``.engine`` (TensorRT),
-    anything else a checkpoint (ours or the released one). ``kw`` go to ``HOIDetector``."""
+    anything else a checkpoint (ours or the released one).
+
+    precision: for checkpoints (default fp32); exported files keep their own, and asking for
+    another is a ``ConfigError``. mask_mode: None = ``hard`` for checkpoints, the file's for
+    exports (another than the file's is refused). ``kw`` go to ``HOIDetector``.
+    """
     suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        providers = ["CPUExecutionProvider"] if torch.device(device).type == "cpu" else None
-        return HOIDetector.from_onnx(path, providers=providers, **kw)
-    if suffix == ".engine":
-        return HOIDetector.from_engine(path, device=device, **kw)
-    return HOIDetector.from_checkpoint(path, device=device, **kw)
+    if suffix in (".onnx", ".engine"):
+        if precision not in (None, "fp32"):
+            raise ConfigError(f"{path}: precision applies to checkpoints; an exported model keeps its own")
+        if suffix == ".onnx":
+            providers = ["CPUExecutionProvider"] if torch.device(device).type == "cpu" else None
+            return HOIDetector.from_onnx(path, providers=providers, mask_mode=mask_mode, **kw)
+        return HOIDetector.from_engine(path, device=device, mask_mode=mask_mode, **kw)
+    return HOIDetector.from_checkpoint(
+        path, device=device, precision=precision or "fp32", mask_mode=mask_mode or "hard", **kw
+    )

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from defr.errors import DefrError
+from defr.images import ImageInputError, to_rgb
 from defr.runtime.pairing import DetectionError, to_hico_labels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -61,12 +62,16 @@ def list_images(source: str | os.PathLike) -> list[Path]:
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image; ``InputFileError`` naming the file if it is missing or corrupt."""
+    """An RGB PIL image (any mode ``defr.images.to_rgb`` takes); ``InputFileError`` naming the file
+    if it is missing, corrupt, or of a mode that cannot be used."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            im.load()
+            return to_rgb(im, str(path))
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such image file") from None
+    except ImageInputError as e:
+        raise InputFileError(str(e)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise InputFileError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 

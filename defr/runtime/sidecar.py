@@ -61,6 +61,18 @@ def check_file(sidecar: dict, model_path: str | os.PathLike) -> dict:
     return entry
 
 
+def file_mask_mode(sidecar: dict, requested: str | None, path) -> str:
+    """The mask mode baked into an export (exports before mask modes: ``hard``); SidecarError when
+    ``requested`` (None: take the file's) differs from it."""
+    baked = sidecar["graph"].get("mask_mode", "hard")
+    if requested is not None and requested != baked:
+        raise SidecarError(
+            f"{path}: exported with mask_mode {baked!r}, not {requested!r}; the mode is part of the graph: "
+            f"export again with --mask-mode {requested}"
+        )
+    return baked
+
+
 def runtime_meta(sidecar: dict) -> RuntimeMeta:
     """The ``RuntimeMeta`` (preprocessing, classes, objects) a sidecar records."""
     d = sidecar["input"]

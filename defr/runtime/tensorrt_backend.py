@@ -15,7 +15,7 @@ import torch
 
 from defr.errors import DefrError
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, BackendError
-from defr.runtime.sidecar import check_file, read_sidecar, runtime_meta
+from defr.runtime.sidecar import check_file, file_mask_mode, read_sidecar, runtime_meta
 
 TENSORRT_INSTALL = "pip install tensorrt (TensorRT 10, needs an NVIDIA GPU with CUDA 12)"
 
@@ -50,12 +50,15 @@ def check_pairs(batch: int, pairs: int, max_batch: int | None = None, max_pairs:
 
 
 class TensorRTBackend:
-    """A ``model.<precision>.engine`` built by ``defr-export --engine``, run on a CUDA ``device``."""
+    """A ``model.<precision>.engine`` built by ``defr-export --engine``, run on a CUDA ``device``.
+
+    mask_mode: None takes the engine's; another than the engine's is refused.
+    """
 
     accepts_no_pairs = False
     name = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cuda"):
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cuda", mask_mode: str | None = None):
         try:
             trt = import_tensorrt()
         except TensorRTUnavailableError:
@@ -71,6 +74,7 @@ class TensorRTBackend:
             )
         sidecar = read_sidecar(path)
         self.precision = check_file(sidecar, path)["precision"]
+        self.mask_mode = file_mask_mode(sidecar, mask_mode, path)
         self.meta = runtime_meta(sidecar)
         engine_info = sidecar.get("engine") or {}
         profile = engine_info.get("profile") or {}

@@ -1,0 +1,139 @@
+"""Images in, one preprocessing path out (a leaf: imports nothing else from ``defr``).
+
+Every input becomes an RGB tensor [3, H, W] (``rgb_tensor``): PIL images of any mode PIL opens,
+H×W×3 uint8 numpy arrays, [3, H, W] tensors (uint8, or float in [0, 1]).
+Then ``resize_normalise`` does the same arithmetic for all of them, batched and on any device:
+to float32 in [0, 1], bicubic resize to S×S with antialiasing (the aspect ratio is not kept),
+clamped to [0, 1], normalised with the backbone's mean / std. So a picture given as a PIL image,
+a numpy array or a tensor gives the same model input.
+
+PIL modes: ``1``, ``L``, ``P``, ``RGB``, ``CMYK``, ``YCbCr`` convert to RGB; an alpha channel
+(``RGBA``, ``LA``, ``PA``, a palette with transparency) is composited onto white; 16-bit grey
+(``I;16*``, and ``I`` holding values in 0..65535) is scaled to 8 bits (÷ 257). ``F`` (32-bit
+float, no defined range) and modes PIL cannot convert to RGB are refused by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from defr.errors import DefrError
+
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+WHITE = (255, 255, 255)
+
+
+class ImageInputError(DefrError, ValueError):
+    """An image that cannot be used (wrong type, shape, mode or value range); the message names it."""
+
+
+def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
+    """A PIL image of any supported mode → mode RGB (module docstring); ImageInputError otherwise."""
+    if min(image.size) < 1:
+        raise ImageInputError(f"{name}: empty image of size {image.size}")
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_rgb(image, name)
+    if mode == "F":
+        raise ImageInputError(
+            f"{name}: mode F (32-bit float) images have no defined value range; save it as 8- or 16-bit first"
+        )
+    if mode == "P" and "transparency" in image.info:
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode in ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*WHITE, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    try:
+        return image.convert("RGB")
+    except ValueError as e:
+        raise ImageInputError(f"{name}: PIL cannot convert mode {mode} to RGB ({e})") from None
+
+
+def _sixteen_bit_to_rgb(image: Image.Image, name: str) -> Image.Image:
+    values = np.asarray(image, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ImageInputError(
+            f"{name}: mode {image.mode} values in [{values.min()}, {values.max()}] are not 16-bit (0..65535)"
+        )
+    grey = np.round(values / 257.0).astype(np.uint8)
+    return Image.fromarray(grey, mode="L").convert("RGB")
+
+
+def rgb_tensor(image, name: str = "image") -> torch.Tensor:
+    """Any supported image → [3, H, W] RGB tensor: uint8, or float32 in [0, 1] for float inputs.
+
+    Tensors stay on their device (a GPU frame is resized there). Raises ImageInputError naming
+    ``name`` for anything else.
+    """
+    if isinstance(image, Image.Image):
+        rgb = np.asarray(to_rgb(image, name), dtype=np.uint8)
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ImageInputError(
+                f"{name}: numpy images must be H×W×3 uint8 (RGB), got shape {image.shape} {image.dtype}"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        _check_size(x, name)
+        return x
+    if isinstance(image, torch.Tensor):
+        x = image.detach()
+        if x.ndim != 3 or x.shape[0] != 3:
+            raise ImageInputError(f"{name}: tensor images must be [3, H, W], got {list(x.shape)}")
+        _check_size(x, name)
+        if x.dtype == torch.uint8:
+            return x
+        if not x.is_floating_point():
+            raise ImageInputError(f"{name}: tensor images must be uint8 or float, got {x.dtype}")
+        x = x.float()
+        if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise ImageInputError(f"{name}: float tensor images must have finite values in [0, 1]")
+        return x
+    raise ImageInputError(
+        f"{name}: expected a PIL image, an H×W×3 uint8 array or a [3, H, W] tensor, got {type(image).__name__}"
+    )
+
+
+def _check_size(x: torch.Tensor, name: str) -> None:
+    if min(x.shape[-2:]) < 1:
+        raise ImageInputError(f"{name}: empty image of size {tuple(x.shape[-2:])}")
+
+
+def resize_normalise(
+    images: Sequence[torch.Tensor] | torch.Tensor,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: str | torch.device | None = None,
+) -> torch.Tensor:
+    """RGB tensors ([3, H, W] each, or a batch [N, 3, H, W]; uint8, or float in [0, 1]) → [N, 3, S, S]
+    float32 normalised model input on ``device`` (default: where the images are).
+
+    Images of the same size are resized together in one call; the result does not depend on the
+    grouping (interpolation is per image).
+    """
+    frames = list(images.unbind(0)) if isinstance(images, torch.Tensor) else list(images)
+    if not frames:
+        return torch.zeros(0, 3, image_size, image_size, device=device)
+    device = torch.device(device) if device is not None else frames[0].device
+    out = torch.empty(len(frames), 3, image_size, image_size, device=device)
+    groups: dict[tuple, list[int]] = {}
+    for i, frame in enumerate(frames):
+        groups.setdefault((tuple(frame.shape), frame.dtype), []).append(i)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+    for (_, dtype), index in groups.items():
+        x = torch.stack([frames[i] for i in index]).to(device)
+        x = x.float() / 255 if dtype == torch.uint8 else x.float()
+        x = F.interpolate(x, size=(image_size, image_size), mode="bicubic", align_corners=False, antialias=True)
+        out[index] = (x.clamp(0, 1) - mean_t) / std_t
+    return out
