@@ -1,0 +1,96 @@
+"""PyTorch implementations of the masked pair attention (contract: ``defr.kernels.spec``).
+
+- ``pair_attention_reference``: the slow, obviously right one. It gathers each pair's keys and
+  values ([P, L, D]) and builds the [P, L] bias from ``defr.model.pair_attention.pair_masks``.
+  Tests compare everything else against it.
+- ``pair_attention_grouped``: the CPU path of the op. The CLS scores depend on the image only, so
+  they are computed once per image ([B, H, L]); each pair indexes them and adds its bias
+  ([P, H, L]); the weighted sums of V are done per image, one matmul over that image's pairs.
+  Cost O(B·L·D + P·L·D), never a [P, L, D] gather and never B·P·L·D.
+
+Both compute in float32 and return the input dtype. Inputs are assumed valid
+(``spec.check_inputs``); P = 0 gives a [0, D] result.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from defr.model.pair_attention import pair_masks
+
+
+def pair_bias(
+    boxes_h: torch.Tensor, boxes_o: torch.Tensor, *, grid_size: int, image_size: int, mask_mode: str
+) -> torch.Tensor:
+    """boxes_h, boxes_o: [P, 4] float32, pixels of the S×S input → [P, 1 + G²] float32 bias.
+
+    CLS (column 0) gets 0. ``hard``: 0 on patches inside either box, −inf elsewhere;
+    ``released``: +1 on patches outside both boxes, 0 inside.
+    """
+    visible = pair_masks(boxes_h, boxes_o, image_size, image_size // grid_size)  # [P, G²]
+    if mask_mode == "hard":
+        patches = torch.zeros(visible.shape, device=visible.device).masked_fill(~visible, float("-inf"))
+    else:
+        patches = (~visible).float()
+    return torch.cat([patches.new_zeros(visible.shape[0], 1), patches], dim=1)
+
+
+def pair_attention_reference(
+    q_cls: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    boxes_h: torch.Tensor,
+    boxes_o: torch.Tensor,
+    pair_index: torch.Tensor,
+    *,
+    heads: int,
+    grid_size: int,
+    image_size: int,
+    mask_mode: str = "hard",
+) -> torch.Tensor:
+    """q_cls: [B, D]; k, v: [B, L, D], L = 1 + G²; boxes_h, boxes_o: [P, 4] float32 pixels of the
+    S×S input; pair_index: [P] int64 → [P, D] in q_cls's dtype (heads concatenated)."""
+    p, (_, seq, d) = pair_index.shape[0], k.shape
+    dh = d // heads
+    bias = pair_bias(boxes_h, boxes_o, grid_size=grid_size, image_size=image_size, mask_mode=mask_mode)
+    q = q_cls.float()[pair_index].reshape(p, heads, 1, dh)
+    keys = k.float()[pair_index].reshape(p, seq, heads, dh).transpose(1, 2)  # [P, H, L, dh]
+    values = v.float()[pair_index].reshape(p, seq, heads, dh).transpose(1, 2)
+    scores = (q @ keys.transpose(-1, -2)) * dh**-0.5 + bias[:, None, None, :]  # [P, H, 1, L]
+    out = scores.softmax(dim=-1) @ values  # [P, H, 1, dh]
+    return out.reshape(p, d).to(q_cls.dtype)
+
+
+def pair_attention_grouped(
+    q_cls: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    boxes_h: torch.Tensor,
+    boxes_o: torch.Tensor,
+    pair_index: torch.Tensor,
+    *,
+    heads: int,
+    grid_size: int,
+    image_size: int,
+    mask_mode: str = "hard",
+) -> torch.Tensor:
+    """Same contract as ``pair_attention_reference``, O(B·L·D + P·L·D) work (module docstring)."""
+    p, (b, seq, d) = pair_index.shape[0], k.shape
+    dh = d // heads
+    if p == 0:
+        return q_cls.new_empty(0, d)
+    q = q_cls.float().reshape(b, heads, dh)
+    scores = torch.einsum("bhd,blhd->bhl", q, k.float().reshape(b, seq, heads, dh)) * dh**-0.5  # [B, H, L]
+    bias = pair_bias(boxes_h, boxes_o, grid_size=grid_size, image_size=image_size, mask_mode=mask_mode)
+    weights = (scores[pair_index] + bias[:, None, :]).softmax(dim=-1)  # [P, H, L]
+    # Pairs sorted by image, so each image's pairs are one slice: one matmul per image with pairs.
+    order = torch.argsort(pair_index, stable=True)
+    counts = torch.bincount(pair_index, minlength=b).tolist()
+    values = v.float().reshape(b, seq, heads, dh)
+    mixed = [
+        torch.einsum("phl,lhd->phd", chunk, values[image])
+        for image, chunk in enumerate(weights[order].split(counts))
+        if chunk.shape[0]
+    ]
+    out = torch.empty(p, heads, dh, device=q.device).index_copy_(0, order, torch.cat(mixed))
+    return out.reshape(p, d).to(q_cls.dtype)

@@ -1,0 +1,109 @@
+"""The contract of the masked pair-attention op, shared by every implementation.
+
+Per human–object pair p (image ``b = pair_index[p]``) and head h, with dh = D / heads:
+``out[p, h] = softmax(q_cls[b, h] · k[b, :, h]ᵀ / √dh + bias_p) · v[b, :, h]``.
+Keys are the L = 1 + G² tokens of the last ViT block (CLS first, then patches row-major).
+``bias_p`` comes from the pair's two boxes by the patch rule of
+``defr.model.pair_attention.box_patch_ranges``; the CLS key always has bias 0.
+
+Mask modes (``MASK_MODES``):
+
+- ``hard`` (the paper): bias 0 for patches inside the human or the object box, −inf elsewhere.
+- ``released`` (the released code's arithmetic: its bool mask is added as a float): +1 for
+  patches outside both boxes, 0 inside; nothing is masked.
+
+A pair whose boxes cover no patch attends to CLS alone: its output is ``v[b, 0]``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import torch
+
+from defr.errors import ConfigError
+
+MASK_MODES = ("hard", "released")
+ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_attributes(heads: int, grid_size: int, image_size: int, mask_mode: str) -> None:
+    """The op's non-tensor arguments; ``ConfigError`` naming the first one that is not allowed."""
+    if mask_mode not in MASK_MODES:
+        raise ConfigError(f"mask_mode must be one of {MASK_MODES}, not {mask_mode!r}")
+    if heads < 1:
+        raise ConfigError(f"heads must be >= 1, not {heads}")
+    if grid_size < 1:
+        raise ConfigError(f"grid_size must be >= 1, not {grid_size}")
+    if image_size < 1 or image_size % grid_size:
+        raise ConfigError(
+            f"image_size {image_size} must be a positive multiple of grid_size {grid_size} "
+            "(the boxes are in pixels of the S×S input, S = grid_size · patch size)"
+        )
+
+
+def check_inputs(
+    q_cls: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    boxes_h: torch.Tensor,
+    boxes_o: torch.Tensor,
+    pair_index: torch.Tensor,
+    heads: int,
+    grid_size: int,
+    image_size: int,
+    mask_mode: str,
+) -> None:
+    """Shapes, dtypes and devices of the op's arguments; ``ConfigError`` naming the argument.
+
+    Only metadata is read (no values), so this also runs on fake tensors with a symbolic P.
+    """
+    check_attributes(heads, grid_size, image_size, mask_mode)
+    if q_cls.dim() != 2:
+        raise ConfigError(f"q_cls must be [B, D], not {tuple(q_cls.shape)}")
+    b, d = q_cls.shape
+    seq = 1 + grid_size * grid_size
+    for name, t in (("k", k), ("v", v)):
+        if tuple(t.shape) != (b, seq, d):
+            raise ConfigError(
+                f"{name} must be [B, 1 + G², D] = [{b}, {seq}, {d}] (q_cls is {tuple(q_cls.shape)}, "
+                f"grid_size {grid_size}), not {tuple(t.shape)}"
+            )
+    if d % heads:
+        raise ConfigError(f"D = {d} (q_cls {tuple(q_cls.shape)}) is not divisible by heads {heads}")
+    for name, t in (("q_cls", q_cls), ("k", k), ("v", v)):
+        if t.dtype not in ATTENTION_DTYPES:
+            raise ConfigError(f"{name} must be float32, float16 or bfloat16, not {t.dtype}")
+        if t.dtype != q_cls.dtype:
+            raise ConfigError(f"{name} is {t.dtype} but q_cls is {q_cls.dtype}: pass one dtype")
+    if pair_index.dim() != 1 or pair_index.dtype != torch.int64:
+        raise ConfigError(f"pair_index must be int64 [P], not {pair_index.dtype} {tuple(pair_index.shape)}")
+    p = pair_index.shape[0]
+    for name, t in (("boxes_h", boxes_h), ("boxes_o", boxes_o)):
+        if t.dim() != 2 or t.shape[0] != p or t.shape[1] != 4:
+            raise ConfigError(f"{name} must be [P, 4] = [{p}, 4] (pair_index is [{p}]), not {tuple(t.shape)}")
+        if t.dtype != torch.float32:
+            raise ConfigError(f"{name} must be float32 (pixel coordinates), not {t.dtype}")
+    devices = {t.device for t in (q_cls, k, v, boxes_h, boxes_o, pair_index)}
+    if len(devices) > 1:
+        raise ConfigError(f"all inputs must be on one device, not {sorted(str(x) for x in devices)}")
+
+
+def check_pair_index_values(pair_index: torch.Tensor, batch: int) -> None:
+    """``ConfigError`` unless every ``pair_index`` lies in [0, B). Reads values: CPU tensors only,
+    since on a GPU the check would stall the stream."""
+    if pair_index.numel() and (int(pair_index.min()) < 0 or int(pair_index.max()) >= batch):
+        raise ConfigError(
+            f"pair_index values must lie in [0, {batch}) (B = q_cls.shape[0]), "
+            f"not [{int(pair_index.min())}, {int(pair_index.max())}]"
+        )
+
+
+def box_scale_bits(grid_size: int, image_size: int) -> int:
+    """G / S rounded to float32, as the bits of an int32.
+
+    ``box_patch_ranges`` multiplies float32 boxes by the Python float G / S, which PyTorch rounds
+    to float32 first; the kernel must use that very factor. It travels as int32 bits because
+    TensorRT's AOT plugins pass only integer scalars.
+    """
+    return struct.unpack("<i", struct.pack("<f", grid_size / image_size))[0]
