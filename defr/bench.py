@@ -27,7 +27,7 @@ from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.machine import machine_info
 from defr.model import create_model, load_model, save_checkpoint
-from defr.model.pair_attention import check_mask_mode
+from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
 from defr.runtime import OnnxBackend, PairBackend, TensorRTBackend, TorchBackend
 from defr.runtime.contract import example_inputs, with_dummy_pair
 
@@ -46,6 +46,7 @@ class BenchConfig:
     device: str = "cpu"
     threads: int | None = None  # CPU threads of both PyTorch and ONNX Runtime (None: their defaults)
     mask_mode: str | None = None  # None: hard for checkpoints, the file's for exported models
+    attention: str = "auto"  # the pair attention of the PyTorch backend (defr.kernels)
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -61,6 +62,8 @@ class BenchConfig:
             raise ConfigError(f"backends must be among {BACKENDS}, got {list(self.backends)}")
         if self.mask_mode is not None:
             check_mask_mode(self.mask_mode)
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, not {self.attention!r}")
 
 
 @dataclass
@@ -119,7 +122,7 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, obj
     mask_mode = cfg.mask_mode or "hard"
     backends = []
     if "torch" in cfg.backends:
-        backends.append(("torch", TorchBackend(model, device=cfg.device, mask_mode=mask_mode)))
+        backends.append(("torch", TorchBackend(model, cfg.device, mask_mode=mask_mode, attention=cfg.attention)))
     if "onnxruntime" in cfg.backends:
         export = ExportConfig(image_size=cfg.image_size, verify=False, mask_mode=mask_mode)
         export_model(checkpoint, workdir / "onnx", export, log=_quiet)

@@ -125,11 +125,16 @@ def test_sidecar_guards(export, tmp_path):
         OnnxBackend(folder / "model.fp16.onnx")
 
 
-def test_plugin_graph_is_refused_by_onnx_runtime(export, tmp_path):
+def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
+    """One ONNX file for both runtimes: ONNX Runtime runs the plugin node's function (verified at export)."""
+    checkpoint, folder = export
     out = tmp_path / "plugin"
-    export_model(export[0], out, ExportConfig(plugin=True, verify=False), log=lambda m: None)
-    with pytest.raises(BackendError, match="--plugin"):
-        OnnxBackend(out / "model.onnx")
+    result = export_model(checkpoint, out, ExportConfig(plugin=True), log=lambda m: None)
+    assert all(c["passed"] for c in result.comparisons.values())
+    images, detections = frames()
+    want = HOIDetector.from_onnx(folder / "model.onnx", ["CPUExecutionProvider"]).detect(images, detections)
+    got = HOIDetector.from_onnx(out / "model.onnx", ["CPUExecutionProvider"]).detect(images, detections)
+    assert_same_results(want, got, tol=1e-6)
 
 
 def test_missing_runtimes_are_backend_errors(export, monkeypatch):

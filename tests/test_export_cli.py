@@ -112,7 +112,7 @@ def test_verification_failure_exits_1_and_writes_nothing(checkpoint, tmp_path, m
         (["--max-batch", "0"], "max batch must be >= 1"),
         (["--opset", "11"], "opset 11 is not supported"),
         (["--image-size", "70"], "image size 70 is not a multiple of the patch size 16"),
-        (["--plugin", "--engine", "fp16"], "--plugin with --engine needs --plugin-library"),
+        (["--plugin-library", "libdefr.so"], "--plugin-library applies to --plugin with --engine"),
     ],
 )
 def test_bad_arguments(checkpoint, tmp_path, args, message):

@@ -11,18 +11,10 @@ import pytest
 import torch
 
 from defr.export.fp16 import convert_to_fp16
-from defr.export.onnx_export import (
-    INPUT_NAMES,
-    OUTPUT_NAMES,
-    ExportError,
-    PairGraph,
-    PluginPairGraph,
-    example_inputs,
-    export_onnx,
-    max_opset,
-)
+from defr.export.onnx_export import ExportError, export_onnx, max_opset
 from defr.export.verify import TOLERANCES, VerificationError, check_graph, compare_with_torch, feeds, ort_session
 from defr.model import create_model, pair_masks
+from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
 ort = pytest.importorskip("onnxruntime")
 SHAPES = [(1, 1), (1, 7), (1, 225), (3, 1), (3, 7), (3, 225)]  # (B, P)
@@ -147,7 +139,19 @@ def test_plugin_graph_has_one_custom_node(plugin_graph, exported):
     custom = [n for n in proto.graph.node if n.domain]
     assert [(n.domain, n.op_type) for n in custom] == [("defr", "PairMaskedAttention")]
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in custom[0].attribute}
-    assert attrs == {"grid_size": 4, "heads": 3, "image_size": 64, "mask_mode": b"hard"}
+    assert attrs == {
+        "grid_size": 4,
+        "heads": 3,
+        "image_size": 64,
+        "mask_mode": b"hard",
+        "plugin_namespace": b"defr",
+        "plugin_version": b"1",
+        "aot": 1,
+    }
+    (function,) = proto.functions  # the node's math in standard ops, for runtimes without the plugin
+    assert (function.domain, function.name) == ("defr", "PairMaskedAttention")
+    assert list(function.input) == ["q_cls__in", "k__in", "v__in", "boxes_h", "boxes_o", "pair_index"]
+    assert not any(n.domain for n in function.node)
     decomposed = onnx.load(str(exported["fp32"]))
     softmax = Counter(n.op_type for n in proto.graph.node)["Softmax"]
     # the first L-1 blocks keep their softmax; the last block's CLS softmax is inside the plugin node
@@ -167,15 +171,34 @@ def test_plugin_fp16_graph_keeps_boxes_float32(plugin_graph, tmp_path):
     assert [types[name] for name in node.input] == [half, half, half, single, single, onnx.TensorProto.INT64]
 
 
-def test_plugin_reference_matches_forward_pairs(model):
-    """The custom op's reference (dense SDPA with a boolean mask) against the pair runtime's einsum path."""
-    for b, p in [(1, 1), (3, 7)]:
-        inputs = example_inputs(64, b, p, seed=b * p)
-        with torch.no_grad():
-            want = PairGraph(model)(*inputs)
-            got = PluginPairGraph(model)(*inputs)
+@pytest.mark.parametrize("mask_mode", ["hard", "released"])
+def test_plugin_graph_runs_in_onnx_runtime_and_equals_the_plain_graph(model, tmp_path, mask_mode):
+    """ONNX Runtime has no PairMaskedAttention kernel: it runs the model-local function."""
+    plain = export_onnx(model, tmp_path / "plain.onnx", mask_mode=mask_mode)
+    plugin = export_onnx(model, tmp_path / "plugin.onnx", plugin=True, mask_mode=mask_mode)
+    check_graph(plugin)
+    sessions = [ort_session(plain), ort_session(plugin)]
+    for b, p in [(1, 1), (3, 7), (2, 40)]:
+        images, boxes_h, boxes_o, index = example_inputs(64, b, p, seed=b * p)
+        order = torch.randperm(p, generator=torch.Generator().manual_seed(p))
+        inputs = (images, boxes_h[order], boxes_o[order], index[order])
+        want, got = (s.run(None, feeds(inputs)) for s in sessions)
         for g, w in zip(got, want, strict=True):
-            torch.testing.assert_close(g, w, atol=1e-4, rtol=1e-5)
+            assert np.abs(g - w).max() <= 1e-5 * max(1.0, np.abs(w).max())
+        torch_out = _torch_mode(model, inputs, mask_mode)
+        assert max(np.abs(g - t).max() for g, t in zip(got, torch_out, strict=True)) <= 1e-4
+
+
+def _torch_mode(model, inputs, mask_mode: str) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [t.numpy() for t in model.forward_pairs(*inputs, with_image_logits=True, mask_mode=mask_mode)]
+
+
+def test_plugin_fp16_graph_runs_in_onnx_runtime(model, plugin_graph, tmp_path):
+    path = tmp_path / "model.fp16.onnx"
+    onnx.save(convert_to_fp16(plugin_graph[0]), str(path))
+    result = compare_with_torch(path, model, "fp16")
+    assert result.passed, result.error
 
 
 @pytest.mark.parametrize("opset", [17, max_opset() + 1])

@@ -244,6 +244,25 @@ def test_kernel_tests_in_a_child_process():
     assert int(re.search(r"(\d+) passed", result.stdout).group(1)) >= 15, result.stdout[-2000:]
 
 
+@pytest.mark.parametrize("mask_mode", MASK_MODES)
+def test_forward_pairs_with_the_kernel_matches_the_dense_reference(kernel, mask_mode):
+    """The model's pair path with attention="triton" against forward_pairs_dense (the released computation)."""
+    from defr.model import create_model
+
+    model = create_model("tiny-vit", 64).to(DEVICE)
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randn(3, 3, 64, 64, generator=gen).to(DEVICE)
+    boxes_h, boxes_o = _random_boxes(9, 64, gen).to(DEVICE), _random_boxes(9, 64, gen).to(DEVICE)
+    pair_index = torch.tensor([2, 0, 2, 2, 0, 1, 0, 2, 1], device=DEVICE)
+    with torch.no_grad():
+        fast, image = model.forward_pairs(
+            images, boxes_h, boxes_o, pair_index, with_image_logits=True, mask_mode=mask_mode, attention="triton"
+        )
+        dense = model.forward_pairs_dense(images, boxes_h, boxes_o, pair_index, mask_mode=mask_mode)
+        full = model(images)
+    assert (fast - dense).abs().max() <= 1e-4 and (image - full).abs().max() <= 1e-4
+
+
 # --- the grouped PyTorch path vs the reference ---------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from defr.model import DEFR, DEFRConfig, ViTConfig, backbone_spec, pair_masks
 from defr.model.backbones import CLIP_MEAN, CLIP_STD, BackboneSpec
+from defr.model.pair_attention import cls_attention_bias, pair_cls_features_standard_ops
 
 TOL = 1e-4
 
@@ -55,12 +56,26 @@ def _edge_boxes(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _compare(model: DEFR, images, boxes_h, boxes_o, pair_index, mask_mode: str = "hard") -> float:
+    """max |Δ| of every fast pair path (the op with attention auto / reference, and the standard-op
+    path of ONNX graphs) against the dense reference."""
     with torch.no_grad():
-        fast = model.forward_pairs(images, boxes_h, boxes_o, pair_index, mask_mode=mask_mode)
         dense = model.forward_pairs_dense(images, boxes_h, boxes_o, pair_index, masked_layers=1, mask_mode=mask_mode)
-    assert fast.shape == dense.shape == (boxes_h.shape[0], model.cfg.num_classes)
-    assert torch.isfinite(fast).all()
-    return (fast - dense).abs().max().item()
+        fast = [
+            model.forward_pairs(images, boxes_h, boxes_o, pair_index, mask_mode=mask_mode, attention=attention)
+            for attention in ("auto", "reference")
+        ]
+        fast.append(_standard_ops(model, images, boxes_h, boxes_o, pair_index, mask_mode))
+    for f in fast:
+        assert f.shape == dense.shape == (boxes_h.shape[0], model.cfg.num_classes)
+        assert torch.isfinite(f).all()
+    return max((f - dense).abs().max().item() for f in fast)
+
+
+def _standard_ops(model: DEFR, images, boxes_h, boxes_o, pair_index, mask_mode: str) -> torch.Tensor:
+    vit = model.vit
+    tokens = vit.tokens(images, num_blocks=len(vit.blocks) - 1)
+    bias = cls_attention_bias(pair_masks(boxes_h, boxes_o, vit.cfg.image_size, vit.cfg.patch_size), mask_mode)
+    return model.classify(vit.ln_post(pair_cls_features_standard_ops(vit.blocks[-1], tokens, bias, pair_index)))
 
 
 @pytest.mark.parametrize("mask_mode", ["hard", "released"])
@@ -149,6 +164,8 @@ def test_unknown_mask_mode_is_refused():
         model.forward_pairs(*args, mask_mode="soft")
     with pytest.raises(ValueError, match="mask_mode must be one of"):
         model.forward_pairs_dense(*args, mask_mode="soft")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        model.forward_pairs(*args, attention="cuda")
 
 
 def test_mask_2_differs_from_mask_1():

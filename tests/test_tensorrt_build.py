@@ -58,7 +58,11 @@ def test_engine_config_checks_precision_and_plugin(tmp_path):
     with pytest.raises(ExportError, match="engine precision must be one of"):
         EngineConfig("int8", 224)
     with pytest.raises(ExportError, match="no such file"):
+        EngineConfig("fp16", 224, plugin=True, plugin_library=tmp_path / "libdefr_plugins.so")
+    with pytest.raises(ExportError, match="applies to a graph with the plugin node"):
         EngineConfig("fp16", 224, plugin_library=tmp_path / "libdefr_plugins.so")
+    assert EngineConfig("fp16", 224).plugin_kind is None
+    assert EngineConfig("fp16", 224, plugin=True).plugin_kind == "qdp-aot"
     assert (EngineConfig("fp16", 224).file_name, EngineConfig("fp16", 224).onnx_name) == (
         "model.fp16.engine",
         "model.fp16.onnx",
@@ -163,7 +167,7 @@ def test_build_sequence(monkeypatch, tmp_path):
     cache.write_bytes(b"earlier")
     library = tmp_path / "libdefr_plugins.so"
     library.write_bytes(b"\x7fELF")
-    cfg = EngineConfig("fp16", 224, max_batch=4, max_pairs=100, plugin_library=library)
+    cfg = EngineConfig("fp16", 224, max_batch=4, max_pairs=100, plugin=True, plugin_library=library)
     out = build_engine(tmp_path / cfg.onnx_name, tmp_path / cfg.file_name, cfg, cache, log=lambda m: None)
     assert out.read_bytes() == b"serialized engine"
     assert calls["parsed"] == str(tmp_path / "model.fp16.onnx")
@@ -183,3 +187,14 @@ def test_build_errors_are_export_errors(monkeypatch, tmp_path):
     with pytest.raises(ExportError, match="could not build the fp32 engine"):
         build_engine(tmp_path / "model.onnx", tmp_path / "model.fp32.engine", cfg, log=lambda m: None)
     assert not (tmp_path / "model.fp32.engine").exists()
+
+
+def test_builtin_plugin_needs_a_new_enough_tensorrt(monkeypatch, tmp_path):
+    """--plugin --engine registers defr::PairMaskedAttention through tensorrt.plugin: 10.9+ for its AOT part."""
+    trt, calls = fake_tensorrt()
+    trt.__version__ = "10.8.0.43"
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    cfg = EngineConfig("fp16", 224, plugin=True)
+    with pytest.raises(ExportError, match=r"cannot be registered: an AOT plugin .* needs TensorRT >= 10.9, found 10.8"):
+        build_engine(tmp_path / cfg.onnx_name, tmp_path / cfg.file_name, cfg, log=lambda m: None)
+    assert "parsed" not in calls  # refused before parsing

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import click
 
 from defr.errors import DefrError
-from defr.model.pair_attention import MASK_MODES
+from defr.model.pair_attention import ATTENTION_BACKENDS, MASK_MODES
 
 
 @contextmanager
@@ -37,4 +37,11 @@ MASK_MODE_OPTION = click.option(
     type=click.Choice(MASK_MODES),
     help="How a pair's boxes mask the CLS attention: hard (the paper; default for checkpoints) or released "
     "(the released code's +1 bias). Exported files keep the mode they were exported with.",
+)
+
+ATTENTION_OPTION = click.option(
+    "--attention",
+    type=click.Choice(ATTENTION_BACKENDS),
+    help="Pair attention of a checkpoint: auto (the Triton kernel on CUDA, the grouped PyTorch path on CPU; "
+    "default), triton or reference.",
 )

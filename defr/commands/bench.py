@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from defr.bench import BACKENDS, BenchConfig, BenchRow, format_table, run_bench
-from defr.commands import MASK_MODE_OPTION, int_list, one_line_errors
+from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, int_list, one_line_errors
 from defr.files import write_json
 
 
@@ -21,8 +21,9 @@ from defr.files import write_json
 @click.option("--threads", type=int, help="CPU threads of PyTorch and ONNX Runtime (default: theirs).")
 @click.option("--json", "json_out", default="bench.json", show_default=True, type=click.Path(dir_okay=False))
 @MASK_MODE_OPTION
+@ATTENTION_OPTION
 def bench_command(
-    model, image_size, pairs, batches, backends, warmup, repeats, device, threads, json_out, mask_mode
+    model, image_size, pairs, batches, backends, warmup, repeats, device, threads, json_out, mask_mode, attention
 ) -> None:
     """Time the pair backends over batch sizes and pairs per image; print a table, write JSON."""
     with one_line_errors():
@@ -37,6 +38,7 @@ def bench_command(
             device=device,
             threads=threads,
             mask_mode=mask_mode,
+            attention=attention or "auto",
         )
         result = run_bench(cfg, progress=lambda line: click.echo(line, err=True))
         write_json(result, json_out)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import MASK_MODE_OPTION, one_line_errors
+from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, one_line_errors
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
 from defr.runtime import HOIDetector, load_detector
@@ -39,8 +39,20 @@ from defr.runtime.pairing import LABEL_SPACES
 @click.option("--label-space", default="hico", show_default=True, type=click.Choice(LABEL_SPACES))
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
 @MASK_MODE_OPTION
+@ATTENTION_OPTION
 def detect_command(
-    checkpoint, model_file, images, detections, out, batch_size, device, precision, label_space, top_k, mask_mode
+    checkpoint,
+    model_file,
+    images,
+    detections,
+    out,
+    batch_size,
+    device,
+    precision,
+    label_space,
+    top_k,
+    mask_mode,
+    attention,
 ) -> None:
     """Detect human-object interactions from object detections; write a results JSON.
 
@@ -55,7 +67,9 @@ def detect_command(
         paths = list_images(images)
         dets = load_detections(detections, [p.name for p in paths], label_space)
         kw = {"precision": precision} if checkpoint is not None else {}
-        detector = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
+        detector = load_detector(
+            checkpoint or model_file, device=device, mask_mode=mask_mode, attention=attention, top_k=top_k, **kw
+        )
         results = run_detection(detector, paths, dets, batch_size=batch_size)
         write_json(results, out)
     triplets = sum(len(r["hoi"]) for r in results.values())

@@ -60,8 +60,6 @@ class ExportConfig:
             raise ExportError(f"engine precision must be one of {ENGINE_PRECISIONS}, not {self.engine!r}")
         if self.plugin_library is not None and not (self.plugin and self.engine):
             raise ExportError("--plugin-library applies to --plugin with --engine")
-        if self.plugin and self.engine and self.plugin_library is None:
-            raise ExportError("--plugin with --engine needs --plugin-library PATH (the PairMaskedAttention plugin)")
 
 
 @dataclass
@@ -212,7 +210,7 @@ def _verify(paths: dict[str, Path], model: DEFR, cfg: ExportConfig, log: Callabl
 
 
 def _build_engine(staging: Path, out_dir: Path, model: DEFR, cfg: ExportConfig, log: Callable[[str], None]) -> dict:
-    ecfg = EngineConfig(cfg.engine, model.cfg.image_size, cfg.max_batch, cfg.max_pairs, cfg.plugin_library)
+    ecfg = EngineConfig(cfg.engine, model.cfg.image_size, cfg.max_batch, cfg.max_pairs, cfg.plugin, cfg.plugin_library)
     cache = staging / TIMING_CACHE_NAME
     if (out_dir / TIMING_CACHE_NAME).is_file():
         shutil.copy(out_dir / TIMING_CACHE_NAME, cache)
@@ -221,5 +219,6 @@ def _build_engine(staging: Path, out_dir: Path, model: DEFR, cfg: ExportConfig, 
     return {
         "file": ecfg.file_name,
         "profile": {name: [list(s) for s in shapes] for name, shapes in profile.items()},
+        "plugin": ecfg.plugin_kind,
         "plugin_library": str(Path(cfg.plugin_library).resolve()) if cfg.plugin_library else None,
     }

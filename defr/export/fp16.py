@@ -18,7 +18,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from defr.export.onnx_export import PLUGIN_DOMAIN, PLUGIN_FLOAT32_INPUTS, PLUGIN_OP, ExportError
+from defr.export.onnx_export import ExportError
+from defr.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_FLOAT32_INPUTS, PLUGIN_OP
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16
 HALF_INPUTS = ("images",)
@@ -67,9 +68,11 @@ def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _check_flat(model: onnx.ModelProto) -> None:
-    """The conversion walks one flat graph: no local functions, no If/Loop bodies."""
-    if model.functions:
-        raise ExportError(f"fp16: graphs with local functions are not supported ({model.functions[0].name})")
+    """The conversion walks one flat graph: no If/Loop bodies, and no local functions but the plugin
+    node's, whose body casts its float inputs to float32 itself (``defr.export.plugin_node``)."""
+    other = [f.name for f in model.functions if (f.domain, f.name) != (PLUGIN_DOMAIN, PLUGIN_OP)]
+    if other:
+        raise ExportError(f"fp16: graphs with local functions are not supported ({other[0]})")
     for node in model.graph.node:
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             raise ExportError(f"fp16: graphs with subgraphs are not supported ({node.op_type} node {node.name!r})")

@@ -12,8 +12,11 @@ pure-Python parts (profile shapes, argument checks, the missing-package error) a
   engine with P = 0 (``HOIDetector`` passes one dummy pair instead).
 - A timing cache (``model.timing.cache`` in the output folder) is read when present and written
   after the build, so rebuilding on the same GPU skips most kernel timing.
-- With ``plugin_library`` (``--plugin``), the library is loaded into TensorRT's plugin registry
-  before parsing; the parser maps the ``PairMaskedAttention`` node to its plugin creator by name.
+- With ``plugin`` (``--plugin``): the graph's ``defr::PairMaskedAttention`` node becomes the
+  Triton kernel through TensorRT's Python plugin API (``defr.kernels.tensorrt_plugin``,
+  registered before parsing; its AOT implementation is compiled into the engine, which then runs
+  without Python; TensorRT >= 10.9). With ``plugin_library`` instead, a compiled plugin library
+  that provides ``defr::PairMaskedAttention`` is loaded into TensorRT's plugin registry.
 """
 
 from __future__ import annotations
@@ -39,20 +42,32 @@ Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max
 
 @dataclass
 class EngineConfig:
-    """precision: ``fp32`` or ``fp16``; B in [1, max_batch] and P in [1, max_pairs] per call."""
+    """precision: ``fp32`` or ``fp16``; B in [1, max_batch] and P in [1, max_pairs] per call;
+    plugin: the graph has a ``PairMaskedAttention`` node, run by the built-in plugin, or by the
+    compiled ``plugin_library`` when one is given."""
 
     precision: str
     image_size: int
     max_batch: int = 8
     max_pairs: int = 1024
+    plugin: bool = False
     plugin_library: Path | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in ENGINE_PRECISIONS:
             raise ExportError(f"engine precision must be one of {ENGINE_PRECISIONS}, not {self.precision!r}")
         check_limits(self.image_size, self.max_batch, self.max_pairs)
+        if self.plugin_library is not None and not self.plugin:
+            raise ExportError("a plugin library applies to a graph with the plugin node (--plugin)")
         if self.plugin_library is not None and not Path(self.plugin_library).is_file():
             raise ExportError(f"plugin library {self.plugin_library}: no such file")
+
+    @property
+    def plugin_kind(self) -> str | None:
+        """How the engine runs the plugin node: ``qdp-aot`` (built in), ``library``, or None (no node)."""
+        if not self.plugin:
+            return None
+        return "library" if self.plugin_library is not None else "qdp-aot"
 
     @property
     def file_name(self) -> str:
@@ -90,6 +105,17 @@ def optimization_profile_shapes(image_size: int, max_batch: int, max_pairs: int)
     }
 
 
+def register_builtin_plugin() -> None:
+    """Register ``defr::PairMaskedAttention`` (the Triton kernel, AOT) with TensorRT; ExportError
+    (one line) when TensorRT is too old or Triton is missing."""
+    from defr.kernels.tensorrt_plugin import TensorRTPluginError, register_plugin
+
+    try:
+        register_plugin(aot=True)
+    except (TensorRTPluginError, ImportError) as e:
+        raise ExportError(f"the built-in PairMaskedAttention plugin cannot be registered: {e}") from None
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike,
@@ -103,8 +129,10 @@ def build_engine(
     """
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
-    if cfg.plugin_library is not None:
+    if cfg.plugin_kind == "library":
         load_plugin_library(trt, logger, cfg.plugin_library)
+    elif cfg.plugin_kind == "qdp-aot":
+        register_builtin_plugin()
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)

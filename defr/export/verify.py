@@ -18,7 +18,8 @@ import onnx
 import torch
 
 from defr.errors import ConfigError
-from defr.export.onnx_export import ExportError, register_plugin_schema
+from defr.export.onnx_export import ExportError
+from defr.export.plugin_node import register_schema
 from defr.model import DEFR
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
@@ -82,7 +83,7 @@ class Comparison:
 
 def check_graph(path: str | os.PathLike) -> None:
     """``onnx.checker`` with full shape inference; VerificationError naming the file."""
-    register_plugin_schema()  # so a plugin node is checked against its schema, not rejected as unknown
+    register_schema()  # so a plugin node is checked against its schema, not rejected as unknown
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:

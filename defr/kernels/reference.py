@@ -1,7 +1,7 @@
 """PyTorch implementations of the masked pair attention (contract: ``defr.kernels.spec``).
 
 - ``pair_attention_reference``: the slow, obviously right one. It gathers each pair's keys and
-  values ([P, L, D]) and builds the [P, L] bias from ``defr.model.pair_attention.pair_masks``.
+  values ([P, L, D]) and builds the [P, L] bias from the box rule (``spec.pair_bias``).
   Tests compare everything else against it.
 - ``pair_attention_grouped``: the CPU path of the op. The CLS scores depend on the image only, so
   they are computed once per image ([B, H, L]); each pair indexes them and adds its bias
@@ -16,23 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from defr.model.pair_attention import pair_masks
-
-
-def pair_bias(
-    boxes_h: torch.Tensor, boxes_o: torch.Tensor, *, grid_size: int, image_size: int, mask_mode: str
-) -> torch.Tensor:
-    """boxes_h, boxes_o: [P, 4] float32, pixels of the S×S input → [P, 1 + G²] float32 bias.
-
-    CLS (column 0) gets 0. ``hard``: 0 on patches inside either box, −inf elsewhere;
-    ``released``: +1 on patches outside both boxes, 0 inside.
-    """
-    visible = pair_masks(boxes_h, boxes_o, image_size, image_size // grid_size)  # [P, G²]
-    if mask_mode == "hard":
-        patches = torch.zeros(visible.shape, device=visible.device).masked_fill(~visible, float("-inf"))
-    else:
-        patches = (~visible).float()
-    return torch.cat([patches.new_zeros(visible.shape[0], 1), patches], dim=1)
+from defr.kernels.spec import pair_bias
 
 
 def pair_attention_reference(

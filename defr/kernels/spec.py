@@ -1,10 +1,12 @@
-"""The contract of the masked pair-attention op, shared by every implementation.
+"""The contract of the masked pair-attention op, shared by every implementation (a leaf: it imports
+only ``defr.errors``; the model, the runtime and the exporter import the box rule from here).
 
 Per human–object pair p (image ``b = pair_index[p]``) and head h, with dh = D / heads:
 ``out[p, h] = softmax(q_cls[b, h] · k[b, :, h]ᵀ / √dh + bias_p) · v[b, :, h]``.
 Keys are the L = 1 + G² tokens of the last ViT block (CLS first, then patches row-major).
-``bias_p`` comes from the pair's two boxes by the patch rule of
-``defr.model.pair_attention.box_patch_ranges``; the CLS key always has bias 0.
+``bias_p`` comes from the pair's two boxes by the patch rule of ``box_patch_ranges`` (DESIGN §3):
+``c0 = floor(x1·G/S)``, ``c1 = ceil(x2·G/S)``, rows alike, clamped to [0, G]; the CLS key always
+has bias 0.
 
 Mask modes (``MASK_MODES``):
 
@@ -27,10 +29,60 @@ MASK_MODES = ("hard", "released")
 ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def check_attributes(heads: int, grid_size: int, image_size: int, mask_mode: str) -> None:
-    """The op's non-tensor arguments; ``ConfigError`` naming the first one that is not allowed."""
+def check_mask_mode(mask_mode: str) -> str:
     if mask_mode not in MASK_MODES:
         raise ConfigError(f"mask_mode must be one of {MASK_MODES}, not {mask_mode!r}")
+    return mask_mode
+
+
+def box_patch_ranges(boxes: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+    """boxes: [P, 4] float (x1, y1, x2, y2), pixels of the S×S input → [P, 4] long (c0, r0, c1, r1).
+
+    ``c0 = floor(x1·G/S)``, ``c1 = ceil(x2·G/S)`` (rows alike), clamped to [0, G]; the box covers
+    patches ``r0 ≤ r < r1`` and ``c0 ≤ c < c1``. G/S is applied as a float32 factor (the kernels
+    use the same one: ``box_scale_bits``).
+    """
+    grid = image_size // patch_size
+    scaled = boxes * (grid / image_size)
+    lo = torch.floor(scaled[:, :2])
+    hi = torch.ceil(scaled[:, 2:])
+    return torch.cat([lo, hi], dim=1).clamp(0, grid).long()
+
+
+def box_masks(boxes: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+    """boxes: [P, 4] pixels of the S×S input → [P, G*G] bool, patches (row-major) inside each box."""
+    grid = image_size // patch_size
+    c0, r0, c1, r1 = box_patch_ranges(boxes, image_size, patch_size).unbind(1)
+    idx = torch.arange(grid, device=boxes.device)
+    rows = (idx >= r0[:, None]) & (idx < r1[:, None])  # [P, G]
+    cols = (idx >= c0[:, None]) & (idx < c1[:, None])  # [P, G]
+    return (rows[:, :, None] & cols[:, None, :]).flatten(1)
+
+
+def pair_masks(boxes_h: torch.Tensor, boxes_o: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+    """boxes_h, boxes_o: [P, 4] pixels of the S×S input → [P, G*G] bool, patches the pair's CLS may see."""
+    return box_masks(boxes_h, image_size, patch_size) | box_masks(boxes_o, image_size, patch_size)
+
+
+def cls_attention_bias(visible: torch.Tensor, mask_mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """visible: [P, N] bool patches inside the pair's boxes → [P, 1 + N] additive bias of the CLS
+    row's scores (column 0: the CLS key, always 0), for ``mask_mode`` (module docstring)."""
+    check_mask_mode(mask_mode)
+    outside = -float("inf") if mask_mode == "hard" else 1.0
+    bias = torch.where(visible, 0.0, outside).to(dtype)
+    return torch.cat([bias.new_zeros(bias.shape[0], 1), bias], dim=1)
+
+
+def pair_bias(
+    boxes_h: torch.Tensor, boxes_o: torch.Tensor, *, grid_size: int, image_size: int, mask_mode: str
+) -> torch.Tensor:
+    """boxes_h, boxes_o: [P, 4] float32, pixels of the S×S input → [P, 1 + G²] float32 bias."""
+    return cls_attention_bias(pair_masks(boxes_h, boxes_o, image_size, image_size // grid_size), mask_mode)
+
+
+def check_attributes(heads: int, grid_size: int, image_size: int, mask_mode: str) -> None:
+    """The op's non-tensor arguments; ``ConfigError`` naming the first one that is not allowed."""
+    check_mask_mode(mask_mode)
     if heads < 1:
         raise ConfigError(f"heads must be >= 1, not {heads}")
     if grid_size < 1:

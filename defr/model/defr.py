@@ -110,24 +110,39 @@ class DEFR(nn.Module):
         pair_index: torch.Tensor,
         with_image_logits: bool = False,
         mask_mode: str = "hard",
+        attention: str = "auto",
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Pair logits with mask-1, running the backbone once per image.
 
         images: [B, 3, S, S]; boxes_h, boxes_o: [P, 4] float, pixels of the S×S input;
         pair_index: [P] long, image of each pair; mask_mode: ``hard`` or ``released``
-        (``defr.model.pair_attention``). Returns pair logits [P, C], and the image logits [B, C]
-        too when ``with_image_logits`` (an unmasked CLS row per image, for free).
+        (``defr.model.pair_attention``); attention: ``auto`` (Triton on CUDA, the grouped PyTorch
+        path elsewhere), ``triton`` or ``reference`` (``defr.kernels``). Returns pair logits
+        [P, C], and the image logits [B, C] too when ``with_image_logits`` (an unmasked CLS row per
+        image, for free).
         """
         vit = self.vit
         s, p = vit.cfg.image_size, vit.cfg.patch_size
+        check_mask_mode(mask_mode)
         tokens = vit.tokens(images, num_blocks=len(vit.blocks) - 1)
-        bias = cls_attention_bias(pair_masks(boxes_h, boxes_o, s, p), mask_mode)
         index = pair_index.long()
-        if with_image_logits:  # unmasked rows: a zero bias in either mode
+        if with_image_logits:  # a whole-image box: every patch visible, a zero bias in either mode
             b = images.shape[0]
-            bias = torch.cat([bias, bias.new_zeros(b, bias.shape[1])])
+            whole = boxes_h.new_tensor([0.0, 0.0, s, s]).expand(b, 4)
+            boxes_h, boxes_o = torch.cat([boxes_h, whole]), torch.cat([boxes_o, whole])
             index = torch.cat([index, torch.arange(b, device=index.device)])
-        logits = self.classify(vit.ln_post(pair_cls_features(vit.blocks[-1], tokens, bias, index)))
+        features = pair_cls_features(
+            vit.blocks[-1],
+            tokens,
+            boxes_h,
+            boxes_o,
+            index,
+            image_size=s,
+            patch_size=p,
+            mask_mode=mask_mode,
+            attention=attention,
+        )
+        logits = self.classify(vit.ln_post(features))
         if with_image_logits:
             return logits[: pair_index.shape[0]], logits[pair_index.shape[0] :]
         return logits

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from defr.errors import ConfigError
-from defr.model.pair_attention import check_mask_mode
+from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, PRECISIONS, BackendError, RuntimeMeta
 from defr.runtime.sidecar import check_file, file_mask_mode, read_sidecar, runtime_meta
 from defr.runtime.tensorrt_backend import check_pairs
@@ -28,14 +28,26 @@ class TorchBackend:
     """A ``defr.model.DEFR`` as a pair backend: ``forward_pairs`` with image logits (accepts P = 0).
 
     precision: ``fp32``, or ``fp16`` / ``bf16`` through autocast on CUDA; on CPU ``bf16`` only.
-    mask_mode: ``hard`` (the paper) or ``released`` (the released code's arithmetic).
+    mask_mode: ``hard`` (the paper) or ``released`` (the released code's arithmetic). attention:
+    the pair attention's implementation, ``auto`` (the Triton kernel on CUDA, the grouped PyTorch
+    path on CPU), ``triton`` or ``reference`` (``defr.kernels``).
     """
 
     accepts_no_pairs = True
     name = "torch"
 
-    def __init__(self, model, device: str | torch.device = "cpu", precision: str = "fp32", mask_mode: str = "hard"):
+    def __init__(
+        self,
+        model,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        mask_mode: str = "hard",
+        attention: str = "auto",
+    ):
         self.mask_mode = check_mask_mode(mask_mode)
+        if attention not in ATTENTION_BACKENDS:
+            raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, not {attention!r}")
+        self.attention = attention
         if precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
         self.device = torch.device(device)
@@ -60,6 +72,7 @@ class TorchBackend:
                 pair_index.to(self.device),
                 with_image_logits=True,
                 mask_mode=self.mask_mode,
+                attention=self.attention,
             )
         return pairs.float(), image.float()
 
@@ -95,11 +108,6 @@ class OnnxBackend:
         sidecar = read_sidecar(path)
         self.precision = check_file(sidecar, path)["precision"]
         self.mask_mode = file_mask_mode(sidecar, mask_mode, path)
-        if sidecar["graph"]["plugin"]:
-            raise BackendError(
-                f"{path}: exported with --plugin (a defr::PairMaskedAttention node), which ONNX Runtime cannot run; "
-                "export without --plugin"
-            )
         available = ort.get_available_providers()
         providers = list(available if providers is None else providers)
         unknown = [p for p in providers if p not in available]

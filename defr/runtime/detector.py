@@ -98,13 +98,15 @@ class HOIDetector:
         device: str = "cpu",
         precision: str = "fp32",
         mask_mode: str = "hard",
+        attention: str = "auto",
         **kw,
     ) -> HOIDetector:
         """From a DEFR checkpoint (``defr.model.save_checkpoint``) or the released ``.pth``.
 
-        mask_mode: ``hard`` (the paper, default) or ``released`` (the released code's arithmetic).
+        mask_mode: ``hard`` (the paper, default) or ``released`` (the released code's arithmetic);
+        attention: ``auto``, ``triton`` or ``reference`` (``TorchBackend``).
         """
-        return cls(TorchBackend(load_model(path), device=device, precision=precision, mask_mode=mask_mode), **kw)
+        return cls(TorchBackend(load_model(path), device, precision, mask_mode, attention), **kw)
 
     @classmethod
     def from_onnx(
@@ -227,23 +229,26 @@ def load_detector(
     device: str = "cpu",
     precision: str | None = None,
     mask_mode: str | None = None,
+    attention: str | None = None,
     **kw,
 ) -> HOIDetector:
     """A detector from a model file, by suffix: ``.onnx`` (ONNX Runtime), ``.engine`` (TensorRT),
     anything else a checkpoint (ours or the released one).
 
-    precision: for checkpoints (default fp32); exported files keep their own, and asking for
-    another is a ``ConfigError``. mask_mode: None = ``hard`` for checkpoints, the file's for
-    exports (another than the file's is refused). ``kw`` go to ``HOIDetector``.
+    precision and attention: for checkpoints (defaults fp32, auto); exported files keep their own,
+    and asking for another is a ``ConfigError``. mask_mode: None = ``hard`` for checkpoints, the
+    file's for exports (another than the file's is refused). ``kw`` go to ``HOIDetector``.
     """
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".engine"):
         if precision not in (None, "fp32"):
             raise ConfigError(f"{path}: precision applies to checkpoints; an exported model keeps its own")
+        if attention not in (None, "auto"):
+            raise ConfigError(f"{path}: attention applies to checkpoints; an exported model has its own graph")
         if suffix == ".onnx":
             providers = ["CPUExecutionProvider"] if torch.device(device).type == "cpu" else None
             return HOIDetector.from_onnx(path, providers=providers, mask_mode=mask_mode, **kw)
         return HOIDetector.from_engine(path, device=device, mask_mode=mask_mode, **kw)
     return HOIDetector.from_checkpoint(
-        path, device=device, precision=precision or "fp32", mask_mode=mask_mode or "hard", **kw
+        path, device, precision or "fp32", mask_mode or "hard", attention or "auto", **kw
     )

@@ -39,6 +39,18 @@ def load_plugin_library(trt, logger, path: str | os.PathLike) -> None:
     trt.get_plugin_registry().load_library(str(path))
 
 
+def register_builtin_plugin() -> None:
+    """Register the built-in ``defr::PairMaskedAttention`` plugin before deserializing an engine that
+    uses it. Its AOT kernel is inside the engine, so when the registration cannot run here (no
+    Triton) the engine may still load; TensorRT then says what is missing."""
+    try:
+        from defr.kernels.tensorrt_plugin import register_plugin
+
+        register_plugin(aot=True)
+    except (DefrError, ImportError):
+        pass
+
+
 def check_pairs(batch: int, pairs: int, max_batch: int | None = None, max_pairs: int | None = None) -> None:
     """BackendError when a call is outside what an exported graph or engine accepts."""
     if pairs < 1:
@@ -83,6 +95,8 @@ class TensorRTBackend:
         logger = trt.Logger(trt.Logger.WARNING)
         if engine_info.get("plugin_library"):
             load_plugin_library(trt, logger, engine_info["plugin_library"])
+        elif engine_info.get("plugin") == "qdp-aot":
+            register_builtin_plugin()
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise BackendError(f"{path}: TensorRT cannot load the engine (built by another TensorRT version or GPU?)")
