@@ -49,15 +49,18 @@ def _build(backbone: str, image_size: int, device: str):
     return create_model(backbone, image_size).to(device)
 
 
-def _inputs(pairs: int, image_size: int, device: str):
-    import torch
+def _inputs(batch: int, pairs: int, image_size: int, device: str):
+    """``batch`` frames with ``pairs`` pairs each (valid random boxes), on ``device``."""
+    from defr.runtime.contract import example_inputs
 
-    gen = torch.Generator().manual_seed(pairs)
-    images = torch.randn(1, 3, image_size, image_size, generator=gen)
-    xy = torch.rand(2 * pairs, 2, generator=gen) * image_size * 0.7
-    boxes = torch.cat([xy, xy + torch.rand(2 * pairs, 2, generator=gen) * image_size * 0.3], dim=1)
-    index = torch.zeros(pairs, dtype=torch.long)
-    return images.to(device), boxes[:pairs].to(device), boxes[pairs:].to(device), index.to(device)
+    return tuple(t.to(device) for t in example_inputs(image_size, batch, batch * pairs, seed=pairs))
+
+
+def standard_ops_forward(model, images, boxes_h, boxes_o, pair_index):
+    """The pair path of the exported ONNX graphs (``pair_attention_standard_ops``: B·P·L·D einsum)."""
+    from defr.export.onnx_export import PairGraph
+
+    return PairGraph(model)(images, boxes_h, boxes_o, pair_index)
 
 
 def released_forward(model, images, boxes_h, boxes_o, pair_index, chunk: int):
@@ -93,10 +96,14 @@ def measure(cfg: dict) -> dict:
     torch.set_num_threads(cfg["threads"])
     device = cfg["device"]
     model = _build(cfg["backbone"], cfg["image_size"], device)
-    images, boxes_h, boxes_o, index = _inputs(cfg["pairs"], cfg["image_size"], device)
+    images, boxes_h, boxes_o, index = _inputs(cfg["batch"], cfg["pairs"], cfg["image_size"], device)
+    attention = cfg["attention"]
     calls = {
         "backbone": lambda: model(images),
-        "runtime": lambda: model.forward_pairs(images, boxes_h, boxes_o, index, with_image_logits=True),
+        "runtime": lambda: model.forward_pairs(
+            images, boxes_h, boxes_o, index, with_image_logits=True, attention=attention
+        ),
+        "standard_ops": lambda: standard_ops_forward(model, images, boxes_h, boxes_o, index),
         "released": lambda: released_forward(model, images, boxes_h, boxes_o, index, cfg["chunk"]),
     }
     fn = calls[cfg["mode"]]
@@ -187,6 +194,8 @@ def run(args: argparse.Namespace) -> dict:
         "threads": args.threads,
         "repeats": args.repeats,
         "chunk": args.released_chunk,
+        "batch": args.batch,
+        "attention": args.attention,
     }
 
     def bench(mode: str, pairs: int) -> dict:
@@ -196,6 +205,10 @@ def run(args: argparse.Namespace) -> dict:
 
     backbone = bench("backbone", 1)
     rows = [{"pairs": p, "runtime": bench("runtime", p)} for p in args.pairs]
+    if args.standard_ops:
+        for row in rows:
+            row["standard_ops"] = bench("standard_ops", row["pairs"])
+            row["standard_ops_over_backbone"] = row["standard_ops"]["median_s"] / backbone["median_s"]
     measured = []
     for row in rows:
         if args.released_max_pairs is None or row["pairs"] <= args.released_max_pairs:
@@ -282,7 +295,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--pairs", type=int, nargs="+", default=list(PAIRS))
+    parser.add_argument("--pairs", type=int, nargs="+", default=list(PAIRS), help="pairs per image")
+    parser.add_argument("--batch", type=int, default=1, help="frames per call (each with --pairs pairs)")
+    parser.add_argument("--attention", default="auto", help="forward_pairs attention: auto, triton, reference")
+    parser.add_argument(
+        "--standard-ops", action="store_true", help="also time the ONNX graphs' pair path (B·P·L·D einsum)"
+    )
     parser.add_argument("--released-max-pairs", type=int, default=None, help="measure (c) only up to this P")
     parser.add_argument("--released-chunk", type=int, default=16, help="pairs per batch in (c)")
     parser.add_argument("--annotations", type=Path, default=None, help="HICO-DET instances_test2015.json")

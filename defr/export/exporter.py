@@ -29,12 +29,14 @@ from defr.export.tensorrt_build import (
     optimization_profile_shapes,
 )
 from defr.export.verify import VerificationError, check_graph, compare_with_torch
+from defr.files import clean_stale_staging, replace_dir, staging_dir
 from defr.model import DEFR, CheckpointError, load_model
 from defr.model.pair_attention import MASK_MODES
 from defr.runtime.contract import RuntimeMeta
 from defr.runtime.sidecar import sha256
 
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+STAGING_KIND = "export"  # staging folders: .OUT.export-PID-XXXX beside the output folder
 
 
 @dataclass
@@ -107,35 +109,66 @@ def export_model(
 ) -> ExportResult:
     """Export ``checkpoint`` into ``out_dir``: ONNX (fp32, fp16), sidecar, and the engine if asked.
 
-    Raises ``ExportError`` for bad input (nothing written), ``VerificationError`` when a graph fails
-    verification (nothing written), ``TensorRTUnavailableError`` when an engine was asked for and
-    TensorRT is missing (after the ONNX files and sidecar are written).
+    The files are built in a staging folder beside ``out_dir``, then the folder is swapped in as a
+    whole (``defr.files.replace_dir``): a reader or a kill at any instant sees the previous export
+    or the new one, never a mix. Other files in an existing ``out_dir`` are kept.
+
+    Raises ``ExportError`` for bad input, an output folder that cannot be written (checked before
+    any work) or a graph that fails verification (``VerificationError``) — nothing written;
+    ``TensorRTUnavailableError`` when an engine was asked for and TensorRT is missing (after the
+    ONNX files and sidecar are written).
     """
     cfg = cfg or ExportConfig()
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a directory")
+    check_writable(out_dir)
     try:
         model = load_model(checkpoint, cfg.image_size)
         meta = RuntimeMeta.from_model(model)
     except DefrError as e:  # not a model file, not a ViT, or class names that are not "verb object" of HICO
         raise ExportError(str(e) if isinstance(e, CheckpointError) else f"{checkpoint}: {e}") from None
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.export-"))
-    except OSError as e:
-        raise ExportError(f"{out_dir}: cannot write there ({e})") from None
+    clean_stale_staging(out_dir, STAGING_KIND)
+    staging = staging_dir(out_dir, STAGING_KIND)
     try:
         result, missing = _export_into(staging, out_dir, model, meta, checkpoint, cfg, log)
-        out_dir.mkdir(exist_ok=True)
-        for name in [*result.files, SIDECAR_NAME, TIMING_CACHE_NAME]:
-            if (staging / name).is_file():
-                os.replace(staging / name, out_dir / name)
+        _keep_other_files(out_dir, staging)
+        replace_dir(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if missing is not None:
         raise missing
     return result
+
+
+def check_writable(out_dir: Path) -> None:
+    """ExportError (before any work) unless files can be created in ``out_dir`` and beside it."""
+    for folder in (out_dir, out_dir.parent):
+        if not folder.exists():
+            continue
+        try:
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".defr-export-probe-"):
+                pass
+        except OSError as e:
+            raise ExportError(f"{out_dir}: cannot write into {folder} ({e.strerror})") from None
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"{out_dir}: cannot create {out_dir.parent} ({e.strerror})") from None
+
+
+def _keep_other_files(out_dir: Path, staging: Path) -> None:
+    """Hard-link (or copy) the files of ``out_dir`` that this export does not write into ``staging``."""
+    if not out_dir.is_dir():
+        return
+    for path in out_dir.iterdir():
+        target = staging / path.name
+        if target.exists() or path.is_dir():
+            continue
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
 
 
 def _export_into(
