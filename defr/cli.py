@@ -12,7 +12,7 @@ import click
 
 # name → "module:attribute" of a click command
 COMMANDS = {
-    "synth": "defr.data.synth:synth_command",
+    "synth": "defr.commands.synth:synth_command",
     "embed-labels": "defr.model.text:embed_labels_command",
     "plot-embeddings": "defr.model.text:plot_embeddings_command",
     "train": "defr.train:train_command",
