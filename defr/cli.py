@@ -22,6 +22,7 @@ COMMANDS = {
     "eval-hicodet": "defr.eval.hicodet:eval_hicodet_command",
     "box-noise": "defr.runtime.box_noise:box_noise_command",
     "bench": "defr.runtime.bench:bench_command",
+    "video": "defr.commands.video:video_command",
 }
 
 

@@ -14,7 +14,8 @@ anno_train/test), ``images/{train,test}2015/*.jpg``, ``instances_{train,test}201
 
 One module per idea: ``shapes`` (drawing primitives), ``figure`` (the human), ``objects`` (the
 object catalogue), ``scenes`` (one pair per verb), ``images`` (still images), ``dataset`` (the data
-set writer and class frequencies), ``classes`` (the class list and ``SynthError``).
+set writer and class frequencies), ``video`` (moving scenes, their boxes and interaction spans),
+``classes`` (the class list and ``SynthError``).
 """
 
 from defr.data.synth.classes import CLASSES, SynthError
@@ -26,6 +27,7 @@ from defr.data.synth.dataset import (
     generate_synthetic,
 )
 from defr.data.synth.images import Annotation, draw_image
+from defr.data.synth.video import SyntheticVideo, VideoScript, generate_synthetic_video
 
 __all__ = [
     "CLASSES",
@@ -33,8 +35,11 @@ __all__ = [
     "TRAIN_TAIL",
     "Annotation",
     "SynthError",
+    "SyntheticVideo",
+    "VideoScript",
     "assign_classes",
     "class_counts",
     "draw_image",
     "generate_synthetic",
+    "generate_synthetic_video",
 ]
