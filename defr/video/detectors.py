@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -145,7 +146,7 @@ def build_torchvision_detector(
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
-    except (OSError, RuntimeError, KeyError, EOFError) as e:
+    except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DetectorError(f"{weights}: not weights of torchvision:{name} ({first})") from None
     return TorchvisionDetector(model, device=device, min_score=min_score)
