@@ -266,12 +266,15 @@ class HOIStream:
         return results
 
     def _preprocess(self, frames: list[Frame]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """[B, 3, S, S] inputs (one ``preprocess_batch`` per group of same-size, same-kind frames)."""
+        """[B, 3, S, S] inputs (one ``preprocess_batch`` per group of same-size, same-kind frames), on the HOI
+        detector's device when it is a GPU: decoded frames move there as uint8 and are resized there."""
         m = self.hoi.meta
         groups: dict[tuple, list[int]] = {}
         tensors = []
         for i, f in enumerate(frames):
             x = torch.from_numpy(f.image).permute(2, 0, 1) if isinstance(f.image, np.ndarray) else f.image
+            if self.hoi.device.type != "cpu" and x.device.type == "cpu":
+                x = x.to(self.hoi.device)  # uint8 over the bus, resized on the GPU (untested here: no GPU)
             tensors.append(x)
             groups.setdefault((tuple(x.shape), x.dtype, x.device), []).append(i)
         inputs: list[torch.Tensor | None] = [None] * len(frames)

@@ -136,7 +136,7 @@ class ImageFolderSource:
         for i, path in enumerate(self.paths):
             try:
                 with Image.open(path) as image:
-                    yield Frame(i, i / self.fps, np.asarray(image.convert("RGB")))
+                    yield Frame(i, i / self.fps, np.array(image.convert("RGB")))
             except (OSError, UnidentifiedImageError) as e:
                 yield Skipped(i, i / self.fps, "decode", f"{path.name}: unreadable image ({_first_line(e)})")
 
@@ -160,7 +160,7 @@ class IterableSource:
 def check_image(item) -> FrameImage:
     """An iterable's item as a frame image; raises ``VideoError`` saying what is wrong with it."""
     if isinstance(item, Image.Image):
-        return np.asarray(item.convert("RGB"))
+        return np.array(item.convert("RGB"))
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8 or min(item.shape[:2]) < 1:
             raise VideoError(f"not an image: numpy frames must be H×W×3 uint8, got {item.shape} {item.dtype}")
