@@ -36,7 +36,7 @@ from defr.errors import ConfigError
 from defr.runtime import hico_labels_from_coco
 from defr.video.errors import DetectorError
 from defr.video.optional import import_ultralytics
-from defr.video.records import FrameDetections, FrameImage, as_numpy, as_tensor, image_size
+from defr.video.records import FrameDetections, FrameImage, as_numpy, as_tensor
 
 LABEL_SPACES = ("hico", "coco80", "coco91")
 DETECTOR_KINDS = ("torchvision", "ultralytics", "detections")
@@ -65,8 +65,8 @@ def _np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def check_detections(dets: FrameDetections, size: tuple[int, int]) -> str | None:
-    """Why ``dets`` cannot be used for a frame of ``size`` (W, H), or None: non-finite values, inverted
+def check_detections(dets: FrameDetections) -> str | None:
+    """Why ``dets`` cannot be used, or None: non-finite values, inverted
     boxes, scores outside [0, 1], labels outside 0..79. Boxes partly outside the frame are allowed."""
     n = len(dets)
     if dets.labels.shape != (n,) or dets.scores.shape != (n,):
@@ -276,7 +276,3 @@ def make_detector(
     if kind == "ultralytics":
         return load_ultralytics_detector(value, label_space or "coco80")
     return PrecomputedDetector(value, label_space or "hico")
-
-
-def frame_sizes(frames: Sequence[FrameImage]) -> list[tuple[int, int]]:
-    return [image_size(f) for f in frames]

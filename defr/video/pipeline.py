@@ -209,7 +209,7 @@ class HOIStream:
 
     def _checked(self, frame: Frame, dets: FrameDetections, tracker: ObjectTracker | None):
         """(frame, its tracked detections), or ``Skipped`` when the detector's output is unusable."""
-        problem = check_detections(dets, frame.size)
+        problem = check_detections(dets)
         if problem is not None:
             return Skipped(frame.index, frame.time_s, "detect", problem, frame.size)
         t = time.perf_counter()
