@@ -38,15 +38,16 @@ def preprocess_batch(
     if frames.ndim != 4 or frames.shape[1] != 3:
         raise ImageInputError(f"frames must be [N, 3, H, W], got {list(frames.shape)}")
     size = [image_size, image_size]
+    mode = F.InterpolationMode.BICUBIC
     if frames.dtype == torch.uint8:
-        x = F.resize(frames, size, interpolation=F.InterpolationMode.BICUBIC, antialias=True).float() / 255
+        x, scale = F.resize(frames, size, interpolation=mode, antialias=True).float(), 255.0
     elif frames.is_floating_point():
-        x = F.resize(frames.float(), size, interpolation=F.InterpolationMode.BICUBIC, antialias=True).clamp(0, 1)
+        x, scale = F.resize(frames.float(), size, interpolation=mode, antialias=True).clamp_(0, 1), 1.0
     else:
         raise ImageInputError(f"frames must be uint8 or float, got {frames.dtype}")
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    return (x - mean_t) / std_t
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) * scale
+    inv_std = 1.0 / (torch.tensor(std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1) * scale)
+    return x.sub_(mean_t).mul_(inv_std)  # in place: one float copy of the batch in all
 
 
 def detect_preprocessed(

@@ -1,7 +1,7 @@
 """Synthetic HOI video: the still-image scenes moving over a background, with per-frame boxes and GT spans.
 
 The frame (``width`` × ¾ ``width``) has two lanes, its left and right halves. Each lane shows a
-sequence of actors, one at a time with gaps between them: an actor is one human-object pair of a
+sequence of actors, one at a time with 1-2 s gaps between them: an actor is one human-object pair of a
 class (drawn by ``scenes``, placed like a pair in a still image's half) that appears, drifts
 smoothly within its lane and disappears. Per-frame Gaussian pixel noise as in the still images.
 
@@ -83,18 +83,18 @@ def beside(video: str | os.PathLike, what: str) -> Path:
 
 
 def make_script(rng: np.random.Generator, frames: int, fps: float, width: int) -> VideoScript:
-    """Actors for each lane: spans of 35-65 % of the video, 3-12 frame gaps, classes of the learnable body."""
+    """Actors for each lane: spans of 3-6 s (at least 8 frames), 1-2 s gaps, classes of the learnable body."""
     height = 2 * round(width * 3 / 8)
     actors, next_id = [], 1
     classes = len(CLASSES) - len(TRAIN_TAIL)  # the rarest classes are barely learned by small models
     for lane in range(LANES):
-        t = int(rng.integers(0, max(1, frames // 10)))
+        t = int(rng.integers(0, max(1, round(0.5 * fps))))
         while t < frames - 8:
-            length = int(rng.integers(int(frames * 0.35), int(frames * 0.65) + 1))
+            length = max(8, round(rng.uniform(3.0, 6.0) * fps))
             end = min(frames - 1, t + length - 1)
             actors.append(Actor(int(rng.integers(classes)), lane, t, end, next_id, next_id + 1))
             next_id += 2
-            t = end + 1 + int(rng.integers(3, 13))
+            t = end + 1 + max(1, round(rng.uniform(1.0, 2.0) * fps))
     return VideoScript(width, height, frames, fps, actors)
 
 
