@@ -14,7 +14,7 @@ from defr.errors import DefrError
 @click.argument("out", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--images", default=600, show_default=True, help="Images in all (about 25 % become the test split).")
 @click.option("--seed", default=0, show_default=True, help="Random seed; the same seed writes identical files.")
-@click.option("--size", default=128, show_default=True, help="Long image side in pixels (video: the frame width).")
+@click.option("--size", type=int, help="Long image side in pixels [128]; with --video the frame width [256].")
 @click.option(
     "--video",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -23,7 +23,7 @@ from defr.errors import DefrError
 @click.option("--frames", default=150, show_default=True, help="Video frames.")
 @click.option("--fps", default=15.0, show_default=True, help="Video frame rate.")
 def synth_command(
-    out: Path | None, images: int, seed: int, size: int, video: Path | None, frames: int, fps: float
+    out: Path | None, images: int, seed: int, size: int | None, video: Path | None, frames: int, fps: float
 ) -> None:
     """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT, or a synthetic video (--video)."""
     from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_video
@@ -32,13 +32,13 @@ def synth_command(
         raise click.UsageError("give OUT (a data set folder) or --video OUT.mp4, not both")
     try:
         if video is not None:
-            files = generate_synthetic_video(video, frames=frames, fps=fps, width=size, seed=seed)
+            files = generate_synthetic_video(video, frames=frames, fps=fps, width=size or 256, seed=seed)
             events = len(files.events.read_text().splitlines())
             click.echo(
                 f"wrote {video} ({frames} frames at {fps:g} fps), {files.detections}, {files.events} ({events} events)"
             )
             return
-        generate_synthetic(out, images=images, seed=seed, size=size)
+        generate_synthetic(out, images=images, seed=seed, size=size or 128)
     except (DefrError, OSError) as e:
         raise click.ClickException(str(e)) from e
     few = json.loads((out / "few_shot_classes.json").read_text())
