@@ -22,6 +22,7 @@ COMMANDS = {
     "eval-hicodet": "defr.commands.evaluate:eval_hicodet_command",
     "box-noise": "defr.commands.detect:box_noise_command",
     "bench": "defr.commands.bench:bench_command",
+    "video": "defr.commands.video:video_command",
 }
 
 

@@ -13,7 +13,19 @@ from defr.cli import main
 @pytest.mark.slow
 def test_demo_runs_every_stage(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--output", str(out), "--images", "60", "--image-size", "64", "--epochs", "1"]
+    args = [
+        "demo",
+        "--output",
+        str(out),
+        "--images",
+        "60",
+        "--image-size",
+        "64",
+        "--epochs",
+        "1",
+        "--video-frames",
+        "30",
+    ]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
     report = json.loads((out / "demo.json").read_text())
@@ -23,4 +35,5 @@ def test_demo_runs_every_stage(tmp_path):
     assert report["export"]["max_abs_diff_pair"] <= 1e-4
     assert list((out / "detection").glob("*.png"))
     assert (out / "export" / "model.onnx").is_file()
-    assert "mAP" in r.output
+    assert 0.0 <= report["video"]["events"]["recall"] <= 1.0 and (out / "video" / "annotated.mp4").is_file()
+    assert "mAP" in r.output and "event precision" in r.output

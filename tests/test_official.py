@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from released_reference import released_image_logits, released_pair_logits
 
 from defr import vocab
 from defr.model import load_checkpoint, save_checkpoint
 from defr.model.official import OfficialCheckpointError, is_official_checkpoint, load_official_checkpoint
-from tests.released_reference import released_image_logits, released_pair_logits
 
 open_clip = pytest.importorskip("open_clip")
 

@@ -111,9 +111,9 @@ def test_box_convention_is_pixel_index_plus_one():
     layer = Image.new("RGBA", (10, 8), (0, 0, 0, 0))
     layer.putpixel((0, 2), (255, 0, 0, 255))
     layer.putpixel((9, 7), (255, 0, 0, 255))
-    assert synth._box(layer) == [0, 2, 9, 7]  # 0-based inclusive
+    assert synth.images.drawn_box(layer) == [0, 2, 9, 7]  # 0-based inclusive
     ann = synth.Annotation((10, 8), [0], [[0, 2, 9, 7]], [[3, 3, 3, 3]])
-    det = synth._hicodet("train", [ann], np.full(len(CLASSES), 20))
+    det = synth.dataset._hicodet("train", [ann], np.full(len(CLASSES), 20))
     assert det["annotation"][0]["boxes_h"] == [[1.0, 3.0, 10.0, 8.0]] and det["annotation"][0]["boxes_o"] == [[4.0] * 4]
     assert det["rare"] == [] and det["non_rare"] == list(range(len(CLASSES)))
 
@@ -143,6 +143,17 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
     assert generate_synthetic(a, images=12, seed=6, size=48) == a  # an earlier set is replaced
     assert digests(a) == digests(c)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
+
+
+def test_split_into_a_package_kept_the_files(tmp_path):
+    """The digest of this set as written by the single-module ``synth.py`` before it became a package."""
+    root = generate_synthetic(tmp_path / "s", images=8, seed=1, size=48)
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    assert h.hexdigest() == "aaa3366151e013d4172b4542c9d753b1695c76a86a2a2ae9c908f4988cc0675e"
 
 
 @pytest.mark.parametrize("cls", range(len(CLASSES)))

@@ -20,10 +20,20 @@ from defr.demo import DemoConfig, run_demo, summary
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--skip-detection", is_flag=True, help="Stop after classification.")
 @click.option("--skip-export", is_flag=True, help="Do not export to ONNX.")
+@click.option("--skip-video", is_flag=True, help="Do not run the video stage.")
+@click.option("--video-frames", type=int, default=DemoConfig.video_frames, show_default=True)
 def demo_command(
-    output: Path, images: int, image_size: int, epochs: int, seed: int, skip_detection: bool, skip_export: bool
+    output: Path,
+    images: int,
+    image_size: int,
+    epochs: int,
+    seed: int,
+    skip_detection: bool,
+    skip_export: bool,
+    skip_video: bool,
+    video_frames: int,
 ) -> None:
-    """Synthesise a HOI set, train tiny-vit, evaluate, detect, export (CPU, no downloads)."""
+    """Synthesise a HOI set, train tiny-vit, evaluate, detect, export, run a video (CPU, no downloads)."""
     cfg = DemoConfig(
         output=output,
         images=images,
@@ -32,6 +42,8 @@ def demo_command(
         seed=seed,
         detection=not skip_detection,
         export=not skip_export,
+        video=not skip_video,
+        video_frames=video_frames,
     )
     with one_line_errors():
         report = run_demo(cfg)

@@ -1,4 +1,4 @@
-"""``defr synth``: write the synthetic HOI data set (the library is ``defr.data.synth``)."""
+"""``defr synth``: the synthetic HOI data set (``defr.data.synth.generate_synthetic``) or a synthetic video."""
 
 from __future__ import annotations
 
@@ -8,18 +8,36 @@ from pathlib import Path
 import click
 
 from defr.commands import one_line_errors
-from defr.data.synth import CLASSES, generate_synthetic
+from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_video
 
 
 @click.command("synth")
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--images", default=600, show_default=True, help="Images in all (about 25 % become the test split).")
 @click.option("--seed", default=0, show_default=True, help="Random seed; the same seed writes identical files.")
-@click.option("--size", default=128, show_default=True, help="Long image side in pixels.")
-def synth_command(out: Path, images: int, seed: int, size: int) -> None:
-    """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT."""
+@click.option("--size", type=int, help="Long image side in pixels [128]; with --video the frame width [256].")
+@click.option(
+    "--video",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write a synthetic video (OUT.mp4) with OUT.detections.jsonl and OUT.events.jsonl beside it instead.",
+)
+@click.option("--frames", default=150, show_default=True, help="Video frames.")
+@click.option("--fps", default=15.0, show_default=True, help="Video frame rate.")
+def synth_command(
+    out: Path | None, images: int, seed: int, size: int | None, video: Path | None, frames: int, fps: float
+) -> None:
+    """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT, or a synthetic video (--video)."""
+    if (out is None) == (video is None):
+        raise click.UsageError("give OUT (a data set folder) or --video OUT.mp4, not both")
     with one_line_errors():
-        generate_synthetic(out, images=images, seed=seed, size=size)
+        if video is not None:
+            files = generate_synthetic_video(video, frames=frames, fps=fps, width=size or 256, seed=seed)
+            events = len(files.events.read_text().splitlines())
+            click.echo(
+                f"wrote {video} ({frames} frames at {fps:g} fps), {files.detections}, {files.events} ({events} events)"
+            )
+            return
+        generate_synthetic(out, images=images, seed=seed, size=size or 128)
         few = json.loads((out / "few_shot_classes.json").read_text())
     click.echo(
         f"wrote {images} images ({len(CLASSES)} classes; few@1/5/10: {len(few['few_1'])}/{len(few['few_5'])}/"

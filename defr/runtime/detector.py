@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from defr.errors import ConfigError
-from defr.images import resize_normalise, rgb_tensor
+from defr.images import ImageInputError, resize_normalise, rgb_tensor
 from defr.model import load_model
 from defr.runtime.backends import OnnxBackend, TorchBackend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
@@ -40,6 +40,7 @@ class ImageResult:
     object: torch.Tensor  # [K] long, HICO object of the pair
     image_logits: torch.Tensor  # [C] float, the unmasked whole-image logits
     pairs: Pairs | None = field(default=None, repr=False)
+    pair: torch.Tensor | None = field(default=None, repr=False)  # [K] long, each triplet's row in ``pairs``
 
     def __len__(self) -> int:
         return int(self.hoi.shape[0])
@@ -165,8 +166,16 @@ class HOIDetector:
         Returns one ``ImageResult`` per image: every (pair, class) whose prior is > 0 and whose
         score is > ``min_score``, best first (at most ``top_k``). Images with no pair get an empty
         result (and image logits).
+
+        Raises ``ImageInputError`` / ``DetectionError`` naming the image, ``BackendError`` when the
+        backend fails or returns logits of the wrong shape or non-finite values.
         """
         if not isinstance(images, (list, tuple)):
+            if isinstance(detections, (list, tuple)):
+                raise DetectionError(
+                    f"detect got one image ({type(images).__name__}) and a list of {len(detections)} detection "
+                    "entries: pass one image with one detections dict, or a list of images with a list of dicts"
+                )
             images, detections = [images], [detections]
         if isinstance(detections, dict) or len(detections) != len(images):
             n = 1 if isinstance(detections, dict) else len(detections)
@@ -174,19 +183,42 @@ class HOIDetector:
         names = names or [f"image {i}" for i in range(len(images))]
         if not images:
             return []
-        frames, pairs = [], []
-        for image, dets, name in zip(images, detections, names, strict=True):
-            frames.append(rgb_tensor(image, name))
-            pairs.append(self.pair_detections(dets, name))
+        inputs, sizes = self.prepare(images, names)
+        return self.detect_prepared(inputs, sizes, detections, names)
+
+    def prepare(self, images, names: list[str] | None = None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Frames (any type ``detect`` takes) → (model input [B, 3, S, S] on the backend's device,
+        (W, H) of each original). Frames of one size are resized together, on that device."""
+        names = names or [f"image {i}" for i in range(len(images))]
+        frames = [rgb_tensor(image, name) for image, name in zip(images, names, strict=True)]
         sizes = [(int(x.shape[2]), int(x.shape[1])) for x in frames]
-        pair_logits, image_logits = self._run(self._model_input(frames), pairs, sizes)
+        return self._model_input(frames), sizes
+
+    def detect_prepared(
+        self,
+        inputs: torch.Tensor,
+        sizes: list[tuple[int, int]],
+        detections: list[dict],
+        names: list[str] | None = None,
+    ) -> list[ImageResult]:
+        """``detect`` after ``prepare``: inputs [B, 3, S, S] and the original (W, H) of each frame,
+        one detections dict per frame (original pixels). For pipelines that prepare frames in a
+        stage of their own (``defr.video``)."""
+        s = self.meta.image_size
+        if inputs.ndim != 4 or tuple(inputs.shape[1:]) != (3, s, s):
+            raise ImageInputError(f"prepared inputs must be [B, 3, {s}, {s}], got {list(inputs.shape)}")
+        if not len(sizes) == len(detections) == inputs.shape[0]:
+            raise DetectionError(f"{inputs.shape[0]} inputs, {len(sizes)} sizes and {len(detections)} detection dicts")
+        names = names or [f"image {i}" for i in range(len(sizes))]
+        pairs = [self.pair_detections(d, name) for d, name in zip(detections, names, strict=True)]
+        pair_logits, image_logits = self._run(inputs, pairs, list(sizes), names)
         results, start = [], 0
         for i, p in enumerate(pairs):
             results.append(self._score(p, pair_logits[start : start + len(p)], image_logits[i]))
             start += len(p)
         return results
 
-    def _run(self, images: torch.Tensor, pairs: list[Pairs], sizes: list[tuple[int, int]]):
+    def _run(self, images: torch.Tensor, pairs: list[Pairs], sizes: list[tuple[int, int]], names: list[str]):
         """One backend call for the batch → (pair logits [P, C], image logits [B, C]) on the CPU."""
         s = self.meta.image_size
         scale = torch.tensor([[s / w, s / h, s / w, s / h] for w, h in sizes])  # original → S×S pixels
@@ -204,7 +236,16 @@ class HOIDetector:
                 f"backend returned logits of shapes {list(pair_logits.shape)} and {list(image_logits.shape)}, "
                 f"expected {list(expected[0])} and {list(expected[1])}"
             )
-        return pair_logits[:total].float().cpu(), image_logits.float().cpu()
+        pair_logits, image_logits = pair_logits[:total].float().cpu(), image_logits.float().cpu()
+        bad = ~(torch.isfinite(image_logits).all(1) & _finite_per_image(pair_logits, counts))
+        if bad.any():
+            which = [names[i] for i in bad.nonzero().flatten().tolist()]
+            raise BackendError(
+                f"the {self.backend.name} backend returned NaN or inf logits for {', '.join(which[:5])}"
+                + (" ..." if len(which) > 5 else "")
+                + " (non-finite weights or an overflow in reduced precision)"
+            )
+        return pair_logits, image_logits
 
     def _score(self, pairs: Pairs, logits: torch.Tensor, image_logits: torch.Tensor) -> ImageResult:
         priors = pair_priors(pairs, self.class_objects, self.pairs.prior_exponent)  # [P, C]
@@ -221,7 +262,15 @@ class HOIDetector:
             object=pairs.object_label[p],
             image_logits=image_logits,
             pairs=pairs,
+            pair=p,
         )
+
+
+def _finite_per_image(pair_logits: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """[B] bool: every logit of the image's pairs is finite. pair_logits: [P, C]; counts: [B] pairs per image."""
+    index = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    bad_rows = ~torch.isfinite(pair_logits).all(1)
+    return torch.bincount(index[bad_rows], minlength=len(counts)) == 0
 
 
 def load_detector(

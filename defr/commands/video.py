@@ -1,0 +1,143 @@
+"""``defr video``: HOI detection on a video, a stream URL or an image folder (``defr.video.run_video``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from defr.errors import DefrError
+from defr.runtime import load_detector
+from defr.video import (
+    EventConfig,
+    SmoothingConfig,
+    StreamConfig,
+    StreamInterrupted,
+    VideoOutputs,
+    make_detector,
+    run_video,
+)
+
+MASK_MODES = ("hard", "released")
+
+
+def _summary_path(out: Path | None, events: Path | None, frames: Path | None) -> Path:
+    first = next(p for p in (out, events, frames) if p is not None)
+    return first.with_name(f"{first.name.split('.')[0]}.summary.json")
+
+
+@click.command("video")
+@click.argument("source", metavar="INPUT")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="DEFR checkpoint (ours or .pth).")
+@click.option(
+    "--model",
+    "model_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Alternative to --checkpoint: an exported model.onnx or model.engine.",
+)
+@click.option(
+    "--detector",
+    default="torchvision:fasterrcnn_resnet50_fpn",
+    show_default=True,
+    help="Object detector: torchvision:NAME, ultralytics:WEIGHTS or detections:FILE (JSON/JSONL by frame).",
+)
+@click.option(
+    "--detector-weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Weights file of a torchvision:NAME detector (else torch's local cache).",
+)
+@click.option(
+    "--label-space",
+    type=click.Choice(["hico", "coco80", "coco91"]),
+    help="Labels of a detections:FILE (default hico) or a YOLO model (default coco80).",
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Annotated video to write (.mp4).")
+@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), help="Interaction events JSONL to write.")
+@click.option("--frames", type=click.Path(dir_okay=False, path_type=Path), help="Per-frame results JSONL to write.")
+@click.option(
+    "--summary",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Run summary JSON [default: NAME.summary.json beside the first output].",
+)
+@click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per batch.")
+@click.option(
+    "--max-latency-ms",
+    default=100.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A batch waits at most this long after its first frame.",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]))
+@click.option("--mask-mode", type=click.Choice(MASK_MODES), help="Pair mask: hard (the paper) or released (additive).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Frame rate of an image folder (default 30).")
+@click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
+@click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "window", "none"]))
+@click.option("--alpha", default=0.5, show_default=True, help="EMA weight of the newest score.")
+@click.option("--window", default=5, show_default=True, help="Frames of the window average.")
+@click.option("--on", "on", default=0.5, show_default=True, help="Smoothed score that opens an event.")
+@click.option("--off", "off", default=0.3, show_default=True, help="Smoothed score under which it closes.")
+@click.option("--min-event-frames", default=1, show_default=True, help="Drop shorter events.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def video_command(
+    source,
+    checkpoint,
+    model_file,
+    detector,
+    detector_weights,
+    label_space,
+    out,
+    events,
+    frames,
+    summary,
+    batch,
+    max_latency_ms,
+    device,
+    precision,
+    mask_mode,
+    fps,
+    top_k,
+    smoothing,
+    alpha,
+    window,
+    on,
+    off,
+    min_event_frames,
+    progress,
+) -> None:
+    """Detect human-object interactions in INPUT (a video file, stream URL or image folder).
+
+    Writes an annotated video (--out), interaction events (--events), per-frame results (--frames)
+    and a summary. Ctrl-C finalises what was written so far and exits with code 130.
+    """
+    if (checkpoint is None) == (model_file is None):
+        raise click.UsageError("give exactly one of --checkpoint and --model")
+    if model_file is not None and precision != "fp32":
+        raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own")
+    if out is None and events is None and frames is None:
+        raise click.UsageError("give at least one output: --out, --events or --frames")
+    summary = summary or _summary_path(out, events, frames)
+    try:
+        config = StreamConfig(
+            batch=batch,
+            max_latency_ms=max_latency_ms,
+            smoothing=SmoothingConfig(method=smoothing, alpha=alpha, window=window),
+            events=EventConfig(on=on, off=off, min_frames=min_event_frames),
+        )
+        objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
+        kw = {"precision": precision} if checkpoint is not None else {}
+        hoi = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
+        outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
+        result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
+    except StreamInterrupted as e:
+        s = e.summary
+        click.echo(f"interrupted after {s['frames']} frames; outputs finalised, summary {summary}", err=True)
+        raise SystemExit(130) from None
+    except (DefrError, OSError) as e:
+        raise click.ClickException(f"{e} (summary: {summary})" if summary.is_file() else str(e)) from None
+    written = [str(p) for p in (out, events, frames) if p is not None]
+    skipped = f"; {result['skipped']} frame(s) skipped" if result["skipped"] else ""
+    click.echo(
+        f"{result['frames']} frames at {result['fps']:.1f} fps, {result['events']} events{skipped}; "
+        f"wrote {', '.join(written)}, {summary}"
+    )

@@ -1,0 +1,261 @@
+"""Synthetic HOI video: the still-image scenes moving over a background, with per-frame boxes and GT spans.
+
+The frame (``width`` × ¾ ``width``) has two lanes, its left and right halves. Each lane shows a
+sequence of actors, one at a time with 1-2 s gaps between them: an actor is one human-object pair of a
+class (drawn by ``scenes``, placed like a pair in a still image's half) that appears, drifts
+smoothly within its lane and disappears. Per-frame Gaussian pixel noise as in the still images.
+
+Files, for ``OUT.mp4``:
+
+- ``OUT.mp4``: the video (H.264; PyAV, the ``video`` extra);
+- ``OUT.detections.jsonl``: one line per frame, ``{"frame", "boxes", "labels", "scores", "ids"}``:
+  the ground-truth boxes as detections (0-based pixels of the frame, x2/y2 the last pixel inside;
+  HICO labels, person = 49; scores 1; ``ids`` the entity ids the events use), the format
+  ``defr video --detector detections:FILE`` reads;
+- ``OUT.events.jsonl``: one ground-truth interaction span a line, in the events format
+  (``human_id``, ``object_id``, ``hoi`` (index in ``CLASSES``), ``verb``, ``object``, ``start_frame``,
+  ``end_frame`` (inclusive), ``start_s``, ``end_s``, ``peak_score`` = 1).
+
+Deterministic for a seed (the video's bytes depend on the encoder build; the JSONL files do not).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from defr import vocab
+from defr.data.synth.classes import CLASSES, SynthError
+from defr.data.synth.dataset import TRAIN_TAIL
+from defr.data.synth.figure import random_look
+from defr.data.synth.images import background, drawn_box, placement
+from defr.data.synth.scenes import SCENES
+from defr.data.synth.shapes import render
+from defr.files import atomic_path
+
+LANES = 2
+
+
+@dataclass
+class Actor:
+    """One pair on screen from ``start`` to ``end`` (inclusive frames) in ``lane``."""
+
+    cls: int  # index into CLASSES
+    lane: int
+    start: int
+    end: int
+    human_id: int
+    object_id: int
+
+
+@dataclass
+class VideoScript:
+    """What a synthetic video shows: its size, length and actors."""
+
+    width: int
+    height: int
+    frames: int
+    fps: float
+    actors: list[Actor]
+
+
+@dataclass
+class SyntheticVideo:
+    """The files ``generate_synthetic_video`` wrote."""
+
+    video: Path
+    detections: Path
+    events: Path
+
+
+def beside(video: str | os.PathLike, what: str) -> Path:
+    """``OUT.mp4`` → ``OUT.{what}.jsonl``."""
+    video = Path(video)
+    return video.with_name(f"{video.stem}.{what}.jsonl")
+
+
+def make_script(rng: np.random.Generator, frames: int, fps: float, width: int) -> VideoScript:
+    """Actors for each lane: spans of 3-6 s (at least 8 frames), 1-2 s gaps, classes of the learnable body."""
+    height = 2 * round(width * 3 / 8)
+    actors, next_id = [], 1
+    classes = len(CLASSES) - len(TRAIN_TAIL)  # the rarest classes are barely learned by small models
+    for lane in range(LANES):
+        t = int(rng.integers(0, max(1, round(0.5 * fps))))
+        while t < frames - 8:
+            length = max(8, round(rng.uniform(3.0, 6.0) * fps))
+            end = min(frames - 1, t + length - 1)
+            actors.append(Actor(int(rng.integers(classes)), lane, t, end, next_id, next_id + 1))
+            next_id += 2
+            t = end + 1 + max(1, round(rng.uniform(1.0, 2.0) * fps))
+    return VideoScript(width, height, frames, fps, actors)
+
+
+@dataclass
+class _Sprite:
+    """An actor's layers, drawn once on a lane-sized canvas, and how it moves."""
+
+    layers: list[Image.Image]  # in drawing order
+    box_h: np.ndarray  # [4] 0-based inclusive, on the canvas
+    box_o: np.ndarray
+    dx: tuple[float, float]  # the x offsets it drifts between
+    dy: tuple[float, float]
+    period: float  # frames per back-and-forth
+    phase: float
+
+    def offset(self, t: int) -> tuple[int, int]:
+        w = 0.5 - 0.5 * math.cos(2 * math.pi * t / self.period + self.phase)
+        return round(self.dx[0] + (self.dx[1] - self.dx[0]) * w), round(self.dy[0] + (self.dy[1] - self.dy[0]) * w)
+
+
+def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int) -> _Sprite:
+    verb, obj = CLASSES[actor.cls]
+    pair = SCENES[verb](rng, random_look(rng), obj)
+    place = placement(rng, pair.human + pair.obj + pair.extra, (0.0, 0.0, lane_w * 0.8, height * 0.85))
+    layers = {name: render(getattr(pair, name), (lane_w, height), place) for name in ("human", "obj", "extra")}
+    order = ("obj", "human") if pair.human_in_front else ("human", "obj")
+    box_h, box_o = np.array(drawn_box(layers["human"])), np.array(drawn_box(layers["obj"]))
+    union = [*np.minimum(box_h[:2], box_o[:2]), *np.maximum(box_h[2:], box_o[2:])]
+    extra = layers["extra"].getchannel("A").getbbox()
+    if extra is not None:
+        union = [
+            min(union[0], extra[0]),
+            min(union[1], extra[1]),
+            max(union[2], extra[2] - 1),
+            max(union[3], extra[3] - 1),
+        ]
+    room_x, room_y = (-union[0], lane_w - 1 - union[2]), (-union[1], height - 1 - union[3])
+    dx = sorted(rng.uniform(*room_x, size=2)) if room_x[1] > room_x[0] else (0.0, 0.0)
+    dy = sorted(rng.uniform(*room_y, size=2) * 0.3) if room_y[1] > room_y[0] else (0.0, 0.0)
+    if rng.random() < 0.5:
+        dx = dx[::-1]
+    length = actor.end - actor.start + 1
+    return _Sprite(
+        [layers[n] for n in (*order, "extra")],
+        box_h,
+        box_o,
+        tuple(dx),
+        tuple(dy),
+        period=float(rng.uniform(1.0, 2.0) * length),
+        phase=0.0,
+    )
+
+
+def render_frames(script: VideoScript, seed: int):
+    """Frames of ``script`` → iterator of (H×W×3 uint8 RGB, that frame's detections line)."""
+    rng = np.random.default_rng(seed)
+    lane_w = script.width // LANES
+    base = background(rng, script.width, script.height)
+    sprites = {id(a): _sprite(rng, a, lane_w, script.height) for a in script.actors}
+    objects = {name: i for i, name in enumerate(vocab.hico().objects)}
+    for t in range(script.frames):
+        image = base.copy()
+        boxes, labels, ids = [], [], []
+        for a in script.actors:
+            if not a.start <= t <= a.end:
+                continue
+            s = sprites[id(a)]
+            x, y = s.offset(t - a.start)
+            x += a.lane * lane_w
+            for layer in s.layers:
+                image.alpha_composite(layer, dest=(x, y)) if x >= 0 and y >= 0 else image.alpha_composite(
+                    layer.crop((max(0, -x), max(0, -y), layer.width, layer.height)), dest=(max(0, x), max(0, y))
+                )
+            shift = np.array([x, y, x, y])
+            boxes += [(s.box_h + shift).tolist(), (s.box_o + shift).tolist()]
+            labels += [vocab.PERSON, objects[CLASSES[a.cls][1]]]
+            ids += [a.human_id, a.object_id]
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        pixels += rng.normal(0.0, 3.0, pixels.shape)
+        line = {"frame": t, "boxes": boxes, "labels": labels, "scores": [1.0] * len(labels), "ids": ids}
+        yield np.clip(pixels, 0, 255).astype(np.uint8), line
+
+
+def gt_events(script: VideoScript) -> list[dict]:
+    """The ground-truth spans of ``script`` in the events format, by start frame."""
+    out = []
+    for a in sorted(script.actors, key=lambda a: (a.start, a.lane)):
+        verb, obj = CLASSES[a.cls]
+        out.append(
+            {
+                "human_id": a.human_id,
+                "object_id": a.object_id,
+                "hoi": a.cls,
+                "verb": verb,
+                "object": obj,
+                "start_frame": a.start,
+                "end_frame": a.end,
+                "start_s": round(a.start / script.fps, 6),
+                "end_s": round(a.end / script.fps, 6),
+                "peak_score": 1.0,
+            }
+        )
+    return out
+
+
+def generate_synthetic_video(
+    out: str | os.PathLike, frames: int = 150, fps: float = 15.0, width: int = 256, seed: int = 0
+) -> SyntheticVideo:
+    """Write a synthetic HOI video ``out`` (``.mp4``) with its detections and events files beside it.
+
+    Raises ``SynthError`` for bad arguments and when PyAV is missing. Every file is written under a
+    temporary name and renamed when complete.
+    """
+    if frames < 10:
+        raise SynthError(f"frames must be >= 10, got {frames}")
+    if not fps > 0:
+        raise SynthError(f"fps must be > 0, got {fps}")
+    if width < 64:
+        raise SynthError(f"width must be >= 64 pixels, got {width}")
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise SynthError(f"{out}: the synthetic video is written as .mp4")
+    av = _import_av()
+    script = make_script(np.random.default_rng(seed), frames, fps, width)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    lines = []
+    try:
+        with av.open(tmp, "w", format="mp4") as container:
+            stream = container.add_stream(
+                "libx264" if "libx264" in av.codecs_available else "mpeg4", rate=Fraction(fps).limit_denominator(1001)
+            )
+            stream.width, stream.height, stream.pix_fmt = script.width, script.height, "yuv420p"
+            if stream.codec_context.name == "libx264":
+                stream.options = {"preset": "veryfast", "crf": "18"}
+            for pixels, line in render_frames(script, seed + 1):
+                for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
+                    container.mux(packet)
+                lines.append(line)
+            for packet in stream.encode():
+                container.mux(packet)
+        files = SyntheticVideo(out, beside(out, "detections"), beside(out, "events"))
+        _write_jsonl(files.detections, lines)
+        _write_jsonl(files.events, gt_events(script))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return files
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError:
+        raise SynthError('writing a video needs PyAV: pip install "defr[video]"') from None
+    return av

@@ -1,0 +1,66 @@
+"""HOI on video: frame sources, object detector adapters, tracking, temporal smoothing, events, annotated video.
+
+``HOIStream(detector, hoi, batch=8).run(source)`` yields one ``FrameResult`` per frame, in order;
+``run_video`` adds the outputs (annotated video, frames / events JSONL, summary). PyAV,
+supervision and trackers are the ``video`` extra (``pip install "defr[video]"``), imported only
+where used. See docs/video.md.
+"""
+
+from defr.video.detectors import (
+    DEFAULT_DETECTOR,
+    ObjectDetector,
+    PrecomputedDetector,
+    SupervisionDetector,
+    TorchvisionDetector,
+    UltralyticsDetector,
+    build_torchvision_detector,
+    check_detections,
+    detections_from_supervision,
+    detections_from_ultralytics,
+    make_detector,
+    read_detections,
+)
+from defr.video.errors import DetectorError, VideoError
+from defr.video.events import EventConfig, EventDetector
+from defr.video.pipeline import HOIStream, StreamConfig
+from defr.video.records import Frame, FrameDetections, FrameResult, Interaction, Skipped
+from defr.video.run import StreamInterrupted, VideoOutputs, run_video
+from defr.video.scoring import evaluate_events
+from defr.video.smoothing import ScoreSmoother, SmoothingConfig
+from defr.video.sources import open_source
+from defr.video.tracking import ObjectTracker, TrackerConfig
+
+__all__ = [
+    "DEFAULT_DETECTOR",
+    "DetectorError",
+    "EventConfig",
+    "EventDetector",
+    "Frame",
+    "FrameDetections",
+    "FrameResult",
+    "HOIStream",
+    "Interaction",
+    "ObjectDetector",
+    "ObjectTracker",
+    "PrecomputedDetector",
+    "ScoreSmoother",
+    "Skipped",
+    "SmoothingConfig",
+    "StreamConfig",
+    "StreamInterrupted",
+    "SupervisionDetector",
+    "TorchvisionDetector",
+    "TrackerConfig",
+    "UltralyticsDetector",
+    "VideoError",
+    "VideoOutputs",
+    "build_torchvision_detector",
+    "check_detections",
+    "detections_from_supervision",
+    "detections_from_ultralytics",
+    "evaluate_events",
+    "make_detector",
+    "open_source",
+    "read_detections",
+    "run_video",
+]

@@ -1,0 +1,103 @@
+"""Synthetic video: files and formats, tracking on it (stable ids), the demo's video stage."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import pytest
+from click.testing import CliRunner
+
+from defr import vocab
+from defr.cli import main
+from defr.data.synth import CLASSES, SynthError, generate_synthetic_video
+from defr.video import ObjectTracker, PrecomputedDetector, read_detections
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return generate_synthetic_video(tmp_path_factory.mktemp("sv") / "clip.mp4", frames=60, fps=12, width=160, seed=3)
+
+
+def jsonl(path):
+    return [json.loads(x) for x in path.read_text().splitlines()]
+
+
+def test_files_and_formats(synthetic):
+    import av
+
+    assert synthetic.detections.name == "clip.detections.jsonl" and synthetic.events.name == "clip.events.jsonl"
+    with av.open(str(synthetic.video)) as c:
+        decoded = [f for f in c.decode(video=0)]
+    assert len(decoded) == 60 and (decoded[0].width, decoded[0].height) == (160, 120)
+    lines = jsonl(synthetic.detections)
+    assert [x["frame"] for x in lines] == list(range(60))
+    assert all(list(x) == ["frame", "boxes", "labels", "scores", "ids"] for x in lines)
+    events = jsonl(synthetic.events)
+    assert len(events) >= 2
+    for e in events:
+        assert (e["verb"], e["object"]) == CLASSES[e["hoi"]]
+        assert e["end_s"] == pytest.approx(e["end_frame"] / 12, abs=1e-6)
+        for t in range(e["start_frame"], e["end_frame"] + 1):  # both boxes are there, inside the frame, every frame
+            line = lines[t]
+            h, o = line["ids"].index(e["human_id"]), line["ids"].index(e["object_id"])
+            assert line["labels"][h] == vocab.PERSON and vocab.hico().objects[line["labels"][o]] == e["object"]
+            for box in (line["boxes"][h], line["boxes"][o]):
+                assert 0 <= box[0] <= box[2] < 160 and 0 <= box[1] <= box[3] < 120
+    dets = read_detections(synthetic.detections)  # what --detector detections:FILE reads
+    assert sorted(dets) == list(range(60))
+
+
+def test_same_seed_same_spans_and_boxes(synthetic, tmp_path):
+    again = generate_synthetic_video(tmp_path / "again.mp4", frames=60, fps=12, width=160, seed=3)
+    assert again.detections.read_text() == synthetic.detections.read_text()
+    assert again.events.read_text() == synthetic.events.read_text()
+
+
+def test_track_ids_are_stable_on_the_synthetic_video(synthetic):
+    """Each ground-truth entity keeps one track id from its second frame to its last; no id is shared."""
+    lines = jsonl(synthetic.detections)
+    detector = PrecomputedDetector(synthetic.detections)
+    tracker = ObjectTracker(frame_rate=12)
+    seen = defaultdict(list)  # GT id → track ids per frame
+    for line in lines:
+        ids = tracker.update(detector([None], [line["frame"]])[0])
+        for gt, tid in zip(line["ids"], ids.tolist(), strict=True):
+            seen[gt].append(tid)
+    owners = {}
+    for gt, tids in seen.items():
+        assert tids[0] == -1 and len(set(tids[1:])) == 1 and tids[1] > 0, (gt, tids)  # confirmed on frame 2
+        assert tids[1] not in owners, (gt, owners)
+        owners[tids[1]] = gt
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(SynthError, match="frames must be >= 10"):
+        generate_synthetic_video(tmp_path / "x.mp4", frames=3)
+    with pytest.raises(SynthError, match="written as .mp4"):
+        generate_synthetic_video(tmp_path / "x.avi")
+
+
+def test_synth_command_writes_a_video(tmp_path):
+    out = tmp_path / "v.mp4"
+    result = CliRunner().invoke(main, ["synth", "--video", str(out), "--frames", "20", "--size", "96", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and (tmp_path / "v.detections.jsonl").is_file() and (tmp_path / "v.events.jsonl").is_file()
+    result = CliRunner().invoke(main, ["synth", str(tmp_path / "d"), "--video", str(out)])
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+@pytest.mark.slow
+def test_video_demo_stage(tmp_path):
+    """run_video_demo end to end on a random tiny model: it runs, writes its files and scores its events."""
+    from defr.demo import run_video_demo, video_demo_line
+    from defr.model import create_model, save_checkpoint
+
+    checkpoint = tmp_path / "model.safetensors"
+    save_checkpoint(create_model("tiny-vit", 64, seed=0), checkpoint)
+    report = run_video_demo(checkpoint, tmp_path / "demo", frames=40, width=128)
+    for name in ("annotated.mp4", "frames.jsonl", "events.jsonl", "summary.json", "video_demo.json", "synthetic.mp4"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    assert report["frames"] == 40 and 0 <= report["events"]["precision"] <= 1 and report["events"]["truth"] >= 2
+    assert report["events"]["matched"] <= report["events_any_track"]["matched"]
+    assert "event precision" in video_demo_line(report)
