@@ -154,11 +154,13 @@ def random_case(seed: int, images: int = 12, classes: int = 5) -> tuple[dict, di
         gt_images.append(pairs)
         for c, h, o in pairs:
             for _ in range(rng.integers(0, 3)):  # duplicates and near misses
-                dets.append((i, c, box(np.array(h[:2]), 40, 6), box(np.array(o[:2]), 30, 6), float(rng.integers(10))))
+                dets.append(
+                    (i, c, box(np.array(h[:2]), 40, 6), box(np.array(o[:2]), 30, 6), int(rng.integers(10)) / 10)
+                )
         for _ in range(rng.integers(0, 4)):  # clutter of random classes
             c = int(rng.integers(classes))
             h, o = box(anchors[rng.integers(6)], 40, 10), box(anchors[rng.integers(6)], 30, 10)
-            dets.append((i, c, h, o, float(rng.integers(10))))
+            dets.append((i, c, h, o, int(rng.integers(10)) / 10))
     return instances(gt_images, class_objects, rare=[0, 3]), detections(*dets)
 
 
@@ -299,6 +301,9 @@ def test_matches_loop_reference_on_real_annotations(shared_dir):
     for name, h, o, c in zip(ann.filenames[:1500], ann.boxes_h, ann.boxes_o, ann.hoi, strict=False):
         keep = rng.random(len(c)) < 0.8
         noisy_h = h[keep] - 1 + rng.normal(0, 4, h[keep].shape)
+        noisy_h = np.concatenate(
+            [np.minimum(noisy_h[:, :2], noisy_h[:, 2:]), np.maximum(noisy_h[:, :2], noisy_h[:, 2:])], 1
+        )
         clutter = rng.integers(0, 600, 3)
         results[name] = {
             "boxes_h": noisy_h.tolist() + [[0, 0, 50, 50]] * 3,
@@ -505,3 +510,36 @@ def test_eval_hicodet_command(tmp_path, synth_root):
     results.write_text(json.dumps({"missing.jpg": {"boxes_h": [], "boxes_o": [], "hoi": [], "scores": []}}))
     run = CliRunner().invoke(main, ["eval-hicodet", "--annotations", str(annotations), "--results", str(results)])
     assert run.exit_code == 1 and "missing.jpg" in run.output
+
+
+def test_results_the_official_format_does_not_allow_are_refused(tmp_path):
+    """Numbers as strings or booleans, scores outside [0, 1], inverted boxes, a file without detections."""
+    h, o = [1, 1, 10, 10], [21, 21, 30, 30]
+    ann = write_annotations(tmp_path, instances([[(0, h, o)]], [0, 0], rare=[]))
+    good = {"boxes_h": [[0, 0, 9, 9]], "boxes_o": [[20, 20, 29, 29]], "hoi": [1], "scores": [0.5]}
+    cases = [
+        ({**good, "scores": ["0.5"]}, r"img0.jpg: scores is not a numeric array: '0.5' \(str\)"),
+        ({**good, "scores": [True]}, r"img0.jpg: scores is not a numeric array: True \(bool\)"),
+        ({**good, "hoi": ["1"]}, r"img0.jpg: hoi is not a numeric array: '1'"),
+        ({**good, "boxes_o": [[20, "20", 29, 29]]}, "img0.jpg: boxes_o is not a numeric array"),
+        ({**good, "scores": [1.5]}, r"img0.jpg: scores must be in \[0, 1\], got \[1.5\]"),
+        ({**good, "scores": [-0.1]}, r"scores must be in \[0, 1\]"),
+        ({**good, "boxes_h": [[9, 0, 0, 9]]}, r"img0.jpg: boxes_h\[0\] = \[9.0, 0.0, 0.0, 9.0\] is inverted"),
+        ({**good, "boxes_o": [[20, 29, 29, 20]]}, r"boxes_o\[0\] .* is inverted"),
+    ]
+    path = tmp_path / "results.json"
+    for entry, message in cases:
+        path.write_text(json.dumps({"img0.jpg": entry}))
+        with pytest.raises(ResultsError, match=message):
+            load_results(path, ann)
+    for empty in ({}, {"img0.jpg": {"boxes_h": [], "boxes_o": [], "hoi": [], "scores": []}}):
+        path.write_text(json.dumps(empty))
+        with pytest.raises(ResultsError, match="no detections at all.*--allow-empty"):
+            load_results(path, ann)
+        assert load_results(path, ann, allow_empty=True) == empty
+    r = CliRunner().invoke(main, ["eval-hicodet", "--annotations", str(tmp_path / "instances_test2015.json"),
+                                  "--results", str(path)])  # fmt: skip
+    assert r.exit_code == 1 and "--allow-empty" in r.output
+    r = CliRunner().invoke(main, ["eval-hicodet", "--annotations", str(tmp_path / "instances_test2015.json"),
+                                  "--results", str(path), "--allow-empty"])  # fmt: skip
+    assert r.exit_code == 0 and "0.00" in r.output

@@ -73,11 +73,14 @@ def evaluate_command(
 )
 @click.option("--setting", type=click.Choice(SETTINGS), default="default", show_default=True)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
-def eval_hicodet_command(annotations: Path, results: Path, setting: str, json_out: Path | None) -> None:
+@click.option("--allow-empty", is_flag=True, help="Evaluate a results file without any detection (mAP 0).")
+def eval_hicodet_command(
+    annotations: Path, results: Path, setting: str, json_out: Path | None, allow_empty: bool
+) -> None:
     """HICO-DET mAP (full / rare / non-rare) of a results file, official protocol."""
     with one_line_errors():
         ann = load_annotations(annotations)
-        metrics = evaluate_hicodet(ann, load_results(results, ann), setting)
+        metrics = evaluate_hicodet(ann, load_results(results, ann, allow_empty), setting)
         click.echo(f"HICO-DET, {setting} setting: {ann.num_classes} classes, {sum(metrics['num_gt'])} GT pairs")
         for key in SUMMARY_KEYS:
             click.echo(f"  {key.replace('_', '-'):<9} mAP {percent(metrics[key])}")

@@ -33,6 +33,7 @@ import scipy.io
 from defr import vocab
 from defr.errors import ConfigError, DefrError
 from defr.eval.ap import mean_ap, precision_recall, voc_ap_11
+from defr.typecheck import json_numbers
 
 SETTINGS = ("default", "known-object")
 IOU_THRESHOLD = 0.5
@@ -340,17 +341,29 @@ def _mat_box(record) -> list[float]:
 # --------------------------------------------------------------------------- results
 
 
-def load_results(path: str | os.PathLike, annotations: HICODetAnnotations) -> dict[str, dict]:
-    """A results file ``{filename: {"boxes_h", "boxes_o", "hoi", "scores"}}`` (0-based pixels), validated."""
+def load_results(
+    path: str | os.PathLike, annotations: HICODetAnnotations, allow_empty: bool = False
+) -> dict[str, dict]:
+    """A results file ``{filename: {"boxes_h", "boxes_o", "hoi", "scores"}}`` (0-based pixels), validated.
+
+    Refused with the image and field named: numbers given as strings or booleans, scores outside
+    [0, 1], inverted boxes, lengths that differ, unknown file names; a file without any detection
+    (``{}``, or only empty entries) unless ``allow_empty`` (its mAP is 0).
+    """
     path = Path(path)
     try:
         results = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ResultsError(f"{path}: not readable JSON ({e})") from None
     try:
-        flatten_results(results, annotations)
+        detections, _ = flatten_results(results, annotations)
     except ResultsError as e:
         raise ResultsError(f"{path}: {e}") from None
+    if not allow_empty and len(detections) == 0:
+        raise ResultsError(
+            f"{path}: no detections at all ({len(results)} image entries): a results file of an empty run? "
+            "Pass --allow-empty to evaluate it anyway (mAP 0)"
+        )
     return results
 
 
@@ -385,6 +398,11 @@ def _result_entry(entry, name: str, num_classes: int) -> tuple[np.ndarray, ...]:
     if not isinstance(entry, Mapping) or any(k not in entry for k in RESULT_KEYS):
         raise ResultsError(f"{name}: an entry needs keys {list(RESULT_KEYS)}")
     try:
+        for key in RESULT_KEYS:
+            json_numbers(entry[key], f"{name}: {key}")
+    except ConfigError as e:
+        raise ResultsError(str(e)) from None
+    try:
         boxes_h, boxes_o = _boxes(entry["boxes_h"]), _boxes(entry["boxes_o"])
         scores = np.asarray(entry["scores"], dtype=np.float64)
         hoi = np.asarray(entry["hoi"])
@@ -408,6 +426,14 @@ def _result_entry(entry, name: str, num_classes: int) -> tuple[np.ndarray, ...]:
         raise ResultsError(f"{name}: scores must be finite numbers (found NaN or inf)")
     if not (np.isfinite(boxes_h).all() and np.isfinite(boxes_o).all()):
         raise ResultsError(f"{name}: boxes must be finite numbers (found NaN or inf)")
+    if ((scores < 0) | (scores > 1)).any():
+        bad = scores[(scores < 0) | (scores > 1)]
+        raise ResultsError(f"{name}: scores must be in [0, 1], got {bad[:5].tolist()}")
+    for key, boxes in (("boxes_h", boxes_h), ("boxes_o", boxes_o)):
+        inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+        if inverted.any():
+            i = int(np.flatnonzero(inverted)[0])
+            raise ResultsError(f"{name}: {key}[{i}] = {boxes[i].tolist()} is inverted (x2 < x1 or y2 < y1)")
     return hoi, boxes_h, boxes_o, scores
 
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from defr.errors import ConfigError, DefrError
 from defr.model.vit import VisionTransformer, ViTConfig
+from defr.typecheck import check_field_types
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -78,11 +79,13 @@ class BackboneSpec:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if isinstance(self.timm_head, list):
+            self.timm_head = tuple(self.timm_head)
+        check_field_types(self)
         if self.source not in SOURCES:
             raise ConfigError(f"backbone source must be one of {SOURCES}, not {self.source!r}")
         if self.vit is None and self.timm_model is None:
             raise ConfigError(f"backbone {self.name!r}: neither a ViT config nor a timm model to build")
-        self.timm_head = tuple(self.timm_head)
 
     @property
     def timm_name(self) -> str | None:

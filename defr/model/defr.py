@@ -21,6 +21,7 @@ from defr.errors import ConfigError
 from defr.model.backbones import BackboneSpec, UnsupportedBackboneError, build_backbone
 from defr.model.pair_attention import check_mask_mode, cls_attention_bias, pair_cls_features, pair_masks
 from defr.model.vit import VisionTransformer, resize_positional_embedding
+from defr.typecheck import check_field_types
 
 HEADS = ("cosine", "clip")
 
@@ -35,6 +36,7 @@ class DEFRConfig:
     init: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.head not in HEADS:
             raise ConfigError(f"head must be one of {HEADS}, not {self.head!r}")
 

@@ -132,6 +132,11 @@ def load_official_checkpoint(path: str | os.PathLike, image_size: int | None = N
     problems = state_dict_problems(model.backbone, visual)
     if problems:
         raise OfficialCheckpointError(f"{path}: the visual tower does not fit its own shapes: {problems}")
+    bad = [
+        k for k, v in {**visual, "classifier": classifier}.items() if v.is_floating_point() and not v.isfinite().all()
+    ]
+    if bad:
+        raise OfficialCheckpointError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s): {bad[:4]}")
     model.backbone.load_state_dict(visual)
     with torch.no_grad():
         model.classifier.copy_(classifier)

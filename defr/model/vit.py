@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from defr.errors import ConfigError
+from defr.typecheck import check_field_types
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ViTConfig:
         return self.image_size // self.patch_size
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.width % self.heads:

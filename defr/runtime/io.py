@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from defr.errors import DefrError
+from defr.errors import ConfigError, DefrError
 from defr.images import ImageInputError, to_rgb
 from defr.runtime.pairing import DetectionError, to_hico_labels
+from defr.typecheck import json_numbers
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -83,6 +84,11 @@ def parse_detections(entry, source: str, label_space: str = "hico") -> dict:
     missing = [k for k in ("boxes", "labels", "scores") if k not in entry]
     if missing:
         raise InputFileError(f"{source}: detection entry lacks {missing} (needs boxes, labels, scores)")
+    try:
+        for field in ("boxes", "labels", "scores"):
+            json_numbers(entry[field], f"{source}: {field}", integers=field == "labels")
+    except ConfigError as e:
+        raise InputFileError(str(e)) from None
     try:
         boxes = np.asarray(entry["boxes"], dtype=np.float32)
         scores = np.asarray(entry["scores"], dtype=np.float32)

@@ -20,6 +20,7 @@ from torchvision.ops import batched_nms
 
 from defr import vocab
 from defr.errors import ConfigError, DefrError
+from defr.typecheck import json_numbers
 
 LABEL_SPACES = ("hico", "coco80", "coco91")
 
@@ -134,6 +135,11 @@ def validate_detections(boxes, labels, scores, name: str = "image") -> tuple[tor
 
 
 def _as_tensor(x, dtype: torch.dtype, name: str, field: str) -> torch.Tensor:
+    if isinstance(x, (list, tuple)):
+        try:  # strings and booleans would be parsed as numbers by numpy
+            json_numbers(x, f"{name}: {field}")
+        except ConfigError as e:
+            raise DetectionError(str(e)) from None
     try:
         t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
     except (TypeError, ValueError) as e:

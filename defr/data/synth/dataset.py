@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ from tqdm import tqdm
 from defr import vocab
 from defr.data.synth.classes import CLASSES, SynthError
 from defr.data.synth.images import Annotation, draw_image
-from defr.files import atomic_path, write_json
+from defr.files import atomic_path, clean_stale_staging, replace_dir, staging_dir, write_json
 
 TRAIN_TAIL = (9, 7, 5, 3, 2, 1, 1, 1)  # train images of the rarest classes at full size
 TEST_TAIL = (4, 4, 3, 3, 3, 2, 2, 2)
@@ -77,10 +75,11 @@ def generate_synthetic(out: str | Path, images: int = 600, seed: int = 0, size: 
     out = Path(out)
     _check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    clean_stale_staging(out, "synth")
+    tmp = staging_dir(out, "synth")
     try:
         _write_set(tmp, images, seed, size)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -92,16 +91,6 @@ def _check_output(out: Path) -> None:
         raise SynthError(f"{out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "anno.mat").is_file():
         raise SynthError(f"{out}: folder is not empty and holds no earlier synthetic set; choose another output")
-
-
-def _replace_dir(new: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(new, out)
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _write_set(root: Path, images: int, seed: int, size: int) -> None:
