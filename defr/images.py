@@ -37,6 +37,7 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     """A PIL image of any supported mode → mode RGB (module docstring); ImageInputError otherwise."""
     if min(image.size) < 1:
         raise ImageInputError(f"{name}: empty image of size {image.size}")
+    image.load()  # a lazily opened file must be read now: the caller may close it
     mode = image.mode
     if mode == "RGB":
         return image

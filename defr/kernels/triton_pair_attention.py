@@ -25,7 +25,7 @@ load nothing. A box's row of patches is often narrower than a tile; the flat ran
 tiles, and a tile may hold the end of one rectangle and the start of the other. The per-pair
 cost follows the box areas, not L. ``released`` mode reads all G² patches, +1 outside both boxes.
 
-Box → patch rule, exactly ``defr.model.pair_attention.box_patch_ranges``: ``box · (G/S)`` in
+Box → patch rule, exactly ``defr.kernels.spec.box_patch_ranges``: ``box · (G/S)`` in
 float32 with G/S rounded to float32 (it arrives as int32 bits, ``spec.box_scale_bits``), floor
 for (x1, y1), ceil for (x2, y2), clamped to [0, G].
 
