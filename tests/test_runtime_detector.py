@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from torchvision.transforms.v2 import functional as TF
 
 from defr import vocab
 from defr.cli import main
@@ -41,8 +42,8 @@ def _by_hand(model, image: Image.Image, dets: dict) -> dict[tuple[int, int], flo
     s = model.cfg.backbone.image_size
     mean = torch.tensor(model.cfg.backbone.mean).view(3, 1, 1)
     std = torch.tensor(model.cfg.backbone.std).view(3, 1, 1)
-    x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()[None] / 255  # the documented rule:
-    x = torch.nn.functional.interpolate(x, (s, s), mode="bicubic", antialias=True)[0].clamp(0, 1)  # bicubic, AA
+    x = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # the documented rule: AA bicubic on uint8, /255
+    x = TF.resize(x, [s, s], interpolation=TF.InterpolationMode.BICUBIC, antialias=True).float() / 255
     pairs = make_pairs(dets["boxes"], dets["labels"], dets["scores"], PairConfig())
     w, h = image.size
     scale = torch.tensor([s / w, s / h, s / w, s / h])
