@@ -58,23 +58,33 @@ def pair_attention_grouped(
     image_size: int,
     mask_mode: str = "hard",
 ) -> torch.Tensor:
-    """Same contract as ``pair_attention_reference``, O(B·L·D + P·L·D) work (module docstring)."""
+    """Same contract as ``pair_attention_reference``, O(B·L·D + P·L·D) work (module docstring).
+
+    The pairs are put in image order first (only their boxes and indices move: the [P, H, L]
+    weights are built in that order, so no large tensor is gathered twice), then each image's
+    pairs are one slice and one batched matmul against that image's values.
+    """
     p, (b, seq, d) = pair_index.shape[0], k.shape
     dh = d // heads
     if p == 0:
         return q_cls.new_empty(0, d)
-    q = q_cls.float().reshape(b, heads, dh)
-    scores = torch.einsum("bhd,blhd->bhl", q, k.float().reshape(b, seq, heads, dh)) * dh**-0.5  # [B, H, L]
+    in_order = p == 1 or bool((pair_index[1:] >= pair_index[:-1]).all())
+    order = None if in_order else torch.argsort(pair_index, stable=True)
+    if order is not None:
+        boxes_h, boxes_o, pair_index = boxes_h[order], boxes_o[order], pair_index[order]
+    q = q_cls.float().reshape(b, heads, 1, dh)
+    keys = k.float().reshape(b, seq, heads, dh).permute(0, 2, 3, 1)  # [B, H, dh, L]
+    scores = (q @ keys).squeeze(2).mul_(dh**-0.5)  # [B, H, L]: pair-independent
     bias = pair_bias(boxes_h, boxes_o, grid_size=grid_size, image_size=image_size, mask_mode=mask_mode)
-    weights = (scores[pair_index] + bias[:, None, :]).softmax(dim=-1)  # [P, H, L]
-    # Pairs sorted by image, so each image's pairs are one slice: one matmul per image with pairs.
-    order = torch.argsort(pair_index, stable=True)
-    counts = torch.bincount(pair_index, minlength=b).tolist()
-    values = v.float().reshape(b, seq, heads, dh)
-    mixed = [
-        torch.einsum("phl,lhd->phd", chunk, values[image])
-        for image, chunk in enumerate(weights[order].split(counts))
-        if chunk.shape[0]
-    ]
-    out = torch.empty(p, heads, dh, device=q.device).index_copy_(0, order, torch.cat(mixed))
+    weights = scores[pair_index].add_(bias[:, None, :]).softmax(dim=-1)  # [P, H, L]
+    values = v.float().reshape(b, seq, heads, dh).transpose(1, 2)  # [B, H, L, dh]
+    out = torch.empty(p, heads, dh, device=q.device)
+    start = 0
+    for image, n in enumerate(torch.bincount(pair_index, minlength=b).tolist()):
+        if n:
+            chunk = weights[start : start + n].transpose(0, 1)  # [H, n, L]
+            out[start : start + n] = (chunk @ values[image]).transpose(0, 1)
+            start += n
+    if order is not None:
+        out = torch.empty_like(out).index_copy_(0, order, out)
     return out.reshape(p, d).to(q_cls.dtype)
