@@ -5,8 +5,9 @@ The only modules that import click. ``defr/cli.py`` registers them lazily (``def
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -45,3 +46,16 @@ ATTENTION_OPTION = click.option(
     help="Pair attention of a checkpoint: auto (the Triton kernel on CUDA, the grouped PyTorch path on CPU; "
     "default), triton or reference.",
 )
+
+
+def MODEL_FILE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)
+    """``--checkpoint CKPT`` or ``--model FILE`` (an exported ``.onnx`` / ``.engine``): give one."""
+    command = click.option(
+        "--model",
+        "model_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Alternative to --checkpoint: an exported model.onnx or model.engine.",
+    )(command)
+    return click.option(
+        "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="DEFR checkpoint (ours or .pth)."
+    )(command)

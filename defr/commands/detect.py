@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, one_line_errors
+from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, one_line_errors
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
 from defr.runtime import HOIDetector, load_detector
@@ -18,13 +18,7 @@ from defr.runtime.pairing import LABEL_SPACES
 
 
 @click.command("detect")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="DEFR checkpoint (ours or .pth).")
-@click.option(
-    "--model",
-    "model_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Alternative to --checkpoint: an exported model.onnx or model.engine.",
-)
+@MODEL_FILE_OPTIONS
 @click.option("--images", required=True, type=click.Path(exists=True, path_type=Path), help="Folder or list file.")
 @click.option(
     "--detections",

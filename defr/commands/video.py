@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from defr.commands import MODEL_FILE_OPTIONS
 from defr.errors import DefrError
 from defr.runtime import load_detector
 from defr.video import (
@@ -28,13 +29,7 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
 
 @click.command("video")
 @click.argument("source", metavar="INPUT")
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="DEFR checkpoint (ours or .pth).")
-@click.option(
-    "--model",
-    "model_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Alternative to --checkpoint: an exported model.onnx or model.engine.",
-)
+@MODEL_FILE_OPTIONS
 @click.option(
     "--detector",
     default="torchvision:fasterrcnn_resnet50_fpn",

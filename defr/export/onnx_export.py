@@ -5,7 +5,7 @@ Inputs: ``images`` float32 [B, 3, S, S] (resized and normalised), ``boxes_h``, `
 ``image_logits`` float32 [B, C]. B and P are dynamic (P >= 1).
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` with ``dynamic_shapes``: it traces the whole
-``forward_pairs`` (mask-1, the backbone once per image) with symbolic B and P, so one file serves
+``PairGraph`` (``forward_pairs``, mask-1: the backbone once per image) with symbolic B and P, so one file serves
 every shape. It emits opset >= 18 only, and quietly keeps 18 when asked for an opset it cannot
 target, so the requested opset is checked on the result.
 
