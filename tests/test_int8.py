@@ -371,7 +371,7 @@ def test_session_cache_written_once_and_equal(exported, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(out, folder, ignore=shutil.ignore_patterns(".*"))  # no cache of other tests
     path = folder / "model.int8.onnx"
-    cfg = SessionConfig(threads=1)
+    cfg = SessionConfig(threads=1, cache=True)
     cached = cache_path(path, cache_key(sha256(path), cfg))
     plain = make_session(path, cfg=SessionConfig(threads=1, cache=False))
     assert not cached.exists()
@@ -386,7 +386,9 @@ def test_session_cache_written_once_and_equal(exported, tmp_path):
         for a, b in zip(session.run(None, inputs), ref, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp.onnx")]
-    # another level, another key; a GPU provider list or cache=False writes nothing
+    # another level, another key; the default (cache=False) writes nothing
+    make_session(folder / "model.onnx", cfg=SessionConfig(threads=1))
+    assert not [p for p in folder.iterdir() if p.name.startswith(".model.ort-")]
     assert cache_key(sha256(path), SessionConfig(optimization="basic")) != cache_key(sha256(path), cfg)
 
 
@@ -399,7 +401,7 @@ def test_session_without_a_writable_folder(exported, tmp_path, monkeypatch):
         raise PermissionError("read-only folder")
 
     monkeypatch.setattr(onnx_session.tempfile, "mkstemp", no_write)
-    session = make_session(folder / "model.onnx", cfg=SessionConfig(threads=1))
+    session = make_session(folder / "model.onnx", cfg=SessionConfig(threads=1, cache=True))
     assert session.get_providers() == ["CPUExecutionProvider"]
     assert not [p for p in folder.iterdir() if p.name.startswith(".")]
 

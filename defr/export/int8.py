@@ -176,8 +176,9 @@ def quantize(
 
     calibration: graph feeds (``{input name: array}``, one backend call each; computed when indexed,
     ``defr.export.calibration.GraphFeeds``) for static quantization; ignored for dynamic. They are
-    run in chunks of up to ``CALIBRATION_CHUNK`` (ONNX Runtime merges the ranges of the chunks), so
-    histogram calibration never holds every activation of every image. Returns what the sidecar
+    run in chunks of up to ``CALIBRATION_CHUNK`` (ONNX Runtime merges the ranges of the chunks; one
+    image a chunk for the histogram methods, whose chunks must have tensors of one shape), so
+    calibration never holds every activation of every image. Returns what the sidecar
     records: the configuration, the node groups quantized and kept in float with their node counts.
     """
     quantization = import_quantization()
@@ -238,7 +239,11 @@ def _quantize_static(quantization, prepared, out_path, cfg, calibration, nodes, 
         activation_type=quantization.QuantType.QUInt8,
         weight_type=quantization.QuantType.QInt8,
         calibrate_method=_calibrate_method(quantization, cfg.calibration_method),
-        extra_options={"CalibStridedMinMax": _chunk(len(calibration)), "CalibPercentile": 99.999},
+        # histograms stack a chunk's tensors, which differ in shape (P pairs per image): one image a chunk then
+        extra_options={
+            "CalibStridedMinMax": _chunk(len(calibration)) if cfg.calibration_method == "minmax" else 1,
+            "CalibPercentile": 99.999,
+        },
     )
 
 
