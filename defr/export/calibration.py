@@ -88,7 +88,7 @@ class CalibrationSet:
         paths = [self.paths[i] for i in index]
         labels = self.labels[index] if self.labels is not None else None
         annotations = _annotation_subset(self.annotations, [p.name for p in paths]) if self.annotations else None
-        detections = {p.name: self.detections[p.name] for p in paths}
+        detections = {p.name: self.detections[p.name] for p in paths if p.name in self.detections}
         return dataclasses.replace(self, paths=paths, detections=detections, labels=labels, annotations=annotations)
 
     def split(self, calibration_images: int) -> tuple[CalibrationSet, CalibrationSet]:
@@ -166,11 +166,15 @@ def load_calibration_set(
     if not full.paths:
         raise CalibrationError(f"{full.source}: no images")
     order = np.random.default_rng(seed).permutation(len(full))[: 2 * images]
-    return full.subset(order.tolist())
+    drawn = full.subset(order.tolist())
+    sizes = [_image_size(p) for p in drawn.paths]  # every drawn image readable, before anything is exported
+    if drawn.boxes == "random":
+        drawn.detections = _random_detections(drawn.paths, sizes, seed)
+    return drawn
 
 
 def _read(root: Path, fmt: str, split: str, meta: RuntimeMeta, seed: int) -> CalibrationSet:
-    source = str(root)
+    source = str(root) if fmt == "folder" else f"{root} ({split} split)"
     if fmt in ("hico", "jsonl"):
         dataset = build_dataset(fmt, root, split, meta.image_size, meta.mean, meta.std)
         paths = list(dataset.image_paths)
@@ -189,7 +193,7 @@ def _read(root: Path, fmt: str, split: str, meta: RuntimeMeta, seed: int) -> Cal
             annotations = _annotation_subset(annotations, [p.name for p in paths])
             gt = noisy_gt_detections(annotations, 0.0)
             return CalibrationSet(source, fmt, paths, gt, "gt", annotations=annotations, **labelled)
-        return CalibrationSet(source, fmt, paths, _random_detections(paths, seed), "random", **labelled)
+        return CalibrationSet(source, fmt, paths, {}, "random", **labelled)  # drawn in load_calibration_set
     if fmt == "hicodet":
         annotations_path, images_dir = hicodet_files(root, split)
         annotations = load_annotations(annotations_path)
@@ -217,7 +221,7 @@ def _read(root: Path, fmt: str, split: str, meta: RuntimeMeta, seed: int) -> Cal
     if dets_dir is not None or dets_jsonl is not None:
         dets = load_detections(dets_dir or dets_jsonl, [p.name for p in paths])
         return CalibrationSet(source, fmt, paths, dets, "detections")
-    return CalibrationSet(source, fmt, paths, _random_detections(paths, seed), "random")
+    return CalibrationSet(source, fmt, paths, {}, "random")
 
 
 def _detections_beside(root: Path) -> tuple[Path | None, Path | None]:
@@ -259,12 +263,11 @@ def _annotation_subset(annotations: HICODetAnnotations, names: list[str]) -> HIC
     )
 
 
-def _random_detections(paths: list[Path], seed: int) -> dict[str, dict]:
+def _random_detections(paths: list[Path], sizes: list[tuple[int, int]], seed: int) -> dict[str, dict]:
     """Seeded detections for data without boxes: one person and ``RANDOM_OBJECTS`` objects per image,
-    boxes anywhere in the frame (original pixels), score 1. Sizes from the image headers."""
+    boxes anywhere in the frame (original pixels; ``sizes``: (width, height) of each image), score 1."""
     out = {}
-    for i, path in enumerate(paths):
-        width, height = _image_size(path)
+    for i, (path, (width, height)) in enumerate(zip(paths, sizes, strict=True)):
         rng = np.random.default_rng([seed, i])
         k = 1 + RANDOM_OBJECTS
         corner = rng.random((k, 2)) * 0.6
@@ -277,8 +280,11 @@ def _random_detections(paths: list[Path], seed: int) -> dict[str, dict]:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a readable image; CalibrationError naming it otherwise (decoded in full, so a
+    truncated file fails here and not halfway through the export)."""
     try:
         with Image.open(path) as im:
+            im.load()
             return im.size
     except FileNotFoundError:
         raise CalibrationError(f"{path}: no such image file") from None

@@ -225,17 +225,17 @@ def _calibration_sets(
     anything is exported so bad calibration data fails fast. ``--calibration none`` gates on the built-in set."""
     source = None if cfg.calibration in (None, NO_CALIBRATION, SYNTHETIC) else cfg.calibration
     full = load_calibration_set(source, cfg.calibration_images, meta, staging, cfg.calibration_split)
+    if cfg.quantization.method == "dynamic":
+        log(
+            "int8: no calibration data (--calibration none): dynamic quantization, activations quantized per call; "
+            f"the accuracy gate runs on {len(full)} images of the {full.source}"
+        )
+        return None, full
     calibrate, held_out = full.split(cfg.calibration_images)
     log(
         f"int8: {full.source} ({full.format}, pairs from {full.boxes} boxes): {len(calibrate)} images to "
         f"calibrate, {len(held_out)} held out for the accuracy gate"
     )
-    if cfg.quantization.method == "dynamic":
-        log(
-            "int8: no calibration data (--calibration none): dynamic quantization, activations quantized per call; "
-            f"the accuracy gate runs on {full.source}"
-        )
-        return None, full
     return calibrate, held_out
 
 
