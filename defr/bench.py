@@ -17,7 +17,9 @@ speed does not depend on the calibration). Rows name the runtime and the precisi
 (``onnxruntime``, ``int8``).
 
 The backends are timed side by side: for each (batch, pairs), one call of each backend in turn,
-``repeats`` times, so a machine whose load changes during the run slows them all alike.
+``repeats`` times, so a machine whose load changes during the run slows them all alike; each timed
+call starts ``SETTLE_S`` after the previous one, when the previous backend's threads have stopped
+spinning.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
 ONNX_BACKENDS = {"onnxruntime": "model.onnx", "onnxruntime-int8": INT8_FILE}
 INT8_CALIBRATION_IMAGES = 8
+SETTLE_S = 0.05  # pause before each timed call of side-by-side timing (time_side_by_side)
 
 
 @dataclass
@@ -110,12 +113,17 @@ def time_side_by_side(
     backends: list[PairBackend], image_size: int, batch: int, pairs: int, cfg: BenchConfig
 ) -> list[list[float]]:
     """Seconds per call of each backend, interleaved: ``cfg.warmup`` calls of each, then ``cfg.repeats``
-    rounds of one call of each in turn."""
+    rounds of one call of each in turn. With several backends each timed call comes ``SETTLE_S`` after
+    the previous one: the worker threads of a multi-threaded backend spin for a while after its call
+    returns, and would take the cores the next backend needs (measured: PyTorch at 2 threads right
+    after ONNX Runtime ran 6–9× slower than alone)."""
     for backend in backends:
         time_backend(backend, image_size, batch, pairs, cfg.warmup, 0)
     times: list[list[float]] = [[] for _ in backends]
     for _ in range(cfg.repeats):
         for k, backend in enumerate(backends):
+            if len(backends) > 1:
+                time.sleep(SETTLE_S)
             times[k] += time_backend(backend, image_size, batch, pairs, 0, 1)
     return times
 
@@ -201,7 +209,15 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         torch.set_num_threads(default_threads)
     rows = [r for _, r in sorted(measured, key=lambda m: m[0])]  # backend by backend (a stable sort)
     config = {**asdict(cfg), "image_size": image_size}
-    return {"config": config, "machine": machine, "rows": [asdict(r) for r in rows]}
+    timing = "side by side" if len(backends) > 1 else "alone"
+    result = {
+        "config": config,
+        "machine": machine,
+        "timing": timing,
+        "settle_s": SETTLE_S,
+        "rows": [asdict(r) for r in rows],
+    }
+    return result
 
 
 def format_table(rows: list[BenchRow], header: bool = True) -> str:
