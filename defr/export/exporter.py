@@ -233,7 +233,7 @@ def _calibration_sets(
         return None, full
     calibrate, held_out = full.split(cfg.calibration_images)
     log(
-        f"int8: {full.source} ({full.format}, pairs from {full.boxes} boxes): {len(calibrate)} images to "
+        f"int8: {full.source}, {full.format} layout, pairs from {full.boxes} boxes: {len(calibrate)} images to "
         f"calibrate, {len(held_out)} held out for the accuracy gate"
     )
     return calibrate, held_out

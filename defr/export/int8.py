@@ -9,7 +9,7 @@ VNNI where the CPU has it). Dynamic (no calibration data): int8 weights per chan
 quantized per call (``MatMulInteger``); MatMul and Gemm only.
 
 Which nodes are quantized is decided per *group* (``node_groups``), by measurement
-(``benchmarks/int8_ablation.py``, ``docs/export.md``):
+(``benchmarks/int8_accuracy.py``, ``benchmarks/int8_speed.py``; ``docs/export.md`` § INT8):
 
 - ``conv``: the patch embedding / convolutional stem;
 - ``linear``: MatMul / Gemm with a constant weight, except the classifier: every block's QKV,
@@ -19,10 +19,11 @@ Which nodes are quantized is decided per *group* (``node_groups``), by measureme
 - ``norm``: LayerNormalization and Softmax (not the pair softmax: the −∞ of the box mask has no
   uint8 range).
 
-``DEFAULT_GROUPS`` are ``conv`` and ``linear``. Never quantized: the box → patch-mask arithmetic
-and the attention bias (they do not depend on the image: every node outside the image's data flow
-is left alone), the GELU, residual additions and the feature normalisation (no quantized kernel
-would run them faster).
+``DEFAULT_GROUPS`` are ``conv`` and ``linear``: quantizing ``attention`` or ``norm`` made the graph
+slower and less accurate, ``head`` added error for no speed. Never quantized: the box → patch-mask
+arithmetic and the attention bias (they do not depend on the image: every node outside the image's
+data flow is left alone), the GELU, residual additions and the feature normalisation (no quantized
+kernel would run them faster).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ are the ones used:
 
 - graph optimisation level ``all`` (ONNX Runtime's default). For fp32 graphs the level hardly
   matters (within 5 %), for QDQ int8 graphs it is what fuses DequantizeLinear → MatMul into integer
-  kernels: ``basic`` or ``disable`` run them 2.4–3.2× slower;
+  kernels: ``basic`` or ``disable`` run them 2.7–3.3× slower;
 - intra-op threads from ``threads`` (None: ONNX Runtime's default, one per physical core), one
   inter-op thread (the graph is a chain);
 - memory pattern planning on (ONNX Runtime's default; on or off measured the same);
@@ -14,8 +14,8 @@ are the ones used:
   on an idle machine; off leaves the cores to other work on a shared one);
 - an optimised-model cache, **off by default**: with ``cache=True`` the graph as ONNX Runtime
   optimised it is written next to the file (``.<name>.ort-<key>.onnx``) and loaded, already
-  optimised, the next time. Measured, it saves 10–30 ms of session creation (ViT-B/32 at 672 px:
-  0.26 → 0.24 s fp32, 0.11 → 0.07 s int8) for a second copy of the weights on disk and a slower
+  optimised, the next time. Measured, it saves 7–40 ms of session creation (ViT-B/32 at 672 px:
+  0.240 → 0.222 s fp32, 0.117 → 0.077 s int8) for a second copy of the weights on disk and a slower
   first load, so it does not pay for these graphs. The key hashes the source file's SHA-256, the
   ONNX Runtime version, the optimisation level and the CPU (the NCHWc layout depends on the vector
   width), so a changed file, runtime or machine never reads a stale cache. Only for the CPU
