@@ -62,7 +62,30 @@ def bench_table(r: dict) -> str:
         f"{x['p90_ms']:.1f} | {x['images_per_s']:.1f} |"
         for x in r["rows"]
     ]
-    return head + "\n".join(rows)
+    return head + "\n".join(rows) + _speedups(r)
+
+
+def _speedups(r: dict) -> str:
+    """With PyTorch and ONNX Runtime rows: the speed-ups (median time ratios) per batch and pairs."""
+    medians = {(x["backend"], x["precision"], x["batch"], x["pairs"]): x["median_ms"] for x in r["rows"]}
+    shapes = sorted({(b, p) for _, _, b, p in medians})
+    if not any(k[:2] == ("torch", "fp32") for k in medians) or not any(k[0] == "onnxruntime" for k in medians):
+        return ""
+    int8 = any(k[:2] == ("onnxruntime", "int8") for k in medians)
+    lines = [
+        "\n\n| batch | pairs/image | ORT fp32 vs PyTorch | "
+        + ("ORT int8 vs ORT fp32 | ORT int8 vs PyTorch |" if int8 else ""),
+        "|---:|---:|---:|" + ("---:|---:|" if int8 else ""),
+    ]
+    for b, p in shapes:
+        torch_ms, fp32 = medians[("torch", "fp32", b, p)], medians[("onnxruntime", "fp32", b, p)]
+        cells = [f"{torch_ms / fp32:.2f}×"]
+        if int8:
+            q = medians[("onnxruntime", "int8", b, p)]
+            cells += [f"{fp32 / q:.2f}×", f"{torch_ms / q:.2f}×"]
+        lines.append(f"| {b} | {p} | " + " | ".join(cells) + " |")
+    how = "side by side" if r.get("timing") == "side by side" else "one backend after the other"
+    return "\n".join(lines) + f"\n\n(speed-up: the ratio of median times, measured {how}.)"
 
 
 def ablation_table(r: dict) -> str:
@@ -86,15 +109,123 @@ def ablation_table(r: dict) -> str:
     return head + "\n".join(rows) + "\n\n(AP in %, synthetic test split.)"
 
 
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def int8_accuracy_table(r: dict) -> str:
+    """benchmarks/int8_accuracy.py output: fp32 / fp16 / int8 variants on the test split."""
+    t, c = r["test"], r["calibration"]
+    head = (
+        f"{r['backbone']} at {r['image_size']} px (`{Path(r['checkpoint']).name}`), {t['images']} test images, "
+        f"detections: GT boxes with noise r = {r['noise']}; int8 calibrated on {c['images']} train images — "
+        f"{r['machine']['cpu']}, onnxruntime {r['machine']['versions']['onnxruntime']}\n\n"
+        "| file | HICO mAP | HICO-DET full | rare | non-rare | Δ HICO / Δ full (points) | "
+        "max \\|Δ\\| pair logit | mean \\|Δ\\| pair logit | top-1 agreement |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for name, m in r["metrics"].items():
+        lg = r["logits"].get(name)
+        d = r["drop"].get(name, {})
+        drop = "—" if name == "fp32" else f"{-d.get('hico_mAP', 0):+.2f} / {-d.get('hicodet_full', 0):+.2f}"
+        cells = [
+            _pct(m.get("hico_mAP")),
+            _pct(m.get("hicodet_full")),
+            _pct(m.get("hicodet_rare")),
+            _pct(m.get("hicodet_non_rare")),
+            drop,
+            "—" if lg is None else f"{lg['max_abs_pair']:.3f}",
+            "—" if lg is None else f"{lg['mean_abs_pair']:.4f}",
+            "—" if lg is None else f"{100 * lg['top1_agreement']:.1f} %",
+        ]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
+
+
+def int8_speed_table(r: dict) -> str:
+    """benchmarks/int8_speed.py output: median ms per backend / int8 variant, side by side."""
+    m = r["machine"]
+    head = (
+        f"**{r['backbone']} at {r['image_size']} px**, batch {r['batch']}, {r['pairs']} pairs per image, "
+        f"{r['threads']} thread(s), median of {r['repeats']} (side by side) — {m['cpu']} ({m['cores']} cores)\n\n"
+        "| backend | median ms | speed-up over ORT fp32 |\n|---|---:|---:|\n"
+    )
+    rows = [f"| {k} | {v:.1f} | {r['speedup_over_ort_fp32'][k]:.2f}× |" for k, v in r["median_ms"].items()]
+    return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
+
+
+def ort_session_table(r: dict) -> str:
+    """benchmarks/ort_session.py output: latency per session variant, session creation with / without cache."""
+    m = r["machine"]
+    variants = list(r["median_ms"]["fp32"])
+    head = (
+        f"**{r['backbone']} at {r['image_size']} px**, batch {r['batch']}, {r['pairs']} pairs per image, "
+        f"median of {r['repeats']} — {m['cpu']} ({m['cores']} cores), onnxruntime {m['versions']['onnxruntime']}\n\n"
+        "| session | fp32 ms | int8 ms |\n|---|---:|---:|\n"
+    )
+    rows = [
+        f"| {k} | {r['median_ms']['fp32'][k]:.1f} | "
+        + (f"{r['median_ms']['int8'][k]:.1f}" if k in r["median_ms"]["int8"] else "—")
+        + " |"
+        for k in variants
+    ]
+    creation = "\n\n| session creation | fp32 s | int8 s |\n|---|---:|---:|\n" + "\n".join(
+        f"| {k} | {r['creation_s']['fp32'][k]:.3f} | {r['creation_s']['int8'][k]:.3f} |"
+        for k in ("no cache", "writing the cache", "reading the cache")
+    )
+    sizes = (
+        f"\n\nCache files: {r['creation_s']['fp32']['cache_bytes'] / 2**20:.0f} MiB (fp32), "
+        f"{r['creation_s']['int8']['cache_bytes'] / 2**20:.0f} MiB (int8). "
+        f"Transformer-optimizer fusions found: {r.get('transformer_fusions')}."
+    )
+    return head + "\n".join(rows) + creation + sizes + f"\n\nCommand: `{r['command']}`"
+
+
+def ort_profile_table(r: dict) -> str:
+    """benchmarks/ort_profile.py output: ONNX Runtime kernel time by kind of node, fp32 and int8."""
+    head = (
+        f"**{r['backbone']} at {r['image_size']} px**, batch {r['batch']}, {r['pairs']} pairs per image, one thread "
+        f"— ONNX Runtime profiler, kernel time per call\n\n"
+        "| kind | fp32 ms | share | GFLOP/s | int8 ms | share | GFLOP/s (equivalent) |\n"
+        "|---|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for k, v in r["fp32"]["by_kind"].items():
+        q = r["int8"]["by_kind"].get(k, {})
+        rate = "" if not v["gflop_per_s"] else f"{v['gflop_per_s']:.0f}"
+        # int8 FLOPs are read from the same shapes; for the integer convolution they are not comparable
+        qrate = "" if not q.get("gflop_per_s") or k == "conv" else f"{q['gflop_per_s']:.0f}"
+        rows.append(
+            f"| {k} | {v['ms']:.1f} | {100 * v['share']:.1f} % | {rate} | {q.get('ms', 0):.1f} | "
+            f"{100 * q.get('share', 0):.1f} % | {qrate} |"
+        )
+    tail = (
+        f"\n| total | {r['fp32']['kernel_ms']:.1f} | | | {r['int8']['kernel_ms']:.1f} | | |\n\n"
+        f"Side by side: PyTorch eager {r['torch_ms']:.1f} ms, ONNX Runtime fp32 {r['onnxruntime_ms']:.1f} ms. "
+        f"The fp32 graph is {r['fp32_gflop']:.1f} GFLOP; at the rate of ONNX Runtime's own GEMMs it would take "
+        f"{r['fp32_floor_ms']:.0f} ms, i.e. at best {r['best_possible_ratio_over_torch']:.2f}× PyTorch eager."
+    )
+    return head + "\n".join(rows) + tail + f"\n\nCommand: `{r['command']}`"
+
+
 def table(path: Path) -> str:
     r = json.loads(path.read_text())
+    if "variants" in r and "metrics" in r:
+        return int8_accuracy_table(r)
+    if "speedup_over_ort_fp32" in r:
+        return int8_speed_table(r)
+    if "creation_s" in r:
+        return ort_session_table(r)
+    if "fp32_floor_ms" in r:
+        return ort_profile_table(r)
     if "rows" in r and "backbone_only" in r:
         return pairs_table(r)
     if "config" in r and "rows" in r:
         return bench_table(r)
     if "summary" in r and "runs" in r:
         return ablation_table(r)
-    raise SystemExit(f"{path}: not a result of benchmarks/pairs.py, defr bench or benchmarks/init_loss_ablation.py")
+    raise SystemExit(f"{path}: not a result of defr bench or a script in benchmarks/")
 
 
 def main() -> None:

@@ -7,8 +7,19 @@ exported graphs get the detector's one dummy pair. Median and 90th-percentile wa
 does not depend on the values.
 
 ``--model`` is a checkpoint (timed in PyTorch and, exported to a temporary folder, in ONNX
-Runtime), an exported ``.onnx`` (ONNX Runtime) or ``.engine`` (TensorRT), or a backbone name
-such as ``tiny-vit`` or ``ViT-B-32`` with ``--image-size`` (random weights, both backends).
+Runtime), an exported ``.onnx`` (ONNX Runtime, any precision: ``model.onnx``, ``model.fp16.onnx``,
+``model.int8.onnx``) or ``.engine`` (TensorRT), or a backbone name such as ``tiny-vit`` or
+``ViT-B-32`` with ``--image-size`` (random weights). For checkpoints and backbone names,
+``backends`` picks among ``torch`` (PyTorch eager, fp32), ``onnxruntime`` (the exported
+``model.onnx``) and ``onnxruntime-int8`` (``model.int8.onnx`` of the same export, statically
+quantized on ``INT8_CALIBRATION_IMAGES`` images of the built-in synthetic set, no accuracy gate:
+speed does not depend on the calibration). Rows name the runtime and the precision
+(``onnxruntime``, ``int8``).
+
+The backends are timed side by side: for each (batch, pairs), one call of each backend in turn,
+``repeats`` times, so a machine whose load changes during the run slows them all alike; each timed
+call starts ``SETTLE_S`` after the previous one, when the previous backend's threads have stopped
+spinning.
 """
 
 from __future__ import annotations
@@ -25,13 +36,18 @@ import torch
 
 from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
+from defr.export.int8 import INT8_FILE
 from defr.machine import machine_info
 from defr.model import create_model, load_model, save_checkpoint
 from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
 from defr.runtime import OnnxBackend, PairBackend, TensorRTBackend, TorchBackend
 from defr.runtime.contract import example_inputs, with_dummy_pair
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+DEFAULT_BACKENDS = ("torch", "onnxruntime")
+ONNX_BACKENDS = {"onnxruntime": "model.onnx", "onnxruntime-int8": INT8_FILE}
+INT8_CALIBRATION_IMAGES = 8
+SETTLE_S = 0.05  # pause before each timed call of side-by-side timing (time_side_by_side)
 
 
 @dataclass
@@ -40,7 +56,7 @@ class BenchConfig:
     image_size: int | None = None  # needed for a backbone name; otherwise the model's
     batches: tuple[int, ...] = (1, 8)
     pairs: tuple[int, ...] = (0, 16, 64, 225)  # per image
-    backends: tuple[str, ...] = BACKENDS  # for checkpoints and backbone names
+    backends: tuple[str, ...] = DEFAULT_BACKENDS  # for checkpoints and backbone names
     warmup: int = 3
     repeats: int = 10
     device: str = "cpu"
@@ -93,6 +109,25 @@ def time_backend(
     return times
 
 
+def time_side_by_side(
+    backends: list[PairBackend], image_size: int, batch: int, pairs: int, cfg: BenchConfig
+) -> list[list[float]]:
+    """Seconds per call of each backend, interleaved: ``cfg.warmup`` calls of each, then ``cfg.repeats``
+    rounds of one call of each in turn. With several backends each timed call comes ``SETTLE_S`` after
+    the previous one: the worker threads of a multi-threaded backend spin for a while after its call
+    returns, and would take the cores the next backend needs (measured: PyTorch at 2 threads right
+    after ONNX Runtime ran 6–9× slower than alone)."""
+    for backend in backends:
+        time_backend(backend, image_size, batch, pairs, cfg.warmup, 0)
+    times: list[list[float]] = [[] for _ in backends]
+    for _ in range(cfg.repeats):
+        for k, backend in enumerate(backends):
+            if len(backends) > 1:
+                time.sleep(SETTLE_S)
+            times[k] += time_backend(backend, image_size, batch, pairs, 0, 1)
+    return times
+
+
 def row(name: str, precision: str, batch: int, pairs: int, times: list[float]) -> BenchRow:
     median = statistics.median(times)
     return BenchRow(
@@ -123,10 +158,20 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, obj
     backends = []
     if "torch" in cfg.backends:
         backends.append(("torch", TorchBackend(model, cfg.device, mask_mode=mask_mode, attention=cfg.attention)))
-    if "onnxruntime" in cfg.backends:
-        export = ExportConfig(image_size=cfg.image_size, verify=False, mask_mode=mask_mode)
+    onnx = [b for b in cfg.backends if b in ONNX_BACKENDS]
+    if onnx:
+        int8 = "onnxruntime-int8" in onnx
+        export = ExportConfig(
+            image_size=cfg.image_size,
+            verify=False,
+            mask_mode=mask_mode,
+            int8=int8,
+            calibration_images=INT8_CALIBRATION_IMAGES,
+        )
         export_model(checkpoint, workdir / "onnx", export, log=_quiet)
-        backends.append(("onnxruntime", OnnxBackend(workdir / "onnx" / "model.onnx", providers, cfg.threads)))
+        for name in onnx:
+            path = workdir / "onnx" / ONNX_BACKENDS[name]
+            backends.append(("onnxruntime", OnnxBackend(path, providers, cfg.threads)))
     return backends, model.cfg.image_size
 
 
@@ -151,19 +196,28 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     try:
         with tempfile.TemporaryDirectory(prefix="defr-bench-") as tmp:
             backends, image_size = build_backends(cfg, Path(tmp))
-            rows = []
-            for name, backend in backends:
-                for batch in cfg.batches:
-                    for pairs in cfg.pairs:
-                        times = time_backend(backend, image_size, batch, pairs, cfg.warmup, cfg.repeats)
-                        rows.append(row(name, backend.precision, batch, pairs, times))
+            measured = []  # (backend index, row)
+            for batch in cfg.batches:
+                for pairs in cfg.pairs:
+                    times = time_side_by_side([b for _, b in backends], image_size, batch, pairs, cfg)
+                    for k, ((name, backend), t) in enumerate(zip(backends, times, strict=True)):
+                        measured.append((k, row(name, backend.precision, batch, pairs, t)))
                         if progress:
-                            progress(format_table([rows[-1]], header=False))
+                            progress(format_table([measured[-1][1]], header=False))
         machine = machine_info(cfg.device)
     finally:
         torch.set_num_threads(default_threads)
+    rows = [r for _, r in sorted(measured, key=lambda m: m[0])]  # backend by backend (a stable sort)
     config = {**asdict(cfg), "image_size": image_size}
-    return {"config": config, "machine": machine, "rows": [asdict(r) for r in rows]}
+    timing = "side by side" if len(backends) > 1 else "alone"
+    result = {
+        "config": config,
+        "machine": machine,
+        "timing": timing,
+        "settle_s": SETTLE_S,
+        "rows": [asdict(r) for r in rows],
+    }
+    return result
 
 
 def format_table(rows: list[BenchRow], header: bool = True) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from defr.bench import BACKENDS, BenchConfig, BenchRow, format_table, run_bench
+from defr.bench import BACKENDS, DEFAULT_BACKENDS, BenchConfig, BenchRow, format_table, run_bench
 from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, int_list, one_line_errors
 from defr.files import write_json
 
@@ -14,7 +14,12 @@ from defr.files import write_json
 @click.option("--image-size", type=int, help="Input size for a backbone name (or to resize a checkpoint).")
 @click.option("--pairs", default="0,16,64,225", show_default=True, callback=int_list, help="Pairs per image.")
 @click.option("--batch", "batches", default="1,8", show_default=True, callback=int_list, help="Images per call.")
-@click.option("--backends", default=",".join(BACKENDS), show_default=True, help="For checkpoints and backbone names.")
+@click.option(
+    "--backends",
+    default=",".join(DEFAULT_BACKENDS),
+    show_default=True,
+    help=f"For checkpoints and backbone names, among {', '.join(BACKENDS)} (onnxruntime-int8: model.int8.onnx).",
+)
 @click.option("--warmup", default=BenchConfig.warmup, show_default=True, type=int)
 @click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True)

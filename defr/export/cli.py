@@ -1,7 +1,8 @@
 """``defr-export``: the command over ``defr.export.export_model``.
 
-Exit codes: 0 done; 1 verification failed; 2 bad input, or TensorRT missing for ``--engine`` (the
-ONNX files and sidecar are written first).
+Exit codes: 0 done; 1 verification failed (including the int8 accuracy gate); 2 bad input (bad
+calibration data included), or TensorRT missing for ``--engine`` (the ONNX files and sidecar are
+written first).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 import click
 
 from defr.errors import DefrError
+from defr.export.accuracy import DEFAULT_MAX_DROP
 from defr.export.exporter import ExportConfig, export_model
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
@@ -39,7 +41,35 @@ from defr.model.pair_attention import MASK_MODES
     show_default=True,
     help="Baked into the graph: hard (the paper) or released (the released code's +1 bias); in model.json.",
 )
-@click.option("--no-verify", is_flag=True, help="Skip onnx.checker and the ONNX Runtime comparison.")
+@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (ONNX Runtime quantization, accuracy-gated).")
+@click.option(
+    "--calibration",
+    metavar="DATA",
+    help="--int8 calibration data: a HICO / HICO-DET / JSONL dataset, a folder of images (+ detections), "
+    "'synthetic' (the default: a built-in synthetic set) or 'none' (dynamic quantization).",
+)
+@click.option(
+    "--calibration-images",
+    type=int,
+    default=ExportConfig.calibration_images,
+    show_default=True,
+    help="Calibrate on N images; up to N others are held out for the accuracy gate.",
+)
+@click.option(
+    "--calibration-split",
+    type=click.Choice(["train", "test"]),
+    default=ExportConfig.calibration_split,
+    show_default=True,
+    help="Split of a --calibration dataset that has splits.",
+)
+@click.option(
+    "--int8-max-drop",
+    type=float,
+    default=DEFAULT_MAX_DROP,
+    show_default=True,
+    help="Fail the export (exit 1) when int8 loses more mAP points than this against fp32 on held-out images.",
+)
+@click.option("--no-verify", is_flag=True, help="Skip onnx.checker, the ONNX Runtime comparison and the int8 gate.")
 def main(
     checkpoint: Path,
     out_dir: Path,
@@ -51,9 +81,14 @@ def main(
     plugin: bool,
     plugin_library: Path | None,
     mask_mode: str,
+    int8: bool,
+    calibration: str | None,
+    calibration_images: int,
+    calibration_split: str,
+    int8_max_drop: float,
     no_verify: bool,
 ) -> None:
-    """Export a DEFR checkpoint (ours or the released .pth) to ONNX, float16 ONNX and a TensorRT engine."""
+    """Export a DEFR checkpoint (ours or the released .pth) to ONNX, float16 and int8 ONNX and a TensorRT engine."""
     log = click.echo
     try:
         cfg = ExportConfig(
@@ -66,6 +101,11 @@ def main(
             plugin_library=plugin_library,
             verify=not no_verify,
             mask_mode=mask_mode,
+            int8=int8,
+            calibration=calibration,
+            calibration_images=calibration_images,
+            calibration_split=calibration_split,
+            int8_max_drop=int8_max_drop,
         )
         result = export_model(checkpoint, out_dir, cfg, log=log)
     except TensorRTUnavailableError as e:
@@ -82,3 +122,7 @@ def main(
 def _fail(message: str, code: int) -> None:
     click.echo(f"defr-export: error: {message}", err=True)
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

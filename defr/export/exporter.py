@@ -1,4 +1,5 @@
-"""``export_model``: checkpoint → ``model.onnx``, ``model.fp16.onnx``, ``model.json`` (+ a TensorRT engine).
+"""``export_model``: checkpoint → ``model.onnx``, ``model.fp16.onnx``, ``model.json`` (+ ``model.int8.onnx``
+with ``int8``, + a TensorRT engine).
 
 Files are written into a staging folder beside ``OUT_DIR`` and moved in only when every step
 passed, so a failed export leaves nothing behind. The command is ``defr.export.cli``.
@@ -6,6 +7,7 @@ passed, so a failed export leaves nothing behind. The command is ``defr.export.c
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -16,7 +18,11 @@ from pathlib import Path
 import onnx
 
 from defr.errors import DefrError
+from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate
+from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
 from defr.export.fp16 import convert_to_fp16
+from defr.export.int8 import INT8_FILE, Int8Config
+from defr.export.int8 import quantize as quantize_int8
 from defr.export.onnx_export import DEFAULT_OPSET, ExportError, check_opset, export_onnx
 from defr.export.sidecar import SIDECAR_NAME, build_sidecar, file_entry, write_sidecar
 from defr.export.tensorrt_build import (
@@ -37,6 +43,7 @@ from defr.runtime.sidecar import sha256
 
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 STAGING_KIND = "export"  # staging folders: .OUT.export-PID-XXXX beside the output folder
+NO_CALIBRATION = "none"  # --calibration none: dynamic int8 quantization
 
 
 @dataclass
@@ -52,9 +59,27 @@ class ExportConfig:
     plugin_library: Path | None = None
     verify: bool = True
     mask_mode: str = "hard"  # baked into the graph; recorded in model.json
+    int8: bool = False  # also write model.int8.onnx
+    calibration: str | None = None  # a dataset folder, "synthetic" (None: the same) or "none" (dynamic int8)
+    calibration_images: int = 32  # calibrate on N images, gate on up to N others
+    calibration_split: str = "test"  # split of a dataset with splits
+    int8_max_drop: float = DEFAULT_MAX_DROP  # mAP points int8 may lose against fp32 on the held-out images
+    quantization: Int8Config = field(default_factory=Int8Config)  # method "static" unless calibration is "none"
 
     def __post_init__(self) -> None:
         check_opset(self.opset)
+        if self.calibration_images < 1:
+            raise ExportError(f"--calibration-images must be >= 1, not {self.calibration_images}")
+        if not self.int8_max_drop >= 0:
+            raise ExportError(f"--int8-max-drop must be >= 0 mAP points, not {self.int8_max_drop}")
+        if self.calibration_split not in ("train", "test"):
+            raise ExportError(f"--calibration-split must be train or test, not {self.calibration_split!r}")
+        if self.calibration is not None and not self.int8:
+            raise ExportError("--calibration applies to --int8")
+        if self.int8 and self.plugin:
+            raise ExportError("--int8 quantizes the plain graph; export it without --plugin")
+        if self.calibration == NO_CALIBRATION and self.quantization.method == "static":
+            self.quantization = dataclasses.replace(self.quantization, method="dynamic")
         if self.mask_mode not in MASK_MODES:
             raise ExportError(f"mask mode must be one of {MASK_MODES}, not {self.mask_mode!r}")
         check_limits(self.image_size if self.image_size is not None else 1, self.max_batch, self.max_pairs)
@@ -77,7 +102,7 @@ class ExportResult:
         """The summary: file, size, max |Δ| of both outputs vs PyTorch, ONNX Runtime CPU latency."""
         rows = [("file", "precision", "size", "max |Δ| pair", "max |Δ| image", "error / tol", "latency")]
         for name, entry in self.files.items():
-            c = self.comparisons.get(entry["precision"]) if name in ONNX_FILES.values() else None
+            c = self.comparisons.get(entry["precision"]) if name in (*ONNX_FILES.values(), INT8_FILE) else None
             rows.append(_table_row(name, entry, c))
         widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -132,6 +157,7 @@ def export_model(
     staging = staging_dir(out_dir, STAGING_KIND)
     try:
         result, missing = _export_into(staging, out_dir, model, meta, checkpoint, cfg, log)
+        _prune(staging, keep={*result.files, SIDECAR_NAME, TIMING_CACHE_NAME})
         _keep_other_files(out_dir, staging)
         replace_dir(staging, out_dir)
     finally:
@@ -155,6 +181,17 @@ def check_writable(out_dir: Path) -> None:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ExportError(f"{out_dir}: cannot create {out_dir.parent} ({e.strerror})") from None
+
+
+def _prune(staging: Path, keep: set[str]) -> None:
+    """Remove what the steps left in ``staging`` besides the export's files (calibration data, scratch)."""
+    for path in staging.iterdir():
+        if path.name in keep:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _keep_other_files(out_dir: Path, staging: Path) -> None:
@@ -186,10 +223,17 @@ def _export_into(
         f"exporting {checkpoint.name} ({model.cfg.backbone.name}, {model.cfg.image_size} px, opset {cfg.opset}, "
         f"mask mode {cfg.mask_mode}) ..."
     )
+    calibration = _calibration_sets(staging, meta, cfg, log) if cfg.int8 else None
     export_onnx(model, paths["fp32"], cfg.opset, cfg.plugin, cfg.mask_mode)
     log("converting to float16 ...")
     onnx.save(convert_to_fp16(onnx.load(str(paths["fp32"]))), str(paths["fp16"]))
+    int8 = None
+    if calibration is not None:
+        paths["int8"] = staging / INT8_FILE
+        int8 = _quantize(paths, meta, calibration, cfg, log)
     comparisons = _verify(paths, model, cfg, log) if cfg.verify else {}
+    if int8 is not None:
+        int8["gate"] = _gate(paths, meta, calibration[1], cfg, log)
     files = {path.name: file_entry(path, precision) for precision, path in paths.items()}
     engine, missing = None, None
     if cfg.engine is not None:
@@ -213,9 +257,56 @@ def _export_into(
             "init": model.cfg.init,
         },
         engine=engine,
+        int8=int8,
     )
     write_sidecar(sidecar, staging / SIDECAR_NAME)
     return ExportResult(out_dir, files, {k: c.to_dict() for k, c in comparisons.items()}, sidecar), missing
+
+
+def _calibration_sets(
+    staging: Path, meta: RuntimeMeta, cfg: ExportConfig, log: Callable[[str], None]
+) -> tuple[CalibrationSet | None, CalibrationSet]:
+    """(calibration images or None for dynamic quantization, held-out images for the gate), read before
+    anything is exported so bad calibration data fails fast. ``--calibration none`` gates on the built-in set."""
+    source = None if cfg.calibration in (None, NO_CALIBRATION, SYNTHETIC) else cfg.calibration
+    full = load_calibration_set(source, cfg.calibration_images, meta, staging, cfg.calibration_split)
+    if cfg.quantization.method == "dynamic":
+        log(
+            "int8: no calibration data (--calibration none): dynamic quantization, activations quantized per call; "
+            f"the accuracy gate runs on {len(full)} images of the {full.source}"
+        )
+        return None, full
+    calibrate, held_out = full.split(cfg.calibration_images)
+    log(
+        f"int8: {full.source}, {full.format} layout, pairs from {full.boxes} boxes: {len(calibrate)} images to "
+        f"calibrate, {len(held_out)} held out for the accuracy gate"
+    )
+    return calibrate, held_out
+
+
+def _quantize(
+    paths: dict[str, Path],
+    meta: RuntimeMeta,
+    calibration: tuple[CalibrationSet | None, CalibrationSet],
+    cfg: ExportConfig,
+    log: Callable[[str], None],
+) -> dict:
+    calibrate, held_out = calibration
+    feeds = GraphFeeds(calibrate, meta) if calibrate is not None else None
+    log(f"quantizing to int8 ({cfg.quantization.method}) ...")
+    record = quantize_int8(paths["fp32"], paths["int8"], cfg.quantization, feeds, log)
+    record["calibration"] = calibrate.describe() if calibrate is not None else None
+    record["held_out"] = held_out.describe()
+    return record
+
+
+def _gate(
+    paths: dict[str, Path], meta: RuntimeMeta, held_out: CalibrationSet, cfg: ExportConfig, log: Callable[[str], None]
+) -> dict | None:
+    if not cfg.verify:
+        log("int8: accuracy gate skipped (--no-verify)")
+        return None
+    return accuracy_gate(paths, held_out, meta, cfg.mask_mode, cfg.int8_max_drop, log).to_dict()
 
 
 def _verify(paths: dict[str, Path], model: DEFR, cfg: ExportConfig, log: Callable[[str], None]) -> dict:

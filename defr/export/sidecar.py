@@ -34,13 +34,16 @@ def build_sidecar(
     files: dict[str, dict],
     source: dict,
     engine: dict | None = None,
+    int8: dict | None = None,
 ) -> dict:
     """The sidecar of one export.
 
     meta: preprocessing and classes; head, logit_scale: the classifier (γ, not its log); mask_mode:
     the pair mask baked into the graph (``hard`` or ``released``); files:
     ``{file name: file_entry(...)}``; source: where the weights came from; engine: when an engine
-    was built, its optimisation profile ``{input: [min, opt, max]}`` and plugin library.
+    was built, its optimisation profile ``{input: [min, opt, max]}`` and plugin library; int8: when
+    ``model.int8.onnx`` was written, how it was quantized and calibrated and the accuracy gate's
+    measurements (``defr.export.int8``, ``defr.export.accuracy``).
     """
     pairs = PairConfig()
     return {
@@ -77,6 +80,7 @@ def build_sidecar(
             "mask_mode": mask_mode,
         },
         "engine": engine,
+        "int8": int8,
         "files": files,
         "exporter": package_versions(),
         "source": source,

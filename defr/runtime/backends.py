@@ -9,6 +9,7 @@ its own device, and returns float32 logits. Exported backends read the export's 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from defr.errors import ConfigError
 from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, PRECISIONS, BackendError, RuntimeMeta
+from defr.runtime.onnx_session import SessionConfig, make_session
 from defr.runtime.sidecar import check_file, file_mask_mode, read_sidecar, runtime_meta
 from defr.runtime.tensorrt_backend import check_pairs
 
@@ -78,14 +80,17 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """An exported ``model.onnx`` or ``model.fp16.onnx`` run by ONNX Runtime.
+    """An exported ``model.onnx``, ``model.fp16.onnx`` or ``model.int8.onnx`` run by ONNX Runtime.
 
     providers: execution providers in priority order, e.g. ``["CUDAExecutionProvider",
     "CPUExecutionProvider"]`` or ``TensorrtExecutionProvider``; None: every available one, in
     ONNX Runtime's order. threads: intra-op threads of the CPU provider (None: ONNX Runtime's
     default, one per physical core). mask_mode: None takes the file's; another than the file's is
-    refused (the mode is baked into the graph). Inputs are fed from the CPU; ``device`` is the CPU
-    unless a GPU provider runs first.
+    refused (the mode is baked into the graph). session: the session options
+    (``defr.runtime.onnx_session.SessionConfig``: optimisation level, the optimised-model cache next
+    to the file, memory pattern, spinning); ``threads``, when given, overrides its ``threads``.
+    ``precision`` is the file's (``fp32``, ``fp16`` or ``int8``, from the sidecar). Inputs are fed
+    from the CPU; ``device`` is the CPU unless a GPU provider runs first.
     """
 
     accepts_no_pairs = False
@@ -97,6 +102,7 @@ class OnnxBackend:
         providers: list[str] | None = None,
         threads: int | None = None,
         mask_mode: str | None = None,
+        session: SessionConfig | None = None,
     ):
         try:
             import onnxruntime as ort
@@ -106,7 +112,8 @@ class OnnxBackend:
         if not path.is_file():
             raise BackendError(f"{path}: no such ONNX file")
         sidecar = read_sidecar(path)
-        self.precision = check_file(sidecar, path)["precision"]
+        entry = check_file(sidecar, path)
+        self.precision = entry["precision"]
         self.mask_mode = file_mask_mode(sidecar, mask_mode, path)
         available = ort.get_available_providers()
         providers = list(available if providers is None else providers)
@@ -114,11 +121,21 @@ class OnnxBackend:
         if unknown:
             raise BackendError(f"ONNX Runtime providers {unknown} are not available (available: {available})")
         self.meta = runtime_meta(sidecar)
-        options = ort.SessionOptions()
+        session = session or SessionConfig()
         if threads is not None:
-            options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+            session = dataclasses.replace(session, threads=threads)
+        self.session = make_session(path, providers, session, file_sha256=entry["sha256"])
         self.device = torch.device("cpu" if self.providers[0] == "CPUExecutionProvider" else "cuda")
+
+    @classmethod
+    def from_session(cls, session, meta: RuntimeMeta, precision: str, mask_mode: str) -> OnnxBackend:
+        """A backend over an open ``onnxruntime.InferenceSession`` of an exported graph that has no
+        sidecar yet (the exporter's accuracy gate, before ``model.json`` is written)."""
+        backend = cls.__new__(cls)
+        backend.session, backend.meta = session, meta
+        backend.precision, backend.mask_mode = precision, check_mask_mode(mask_mode)
+        backend.device = torch.device("cpu" if backend.providers[0] == "CPUExecutionProvider" else "cuda")
+        return backend
 
     @property
     def providers(self) -> list[str]:

@@ -25,6 +25,7 @@ from defr.images import ImageInputError, resize_normalise, rgb_tensor
 from defr.model import load_model
 from defr.runtime.backends import OnnxBackend, TorchBackend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
+from defr.runtime.onnx_session import SessionConfig
 from defr.runtime.pairing import DetectionError, PairConfig, Pairs, make_pairs, pair_priors
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
@@ -116,10 +117,13 @@ class HOIDetector:
         providers: list[str] | None = None,
         threads: int | None = None,
         mask_mode: str | None = None,
+        session: SessionConfig | None = None,
         **kw,
     ) -> HOIDetector:
-        """From an exported ONNX model (``defr-export``) run by ONNX Runtime; mask_mode: None or the file's."""
-        return cls(OnnxBackend(path, providers, threads, mask_mode), **kw)
+        """From an exported ONNX model (``defr-export``: ``model.onnx``, ``model.fp16.onnx`` or
+        ``model.int8.onnx``) run by ONNX Runtime; mask_mode: None or the file's; session: ONNX
+        Runtime's session options (``OnnxBackend``)."""
+        return cls(OnnxBackend(path, providers, threads, mask_mode, session), **kw)
 
     @classmethod
     def from_engine(

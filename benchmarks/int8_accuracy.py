@@ -1,0 +1,99 @@
+"""INT8 accuracy on the demo's synthetic test split: fp32 / fp16 / int8, and what quantizing each node group costs.
+
+Exports the checkpoint (fp32, fp16), quantizes it once per variant (node groups, calibration method,
+per-channel or per-tensor weights, dynamic), calibrating on ``--calibration-images`` images of the
+*train* split (frames and GT-box pairs), then evaluates every file on the whole *test* split with the
+same detections for all: the GT boxes with the demo's box noise (r = 0.05, seed 0).
+
+Per file: max / mean |Δ| of pair and image logits against fp32, top-1 agreement of pair classes,
+HICO mAP (image logits, the HICO protocol), HICO-DET mAP full / rare / non-rare (official protocol).
+
+    .venv/bin/defr demo                                   # trains the demo model (demo-output/)
+    .venv/bin/python benchmarks/int8_accuracy.py --checkpoint demo-output/run/model.safetensors \\
+        --data demo-output/data --out benchmarks/results/int8_accuracy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from defr.eval.box_noise import noisy_gt_detections
+from defr.export import ExportConfig, export_model
+from defr.export.accuracy import accuracy_gate
+from defr.export.calibration import GraphFeeds, load_calibration_set
+from defr.export.int8 import Int8Config, quantize
+from defr.files import write_json
+from defr.machine import machine_info
+from defr.model import load_model
+from defr.runtime.contract import RuntimeMeta
+
+VARIANTS = {
+    "int8": Int8Config(),  # the default: conv + linear, min/max, per-channel weights
+    "int8 linear only": Int8Config(groups=("linear",)),
+    "int8 + head": Int8Config(groups=("conv", "linear", "head")),
+    "int8 + attention": Int8Config(groups=("conv", "linear", "attention")),
+    "int8 + norm": Int8Config(groups=("conv", "linear", "norm")),
+    "int8 all groups": Int8Config(groups=("conv", "linear", "attention", "head", "norm")),
+    "int8 percentile": Int8Config(calibration_method="percentile"),
+    "int8 per-tensor weights": Int8Config(per_channel=False),
+    "int8 dynamic": Int8Config(method="dynamic", groups=("linear",)),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path)
+    parser.add_argument("--data", required=True, type=Path, help="a defr synth folder (the demo's: demo-output/data)")
+    parser.add_argument("--calibration-images", type=int, default=32)
+    parser.add_argument("--noise", type=float, default=0.05, help="box noise ratio of the detections (the demo's)")
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_accuracy.json"))
+    args = parser.parse_args(argv)
+
+    model = load_model(args.checkpoint)
+    meta = RuntimeMeta.from_model(model)
+    report: dict = {
+        "command": "python " + " ".join(sys.argv),
+        "checkpoint": str(args.checkpoint),
+        "backbone": model.cfg.backbone.name,
+        "image_size": model.cfg.image_size,
+        "noise": args.noise,
+        "machine": machine_info(),
+        "variants": {k: VARIANTS[k].to_dict() for k in args.variants},
+    }
+    with tempfile.TemporaryDirectory(prefix="int8-accuracy-") as tmp:
+        tmp = Path(tmp)
+        export_model(args.checkpoint, tmp / "export", ExportConfig(verify=False), log=lambda m: None)
+        files = {"fp32": tmp / "export" / "model.onnx", "fp16": tmp / "export" / "model.fp16.onnx"}
+        train = load_calibration_set(args.data, args.calibration_images, meta, tmp, split="train")
+        calibrate, _ = train.split(args.calibration_images)
+        report["calibration"] = calibrate.describe()
+        report["quantize_seconds"] = {}
+        for name in args.variants:
+            start = time.perf_counter()
+            files[name] = tmp / f"{name.replace(' ', '_')}.onnx"
+            quantize(files["fp32"], files[name], VARIANTS[name], GraphFeeds(calibrate, meta), log=print)
+            report["quantize_seconds"][name] = round(time.perf_counter() - start, 1)
+        test = load_calibration_set(args.data, 10**9, meta, tmp, split="test")  # every test image
+        test.detections = noisy_gt_detections(test.annotations, args.noise, seed=0)
+        test.source = f"{args.data} test split, GT boxes with noise r = {args.noise}"
+        report["test"] = test.describe()
+        ordered = {"fp32": files["fp32"], "int8": files.get("int8", files[args.variants[0]])}
+        ordered.update(files)
+        gate = accuracy_gate(ordered, test, meta, "hard", max_drop=float("inf"), log=print)
+    report["logits"] = gate.logits
+    report["metrics"] = gate.metrics
+    report["drop"] = {
+        name: {k: 100 * (m[k] - gate.metrics[name][k]) for k in m if m[k] is not None and gate.metrics[name].get(k)}
+        for name, m in [(n, gate.metrics["fp32"]) for n in gate.metrics if n != "fp32"]
+    }
+    write_json(report, args.out, indent=2)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

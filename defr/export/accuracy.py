@@ -1,0 +1,205 @@
+"""The accuracy gate of ``defr-export --int8``: the int8 graph against the float32 one on held-out images.
+
+The held-out images are calibration-set images that calibration did not see
+(``CalibrationSet.split``). Each exported file runs in ONNX Runtime with the runtime's session options.
+
+- Logits, one graph call per image with its pairs as the runtime makes them: max and mean |Δ| of
+  the pair and image logits against float32 (int8, and fp16 when exported), and the top-1
+  agreement of pair classes (the fraction of pairs whose arg-max class is float32's). An image
+  without pairs is fed one whole-image dummy pair (as the runtime does); that row is not counted.
+- With image labels: HICO mAP (``defr.eval.classification.hico_metrics``, 11-point AP, ambiguous
+  labels skipped) of the image logits, over the dataset's classes the model has.
+- With HICO-DET ground truth: HICO-DET mAP (full / rare / non-rare, the official protocol) of
+  ``run_detection`` through ``HOIDetector``, with the same detections (the held-out images' GT
+  boxes) for every file.
+
+The drop of a metric is ``100 · (float32 − int8)`` mAP points; the gate fails when a drop exceeds
+``max_drop``. Data without labels has no mAP: the gate then rests on nothing but the logits and
+says so in its ``note`` (it passes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from defr.eval.box_noise import hicodet_metrics
+from defr.eval.classification import hico_metrics
+from defr.export.calibration import CalibrationSet, GraphFeeds
+from defr.export.verify import VerificationError, ort_session
+from defr.runtime.backends import OnnxBackend
+from defr.runtime.contract import OUTPUT_NAMES, RuntimeMeta
+from defr.runtime.detect import run_detection
+from defr.runtime.detector import HOIDetector
+
+GATED_METRICS = ("hico_mAP", "hicodet_full")
+DEFAULT_MAX_DROP = 1.0  # mAP points
+
+
+class AccuracyGateError(VerificationError):
+    """The int8 graph loses more accuracy than ``--int8-max-drop`` allows."""
+
+
+@dataclass
+class GateResult:
+    """What the gate measured (``model.json``'s ``int8.gate``).
+
+    logits: precision → {max_abs_pair, mean_abs_pair, max_abs_image, mean_abs_image, top1_agreement}
+    against float32; metrics: precision → {hico_mAP, hicodet_full, hicodet_rare, hicodet_non_rare}
+    (fractions, None when the data cannot give it); drop: gated metric → float32 − int8 in points.
+    """
+
+    images: int
+    pairs: int
+    max_drop: float
+    logits: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    drop: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(d <= self.max_drop for d in self.drop.values())
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+    def summary(self) -> str:
+        """One line for the export log."""
+        lg = self.logits.get("int8", {})
+        parts = [
+            f"{self.images} held-out images, {self.pairs} pairs: int8 vs fp32 max |Δ| pair logits "
+            f"{lg.get('max_abs_pair', float('nan')):.3g} (mean {lg.get('mean_abs_pair', float('nan')):.3g}), "
+            f"top-1 agreement {100 * lg.get('top1_agreement', float('nan')):.1f} %"
+        ]
+        for metric in GATED_METRICS:
+            if metric in self.drop:
+                values = " / ".join(
+                    f"{p} {_points(self.metrics[p].get(metric))}" for p in self.metrics if metric in self.metrics[p]
+                )
+                parts.append(f"{metric} {values} (drop {self.drop[metric]:+.2f})")
+        if self.note:
+            parts.append(self.note)
+        return "; ".join(parts)
+
+
+def _points(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def accuracy_gate(
+    files: dict[str, str | os.PathLike],
+    held_out: CalibrationSet,
+    meta: RuntimeMeta,
+    mask_mode: str,
+    max_drop: float = DEFAULT_MAX_DROP,
+    log: Callable[[str], None] = print,
+) -> GateResult:
+    """Compare the exported ``files`` (precision → path; ``fp32`` and ``int8`` required) on ``held_out``.
+
+    Returns the measurements; raises ``AccuracyGateError`` when a gated metric drops by more than
+    ``max_drop`` points (the caller writes nothing then).
+    """
+    sessions = {p: ort_session(path) for p, path in files.items()}
+    outputs: dict[str, list[list[np.ndarray]]] = {p: [] for p in sessions}
+    real_pairs = []
+    for feeds in GraphFeeds(held_out, meta):
+        real_pairs.append(_real_pairs(feeds, meta.image_size))
+        for p, session in sessions.items():
+            outputs[p].append(session.run(list(OUTPUT_NAMES), feeds))
+    result = GateResult(images=len(held_out), pairs=sum(real_pairs), max_drop=max_drop)
+    for p in sessions:
+        if p != "fp32":
+            result.logits[p] = _logit_agreement(outputs[p], outputs["fp32"], real_pairs)
+    for p in sessions:
+        result.metrics[p] = {}
+    notes = []
+    if held_out.labels is not None:
+        columns = _shared_classes(meta.class_names, held_out.class_names or [])
+        for p in sessions:
+            scores = np.stack([out[1][0] for out in outputs[p]])
+            result.metrics[p]["hico_mAP"] = _hico_map(scores, held_out, columns)
+    else:
+        notes.append("no image labels in the calibration data: no mAP, the gate rests on the logits")
+    if held_out.annotations is not None:
+        for p, session in sessions.items():
+            backend = OnnxBackend.from_session(session, meta, p, mask_mode)
+            results = run_detection(HOIDetector(backend), held_out.paths, held_out.detections, progress=False)
+            results = _to_dataset_classes(results, meta.class_names, held_out.class_names or [])
+            m = hicodet_metrics(held_out.annotations, results)
+            result.metrics[p].update({f"hicodet_{k}": m.get(k) for k in ("full", "rare", "non_rare")})
+    for metric in GATED_METRICS:
+        ref, got = result.metrics["fp32"].get(metric), result.metrics["int8"].get(metric)
+        if ref is not None and got is not None:
+            result.drop[metric] = 100 * (ref - got)
+    if held_out.labels is not None and not result.drop:
+        notes.append("no class of the held-out images has a positive: no mAP, the gate rests on the logits")
+    result.note = "; ".join(notes)
+    log(f"accuracy gate: {result.summary()} -> " + ("passed" if result.passed else "FAILED"))
+    if not result.passed:
+        worst = max(result.drop, key=result.drop.get)
+        raise AccuracyGateError(
+            f"{Path(files['int8']).name}: int8 loses {result.drop[worst]:.2f} {worst} points against fp32 on "
+            f"{result.images} held-out calibration images, more than --int8-max-drop {max_drop:g}; calibrate on "
+            "more or more representative data (--calibration, --calibration-images), or allow a larger drop"
+        )
+    return result
+
+
+def _real_pairs(feeds: dict[str, np.ndarray], image_size: int) -> int:
+    """Pairs of one call, not counting the runtime's dummy whole-image pair of an image without pairs."""
+    whole = np.array([0.0, 0.0, image_size, image_size], dtype=np.float32)
+    p = feeds["pair_index"].shape[0]
+    dummy = p == 1 and np.array_equal(feeds["boxes_h"][0], whole) and np.array_equal(feeds["boxes_o"][0], whole)
+    return 0 if dummy else p
+
+
+def _logit_agreement(got: list[list[np.ndarray]], ref: list[list[np.ndarray]], real_pairs: list[int]) -> dict:
+    pair = [np.abs(g[0][:n] - r[0][:n]) for g, r, n in zip(got, ref, real_pairs, strict=True)]
+    image = [np.abs(g[1] - r[1]) for g, r in zip(got, ref, strict=True)]
+    pair_diff = np.concatenate([d.reshape(-1) for d in pair] or [np.zeros(0)])
+    image_diff = np.concatenate([d.reshape(-1) for d in image])
+    agree = [g[0][:n].argmax(1) == r[0][:n].argmax(1) for g, r, n in zip(got, ref, real_pairs, strict=True)]
+    agree_all = np.concatenate(agree or [np.zeros(0, bool)])
+    return {
+        "max_abs_pair": float(pair_diff.max(initial=0.0)),
+        "mean_abs_pair": float(pair_diff.mean()) if pair_diff.size else 0.0,
+        "max_abs_image": float(image_diff.max(initial=0.0)),
+        "mean_abs_image": float(image_diff.mean()),
+        "top1_agreement": float(agree_all.mean()) if agree_all.size else 1.0,
+    }
+
+
+def _shared_classes(model_classes: list[str], data_classes: list[str]) -> list[tuple[int, int]]:
+    """(model column, dataset column) of every dataset class the model has, matched by name."""
+    column = {name: i for i, name in enumerate(model_classes)}
+    return [(column[name], j) for j, name in enumerate(data_classes) if name in column]
+
+
+def _hico_map(scores: np.ndarray, held_out: CalibrationSet, columns: list[tuple[int, int]]) -> float | None:
+    if not columns:
+        return None
+    model_cols, data_cols = (list(c) for c in zip(*columns, strict=True))
+    objects = np.asarray(held_out.class_objects)[data_cols] if held_out.class_objects is not None else None
+    return hico_metrics(scores[:, model_cols], held_out.labels[:, data_cols], objects)["mAP"]
+
+
+def _to_dataset_classes(results: dict, model_classes: list[str], data_classes: list[str]) -> dict:
+    """Results with the model's class ids → the dataset's (by name); triplets of classes the dataset lacks dropped."""
+    if list(model_classes) == list(data_classes):
+        return results
+    to_data = {m: d for m, d in _shared_classes(model_classes, data_classes)}
+    out = {}
+    for name, entry in results.items():
+        keep = [k for k, c in enumerate(entry["hoi"]) if c in to_data]
+        out[name] = {
+            "boxes_h": [entry["boxes_h"][k] for k in keep],
+            "boxes_o": [entry["boxes_o"][k] for k in keep],
+            "hoi": [to_data[entry["hoi"][k]] for k in keep],
+            "scores": [entry["scores"][k] for k in keep],
+        }
+    return out
