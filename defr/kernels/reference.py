@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from defr.kernels.spec import pair_bias
+from defr.kernels.spec import pair_bias, pair_masks
 
 
 def pair_attention_reference(
@@ -75,8 +75,13 @@ def pair_attention_grouped(
     q = q_cls.float().reshape(b, heads, 1, dh)
     keys = k.float().reshape(b, seq, heads, dh).permute(0, 2, 3, 1)  # [B, H, dh, L]
     scores = (q @ keys).squeeze(2).mul_(dh**-0.5)  # [B, H, L]: pair-independent
-    bias = pair_bias(boxes_h, boxes_o, grid_size=grid_size, image_size=image_size, mask_mode=mask_mode)
-    weights = scores[pair_index].add_(bias[:, None, :]).softmax(dim=-1)  # [P, H, L]
+    outside = ~pair_masks(boxes_h, boxes_o, image_size, image_size // grid_size)[:, None, :]  # [P, 1, G²]
+    weights = scores[pair_index]  # [P, H, L]
+    if mask_mode == "hard":  # the bias of ``pair_bias``, applied in place on the patch columns
+        weights[:, :, 1:].masked_fill_(outside, float("-inf"))
+    else:
+        weights[:, :, 1:].add_(outside.to(weights.dtype))
+    weights = weights.softmax(dim=-1)
     values = v.float().reshape(b, seq, heads, dh).transpose(1, 2)  # [B, H, L, dh]
     out = torch.empty(p, heads, dh, device=q.device)
     start = 0
