@@ -1,11 +1,14 @@
 """Markdown tables of the JSON results in benchmarks/results/, for docs/benchmarks.md (numbers are never typed by hand).
 
-.venv/bin/python benchmarks/tables.py benchmarks/results/*.json
+.venv/bin/python benchmarks/tables.py benchmarks/results/*.json      # print them
+.venv/bin/python benchmarks/tables.py --update docs/benchmarks.md    # rewrite every block between
+    <!-- benchmarks/results/NAME.json --> and <!-- end --> from its JSON file
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -209,8 +212,67 @@ def ort_profile_table(r: dict) -> str:
     return head + "\n".join(rows) + tail + f"\n\nCommand: `{r['command']}`"
 
 
+def pair_overhead_table(r: dict) -> str:
+    """benchmarks/pair_overhead.py output: backbone vs runtime vs the standard-op pair path, interleaved."""
+    m = r["machine"]
+    head = (
+        f"**{r['backbone']} at {r['image_size']} px**, {r['threads']} thread(s), median of {r['repeats']} interleaved "
+        f"calls — {m['cpu']} ({m['cores']} cores), torch {m['versions']['torch']}\n\n"
+        "| frames | pairs/image | backbone ms | runtime ms | runtime / backbone | standard ops ms | "
+        "standard ops / backbone |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for x in r["rows"]:
+        ms = x["median_ms"]
+        rows.append(
+            f"| {x['batch']} | {x['pairs_per_image']} | {ms['backbone']:.1f} | {ms['runtime']:.1f} | "
+            f"{x['runtime_over_backbone']:.3f} | {ms['standard_ops']:.1f} | {x['standard_ops_over_backbone']:.3f} |"
+        )
+    return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
+
+
+def mask_modes_table(r: dict) -> str:
+    """benchmarks/mask_modes.py output: HICO-DET mAP per mask and noise ratio; preprocessing deltas."""
+    head = "| mask | box noise r | full mAP % | rare % | non-rare % |\n|---|---:|---:|---:|---:|\n"
+    rows = [
+        f"| {x['mask']} | {x['ratio']:g} | {100 * x['full']:.2f} | {100 * x['rare']:.2f} | {100 * x['non_rare']:.2f} |"
+        for x in r["rows"]
+    ]
+    pre = r["preprocessing"]
+    d, same = pre["max_abs_diff"], pre["same_top1"]
+    lo, hi = pre["logit_range"]
+    tail = (
+        f"\n\nPreprocessing, on `{pre['photo']}` ({pre['size'][0]}×{pre['size'][1]}) at {pre['image_size']} px "
+        f"(logits in [{lo:.2f}, {hi:.2f}]): max |Δ logit| vs ours — released detection (normalise, then bilinear "
+        f"without antialiasing) {d['released_detection']:.3f} (same top-1: {same['released_detection']}); released "
+        f"classification (torchvision Resize bicubic on PIL) {d['released_classification']:.4f} (same top-1: "
+        f"{same['released_classification']})."
+    )
+    return head + "\n".join(rows) + tail + f"\n\nCommand: `{r['command']}` — {r['machine']['cpu']}"
+
+
+def preprocess_table(r: dict) -> str:
+    """benchmarks/preprocess.py output: batched uint8 resize vs per-image PIL resize."""
+    head = (
+        f"{r['frames']} frames to {r['image_size']}², {r['threads']} thread — {r['machine']['cpu']}\n\n"
+        "| frame | batched ms / frame | PIL ms / frame | speed-up | max \\|Δ logit\\| |\n|---|---:|---:|---:|---:|\n"
+    )
+    rows = [
+        f"| {x['width']}×{x['height']} | {x['batched_ms_per_frame']:.2f} | {x['pil_ms_per_frame']:.2f} | "
+        f"{x['pil_ms_per_frame'] / x['batched_ms_per_frame']:.1f}× | {x['max_abs_logit_diff']:.1e} |"
+        for x in r["rows"]
+    ]
+    return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
+
+
 def table(path: Path) -> str:
     r = json.loads(path.read_text())
+    if "rows" in r and r["rows"] and "runtime_over_backbone" in r["rows"][0] and "median_ms" in r["rows"][0]:
+        return pair_overhead_table(r)
+    if "preprocessing" in r and "rows" in r:
+        return mask_modes_table(r)
+    if "rows" in r and r["rows"] and "pil_ms_per_frame" in r["rows"][0]:
+        return preprocess_table(r)
     if "variants" in r and "metrics" in r:
         return int8_accuracy_table(r)
     if "speedup_over_ort_fp32" in r:
@@ -228,9 +290,28 @@ def table(path: Path) -> str:
     raise SystemExit(f"{path}: not a result of defr bench or a script in benchmarks/")
 
 
+BLOCK = re.compile(r"<!-- (benchmarks/results/[^ ]+\.json) -->\n(.*?)<!-- end -->", re.S)
+
+
+def update(doc: Path) -> None:
+    """Rewrite every ``<!-- benchmarks/results/NAME.json -->`` … ``<!-- end -->`` block of ``doc`` in place."""
+    text = doc.read_text()
+    starts = len(re.findall(r"<!-- benchmarks/results/[^ ]+\.json -->", text))
+    blocks = BLOCK.findall(text)
+    if any("<!-- benchmarks/results/" in body for _, body in blocks) or len(blocks) != starts:
+        raise SystemExit(f"{doc}: every <!-- benchmarks/results/NAME.json --> needs its own <!-- end -->")
+    new = BLOCK.sub(lambda m: f"<!-- {m.group(1)} -->\n{table(Path(m.group(1)))}\n<!-- end -->", text)
+    tmp = doc.with_name(doc.name + ".tmp")
+    tmp.write_text(new)
+    tmp.replace(doc)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--update"]:
+        update(Path(sys.argv[2]))
+        return
     for arg in sys.argv[1:]:
-        print(f"<!-- {arg} -->\n{table(Path(arg))}\n")
+        print(f"<!-- {arg} -->\n{table(Path(arg))}\n<!-- end -->\n")
 
 
 if __name__ == "__main__":
