@@ -194,6 +194,17 @@ def _torch_mode(model, inputs, mask_mode: str) -> list[np.ndarray]:
         return [t.numpy() for t in model.forward_pairs(*inputs, with_image_logits=True, mask_mode=mask_mode)]
 
 
+def test_plugin_node_attributes_read_back_from_the_graph(model, plugin_graph):
+    """What the engine builder checks against the TensorRT version (defr.export.tensorrt_build)."""
+    from defr.export.plugin_node import node_attributes, plugin_node_attributes
+
+    vit = model.cfg.backbone.vit
+    (found,) = plugin_node_attributes(plugin_graph[0])
+    want = node_attributes(vit.heads, vit.grid_size, vit.image_size, "hard")
+    assert {k: v.decode() if isinstance(v, bytes) else v for k, v in found.items()} == want
+    assert plugin_node_attributes(onnx.load(str(export_onnx(model, plugin_graph[1].with_name("plain.onnx"))))) == []
+
+
 def test_plugin_fp16_graph_runs_in_onnx_runtime(model, plugin_graph, tmp_path):
     path = tmp_path / "model.fp16.onnx"
     onnx.save(convert_to_fp16(plugin_graph[0]), str(path))

@@ -437,22 +437,10 @@ def test_plugin_refuses_old_tensorrt(trt_plugin, monkeypatch, version, aot, need
         trt_plugin.register_plugin(aot=aot)
 
 
-def test_plugin_onnx_node_attributes(trt_plugin):
-    attrs = trt_plugin.onnx_node_attributes(grid_size=42, heads=12, image_size=672, mask_mode="released")
-    assert attrs == {
-        "grid_size": 42,
-        "heads": 12,
-        "image_size": 672,
-        "mask_mode": "released",
-        "plugin_namespace": "defr",
-        "aot": 1,
-    }
-    with pytest.raises(ConfigError, match="mask_mode"):
-        trt_plugin.onnx_node_attributes(grid_size=42, heads=12, image_size=672, mask_mode="soft")
-
-
 def test_plugin_checks_an_onnx_node_against_the_tensorrt_version(trt_plugin):
-    attrs = trt_plugin.onnx_node_attributes(grid_size=14, heads=12, image_size=224, mask_mode="hard")
+    from defr.export.plugin_node import node_attributes
+
+    attrs = node_attributes(heads=12, grid_size=14, image_size=224, mask_mode="hard")
     trt_plugin.check_onnx_node("10.9.0.34", attrs)
     with pytest.raises(trt_plugin.TensorRTPluginError, match=r"AOT plugin node \(aot=1\) needs TensorRT >= 10\.9"):
         trt_plugin.check_onnx_node("10.8.0", attrs)
@@ -463,9 +451,12 @@ def test_plugin_checks_an_onnx_node_against_the_tensorrt_version(trt_plugin):
         trt_plugin.check_onnx_node("10.9.0", no_namespace)
     with pytest.raises(trt_plugin.TensorRTPluginError, match=r"needs TensorRT >= 10\.6, found 10\.5"):
         trt_plugin.check_onnx_node("10.5", attrs | {"aot": 0})
-    # The exporter's node so far (defr.export.onnx_export.plugin_schema) has no mask_mode.
     with pytest.raises(trt_plugin.TensorRTPluginError, match=r"lacks the attribute\(s\) \['mask_mode'\]"):
         trt_plugin.check_onnx_node("10.10.0", {"grid_size": 14, "heads": 12, "image_size": 224})
+    with pytest.raises(ConfigError, match="mask_mode"):
+        trt_plugin.check_onnx_node("10.10.0", attrs | {"mask_mode": b"soft"})  # ONNX strings come back as bytes
+    with pytest.raises(ConfigError, match="image_size 200 must be a positive multiple of grid_size 14"):
+        trt_plugin.check_onnx_node("10.10.0", attrs | {"image_size": 200})
 
 
 def test_plugin_aot_launch_parameters(trt_plugin):

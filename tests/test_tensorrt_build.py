@@ -189,12 +189,52 @@ def test_build_errors_are_export_errors(monkeypatch, tmp_path):
     assert not (tmp_path / "model.fp32.engine").exists()
 
 
+def _graph_with_plugin_node(path, **attributes) -> None:
+    """A one-node ONNX file: PairMaskedAttention (domain defr) with ``attributes``."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = ("q_cls", "k", "v", "boxes_h", "boxes_o", "pair_index")
+    types = [TensorProto.FLOAT] * 5 + [TensorProto.INT64]
+    node = helper.make_node("PairMaskedAttention", list(names), ["out"], domain="defr", **attributes)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info(n, t, None) for n, t in zip(names, types, strict=True)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+
+
+def test_builtin_plugin_refuses_a_node_tensorrt_cannot_take(monkeypatch, tmp_path):
+    """The graph's PairMaskedAttention nodes are checked against the installed TensorRT before parsing."""
+    from defr.export.plugin_node import node_attributes
+
+    trt, calls = fake_tensorrt()
+    trt.__version__ = "10.10.0.31"
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    cfg = EngineConfig("fp16", 224, plugin=True)
+    attrs = node_attributes(heads=12, grid_size=14, image_size=224, mask_mode="hard")
+    for bad, message in [
+        ({k: v for k, v in attrs.items() if k != "mask_mode"}, r"lacks the attribute\(s\) \['mask_mode'\]"),
+        (attrs | {"mask_mode": "soft"}, "mask_mode"),
+        (attrs | {"image_size": 200}, "image_size 200 must be a positive multiple of grid_size 14"),
+    ]:
+        _graph_with_plugin_node(tmp_path / cfg.onnx_name, **bad)
+        with pytest.raises(ExportError, match=f"{cfg.onnx_name}: .*{message}"):
+            build_engine(tmp_path / cfg.onnx_name, tmp_path / cfg.file_name, cfg, log=lambda m: None)
+    assert "parsed" not in calls
+
+
 def test_builtin_plugin_needs_a_new_enough_tensorrt(monkeypatch, tmp_path):
     """--plugin --engine registers defr::PairMaskedAttention through tensorrt.plugin: 10.9+ for its AOT part."""
+    from defr.export.plugin_node import node_attributes
+
     trt, calls = fake_tensorrt()
     trt.__version__ = "10.8.0.43"
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     cfg = EngineConfig("fp16", 224, plugin=True)
-    with pytest.raises(ExportError, match=r"cannot be registered: an AOT plugin .* needs TensorRT >= 10.9, found 10.8"):
+    _graph_with_plugin_node(tmp_path / cfg.onnx_name, **node_attributes(12, 14, 224, "hard"))
+    with pytest.raises(ExportError, match=r"model.fp16.onnx: an AOT plugin .* needs TensorRT >= 10.9, found 10.8"):
         build_engine(tmp_path / cfg.onnx_name, tmp_path / cfg.file_name, cfg, log=lambda m: None)
     assert "parsed" not in calls  # refused before parsing

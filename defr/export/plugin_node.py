@@ -50,6 +50,15 @@ def node_attributes(heads: int, grid_size: int, image_size: int, mask_mode: str)
     }
 
 
+def plugin_node_attributes(model: onnx.ModelProto) -> list[dict]:
+    """The attributes of every ``PairMaskedAttention`` node in ``model``'s main graph (none: a plain graph)."""
+    return [
+        {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        for node in model.graph.node
+        if node.op_type == PLUGIN_OP and node.domain == PLUGIN_DOMAIN
+    ]
+
+
 def schema() -> onnx.defs.OpSchema:
     """The node's ONNX schema: the exporter needs one to emit the node, and ``onnx.checker`` checks
     the node's inputs and attributes against it (the function body is checked on its own)."""

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from defr.errors import DefrError
 from defr.export.onnx_export import ExportError
 from defr.runtime.tensorrt_backend import TensorRTUnavailableError, import_tensorrt, load_plugin_library
 
@@ -105,14 +106,24 @@ def optimization_profile_shapes(image_size: int, max_batch: int, max_pairs: int)
     }
 
 
-def register_builtin_plugin() -> None:
-    """Register ``defr::PairMaskedAttention`` (the Triton kernel, AOT) with TensorRT; ExportError
-    (one line) when TensorRT is too old or Triton is missing."""
-    from defr.kernels.tensorrt_plugin import TensorRTPluginError, register_plugin
+def register_builtin_plugin(trt_version: str, onnx_path: str | os.PathLike) -> None:
+    """Register ``defr::PairMaskedAttention`` (the Triton kernel, AOT) with TensorRT, after checking
+    the graph's plugin nodes against TensorRT ``trt_version``; ExportError (one line) when TensorRT
+    is too old for a node, a node's attributes are wrong, or Triton is missing."""
+    import onnx
 
+    from defr.export.plugin_node import plugin_node_attributes
+    from defr.kernels.tensorrt_plugin import check_onnx_node, register_plugin
+
+    name = Path(onnx_path).name
+    try:
+        for attributes in plugin_node_attributes(onnx.load(str(onnx_path), load_external_data=False)):
+            check_onnx_node(trt_version, attributes)
+    except DefrError as e:
+        raise ExportError(f"{name}: {e}") from None
     try:
         register_plugin(aot=True)
-    except (TensorRTPluginError, ImportError) as e:
+    except (DefrError, ImportError) as e:
         raise ExportError(f"the built-in PairMaskedAttention plugin cannot be registered: {e}") from None
 
 
@@ -132,7 +143,7 @@ def build_engine(
     if cfg.plugin_kind == "library":
         load_plugin_library(trt, logger, cfg.plugin_library)
     elif cfg.plugin_kind == "qdp-aot":
-        register_builtin_plugin()
+        register_builtin_plugin(trt.__version__, onnx_path)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)

@@ -23,7 +23,7 @@ the AOT compilation of the kernel to PTX for sm_90 (Triton compiles without a GP
 In ONNX: a node of op ``PairMaskedAttention`` with the four attributes. TensorRT >= 10.10 reads the
 plugin namespace from the node's domain (``defr``); older parsers need a ``plugin_namespace``
 attribute, and an ``aot`` attribute asks the parser for the AOT implementation
-(``onnx_node_attributes`` writes both, ``check_onnx_node`` checks a node against a TensorRT
+(``defr.export.plugin_node`` writes both; ``check_onnx_node`` checks a node against a TensorRT
 version). Minimum versions: QDP 10.6, AOT 10.9, domain as namespace 10.10. Needs Triton (the
 kernel) and, at inference of a JIT engine, torch.
 """
@@ -102,29 +102,15 @@ def import_tensorrt_plugin(aot: bool) -> tuple[Any, Any]:
     return tensorrt, trtp
 
 
-def onnx_node_attributes(*, grid_size: int, heads: int, image_size: int, mask_mode: str, aot: bool = True) -> dict:
-    """The attributes of an ONNX ``PairMaskedAttention`` node (domain ``defr``) for this plugin.
-
-    ``plugin_namespace`` is for parsers older than 10.10 (newer ones read the domain); ``aot`` asks
-    the parser for the AOT implementation (else the JIT one, which needs Python at inference).
-    """
-    check_attributes(heads, grid_size, image_size, mask_mode)
-    return {
-        "grid_size": grid_size,
-        "heads": heads,
-        "image_size": image_size,
-        "mask_mode": mask_mode,
-        "plugin_namespace": PLUGIN_NAMESPACE,
-        "aot": int(aot),
-    }
-
-
 def check_onnx_node(version: str, attributes: dict) -> None:
     """``TensorRTPluginError`` (one line) unless TensorRT ``version`` can build a ``PairMaskedAttention``
     node with these ``attributes`` into an engine with this plugin."""
     missing = [a for a in PLUGIN_ATTRIBUTES if a not in attributes]
     if missing:
         raise TensorRTPluginError(f"the PairMaskedAttention node lacks the attribute(s) {missing}")
+    mask_mode = attributes["mask_mode"]
+    mask_mode = mask_mode.decode() if isinstance(mask_mode, bytes) else mask_mode
+    check_attributes(attributes["heads"], attributes["grid_size"], attributes["image_size"], mask_mode)
     check_version(version, MIN_QDP, "the defr::PairMaskedAttention plugin (tensorrt.plugin)")
     if attributes.get("aot"):
         check_version(version, MIN_AOT, "an AOT plugin node (aot=1)")
