@@ -17,8 +17,9 @@ def pairs_table(r: dict) -> str:
     """benchmarks/pairs.py output: backbone only vs our runtime vs the released approach."""
     m = r["machine"]
     head = (
-        f"**{r['backbone']} at {r['image_size']} px** ({r['tokens']} tokens), {r['device']}, {r['threads']} threads, "
-        f"median of {r['repeats']} — {m.get('cpu')} ({m.get('cores')} cores), torch {r['torch']}\n\n"
+        f"**{r['backbone']} at {r['image_size']} px** ({r['tokens']} tokens), {r.get('batch', 1)} frame(s) per call, "
+        f"{r['device']}, {r['threads']} threads, median of {r['repeats']} — {m.get('cpu')} ({m.get('cores')} cores), "
+        f"torch {r['torch']}\n\n"
         f"Backbone only: {1e3 * r['backbone_only']['median_s']:.1f} ms, "
         f"peak +{r['backbone_only']['peak_mib']:.1f} MiB\n\n"
         "| pairs | ours ms | ours / backbone | ours peak MiB | released ms | released / ours | released peak MiB |\n"
@@ -35,6 +36,12 @@ def pairs_table(r: dict) -> str:
             f"{row['released_over_runtime']:.1f} | {peak} |"
         )
     text = head + "\n".join(rows)
+    if any("standard_ops" in row for row in r["rows"]):
+        text += "\n\nThe standard-op pair path (every pair against every image's values): " + ", ".join(
+            f"{row['pairs']} pairs {1e3 * row['standard_ops']['median_s']:.1f} ms "
+            f"({row['standard_ops_over_backbone']:.3f}× backbone)"
+            for row in r["rows"]
+        )
     if "hicodet" in r:
         h = r["hicodet"]
         s = h["pairs_per_image"]
@@ -265,8 +272,38 @@ def preprocess_table(r: dict) -> str:
     return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
 
 
+def video_table(r: dict) -> str:
+    """benchmarks/video.py output: fps and per-stage latency of ``defr video``, HOI stage vs ``detect()``."""
+    stages = ("decode", "track", "preprocess", "hoi", "draw", "write")
+    head = (
+        f"**{r['backbone']} at {r['image_size']} px**, {r['frames']} frames of "
+        f"{r['frame_size'][0]}×{r['frame_size'][1]}, "
+        f"batch {r['batch']} — {r['machine']['cpu']}, 1-minute load average {r['load_average_1min']['start']:.1f} "
+        f"at the start, {r['load_average_1min']['end']:.1f} at the end\n\n"
+        "| run | fps | HOI stage ms/frame | HOI share of wall | HOI stage / `detect()` | "
+        "p50 ms/frame: " + " · ".join(stages) + " |\n|---|---:|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for name, key in (("every output", "full"), ("stream only", "stream_only")):
+        x = r[key]
+        lat = x["latency_ms"]
+        p50 = " · ".join(f"{lat[s]['p50_ms']:.1f}" if s in lat else "–" for s in stages)
+        rows.append(
+            f"| {name} | {x['fps']:.1f} | {x['hoi_stage_ms_per_frame']:.1f} | {x['hoi_share']:.0%} | "
+            f"{x['hoi_stage_over_detect']:.2f} | {p50} |"
+        )
+    passes = r["reference"]["before"]["passes_ms"] + r["reference"]["after"]["passes_ms"]
+    tail = (
+        f"\n\n`detect()` reference: {r['detect_ms_per_frame']:.1f} ms/frame, median of {len(passes)} passes "
+        f"({min(passes):.0f}–{max(passes):.0f} ms)."
+    )
+    return head + "\n".join(rows) + tail + f"\n\nCommand: `{r['command']}`"
+
+
 def table(path: Path) -> str:
     r = json.loads(path.read_text())
+    if "stream_only" in r:
+        return video_table(r)
     if "rows" in r and r["rows"] and "runtime_over_backbone" in r["rows"][0] and "median_ms" in r["rows"][0]:
         return pair_overhead_table(r)
     if "preprocessing" in r and "rows" in r:

@@ -9,9 +9,10 @@ against ``HOIDetector.detect`` on the same frames.
    and per-stage latency (p50 / p90 / mean per frame), the HOI stage's share of the wall time;
 4. ``run_video`` with the frames JSONL only (no drawing, no encoding competing for the cores);
 5. the reference, timed before and after the runs: the same decoded frames and detections through
-   ``HOIDetector.detect`` in batches of ``--batch`` (its own per-image PIL preprocessing), median of
-   ``--repeats`` passes each time; the ratio (preprocess + HOI per frame in the stream) / (detect per
-   frame), for both runs.
+   ``HOIDetector.detect`` in batches of ``--batch`` (the same preprocessing, ``defr.images``), median
+   of ``--repeats`` passes each time; the ratio (preprocess + HOI per frame in the stream) / (detect
+   per frame), for both runs: what the stream adds around the model (about 1 when it adds nothing).
+   The 1-minute load average at the start and the end is recorded: other work on the machine shows there.
 
     .venv/bin/python benchmarks/video.py --backbone tiny-vit --image-size 224 \\
         --out benchmarks/results/video_tiny-vit_224.json
@@ -22,7 +23,9 @@ against ``HOIDetector.detect`` on the same frames.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +71,7 @@ def main() -> None:
     from defr.runtime import load_detector
     from defr.video import PrecomputedDetector, StreamConfig, VideoOutputs, run_video
 
+    load_start = os.getloadavg()[0]  # other work on the machine shows here: these timings share its cores
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         synthetic = generate_synthetic_video(tmp / "synthetic.mp4", frames=args.frames, width=args.width, seed=0)
@@ -107,7 +111,8 @@ def main() -> None:
         "detect_ms_per_frame": round(detect_ms, 3),
         "reference": {"before": before, "after": after},
         "machine": machine_info("cpu"),
-        "note": "preliminary: measured while other jobs shared the 2 CPU cores",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
     }
     write_json(report, args.out, indent=2)
     f, lean_r = report["full"], report["stream_only"]
