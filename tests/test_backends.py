@@ -17,6 +17,7 @@ from defr.cli import main as defr_main
 from defr.export import ExportConfig, SidecarError, export_model
 from defr.model import create_model, save_checkpoint
 from defr.runtime import BackendError, HOIDetector, OnnxBackend, RuntimeMeta, TensorRTBackend, load_detector
+from defr.runtime.backends import feed_device
 
 pytest.importorskip("onnxruntime")
 PERSON = vocab.PERSON
@@ -82,6 +83,24 @@ def test_onnx_detector_matches_pytorch(export):
     fp16 = load_detector(folder / "model.fp16.onnx").detect(images, detections)
     assert [len(r) for r in fp16] == [len(r) for r in want]
     assert max(max_abs(w.scores, g.scores) for w, g in zip(want, fp16, strict=True)) < 1e-2
+
+
+def test_onnx_detector_with_default_providers_runs_here(export):
+    """The embedding API's first call: every available provider, in ONNX Runtime's order (which can
+    start with one that runs nothing on a GPU, e.g. Azure's), and inputs prepared where they run."""
+    checkpoint, folder = export
+    images, detections = frames()
+    detector = HOIDetector.from_onnx(folder / "model.onnx")
+    assert detector.backend.device == feed_device(detector.backend.providers)
+    want = HOIDetector.from_onnx(folder / "model.onnx", ["CPUExecutionProvider"]).detect(images, detections)
+    assert_same_results(want, detector.detect(images, detections), tol=1e-6)
+
+
+def test_feed_device_is_cuda_only_for_gpu_providers():
+    assert feed_device(["CUDAExecutionProvider", "CPUExecutionProvider"]).type == "cuda"
+    assert feed_device(["TensorrtExecutionProvider", "CUDAExecutionProvider"]).type == "cuda"
+    assert feed_device(["AzureExecutionProvider", "CPUExecutionProvider"]).type == "cpu"
+    assert feed_device(["CPUExecutionProvider"]).type == "cpu"
 
 
 def test_batch_without_pairs_never_calls_with_p0(export):

@@ -79,6 +79,16 @@ class TorchBackend:
         return pairs.float(), image.float()
 
 
+CUDA_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def feed_device(providers: list[str]) -> torch.device:
+    """Where the runtime prepares an ONNX Runtime session's inputs: CUDA when the session's first
+    provider runs on an NVIDIA GPU, else the CPU. Not "anything but the CPU provider": ONNX Runtime
+    can list providers that run nothing on a GPU first (``AzureExecutionProvider``)."""
+    return torch.device("cuda" if providers and providers[0] in CUDA_PROVIDERS else "cpu")
+
+
 class OnnxBackend:
     """An exported ``model.onnx``, ``model.fp16.onnx`` or ``model.int8.onnx`` run by ONNX Runtime.
 
@@ -125,7 +135,7 @@ class OnnxBackend:
         if threads is not None:
             session = dataclasses.replace(session, threads=threads)
         self.session = make_session(path, providers, session, file_sha256=entry["sha256"])
-        self.device = torch.device("cpu" if self.providers[0] == "CPUExecutionProvider" else "cuda")
+        self.device = feed_device(self.providers)
 
     @classmethod
     def from_session(cls, session, meta: RuntimeMeta, precision: str, mask_mode: str) -> OnnxBackend:
@@ -134,7 +144,7 @@ class OnnxBackend:
         backend = cls.__new__(cls)
         backend.session, backend.meta = session, meta
         backend.precision, backend.mask_mode = precision, check_mask_mode(mask_mode)
-        backend.device = torch.device("cpu" if backend.providers[0] == "CPUExecutionProvider" else "cuda")
+        backend.device = feed_device(backend.providers)
         return backend
 
     @property
