@@ -3,7 +3,8 @@
 Exports the checkpoint (fp32, fp16), quantizes it once per variant (node groups, calibration method,
 per-channel or per-tensor weights, dynamic), calibrating on ``--calibration-images`` images of the
 *train* split (frames and GT-box pairs), then evaluates every file on the whole *test* split with the
-same detections for all: the GT boxes with the demo's box noise (r = 0.05, seed 0).
+same detections for all: the GT boxes with the demo's box noise (r = 0.05, seed 0, drawn in the
+annotation file's order as the demo draws them, so the fp32 row is the demo's detection result).
 
 Per file: max / mean |Δ| of pair and image logits against fp32, top-1 agreement of pair classes,
 HICO mAP (image logits, the HICO protocol), HICO-DET mAP full / rare / non-rare (official protocol).
@@ -21,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from defr.data import hicodet_files
 from defr.eval.box_noise import noisy_gt_detections
+from defr.eval.hicodet import load_annotations
 from defr.export import ExportConfig, export_model
 from defr.export.accuracy import accuracy_gate
 from defr.export.calibration import GraphFeeds, load_calibration_set
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             quantize(files["fp32"], files[name], VARIANTS[name], GraphFeeds(calibrate, meta), log=print)
             report["quantize_seconds"][name] = round(time.perf_counter() - start, 1)
         test = load_calibration_set(args.data, 10**9, meta, tmp, split="test")  # every test image
-        test.detections = noisy_gt_detections(test.annotations, args.noise, seed=0)
+        test.detections = noisy_gt_detections(load_annotations(hicodet_files(args.data, "test")[0]), args.noise, 0)
         test.source = f"{args.data} test split, GT boxes with noise r = {args.noise}"
         report["test"] = test.describe()
         ordered = {"fp32": files["fp32"], "int8": files.get("int8", files[args.variants[0]])}

@@ -280,7 +280,7 @@ def video_table(r: dict) -> str:
         f"{r['frame_size'][0]}×{r['frame_size'][1]}, "
         f"batch {r['batch']} — {r['machine']['cpu']}, 1-minute load average {r['load_average_1min']['start']:.1f} "
         f"at the start, {r['load_average_1min']['end']:.1f} at the end\n\n"
-        "| run | fps | HOI stage ms/frame | HOI share of wall | HOI stage / `detect()` | "
+        "| run | fps | HOI stage ms/frame (mean) | HOI share of wall | HOI stage / `detect()` | "
         "p50 ms/frame: " + " · ".join(stages) + " |\n|---|---:|---:|---:|---:|---|\n"
     )
     rows = []
