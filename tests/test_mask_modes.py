@@ -111,7 +111,9 @@ def test_export_cli_bakes_the_mode(exports, tmp_path):
 def test_bench_mask_mode(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--model", "tiny-vit", "--image-size", "32", "--batch", "1", "--pairs", "2"]
-    r = CliRunner().invoke(main, [*args, "--backends", "torch", "--repeats", "1", "--warmup", "0"])
+    r = CliRunner().invoke(
+        main, [*args, "--backends", "torch", "--repeats", "1", "--warmup", "0", "--json", str(tmp_path / "b.json")]
+    )
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(
         main, [*args, "--mask-mode", "released", "--repeats", "1", "--warmup", "0", "--json", str(out)]

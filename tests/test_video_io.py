@@ -257,7 +257,9 @@ def test_ctrl_c_on_the_command_finalises_and_exits_130(tmp_path, checkpoint):
            f"detections:{dets}", "--out", str(out), "--frames", str(tmp_path / "f.jsonl"), "--events",
            str(tmp_path / "e.jsonl"), "--no-progress", "--batch", "2"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a test run started in the background inherits an ignored SIGINT: give the command the default
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     frames_file = tmp_path / "f.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and (not frames_file.is_file() or len(frames_file.read_text().splitlines()) < 5):

@@ -10,9 +10,11 @@ Outputs, each optional:
 - events JSONL: one ``Interaction`` a line as it closes;
 - summary JSON (``SUMMARY_FORMAT``): frames, achieved fps, per-stage latency, skipped frames, events.
 
-JSONL lines are flushed one by one. If the run stops early (Ctrl-C: ``StreamInterrupted``; or an
-error that cannot go on) the open events are closed and written, the video is finalised (or removed
-if that fails) and the summary says why it stopped; then the interruption or error propagates.
+JSONL lines are flushed one by one, and a Ctrl-C never falls between one frame's writes
+(``InterruptGuard``): the video and the frames JSONL hold the same frames. If the run stops early
+(Ctrl-C: ``StreamInterrupted``; or an error that cannot go on) the open events are closed and
+written, the video is finalised (or removed if that fails) and the summary says why it stopped;
+then the interruption or error propagates.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from defr.files import write_json
 from defr.runtime import HOIDetector
 from defr.video.annotate import annotate_frame
 from defr.video.detectors import ObjectDetector
+from defr.video.interrupts import InterruptGuard
 from defr.video.pipeline import HOIStream, StreamConfig
 from defr.video.records import FrameResult
 from defr.video.writers import JsonlWriter, VideoWriter
@@ -89,23 +92,26 @@ def run_video(
                 events_out.write(e.to_json())
 
     results = stream.run(source, fps=fps)
+    guard = InterruptGuard()
     try:
-        for result in results:
-            if bar.total is None and stream.source.total:
-                bar.total = stream.source.total
-            if outputs.video is not None:
-                if video is None:
-                    video = VideoWriter(outputs.video, stream.source.fps)
-                t = time.perf_counter()
-                picture = _picture(result, names, outputs.top, video.size)
-                stream.times.add("draw", time.perf_counter() - t)
-                t = time.perf_counter()
-                video.write(picture)
-                stream.times.add("write", time.perf_counter() - t)
-            if frames_out:
-                frames_out.write(result.to_json())
-            write_events(result.events)
-            bar.update()
+        with guard:
+            for result in results:
+                if bar.total is None and stream.source.total:
+                    bar.total = stream.source.total
+                with guard.hold():  # the frame goes to every output or to none
+                    if outputs.video is not None:
+                        if video is None:
+                            video = VideoWriter(outputs.video, stream.source.fps)
+                        t = time.perf_counter()
+                        picture = _picture(result, names, outputs.top, video.size)
+                        stream.times.add("draw", time.perf_counter() - t)
+                        t = time.perf_counter()
+                        video.write(picture)
+                        stream.times.add("write", time.perf_counter() - t)
+                    if frames_out:
+                        frames_out.write(result.to_json())
+                    write_events(result.events)
+                bar.update()
     except KeyboardInterrupt:
         state["stopped"] = "interrupted"
     except BaseException as e:
