@@ -1,0 +1,78 @@
+"""The one JSON reader for everything ``defr`` takes from outside: detections, results, ``model.json``,
+checkpoint headers, video detections, requests.
+
+``json.loads`` alone turns hostile input into crashes far from the file: a 5,000-digit integer
+raises ``ValueError`` (Python's int-string limit), a 400-digit one an ``OverflowError`` wherever it
+is later made a float, ``1e400`` becomes ``inf``, ``NaN`` / ``Infinity`` are accepted, and 100,000
+nested brackets raise ``RecursionError``. Here each of those is refused while parsing, with a
+``JsonInputError`` (a ``ConfigError``) that names the file or field: integers must fit in 64 bits,
+floats must be finite, the non-standard constants are refused, nesting deep enough to exhaust the
+parser's recursion is refused, and text must be UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from defr.errors import ConfigError
+
+_INT_LIMIT = 2**63
+
+
+class JsonInputError(ConfigError):
+    """JSON text that is not valid, or holds values no ``defr`` file may hold; the message names where."""
+
+
+class _Refused(Exception):
+    """Raised inside the decoder's hooks; turned into a JsonInputError naming the source."""
+
+
+def _parse_int(text: str) -> int:
+    digits = text.lstrip("-")
+    if len(digits) > 19 or abs(int(text)) >= _INT_LIMIT:
+        shown = text if len(text) <= 24 else f"{text[:20]}... ({len(digits)} digits)"
+        raise _Refused(f"integer {shown} does not fit in 64 bits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"number {text[:24]} is out of range (not a finite float)")
+    return value
+
+
+def _parse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """Parse JSON ``text`` (str, or UTF-8 bytes) from ``where`` (a file name, ``"line 3 of x.jsonl"``,
+    ``"request body"``); JsonInputError naming ``where`` for anything refused (module docstring)."""
+    if isinstance(text, (bytes, bytearray)):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JsonInputError(f"{where}: not UTF-8 text (byte {e.start})") from None
+    try:
+        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except _Refused as e:
+        raise JsonInputError(f"{where}: {e}") from None
+    except RecursionError:
+        raise JsonInputError(f"{where}: nested too deeply to read") from None
+    except json.JSONDecodeError as e:
+        raise JsonInputError(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    return value
+
+
+def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
+    """Read and parse the JSON file ``path`` (refusals as ``parse_json``); ``max_bytes`` refuses larger files
+    before reading them. OSError for a file that cannot be read."""
+    path = Path(path)
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise JsonInputError(f"{path}: {path.stat().st_size} bytes, more than the {max_bytes} allowed")
+    return parse_json(path.read_bytes(), str(path))

@@ -1,0 +1,61 @@
+"""The one JSON reader: hostile numbers, nesting, constants and encodings refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from defr.errors import ConfigError
+from defr.jsonio import JsonInputError, parse_json, read_json
+
+
+def test_plain_json_round_trips(tmp_path):
+    obj = {"boxes": [[0, 1.5, 2, 3]], "labels": [1], "name": "é", "ok": True, "none": None, "big": 2**63 - 1}
+    path = tmp_path / "x.json"
+    path.write_text(json.dumps(obj), encoding="utf-8")
+    assert read_json(path) == obj
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("[" + "1" * 400 + "]", "64 bits"),
+        ("[" + "9" * 5000 + "]", "64 bits"),
+        ("[-" + "9" * 30 + "]", "64 bits"),
+        (str(2**63), "64 bits"),
+        ('{"frame": 1e400}', "out of range"),
+        ("[-1e400]", "out of range"),
+        ("[NaN]", "NaN"),
+        ('{"x": Infinity}', "Infinity"),
+        ("[-Infinity]", "Infinity"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"a": [1, 2}', "not valid JSON"),
+        ("", "not valid JSON"),
+    ],
+)
+def test_hostile_json_is_refused_by_name(text, words):
+    with pytest.raises(JsonInputError, match=words) as info:
+        parse_json(text, "dets.json")
+    assert str(info.value).startswith("dets.json: ")
+    assert isinstance(info.value, ConfigError)
+
+
+def test_non_utf8_file_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "latin.json"
+    path.write_bytes('{"name": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(JsonInputError, match=r"latin\.json: not UTF-8"):
+        read_json(path)
+
+
+def test_size_limit_is_checked_before_reading(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text("[" + "0," * 100 + "0]")
+    with pytest.raises(JsonInputError, match="more than the 64 allowed"):
+        read_json(path, max_bytes=64)
+    assert len(read_json(path, max_bytes=10_000)) == 101
+
+
+def test_missing_file_is_an_os_error(tmp_path):
+    with pytest.raises(OSError):
+        read_json(tmp_path / "absent.json")
