@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from defr.errors import ConfigError
+from defr.errors import ConfigError, DefrError
 
 _INT_LIMIT = 2**63
 
@@ -27,7 +27,7 @@ class JsonInputError(ConfigError):
     """JSON text that is not valid, or holds values no ``defr`` file may hold; the message names where."""
 
 
-class _Refused(Exception):
+class _Refused(DefrError):
     """Raised inside the decoder's hooks; turned into a JsonInputError naming the source."""
 
 
