@@ -518,3 +518,51 @@ def test_ctrl_c_on_the_command_finalises_and_exits_130(tmp_path, checkpoint):
     assert 5 <= len(lines) < n and [x["frame"] for x in lines] == list(range(len(lines)))
     assert len(read_video(out)) == len(lines)
     assert "interrupted after" in err
+
+
+@pytest.mark.slow
+def test_kill_9_then_sigterm_over_previous_outputs(tmp_path, checkpoint):
+    """Issue 18 #7: ``kill -9`` over a previous run's outputs leaves this run's files only, marked
+    ``"complete": false``; the next run removes the killed run's video temporary; SIGTERM is taken like
+    Ctrl-C (outputs finalised, exit 143)."""
+    n = 400
+    video = write_video(tmp_path / "in.mp4", frames(n, (96, 72)))
+    dets = detections_file(tmp_path / "d.jsonl", n)
+    out, frames_file, summary = tmp_path / "o.mp4", tmp_path / "f.jsonl", tmp_path / "o.summary.json"
+    outs = ["--out", str(out), "--frames", str(frames_file), "--events", str(tmp_path / "e.jsonl"), "--batch", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "ignore"}
+    short = write_video(tmp_path / "short.mp4", frames(3, (96, 72)), fps=15)
+    previous = subprocess.run([sys.executable, "-m", "defr", *video_args(short, checkpoint, dets, *outs)], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert previous.returncode == 0, previous.stderr
+
+    def run_until(sig: int) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "defr", *video_args(video, checkpoint, dets, *outs)]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 180
+        # this run's video temporary shows that it has started its JSONL files afresh
+        while time.time() < deadline and not (
+            list(tmp_path.glob(f".o.mp4.{proc.pid}-*.tmp")) and len(frames_file.read_text().splitlines()) >= 5
+        ):
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, err
+
+    code, err = run_until(signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    saved = json.loads(summary.read_text())
+    assert saved["complete"] is False and saved["source"] == str(video)
+    assert not out.exists() and len(list(tmp_path.glob(".o.mp4.*.tmp"))) == 1  # not the previous run's video
+    lines = read_jsonl(frames_file)  # whole lines, all of this run
+    assert 5 <= len(lines) < n and [x["frame"] for x in lines] == list(range(len(lines)))
+    read_jsonl(tmp_path / "e.jsonl")
+
+    code, err = run_until(signal.SIGTERM)
+    assert code == 143, err
+    assert "interrupted after" in err and "(SIGTERM)" in err
+    saved = json.loads(summary.read_text())
+    assert saved["complete"] is True and saved["stopped"] == "interrupted" and saved["signal"] == "SIGTERM"
+    lines = read_jsonl(frames_file)
+    assert len(read_video(out)) == len(lines) == saved["frames"]
+    assert not list(tmp_path.glob(".*.tmp"))  # the killed run's temporary is gone

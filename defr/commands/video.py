@@ -128,8 +128,7 @@ def video_command(
         hoi = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
         result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:
-        frames_done = e.summary.frames
-        click.echo(f"interrupted ({e}) after {frames_done} frames; outputs finalised, summary {summary}", err=True)
+        click.echo(f"interrupted after {e.summary.frames} frames ({e}); outputs finalised, summary {summary}", err=True)
         raise SystemExit(128 + e.signum) from None
     except (DefrError, OSError) as e:
         raise click.ClickException(f"{e} (summary: {summary})" if summary.is_file() else str(e)) from None
