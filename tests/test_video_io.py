@@ -463,7 +463,7 @@ def test_outputs_that_are_one_file_are_refused(tmp_path, checkpoint, monkeypatch
     before = {p: p.read_bytes() for p in (video, dets, tmp_path / "X.jsonl")}
     result = CliRunner().invoke(main, video_args(video, checkpoint, dets, *collision))
     assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1, result.output
-    assert "one file" in result.output or "both an input and" in result.output
+    assert ("one file" in result.output or "both an input and" in result.output) and "(summary:" not in result.output
     assert {p: p.read_bytes() for p in before} == before
 
 

@@ -113,10 +113,13 @@ def video_command(
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
     summary = summary or _summary_path(out, events, frames)
-    try:
+    kind, _, detections_file = detector.partition(":")
+    try:  # before anything is loaded or written (an existing summary here is not this run's)
         outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
-        kind, _, detections_file = detector.partition(":")
         outputs.check_inputs(source, *([detections_file] if kind == "detections" else []))
+    except DefrError as e:
+        raise click.ClickException(str(e)) from None
+    try:
         config = StreamConfig(
             batch=batch,
             max_latency_ms=max_latency_ms,
