@@ -467,6 +467,7 @@ def test_outputs_that_are_one_file_are_refused(tmp_path, checkpoint, monkeypatch
     assert {p: p.read_bytes() for p in before} == before
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
 def test_a_full_disk_is_one_line_and_the_summary_says_so(tmp_path, checkpoint):
     """Issue 18 #8: ENOSPC on the frames JSONL (/dev/full): a one-line error naming the file; the summary
     (another disk here) says why the run stopped."""

@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ from defr.video.records import FrameResult, Interaction
 from defr.video.writers import JsonlWriter, VideoWriter, clean_stale_temporaries
 
 SUMMARY_FORMAT = "defr-video-summary/2"
+OUTPUT_NAMES = ("video", "frames", "events", "summary")
 
 
 @dataclass
@@ -67,10 +68,9 @@ class VideoOutputs:
     top: int = 2
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name != "top" and value is not None:
-                setattr(self, f.name, Path(value))
+        for name in OUTPUT_NAMES:
+            if (value := getattr(self, name)) is not None:
+                setattr(self, name, Path(value))
         if self.top < 1:
             raise ConfigError(f"top must be >= 1 interaction per human, not {self.top}")
         named = list(self.named().items())
@@ -83,7 +83,7 @@ class VideoOutputs:
 
     def named(self) -> dict[str, Path]:
         """The outputs given, by name (video, frames, events, summary)."""
-        return {n: p for n in ("video", "frames", "events", "summary") if (p := getattr(self, n)) is not None}
+        return {n: p for n in OUTPUT_NAMES if (p := getattr(self, n)) is not None}
 
     def check_inputs(self, *inputs) -> None:
         """``VideoError`` if an output is one of ``inputs`` (paths; URLs and other sources are ignored)."""
