@@ -82,9 +82,9 @@ def main() -> None:
         detector, config = PrecomputedDetector(synthetic.detections), StreamConfig(batch=args.batch)
         run_video(synthetic.video, detector, hoi, VideoOutputs(frames=tmp / "warm-up.jsonl"), config, progress=False)
         before = reference_detect(hoi, synthetic.video, synthetic.detections, args.batch, args.repeats)
-        full = run_video(synthetic.video, detector, hoi, outputs, config, progress=False)
+        full = run_video(synthetic.video, detector, hoi, outputs, config, progress=False).to_dict()
         lean_out = VideoOutputs(frames=tmp / "lean.jsonl")
-        lean = run_video(synthetic.video, detector, hoi, lean_out, config, progress=False)
+        lean = run_video(synthetic.video, detector, hoi, lean_out, config, progress=False).to_dict()
         after = reference_detect(hoi, synthetic.video, synthetic.detections, args.batch, args.repeats)
     detect_ms = statistics.median(before["passes_ms"] + after["passes_ms"])
 

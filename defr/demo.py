@@ -274,7 +274,7 @@ def run_video_demo(
     hoi = load_detector(checkpoint)
     summary = run_video(
         synthetic.video, PrecomputedDetector.from_dict(by_frame), hoi, outputs, config, progress=progress
-    )
+    ).to_dict()
     predicted = [json.loads(x) for x in outputs.events.read_text().splitlines()]
     relabelled = in_gt_ids(predicted, track_owners(outputs.frames, owner))
     identity = {e[k]: e[k] for e in truth for k in ("human_id", "object_id")}

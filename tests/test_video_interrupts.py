@@ -1,21 +1,28 @@
-"""InterruptGuard: a SIGINT inside hold() waits for the step's end; elsewhere it is delivered at once."""
+"""InterruptGuard: a SIGINT or SIGTERM inside hold() waits for the step's end; elsewhere it is delivered at once."""
 
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from defr.video.interrupts import InterruptGuard
+
+INTERRUPTS = Path(__file__).resolve().parents[1] / "defr" / "video" / "interrupts.py"
 
 
 @pytest.fixture(autouse=True)
 def default_sigint():
     """Python's own handler, whatever the test runner was started with (background runs ignore SIGINT)."""
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous_term = signal.getsignal(signal.SIGTERM)
     yield
     signal.signal(signal.SIGINT, previous)
+    signal.signal(signal.SIGTERM, previous_term)
 
 
 def test_a_sigint_inside_a_step_is_delivered_when_the_step_ends():
@@ -49,7 +56,7 @@ def test_the_previous_handler_is_restored_and_called():
             signal.raise_signal(signal.SIGINT)
             assert calls == []
         assert calls == [signal.SIGINT]
-    assert signal.getsignal(signal.SIGINT) is not guard._on_sigint
+    assert signal.getsignal(signal.SIGINT) is not guard._on_signal
     signal.raise_signal(signal.SIGINT)
     assert calls == [signal.SIGINT, signal.SIGINT]
 
@@ -75,3 +82,46 @@ def test_outside_the_main_thread_the_guard_does_nothing():
     t.start()
     t.join()
     assert errors == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_sigterm_inside_a_step_waits_for_its_end_and_the_handler_before_is_called():
+    """Issue 18 #7: SIGTERM goes through the guard like SIGINT (a Python handler installed before is kept)."""
+    calls = []
+    signal.signal(signal.SIGTERM, lambda signum, frame: calls.append(signum))
+    with InterruptGuard() as guard:
+        with guard.hold():
+            signal.raise_signal(signal.SIGTERM)
+            assert calls == []
+        assert calls == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is not guard._on_signal
+
+
+def test_a_default_sigterm_is_taken_as_a_ctrl_c():
+    """With SIGTERM's default (end the process), the guard raises ``Interrupted`` (a KeyboardInterrupt) at the
+    step's end instead. In a child process: without the guard the default would end the test runner."""
+    code = f"""
+import importlib.util, signal
+spec = importlib.util.spec_from_file_location("interrupts", {str(INTERRUPTS)!r})
+m = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(m)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+steps = []
+try:
+    with m.InterruptGuard() as guard, guard.hold():
+        signal.raise_signal(signal.SIGTERM)
+        steps.append("finished the step")
+except KeyboardInterrupt as e:
+    print(type(e).__name__, e.signum == signal.SIGTERM, steps)
+print(signal.getsignal(signal.SIGTERM) == signal.SIG_DFL)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, (out.returncode, out.stderr)
+    assert out.stdout.split("\n")[:2] == ["Interrupted True ['finished the step']", "True"]
+
+
+def test_a_signal_held_with_deliver_false_is_dropped():
+    with InterruptGuard() as guard:
+        with guard.hold(deliver=False):
+            signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt), guard.hold():
+            signal.raise_signal(signal.SIGINT)

@@ -113,6 +113,23 @@ def test_a_detector_failure_reaches_the_caller_and_stops_the_threads(hoi):
     assert not [t for t in threading.enumerate() if t.name.startswith("defr-")]
 
 
+def test_the_frames_before_a_source_error_come_out_before_it(hoi):
+    """A source that breaks at frame 5 (a bomb image, a demuxer error) in the middle of a batch of 8: frames
+    0..4 come out first, then the error (they were dropped with the batch before)."""
+
+    def breaks_at_5():
+        for i, f in enumerate(frames(9)):
+            if i == 5:
+                raise VideoError("frame 5 broke the source")
+            yield f
+
+    seen = []
+    with pytest.raises(VideoError, match="frame 5 broke the source"):
+        for r in HOIStream(Oracle(), hoi, batch=8, max_latency_ms=1000).run(breaks_at_5()):
+            seen.append(r.index)
+    assert seen == [0, 1, 2, 3, 4]
+
+
 def test_frame_size_change_mid_stream_is_fine_without_a_video_output(hoi):
     clip = frames(2, (96, 72)) + frames(2, (64, 80), seed=1)
     results = list(HOIStream(Oracle(), hoi, batch=4).run(clip))

@@ -48,6 +48,18 @@ def test_files_and_formats(synthetic):
     assert sorted(dets) == list(range(60))
 
 
+def test_the_synthetic_video_follows_the_umask(tmp_path):
+    """Issue 18 #20: ``defr synth --video`` writes 0666 minus the umask (mkstemp's 0600 before)."""
+    import os
+
+    previous = os.umask(0o027)
+    try:
+        made = generate_synthetic_video(tmp_path / "u.mp4", frames=10, fps=5, width=64, seed=0)
+    finally:
+        os.umask(previous)
+    assert {p.stat().st_mode & 0o777 for p in (made.video, made.detections, made.events)} == {0o640}
+
+
 def test_same_seed_same_spans_and_boxes(synthetic, tmp_path):
     again = generate_synthetic_video(tmp_path / "again.mp4", frames=60, fps=12, width=160, seed=3)
     assert again.detections.read_text() == synthetic.detections.read_text()

@@ -18,11 +18,16 @@ from defr.model.pair_attention import ATTENTION_BACKENDS, MASK_MODES
 @contextmanager
 def one_line_errors() -> Iterator[None]:
     """Project errors and file-system errors become ``click.ClickException`` (one line, exit 1);
-    anything else is a bug and keeps its traceback."""
+    a Ctrl-C (``KeyboardInterrupt``, also a video run's ``StreamInterrupted``) exits with code 130,
+    as any program's Ctrl-C (click's own "Aborted!" would be exit 1); anything else is a bug and
+    keeps its traceback."""
     try:
         yield
     except (DefrError, OSError) as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        raise SystemExit(130) from None
 
 
 def int_list(ctx, param, value: str) -> tuple[int, ...]:

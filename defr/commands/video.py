@@ -103,7 +103,8 @@ def video_command(
     """Detect human-object interactions in INPUT (a video file, stream URL or image folder).
 
     Writes an annotated video (--out), interaction events (--events), per-frame results (--frames)
-    and a summary. Ctrl-C finalises what was written so far and exits with code 130.
+    and a summary. Ctrl-C (SIGTERM alike) finalises what was written so far and exits with code 130
+    (143); a killed run leaves a summary saying "complete": false.
     """
     if (checkpoint is None) == (model_file is None):
         raise click.UsageError("give exactly one of --checkpoint and --model")
@@ -112,6 +113,12 @@ def video_command(
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
     summary = summary or _summary_path(out, events, frames)
+    kind, _, detections_file = detector.partition(":")
+    try:  # before anything is loaded or written (an existing summary here is not this run's)
+        outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
+        outputs.check_inputs(source, *([detections_file] if kind == "detections" else []))
+    except DefrError as e:
+        raise click.ClickException(str(e)) from None
     try:
         config = StreamConfig(
             batch=batch,
@@ -122,17 +129,15 @@ def video_command(
         objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
         kw = {"precision": precision} if checkpoint is not None else {}
         hoi = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
-        outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
         result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:
-        s = e.summary
-        click.echo(f"interrupted after {s['frames']} frames; outputs finalised, summary {summary}", err=True)
-        raise SystemExit(130) from None
+        click.echo(f"interrupted after {e.summary.frames} frames ({e}); outputs finalised, summary {summary}", err=True)
+        raise SystemExit(128 + e.signum) from None
     except (DefrError, OSError) as e:
         raise click.ClickException(f"{e} (summary: {summary})" if summary.is_file() else str(e)) from None
     written = [str(p) for p in (out, events, frames) if p is not None]
-    skipped = f"; {result['skipped']} frame(s) skipped" if result["skipped"] else ""
+    skipped = f"; {result.skipped} frame(s) skipped" if result.skipped else ""
     click.echo(
-        f"{result['frames']} frames at {result['fps']:.1f} fps, {result['events']} events{skipped}; "
+        f"{result.frames} frames at {result.fps:.1f} fps, {result.events} events{skipped}; "
         f"wrote {', '.join(written)}, {summary}"
     )

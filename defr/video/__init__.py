@@ -1,7 +1,7 @@
 """HOI on video: frame sources, object detector adapters, tracking, temporal smoothing, events, annotated video.
 
 ``HOIStream(detector, hoi, batch=8).run(source)`` yields one ``FrameResult`` per frame, in order;
-``run_video`` adds the outputs (annotated video, frames / events JSONL, summary). PyAV,
+``VideoRun`` (or ``run_video``) adds the outputs (annotated video, frames / events JSONL, summary). PyAV,
 supervision and trackers are the ``video`` extra (``pip install "defr[video]"``), imported only
 where used. See docs/video.md.
 """
@@ -20,11 +20,11 @@ from defr.video.detectors import (
     make_detector,
     read_detections,
 )
-from defr.video.errors import DetectorError, VideoError
+from defr.video.errors import DetectorError, OutputError, VideoError
 from defr.video.events import EventConfig, EventDetector
 from defr.video.pipeline import HOIStream, StreamConfig
 from defr.video.records import Frame, FrameDetections, FrameResult, Interaction, Skipped
-from defr.video.run import StreamInterrupted, VideoOutputs, run_video
+from defr.video.run import StreamInterrupted, Summary, VideoOutputs, VideoRun, run_video
 from defr.video.scoring import evaluate_events
 from defr.video.smoothing import ScoreSmoother, SmoothingConfig
 from defr.video.sources import open_source
@@ -42,18 +42,21 @@ __all__ = [
     "Interaction",
     "ObjectDetector",
     "ObjectTracker",
+    "OutputError",
     "PrecomputedDetector",
     "ScoreSmoother",
     "Skipped",
     "SmoothingConfig",
     "StreamConfig",
     "StreamInterrupted",
+    "Summary",
     "SupervisionDetector",
     "TorchvisionDetector",
     "TrackerConfig",
     "UltralyticsDetector",
     "VideoError",
     "VideoOutputs",
+    "VideoRun",
     "build_torchvision_detector",
     "check_detections",
     "detections_from_supervision",

@@ -33,9 +33,9 @@ import torch
 
 from defr import vocab
 from defr.errors import ConfigError
+from defr.optional import import_ultralytics
 from defr.runtime import hico_labels_from_coco
 from defr.video.errors import DetectorError
-from defr.video.optional import import_ultralytics
 from defr.video.records import FrameDetections, FrameImage, as_numpy, as_tensor
 
 LABEL_SPACES = ("hico", "coco80", "coco91")

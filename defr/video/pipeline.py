@@ -18,8 +18,8 @@ latency log forget what they no longer need.
 Frames that cannot be used (undecodable, detector output with NaN, a frame the HOI stage rejects)
 come out as ``FrameResult``s with ``skipped`` set and are counted in ``HOIStream.skips``. What cannot go
 on raises (``VideoError`` for the source, ``DetectorError`` for a detections file, or the error as it
-is): the worker threads are stopped and the error reaches the caller. A stream with no decodable
-frame raises ``VideoError`` at its end.
+is) once the frames before it are out: the worker threads are stopped and the error reaches the
+caller. A stream with no decodable frame raises ``VideoError`` at its end.
 """
 
 from __future__ import annotations
@@ -127,15 +127,18 @@ class HOIStream:
         try:
             while True:
                 batch, done = _take_batch(detected, self.config.batch, self.config.max_latency_ms, stop)
-                for item in batch:
-                    if isinstance(item, _Failure):
-                        raise item.error
+                failure = batch.pop() if batch and isinstance(batch[-1], _Failure) else None
                 for result in self._hoi_stage(batch):
                     decoded_any |= result.skipped is None or result.skipped.stage != "decode"
                     if pending is not None:
                         self.frames += 1
                         yield pending
                     pending = result
+                if failure is not None:  # the frames before it are out; then the error
+                    if pending is not None:
+                        self.frames += 1
+                        yield pending
+                    raise failure.error
                 if done:
                     break
             if pending is not None:

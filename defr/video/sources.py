@@ -4,13 +4,22 @@ Every source is an iterable of ``Frame`` (decoded) or ``Skipped`` (a frame that 
 decoded: counted, never silently lost) in frame order, with ``name``, ``fps`` and ``total`` (frames,
 when the container says; None for streams and plain iterables).
 
-Frame numbers of a video come from presentation timestamps (``round((pts - start) · time_base ·
-fps)``), so a frame that fails to decode leaves its number unused and later frames keep theirs: a
-precomputed detections file indexed by frame stays aligned. Without timestamps frames are counted.
+Frames are numbered by decode order: the n-th item a source yields (a decoded frame, or a packet
+that failed to decode) is frame n, from 0. ``time_s`` is the frame's presentation timestamp in
+seconds from the stream's start (``(pts - start) · time_base``), so a variable frame rate or a gap
+after a corrupt region moves the times, never the numbers; a frame without a timestamp gets the
+previous frame's time + 1 / fps. A precomputed detections file by frame number is matched by this
+decode-order number. Folders and iterables: frame n is the n-th image, at n / fps seconds.
+
+Images in a folder are decoded by ``defr.images`` (the decoder of ``defr detect``: 16-bit images
+scaled to 8 bits, alpha composited onto white, mode F refused), so a folder frame gives the pixels
+``detect`` gives for the same file.
 
 What cannot go on raises ``VideoError`` naming the source: a file that is not a readable video, a
-container without a video stream, a demuxer error mid-stream. A packet that fails to decode, an
-unreadable image in a folder, or an iterable item that is not an image become ``Skipped``.
+container without a video stream, a demuxer error mid-stream, an image in a folder that PIL refuses
+as a possible decompression bomb (the frames before it are processed and written). A packet that
+fails to decode, an unreadable image in a folder, or an iterable item that is not an image become
+``Skipped``.
 """
 
 from __future__ import annotations
@@ -24,8 +33,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from defr.images import ImageInputError, to_rgb
+from defr.optional import import_av
 from defr.video.errors import VideoError
-from defr.video.optional import import_av
 from defr.video.records import Frame, FrameImage, Skipped
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -91,7 +101,8 @@ class VideoFileSource:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             base = float(stream.time_base) if stream.time_base else None
-            start, last = stream.start_time, -1
+            start = stream.start_time or 0
+            index, time_s = -1, -1 / self.fps  # the previous item's number and time
             packets = container.demux(stream)
             while True:
                 try:
@@ -100,28 +111,25 @@ class VideoFileSource:
                     break
                 except av.error.FFmpegError as e:
                     raise VideoError(
-                        f"{self.name}: the stream broke off after frame {last} ({_first_line(e)})"
+                        f"{self.name}: the stream broke off after frame {index} ({_first_line(e)})"
                     ) from None
                 try:
                     decoded = packet.decode()
                 except av.error.FFmpegError as e:
                     if packet.size == 0:
                         continue  # a failing flush packet holds no frame of its own
-                    index, time_s = self._when(packet.pts, start, base, last)
-                    last = index
+                    index, time_s = index + 1, self._time(packet.pts, start, base, time_s)
                     yield Skipped(index, time_s, "decode", f"cannot decode ({_first_line(e)})")
                     continue
                 for frame in decoded:
-                    index, time_s = self._when(frame.pts, start, base, last)
-                    last = index
+                    index, time_s = index + 1, self._time(frame.pts, start, base, time_s)
                     yield Frame(index, time_s, frame.to_ndarray(format="rgb24"))
 
-    def _when(self, pts, start, base, last: int) -> tuple[int, float]:
-        """(frame number, seconds) of a timestamp; numbers stay increasing when timestamps are missing or repeat."""
+    def _time(self, pts: int | None, start: int, base: float | None, previous: float) -> float:
+        """Seconds of a timestamp from the stream's start; without one, the previous frame's + 1 / fps."""
         if pts is None or base is None:
-            return last + 1, (last + 1) / self.fps
-        time_s = (pts - (start or 0)) * base
-        return max(last + 1, round(time_s * self.fps)), time_s
+            return previous + 1 / self.fps
+        return (pts - start) * base
 
 
 class ImageFolderSource:
@@ -136,9 +144,19 @@ class ImageFolderSource:
         for i, path in enumerate(self.paths):
             try:
                 with Image.open(path) as image:
-                    yield Frame(i, i / self.fps, np.array(image.convert("RGB")))
-            except (OSError, UnidentifiedImageError) as e:
+                    rgb = np.array(to_rgb(image, path.name))
+            except Image.DecompressionBombError as e:
+                raise VideoError(
+                    f"{path}: refused as a possible decompression bomb ({_first_line(e)}); "
+                    "remove it from the folder or shrink it"
+                ) from None
+            except ImageInputError as e:
+                yield Skipped(i, i / self.fps, "decode", str(e))
+                continue
+            except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
                 yield Skipped(i, i / self.fps, "decode", f"{path.name}: unreadable image ({_first_line(e)})")
+                continue
+            yield Frame(i, i / self.fps, rgb)
 
 
 class IterableSource:
@@ -160,7 +178,10 @@ class IterableSource:
 def check_image(item) -> FrameImage:
     """An iterable's item as a frame image; raises ``VideoError`` saying what is wrong with it."""
     if isinstance(item, Image.Image):
-        return np.array(item.convert("RGB"))
+        try:
+            return np.array(to_rgb(item, "PIL frame"))
+        except ImageInputError as e:
+            raise VideoError(f"not an image: {e}") from None
     if isinstance(item, np.ndarray):
         if item.ndim != 3 or item.shape[2] != 3 or item.dtype != np.uint8 or min(item.shape[:2]) < 1:
             raise VideoError(f"not an image: numpy frames must be H×W×3 uint8, got {item.shape} {item.dtype}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from defr.errors import ConfigError
-from defr.video.optional import import_bytetrack, import_supervision
+from defr.optional import import_supervision, import_trackers
 from defr.video.records import FrameDetections
 
 
@@ -46,7 +46,7 @@ class ObjectTracker:
     def __init__(self, config: TrackerConfig | None = None, frame_rate: float = 30.0):
         self.config = config or TrackerConfig()
         self.frame_rate = frame_rate
-        self._bytetrack = import_bytetrack()
+        self._bytetrack = import_trackers().ByteTrackTracker
         self._sv = import_supervision()
         self._trackers: dict[int, object] = {}
         self._ids: dict[int, dict[int, int]] = {}  # label → {ByteTrack's id: our id}

@@ -1,12 +1,16 @@
-"""Stream outputs: an annotated video (PyAV) and line-flushed JSONL files.
+"""Stream outputs: an annotated video (PyAV) and JSONL files whose lines are always whole.
 
-``JsonlWriter`` writes one JSON object a line and flushes each line: whatever stops the run
-(Ctrl-C, a crash, a killed process), the lines written so far are whole and valid.
+``JsonlWriter`` writes one JSON object a line, each line with one ``os.write`` (no buffer: readers
+see it at once). Whatever stops the run (Ctrl-C, a crash, a killed process), the lines written so
+far are whole and valid; a line that fails half-way (disk full) is truncated away before the
+error (``OutputError``) is raised.
 
 ``VideoWriter`` encodes RGB frames (H.264 in MP4 by default) into a temporary file beside the
-target; ``close()`` finalises the container and renames it onto the target, ``discard()`` removes
-it. A reader never sees a half-written video under the target name. All frames must have the size
-of the first: the encoder cannot change it mid-stream (``VideoError``).
+target (``.NAME.PID-XXXXXXXX.tmp``); ``close()`` finalises the container and renames it onto the
+target with the permissions of any other output (0666 minus the umask), ``discard()`` removes it.
+A reader never sees a half-written video under the target name. All frames must have the size of
+the first: the encoder cannot change it mid-stream (``VideoError``). ``clean_stale_temporaries``
+removes the temporaries of a target that a killed run left behind.
 """
 
 from __future__ import annotations
@@ -20,26 +24,86 @@ from pathlib import Path
 
 import numpy as np
 
-from defr.video.errors import VideoError
-from defr.video.optional import import_av
+from defr.files import umask
+from defr.optional import import_av
+from defr.video.errors import OutputError, VideoError
+
+
+def temporary_beside(path: Path) -> Path:
+    """A new empty file beside ``path`` to write it under: ``.NAME.PID-XXXXXXXX.tmp`` (the process id
+    tells ``clean_stale_temporaries`` whether its writer still runs)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
+    os.close(fd)
+    return Path(tmp)
+
+
+def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries of ``path`` (``.NAME.*.tmp``) left by runs that no longer run → those removed.
+
+    One whose name carries a process id (``temporary_beside``) is kept while that process lives;
+    one without (``defr.files.atomic_path``'s, which lives for one write) is removed.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    prefix, suffix = f".{path.name}.", ".tmp"
+    for tmp in path.parent.iterdir():
+        name = tmp.name
+        if not (name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)):
+            continue
+        pid, dash, _ = name[len(prefix) : -len(suffix)].partition("-")
+        if dash and pid.isdigit() and _running(int(pid)):
+            continue
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class JsonlWriter:
-    """One JSON object a line to ``path`` (replaced), flushed per line."""
+    """One JSON object a line to ``path`` (replaced), each line written whole or not at all."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w")  # noqa: SIM115 - closed by close()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._size = 0
         self.lines = 0
 
     def write(self, obj: dict) -> None:
-        self._file.write(json.dumps(obj, default=float) + "\n")
-        self._file.flush()
+        """Append ``obj`` as one line; ``OutputError`` (the line truncated away) if it cannot be written."""
+        data = memoryview((json.dumps(obj, default=float) + "\n").encode())
+        try:
+            while data:  # one write; a short one (a file-size limit) continues where it stopped
+                data = data[os.write(self._fd, data) :]
+        except OSError as e:
+            with contextlib.suppress(OSError):  # a partial line must not stay; the error below is the news
+                os.ftruncate(self._fd, self._size)
+                os.lseek(self._fd, self._size, os.SEEK_SET)
+            raise OutputError(
+                f"{self.path}: cannot write line {self.lines + 1} ({e.strerror or e}); "
+                f"it holds the {self.lines} whole lines before it"
+            ) from None
+        self._size = os.lseek(self._fd, 0, os.SEEK_CUR)
         self.lines += 1
 
     def close(self) -> None:
-        self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -65,12 +129,10 @@ class VideoWriter:
         self.size: tuple[int, int] | None = None
         self.frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp: Path | None = temporary_beside(self.path)
         fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
         try:
-            self._container = self.av.open(tmp, "w", format=fmt.get(self.path.suffix.lower(), "mp4"))
+            self._container = self.av.open(str(self._tmp), "w", format=fmt.get(self.path.suffix.lower(), "mp4"))
         except self.av.error.FFmpegError as e:
             self._tmp.unlink(missing_ok=True)
             raise VideoError(f"{self.path}: cannot write a video here ({e})") from None
@@ -89,8 +151,11 @@ class VideoWriter:
             )
         padded = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if (h % 2 or w % 2) else frame
         out = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="rgb24")
-        for packet in self._stream.encode(out):
-            self._container.mux(packet)
+        try:
+            for packet in self._stream.encode(out):
+                self._container.mux(packet)
+        except self.av.error.FFmpegError as e:
+            raise OutputError(f"{self.path}: cannot write frame {self.frames} ({e})") from None
         self.frames += 1
 
     def _open_stream(self, w: int, h: int) -> None:
@@ -110,6 +175,9 @@ class VideoWriter:
                 for packet in self._stream.encode():
                     self._container.mux(packet)
             self._container.close()
+        except self.av.error.FFmpegError as e:
+            self.discard()
+            raise OutputError(f"{self.path}: cannot finish the video ({e}); nothing kept") from None
         except BaseException:
             self.discard()
             raise
@@ -117,6 +185,7 @@ class VideoWriter:
         if self.frames == 0:
             self._tmp.unlink(missing_ok=True)
         else:
+            os.chmod(self._tmp, 0o666 & ~umask())  # mkstemp made it owner-only
             os.replace(self._tmp, self.path)
             self._closed = self.path
         self._tmp = None

@@ -39,7 +39,7 @@ from defr.data.synth.figure import random_look
 from defr.data.synth.images import background, drawn_box, placement
 from defr.data.synth.scenes import SCENES
 from defr.data.synth.shapes import render
-from defr.files import atomic_path
+from defr.files import atomic_path, umask
 
 LANES = 2
 
@@ -240,6 +240,7 @@ def generate_synthetic_video(
         files = SyntheticVideo(out, beside(out, "detections"), beside(out, "events"))
         _write_jsonl(files.detections, lines)
         _write_jsonl(files.events, gt_events(script))
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it owner-only; outputs follow the umask
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
