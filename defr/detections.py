@@ -124,10 +124,11 @@ class Detections:
         wrong = {k: list(v.shape) for k, v in shapes.items() if v.shape != (n,) and not (n == 0 and v.size == 0)}
         if wrong:
             raise DetectionError(f"{name}: {n} boxes but {', '.join(f'{k} of shape {s}' for k, s in wrong.items())}")
+        labels, ids = labels.reshape(n), None if ids is None else ids.reshape(n)
         boxes32, scores32 = boxes.astype(np.float32), scores.reshape(n).astype(np.float32)
         for key, values in (("boxes", boxes32), ("scores", scores32), ("labels", labels), ("track_ids", ids)):
             if values is not None:
-                bad = ~np.isfinite(values.reshape(n, -1)).all(axis=1)
+                bad = ~np.isfinite(values) if values.ndim == 1 else ~np.isfinite(values).all(axis=1)
                 if bad.any():
                     raise DetectionError(
                         f"{name}: {key} has NaN or inf (or a value beyond float32) at detection(s) {_first(bad)}"
@@ -145,7 +146,7 @@ class Detections:
                 f"{name}: inverted box(es) (x2 < x1 or y2 < y1) at detection(s) {_first(inverted)}, "
                 f"e.g. {boxes32[i].tolist()}; boxes are (x1, y1, x2, y2)"
             )
-        labels = _whole(labels, name, "labels").reshape(n)
+        labels = _whole(labels, name, "labels")
         bad = (labels < 0) | (labels >= vocab.NUM_OBJECTS)
         if bad.any():
             raise DetectionError(
@@ -153,7 +154,7 @@ class Detections:
                 f"{labels[bad][:8].tolist()} at detection(s) {_first(bad)} (COCO labels: give the label space)"
             )
         if ids is not None:
-            ids = _whole(ids, name, "track_ids").reshape(n)
+            ids = _whole(ids, name, "track_ids")
             if (ids < -1).any():
                 raise DetectionError(f"{name}: track_ids must be >= -1 (-1: not tracked), got {ids.min()}")
         for key, values in (("boxes", boxes32), ("labels", labels), ("scores", scores32), ("track_ids", ids)):

@@ -14,7 +14,16 @@ from torchvision.transforms.v2 import functional as TF
 from defr import vocab
 from defr.cli import main
 from defr.model import save_checkpoint
-from defr.runtime import DetectionError, HOIDetector, ImageInputError, PairConfig, TorchBackend, make_pairs, pair_priors
+from defr.runtime import (
+    DetectionError,
+    Detections,
+    HOIDetector,
+    ImageInputError,
+    PairConfig,
+    TorchBackend,
+    make_pairs,
+    pair_priors,
+)
 
 PERSON, BICYCLE, CUP = vocab.PERSON, vocab.hico().objects.index("bicycle"), vocab.hico().objects.index("cup")
 
@@ -44,7 +53,7 @@ def _by_hand(model, image: Image.Image, dets: dict) -> dict[tuple[int, int], flo
     std = torch.tensor(model.cfg.backbone.std).view(3, 1, 1)
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # the documented rule: AA bicubic on uint8, /255
     x = TF.resize(x, [s, s], interpolation=TF.InterpolationMode.BICUBIC, antialias=True).float() / 255
-    pairs = make_pairs(dets["boxes"], dets["labels"], dets["scores"], PairConfig())
+    pairs = make_pairs(Detections.from_dict(dets), PairConfig())
     w, h = image.size
     scale = torch.tensor([s / w, s / h, s / w, s / h])
     with torch.no_grad():

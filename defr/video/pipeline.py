@@ -32,7 +32,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from defr.detections import DetectionError, Detections, as_detections
 from defr.errors import ConfigError
@@ -299,8 +298,7 @@ def _triplet_tracks(r: ImageResult, track_ids: np.ndarray) -> tuple[np.ndarray, 
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     pair = r.pair
     kept = r.pairs.kept
-    ids = torch.from_numpy(track_ids)
-    return ids[kept[r.pairs.human[pair]]].numpy(), ids[kept[r.pairs.object[pair]]].numpy()
+    return track_ids[kept[r.pairs.human[pair]].numpy()], track_ids[kept[r.pairs.object[pair]].numpy()]
 
 
 def _take_batch(q: queue.Queue, size: int, max_latency_ms: float, stop: threading.Event) -> tuple[list, bool]:
