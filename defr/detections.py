@@ -125,7 +125,8 @@ class Detections:
         if wrong:
             raise DetectionError(f"{name}: {n} boxes but {', '.join(f'{k} of shape {s}' for k, s in wrong.items())}")
         labels, ids = labels.reshape(n), None if ids is None else ids.reshape(n)
-        boxes32, scores32 = boxes.astype(np.float32), scores.reshape(n).astype(np.float32)
+        with np.errstate(over="ignore"):  # a value beyond float32 becomes inf, refused just below
+            boxes32, scores32 = boxes.astype(np.float32), scores.reshape(n).astype(np.float32)
         for key, values in (("boxes", boxes32), ("scores", scores32), ("labels", labels), ("track_ids", ids)):
             if values is not None:
                 bad = ~np.isfinite(values) if values.ndim == 1 else ~np.isfinite(values).all(axis=1)
