@@ -244,3 +244,19 @@ def test_hostile_json_in_video_detections_is_refused_by_name(tmp_path, text, mat
     path.write_text(text + "\n")
     with pytest.raises(InputFileError, match=f"d.jsonl, line 1: .*{match}"):
         PrecomputedDetector(path)
+
+
+def test_defr_video_refuses_a_bad_detections_file_in_one_line(tmp_path):
+    """Case 5 through the command: the refusal is one line naming the file and line, exit 1."""
+    from click.testing import CliRunner
+
+    from defr.cli import main
+
+    dets = tmp_path / "d.jsonl"
+    dets.write_text(json.dumps({"frame": 0, "boxes": [[0, 0, 5, 5]], "labels": [49.9], "scores": [0.5]}) + "\n")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"never read: the detections are refused first")
+    args = ["video", str(tmp_path / "in.mp4"), "--model", str(model), "--detector", f"detections:{dets}"]
+    r = CliRunner().invoke(main, [*args, "--frames", str(tmp_path / "f.jsonl")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert "d.jsonl, line 1 (frame 0): labels must be whole numbers, got 49.9" in r.output
