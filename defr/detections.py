@@ -222,9 +222,12 @@ class Detections:
             torch.from_numpy(self.scores.copy()),
         )
 
-    def check_bounds(self, width: int, height: int, tolerance: float = BOUNDS_TOLERANCE) -> None:
-        """DetectionError if a box leaves the ``width`` × ``height`` image by more than ``tolerance`` of its
-        side (and 1 px); detections with ``in_image=False`` are not checked."""
+    def check_bounds(
+        self, width: int, height: int, tolerance: float = BOUNDS_TOLERANCE, name: str | None = None
+    ) -> None:
+        """DetectionError (naming ``name``, default the record's) if a box leaves the ``width`` × ``height``
+        image by more than ``tolerance`` of its side (and 1 px); detections with ``in_image=False`` are not
+        checked."""
         if not self.in_image or len(self) == 0:
             return
         mx, my = max(1.0, tolerance * width), max(1.0, tolerance * height)
@@ -233,10 +236,11 @@ class Detections:
         if outside.any():
             i = int(np.flatnonzero(outside)[0])
             raise DetectionError(
-                f"{self.name}: box(es) at detection(s) {_first(outside)} (e.g. {b[i].tolist()}) lie outside the "
-                f"decoded {width}×{height} image by more than {tolerance:.0%}; boxes must be in pixels of the "
-                "image as defr decodes it (a common cause is EXIF orientation: the detector saw the image "
-                "rotated by its EXIF tag and this decode did not, or the reverse; see docs/detection.md, Detections)"
+                f"{name or self.name}: box(es) at detection(s) {_first(outside)} (e.g. {b[i].tolist()}) lie "
+                f"outside the decoded {width}×{height} image by more than {tolerance:.0%}; boxes must be in "
+                "pixels of the image as defr decodes it (a common cause is EXIF orientation: the detector saw "
+                "the image rotated by its EXIF tag and this decode did not, or the reverse; see docs/detection.md, "
+                "Detections)"
             )
 
 

@@ -235,8 +235,8 @@ def test_boxes_outside_the_decoded_image_are_refused_naming_exif(detector):
     with pytest.raises(DetectionError, match=r"IMG_1.jpg: box\(es\) at detection\(s\) \[0\].*120×80 .*EXIF"):
         detector.detect([landscape], [rotated], names=["IMG_1.jpg"])
     inputs, sizes = detector.prepare([landscape])
-    with pytest.raises(DetectionError, match="EXIF"):
-        detector.detect_prepared(inputs, sizes, [Detections.from_dict(rotated)])
+    with pytest.raises(DetectionError, match="frame 7: box.*EXIF"):  # the image's name, not the record's
+        detector.detect_prepared(inputs, sizes, [Detections.from_dict(rotated)], names=["frame 7"])
     edge = {"boxes": [[-1, -1, 121, 81]], "labels": [PERSON], "scores": [0.9]}  # 1 px beyond: inclusive pixels
     assert detector.detect([landscape], [edge])[0].image_logits.shape == (600,)
     synthetic = Detections(rotated["boxes"], [PERSON], [0.9], in_image=False)  # a box-noise study's boxes

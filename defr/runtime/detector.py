@@ -235,7 +235,7 @@ class HOIDetector:
         pairs = []
         for d, (width, height), name in zip(detections, sizes, names, strict=True):
             dets = as_detections(d, label_space, name)
-            dets.check_bounds(width, height)
+            dets.check_bounds(width, height, name=name)
             pairs.append(make_pairs(dets, self.pairs))
         pair_logits, image_logits = self._run(inputs, pairs, list(sizes), names)
         results, start = [], 0
