@@ -193,9 +193,13 @@ class HOIDetector:
                     "entries: pass one image with one detections dict, or a list of images with a list of dicts"
                 )
             images, detections = [images], [detections]
-        if not isinstance(detections, (list, tuple)) or len(detections) != len(images):
-            n = len(detections) if isinstance(detections, (list, tuple)) else 1
-            raise DetectionError(f"{len(images)} images but {n} detection entries: pass one per image")
+        if not isinstance(detections, (list, tuple)):
+            raise DetectionError(
+                f"a list of {len(images)} images needs a list of detections, one per image, "
+                f"not a {type(detections).__name__}"
+            )
+        if len(detections) != len(images):
+            raise DetectionError(f"{len(images)} images but {len(detections)} detection entries: pass one per image")
         names = _names(names, len(images))
         check_label_space(label_space)
         detections = [as_detections(d, label_space, name) for d, name in zip(detections, names, strict=True)]
