@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from defr.data import hicodet_files
-from defr.eval.box_noise import noisy_gt_detections
+from defr.eval.gt_detections import noisy_gt_detections
 from defr.eval.hicodet import load_annotations
 from defr.export import ExportConfig, export_model
 from defr.export.accuracy import accuracy_gate

@@ -37,16 +37,17 @@ from defr.files import write_json
 
 def reference_detect(hoi, video: Path, detections: Path, batch: int, repeats: int) -> dict:
     """Seconds per frame of ``hoi.detect`` over the decoded frames in batches (median of ``repeats`` passes)."""
-    from defr.video import open_source, read_detections
+    from defr.runtime.io import load_frame_detections
+    from defr.video import open_source
 
     frames = [f for f in open_source(video)]
-    dets = read_detections(detections)
+    dets = load_frame_detections(detections)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for i in range(0, len(frames), batch):
             chunk = frames[i : i + batch]
-            hoi.detect([f.image for f in chunk], [dets[f.index].as_dict() for f in chunk])
+            hoi.detect([f.image for f in chunk], [dets[f.index] for f in chunk])
         times.append((time.perf_counter() - start) / len(frames))
     return {"ms_per_frame": round(statistics.median(times) * 1e3, 3), "passes_ms": [round(t * 1e3, 3) for t in times]}
 

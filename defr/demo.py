@@ -32,9 +32,10 @@ import numpy as np
 
 from defr.data import build_dataset, generate_synthetic, hicodet_files
 from defr.data.synth import generate_synthetic_video
-from defr.eval.box_noise import hicodet_metrics, image_paths, noisy_gt_detections
+from defr.detections import Detections
 from defr.eval.classification import evaluate_model
-from defr.eval.hicodet import SUMMARY_KEYS, load_annotations
+from defr.eval.gt_detections import image_paths, noisy_gt_detections
+from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics, load_annotations
 from defr.export import ExportConfig, export_model
 from defr.export.exporter import ONNX_FILES
 from defr.export.verify import compare_detections
@@ -48,7 +49,6 @@ from defr.train import TrainConfig, train
 from defr.video.detectors import PrecomputedDetector
 from defr.video.events import EventConfig
 from defr.video.pipeline import StreamConfig
-from defr.video.records import FrameDetections
 from defr.video.run import VideoOutputs, run_video
 from defr.video.scoring import evaluate_events
 
@@ -198,8 +198,9 @@ def _compare_on_synthetic(checkpoint: Path, onnx_path: Path, synth_root: Path, m
 DEMO_EVENTS = EventConfig(on=0.15, off=0.08, min_frames=5)
 
 
-def oracle_detections(lines: list[dict], ratio: float, seed: int) -> tuple[dict[int, FrameDetections], dict]:
-    """GT detection lines → ({frame: noisy FrameDetections}, {(frame, box as a tuple): GT entity id})."""
+def oracle_detections(lines: list[dict], ratio: float, seed: int) -> tuple[dict[int, Detections], dict]:
+    """GT detection lines → ({frame: noisy Detections}, {(frame, box as a tuple): GT entity id}); the noisy
+    boxes may leave the frame (``in_image=False``)."""
     rng = np.random.default_rng(seed)
     by_frame, owner = {}, {}
     for line in lines:
@@ -208,7 +209,7 @@ def oracle_detections(lines: list[dict], ratio: float, seed: int) -> tuple[dict[
         noisy = boxes + rng.normal(0.0, 1.0, boxes.shape) * ratio * np.stack([w, h, w, h], axis=1)
         noisy = np.concatenate([np.minimum(noisy[:, :2], noisy[:, 2:]), np.maximum(noisy[:, :2], noisy[:, 2:])], 1)
         scores = rng.uniform(0.8, 1.0, len(boxes))
-        dets = FrameDetections(noisy, line["labels"], scores)
+        dets = Detections(noisy, line["labels"], scores, name=f"frame {line['frame']}", in_image=False)
         by_frame[line["frame"]] = dets
         for box, gt_id in zip(dets.boxes.tolist(), line["ids"], strict=True):
             owner[(line["frame"], tuple(box))] = gt_id

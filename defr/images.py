@@ -38,7 +38,10 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
     """A PIL image of any supported mode → mode RGB (module docstring); ImageInputError otherwise."""
     if min(image.size) < 1:
         raise ImageInputError(f"{name}: empty image of size {image.size}")
-    image.load()  # a lazily opened file must be read now: the caller may close it
+    try:
+        image.load()  # a lazily opened file must be read now: the caller may close it
+    except ValueError as e:  # PIL's "Operation on closed image"
+        raise ImageInputError(f"{name}: cannot read the PIL image ({e}); pass an open image") from None
     mode = image.mode
     if mode == "RGB":
         return image

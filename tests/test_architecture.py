@@ -6,6 +6,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,7 @@ def test_leaves_import_nothing_from_defr():
     for leaf in ("defr.images", "defr.typecheck", "defr.kernels.spec"):
         assert GRAPH[leaf] <= {"defr.errors"}, leaf
     assert GRAPH["defr.runtime.contract"] <= {"defr.vocab", "defr.errors"}
+    assert GRAPH["defr.detections"] <= {"defr.vocab", "defr.errors", "defr.typecheck", "defr.jsonio"}
 
 
 def test_kernels_sit_below_the_model():
@@ -157,3 +159,35 @@ def test_help_is_instant_and_lists_commands(command):
 
     r = CliRunner().invoke(main, [command, "--help"])
     assert r.exit_code == 0 and "Usage" in r.output
+
+
+# The detection box rules (boxes not inverted, scores in [0, 1], labels among the HICO objects) live in the
+# contract modules only: ``defr.detections`` (detections) and the results reader of ``defr.eval.hicodet``
+# (the results format). Every other module takes a ``Detections`` and trusts it.
+BOX_RULE_MODULES = {"defr.detections", "defr.eval.hicodet"}
+BOX_RULES = {
+    "inverted boxes": re.compile(r"\[\s*:\s*,\s*[23]\s*\]\s*<\s*[\w.]+\[\s*:\s*,\s*[01]\s*\]"),
+    "scores in [0, 1]": re.compile(r"scores\w*(\[[^\]]*\])?\s*(<\s*0|>\s*1)\b"),
+    "labels in 0..79": re.compile(r"[<>]=?\s*(vocab\.)?NUM_OBJECTS\b"),
+}
+
+
+def _box_rules(text: str) -> list[str]:
+    return [rule for rule, pattern in BOX_RULES.items() if pattern.search(text)]
+
+
+def test_the_box_rules_are_recognised():
+    """The scan finds the rules as they were restated before ``defr.detections`` (video's check_detections)."""
+    old = (
+        "if ((dets.boxes[:, 2] < dets.boxes[:, 0]) | (dets.boxes[:, 3] < dets.boxes[:, 1])).any():\n"
+        "if ((dets.scores < 0) | (dets.scores > 1)).any():\n"
+        "if ((dets.labels < 0) | (dets.labels >= vocab.NUM_OBJECTS)).any():\n"
+    )
+    assert _box_rules(old) == list(BOX_RULES)
+    assert _box_rules("keep = scores >= cfg.score_threshold\nw = boxes[:, 2] - boxes[:, 0]") == []
+
+
+def test_only_the_contract_modules_define_the_box_rules():
+    found = {name: _box_rules(path.read_text()) for name, path in MODULES.items() if name not in BOX_RULE_MODULES}
+    assert {name: rules for name, rules in found.items() if rules} == {}
+    assert all(_box_rules(MODULES[name].read_text()) for name in BOX_RULE_MODULES)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from defr import vocab
 from defr.cli import main
 from defr.data import generate_synthetic
-from defr.eval.box_noise import add_box_noise, gt_detections, noisy_gt_detections
+from defr.eval.gt_detections import add_box_noise, gt_detections, noisy_gt_detections
 from defr.eval.hicodet import HICODetAnnotations
 from defr.model import create_model, save_checkpoint
 
@@ -36,9 +36,9 @@ def test_gt_detections_are_distinct_zero_based_boxes():
     dets = gt_detections(
         np.array([[1, 1, 10, 10], [1, 1, 10, 10]]), np.array([[5, 5, 20, 20], [30, 30, 40, 40]]), np.array([3, 7])
     )
-    assert dets["boxes"].tolist() == [[0, 0, 9, 9], [4, 4, 19, 19], [29, 29, 39, 39]]
-    assert dets["labels"].tolist() == [vocab.PERSON, 3, 7]
-    assert dets["scores"].tolist() == [1.0, 1.0, 1.0]
+    assert dets.boxes.tolist() == [[0, 0, 9, 9], [4, 4, 19, 19], [29, 29, 39, 39]]
+    assert dets.labels.tolist() == [vocab.PERSON, 3, 7]
+    assert dets.scores.tolist() == [1.0, 1.0, 1.0]
 
 
 def test_same_draws_for_every_ratio():
@@ -53,7 +53,7 @@ def test_same_draws_for_every_ratio():
         rare=[],
         non_rare=[0],
     )
-    small, large = (noisy_gt_detections(data, r, seed=3)["a.jpg"]["boxes"] for r in (0.1, 0.2))
+    small, large = (noisy_gt_detections(data, r, seed=3)["a.jpg"].boxes for r in (0.1, 0.2))
     base = np.array([[0, 0, 10, 20]])
     assert np.allclose(large - base, 2 * (small - base), atol=1e-5)
 

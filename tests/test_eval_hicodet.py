@@ -346,7 +346,7 @@ def test_load_results_errors(tmp_path):
         ({"img0.jpg": {**good, "scores": [0.5, 0.4]}}, "lengths differ"),
         ({"img0.jpg": {**good, "boxes_h": [[0, 0, 9]]}}, r"boxes must be \[D, 4\]"),
         ({"img0.jpg": {**good, "boxes_o": [[20, 20, 29, 29]] * 2}}, "lengths differ"),
-        ({"img0.jpg": {**good, "scores": [float("nan")]}}, "finite"),
+        ({"img0.jpg": {**good, "scores": [float("nan")]}}, "NaN is not a JSON number"),
         ({"img0.jpg": {**good, "hoi": [2]}}, r"hoi ids \[2\] outside \[0, 2\)"),
         ({"img0.jpg": {**good, "hoi": [1.5]}}, "integer class ids"),
         ({"img0.jpg": {k: v for k, v in good.items() if k != "hoi"}}, "needs keys"),
@@ -358,10 +358,52 @@ def test_load_results_errors(tmp_path):
         with pytest.raises(ResultsError, match=message):
             load_results(path, ann)
     path.write_text("{not json")
-    with pytest.raises(ResultsError, match="results.json: not readable JSON"):
+    with pytest.raises(ResultsError, match="results.json: not valid JSON"):
         load_results(path, ann)
     path.write_text(json.dumps({"img0.jpg": good, "img1.jpg": {"boxes_h": [], "boxes_o": [], "hoi": [], "scores": []}}))
     assert load_results(path, write_annotations(tmp_path, instances([[(0, h, o)], []], [0, 0], rare=[])))
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('"scores": [' + "9" * 400 + "]", r"integer 9+\.\.\. \(400 digits\) does not fit in 64 bits"),
+        ('"scores": [' + "9" * 5000 + "]", r"integer 9+\.\.\. \(5000 digits\) does not fit in 64 bits"),
+        ('"scores": [1e400]', "number 1e400 is out of range"),
+        ('"boxes_h": ' + "[" * 100_000 + "]" * 100_000, "nested too deeply to read"),
+    ],
+)
+def test_hostile_json_in_results_is_refused_by_name(tmp_path, text, match):
+    """Issue 18 case 14 for the results reader: refused by defr.jsonio, naming the file."""
+    ann = write_annotations(tmp_path, instances([[(0, [1, 1, 10, 10], [21, 21, 30, 30])]], [0, 0], rare=[]))
+    path = tmp_path / "results.json"
+    path.write_text('{"img0.jpg": {' + text + "}}")
+    with pytest.raises(ResultsError, match=f"results.json: {match}"):
+        load_results(path, ann)
+
+
+@pytest.mark.parametrize("setting", ["default", "known-object"])
+def test_image_results_are_evaluated_without_a_json_round_trip(tmp_path, setting):
+    """In-process evaluation takes ``ImageResult``s as they are: the same numbers as their results-format entries."""
+    import torch
+
+    from defr.runtime import ImageResult
+
+    data, results = random_case(3)
+    ann = write_annotations(tmp_path, data)
+    direct = {
+        name: ImageResult(
+            boxes_h=torch.tensor(e["boxes_h"], dtype=torch.float32).reshape(-1, 4),
+            boxes_o=torch.tensor(e["boxes_o"], dtype=torch.float32).reshape(-1, 4),
+            hoi=torch.tensor(e["hoi"], dtype=torch.long),
+            scores=torch.tensor(e["scores"], dtype=torch.float32),
+            object=torch.zeros(len(e["hoi"]), dtype=torch.long),
+            image_logits=torch.zeros(ann.num_classes),
+        )
+        for name, e in results.items()
+    }
+    as_json = {name: r.to_json() for name, r in direct.items()}
+    assert evaluate_hicodet(ann, direct, setting) == evaluate_hicodet(ann, as_json, setting)
 
 
 def test_load_annotations_errors(tmp_path):

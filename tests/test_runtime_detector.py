@@ -13,8 +13,18 @@ from torchvision.transforms.v2 import functional as TF
 
 from defr import vocab
 from defr.cli import main
+from defr.errors import ConfigError
 from defr.model import save_checkpoint
-from defr.runtime import DetectionError, HOIDetector, ImageInputError, PairConfig, TorchBackend, make_pairs, pair_priors
+from defr.runtime import (
+    DetectionError,
+    Detections,
+    HOIDetector,
+    ImageInputError,
+    PairConfig,
+    TorchBackend,
+    make_pairs,
+    pair_priors,
+)
 
 PERSON, BICYCLE, CUP = vocab.PERSON, vocab.hico().objects.index("bicycle"), vocab.hico().objects.index("cup")
 
@@ -44,7 +54,7 @@ def _by_hand(model, image: Image.Image, dets: dict) -> dict[tuple[int, int], flo
     std = torch.tensor(model.cfg.backbone.std).view(3, 1, 1)
     x = torch.from_numpy(np.array(image)).permute(2, 0, 1)  # the documented rule: AA bicubic on uint8, /255
     x = TF.resize(x, [s, s], interpolation=TF.InterpolationMode.BICUBIC, antialias=True).float() / 255
-    pairs = make_pairs(dets["boxes"], dets["labels"], dets["scores"], PairConfig())
+    pairs = make_pairs(Detections.from_dict(dets), PairConfig())
     w, h = image.size
     scale = torch.tensor([s / w, s / h, s / w, s / h])
     with torch.no_grad():
@@ -157,6 +167,80 @@ def test_bad_images_are_named(detector, image):
 def test_mismatched_image_and_detection_counts(detector):
     with pytest.raises(DetectionError, match="2 images but 1"):
         detector.detect([_image(9, 9, 0), _image(9, 9, 1)], [{"boxes": [], "labels": [], "scores": []}])
+
+
+def test_dicts_detections_and_label_spaces_give_the_same_results(detector):
+    image, dets = _image(120, 80, 0), _detections(120, 80)
+    ref = detector.detect(image, dets)[0]
+    coco80 = [{v: k for k, v in vocab.hico().coco80_to_hico.items()}[x] for x in dets["labels"]]
+    for other in (
+        Detections.from_dict(dets),
+        {k: np.asarray(v) for k, v in dets.items()},
+        {k: torch.tensor(v) for k, v in dets.items()},
+    ):
+        assert torch.equal(detector.detect(image, other)[0].scores, ref.scores)
+    got = detector.detect(image, {**dets, "labels": coco80}, label_space="coco80")[0]
+    assert torch.equal(got.scores, ref.scores) and torch.equal(got.object, ref.object)
+    with pytest.raises(DetectionError, match="frame.jpg: label 80 at detection 0 is not a coco80 object label"):
+        detector.detect(image, {**dets, "labels": [80, 0, 0]}, names=["frame.jpg"], label_space="coco80")
+
+
+# --- issue 18 case 22: the API refuses like the files do, with project errors -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "match"),
+    [
+        ("labels", np.array([True, False, False]), "frame.jpg: labels must be real numbers, got a numpy bool array"),
+        ("scores", np.array(["0.9", "0.7", "0.1"]), "frame.jpg: scores must be real numbers, got a numpy <U3 array"),
+        ("labels", [PERSON + 0.9, BICYCLE, CUP], "frame.jpg: labels must be whole numbers, got 49.9"),
+        ("scores", [True, 0.7, 0.1], r"frame.jpg: scores is not a numeric array: True \(bool\)"),
+    ],
+)
+def test_numpy_bools_and_strings_are_refused_like_lists(detector, field, value, match):
+    dets = {**_detections(120, 80), field: value}
+    with pytest.raises(DetectionError, match=match):
+        detector.detect([_image(120, 80, 0)], [dets], names=["frame.jpg"])
+
+
+def test_api_argument_errors_are_project_errors_said_up_front(tiny_model, detector):
+    image, dets = _image(40, 30, 0), {"boxes": [], "labels": [], "scores": []}
+    with pytest.raises(ConfigError, match=r"names must be a list with one name per image: 2 names for 1 image\(s\)"):
+        detector.detect([image], [dets], names=["a.jpg", "b.jpg"])
+    with pytest.raises(ConfigError, match="names must be a list with one name per image: a string"):
+        detector.prepare([image], names="a.jpg")
+    closed = _image(40, 30, 0)
+    closed.close()
+    with pytest.raises(ImageInputError, match="a.jpg: cannot read the PIL image .*closed.*; pass an open image"):
+        detector.detect([closed], [dets], names=["a.jpg"])
+    backend = TorchBackend(tiny_model)
+    for top_k in (1.5, 0, True, "3"):
+        with pytest.raises(ConfigError, match="top_k must be a whole number >= 1 or None"):
+            HOIDetector(backend, top_k=top_k)
+    for min_score in (float("nan"), -0.1, "0.5"):
+        with pytest.raises(ConfigError, match=r"min_score must be a number in \[0, 1\]"):
+            HOIDetector(backend, min_score=min_score)
+    with pytest.raises(ImageInputError, match="H×W×3 uint8"):  # what the preprocess docs now say
+        detector.preprocess(np.zeros((10, 10), dtype=np.uint8))
+    with pytest.raises(ConfigError, match="label space"):
+        detector.detect([image], [dets], label_space="voc")
+
+
+# --- issue 18 case 12: boxes outside the decoded image ------------------------------------------------------------
+
+
+def test_boxes_outside_the_decoded_image_are_refused_naming_exif(detector):
+    landscape = _image(120, 80, 0)
+    rotated = {"boxes": [[10, 10, 60, 110]], "labels": [PERSON], "scores": [0.9]}  # boxes of the 80×120 portrait
+    with pytest.raises(DetectionError, match=r"IMG_1.jpg: box\(es\) at detection\(s\) \[0\].*120×80 .*EXIF"):
+        detector.detect([landscape], [rotated], names=["IMG_1.jpg"])
+    inputs, sizes = detector.prepare([landscape])
+    with pytest.raises(DetectionError, match="frame 7: box.*EXIF"):  # the image's name, not the record's
+        detector.detect_prepared(inputs, sizes, [Detections.from_dict(rotated)], names=["frame 7"])
+    edge = {"boxes": [[-1, -1, 121, 81]], "labels": [PERSON], "scores": [0.9]}  # 1 px beyond: inclusive pixels
+    assert detector.detect([landscape], [edge])[0].image_logits.shape == (600,)
+    synthetic = Detections(rotated["boxes"], [PERSON], [0.9], in_image=False)  # a box-noise study's boxes
+    assert detector.detect([landscape], [synthetic])[0].image_logits.shape == (600,)
 
 
 def _write_inputs(tmp_path, n: int = 3) -> tuple:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -10,18 +9,16 @@ import pytest
 import torch
 
 from defr import vocab
-from defr.runtime.pairing import (
-    DetectionError,
-    PairConfig,
-    hico_labels_from_coco,
-    make_pairs,
-    pair_priors,
-    to_hico_labels,
-)
+from defr.detections import DetectionError, Detections
+from defr.runtime.pairing import PairConfig, make_pairs, pair_priors
 
 PERSON = vocab.PERSON
 BICYCLE = vocab.hico().objects.index("bicycle")
 CUP = vocab.hico().objects.index("cup")
+
+
+def _pairs(boxes, labels, scores, cfg: PairConfig | None = None, name: str = "image"):
+    return make_pairs(Detections(boxes, labels, scores, name=name), cfg)
 
 
 def _grid_boxes(n: int, step: float = 100.0) -> list[list[float]]:
@@ -31,7 +28,7 @@ def _grid_boxes(n: int, step: float = 100.0) -> list[list[float]]:
 
 def test_pairs_each_human_with_every_other_box_including_humans():
     boxes = _grid_boxes(3)
-    p = make_pairs(boxes, [PERSON, PERSON, BICYCLE], [0.9, 0.8, 0.7])
+    p = _pairs(boxes, [PERSON, PERSON, BICYCLE], [0.9, 0.8, 0.7])
     assert len(p) == 4  # 2 humans × (3 boxes − 1)
     got = sorted(zip(p.human.tolist(), p.object.tolist(), strict=True))
     assert got == [(0, 1), (0, 2), (1, 0), (1, 2)]
@@ -47,19 +44,19 @@ def test_pairs_each_human_with_every_other_box_including_humans():
 def test_score_threshold_is_inclusive_and_configurable():
     boxes = _grid_boxes(4)
     labels = [PERSON, BICYCLE, CUP, CUP]
-    p = make_pairs(boxes, labels, [0.9, 0.2, 0.19999, 0.5])
+    p = _pairs(boxes, labels, [0.9, 0.2, 0.19999, 0.5])
     assert sorted(p.kept.tolist()) == [0, 1, 3]  # 0.2 kept, just below dropped
-    p = make_pairs(boxes, labels, [0.9, 0.2, 0.19999, 0.5], PairConfig(score_threshold=0.6))
+    p = _pairs(boxes, labels, [0.9, 0.2, 0.19999, 0.5], PairConfig(score_threshold=0.6))
     assert p.kept.tolist() == [0] and len(p) == 0  # a lone human has no partner
 
 
 def test_classwise_nms():
     boxes = [[0, 0, 100, 100], [5, 5, 100, 100], [0, 0, 100, 100], [300, 300, 350, 350]]
     labels = [CUP, CUP, BICYCLE, PERSON]
-    p = make_pairs(boxes, labels, [0.6, 0.9, 0.5, 0.95])
+    p = _pairs(boxes, labels, [0.6, 0.9, 0.5, 0.95])
     kept = p.kept.tolist()
     assert 0 not in kept and {1, 2, 3} == set(kept)  # same-class overlap suppressed, other class kept
-    p = make_pairs(boxes, labels, [0.6, 0.9, 0.5, 0.95], PairConfig(nms_threshold=1.0))
+    p = _pairs(boxes, labels, [0.6, 0.9, 0.5, 0.95], PairConfig(nms_threshold=1.0))
     assert set(p.kept.tolist()) == {0, 1, 2, 3}
 
 
@@ -68,14 +65,14 @@ def test_at_most_15_humans_and_15_objects_by_score():
     boxes = _grid_boxes(2 * n)
     labels = [PERSON] * n + [CUP] * n
     scores = np.linspace(0.3, 0.99, 2 * n)[np.random.default_rng(0).permutation(2 * n)]
-    p = make_pairs(boxes, labels, scores)
+    p = _pairs(boxes, labels, scores)
     humans = p.kept[:15]
     assert len(p.kept) == 30 and len(p) == 15 * 29
     assert set(humans.tolist()) == set(np.argsort(-scores[:n])[:15].tolist())
     assert set(p.kept[15:].tolist()) == set((n + np.argsort(-scores[n:])[:15]).tolist())
     # Sorted by score inside each group.
     assert (np.diff(scores[humans.numpy()]) <= 0).all()
-    small = make_pairs(boxes, labels, scores, PairConfig(max_humans=2, max_objects=3))
+    small = _pairs(boxes, labels, scores, PairConfig(max_humans=2, max_objects=3))
     assert len(small.kept) == 5 and len(small) == 2 * 4
 
 
@@ -85,7 +82,7 @@ def test_at_most_15_humans_and_15_objects_by_score():
     ids=["empty-lists", "empty-arrays", "no-human"],
 )
 def test_no_detections_or_no_human_gives_zero_pairs(boxes, labels, scores):
-    p = make_pairs(boxes, labels, scores)
+    p = _pairs(boxes, labels, scores)
     assert len(p) == 0
     assert p.boxes_h.shape == (0, 4) and p.boxes_o.shape == (0, 4) and p.object_label.shape == (0,)
     assert pair_priors(p, torch.tensor(vocab.hico().hoi_object)).shape == (0, 600)
@@ -94,9 +91,9 @@ def test_no_detections_or_no_human_gives_zero_pairs(boxes, labels, scores):
 def test_inputs_as_lists_arrays_tensors_agree():
     boxes = _grid_boxes(3)
     labels, scores = [PERSON, CUP, PERSON], [0.5, 0.7, 0.9]
-    a = make_pairs(boxes, labels, scores)
-    b = make_pairs(np.array(boxes), np.array(labels), np.array(scores))
-    c = make_pairs(torch.tensor(boxes), torch.tensor(labels), torch.tensor(scores))
+    a = _pairs(boxes, labels, scores)
+    b = _pairs(np.array(boxes), np.array(labels), np.array(scores))
+    c = _pairs(torch.tensor(boxes), torch.tensor(labels), torch.tensor(scores))
     for x in (b, c):
         assert torch.equal(a.boxes_h, x.boxes_h) and torch.equal(a.object_label, x.object_label)
 
@@ -110,7 +107,7 @@ def test_inputs_as_lists_arrays_tensors_agree():
         ([[0, 10, 5, 5]], [PERSON], [0.9], "inverted"),
         ([[0, 0, 5, 5]], [80], [0.9], "labels must be HICO objects"),
         ([[0, 0, 5, 5]], [-1], [0.9], "labels must be HICO objects"),
-        ([[0, 0, 5, 5]], [1.5], [0.9], "labels must be HICO objects"),
+        ([[0, 0, 5, 5]], [1.5], [0.9], "labels must be whole numbers"),
         ([[0, 0, 5, 5]], [PERSON], [float("nan")], "scores has NaN"),
         ([[0, 0, 5, 5]], [PERSON], [1.5], r"scores must be in \[0, 1\]"),
         ([[0, 0, 5, 5]], [PERSON, CUP], [0.9], "1 boxes but labels of shape"),
@@ -120,43 +117,19 @@ def test_inputs_as_lists_arrays_tensors_agree():
 )
 def test_bad_detections_raise_naming_the_image(boxes, labels, scores, match):
     with pytest.raises(DetectionError, match=match) as err:
-        make_pairs(boxes, labels, scores, name="HICO_test2015_00000001.jpg")
+        _pairs(boxes, labels, scores, name="HICO_test2015_00000001.jpg")
     assert "HICO_test2015_00000001.jpg" in str(err.value)
     assert isinstance(err.value, ValueError)
 
 
 def test_zero_size_boxes_are_valid():
-    p = make_pairs([[5, 5, 5, 5], [1, 1, 9, 9]], [PERSON, CUP], [0.9, 0.9])
+    p = _pairs([[5, 5, 5, 5], [1, 1, 9, 9]], [PERSON, CUP], [0.9, 0.9])
     assert len(p) == 1
-
-
-def test_coco_label_mapping():
-    assert hico_labels_from_coco([0, 1], "coco80").tolist() == [PERSON, BICYCLE]
-    assert hico_labels_from_coco(np.array([1, 2]), "coco91").tolist() == [PERSON, BICYCLE]
-    assert hico_labels_from_coco([], "coco80").shape == (0,)
-    mapped = hico_labels_from_coco(np.arange(80), "coco80")
-    assert sorted(mapped.tolist()) == list(range(80))  # a bijection
-    with pytest.raises(DetectionError, match="coco91"):
-        hico_labels_from_coco([12], "coco91")  # COCO id 12 is unused
-    with pytest.raises(DetectionError, match="coco80"):
-        hico_labels_from_coco([80], "coco80")
-    with pytest.raises(ValueError, match="label space"):
-        hico_labels_from_coco([0], "voc")
-    assert to_hico_labels([3, 4], "hico").tolist() == [3, 4]
-    assert to_hico_labels([0.0], "coco80").tolist() == [PERSON]
-
-
-def test_coco_mapping_matches_shared_tables(shared_dir):
-    for which, file in (("coco80", "coco80tohico80.json"), ("coco91", "coco91tohico80.json")):
-        table = json.loads((shared_dir / "hicodet" / file).read_text())
-        keys = sorted(int(k) for k in table)
-        labels = [k - 1 for k in keys] if which == "coco80" else keys  # the shared coco80 table is 1-based
-        assert hico_labels_from_coco(labels, which).tolist() == [table[str(k)] for k in keys]
 
 
 def test_pair_priors_match_the_rule():
     boxes = _grid_boxes(3)
-    p = make_pairs(boxes, [PERSON, CUP, BICYCLE], [0.8, 0.5, 0.9])
+    p = _pairs(boxes, [PERSON, CUP, BICYCLE], [0.8, 0.5, 0.9])
     class_objects = torch.tensor(vocab.hico().hoi_object)
     priors = pair_priors(p, class_objects, exponent=2.8)
     assert priors.shape == (2, 600)
@@ -170,7 +143,7 @@ def test_pair_priors_match_the_rule():
 
 
 def test_person_person_pairs_get_person_object_priors():
-    p = make_pairs(_grid_boxes(2), [PERSON, PERSON], [0.9, 0.6])
+    p = _pairs(_grid_boxes(2), [PERSON, PERSON], [0.9, 0.6])
     priors = pair_priors(p, torch.tensor(vocab.hico().hoi_object))
     person_classes = vocab.hico().classes_of_object(PERSON)
     assert len(person_classes) > 0

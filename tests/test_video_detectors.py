@@ -10,18 +10,18 @@ import torch
 from videokit import frames
 
 from defr import vocab
+from defr.detections import DetectionError, Detections
 from defr.errors import ConfigError
+from defr.runtime.io import InputFileError
 from defr.video import (
     DetectorError,
     PrecomputedDetector,
     SupervisionDetector,
     UltralyticsDetector,
     build_torchvision_detector,
-    check_detections,
     detections_from_supervision,
     make_detector,
 )
-from defr.video.records import FrameDetections
 
 HICO = vocab.hico()
 BICYCLE, BALL = HICO.objects.index("bicycle"), HICO.objects.index("sports_ball")
@@ -41,8 +41,7 @@ def test_torchvision_detector_from_a_weights_file(tmp_path):
     out = detector(clip, [0, 1])
     assert len(out) == 2
     for dets in out:
-        assert isinstance(dets, FrameDetections) and len(dets) > 0
-        assert check_detections(dets) is None
+        assert isinstance(dets, Detections) and len(dets) > 0
         assert dets.labels.min() >= 0 and dets.labels.max() < vocab.NUM_OBJECTS
         assert (dets.boxes[:, 2] <= 96).all() and (dets.boxes[:, 3] <= 72).all()  # original pixels
     (tmp_path / "bad.pth").write_bytes(b"not weights")
@@ -60,11 +59,26 @@ def test_torchvision_without_cached_weights_says_how_to_provide_them(tmp_path, m
         make_detector("torchvision:resnet50")
 
 
-def test_torchvision_coco91_ids_map_to_hico_and_na_slots_are_dropped():
-    from defr.video.detectors import to_hico
+class StandInTorchvision(torch.nn.Module):
+    """Called like a torchvision detection model: a list of [3, H, W] tensors → one dict each (COCO ids)."""
 
-    d = to_hico([[0, 0, 5, 5], [1, 1, 4, 4], [2, 2, 3, 3]], [1, 12, 2], [0.9, 0.8, 0.7], "coco91")  # 12: "N/A"
-    assert d.labels.tolist() == [vocab.PERSON, BICYCLE] and d.scores.tolist() == pytest.approx([0.9, 0.7])
+    def __init__(self, labels):
+        super().__init__()
+        self.labels = labels
+
+    def forward(self, images):
+        n = len(self.labels)
+        boxes = torch.tensor([[0.0, 0.0, 5.0, 5.0]] * n)
+        return [{"boxes": boxes, "labels": torch.tensor(self.labels), "scores": torch.full((n,), 0.9)} for _ in images]
+
+
+def test_torchvision_coco91_ids_map_to_hico_and_na_slots_are_refused():
+    from defr.video import TorchvisionDetector
+
+    out = TorchvisionDetector(StandInTorchvision([1, 2]))(frames(1), [4])
+    assert out[0].labels.tolist() == [vocab.PERSON, BICYCLE]
+    with pytest.raises(DetectionError, match=r"frame 4: label 12 at detection 1 is not a coco91 object label"):
+        TorchvisionDetector(StandInTorchvision([1, 12]))(frames(1), [4])  # 12: an "N/A" slot
 
 
 class Boxes:
@@ -139,15 +153,15 @@ def test_precomputed_bad_files(tmp_path):
     bad.write_text(
         '{"frame": 0, "boxes": [], "labels": [], "scores": []}\n{"frame": 0, "boxes": [], "labels": [], "scores": []}\n'
     )
-    with pytest.raises(DetectorError, match="line 2: frame 0 appears twice"):
+    with pytest.raises(InputFileError, match=r"line 2: second entry for frame 0 \(first at line 1\)"):
         PrecomputedDetector(bad)
     bad.write_text('{"frame": 0, "boxes": []}\n')
-    with pytest.raises(DetectorError, match="needs 'frame', 'boxes', 'labels' and 'scores'"):
+    with pytest.raises(InputFileError, match=r"line 1 \(frame 0\): detections lack \['labels', 'scores'\]"):
         PrecomputedDetector(bad)
     bad.write_text("{not json")
-    with pytest.raises(DetectorError, match="not a detections file"):
+    with pytest.raises(InputFileError, match="not valid JSON"):
         PrecomputedDetector(bad)
-    with pytest.raises(DetectorError, match="cannot read detections"):
+    with pytest.raises(InputFileError, match="cannot read"):
         PrecomputedDetector(tmp_path / "missing.jsonl")
 
 
@@ -159,10 +173,90 @@ def test_detector_specs():
         make_detector("detections:x.jsonl", weights="w.pth")
 
 
-def test_the_output_contract():
-    ok = FrameDetections([[0, 0, 5, 5]], [49], [0.5])
-    assert check_detections(ok) is None
-    assert "NaN" in check_detections(FrameDetections([[np.nan, 0, 5, 5]], [49], [0.5]))
-    assert "inverted" in check_detections(FrameDetections([[5, 0, 1, 5]], [49], [0.5]))
-    assert "scores outside" in check_detections(FrameDetections([[0, 0, 5, 5]], [49], [1.5]))
-    assert "labels outside" in check_detections(FrameDetections([[0, 0, 5, 5]], [80], [0.5]))
+def test_adapter_outputs_are_checked_by_the_one_contract():
+    """Adapters build ``Detections``: NaN, inverted boxes, scores outside [0, 1], labels off the space are refused."""
+
+    class Stand:  # what the adapter reads of supervision.Detections (which itself refuses NaN)
+        def __init__(self, xyxy, class_id, confidence):
+            self.xyxy, self.class_id, self.confidence = np.array(xyxy, float), np.array(class_id), np.array(confidence)
+
+        def __len__(self):
+            return len(self.xyxy)
+
+    one = Stand
+
+    assert len(detections_from_supervision(one([[0, 0, 5, 5]], [0], [0.5]), "coco80", "frame 2")) == 1
+    for dets, match in [
+        (one([[np.nan, 0, 5, 5]], [0], [0.5]), "frame 2: boxes has NaN"),
+        (one([[5, 0, 1, 5]], [0], [0.5]), "frame 2: inverted"),
+        (one([[0, 0, 5, 5]], [0], [1.5]), r"frame 2: scores must be in \[0, 1\]"),
+        (one([[0, 0, 5, 5]], [80], [0.5]), "frame 2: label 80 at detection 0 is not a coco80 object label"),
+    ]:
+        with pytest.raises(DetectionError, match=match):
+            detections_from_supervision(dets, "coco80", "frame 2")
+
+
+# --- issue 18 case 5: detections:FILE refuses what `defr detect` refuses ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "match"),
+    [
+        ({"frame": 0, "boxes": [[0, 0, 5, 5]], "labels": [49.9], "scores": [0.5]}, "labels must be whole numbers"),
+        ({"frame": 0, "boxes": [[0, 0, 5, 5]], "labels": [49], "scores": [True]}, r"True \(bool\) is not a number"),
+        ({"frame": "0", "boxes": [[0, 0, 5, 5]], "labels": [49], "scores": [0.5]}, "'frame' must be a whole number"),
+        ({"frame": 3.7, "boxes": [[0, 0, 5, 5]], "labels": [49], "scores": [0.5]}, "'frame' must be a whole number"),
+        ({"frame": True, "boxes": [], "labels": [], "scores": []}, "'frame' must be a whole number"),
+        ({"frame": 0, "boxes": "[[0, 0, 5, 5]]", "labels": [49], "scores": [0.5]}, "boxes must be a list"),
+        ({"frame": 0, "boxes": [[0, 0, 5, 5]], "labels": "49", "scores": [0.5]}, "labels must be a list"),
+        ({"frame": 0, "boxes": [[0, 0, 5, 5]], "labels": ["49"], "scores": [0.5]}, r"'49' \(str\) is not a number"),
+        ({"frame": 0, "boxes": [[0, 0, 5, 5]], "labels": [49], "scores": ["0.5"]}, r"'0.5' \(str\) is not a number"),
+        ({"frame": 0, "boxes": [[0, "0", 5, 5]], "labels": [49], "scores": [0.5]}, "boxes is not a numeric array"),
+        ({"frame": 0, "boxes": [[5, 0, 1, 5]], "labels": [49], "scores": [0.5]}, "inverted"),
+    ],
+)
+def test_precomputed_detections_refuse_what_detect_refuses(tmp_path, line, match):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    with pytest.raises(InputFileError, match=match):
+        make_detector(f"detections:{path}")
+    as_list = tmp_path / "d.json"
+    as_list.write_text(json.dumps([line]))
+    with pytest.raises(InputFileError, match=match):
+        PrecomputedDetector(as_list)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('{"frame": 1e400, "boxes": [], "labels": [], "scores": []}', "1e400 is out of range"),
+        ('{"frame": 0, "boxes": [], "labels": [' + "9" * 400 + '], "scores": []}', "does not fit in 64 bits"),
+        ('{"frame": 0, "boxes": [], "labels": [' + "9" * 5000 + '], "scores": []}', "does not fit in 64 bits"),
+        (
+            '{"frame": 0, "boxes": ' + "[" * 100_000 + "]" * 100_000 + ', "labels": [], "scores": []}',
+            "nested too deeply",
+        ),
+    ],
+)
+def test_hostile_json_in_video_detections_is_refused_by_name(tmp_path, text, match):
+    """Issue 18 case 14: huge integers, 1e400 frames and deep nesting are refused naming the file and line."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(text + "\n")
+    with pytest.raises(InputFileError, match=f"d.jsonl, line 1: .*{match}"):
+        PrecomputedDetector(path)
+
+
+def test_defr_video_refuses_a_bad_detections_file_in_one_line(tmp_path):
+    """Case 5 through the command: the refusal is one line naming the file and line, exit 1."""
+    from click.testing import CliRunner
+
+    from defr.cli import main
+
+    dets = tmp_path / "d.jsonl"
+    dets.write_text(json.dumps({"frame": 0, "boxes": [[0, 0, 5, 5]], "labels": [49.9], "scores": [0.5]}) + "\n")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"never read: the detections are refused first")
+    args = ["video", str(tmp_path / "in.mp4"), "--model", str(model), "--detector", f"detections:{dets}"]
+    r = CliRunner().invoke(main, [*args, "--frames", str(tmp_path / "f.jsonl")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert "d.jsonl, line 1 (frame 0): labels must be whole numbers, got 49.9" in r.output

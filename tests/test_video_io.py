@@ -395,7 +395,7 @@ def checkpoint(tmp_path_factory):
 
 
 def detections_file(path: Path, n: int) -> Path:
-    rows = [{"frame": i, **{k: v.tolist() for k, v in Oracle()([None], [i])[0].as_dict().items()}} for i in range(n)]
+    rows = [{"frame": i, **Oracle()([None], [i])[0].to_dict()} for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

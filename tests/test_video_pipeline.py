@@ -36,7 +36,7 @@ def test_every_frame_comes_out_once_in_order(hoi, n, batch):
 def test_results_match_a_direct_detect_call(hoi):
     clip = frames(5)
     results = list(HOIStream(Oracle(), hoi, batch=3).run(clip))
-    direct = hoi.detect(clip, [person_and_ball(float(i)).as_dict() for i in range(5)])
+    direct = hoi.detect(clip, [person_and_ball(float(i)) for i in range(5)])
     for r, d in zip(results, direct, strict=True):
         assert torch.equal(r.hoi.hoi, d.hoi)
         torch.testing.assert_close(r.hoi.image_logits, d.image_logits, atol=1e-3, rtol=0)
@@ -156,7 +156,7 @@ def test_track_ids_reach_the_triplets(hoi):
 def test_prepared_batches_equal_detect(hoi):
     """The stream's HOI stage (``prepare`` + ``detect_prepared``) is ``HOIDetector.detect``: same numbers."""
     clip = [as_tensor_frame(f) for f in frames(4)]
-    dets = [person_and_ball(float(i)).as_dict() for i in range(4)]
+    dets = [person_and_ball(float(i)) for i in range(4)]
     inputs, sizes = hoi.prepare(clip)
     ours = hoi.detect_prepared(inputs, sizes, dets)
     ref = hoi.detect(clip, dets)

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from defr import vocab
 from defr.cli import main
 from defr.data.synth import CLASSES, SynthError, generate_synthetic_video
-from defr.video import ObjectTracker, PrecomputedDetector, read_detections
+from defr.runtime.io import load_frame_detections
+from defr.video import ObjectTracker, PrecomputedDetector
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_files_and_formats(synthetic):
             assert line["labels"][h] == vocab.PERSON and vocab.hico().objects[line["labels"][o]] == e["object"]
             for box in (line["boxes"][h], line["boxes"][o]):
                 assert 0 <= box[0] <= box[2] < 160 and 0 <= box[1] <= box[3] < 120
-    dets = read_detections(synthetic.detections)  # what --detector detections:FILE reads
+    dets = load_frame_detections(synthetic.detections)  # what --detector detections:FILE reads
     assert sorted(dets) == list(range(60))
 
 

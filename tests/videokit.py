@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from defr import vocab
-from defr.video.records import FrameDetections
+from defr.detections import Detections
 
 
 def tiny_hoi(image_size: int = 64, **kw):
@@ -24,16 +24,17 @@ def frames(n: int, size: tuple[int, int] = (96, 72), seed: int = 0) -> list[np.n
     return [rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8) for _ in range(n)]
 
 
-def person_and_ball(shift: float = 0.0) -> FrameDetections:
+def person_and_ball(shift: float = 0.0) -> Detections:
     """One human and one sports ball (HICO 37), boxes moving right by ``shift`` pixels."""
     ball = vocab.hico().objects.index("sports_ball")
-    return FrameDetections(
+    return Detections(
         [[10 + shift, 8, 40 + shift, 60], [42 + shift, 40, 58 + shift, 56]], [vocab.PERSON, ball], [0.95, 0.9]
     )
 
 
 class Oracle:
-    """An ObjectDetector returning ``person_and_ball`` moving 1 px a frame; records the batches it saw."""
+    """An ObjectDetector returning ``person_and_ball`` moving 1 px a frame; records the batches it saw.
+    ``nan_frames``: frames whose output has a NaN box (the detector raises ``DetectionError`` making it)."""
 
     def __init__(self, nan_frames=()):
         self.batches: list[list[int]] = []
@@ -45,7 +46,9 @@ class Oracle:
         for i in indices:
             d = person_and_ball(float(i))
             if i in self.nan_frames:
-                d.boxes[0, 0] = np.nan
+                boxes = d.boxes.copy()
+                boxes[0, 0] = np.nan
+                d = Detections(boxes, d.labels, d.scores, name=f"frame {i}")
             out.append(d)
         return out
 

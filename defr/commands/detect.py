@@ -8,13 +8,13 @@ from pathlib import Path
 import click
 
 from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, one_line_errors
+from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
 from defr.runtime import HOIDetector, load_detector
 from defr.runtime.contract import PRECISIONS
 from defr.runtime.detect import run_detection
 from defr.runtime.io import list_images, load_detections
-from defr.runtime.pairing import LABEL_SPACES
 
 
 @click.command("detect")
@@ -30,7 +30,7 @@ from defr.runtime.pairing import LABEL_SPACES
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--precision", default="fp32", show_default=True, type=click.Choice(list(PRECISIONS)))
-@click.option("--label-space", default="hico", show_default=True, type=click.Choice(LABEL_SPACES))
+@click.option("--label-space", default=DEFAULT_LABEL_SPACE, show_default=True, type=click.Choice(LABEL_SPACES))
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
 @MASK_MODE_OPTION
 @ATTENTION_OPTION

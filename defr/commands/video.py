@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from defr.commands import MODEL_FILE_OPTIONS
+from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.errors import DefrError
 from defr.runtime import load_detector
 from defr.video import (
@@ -43,8 +44,8 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
 )
 @click.option(
     "--label-space",
-    type=click.Choice(["hico", "coco80", "coco91"]),
-    help="Labels of a detections:FILE (default hico) or a YOLO model (default coco80).",
+    type=click.Choice(LABEL_SPACES),
+    help=f"Labels of a detections:FILE (default {DEFAULT_LABEL_SPACE}) or a YOLO model (default coco80).",
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Annotated video to write (.mp4).")
 @click.option("--events", type=click.Path(dir_okay=False, path_type=Path), help="Interaction events JSONL to write.")

@@ -22,6 +22,7 @@ are dropped before ranking.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ import scipy.io
 from defr import vocab
 from defr.errors import ConfigError, DefrError
 from defr.eval.ap import mean_ap, precision_recall, voc_ap_11
+from defr.jsonio import JsonInputError, read_json
+from defr.runtime.detector import ImageResult
 from defr.typecheck import json_numbers
 
 SETTINGS = ("default", "known-object")
@@ -352,9 +355,11 @@ def load_results(
     """
     path = Path(path)
     try:
-        results = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ResultsError(f"{path}: not readable JSON ({e})") from None
+        results = read_json(path)
+    except JsonInputError as e:
+        raise ResultsError(str(e)) from None
+    except OSError as e:
+        raise ResultsError(f"{path}: cannot read ({e.strerror or e})") from None
     try:
         detections, _ = flatten_results(results, annotations)
     except ResultsError as e:
@@ -370,7 +375,9 @@ def load_results(
 def flatten_results(results: Mapping, annotations: HICODetAnnotations) -> tuple[BoxPairs, np.ndarray]:
     """Results → (detections with boxes shifted to 1-based, scores [D] float64), in annotation image order.
 
-    Images without an entry have no detections; a file name not in the annotations is an error.
+    Entries are results-format dicts (checked) or ``ImageResult``s (in-process: taken as they are, no
+    JSON round trip). Images without an entry have no detections; a file name not in the annotations
+    is an error.
     """
     if not isinstance(results, Mapping):
         raise ResultsError(f"results must be a mapping {{filename: entry}}, not {type(results).__name__}")
@@ -395,6 +402,13 @@ def flatten_results(results: Mapping, annotations: HICODetAnnotations) -> tuple[
 
 def _result_entry(entry, name: str, num_classes: int) -> tuple[np.ndarray, ...]:
     """One image's entry → hoi [D] int64, boxes_h [D, 4], boxes_o [D, 4], scores [D] (0-based boxes)."""
+    if isinstance(entry, ImageResult):  # made by HOIDetector: valid by construction
+        return (
+            entry.hoi.cpu().numpy().astype(np.int64),
+            entry.boxes_h.cpu().double().numpy().reshape(-1, 4),
+            entry.boxes_o.cpu().double().numpy().reshape(-1, 4),
+            entry.scores.cpu().double().numpy(),
+        )
     if not isinstance(entry, Mapping) or any(k not in entry for k in RESULT_KEYS):
         raise ResultsError(f"{name}: an entry needs keys {list(RESULT_KEYS)}")
     try:
@@ -441,7 +455,8 @@ def _result_entry(entry, name: str, num_classes: int) -> tuple[np.ndarray, ...]:
 
 
 def evaluate_hicodet(annotations: HICODetAnnotations, results: Mapping, setting: str = "default") -> dict:
-    """HICO-DET mAP of ``results`` (results format, 0-based boxes) in ``setting`` ("default" or "known-object").
+    """HICO-DET mAP of ``results`` (results format or ``ImageResult``s, 0-based boxes) in ``setting``
+    ("default" or "known-object").
 
     Returns ``full``, ``rare``, ``non_rare`` (mean AP as fractions, None without classes to average),
     ``setting``, ``per_class_ap`` ([C], None for classes without GT), ``num_gt`` ([C] GT pairs) and
@@ -465,6 +480,23 @@ def evaluate_hicodet(annotations: HICODetAnnotations, results: Mapping, setting:
         "num_gt": num_gt.tolist(),
         "classes_without_gt": np.flatnonzero(num_gt == 0).tolist(),
     }
+
+
+def hicodet_metrics(annotations: HICODetAnnotations, results: Mapping) -> dict:
+    """``evaluate_hicodet`` in the default setting, as plain JSON types (NaN → None)."""
+    return _jsonable(evaluate_hicodet(annotations, results, setting="default"))
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.ndarray, np.generic)):
+        return _jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
 
 
 def gt_pairs(annotations: HICODetAnnotations) -> BoxPairs:

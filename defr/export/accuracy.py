@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from defr.eval.box_noise import hicodet_metrics
 from defr.eval.classification import hico_metrics
+from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
 from defr.export.verify import VerificationError, ort_session
 from defr.runtime.backends import OnnxBackend

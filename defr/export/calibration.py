@@ -42,7 +42,7 @@ from defr import vocab
 from defr.data import build_dataset, generate_synthetic, hicodet_files
 from defr.data.synth.dataset import TEST_FRACTION
 from defr.errors import DefrError
-from defr.eval.box_noise import noisy_gt_detections
+from defr.eval.gt_detections import noisy_gt_detections
 from defr.eval.hicodet import HICODetAnnotations, load_annotations
 from defr.export.onnx_export import ExportError
 from defr.runtime.contract import INPUT_NAMES, RuntimeMeta

@@ -6,16 +6,18 @@ implement the protocol; ``pairing`` turns detections into pairs and priors; ``de
 ``HOIDetector`` users embed; ``detect`` runs it over files; ``io`` reads those files.
 """
 
+from defr.detections import DetectionError, Detections
 from defr.images import ImageInputError
 from defr.runtime.backends import OnnxBackend, TorchBackend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta
 from defr.runtime.detector import HOIDetector, ImageResult, load_detector
-from defr.runtime.pairing import DetectionError, PairConfig, Pairs, hico_labels_from_coco, make_pairs, pair_priors
+from defr.runtime.pairing import PairConfig, Pairs, make_pairs, pair_priors
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
 __all__ = [
     "BackendError",
     "DetectionError",
+    "Detections",
     "HOIDetector",
     "ImageInputError",
     "ImageResult",
@@ -26,7 +28,6 @@ __all__ = [
     "RuntimeMeta",
     "TensorRTBackend",
     "TorchBackend",
-    "hico_labels_from_coco",
     "load_detector",
     "make_pairs",
     "pair_priors",

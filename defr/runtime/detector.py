@@ -20,13 +20,14 @@ from pathlib import Path
 
 import torch
 
+from defr.detections import DEFAULT_LABEL_SPACE, DetectionError, Detections, as_detections, check_label_space
 from defr.errors import ConfigError
 from defr.images import ImageInputError, resize_normalise, rgb_tensor
 from defr.model import load_model
 from defr.runtime.backends import OnnxBackend, TorchBackend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
 from defr.runtime.onnx_session import SessionConfig
-from defr.runtime.pairing import DetectionError, PairConfig, Pairs, make_pairs, pair_priors
+from defr.runtime.pairing import PairConfig, Pairs, make_pairs, pair_priors
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
 
@@ -77,8 +78,10 @@ class HOIDetector:
         top_k: int | None = None,
         min_score: float = 0.0,
     ):
-        if top_k is not None and top_k < 1:
-            raise ConfigError(f"top_k must be >= 1 or None, not {top_k}")
+        if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+            raise ConfigError(f"top_k must be a whole number >= 1 or None, not {top_k!r}")
+        if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
+            raise ConfigError(f"min_score must be a number in [0, 1], not {min_score!r}")
         if device is not None:
             warnings.warn(
                 "HOIDetector(device=...) is deprecated and ignored: pass the device to the backend "
@@ -135,8 +138,9 @@ class HOIDetector:
     # --- inputs -----------------------------------------------------------------------------------------------
 
     def preprocess(self, image, name: str = "image") -> tuple[torch.Tensor, tuple[int, int]]:
-        """One image (PIL of any mode, H×W×3 / H×W uint8 numpy, [3, H, W] uint8 or [0, 1] float tensor)
-        → ([3, S, S] float32 normalised, (W, H) of the original). The same path as ``detect``."""
+        """One image (PIL of any mode, H×W×3 uint8 RGB numpy, [3, H, W] uint8 or [0, 1] float tensor)
+        → ([3, S, S] float32 normalised, (W, H) of the original). The same path as ``detect``; other
+        arrays (H×W grey, float, other channel counts) raise ``ImageInputError``: convert them first."""
         x = rgb_tensor(image, name)
         return self._model_input([x])[0], (int(x.shape[2]), int(x.shape[1]))
 
@@ -150,29 +154,37 @@ class HOIDetector:
         warnings.warn("HOIDetector.make_pairs is deprecated: use pair_detections", DeprecationWarning, stacklevel=2)
         return self.pair_detections(detections, name)
 
-    def pair_detections(self, detections: dict, name: str = "image") -> Pairs:
-        """{"boxes" [N, 4], "labels" [N] HICO objects, "scores" [N]} → ``Pairs`` (original pixels)."""
-        if not isinstance(detections, dict):
-            raise DetectionError(f"{name}: detections must be a dict with boxes, labels, scores")
-        missing = [k for k in ("boxes", "labels", "scores") if k not in detections]
-        if missing:
-            raise DetectionError(f"{name}: detections lack {missing} (need boxes, labels, scores)")
-        return make_pairs(detections["boxes"], detections["labels"], detections["scores"], self.pairs, name)
+    def pair_detections(
+        self, detections: Detections | dict, name: str = "image", label_space: str = DEFAULT_LABEL_SPACE
+    ) -> Pairs:
+        """A ``Detections`` or a dict {"boxes" [N, 4], "labels" [N], "scores" [N]} with labels in
+        ``label_space`` → ``Pairs`` (original pixels)."""
+        return make_pairs(as_detections(detections, label_space, name), self.pairs)
 
     # --- detection --------------------------------------------------------------------------------------------
 
-    def detect(self, images, detections, names: list[str] | None = None) -> list[ImageResult]:
+    def detect(
+        self, images, detections, names: list[str] | None = None, label_space: str = DEFAULT_LABEL_SPACE
+    ) -> list[ImageResult]:
         """Score the HOIs of a batch of frames with one backend call.
 
-        images: one image or a list (PIL, H×W×3 uint8 numpy, [3, H, W] tensor; any sizes);
-        detections: one dict or a list, one per image, {"boxes" [N, 4] original pixels,
-        "labels" [N] HICO objects 0..79, "scores" [N] in [0, 1]}; names: used in error messages.
-        Returns one ``ImageResult`` per image: every (pair, class) whose prior is > 0 and whose
-        score is > ``min_score``, best first (at most ``top_k``). Images with no pair get an empty
-        result (and image logits).
+        Args:
+            images: one image or a list (PIL, H×W×3 uint8 numpy, [3, H, W] tensor; any sizes).
+            detections: one per image, a ``defr.detections.Detections`` or a dict {"boxes" [N, 4] pixels
+                of the image, "labels" [N], "scores" [N] in [0, 1]}; one alone, or a list.
+            names: one per image, used in error messages.
+            label_space: the labels of dict detections (``hico``, ``coco80``, ``coco91``).
 
-        Raises ``ImageInputError`` / ``DetectionError`` naming the image, ``BackendError`` when the
-        backend fails or returns logits of the wrong shape or non-finite values.
+        Returns:
+            One ``ImageResult`` per image: every (pair, class) whose prior is > 0 and whose score is
+            > ``min_score``, best first (at most ``top_k``). Images with no pair get an empty result
+            (and image logits).
+
+        Raises:
+            ImageInputError / DetectionError: naming the image (detections are checked against the
+            decoded image's size: ``Detections.check_bounds``). ConfigError: ``names`` of the wrong
+            length, an unknown label space. BackendError: the backend fails or returns logits of the
+            wrong shape or non-finite values.
         """
         if not isinstance(images, (list, tuple)):
             if isinstance(detections, (list, tuple)):
@@ -181,10 +193,16 @@ class HOIDetector:
                     "entries: pass one image with one detections dict, or a list of images with a list of dicts"
                 )
             images, detections = [images], [detections]
-        if isinstance(detections, dict) or len(detections) != len(images):
-            n = 1 if isinstance(detections, dict) else len(detections)
-            raise DetectionError(f"{len(images)} images but {n} detection dicts: pass one per image")
-        names = names or [f"image {i}" for i in range(len(images))]
+        if not isinstance(detections, (list, tuple)):
+            raise DetectionError(
+                f"a list of {len(images)} images needs a list of detections, one per image, "
+                f"not a {type(detections).__name__}"
+            )
+        if len(detections) != len(images):
+            raise DetectionError(f"{len(images)} images but {len(detections)} detection entries: pass one per image")
+        names = _names(names, len(images))
+        check_label_space(label_space)
+        detections = [as_detections(d, label_space, name) for d, name in zip(detections, names, strict=True)]
         if not images:
             return []
         inputs, sizes = self.prepare(images, names)
@@ -193,7 +211,7 @@ class HOIDetector:
     def prepare(self, images, names: list[str] | None = None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Frames (any type ``detect`` takes) → (model input [B, 3, S, S] on the backend's device,
         (W, H) of each original). Frames of one size are resized together, on that device."""
-        names = names or [f"image {i}" for i in range(len(images))]
+        names = _names(names, len(images))
         frames = [rgb_tensor(image, name) for image, name in zip(images, names, strict=True)]
         sizes = [(int(x.shape[2]), int(x.shape[1])) for x in frames]
         return self._model_input(frames), sizes
@@ -202,19 +220,27 @@ class HOIDetector:
         self,
         inputs: torch.Tensor,
         sizes: list[tuple[int, int]],
-        detections: list[dict],
+        detections: list[Detections | dict],
         names: list[str] | None = None,
+        label_space: str = DEFAULT_LABEL_SPACE,
     ) -> list[ImageResult]:
         """``detect`` after ``prepare``: inputs [B, 3, S, S] and the original (W, H) of each frame,
-        one detections dict per frame (original pixels). For pipelines that prepare frames in a
-        stage of their own (``defr.video``)."""
+        one ``Detections`` (or dict in ``label_space``) per frame, boxes in the frame's pixels and
+        within its bounds (``Detections.check_bounds``). For pipelines that prepare frames in a stage of
+        their own (``defr.video``)."""
         s = self.meta.image_size
         if inputs.ndim != 4 or tuple(inputs.shape[1:]) != (3, s, s):
             raise ImageInputError(f"prepared inputs must be [B, 3, {s}, {s}], got {list(inputs.shape)}")
         if not len(sizes) == len(detections) == inputs.shape[0]:
-            raise DetectionError(f"{inputs.shape[0]} inputs, {len(sizes)} sizes and {len(detections)} detection dicts")
-        names = names or [f"image {i}" for i in range(len(sizes))]
-        pairs = [self.pair_detections(d, name) for d, name in zip(detections, names, strict=True)]
+            raise DetectionError(
+                f"{inputs.shape[0]} inputs, {len(sizes)} sizes and {len(detections)} detection entries"
+            )
+        names = _names(names, len(sizes))
+        pairs = []
+        for d, (width, height), name in zip(detections, sizes, names, strict=True):
+            dets = as_detections(d, label_space, name)
+            dets.check_bounds(width, height, name=name)
+            pairs.append(make_pairs(dets, self.pairs))
         pair_logits, image_logits = self._run(inputs, pairs, list(sizes), names)
         results, start = [], 0
         for i, p in enumerate(pairs):
@@ -268,6 +294,16 @@ class HOIDetector:
             pairs=pairs,
             pair=p,
         )
+
+
+def _names(names: list[str] | None, n: int) -> list[str]:
+    """``names`` (one per image; ConfigError otherwise), or ``image 0``, ``image 1``, ..."""
+    if names is None:
+        return [f"image {i}" for i in range(n)]
+    if isinstance(names, str) or len(names) != n:
+        given = "a string" if isinstance(names, str) else f"{len(names)} names"
+        raise ConfigError(f"names must be a list with one name per image: {given} for {n} image(s)")
+    return [str(x) for x in names]
 
 
 def _finite_per_image(pair_logits: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:

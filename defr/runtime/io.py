@@ -3,28 +3,33 @@
 Results format (one JSON object): ``{filename: {"boxes_h": [[x1, y1, x2, y2], ...], "boxes_o": [...],
 "hoi": [class ids], "scores": [floats]}}``, boxes in 0-based pixels of the original image.
 
-Detection inputs, one entry per image: ``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...],
-"scores": [...]}`` in pixels of the original image, either as a directory of JSON files named like
-the image with ``.json`` (``HICO_test2015_00000001.json``) or as one JSONL file with a
-``"filename"`` key per line. Labels are HICO objects (0..79) or COCO labels (``coco80``: 0..79,
-``coco91``: category ids), converted on reading. An image without detections is an error: write
-an entry with empty lists for images where the detector found nothing.
+Detections files: the one reader of both layouts, each entry ``{"boxes": [[x1, y1, x2, y2], ...],
+"labels": [...], "scores": [...]}`` (optional ``"track_ids"``) in pixels of the original image, made a
+``defr.detections.Detections`` (its rules, its one label-space conversion) and parsed with
+``defr.jsonio`` (huge integers, ``1e400``, NaN, deep nesting refused by name):
+
+- by image (``defr detect``, ``load_detections``): a directory of JSON files named like the image with
+  ``.json`` (``HICO_test2015_00000001.json``), or one JSONL file with a ``"filename"`` key per line;
+- by frame (``defr video --detector detections:FILE``, ``load_frame_detections``): JSONL with a
+  ``"frame"`` key per line, or JSON (a list of such objects, or an object keyed by frame number).
+
+Labels are HICO objects (0..79) or COCO labels (``coco80``: 0..79, ``coco91``: category ids),
+converted on reading. An image or frame without detections is an error: write an entry with empty
+lists where the detector found nothing.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from defr.errors import ConfigError, DefrError
+from defr.detections import DEFAULT_LABEL_SPACE, DetectionError, Detections, check_label_space
+from defr.errors import DefrError
 from defr.images import ImageInputError, to_rgb
-from defr.runtime.pairing import DetectionError, to_hico_labels
-from defr.typecheck import json_numbers
+from defr.jsonio import JsonInputError, parse_json, read_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -77,39 +82,15 @@ def read_image(path: str | os.PathLike) -> Image.Image:
         raise InputFileError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 
 
-def parse_detections(entry, source: str, label_space: str = "hico") -> dict:
-    """One detection entry → {"boxes" [N, 4] float32, "labels" [N] int64 HICO, "scores" [N] float32}."""
-    if not isinstance(entry, dict):
-        raise InputFileError(f"{source}: a detection entry must be a JSON object, got {type(entry).__name__}")
-    missing = [k for k in ("boxes", "labels", "scores") if k not in entry]
-    if missing:
-        raise InputFileError(f"{source}: detection entry lacks {missing} (needs boxes, labels, scores)")
-    try:
-        for field in ("boxes", "labels", "scores"):
-            json_numbers(entry[field], f"{source}: {field}", integers=field == "labels")
-    except ConfigError as e:
-        raise InputFileError(str(e)) from None
-    try:
-        boxes = np.asarray(entry["boxes"], dtype=np.float32)
-        scores = np.asarray(entry["scores"], dtype=np.float32)
-        labels = np.asarray(entry["labels"], dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise InputFileError(f"{source}: boxes must be [N, 4] and labels, scores [N] numbers ({e})") from None
-    if boxes.size == 0:
-        boxes = boxes.reshape(0, 4)
-    try:
-        labels = to_hico_labels(labels, label_space) if label_space != "hico" else labels
-    except DetectionError as e:
-        raise InputFileError(f"{source}: {e}") from None
-    return {"boxes": boxes, "labels": labels, "scores": scores}
-
-
-def load_detections(source: str | os.PathLike, filenames: Iterable[str], label_space: str = "hico") -> dict[str, dict]:
+def load_detections(
+    source: str | os.PathLike, filenames: Iterable[str], label_space: str = DEFAULT_LABEL_SPACE
+) -> dict[str, Detections]:
     """Detections for each of ``filenames`` (image file names) from a directory or a JSONL file.
 
     Every image needs an entry (empty lists when nothing was detected); missing ones raise
     ``InputFileError`` naming them. JSONL lines for images not in ``filenames`` are ignored.
     """
+    check_label_space(label_space)
     source = Path(source)
     filenames = list(filenames)
     if source.is_dir():
@@ -119,10 +100,14 @@ def load_detections(source: str | os.PathLike, filenames: Iterable[str], label_s
             if not path.is_file():
                 missing.append(path.name)
                 continue
-            out[name] = parse_detections(_read_json(path), str(path), label_space)
+            out[name] = _detections(_read_json(path), str(path), label_space)
     elif source.is_file():
-        entries = _read_jsonl(source)
-        out = {n: parse_detections(entries[n], f"{source} ({n})", label_space) for n in filenames if n in entries}
+        entries = _read_jsonl(source, "filename")
+        out = {
+            n: _detections(entries[n][1], f"{source}, {entries[n][0]} ({n})", label_space)
+            for n in filenames
+            if n in entries
+        }
         missing = [n for n in filenames if n not in entries]
     else:
         raise InputFileError(f"{source}: no such detections directory or JSONL file")
@@ -135,30 +120,94 @@ def load_detections(source: str | os.PathLike, filenames: Iterable[str], label_s
     return out
 
 
+def load_frame_detections(path: str | os.PathLike, label_space: str = DEFAULT_LABEL_SPACE) -> dict[int, Detections]:
+    """``{frame: Detections}`` from a video's detections file: JSONL (one ``{"frame", "boxes", "labels",
+    "scores"}`` a line), or JSON (a list of such objects, or ``{"<frame>": {"boxes", ...}}``).
+
+    Frames are whole numbers >= 0 (decode order); each appears once. ``InputFileError`` names the line
+    or entry for anything refused (the same rules as ``load_detections``).
+    """
+    check_label_space(label_space)
+    path = Path(path)
+    if path.suffix.lower() == ".jsonl":
+        by_frame = _read_jsonl(path, "frame")
+        entries = [(where, entry) for where, entry in by_frame.values()]
+    else:
+        data = _read_json(path)
+        if isinstance(data, dict):
+            entries = [(f"frame {k!r}", _keyed_frame(k, v, path)) for k, v in data.items()]
+        elif isinstance(data, list):
+            entries = [(f"entry {n}", e) for n, e in enumerate(data)]
+        else:
+            raise InputFileError(f"{path}: expected a list of frames or an object keyed by frame number")
+    out: dict[int, Detections] = {}
+    for where, entry in entries:
+        if not isinstance(entry, dict) or "frame" not in entry:
+            raise InputFileError(f"{path}, {where}: needs 'frame', 'boxes', 'labels' and 'scores'")
+        frame = _frame(entry["frame"], f"{path}, {where}")
+        if frame in out:
+            raise InputFileError(f"{path}, {where}: frame {frame} appears twice")
+        out[frame] = _detections(entry, f"{path}, {where} (frame {frame})", label_space)
+    return out
+
+
+def _keyed_frame(key: str, value, path: Path) -> dict:
+    if not isinstance(value, dict):
+        raise InputFileError(f"{path}, frame {key!r}: a detection entry must be a JSON object")
+    if not (key.isascii() and key.isdigit()):
+        raise InputFileError(f"{path}: frame keys must be whole numbers >= 0, got {key!r}")
+    return {**value, "frame": int(key)}
+
+
+def _frame(value, where: str) -> int:
+    """A frame number: a whole number >= 0 (``3`` or ``3.0``); InputFileError naming ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 0:
+        raise InputFileError(f"{where}: 'frame' must be a whole number >= 0, got {value!r}")
+    return int(value)
+
+
+def _detections(entry, where: str, label_space: str) -> Detections:
+    try:
+        return Detections.from_dict(entry, label_space, where)
+    except DetectionError as e:
+        raise InputFileError(str(e)) from None
+
+
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputFileError(f"{path}: not valid JSON ({e})") from None
+        return read_json(path)
+    except JsonInputError as e:
+        raise InputFileError(str(e)) from None
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _read_jsonl(path: Path) -> dict[str, dict]:
-    entries: dict[str, dict] = {}
+def _read_jsonl(path: Path, key: str) -> dict:
+    """``{entry[key]: (where, entry)}`` of a JSONL file (blank lines skipped); ``key`` must be a string
+    (``filename``: its base name is the key) or a frame number, once each."""
+    entries: dict = {}
     try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputFileError(f"{path}: cannot read ({e})") from None
-    for i, line in enumerate(lines, 1):
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputFileError(f"{path}: cannot read ({e.strerror or e})") from None
+    for i, line in enumerate(data.splitlines(), 1):
         if not line.strip():
             continue
+        where = f"line {i}"
         try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputFileError(f"{path}:{i}: not valid JSON ({e})") from None
-        if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
-            raise InputFileError(f"{path}:{i}: each line needs a string 'filename' key")
-        name = Path(entry["filename"]).name
+            entry = parse_json(line, f"{path}, {where}")
+        except JsonInputError as e:
+            raise InputFileError(str(e)) from None
+        if key == "filename":
+            if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
+                raise InputFileError(f"{path}, {where}: each line needs a string 'filename' key")
+            name = Path(entry["filename"]).name
+        else:
+            if not isinstance(entry, dict) or "frame" not in entry:
+                raise InputFileError(f"{path}, {where}: needs 'frame', 'boxes', 'labels' and 'scores'")
+            name = _frame(entry["frame"], f"{path}, {where}")
         if name in entries:
-            raise InputFileError(f"{path}:{i}: second entry for {name}")
-        entries[name] = entry
+            what = name if key == "filename" else f"frame {name}"
+            raise InputFileError(f"{path}, {where}: second entry for {what} (first at {entries[name][0]})")
+        entries[name] = (where, entry)
     return entries

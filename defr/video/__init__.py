@@ -14,16 +14,14 @@ from defr.video.detectors import (
     TorchvisionDetector,
     UltralyticsDetector,
     build_torchvision_detector,
-    check_detections,
     detections_from_supervision,
     detections_from_ultralytics,
     make_detector,
-    read_detections,
 )
 from defr.video.errors import DetectorError, OutputError, VideoError
 from defr.video.events import EventConfig, EventDetector
 from defr.video.pipeline import HOIStream, StreamConfig
-from defr.video.records import Frame, FrameDetections, FrameResult, Interaction, Skipped
+from defr.video.records import Frame, FrameResult, Interaction, Skipped
 from defr.video.run import StreamInterrupted, Summary, VideoOutputs, VideoRun, run_video
 from defr.video.scoring import evaluate_events
 from defr.video.smoothing import ScoreSmoother, SmoothingConfig
@@ -36,7 +34,6 @@ __all__ = [
     "EventConfig",
     "EventDetector",
     "Frame",
-    "FrameDetections",
     "FrameResult",
     "HOIStream",
     "Interaction",
@@ -58,12 +55,10 @@ __all__ = [
     "VideoOutputs",
     "VideoRun",
     "build_torchvision_detector",
-    "check_detections",
     "detections_from_supervision",
     "detections_from_ultralytics",
     "evaluate_events",
     "make_detector",
     "open_source",
-    "read_detections",
     "run_video",
 ]

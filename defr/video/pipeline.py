@@ -4,8 +4,9 @@ Three stages on three threads, joined by bounded queues (``queue_frames`` frames
 
 1. decode (a thread): the source's frames, in order;
 2. detect (a thread): batches of up to ``batch`` frames (or what arrived within ``max_latency_ms``
-   of the batch's first frame) through the object detector; each frame's output is checked
-   (``check_detections``) and tracked, in frame order;
+   of the batch's first frame) through the object detector; each frame's output is a
+   ``defr.detections.Detections`` (checked when made; a batch the detector refuses is retried frame by
+   frame, so only the frames whose output breaks the contract are skipped) and tracked, in frame order;
 3. HOI (the caller's thread): batches alike; ``HOIDetector.prepare`` (one batched resize +
    normalise per frame size, on the backend's device: ``defr.images``) and ``detect_prepared`` (one
    backend call per batch), then per frame: the track ids of each triplet, smoothing, events.
@@ -31,14 +32,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
+from defr.detections import DetectionError, Detections, as_detections
 from defr.errors import ConfigError
-from defr.runtime import DetectionError, HOIDetector, ImageInputError, ImageResult
-from defr.video.detectors import ObjectDetector, check_detections
+from defr.runtime import HOIDetector, ImageInputError, ImageResult
+from defr.video.detectors import ObjectDetector
 from defr.video.errors import VideoError
 from defr.video.events import EventConfig, EventDetector
-from defr.video.records import Frame, FrameDetections, FrameResult, Skipped
+from defr.video.records import Frame, FrameResult, Skipped
 from defr.video.smoothing import ScoreSmoother, SmoothingConfig
 from defr.video.sources import FrameSource, open_source
 from defr.video.stats import SkipLog, StageTimes
@@ -184,16 +185,11 @@ class HOIStream:
             while not stop.is_set():
                 batch, done = _take_batch(inp, self.config.batch, self.config.max_latency_ms, stop)
                 frames = [x for x in batch if isinstance(x, Frame)]
-                dets: dict[int, FrameDetections] = {}
+                dets: dict[int, Detections | Skipped] = {}
                 if frames:
                     t = time.perf_counter()
-                    outputs = self.detector([f.image for f in frames], [f.index for f in frames])
+                    dets = self._object_detections(frames)
                     self.times.add("detect", time.perf_counter() - t, len(frames))
-                    if len(outputs) != len(frames):
-                        raise VideoError(
-                            f"the object detector returned {len(outputs)} results for {len(frames)} frames"
-                        )
-                    dets = {f.index: d for f, d in zip(frames, outputs, strict=True)}
                 for item in batch:
                     if isinstance(item, Frame):
                         item = self._checked(item, dets[item.index], tracker)
@@ -204,15 +200,31 @@ class HOIStream:
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread, which raises it
             _put(out, _Failure(e), stop)
 
-    def _checked(self, frame: Frame, dets: FrameDetections, tracker: ObjectTracker | None):
+    def _object_detections(self, frames: list[Frame]) -> dict[int, Detections | Skipped]:
+        """Each frame's detections; a batch the detector refuses (``DetectionError``) frame by frame, so only
+        the frames whose own output breaks the contract become ``Skipped``."""
+        try:
+            outputs = self.detector([f.image for f in frames], [f.index for f in frames])
+            if len(outputs) != len(frames):
+                raise VideoError(f"the object detector returned {len(outputs)} results for {len(frames)} frames")
+            return {f.index: as_detections(d, name=f"frame {f.index}") for f, d in zip(frames, outputs, strict=True)}
+        except DetectionError as e:
+            if len(frames) == 1:
+                f = frames[0]
+                return {f.index: Skipped(f.index, f.time_s, "detect", str(e), f.size)}
+        out = {}
+        for f in frames:
+            out.update(self._object_detections([f]))
+        return out
+
+    def _checked(self, frame: Frame, dets: Detections | Skipped, tracker: ObjectTracker | None):
         """(frame, its tracked detections), or ``Skipped`` when the detector's output is unusable."""
-        problem = check_detections(dets)
-        if problem is not None:
-            return Skipped(frame.index, frame.time_s, "detect", problem, frame.size)
+        if isinstance(dets, Skipped):
+            return dets
         t = time.perf_counter()
-        dets.track_ids = tracker.update(dets) if tracker is not None else np.full(len(dets), -1, dtype=np.int64)
+        ids = tracker.update(dets) if tracker is not None else np.full(len(dets), -1, dtype=np.int64)
         self.times.add("track", time.perf_counter() - t)
-        return frame, dets
+        return frame, dets.with_track_ids(ids)
 
     # --- stage 3: HOI, smoothing, events ---------------------------------------------------------------------
 
@@ -232,7 +244,7 @@ class HOIStream:
             out.append(self._skipped(r) if isinstance(r, Skipped) else self._result(frame, dets, r))
         return out
 
-    def _score(self, good: list[tuple[Frame, FrameDetections]]) -> dict[int, ImageResult | Skipped]:
+    def _score(self, good: list[tuple[Frame, Detections]]) -> dict[int, ImageResult | Skipped]:
         """HOI results of a batch; if the batch is rejected, frame by frame, skipping those rejected alone."""
         try:
             return dict(zip([f.index for f, _ in good], self._hoi_call(good), strict=True))
@@ -245,18 +257,18 @@ class HOIStream:
             out.update(self._score([item]))
         return out
 
-    def _hoi_call(self, good: list[tuple[Frame, FrameDetections]]) -> list[ImageResult]:
+    def _hoi_call(self, good: list[tuple[Frame, Detections]]) -> list[ImageResult]:
         frames = [f for f, _ in good]
         names = [f"frame {f.index}" for f in frames]
         t = time.perf_counter()
         inputs, sizes = self.hoi.prepare([f.image for f in frames], names)
         self.times.add("preprocess", time.perf_counter() - t, len(frames))
         t = time.perf_counter()
-        results = self.hoi.detect_prepared(inputs, sizes, [d.as_dict() for _, d in good], names)
+        results = self.hoi.detect_prepared(inputs, sizes, [d for _, d in good], names)
         self.times.add("hoi", time.perf_counter() - t, len(frames))
         return results
 
-    def _result(self, frame: Frame, dets: FrameDetections, r: ImageResult) -> FrameResult:
+    def _result(self, frame: Frame, dets: Detections, r: ImageResult) -> FrameResult:
         human_id, object_id = _triplet_tracks(r, dets.track_ids)
         raw: dict[tuple[int, int, int], float] = {}
         for h, o, c, s in zip(human_id.tolist(), object_id.tolist(), r.hoi.tolist(), r.scores.tolist(), strict=True):
@@ -289,8 +301,7 @@ def _triplet_tracks(r: ImageResult, track_ids: np.ndarray) -> tuple[np.ndarray, 
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     pair = r.pair
     kept = r.pairs.kept
-    ids = torch.from_numpy(track_ids)
-    return ids[kept[r.pairs.human[pair]]].numpy(), ids[kept[r.pairs.object[pair]]].numpy()
+    return track_ids[kept[r.pairs.human[pair]].numpy()], track_ids[kept[r.pairs.object[pair]].numpy()]
 
 
 def _take_batch(q: queue.Queue, size: int, max_latency_ms: float, stop: threading.Event) -> tuple[list, bool]:

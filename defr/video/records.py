@@ -1,8 +1,9 @@
-"""The records that flow through the video pipeline: frames, skipped frames, detections, per-frame results.
+"""The records that flow through the video pipeline: frames, skipped frames, per-frame results.
 
 Frame images are either H×W×3 uint8 RGB numpy arrays (what decoding gives) or [3, H, W] tensors
-(uint8, or float in [0, 1]) on any device (frames already on a GPU stay there). Boxes are
-(x1, y1, x2, y2) in pixels of the original frame. Labels are HICO objects (0..79, person = 49).
+(uint8, or float in [0, 1]) on any device (frames already on a GPU stay there). A frame's object
+detections are a ``defr.detections.Detections`` (boxes in pixels of the original frame, HICO labels,
+track ids once tracked).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from defr.detections import Detections
 from defr.runtime import ImageResult
 
 FrameImage = np.ndarray | torch.Tensor
@@ -40,36 +42,6 @@ class Skipped:
     stage: str  # "decode", "detect", "hoi"
     reason: str
     size: tuple[int, int] | None = None  # (width, height) when known
-
-
-@dataclass
-class FrameDetections:
-    """Object detections of one frame, in HICO labels; ``track_ids`` once tracked (-1: not tracked yet)."""
-
-    boxes: np.ndarray  # [N, 4] float32, pixels of the original frame
-    labels: np.ndarray  # [N] int64, HICO objects 0..79
-    scores: np.ndarray  # [N] float32 in [0, 1]
-    track_ids: np.ndarray | None = None  # [N] int64
-
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, dtype=np.float32).reshape(-1, 4)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        self.scores = np.asarray(self.scores, dtype=np.float32).reshape(-1)
-
-    def __len__(self) -> int:
-        return int(self.boxes.shape[0])
-
-    def as_dict(self) -> dict:
-        """``HOIDetector.detect``'s detections dict: {"boxes", "labels", "scores"}."""
-        return {"boxes": self.boxes, "labels": self.labels, "scores": self.scores}
-
-    def subset(self, keep: np.ndarray) -> FrameDetections:
-        ids = None if self.track_ids is None else self.track_ids[keep]
-        return FrameDetections(self.boxes[keep], self.labels[keep], self.scores[keep], ids)
-
-    @classmethod
-    def empty(cls) -> FrameDetections:
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
 
 
 @dataclass
@@ -116,7 +88,7 @@ class FrameResult:
     width: int | None
     height: int | None
     image: FrameImage | None = field(default=None, repr=False)
-    detections: FrameDetections | None = None
+    detections: Detections | None = None
     hoi: ImageResult | None = field(default=None, repr=False)
     human_id: np.ndarray | None = None  # [K] int64
     object_id: np.ndarray | None = None  # [K] int64

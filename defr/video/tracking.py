@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from defr.detections import Detections
 from defr.errors import ConfigError
 from defr.optional import import_supervision, import_trackers
-from defr.video.records import FrameDetections
 
 
 @dataclass
@@ -65,7 +65,7 @@ class ObjectTracker:
             )
         return self._trackers[label]
 
-    def update(self, dets: FrameDetections) -> np.ndarray:
+    def update(self, dets: Detections) -> np.ndarray:
         """Track ids of ``dets`` (one frame, in order), [N] int64; every label's tracker advances one frame."""
         ids = np.full(len(dets), -1, dtype=np.int64)
         for label in sorted(set(dets.labels.tolist()) | set(self._trackers)):
