@@ -17,6 +17,7 @@ from defr.cli import main as defr_main
 from defr.export import ExportConfig, SidecarError, export_model
 from defr.model import create_model, save_checkpoint
 from defr.runtime import BackendError, HOIDetector, OnnxBackend, RuntimeMeta, TensorRTBackend, load_detector
+from defr.optional import MissingDependency
 from defr.runtime.backends import feed_device
 
 pytest.importorskip("onnxruntime")
@@ -66,11 +67,11 @@ def assert_same_results(want, got, tol: float):
 
 
 def test_onnx_backend_reads_the_sidecar(model, export):
-    backend = OnnxBackend(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
+    backend = OnnxBackend.from_file(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
     assert backend.meta == RuntimeMeta.from_model(model)
     assert backend.precision == "fp32" and backend.providers == ["CPUExecutionProvider"]
     assert backend.accepts_no_pairs is False
-    assert OnnxBackend(export[1] / "model.fp16.onnx", ["CPUExecutionProvider"]).precision == "fp16"
+    assert OnnxBackend.from_file(export[1] / "model.fp16.onnx", ["CPUExecutionProvider"]).precision == "fp16"
 
 
 def test_onnx_detector_matches_pytorch(export):
@@ -108,7 +109,7 @@ def test_batch_without_pairs_never_calls_with_p0(export):
     checkpoint, folder = export
     images, detections = frames()
     want = HOIDetector.from_checkpoint(checkpoint).detect(images[1:], detections[1:])
-    backend = OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"])
+    backend = OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"])
     seen = []
 
     def spy(images, boxes_h, boxes_o, pair_index):
@@ -128,20 +129,20 @@ def test_sidecar_guards(export, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(export[1], folder)
     with pytest.raises(BackendError, match="providers"):
-        OnnxBackend(folder / "model.onnx", providers=["NoSuchExecutionProvider"])
+        OnnxBackend.from_file(folder / "model.onnx", providers=["NoSuchExecutionProvider"])
     (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")
     with pytest.raises(SidecarError, match="checksum differs"):
-        OnnxBackend(folder / "model.onnx")
+        OnnxBackend.from_file(folder / "model.onnx")
     shutil.copy(folder / "model.fp16.onnx", folder / "renamed.onnx")
     with pytest.raises(SidecarError, match="not listed"):
-        OnnxBackend(folder / "renamed.onnx")
+        OnnxBackend.from_file(folder / "renamed.onnx")
     sidecar = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**sidecar, "format": "other/9"}))
     with pytest.raises(SidecarError, match="not a defr-export sidecar"):
-        OnnxBackend(folder / "model.fp16.onnx")
+        OnnxBackend.from_file(folder / "model.fp16.onnx")
     (folder / "model.json").unlink()
     with pytest.raises(SidecarError, match="no model.json beside it"):
-        OnnxBackend(folder / "model.fp16.onnx")
+        OnnxBackend.from_file(folder / "model.fp16.onnx")
 
 
 def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
@@ -156,14 +157,14 @@ def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
     assert_same_results(want, got, tol=1e-6)
 
 
-def test_missing_runtimes_are_backend_errors(export, monkeypatch):
+def test_missing_runtimes_name_the_package_and_extra(export, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(BackendError, match="pip install onnxruntime"):
-        OnnxBackend(export[1] / "model.onnx")
+    with pytest.raises(MissingDependency, match=r"'onnxruntime' .*pip install \"defr\[export\]\""):
+        OnnxBackend.from_file(export[1] / "model.onnx")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(BackendError, match="pip install tensorrt"):
-        TensorRTBackend(export[1] / "model.fp16.engine")
-    with pytest.raises(BackendError, match="pip install tensorrt"):
+    with pytest.raises(MissingDependency, match=r"TensorRT 10.x and 11.x.* 'tensorrt' .*pip install \"defr\[gpu\]\""):
+        TensorRTBackend.from_file(export[1] / "model.fp16.engine")
+    with pytest.raises(MissingDependency, match="tensorrt"):
         load_detector(export[1] / "model.fp16.engine")
 
 
