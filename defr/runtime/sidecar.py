@@ -295,7 +295,7 @@ class _Reader:
 
     def sidecar(self, d: Any) -> Sidecar:
         if not isinstance(d, dict):
-            raise SidecarError(f"{self.where}: not a defr-export sidecar (a JSON {_kind(d)}, not an object)")
+            raise SidecarError(f"{self.where}: not a defr-export sidecar ({_kind(d)}, not a JSON object)")
         fmt = d.get("format")
         if fmt not in READABLE_FORMATS:
             raise SidecarError(
