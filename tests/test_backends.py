@@ -15,9 +15,10 @@ from PIL import Image
 
 from defr import vocab
 from defr.cli import main as defr_main
+from defr.errors import ConfigError
 from defr.export import ExportConfig, SidecarError, export_model
 from defr.model import create_model, save_checkpoint
-from defr.errors import ConfigError
+from defr.optional import MissingDependency
 from defr.runtime import (
     BackendError,
     HOIDetector,
@@ -27,9 +28,8 @@ from defr.runtime import (
     load_backend,
     load_detector,
 )
-from defr.runtime.sidecar import read_sidecar
-from defr.optional import MissingDependency
 from defr.runtime.backends import feed_device
+from defr.runtime.sidecar import read_sidecar
 
 pytest.importorskip("onnxruntime")
 PERSON = vocab.PERSON

@@ -31,8 +31,8 @@ from defr.export.verify import feeds as as_feeds
 from defr.model import create_model, save_checkpoint
 from defr.runtime import HOIDetector, load_detector, onnx_session
 from defr.runtime.contract import OUTPUT_NAMES, RuntimeMeta, example_inputs
-from defr.runtime.io import read_image
 from defr.runtime.derived import commit_derivative, record_path, verified_derivative
+from defr.runtime.io import read_image
 from defr.runtime.onnx_session import SessionConfig, cache_key, cache_path, make_session
 from defr.runtime.sidecar import sha256
 
