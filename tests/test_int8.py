@@ -14,7 +14,7 @@ from onnx import helper
 
 from defr import vocab
 from defr.data import generate_synthetic
-from defr.export import ExportConfig
+from defr.export import ExportConfig, verify
 from defr.export import exporter as exporter_module
 from defr.export.accuracy import AccuracyGateError, GateResult, accuracy_gate
 from defr.export.calibration import (
@@ -191,10 +191,12 @@ def test_no_verify_skips_the_gate(checkpoint, tmp_path):
 
 
 def test_failed_gate_exits_1_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
-    def failing_gate(files, held_out, meta, mask_mode, max_drop, log):
+    def failing_gate(files, held_out, max_drop, log):
         raise AccuracyGateError(f"model.int8.onnx: int8 loses 3.00 hico_mAP points, more than {max_drop:g}")
 
     monkeypatch.setattr(exporter_module, "accuracy_gate", failing_gate)
+    # the random-input sanity bound is not what this test is about (2 calibration images can exceed it)
+    monkeypatch.setitem(verify.TOLERANCES, "int8", verify.Tolerance("rel", 1.0))
     out = tmp_path / "export"
     r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out), "--int8", "--calibration-images", "2"])
     assert r.exit_code == 1, r.output
