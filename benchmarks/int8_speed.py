@@ -29,6 +29,7 @@ from defr.model import create_model, save_checkpoint
 from defr.runtime import OnnxBackend, TorchBackend
 from defr.runtime.contract import RuntimeMeta
 from defr.runtime.onnx_session import SessionConfig, make_session
+from defr.runtime.sidecar import read_sidecar
 
 VARIANTS = {
     "int8": Int8Config(),
@@ -70,13 +71,13 @@ def main(argv: list[str] | None = None) -> None:
         session = make_session(fp32, cfg=SessionConfig(threads=args.threads, cache=False))
         backends = {
             "torch fp32": TorchBackend(model),
-            "onnxruntime fp32": OnnxBackend.from_session(session, meta, "fp32", "hard"),
+            "onnxruntime fp32": OnnxBackend(session, read_sidecar(fp32), "fp32"),
         }
         for name in args.variants:
             path = tmp / "export" / f"{name.replace(' ', '_')}.onnx"
             quantize(fp32, path, VARIANTS[name], GraphFeeds(calibrate, meta), log=print)
             session = make_session(path, cfg=SessionConfig(threads=args.threads, cache=False))
-            backends[f"onnxruntime {name}"] = OnnxBackend.from_session(session, meta, "int8", "hard")
+            backends[f"onnxruntime {name}"] = OnnxBackend(session, read_sidecar(fp32), "int8")
         times = time_side_by_side(list(backends.values()), args.image_size, args.batch, args.pairs, cfg)
     medians = {name: 1000 * statistics.median(t) for name, t in zip(backends, times, strict=True)}
     report = {

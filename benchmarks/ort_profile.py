@@ -147,7 +147,10 @@ def main(argv: list[str] | None = None) -> None:
         for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
             report[precision] = profile(tmp / "export" / name, feeds(inputs), 1, args.runs, str(tmp / precision))
         cfg = BenchConfig(args.backbone, args.image_size, warmup=1, repeats=args.runs + 2, threads=1)
-        backends = [TorchBackend(model), OnnxBackend(tmp / "export" / "model.onnx", ["CPUExecutionProvider"], 1)]
+        backends = [
+            TorchBackend(model),
+            OnnxBackend.from_file(tmp / "export" / "model.onnx", ["CPUExecutionProvider"], 1),
+        ]
         times = time_side_by_side(backends, args.image_size, args.batch, args.pairs, cfg)
     report["torch_ms"], report["onnxruntime_ms"] = (1000 * statistics.median(t) for t in times)
     fp32 = report["fp32"]["by_kind"]

@@ -35,9 +35,9 @@ from defr.files import write_json
 from defr.machine import machine_info
 from defr.model import create_model, save_checkpoint
 from defr.runtime import OnnxBackend
-from defr.runtime.contract import RuntimeMeta, example_inputs, with_dummy_pair
+from defr.runtime.contract import example_inputs, with_dummy_pair
 from defr.runtime.onnx_session import SessionConfig, cache_key, cache_path, make_session
-from defr.runtime.sidecar import sha256
+from defr.runtime.sidecar import read_sidecar, sha256
 
 ONE = SessionConfig(threads=1, cache=False)
 ONE_THREAD = {  # one intra-op thread each: no thread pool, so the variants cannot disturb one another
@@ -107,7 +107,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     model = create_model(args.backbone, args.image_size)
-    meta = RuntimeMeta.from_model(model)
     vit = model.vit.cfg
     bench = BenchConfig(args.backbone, args.image_size, warmup=args.warmup, repeats=args.repeats)
     report: dict = {
@@ -129,16 +128,20 @@ def main(argv: list[str] | None = None) -> None:
         export_model(checkpoint, tmp / "export", export, log=lambda m: None)
         for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
             path = tmp / "export" / name
-            backends = {k: OnnxBackend(path, ["CPUExecutionProvider"], session=cfg) for k, cfg in ONE_THREAD.items()}
+            backends = {
+                k: OnnxBackend.from_file(path, ["CPUExecutionProvider"], session=cfg) for k, cfg in ONE_THREAD.items()
+            }
             if precision == "fp32":
                 fused = tmp / "fused.onnx"
                 report["transformer_fusions"] = transformer_fused(path, fused, vit.heads, vit.width)
                 session = make_session(fused, cfg=ONE)
-                backends["transformer optimizer"] = OnnxBackend.from_session(session, meta, "fp32", "hard")
+                backends["transformer optimizer"] = OnnxBackend(session, read_sidecar(path), "fp32")
             times = time_side_by_side(list(backends.values()), args.image_size, args.batch, args.pairs, bench)
             medians = {k: 1000 * statistics.median(t) for k, t in zip(backends, times, strict=True)}
             del backends
-            cores = {k: OnnxBackend(path, ["CPUExecutionProvider"], session=cfg) for k, cfg in ALL_CORES.items()}
+            cores = {
+                k: OnnxBackend.from_file(path, ["CPUExecutionProvider"], session=cfg) for k, cfg in ALL_CORES.items()
+            }
             times = time_paused(
                 list(cores.values()), args.image_size, args.batch, args.pairs, args.warmup, args.repeats
             )

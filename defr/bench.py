@@ -40,7 +40,8 @@ from defr.export.int8 import INT8_FILE
 from defr.machine import machine_info
 from defr.model import create_model, load_model, save_checkpoint
 from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
-from defr.runtime import OnnxBackend, PairBackend, TensorRTBackend, TorchBackend
+from defr.runtime import PairBackend, TorchBackend, load_backend
+from defr.runtime.backends import EXPORTED_SUFFIXES
 from defr.runtime.contract import example_inputs, with_dummy_pair
 
 BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
@@ -141,21 +142,18 @@ def row(name: str, precision: str, batch: int, pairs: int, times: list[float]) -
     )
 
 
-def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, object]], int]:
-    """([(name, backend)], image size) for ``cfg.model``; checkpoints and names are exported into ``workdir``."""
-    providers = ["CPUExecutionProvider"] if torch.device(cfg.device).type == "cpu" else None
+def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, PairBackend]], int]:
+    """([(name, backend)], image size) for ``cfg.model``, every file opened by ``load_backend``;
+    checkpoints and backbone names are exported into ``workdir``."""
     suffix = Path(cfg.model).suffix.lower()
-    if suffix == ".onnx":
-        backend = OnnxBackend(cfg.model, providers, cfg.threads, cfg.mask_mode)
-        return [("onnxruntime", backend)], backend.meta.image_size
-    if suffix == ".engine":
-        device = cfg.device if cfg.device.startswith("cuda") else "cuda"  # engines run on CUDA
-        backend = TensorRTBackend(cfg.model, device=device, mask_mode=cfg.mask_mode)
-        return [("tensorrt", backend)], backend.meta.image_size
+    if suffix in EXPORTED_SUFFIXES:
+        device = cfg.device if suffix == ".onnx" or cfg.device.startswith("cuda") else "cuda"  # engines: CUDA
+        backend = load_backend(cfg.model, device, mask_mode=cfg.mask_mode, threads=cfg.threads)
+        return [(EXPORTED_SUFFIXES[suffix], backend)], backend.meta.image_size
     checkpoint = Path(cfg.model) if Path(cfg.model).is_file() else random_checkpoint(cfg, workdir)
     model = load_model(checkpoint, cfg.image_size)
     mask_mode = cfg.mask_mode or "hard"
-    backends = []
+    backends: list[tuple[str, PairBackend]] = []
     if "torch" in cfg.backends:
         backends.append(("torch", TorchBackend(model, cfg.device, mask_mode=mask_mode, attention=cfg.attention)))
     onnx = [b for b in cfg.backends if b in ONNX_BACKENDS]
@@ -171,7 +169,7 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, obj
         export_model(checkpoint, workdir / "onnx", export, log=_quiet)
         for name in onnx:
             path = workdir / "onnx" / ONNX_BACKENDS[name]
-            backends.append(("onnxruntime", OnnxBackend(path, providers, cfg.threads)))
+            backends.append(("onnxruntime", load_backend(path, cfg.device, threads=cfg.threads)))
     return backends, model.cfg.image_size
 
 

@@ -163,7 +163,7 @@ def export_and_check(
     result = export_model(checkpoint, out_dir, ExportConfig(), log=logging.getLogger(__name__).info)
     fp32 = result.comparisons["fp32"]
     report = {
-        "files": result.files,
+        "files": {name: entry.to_dict() for name, entry in result.files.items()},
         "comparisons": result.comparisons,
         "max_abs_diff_pair": fp32["max_abs"]["pair_logits"],
         "max_abs_diff_image": fp32["max_abs"]["image_logits"],

@@ -81,9 +81,15 @@ def clean_stale_staging(target: str | os.PathLike, kind: str) -> list[Path]:
         return removed
     for folder in target.parent.glob(f"{prefix}*"):
         pid = folder.name[len(prefix) :].split("-", 1)[0]
-        if folder.is_dir() and pid.isdigit() and not _alive(int(pid)):
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if folder.is_symlink():  # a symlinked target that an exchange once swapped out: the link, not its folder
+            folder.unlink()
+        elif folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
+        else:
+            continue
+        removed.append(folder)
     return removed
 
 

@@ -66,16 +66,57 @@ def test_model_imports_neither_runtime_nor_export():
 def test_leaves_import_nothing_from_defr():
     for leaf in ("defr.errors", "defr.files", "defr.machine", "defr.vocab"):
         assert GRAPH[leaf] == set(), leaf
-    for leaf in ("defr.images", "defr.typecheck", "defr.kernels.spec"):
+    for leaf in ("defr.images", "defr.typecheck", "defr.kernels.spec", "defr.optional", "defr.jsonio"):
         assert GRAPH[leaf] <= {"defr.errors"}, leaf
     assert GRAPH["defr.runtime.contract"] <= {"defr.vocab", "defr.errors"}
     assert GRAPH["defr.detections"] <= {"defr.vocab", "defr.errors", "defr.typecheck", "defr.jsonio"}
+    leaves = {"defr.vocab", "defr.errors", "defr.jsonio", "defr.kernels.spec"}
+    assert GRAPH["defr.runtime.sidecar"] <= {"defr.runtime.contract", *leaves}
 
 
 def test_kernels_sit_below_the_model():
     for module, deps in GRAPH.items():
         if module.startswith("defr.kernels"):
-            assert all(d.startswith(("defr.kernels", "defr.errors")) for d in deps), (module, deps)
+            assert all(d.startswith(("defr.kernels", "defr.errors", "defr.optional")) for d in deps), (module, deps)
+
+
+# Keys of model.json: only its contract module (defr.runtime.sidecar, the typed Sidecar) reads them. The
+# first set names nothing else in the project; the second is read only where a module deals with sidecars.
+SIDECAR_ONLY_KEYS = {"class_objects", "plugin_library", "external_data", "logit_scale", "score_rule"}
+SIDECAR_TOP_KEYS = {"files", "graph", "engine", "input", "classes", "head"}
+SIDECAR_WORDS = ("model.json", "SIDECAR_NAME", "read_sidecar", "Sidecar")
+
+
+def _indexed_keys(tree: ast.AST) -> set[str]:
+    """String keys a module reads from a mapping: ``x["key"]`` and ``x.get("key", ...)``."""
+    keys = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+            keys.add(node.slice.value)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
+            keys.add(node.args[0].value)
+    return {k for k in keys if isinstance(k, str)}
+
+
+def test_only_the_contract_module_defines_the_sidecar_schema():
+    offenders = {}
+    for name, path in MODULES.items():
+        if name == "defr.runtime.sidecar":
+            continue
+        text = path.read_text()
+        keys = _indexed_keys(ast.parse(text))
+        bad = keys & SIDECAR_ONLY_KEYS
+        if any(word in text for word in SIDECAR_WORDS):
+            bad |= keys & SIDECAR_TOP_KEYS
+        if bad:
+            offenders[name] = sorted(bad)
+    assert not offenders, f"modules that index model.json keys instead of using the typed Sidecar: {offenders}"
 
 
 def test_no_import_cycles_between_files():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -14,10 +15,21 @@ from PIL import Image
 
 from defr import vocab
 from defr.cli import main as defr_main
+from defr.errors import ConfigError
 from defr.export import ExportConfig, SidecarError, export_model
 from defr.model import create_model, save_checkpoint
-from defr.runtime import BackendError, HOIDetector, OnnxBackend, RuntimeMeta, TensorRTBackend, load_detector
+from defr.optional import MissingDependency
+from defr.runtime import (
+    BackendError,
+    HOIDetector,
+    OnnxBackend,
+    RuntimeMeta,
+    TensorRTBackend,
+    load_backend,
+    load_detector,
+)
 from defr.runtime.backends import feed_device
+from defr.runtime.sidecar import read_sidecar
 
 pytest.importorskip("onnxruntime")
 PERSON = vocab.PERSON
@@ -66,11 +78,11 @@ def assert_same_results(want, got, tol: float):
 
 
 def test_onnx_backend_reads_the_sidecar(model, export):
-    backend = OnnxBackend(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
+    backend = OnnxBackend.from_file(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
     assert backend.meta == RuntimeMeta.from_model(model)
     assert backend.precision == "fp32" and backend.providers == ["CPUExecutionProvider"]
     assert backend.accepts_no_pairs is False
-    assert OnnxBackend(export[1] / "model.fp16.onnx", ["CPUExecutionProvider"]).precision == "fp16"
+    assert OnnxBackend.from_file(export[1] / "model.fp16.onnx", ["CPUExecutionProvider"]).precision == "fp16"
 
 
 def test_onnx_detector_matches_pytorch(export):
@@ -108,7 +120,7 @@ def test_batch_without_pairs_never_calls_with_p0(export):
     checkpoint, folder = export
     images, detections = frames()
     want = HOIDetector.from_checkpoint(checkpoint).detect(images[1:], detections[1:])
-    backend = OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"])
+    backend = OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"])
     seen = []
 
     def spy(images, boxes_h, boxes_o, pair_index):
@@ -128,20 +140,20 @@ def test_sidecar_guards(export, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(export[1], folder)
     with pytest.raises(BackendError, match="providers"):
-        OnnxBackend(folder / "model.onnx", providers=["NoSuchExecutionProvider"])
+        OnnxBackend.from_file(folder / "model.onnx", providers=["NoSuchExecutionProvider"])
     (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")
     with pytest.raises(SidecarError, match="checksum differs"):
-        OnnxBackend(folder / "model.onnx")
+        OnnxBackend.from_file(folder / "model.onnx")
     shutil.copy(folder / "model.fp16.onnx", folder / "renamed.onnx")
     with pytest.raises(SidecarError, match="not listed"):
-        OnnxBackend(folder / "renamed.onnx")
+        OnnxBackend.from_file(folder / "renamed.onnx")
     sidecar = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**sidecar, "format": "other/9"}))
     with pytest.raises(SidecarError, match="not a defr-export sidecar"):
-        OnnxBackend(folder / "model.fp16.onnx")
+        OnnxBackend.from_file(folder / "model.fp16.onnx")
     (folder / "model.json").unlink()
     with pytest.raises(SidecarError, match="no model.json beside it"):
-        OnnxBackend(folder / "model.fp16.onnx")
+        OnnxBackend.from_file(folder / "model.fp16.onnx")
 
 
 def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
@@ -156,14 +168,14 @@ def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
     assert_same_results(want, got, tol=1e-6)
 
 
-def test_missing_runtimes_are_backend_errors(export, monkeypatch):
+def test_missing_runtimes_name_the_package_and_extra(export, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(BackendError, match="pip install onnxruntime"):
-        OnnxBackend(export[1] / "model.onnx")
+    with pytest.raises(MissingDependency, match=r"'onnxruntime' .*pip install \"defr\[export\]\""):
+        OnnxBackend.from_file(export[1] / "model.onnx")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(BackendError, match="pip install tensorrt"):
-        TensorRTBackend(export[1] / "model.fp16.engine")
-    with pytest.raises(BackendError, match="pip install tensorrt"):
+    with pytest.raises(MissingDependency, match=r"TensorRT 10.x and 11.x.* 'tensorrt' .*pip install \"defr\[gpu\]\""):
+        TensorRTBackend.from_file(export[1] / "model.fp16.engine")
+    with pytest.raises(MissingDependency, match="tensorrt"):
         load_detector(export[1] / "model.fp16.engine")
 
 
@@ -188,3 +200,89 @@ def test_detect_cli_with_onnx_model(export, tmp_path):
     for name in want:
         assert want[name]["hoi"] == got[name]["hoi"] and want[name]["boxes_h"] == got[name]["boxes_h"]
         assert np.allclose(want[name]["scores"], got[name]["scores"], atol=1e-6)
+
+
+def test_load_backend_is_the_one_front_door(export):
+    """Checkpoint, .onnx and .engine by suffix; exported files keep their own precision and graph."""
+    checkpoint, folder = export
+    torch_backend = load_backend(checkpoint)
+    assert (torch_backend.name, torch_backend.mask_mode, torch_backend.precision) == ("torch", "hard", "fp32")
+    onnx_backend = load_backend(folder / "model.fp16.onnx", threads=1)
+    assert (onnx_backend.name, onnx_backend.precision, onnx_backend.providers) == (
+        "onnxruntime",
+        "fp16",
+        ["CPUExecutionProvider"],
+    )
+    assert onnx_backend.sidecar == read_sidecar(folder / "model.fp16.onnx")
+    for kwargs, message in [
+        ({"precision": "bf16"}, "precision applies to checkpoints"),
+        ({"attention": "triton"}, "attention applies to checkpoints"),
+        ({"image_size": 96}, "image size applies to checkpoints"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_backend(folder / "model.onnx", **kwargs)
+    assert load_detector(folder / "model.onnx").backend.sidecar.files.keys() == {"model.onnx", "model.fp16.onnx"}
+
+
+def _with_external_data(folder) -> None:
+    """Re-save ``model.onnx`` with its weights in ``weights.bin`` and list both in model.json, as an
+    export of a model too large for one protobuf does."""
+    import onnx
+
+    from defr.export.sidecar import file_entry, write_sidecar
+
+    proto = onnx.load(str(folder / "model.onnx"))
+    onnx.save(proto, str(folder / "model.onnx"), save_as_external_data=True, location="weights.bin")
+    sidecar = read_sidecar(folder / "model.onnx")
+    files = {**sidecar.files, "model.onnx": file_entry(folder / "model.onnx", "fp32")}
+    write_sidecar(dataclasses.replace(sidecar, files=files), folder / "model.json")
+
+
+def test_external_data_is_covered_by_the_checksum(export, tmp_path):
+    checkpoint, folder = export
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    _with_external_data(copy)
+    assert set(read_sidecar(copy / "model.onnx").files["model.onnx"].external_data) == {"weights.bin"}
+    images, detections = frames()
+    want = HOIDetector.from_checkpoint(checkpoint).detect(images, detections)
+    assert_same_results(want, load_detector(copy / "model.onnx").detect(images, detections), tol=1e-6)
+    data = bytearray((copy / "weights.bin").read_bytes())
+    data[-4:] = np.float32(0.254).tobytes()  # one weight changed: the scores would move silently
+    (copy / "weights.bin").write_bytes(bytes(data))
+    with pytest.raises(SidecarError, match="weights.bin: checksum differs .* external data of model.onnx"):
+        load_detector(copy / "model.onnx")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("class_objects", lambda d: [0] * (len(d) - 1) + [80], "class_objects[599] must be a HICO object index"),
+        ("std", lambda d: [d[0], 0, d[2]], "input.std[1] is 0.0: a standard deviation must be > 0"),
+        ("image_size", lambda d: "64", "input.image_size must be an integer, not a string '64'"),
+        ("mean", lambda d: d[:2], "input.mean must be a list of 3 numbers (R, G, B), not 2 values"),
+        ("files", lambda d: list(d), "files must be a JSON object, not a list"),
+        ("mask_mode", lambda d: "soft", "graph.mask_mode must be one of"),
+    ],
+)
+def test_malformed_sidecar_is_one_line_in_detect(export, tmp_path, field, value, message):
+    """What reached ONNX Runtime (InvalidArgument), a raw KeyError / TypeError, "non-finite weights" for
+    std 0, or every result empty (class_objects out of range) is one line naming the field, exit 1."""
+    checkpoint, folder = export
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    d = json.loads((copy / "model.json").read_text())
+    where = d if field in ("class_objects", "files") else d["graph"] if field == "mask_mode" else d["input"]
+    where[field] = value(where[field])
+    (copy / "model.json").write_text(json.dumps(d))
+    images, detections = frames()
+    (tmp_path / "images").mkdir()
+    Image.fromarray(images[0]).save(tmp_path / "images" / "f0.png")
+    entry = {k: np.asarray(v).tolist() for k, v in detections[0].items()}
+    (tmp_path / "dets.jsonl").write_text(json.dumps({"filename": "f0.png", **entry}) + "\n")
+    args = ["detect", "--model", str(copy / "model.onnx"), "--images", str(tmp_path / "images")]
+    args += ["--detections", str(tmp_path / "dets.jsonl"), "--out", str(tmp_path / "out.json")]
+    r = CliRunner().invoke(defr_main, args)
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1 and message in lines[0] and "model.json" in lines[0], r.output
+    assert not (tmp_path / "out.json").exists()

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -19,7 +24,7 @@ from defr.export.verify import feeds, ort_session
 from defr.model import create_model, save_checkpoint
 from defr.model.official import load_official_checkpoint
 from defr.runtime.contract import OUTPUT_NAMES, example_inputs
-from defr.runtime.sidecar import sha256
+from defr.runtime.sidecar import Sidecar, sha256
 
 pytest.importorskip("onnxruntime")
 
@@ -54,7 +59,8 @@ def test_export_writes_onnx_fp16_and_sidecar(checkpoint, model, tmp_path):
     assert sidecar["input"]["image_size"] == 64 and sidecar["input"]["patch_size"] == 16
     assert sidecar["input"]["mean"] == list(model.cfg.backbone.mean)
     assert sidecar["head"]["logit_scale"] == pytest.approx(float(model.logit_scale.exp()))
-    assert sidecar["score_rule"]["prior_exponent"] == 2.8
+    assert sidecar["format"] == "defr-export/2" and "score_rule" not in sidecar  # no defaults nothing reads
+    assert Sidecar.from_dict(sidecar).to_dict() == sidecar  # the typed record round-trips the file
     assert sidecar["graph"]["opset"] == 18 and sidecar["graph"]["plugin"] is False
     assert sidecar["exporter"]["onnx"] == onnx.__version__ and sidecar["exporter"]["torch"] is not None
     assert sidecar["source"]["sha256"] == sha256(checkpoint)
@@ -91,8 +97,9 @@ def test_engine_without_tensorrt_writes_onnx_then_fails(checkpoint, tmp_path, mo
     r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out), "--engine", "fp16", "--no-verify"])
     assert r.exit_code == 2
     assert sorted(p.name for p in out.iterdir()) == ["model.fp16.onnx", "model.json", "model.onnx"]
-    error = [line for line in r.output.splitlines() if "error" in line]
-    assert len(error) == 1 and "TensorRT" in error[0] and "pip install tensorrt" in error[0]
+    error = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and "engine not built" in error[0] and "TensorRT 10.x and 11.x" in error[0], r.output
+    assert 'pip install "defr[gpu]"' in error[0]
     assert json.loads((out / "model.json").read_text())["engine"] is None
 
 
@@ -144,6 +151,78 @@ def test_output_dir_is_a_file(checkpoint, tmp_path):
     r = CliRunner().invoke(main, [str(checkpoint), "-o", str(target)])
     assert r.exit_code == 2 and "is not a directory" in r.output
     assert target.read_text() == "occupied" and _leftovers(tmp_path) == []
+
+
+def test_existing_output_keeps_the_users_files_and_folders(checkpoint, tmp_path):
+    """The export replaces its own files; everything else in the folder stays, subfolders included."""
+    out = tmp_path / "export"
+    (out / "notes" / "deep").mkdir(parents=True)
+    (out / "notes" / "important.txt").write_text("mine")
+    (out / "notes" / "deep" / "more.txt").write_text("also mine")
+    (out / "readme.md").write_text("hello")
+    (out / "link").symlink_to("notes/important.txt")
+    (out / "model.onnx").write_text("an old export's file: replaced")
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out), "--no-verify"])
+    assert r.exit_code == 0, r.output
+    assert (out / "notes" / "important.txt").read_text() == "mine"
+    assert (out / "notes" / "deep" / "more.txt").read_text() == "also mine"
+    assert (out / "readme.md").read_text() == "hello"
+    assert (out / "link").is_symlink() and (out / "link").read_text() == "mine"
+    assert sha256(out / "model.onnx") == json.loads((out / "model.json").read_text())["files"]["model.onnx"]["sha256"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_export_into_a_symlinked_folder_keeps_the_link(checkpoint, tmp_path):
+    """The link's target is resolved first: the export lands there, the link stays a link, nothing is left over."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "notes.txt").write_text("mine")
+    (tmp_path / "links").mkdir()
+    link = tmp_path / "links" / "linkexp"
+    link.symlink_to(real, target_is_directory=True)
+    for _ in range(2):  # a fresh export, then one over it
+        r = CliRunner().invoke(main, [str(checkpoint), "-o", str(link), "--no-verify"])
+        assert r.exit_code == 0, r.output
+        assert link.is_symlink() and link.resolve() == real.resolve()
+        assert sorted(p.name for p in real.iterdir()) == ["model.fp16.onnx", "model.json", "model.onnx", "notes.txt"]
+        assert _leftovers(tmp_path) == [] and _leftovers(tmp_path / "links") == []
+
+
+def test_stale_staging_cleanup_finds_a_swapped_out_link(tmp_path):
+    """A ``.NAME.export-PID-*`` symlink left by an older version (a link exchanged out of place) is
+    removed by the next export's cleanup, and the folder it points to is left alone."""
+    from defr.files import clean_stale_staging
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "keep.txt").write_text("mine")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".linkexp.export-{int(dead.stdout)}-abcd"
+    stale.symlink_to(real, target_is_directory=True)
+    assert clean_stale_staging(tmp_path / "linkexp", "export") == [stale]
+    assert not stale.is_symlink() and (real / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_sigterm_during_export_is_handled_like_ctrl_c(checkpoint, tmp_path):
+    """SIGTERM mid-export: staging removed, one line on stderr, exit 128 + 15, the output folder as it was."""
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "defr.export.cli", str(checkpoint), "-o", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.is_dir() and (p / "model.onnx").exists() for p in tmp_path.glob(".export.export-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted (SIGTERM)" in lines[0] and "Traceback" not in stderr, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert _leftovers(tmp_path) == []
 
 
 def test_config_validation_is_the_api_too():

@@ -10,10 +10,12 @@ import onnx
 import pytest
 import torch
 
+from defr.export.errors import ExportError
 from defr.export.fp16 import convert_to_fp16
-from defr.export.onnx_export import ExportError, export_onnx, max_opset
+from defr.export.onnx_export import export_onnx, max_opset
 from defr.export.verify import TOLERANCES, VerificationError, check_graph, compare_with_torch, feeds, ort_session
 from defr.model import create_model, pair_masks
+from defr.optional import MissingDependency
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
 ort = pytest.importorskip("onnxruntime")
@@ -130,7 +132,7 @@ def test_checker_failure_is_a_verification_error(exported, tmp_path):
 
 def test_verification_without_onnxruntime(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(VerificationError, match="pip install onnxruntime"):
+    with pytest.raises(MissingDependency, match=r"--no-verify.*'onnxruntime'.*pip install \"defr\[export\]\""):
         ort_session(exported["fp32"])
 
 

@@ -26,10 +26,12 @@ from defr.export.calibration import (
 from defr.export.cli import main
 from defr.export.int8 import NODE_GROUPS, Int8Config, downstream_nodes, node_groups, prepare
 from defr.export.onnx_export import export_onnx
+from defr.export.sidecar import file_entry, model_sidecar, write_sidecar
 from defr.export.verify import feeds as as_feeds
 from defr.model import create_model, save_checkpoint
 from defr.runtime import HOIDetector, load_detector, onnx_session
 from defr.runtime.contract import OUTPUT_NAMES, RuntimeMeta, example_inputs
+from defr.runtime.derived import commit_derivative, record_path, verified_derivative
 from defr.runtime.io import read_image
 from defr.runtime.onnx_session import SessionConfig, cache_key, cache_path, make_session
 from defr.runtime.sidecar import sha256
@@ -189,7 +191,7 @@ def test_no_verify_skips_the_gate(checkpoint, tmp_path):
 
 
 def test_failed_gate_exits_1_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
-    def failing_gate(files, held_out, meta, mask_mode, max_drop, log):
+    def failing_gate(files, held_out, max_drop, log):
         raise AccuracyGateError(f"model.int8.onnx: int8 loses 3.00 hico_mAP points, more than {max_drop:g}")
 
     monkeypatch.setattr(exporter_module, "accuracy_gate", failing_gate)
@@ -232,11 +234,16 @@ def test_gate_fails_when_int8_loses_accuracy(model, meta, synth, tmp_path):
         held_out.labels[np.argsort(-logits[:, c])[:3], c] = 1.0
     held_out.annotations = None
 
-    passed = accuracy_gate({"fp32": fp32, "int8": same}, held_out, meta, "hard", 1.0, log=lambda m: None)
+    # the gate loads the files as users do (load_backend): they are listed in the model.json beside them
+    names = {"model.onnx": "fp32", "same.onnx": "int8", "negated.onnx": "int8"}
+    files = {name: file_entry(tmp_path / name, precision) for name, precision in names.items()}
+    sidecar = model_sidecar(model, files, opset=18, plugin=False, mask_mode="hard", source={})
+    write_sidecar(sidecar, tmp_path / "model.json")
+    passed = accuracy_gate({"fp32": fp32, "int8": same}, held_out, 1.0, log=lambda m: None)
     assert passed.passed and passed.drop == {"hico_mAP": 0.0} and passed.metrics["fp32"]["hico_mAP"] == 1.0
     assert passed.logits["int8"]["max_abs_pair"] == 0.0 and passed.logits["int8"]["top1_agreement"] == 1.0
     with pytest.raises(AccuracyGateError, match=r"loses \d+\.\d\d hico_mAP points .* more than --int8-max-drop 1"):
-        accuracy_gate({"fp32": fp32, "int8": tmp_path / "negated.onnx"}, held_out, meta, "hard", 1.0, log=print)
+        accuracy_gate({"fp32": fp32, "int8": tmp_path / "negated.onnx"}, held_out, 1.0, log=print)
 
 
 def test_gate_without_labels_rests_on_logits():
@@ -356,7 +363,7 @@ def test_bad_calibration_data_is_one_line_exit_2(checkpoint, synth, tmp_path):
         out = tmp_path / f"export-{data.name}"
         r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out), "--int8", "--calibration", str(data)])
         assert r.exit_code == 2, (data, r.output)
-        lines = [line for line in r.output.splitlines() if line.startswith("defr-export: error:")]
+        lines = [line for line in r.output.splitlines() if line.startswith("Error: ")]
         assert len(lines) == 1 and message in lines[0], r.output
         assert r.exception is None or isinstance(r.exception, SystemExit)
         assert not out.exists()
@@ -392,6 +399,45 @@ def test_session_cache_written_once_and_equal(exported, tmp_path):
     make_session(folder / "model.onnx", cfg=SessionConfig(threads=1))
     assert not [p for p in folder.iterdir() if p.name.startswith(".model.ort-")]
     assert cache_key(sha256(path), SessionConfig(optimization="basic")) != cache_key(sha256(path), cfg)
+
+
+def test_planted_cache_is_never_loaded(exported, tmp_path):
+    """A file at the cache's name that the cache did not write (or that changed since) is rebuilt, not run."""
+    out, _ = exported
+    folder = tmp_path / "copy"
+    shutil.copytree(out, folder, ignore=shutil.ignore_patterns(".*"))
+    path = folder / "model.onnx"
+    cfg = SessionConfig(threads=1, cache=True)
+    cached = cache_path(path, cache_key(sha256(path), cfg))
+    _negated(path, cached)  # planted: every logit negated
+    inputs = as_feeds(example_inputs(SIZE, 2, 5))
+    ref = make_session(path, cfg=SessionConfig(threads=1, cache=False)).run(None, inputs)
+    for _ in range(2):  # the plant is refused and replaced; the replacement is then read back
+        got = make_session(path, cfg=cfg).run(None, inputs)
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+    assert record_path(cached).is_file()
+    _negated(path, cached)  # changed after it was written: its record no longer matches
+    got = make_session(path, cfg=cfg).run(None, inputs)
+    np.testing.assert_allclose(got[0], ref[0], rtol=0, atol=1e-5)
+
+
+def test_derived_file_verification(tmp_path):
+    """The reusable check every runtime's cache goes through (defr.runtime.derived)."""
+    source = "a" * 64
+    path = tmp_path / ".model.x-key.bin"
+    assert not verified_derivative(path, source)  # absent
+    path.write_bytes(b"planted")
+    assert not verified_derivative(path, source) and not path.exists()  # no record: removed
+    tmp = tmp_path / "new.tmp"
+    tmp.write_bytes(b"compiled")
+    commit_derivative(tmp, path, source)
+    assert verified_derivative(path, source) and not tmp.exists()
+    assert not verified_derivative(path, "b" * 64) and not path.exists()  # another source: removed
+    tmp.write_bytes(b"compiled")
+    commit_derivative(tmp, path, source)
+    path.write_bytes(b"compiled!")  # changed after the record was written
+    assert not verified_derivative(path, source) and not record_path(path).exists()
 
 
 def test_session_without_a_writable_folder(exported, tmp_path, monkeypatch):

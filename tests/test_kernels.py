@@ -31,6 +31,7 @@ from defr.kernels import (  # noqa: E402
     pair_attention_reference,
     pair_masked_attention,
 )
+from defr.optional import MissingDependency  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -426,7 +427,7 @@ def test_plugin_version_checks(trt_plugin):
 
 def test_plugin_without_tensorrt_says_how_to_install(trt_plugin, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt raises ImportError
-    with pytest.raises(trt_plugin.TensorRTPluginError, match=r"TensorRT is not available .*pip install"):
+    with pytest.raises(MissingDependency, match=r"defr::PairMaskedAttention plugin .* 'tensorrt' .*pip install"):
         trt_plugin.register_plugin()
 
 

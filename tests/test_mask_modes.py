@@ -49,10 +49,10 @@ def _frames():
 def test_the_mode_is_recorded_and_enforced(exports):
     _, folders = exports
     for mode, folder in folders.items():
-        assert read_sidecar(folder / "model.onnx")["graph"]["mask_mode"] == mode
-        assert OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"]).mask_mode == mode
+        assert read_sidecar(folder / "model.onnx").graph.mask_mode == mode
+        assert OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"]).mask_mode == mode
     with pytest.raises(SidecarError, match="exported with mask_mode 'released', not 'hard'.*--mask-mode hard"):
-        OnnxBackend(folders["released"] / "model.onnx", ["CPUExecutionProvider"], mask_mode="hard")
+        OnnxBackend.from_file(folders["released"] / "model.onnx", ["CPUExecutionProvider"], mask_mode="hard")
 
 
 def test_onnx_equals_pytorch_in_each_mode_and_the_modes_differ(exports):
@@ -103,7 +103,7 @@ def test_export_cli_bakes_the_mode(exports, tmp_path):
     r = CliRunner().invoke(export_main, [str(checkpoint), "-o", str(tmp_path / "e"), "--mask-mode", "released"])
     assert r.exit_code == 0, r.output
     assert "mask mode released" in r.output
-    assert read_sidecar(tmp_path / "e" / "model.onnx")["graph"]["mask_mode"] == "released"
+    assert read_sidecar(tmp_path / "e" / "model.onnx").graph.mask_mode == "released"
     r = CliRunner().invoke(export_main, [str(checkpoint), "-o", str(tmp_path / "f"), "--mask-mode", "soft"])
     assert r.exit_code == 2 and "soft" in r.output
 

@@ -85,6 +85,26 @@ def test_checkpoint_round_trip_and_bad_files(tiny_model, tmp_path):
         load_checkpoint(tmp_path / "missing.safetensors")
 
 
+def test_load_model_keeps_the_precise_error_of_a_broken_checkpoint(tiny_model, tmp_path):
+    """load_model tells "not a model file at all" from "ours, but broken" by the error's class, not its
+    text: a path that happens to contain the words keeps the real reason."""
+    from safetensors.torch import save_file
+
+    from defr.model import load_model
+    from defr.model.checkpoint import CHECKPOINT_FORMAT, NotACheckpointError
+
+    folder = tmp_path / "not a DEFR checkpoint"
+    folder.mkdir()
+    bad = folder / "m.safetensors"
+    save_file({"x": torch.zeros(1)}, str(bad), metadata={"format": CHECKPOINT_FORMAT, "config": "{broken"})
+    with pytest.raises(CheckpointError, match="'config' entry of the header is not valid JSON") as e:
+        load_model(bad)
+    assert not isinstance(e.value, NotACheckpointError)
+    (folder / "x.safetensors").write_bytes(b"junk")
+    with pytest.raises(NotACheckpointError, match="neither defr's .* nor the released DEFR .pth"):
+        load_model(folder / "x.safetensors")
+
+
 def test_unknown_backbone_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown backbone 'vit-huge-typo'"):
         backbone_spec("vit-huge-typo", 224)

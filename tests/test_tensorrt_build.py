@@ -7,15 +7,13 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+import torch
 
-from defr.export.onnx_export import ExportError
-from defr.export.tensorrt_build import (
-    EngineConfig,
-    TensorRTUnavailableError,
-    build_engine,
-    import_tensorrt,
-    optimization_profile_shapes,
-)
+from defr.export.errors import ExportError
+from defr.export.tensorrt_build import EngineConfig, build_engine, engine_info, optimization_profile_shapes
+from defr.optional import TENSORRT_WORDS, MissingDependency
+from defr.runtime.contract import BackendError
+from defr.runtime.tensorrt_backend import TensorRTBackend
 
 
 def test_profile_covers_one_to_max_with_opt_inside():
@@ -70,10 +68,17 @@ def test_engine_config_checks_precision_and_plugin(tmp_path):
     assert EngineConfig("fp32", 224).onnx_name == "model.onnx"
 
 
-def test_missing_tensorrt_names_the_package(monkeypatch):
+def test_missing_tensorrt_names_the_package(monkeypatch, tmp_path):
+    """One message form (defr.optional), naming TensorRT 10.x and 11.x and the extra, for the builder
+    and the backend alike."""
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # makes `import tensorrt` fail
-    with pytest.raises(TensorRTUnavailableError, match="pip install tensorrt"):
-        import_tensorrt()
+    cfg = EngineConfig("fp32", 224)
+    with pytest.raises(MissingDependency, match=r"'tensorrt' .*pip install \"defr\[gpu\]\"") as built:
+        build_engine(tmp_path / "model.onnx", tmp_path / "model.fp32.engine", cfg, log=lambda m: None)
+    with pytest.raises(MissingDependency, match=r"'tensorrt' .*pip install \"defr\[gpu\]\"") as loaded:
+        TensorRTBackend.from_file(tmp_path / "model.fp32.engine")
+    for e in (built, loaded):
+        assert TENSORRT_WORDS in str(e.value) and "TensorRT 10.x and 11.x" in str(e.value)
 
 
 def fake_tensorrt(parse_ok: bool = True, build_ok: bool = True) -> tuple[SimpleNamespace, dict]:
@@ -238,3 +243,31 @@ def test_builtin_plugin_needs_a_new_enough_tensorrt(monkeypatch, tmp_path):
     with pytest.raises(ExportError, match=r"model.fp16.onnx: an AOT plugin .* needs TensorRT >= 10.9, found 10.8"):
         build_engine(tmp_path / cfg.onnx_name, tmp_path / cfg.file_name, cfg, log=lambda m: None)
     assert "parsed" not in calls  # refused before parsing
+
+
+class _FakeEngine:
+    """What ``TensorRTBackend`` asks of a deserialized engine (no GPU here)."""
+
+    def create_execution_context(self):
+        return object()
+
+    def get_tensor_dtype(self, name):
+        return SimpleNamespace(name="INT64" if name == "pair_index" else "FLOAT")
+
+
+def test_backend_reads_the_engine_record_as_typed_fields(tiny_model):
+    """The profile limits and the plugin come from the sidecar's typed EngineInfo that the exporter wrote."""
+    from defr.export.sidecar import model_sidecar
+    from defr.runtime.sidecar import Digest, FileEntry, Sidecar
+
+    cfg = EngineConfig("fp16", 64, max_batch=3, max_pairs=50, plugin=True)
+    info = engine_info(cfg)
+    assert (info.file, info.max_batch, info.max_pairs, info.plugin) == ("model.fp16.engine", 3, 50, "qdp-aot")
+    files = {"model.fp16.engine": FileEntry("fp16", Digest(9, "0" * 64))}
+    sidecar = model_sidecar(tiny_model, files, opset=18, plugin=True, mask_mode="hard", source={}, engine=info)
+    read = Sidecar.from_dict(sidecar.to_dict())
+    assert read.engine == info and read == sidecar
+    backend = TensorRTBackend(_FakeEngine(), read, "fp16", "cuda")
+    assert (backend.max_batch, backend.max_pairs, backend.meta) == (3, 50, sidecar.meta)
+    with pytest.raises(BackendError, match="exceeds the engine's max batch 3"):
+        backend(torch.zeros(4, 3, 64, 64), torch.zeros(1, 4), torch.zeros(1, 4), torch.zeros(1, dtype=torch.long))

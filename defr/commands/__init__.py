@@ -5,7 +5,9 @@ The only modules that import click. ``defr/cli.py`` registers them lazily (``def
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,18 +18,42 @@ from defr.model.pair_attention import ATTENTION_BACKENDS, MASK_MODES
 
 
 @contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Project errors and file-system errors become ``click.ClickException`` (one line, exit 1);
-    a Ctrl-C (``KeyboardInterrupt``, also a video run's ``StreamInterrupted``) exits with code 130,
-    as any program's Ctrl-C (click's own "Aborted!" would be exit 1); anything else is a bug and
-    keeps its traceback."""
+def one_line_errors(exit_codes: Mapping[type[BaseException], int] | None = None) -> Iterator[None]:
+    """Project errors and file-system errors become ``click.ClickException`` (one line, exit 1, or the
+    code of the first class of ``exit_codes`` the error is an instance of); a Ctrl-C
+    (``KeyboardInterrupt``, also a video run's ``StreamInterrupted``) exits with code 130, as any
+    program's Ctrl-C; anything else is a bug and keeps its traceback."""
     try:
         yield
     except (DefrError, OSError) as e:
-        raise click.ClickException(str(e)) from None
+        error = click.ClickException(str(e))
+        error.exit_code = next((code for cls, code in (exit_codes or {}).items() if isinstance(e, cls)), 1)
+        raise error from None
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(130) from None
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[list[int]]:
+    """Inside the block SIGTERM is handled like Ctrl-C: it raises ``KeyboardInterrupt`` (once: a second
+    signal while the interrupted work cleans up is ignored). Yields the list of signals received. In a
+    thread other than the main one (where Python cannot set handlers) nothing changes."""
+    received: list[int] = []
+
+    def handler(signum, frame) -> None:
+        if not received:
+            received.append(signum)
+            raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def int_list(ctx, param, value: str) -> tuple[int, ...]:

@@ -1,7 +1,9 @@
 """The accuracy gate of ``defr-export --int8``: the int8 graph against the float32 one on held-out images.
 
 The held-out images are calibration-set images that calibration did not see
-(``CalibrationSet.split``). Each exported file runs in ONNX Runtime with the runtime's session options.
+(``CalibrationSet.split``). Each exported file is loaded as every user loads it
+(``defr.runtime.load_backend``: checked against the ``model.json`` beside it, run by ONNX Runtime
+with the runtime's session options on the CPU).
 
 - Logits, one graph call per image with its pairs as the runtime makes them: max and mean |Δ| of
   the pair and image logits against float32 (int8, and fp16 when exported), and the top-1
@@ -26,22 +28,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from defr.eval.classification import hico_metrics
 from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
-from defr.export.verify import VerificationError, ort_session
-from defr.runtime.backends import OnnxBackend
-from defr.runtime.contract import OUTPUT_NAMES, RuntimeMeta
+from defr.export.errors import AccuracyGateError
+from defr.runtime.backends import load_backend
+from defr.runtime.contract import INPUT_NAMES
 from defr.runtime.detect import run_detection
 from defr.runtime.detector import HOIDetector
 
 GATED_METRICS = ("hico_mAP", "hicodet_full")
 DEFAULT_MAX_DROP = 1.0  # mAP points
-
-
-class AccuracyGateError(VerificationError):
-    """The int8 graph loses more accuracy than ``--int8-max-drop`` allows."""
 
 
 @dataclass
@@ -94,40 +93,40 @@ def _points(x: float | None) -> str:
 def accuracy_gate(
     files: dict[str, str | os.PathLike],
     held_out: CalibrationSet,
-    meta: RuntimeMeta,
-    mask_mode: str,
     max_drop: float = DEFAULT_MAX_DROP,
     log: Callable[[str], None] = print,
 ) -> GateResult:
-    """Compare the exported ``files`` (precision → path; ``fp32`` and ``int8`` required) on ``held_out``.
+    """Compare the exported ``files`` (name → path, each listed in the ``model.json`` beside it;
+    ``fp32`` and ``int8`` required) on ``held_out``.
 
     Returns the measurements; raises ``AccuracyGateError`` when a gated metric drops by more than
     ``max_drop`` points (the caller writes nothing then).
     """
-    sessions = {p: ort_session(path) for p, path in files.items()}
-    outputs: dict[str, list[list[np.ndarray]]] = {p: [] for p in sessions}
+    backends = {p: load_backend(path, "cpu") for p, path in files.items()}
+    meta = backends["fp32"].meta
+    outputs: dict[str, list[list[np.ndarray]]] = {p: [] for p in backends}
     real_pairs = []
     for feeds in GraphFeeds(held_out, meta):
         real_pairs.append(_real_pairs(feeds, meta.image_size))
-        for p, session in sessions.items():
-            outputs[p].append(session.run(list(OUTPUT_NAMES), feeds))
+        inputs = [torch.from_numpy(feeds[name]) for name in INPUT_NAMES]
+        for p, backend in backends.items():
+            outputs[p].append([y.numpy() for y in backend(*inputs)])
     result = GateResult(images=len(held_out), pairs=sum(real_pairs), max_drop=max_drop)
-    for p in sessions:
+    for p in backends:
         if p != "fp32":
             result.logits[p] = _logit_agreement(outputs[p], outputs["fp32"], real_pairs)
-    for p in sessions:
+    for p in backends:
         result.metrics[p] = {}
     notes = []
     if held_out.labels is not None:
         columns = _shared_classes(meta.class_names, held_out.class_names or [])
-        for p in sessions:
+        for p in backends:
             scores = np.stack([out[1][0] for out in outputs[p]])
             result.metrics[p]["hico_mAP"] = _hico_map(scores, held_out, columns)
     else:
         notes.append("no image labels in the calibration data: no mAP, the gate rests on the logits")
     if held_out.annotations is not None:
-        for p, session in sessions.items():
-            backend = OnnxBackend.from_session(session, meta, p, mask_mode)
+        for p, backend in backends.items():
             results = run_detection(HOIDetector(backend), held_out.paths, held_out.detections, progress=False)
             results = _to_dataset_classes(results, meta.class_names, held_out.class_names or [])
             m = hicodet_metrics(held_out.annotations, results)

@@ -44,7 +44,7 @@ from defr.data.synth.dataset import TEST_FRACTION
 from defr.errors import DefrError
 from defr.eval.gt_detections import noisy_gt_detections
 from defr.eval.hicodet import HICODetAnnotations, load_annotations
-from defr.export.onnx_export import ExportError
+from defr.export.errors import CalibrationError
 from defr.runtime.contract import INPUT_NAMES, RuntimeMeta
 from defr.runtime.detector import HOIDetector
 from defr.runtime.io import IMAGE_SUFFIXES, list_images, load_detections, read_image
@@ -52,10 +52,6 @@ from defr.runtime.io import IMAGE_SUFFIXES, list_images, load_detections, read_i
 CALIBRATION_FORMATS = ("hico", "hicodet", "jsonl", "folder")
 SYNTHETIC = "synthetic"
 RANDOM_OBJECTS = 3
-
-
-class CalibrationError(ExportError):
-    """Calibration data that cannot be used: the message names the folder or file and what is wrong."""
 
 
 @dataclass

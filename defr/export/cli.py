@@ -1,25 +1,31 @@
 """``defr-export``: the command over ``defr.export.export_model``.
 
-Exit codes: 0 done; 1 verification failed (including the int8 accuracy gate); 2 bad input (bad
-calibration data included), or TensorRT missing for ``--engine`` (the ONNX files and sidecar are
-written first).
+Errors are one line (``defr.commands.one_line_errors``, as for ``defr``). Exit codes: 0 done; 1
+verification failed (including the int8 accuracy gate); 2 bad input (bad calibration data
+included), a file that cannot be read or written, or TensorRT missing for ``--engine`` (the ONNX
+files and sidecar are written first); 128 + the signal's number when interrupted (Ctrl-C, or
+SIGTERM, handled alike: the staging folder is removed and the output folder keeps the previous
+export or the new one, never a mix).
 """
 
 from __future__ import annotations
 
-import sys
+import signal
 from pathlib import Path
 
 import click
 
+from defr.commands import one_line_errors, sigterm_as_interrupt
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
+from defr.export.errors import VerificationError
 from defr.export.exporter import ExportConfig, export_model
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
-from defr.export.tensorrt_build import ENGINE_PRECISIONS, TensorRTUnavailableError
-from defr.export.verify import VerificationError
+from defr.export.tensorrt_build import ENGINE_PRECISIONS
 from defr.model.pair_attention import MASK_MODES
+
+EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,7 +96,7 @@ def main(
 ) -> None:
     """Export a DEFR checkpoint (ours or the released .pth) to ONNX, float16 and int8 ONNX and a TensorRT engine."""
     log = click.echo
-    try:
+    with sigterm_as_interrupt() as received, one_line_errors(EXIT_CODES):
         cfg = ExportConfig(
             opset=opset,
             image_size=image_size,
@@ -107,21 +113,19 @@ def main(
             calibration_split=calibration_split,
             int8_max_drop=int8_max_drop,
         )
-        result = export_model(checkpoint, out_dir, cfg, log=log)
-    except TensorRTUnavailableError as e:
-        _fail(f"ONNX files written to {out_dir}, engine not built: {e}", 2)
-    except VerificationError as e:
-        _fail(str(e), 1)
-    except (DefrError, OSError) as e:
-        _fail(str(e), 2)
+        try:
+            result = export_model(checkpoint, out_dir, cfg, log=log)
+        except KeyboardInterrupt:
+            signum = received[0] if received else signal.SIGINT
+            error = click.ClickException(
+                f"interrupted ({signal.Signals(signum).name}), nothing half-written: {out_dir} holds the previous "
+                "export (or none), or this one if it had been moved in"
+            )
+            error.exit_code = 128 + signum
+            raise error from None
     log("")
     log(result.table())
     log(f"wrote {', '.join(result.files)} and {SIDECAR_NAME} to {result.out_dir}")
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"defr-export: error: {message}", err=True)
-    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -20,26 +20,27 @@ import onnx
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
+from defr.export.errors import EngineNotBuiltError, ExportError, VerificationError
 from defr.export.fp16 import convert_to_fp16
 from defr.export.int8 import INT8_FILE, Int8Config
 from defr.export.int8 import quantize as quantize_int8
-from defr.export.onnx_export import DEFAULT_OPSET, ExportError, check_opset, export_onnx
-from defr.export.sidecar import SIDECAR_NAME, build_sidecar, file_entry, write_sidecar
+from defr.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx
+from defr.export.sidecar import SIDECAR_NAME, file_entry, model_sidecar, write_sidecar
 from defr.export.tensorrt_build import (
     ENGINE_PRECISIONS,
     TIMING_CACHE_NAME,
     EngineConfig,
-    TensorRTUnavailableError,
     build_engine,
     check_limits,
-    optimization_profile_shapes,
+    engine_info,
 )
-from defr.export.verify import VerificationError, check_graph, compare_with_torch
+from defr.export.verify import check_graph, compare_with_torch
 from defr.files import clean_stale_staging, replace_dir, staging_dir
 from defr.model import DEFR, CheckpointError, load_model
 from defr.model.pair_attention import MASK_MODES
+from defr.optional import MissingDependency
 from defr.runtime.contract import RuntimeMeta
-from defr.runtime.sidecar import sha256
+from defr.runtime.sidecar import EngineInfo, FileEntry, Sidecar, sha256
 
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 STAGING_KIND = "export"  # staging folders: .OUT.export-PID-XXXX beside the output folder
@@ -94,30 +95,30 @@ class ExportResult:
     """Files written (name → sidecar entry), ONNX Runtime comparisons (precision → dict), the sidecar."""
 
     out_dir: Path
-    files: dict[str, dict]
+    files: dict[str, FileEntry]
     comparisons: dict[str, dict] = field(default_factory=dict)
-    sidecar: dict = field(default_factory=dict)
+    sidecar: Sidecar | None = None
 
     def table(self) -> str:
         """The summary: file, size, max |Δ| of both outputs vs PyTorch, ONNX Runtime CPU latency."""
         rows = [("file", "precision", "size", "max |Δ| pair", "max |Δ| image", "error / tol", "latency")]
         for name, entry in self.files.items():
-            c = self.comparisons.get(entry["precision"]) if name in (*ONNX_FILES.values(), INT8_FILE) else None
+            c = self.comparisons.get(entry.precision) if name in (*ONNX_FILES.values(), INT8_FILE) else None
             rows.append(_table_row(name, entry, c))
         widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
-def _table_row(name: str, entry: dict, c: dict | None) -> tuple[str, ...]:
-    size = f"{entry['bytes'] / 2**20:.1f} MiB"
+def _table_row(name: str, entry: FileEntry, c: dict | None) -> tuple[str, ...]:
+    size = f"{entry.digest.bytes / 2**20:.1f} MiB"
     if c is None:
-        return (name, entry["precision"], size, "-", "-", "-", "-")
+        return (name, entry.precision, size, "-", "-", "-", "-")
     err = max(c["error"].values())
     tol = c["tolerance"]
     return (
         name,
-        entry["precision"],
+        entry.precision,
         size,
         f"{c['max_abs']['pair_logits']:.2e}",
         f"{c['max_abs']['image_logits']:.2e}",
@@ -136,15 +137,18 @@ def export_model(
 
     The files are built in a staging folder beside ``out_dir``, then the folder is swapped in as a
     whole (``defr.files.replace_dir``): a reader or a kill at any instant sees the previous export
-    or the new one, never a mix. Other files in an existing ``out_dir`` are kept.
+    or the new one, never a mix. The other files and folders of an existing ``out_dir`` are kept
+    (hard-linked, or copied, into the new set). An ``out_dir`` that is a symbolic link (or lies
+    under one) is resolved first: the export goes into the folder it points to, and the link stays.
+    An interrupt (Ctrl-C, or SIGTERM turned into one by the command) removes the staging folder.
 
     Raises ``ExportError`` for bad input, an output folder that cannot be written (checked before
     any work) or a graph that fails verification (``VerificationError``) — nothing written;
-    ``TensorRTUnavailableError`` when an engine was asked for and TensorRT is missing (after the
-    ONNX files and sidecar are written).
+    ``EngineNotBuiltError`` when an engine was asked for and TensorRT is missing (after the ONNX
+    files and sidecar are written). All from ``defr.export.errors``.
     """
     cfg = cfg or ExportConfig()
-    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a directory")
     check_writable(out_dir)
@@ -157,7 +161,8 @@ def export_model(
     staging = staging_dir(out_dir, STAGING_KIND)
     try:
         result, missing = _export_into(staging, out_dir, model, meta, checkpoint, cfg, log)
-        _prune(staging, keep={*result.files, SIDECAR_NAME, TIMING_CACHE_NAME})
+        external = {name for entry in result.files.values() for name in entry.external_data}
+        _prune(staging, keep={*result.files, *external, SIDECAR_NAME, TIMING_CACHE_NAME})
         _keep_other_files(out_dir, staging)
         replace_dir(staging, out_dir)
     finally:
@@ -195,17 +200,27 @@ def _prune(staging: Path, keep: set[str]) -> None:
 
 
 def _keep_other_files(out_dir: Path, staging: Path) -> None:
-    """Hard-link (or copy) the files of ``out_dir`` that this export does not write into ``staging``."""
+    """Hard-link (or copy) the files and folders of ``out_dir`` that this export does not write into
+    ``staging`` (folders as trees of hard links; symbolic links as links)."""
     if not out_dir.is_dir():
         return
     for path in out_dir.iterdir():
         target = staging / path.name
-        if target.exists() or path.is_dir():
+        if target.exists() or target.is_symlink():
             continue
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+        if path.is_symlink():
+            os.symlink(os.readlink(path), target)
+        elif path.is_dir():
+            shutil.copytree(path, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(path, target)
+
+
+def _link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _export_into(
@@ -216,8 +231,8 @@ def _export_into(
     checkpoint: Path,
     cfg: ExportConfig,
     log: Callable[[str], None],
-) -> tuple[ExportResult, TensorRTUnavailableError | None]:
-    """Every file of the export, written into ``staging``; the TensorRT error is returned, not raised."""
+) -> tuple[ExportResult, EngineNotBuiltError | None]:
+    """Every file of the export, written into ``staging``; the missing-TensorRT error is returned, not raised."""
     paths = {precision: staging / name for precision, name in ONNX_FILES.items()}
     log(
         f"exporting {checkpoint.name} ({model.cfg.backbone.name}, {model.cfg.image_size} px, opset {cfg.opset}, "
@@ -232,33 +247,28 @@ def _export_into(
         paths["int8"] = staging / INT8_FILE
         int8 = _quantize(paths, meta, calibration, cfg, log)
     comparisons = _verify(paths, model, cfg, log) if cfg.verify else {}
-    if int8 is not None:
-        int8["gate"] = _gate(paths, meta, calibration[1], cfg, log)
     files = {path.name: file_entry(path, precision) for precision, path in paths.items()}
+    source = {
+        "checkpoint": checkpoint.name,
+        "sha256": sha256(checkpoint),
+        "backbone": model.cfg.backbone.name,
+        "init": model.cfg.init,
+    }
+    sidecar = model_sidecar(
+        model, files, opset=cfg.opset, plugin=cfg.plugin, mask_mode=cfg.mask_mode, source=source, int8=int8
+    )
+    # Written now so that the int8 gate loads the files as every user does (load_backend, checksums included).
+    write_sidecar(sidecar, staging / SIDECAR_NAME)
+    if int8 is not None:
+        int8["gate"] = _gate(paths, calibration[1], cfg, log)
     engine, missing = None, None
     if cfg.engine is not None:
         try:
             engine = _build_engine(staging, out_dir, model, cfg, log)
-            files[engine["file"]] = file_entry(staging / engine["file"], cfg.engine)
-        except TensorRTUnavailableError as e:
-            missing = e
-    sidecar = build_sidecar(
-        meta,
-        head=model.cfg.head,
-        logit_scale=float(model.logit_scale.exp()),
-        opset=cfg.opset,
-        plugin=cfg.plugin,
-        mask_mode=cfg.mask_mode,
-        files=files,
-        source={
-            "checkpoint": checkpoint.name,
-            "sha256": sha256(checkpoint),
-            "backbone": model.cfg.backbone.name,
-            "init": model.cfg.init,
-        },
-        engine=engine,
-        int8=int8,
-    )
+            files[engine.file] = file_entry(staging / engine.file, cfg.engine)
+        except MissingDependency as e:
+            missing = EngineNotBuiltError(f"ONNX files written to {out_dir}, engine not built: {e}")
+    sidecar = dataclasses.replace(sidecar, files=files, engine=engine, int8=int8)
     write_sidecar(sidecar, staging / SIDECAR_NAME)
     return ExportResult(out_dir, files, {k: c.to_dict() for k, c in comparisons.items()}, sidecar), missing
 
@@ -301,12 +311,12 @@ def _quantize(
 
 
 def _gate(
-    paths: dict[str, Path], meta: RuntimeMeta, held_out: CalibrationSet, cfg: ExportConfig, log: Callable[[str], None]
+    paths: dict[str, Path], held_out: CalibrationSet, cfg: ExportConfig, log: Callable[[str], None]
 ) -> dict | None:
     if not cfg.verify:
         log("int8: accuracy gate skipped (--no-verify)")
         return None
-    return accuracy_gate(paths, held_out, meta, cfg.mask_mode, cfg.int8_max_drop, log).to_dict()
+    return accuracy_gate(paths, held_out, cfg.int8_max_drop, log).to_dict()
 
 
 def _verify(paths: dict[str, Path], model: DEFR, cfg: ExportConfig, log: Callable[[str], None]) -> dict:
@@ -333,16 +343,12 @@ def _verify(paths: dict[str, Path], model: DEFR, cfg: ExportConfig, log: Callabl
     return comparisons
 
 
-def _build_engine(staging: Path, out_dir: Path, model: DEFR, cfg: ExportConfig, log: Callable[[str], None]) -> dict:
+def _build_engine(
+    staging: Path, out_dir: Path, model: DEFR, cfg: ExportConfig, log: Callable[[str], None]
+) -> EngineInfo:
     ecfg = EngineConfig(cfg.engine, model.cfg.image_size, cfg.max_batch, cfg.max_pairs, cfg.plugin, cfg.plugin_library)
     cache = staging / TIMING_CACHE_NAME
     if (out_dir / TIMING_CACHE_NAME).is_file():
         shutil.copy(out_dir / TIMING_CACHE_NAME, cache)
     build_engine(staging / ecfg.onnx_name, staging / ecfg.file_name, ecfg, cache, log)
-    profile = optimization_profile_shapes(ecfg.image_size, ecfg.max_batch, ecfg.max_pairs)
-    return {
-        "file": ecfg.file_name,
-        "profile": {name: [list(s) for s in shapes] for name, shapes in profile.items()},
-        "plugin": ecfg.plugin_kind,
-        "plugin_library": str(Path(cfg.plugin_library).resolve()) if cfg.plugin_library else None,
-    }
+    return engine_info(ecfg)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from defr.export.onnx_export import ExportError
+from defr.export.errors import ExportError
 from defr.export.plugin_node import PLUGIN_DOMAIN, PLUGIN_FLOAT32_INPUTS, PLUGIN_OP
 
 FLOAT, HALF = TensorProto.FLOAT, TensorProto.FLOAT16

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from defr.export.onnx_export import ExportError
+from defr.export.errors import ExportError
+from defr.optional import require
 
 INT8_FILE = "model.int8.onnx"
 QUANT_METHODS = ("static", "dynamic")
@@ -47,7 +48,6 @@ NODE_GROUPS = ("conv", "linear", "attention", "head", "norm")
 DEFAULT_GROUPS = ("conv", "linear")
 LINEAR_OPS = ("MatMul", "Gemm")
 NORM_OPS = ("LayerNormalization", "Softmax")
-INSTALL = "pip install onnxruntime (it brings onnxruntime.quantization)"
 CALIBRATION_CHUNK = 8  # images per calibration pass
 
 
@@ -87,12 +87,8 @@ class Int8Config:
 
 
 def import_quantization():
-    """``onnxruntime.quantization``; ExportError with the install line when it is missing."""
-    try:
-        from onnxruntime import quantization
-    except ImportError as e:
-        raise ExportError(f"--int8 needs ONNX Runtime's quantization tools ({e}): {INSTALL}") from None
-    return quantization
+    """``onnxruntime.quantization``; MissingDependency with the install line when it is missing."""
+    return require("onnxruntime.quantization", "--int8 (ONNX Runtime's quantization tools)", "export", "onnxruntime")
 
 
 # --- which nodes ---------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ TensorRT replaces by its plugin (``defr.export.plugin_node``; spec: ``docs/expor
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import onnx
 import torch
 from torch import nn
 
-from defr.errors import DefrError
+from defr.export.errors import ExportError
 from defr.export.plugin_node import PLUGIN_DOMAIN, plugin_function, translation_table
 from defr.model import DEFR, VisionTransformer
 from defr.model.pair_attention import (
@@ -35,14 +34,11 @@ from defr.model.pair_attention import (
     pair_cls_features_standard_ops,
     pair_masks,
 )
+from defr.optional import import_onnxscript
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
 MIN_OPSET = 18  # the dynamo exporter's op library starts at 18
 DEFAULT_OPSET = 18  # parsed by TensorRT 10 and run by ONNX Runtime >= 1.14
-
-
-class ExportError(DefrError, ValueError):
-    """An export that cannot be done as asked; the message says what to change."""
 
 
 def max_opset() -> int:
@@ -103,8 +99,7 @@ def export_onnx(
     Raises ``ExportError`` for a model without a ViT backbone or an opset the exporter cannot target.
     """
     check_opset(opset)
-    if importlib.util.find_spec("onnxscript") is None:
-        raise ExportError("the ONNX exporter (torch.onnx, dynamo) needs onnxscript: pip install onnxscript")
+    import_onnxscript()
     if not isinstance(model.backbone, VisionTransformer):
         raise ExportError(f"backbone {model.cfg.backbone.name!r} is not a ViT: the pair graph needs a ViT backbone")
     graph = PairGraph(model, mask_mode, plugin).eval()

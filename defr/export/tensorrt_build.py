@@ -1,13 +1,14 @@
-"""TensorRT engine from an exported ONNX graph (TensorRT 10 Python API).
+"""TensorRT engine from an exported ONNX graph (TensorRT 10.x and 11.x Python API).
 
 Written against NVIDIA's documented API and NOT run here: no TensorRT or GPU was available. The
 pure-Python parts (profile shapes, argument checks, the missing-package error) are tested.
 
-- The network is strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``): precision comes
-  from the graph, so an fp16 engine is built from ``model.fp16.onnx`` (float16 compute, float32 box
-  arithmetic and I/O) and an fp32 engine from ``model.onnx``. ``BuilderFlag.FP16`` (weak typing) is
-  deprecated since TensorRT 10.12 and removed in 11. Networks are always explicit-batch in
-  TensorRT 10, so no explicit-batch flag is passed.
+- ``pip install tensorrt`` now resolves TensorRT 11, which builds strongly typed networks only: the
+  FP16 / INT8 builder flags (weak typing; deprecated since 10.12) are removed. So the network is
+  strongly typed (``NetworkDefinitionCreationFlag.STRONGLY_TYPED``) on 10.x and 11.x alike and
+  precision comes from the graph: an fp16 engine is built from ``model.fp16.onnx`` (float16 compute,
+  float32 box arithmetic and I/O) and an fp32 engine from ``model.onnx``. Networks are always
+  explicit-batch since TensorRT 10, so no explicit-batch flag is passed.
 - One optimisation profile: B in [1, max_batch], P in [1, max_pairs]. The runtime never calls an
   engine with P = 0 (``HOIDetector`` passes one dummy pair instead).
 - A timing cache (``model.timing.cache`` in the output folder) is read when present and written
@@ -27,15 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defr.errors import DefrError
-from defr.export.onnx_export import ExportError
-from defr.runtime.tensorrt_backend import TensorRTUnavailableError, import_tensorrt, load_plugin_library
+from defr.export.errors import ExportError
+from defr.optional import TENSORRT_WORDS, import_tensorrt
+from defr.runtime.sidecar import EngineInfo
+from defr.runtime.tensorrt_backend import load_plugin_library
 
 ENGINE_PRECISIONS = ("fp32", "fp16")
 TIMING_CACHE_NAME = "model.timing.cache"
 OPT_BATCH = 4  # a partly filled frame batch
 OPT_PAIRS_PER_IMAGE = 16  # a typical frame after the 0.2 score threshold and the 15 + 15 box cap
 
-__all__ = ["TensorRTUnavailableError", "EngineConfig", "build_engine", "optimization_profile_shapes"]
+__all__ = ["EngineConfig", "build_engine", "engine_info", "optimization_profile_shapes"]
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name → (min, opt, max)
@@ -106,6 +109,17 @@ def optimization_profile_shapes(image_size: int, max_batch: int, max_pairs: int)
     }
 
 
+def engine_info(cfg: EngineConfig) -> EngineInfo:
+    """The sidecar's record of the engine ``cfg`` builds: its file, profile and plugin."""
+    library = str(Path(cfg.plugin_library).resolve()) if cfg.plugin_library is not None else None
+    return EngineInfo(
+        cfg.file_name,
+        optimization_profile_shapes(cfg.image_size, cfg.max_batch, cfg.max_pairs),
+        cfg.plugin_kind,
+        library,
+    )
+
+
 def register_builtin_plugin(trt_version: str, onnx_path: str | os.PathLike) -> None:
     """Register ``defr::PairMaskedAttention`` (the Triton kernel, AOT) with TensorRT, after checking
     the graph's plugin nodes against TensorRT ``trt_version``; ExportError (one line) when TensorRT
@@ -138,7 +152,7 @@ def build_engine(
 
     timing_cache: a timing cache file, read when it exists and (re)written after the build.
     """
-    trt = import_tensorrt()
+    trt = import_tensorrt(f"building a TensorRT engine (--engine; {TENSORRT_WORDS})")
     logger = trt.Logger(trt.Logger.WARNING)
     if cfg.plugin_kind == "library":
         load_plugin_library(trt, logger, cfg.plugin_library)

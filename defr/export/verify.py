@@ -19,19 +19,16 @@ import onnx
 import torch
 
 from defr.errors import ConfigError
-from defr.export.onnx_export import ExportError
+from defr.export.errors import VerificationError
 from defr.export.plugin_node import register_schema
 from defr.model import DEFR
+from defr.optional import import_onnxruntime
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 from defr.runtime.onnx_session import SessionConfig, make_session
 
 SHAPES = ((1, 1), (3, 7), (3, 225))  # (B, P)
 LATENCY_SHAPE = (1, 16)
 LATENCY_REPEATS = 3
-
-
-class VerificationError(ExportError):
-    """An exported graph that is invalid or disagrees with PyTorch beyond tolerance."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +95,8 @@ def ort_session(path: str | os.PathLike, providers: list[str] | None = None):
     """An ONNX Runtime session (CPU unless ``providers`` say otherwise) with the runtime's options
     (``defr.runtime.onnx_session``), so an int8 graph is checked with the integer kernels it will run
     with; no optimised-model cache (the file is in the export's staging folder)."""
-    try:
-        return make_session(path, providers, SessionConfig(cache=False))
-    except ImportError:
-        raise VerificationError("verification needs ONNX Runtime: pip install onnxruntime (or --no-verify)") from None
+    import_onnxruntime("verifying an export in ONNX Runtime (or skip it: --no-verify)")
+    return make_session(path, providers, SessionConfig(cache=False))
 
 
 def feeds(inputs: tuple[torch.Tensor, ...]) -> dict[str, np.ndarray]:

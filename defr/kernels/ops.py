@@ -22,6 +22,7 @@ import torch
 from defr.errors import ConfigError
 from defr.kernels.reference import pair_attention_grouped
 from defr.kernels.spec import check_inputs, check_pair_index_values
+from defr.optional import import_triton
 
 ATTENTION_BACKENDS = ("auto", "triton", "reference")
 
@@ -31,8 +32,7 @@ def triton_available() -> bool:
 
 
 def _run_triton(q_cls, k, v, boxes_h, boxes_o, pair_index, heads, grid_size, image_size, mask_mode):
-    if not triton_available():
-        raise ConfigError("backend='triton' needs the triton package: pip install triton (or use backend='reference')")
+    import_triton("backend='triton' (or use backend='reference')")
     # Imported here: triton is optional, and the kernel module imports it at the top.
     from defr.kernels.triton_pair_attention import triton_pair_attention
 

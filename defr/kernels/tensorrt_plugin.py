@@ -47,6 +47,7 @@ from defr.kernels.triton_pair_attention import (
     launch,
     pair_attention_kernel,
 )
+from defr.optional import TENSORRT_WORDS, import_tensorrt, import_triton
 
 PLUGIN_NAMESPACE = "defr"
 PLUGIN_NAME = "PairMaskedAttention"
@@ -54,7 +55,6 @@ PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
 MIN_QDP = (10, 6)  # tensorrt.plugin: register / impl
 MIN_AOT = (10, 9)  # tensorrt.plugin.aot_impl
 MIN_DOMAIN_NAMESPACE = (10, 10)  # the ONNX parser takes the plugin namespace from the node's domain
-TENSORRT_INSTALL = "pip install 'tensorrt>=10.9' (needs an NVIDIA GPU with CUDA 12)"
 PLUGIN_DTYPES = ("fp32", "fp16")  # the ONNX node's type constraint T
 PLUGIN_ATTRIBUTES = ("grid_size", "heads", "image_size", "mask_mode")
 _REGISTERED: set[str] = set()  # parts registered with TensorRT in this process: "jit", "aot"
@@ -90,10 +90,7 @@ def check_version(version: str, minimum: tuple[int, int], feature: str) -> None:
 
 def import_tensorrt_plugin(aot: bool) -> tuple[Any, Any]:
     """(tensorrt, tensorrt.plugin), checked new enough for QDP plugins (and AOT ones if ``aot``)."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise TensorRTPluginError(f"TensorRT is not available ({e}): {TENSORRT_INSTALL}") from None
+    tensorrt = import_tensorrt(f"the defr::PairMaskedAttention plugin ({TENSORRT_WORDS}; >= 10.9 for AOT)")
     check_version(tensorrt.__version__, MIN_QDP, "the defr::PairMaskedAttention plugin (tensorrt.plugin)")
     if aot:
         check_version(tensorrt.__version__, MIN_AOT, "an AOT plugin (tensorrt.plugin.aot_impl)")
@@ -154,8 +151,7 @@ def compile_aot(launch: AotLaunch, target: Any = None) -> tuple[str, str, int]:
 
     target: a ``triton.backends.compiler.GPUTarget``; None is the current GPU's.
     """
-    import triton
-
+    triton = import_triton("AOT compilation of the plugin kernel")
     if interpreted():
         raise TensorRTPluginError(
             "AOT compilation needs Triton's compiler: unset TRITON_INTERPRET (set when triton was imported)"

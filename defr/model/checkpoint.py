@@ -27,6 +27,11 @@ class CheckpointError(DefrError, ValueError):
     """A file that is not a usable DEFR checkpoint; the message names the file and what is wrong."""
 
 
+class NotACheckpointError(CheckpointError):
+    """A file that is not a DEFR checkpoint at all (not safetensors, or a header that is not ours),
+    as opposed to one of ours that is broken."""
+
+
 def save_checkpoint(model: DEFR, path: str | os.PathLike, metadata: dict | None = None) -> None:
     """Write ``model`` as one safetensors file whose header records its ``DEFRConfig``.
 
@@ -54,9 +59,9 @@ def read_checkpoint_header(path: str | os.PathLike) -> dict:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise CheckpointError(f"{path}: not a DEFR checkpoint (not a safetensors file: {e})") from None
+        raise NotACheckpointError(f"{path}: not a DEFR checkpoint (not a safetensors file: {e})") from None
     if header.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a DEFR checkpoint (header format {header.get('format')!r})")
+        raise NotACheckpointError(f"{path}: not a DEFR checkpoint (header format {header.get('format')!r})")
     return header
 
 
@@ -130,10 +135,8 @@ def load_model(path: str | os.PathLike, image_size: int | None = None) -> DEFR:
     else:
         try:
             model = load_checkpoint(path)
-        except CheckpointError as e:
-            if "not a DEFR checkpoint" not in str(e):
-                raise
-            raise CheckpointError(
+        except NotACheckpointError:
+            raise NotACheckpointError(
                 f"{path}: not a DEFR checkpoint: neither defr's (.safetensors with a '{CHECKPOINT_FORMAT}' "
                 "header) nor the released DEFR .pth (a torch file with 'model_state_dict')"
             ) from None

@@ -14,9 +14,7 @@ discarded (``defr.runtime.contract.with_dummy_pair``).
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -24,7 +22,7 @@ from defr.detections import DEFAULT_LABEL_SPACE, DetectionError, Detections, as_
 from defr.errors import ConfigError
 from defr.images import ImageInputError, resize_normalise, rgb_tensor
 from defr.model import load_model
-from defr.runtime.backends import OnnxBackend, TorchBackend
+from defr.runtime.backends import OnnxBackend, TorchBackend, load_backend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
 from defr.runtime.onnx_session import SessionConfig
 from defr.runtime.pairing import PairConfig, Pairs, make_pairs, pair_priors
@@ -66,7 +64,8 @@ class HOIDetector:
         pairs: the pairing rules (``PairConfig``).
         top_k: keep at most that many triplets per image (None: all).
         min_score: keep triplets scoring above it.
-        device: deprecated and ignored: the backend's device is where it computes.
+
+    The backend's device is where it computes (``load_detector(path, device=...)``).
     """
 
     def __init__(
@@ -74,7 +73,6 @@ class HOIDetector:
         backend: PairBackend,
         meta: RuntimeMeta | None = None,
         pairs: PairConfig | None = None,
-        device: str | torch.device | None = None,
         top_k: int | None = None,
         min_score: float = 0.0,
     ):
@@ -82,13 +80,6 @@ class HOIDetector:
             raise ConfigError(f"top_k must be a whole number >= 1 or None, not {top_k!r}")
         if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not 0.0 <= min_score <= 1.0:
             raise ConfigError(f"min_score must be a number in [0, 1], not {min_score!r}")
-        if device is not None:
-            warnings.warn(
-                "HOIDetector(device=...) is deprecated and ignored: pass the device to the backend "
-                "(HOIDetector.from_checkpoint(path, device=...))",
-                DeprecationWarning,
-                stacklevel=2,
-            )
         self.backend = backend
         self.meta = meta if meta is not None else backend.meta
         self.pairs = pairs or PairConfig()
@@ -126,14 +117,14 @@ class HOIDetector:
         """From an exported ONNX model (``defr-export``: ``model.onnx``, ``model.fp16.onnx`` or
         ``model.int8.onnx``) run by ONNX Runtime; mask_mode: None or the file's; session: ONNX
         Runtime's session options (``OnnxBackend``)."""
-        return cls(OnnxBackend(path, providers, threads, mask_mode, session), **kw)
+        return cls(OnnxBackend.from_file(path, providers, threads, mask_mode, session), **kw)
 
     @classmethod
     def from_engine(
         cls, path: str | os.PathLike, device: str = "cuda", mask_mode: str | None = None, **kw
     ) -> HOIDetector:
         """From a TensorRT engine built by ``defr-export``, run on CUDA ``device``; mask_mode: None or the engine's."""
-        return cls(TensorRTBackend(path, device=device, mask_mode=mask_mode), **kw)
+        return cls(TensorRTBackend.from_file(path, device, mask_mode), **kw)
 
     # --- inputs -----------------------------------------------------------------------------------------------
 
@@ -148,11 +139,6 @@ class HOIDetector:
         """[3, H, W] RGB tensors → [B, 3, S, S] on the backend's device: resized there, in one batch per size."""
         m = self.meta
         return resize_normalise(frames, m.image_size, m.mean, m.std, device=self.backend.device)
-
-    def make_pairs(self, detections: dict, name: str = "image") -> Pairs:
-        """Deprecated name of ``pair_detections``."""
-        warnings.warn("HOIDetector.make_pairs is deprecated: use pair_detections", DeprecationWarning, stacklevel=2)
-        return self.pair_detections(detections, name)
 
     def pair_detections(
         self, detections: Detections | dict, name: str = "image", label_space: str = DEFAULT_LABEL_SPACE
@@ -321,23 +307,12 @@ def load_detector(
     attention: str | None = None,
     **kw,
 ) -> HOIDetector:
-    """A detector from a model file, by suffix: ``.onnx`` (ONNX Runtime), ``.engine`` (TensorRT),
-    anything else a checkpoint (ours or the released one).
+    """A detector from a model file through ``load_backend`` (by suffix: ``.onnx`` ONNX Runtime,
+    ``.engine`` TensorRT, anything else a checkpoint, ours or the released one).
 
     precision and attention: for checkpoints (defaults fp32, auto); exported files keep their own,
     and asking for another is a ``ConfigError``. mask_mode: None = ``hard`` for checkpoints, the
     file's for exports (another than the file's is refused). ``kw`` go to ``HOIDetector``.
     """
-    suffix = Path(path).suffix.lower()
-    if suffix in (".onnx", ".engine"):
-        if precision not in (None, "fp32"):
-            raise ConfigError(f"{path}: precision applies to checkpoints; an exported model keeps its own")
-        if attention not in (None, "auto"):
-            raise ConfigError(f"{path}: attention applies to checkpoints; an exported model has its own graph")
-        if suffix == ".onnx":
-            providers = ["CPUExecutionProvider"] if torch.device(device).type == "cpu" else None
-            return HOIDetector.from_onnx(path, providers=providers, mask_mode=mask_mode, **kw)
-        return HOIDetector.from_engine(path, device=device, mask_mode=mask_mode, **kw)
-    return HOIDetector.from_checkpoint(
-        path, device, precision or "fp32", mask_mode or "hard", attention or "auto", **kw
-    )
+    backend = load_backend(path, device, precision=precision, mask_mode=mask_mode, attention=attention)
+    return HOIDetector(backend, **kw)

@@ -18,14 +18,17 @@ are the ones used:
   0.240 → 0.222 s fp32, 0.117 → 0.077 s int8) for a second copy of the weights on disk and a slower
   first load, so it does not pay for these graphs. The key hashes the source file's SHA-256, the
   ONNX Runtime version, the optimisation level and the CPU (the NCHWc layout depends on the vector
-  width), so a changed file, runtime or machine never reads a stale cache. Only for the CPU
-  provider; a folder that cannot be written to just means no cache.
+  width), so a changed file, runtime or machine never reads a stale cache; the cached graph is
+  stored with a record of its own SHA-256 and its source's (``defr.runtime.derived``) and is loaded
+  only when both match, so a planted, truncated or foreign ``.model.ort-<key>.onnx`` is rebuilt,
+  never run. Only for the CPU provider; a folder that cannot be written to just means no cache.
 
-This module imports ``onnxruntime`` inside its functions (it is an optional dependency).
+``onnxruntime`` is an optional dependency, imported through ``defr.optional``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -35,6 +38,8 @@ from pathlib import Path
 
 from defr.errors import ConfigError
 from defr.machine import cpu_name
+from defr.optional import import_onnxruntime
+from defr.runtime.derived import commit_derivative, verified_derivative
 from defr.runtime.sidecar import sha256
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -63,13 +68,6 @@ class SessionConfig:
             raise ConfigError(f"optimization must be one of {OPTIMIZATION_LEVELS}, not {self.optimization!r}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, not {self.threads}")
-
-
-def import_onnxruntime():
-    """``onnxruntime``, or ``ImportError`` for the caller to turn into its own error with the install line."""
-    import onnxruntime
-
-    return onnxruntime
 
 
 def session_options(cfg: SessionConfig, optimized_model_path: str | os.PathLike | None = None):
@@ -127,20 +125,18 @@ def make_session(
     path = Path(path)
     if not (cfg.cache and cfg.optimization != "disable" and providers == CPU_PROVIDERS):
         return ort.InferenceSession(str(path), session_options(cfg), providers=providers)
-    cached = cache_path(path, cache_key(file_sha256 or sha256(path), cfg))
-    if cached.is_file():
+    source_sha256 = file_sha256 or sha256(path)
+    cached = cache_path(path, cache_key(source_sha256, cfg))
+    if verified_derivative(cached, source_sha256):
         # Already optimised: loading it without the passes gives the same graph (measured: same outputs, same speed).
         options = session_options(SessionConfig(cfg.threads, "disable", False, cfg.memory_pattern, cfg.spinning))
-        try:
-            return ort.InferenceSession(str(cached), options, providers=providers)
-        except Exception:  # noqa: BLE001 - an unreadable cache is rebuilt, never fatal
-            cached.unlink(missing_ok=True)
-    return _session_writing_cache(path, cached, providers, cfg)
+        return ort.InferenceSession(str(cached), options, providers=providers)
+    return _session_writing_cache(path, cached, source_sha256, providers, cfg)
 
 
-def _session_writing_cache(path: Path, cached: Path, providers: list[str], cfg: SessionConfig):
+def _session_writing_cache(path: Path, cached: Path, source_sha256: str, providers: list[str], cfg: SessionConfig):
     """A session for ``path``; ONNX Runtime writes its optimised graph to a temporary file that is
-    renamed onto ``cached`` (no cache when the folder is not writable)."""
+    committed onto ``cached`` with its record (no cache when the folder is not writable)."""
     ort = import_onnxruntime()
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{cached.name}.", suffix=".tmp.onnx")
@@ -152,7 +148,8 @@ def _session_writing_cache(path: Path, cached: Path, providers: list[str], cfg: 
         options.log_severity_level = 3  # not the warning that the cache is specific to this machine: that is its key
         session = ort.InferenceSession(str(path), options, providers=providers)
         if Path(tmp).stat().st_size > 0:
-            os.replace(tmp, cached)
+            with contextlib.suppress(OSError):  # a folder that refuses the cache's record: no cache
+                commit_derivative(tmp, cached, source_sha256)
         return session
     finally:
         Path(tmp).unlink(missing_ok=True)

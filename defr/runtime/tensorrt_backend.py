@@ -1,9 +1,9 @@
-"""TensorRT: importing it, and ``TensorRTBackend``, an engine built by ``defr-export --engine`` as a pair backend.
+"""``TensorRTBackend``: an engine built by ``defr-export --engine`` as a pair backend (TensorRT 10.x and 11.x).
 
-Written against the TensorRT 10 Python API and NOT run here: no TensorRT or GPU was available.
-The pure-Python parts (the missing-package error, profile limits from the sidecar) are tested.
+Written against the TensorRT Python API and NOT run here: no TensorRT or GPU was available. The
+pure-Python parts (the missing-package error, profile limits from the sidecar) are tested.
 The engine reads and writes torch CUDA tensors directly (``set_tensor_address``) and runs on
-torch's current stream.
+torch's current stream. TensorRT is imported through ``defr.optional``.
 """
 
 from __future__ import annotations
@@ -14,23 +14,9 @@ from pathlib import Path
 import torch
 
 from defr.errors import DefrError
+from defr.optional import import_tensorrt
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, BackendError
-from defr.runtime.sidecar import check_file, file_mask_mode, read_sidecar, runtime_meta
-
-TENSORRT_INSTALL = "pip install tensorrt (TensorRT 10, needs an NVIDIA GPU with CUDA 12)"
-
-
-class TensorRTUnavailableError(DefrError, ImportError):
-    """The ``tensorrt`` package cannot be imported."""
-
-
-def import_tensorrt():
-    """The ``tensorrt`` module; ``TensorRTUnavailableError`` naming the package and how to install it."""
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise TensorRTUnavailableError(f"TensorRT is not available ({e}): {TENSORRT_INSTALL}") from None
-    return tensorrt
+from defr.runtime.sidecar import Sidecar, read_sidecar
 
 
 def load_plugin_library(trt, logger, path: str | os.PathLike) -> None:
@@ -64,44 +50,59 @@ def check_pairs(batch: int, pairs: int, max_batch: int | None = None, max_pairs:
 class TensorRTBackend:
     """A ``model.<precision>.engine`` built by ``defr-export --engine``, run on a CUDA ``device``.
 
-    mask_mode: None takes the engine's; another than the engine's is refused.
+    Built from a deserialized engine, the export's ``Sidecar`` (preprocessing, classes, the profile's
+    limits, the baked-in mask mode) and the file's ``precision``; ``TensorRTBackend.from_file``
+    opens an engine file (checked against its sidecar).
     """
 
     accepts_no_pairs = False
     name = "tensorrt"
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cuda", mask_mode: str | None = None):
-        try:
-            trt = import_tensorrt()
-        except TensorRTUnavailableError:
-            raise BackendError(f"TensorRT is not available: {TENSORRT_INSTALL}") from None
+    def __init__(self, engine, sidecar: Sidecar, precision: str, device: str | torch.device = "cuda"):
+        if sidecar.engine is None:
+            raise BackendError("the export's model.json records no engine")
+        self.engine = engine
+        self.sidecar = sidecar
+        self.meta = sidecar.meta
+        self.mask_mode = sidecar.graph.mask_mode
+        self.precision = precision
+        self.device = torch.device(device)
+        self.max_batch = sidecar.engine.max_batch
+        self.max_pairs = sidecar.engine.max_pairs
+        self.context = engine.create_execution_context()
+        self.dtypes = {n: _torch_dtype(engine.get_tensor_dtype(n)) for n in (*INPUT_NAMES, *OUTPUT_NAMES)}
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, device: str | torch.device = "cuda", mask_mode: str | None = None
+    ) -> TensorRTBackend:
+        """Deserialize an engine file after checking it against ``model.json`` beside it; mask_mode: None
+        takes the engine's, another is refused. The plugin the sidecar names (built in or a library) is
+        registered first. Raises ``MissingDependency`` without TensorRT, ``BackendError`` without CUDA
+        or when TensorRT cannot load the engine, ``SidecarError`` for a sidecar that disagrees."""
+        trt = import_tensorrt()
         path = Path(path)
         if not path.is_file():
             raise BackendError(f"{path}: no such engine file")
-        self.device = torch.device(device)
-        if self.device.type != "cuda" or not torch.cuda.is_available():
+        device = torch.device(device)
+        if device.type != "cuda" or not torch.cuda.is_available():
             raise BackendError(
-                f"TensorRT engines run on a CUDA device, not {self.device} (CUDA available: "
-                f"{torch.cuda.is_available()})"
+                f"TensorRT engines run on a CUDA device, not {device} (CUDA available: {torch.cuda.is_available()})"
             )
         sidecar = read_sidecar(path)
-        self.precision = check_file(sidecar, path)["precision"]
-        self.mask_mode = file_mask_mode(sidecar, mask_mode, path)
-        self.meta = runtime_meta(sidecar)
-        engine_info = sidecar.get("engine") or {}
-        profile = engine_info.get("profile") or {}
-        self.max_batch = profile["images"][2][0] if "images" in profile else None
-        self.max_pairs = profile["pair_index"][2][0] if "pair_index" in profile else None
+        entry = sidecar.check_file(path)
+        sidecar.mask_mode(mask_mode, path)
+        if sidecar.engine is None or sidecar.engine.file != path.name:
+            raise BackendError(f"{path}: model.json records no such engine (export again with --engine)")
         logger = trt.Logger(trt.Logger.WARNING)
-        if engine_info.get("plugin_library"):
-            load_plugin_library(trt, logger, engine_info["plugin_library"])
-        elif engine_info.get("plugin") == "qdp-aot":
+        if sidecar.engine.plugin == "library":
+            load_plugin_library(trt, logger, sidecar.engine.plugin_library)
+        elif sidecar.engine.plugin == "qdp-aot":
             register_builtin_plugin()
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
+        engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
             raise BackendError(f"{path}: TensorRT cannot load the engine (built by another TensorRT version or GPU?)")
-        self.context = self.engine.create_execution_context()
-        self.dtypes = {n: _torch_dtype(self.engine.get_tensor_dtype(n)) for n in (*INPUT_NAMES, *OUTPUT_NAMES)}
+        return cls(engine, sidecar, entry.precision, device)
 
     def __call__(self, images, boxes_h, boxes_o, pair_index) -> tuple[torch.Tensor, torch.Tensor]:
         check_pairs(images.shape[0], pair_index.shape[0], self.max_batch, self.max_pairs)

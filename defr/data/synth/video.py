@@ -40,6 +40,7 @@ from defr.data.synth.images import background, drawn_box, placement
 from defr.data.synth.scenes import SCENES
 from defr.data.synth.shapes import render
 from defr.files import atomic_path, umask
+from defr.optional import import_av
 
 LANES = 2
 
@@ -217,7 +218,7 @@ def generate_synthetic_video(
     out = Path(out)
     if out.suffix.lower() != ".mp4":
         raise SynthError(f"{out}: the synthetic video is written as .mp4")
-    av = _import_av()
+    av = import_av("writing the synthetic video")
     script = make_script(np.random.default_rng(seed), frames, fps, width)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -252,11 +253,3 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
-
-
-def _import_av():
-    try:
-        import av
-    except ImportError:
-        raise SynthError('writing a video needs PyAV: pip install "defr[video]"') from None
-    return av
