@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from defr import vocab
 from defr.errors import ConfigError, DefrError
-from defr.images import ImageInputError, to_rgb
+from defr.images import ImageInputError, decode_image
 
 ANNO = "anno.mat"
 FEW_SHOT_FILE = "few_shot_classes.json"
@@ -82,16 +82,12 @@ def hicodet_files(root: str | Path, split: str = "test") -> tuple[Path, Path]:
 
 
 def load_image(path: Path) -> Image.Image:
-    """An RGB image (``defr.images.to_rgb``); a file PIL cannot decode, or of a mode that cannot be
-    used, raises a ``DatasetError`` naming it."""
+    """An RGB image (``defr.images.decode_image``: the one decoder); a file it cannot use raises a
+    ``DatasetError`` naming it."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image, str(path))
+        return decode_image(path)
     except ImageInputError as e:
         raise DatasetError(str(e)) from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{path}: corrupt or unreadable image ({e})") from e
 
 
 def load_hico(

@@ -19,10 +19,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from defr.errors import ConfigError, DefrError
-from defr.images import ImageInputError, to_rgb
+from defr.images import ImageInputError, decode_image
 from defr.runtime.pairing import DetectionError, to_hico_labels
 from defr.typecheck import json_numbers
 
@@ -63,18 +63,12 @@ def list_images(source: str | os.PathLike) -> list[Path]:
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image (any mode ``defr.images.to_rgb`` takes); ``InputFileError`` naming the file
-    if it is missing, corrupt, or of a mode that cannot be used."""
+    """An RGB PIL image (``defr.images.decode_image``: the one decoder); ``InputFileError`` naming the
+    file if it is missing, corrupt, a decompression bomb, or of a mode that cannot be used."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im, str(path))
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such image file") from None
+        return decode_image(path)
     except ImageInputError as e:
         raise InputFileError(str(e)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputFileError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 
 
 def parse_detections(entry, source: str, label_space: str = "hico") -> dict:
