@@ -53,17 +53,29 @@ class ImageInputError(DefrError, ValueError):
     """An image that cannot be used (wrong type, shape, mode or value range); the message names it."""
 
 
-def decode_image(source: str | os.PathLike | bytes, name: str | None = None) -> Image.Image:
+def decode_image(
+    source: str | os.PathLike | bytes,
+    name: str | None = None,
+    formats: Sequence[str] | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
     """An image file (a path) or its bytes → a decoded RGB PIL image (8 bits a channel), upright.
 
-    name: what messages call the image (default: the path, or "image bytes"). Raises
-    ImageInputError naming it for a missing or unreadable file, a file that is not an image or is
-    cut short, a decompression bomb, or a mode ``to_rgb`` refuses.
+    name: what messages call the image (default: the path, or "image bytes"). formats: the PIL
+    formats accepted (None: any PIL reads; a server takes ``("PNG", "JPEG")``). max_pixels: a
+    stricter limit than PIL's, checked from the header before decoding (a small file can claim a
+    huge image). Raises ImageInputError naming the image for a missing or unreadable file, a file
+    that is not an image (of ``formats``) or is cut short, a decompression bomb, too many pixels,
+    or a mode ``to_rgb`` refuses.
     """
     is_bytes = isinstance(source, (bytes, bytearray, memoryview))
     name = name or ("image bytes" if is_bytes else str(source))
     try:
-        with Image.open(io.BytesIO(bytes(source)) if is_bytes else Path(source)) as image:
+        opened = Image.open(io.BytesIO(bytes(source)) if is_bytes else Path(source), formats=formats)
+        with opened as image:
+            w, h = image.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageInputError(f"{name}: {w}×{h} pixels, more than the {max_pixels} allowed (max_pixels)")
             return to_rgb(image, name)
     except ImageInputError:
         raise
@@ -77,7 +89,8 @@ def decode_image(source: str | os.PathLike | bytes, name: str | None = None) -> 
             "Image.MAX_IMAGE_PIXELS if it is genuine"
         ) from None
     except UnidentifiedImageError:
-        raise ImageInputError(f"{name}: not an image file PIL can read") from None
+        kind = " or ".join(formats) if formats else "an image file PIL can read"
+        raise ImageInputError(f"{name}: not {'a ' + kind + ' image' if formats else kind}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageInputError(f"{name}: cannot read image ({type(e).__name__}: {e})") from None
 

@@ -240,3 +240,20 @@ def test_a_closed_pil_image_is_refused_by_name():
     image.close()
     with pytest.raises(ImageInputError, match="frame 3: the PIL image is closed"):
         rgb_tensor(image, "frame 3")
+
+
+def test_decode_image_limits_formats_and_pixels():
+    import io
+
+    from defr.images import decode_image
+
+    png, gif = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (30, 20), (1, 2, 3)).save(png, "PNG")
+    Image.new("RGB", (30, 20)).save(gif, "GIF")
+    assert decode_image(png.getvalue(), "req.image", formats=("PNG", "JPEG"), max_pixels=600).size == (30, 20)
+    with pytest.raises(ImageInputError, match=r"req\.image: 30×20 pixels, more than the 599 allowed"):
+        decode_image(png.getvalue(), "req.image", max_pixels=599)
+    with pytest.raises(ImageInputError, match=r"req\.image: not a PNG or JPEG image"):
+        decode_image(gif.getvalue(), "req.image", formats=("PNG", "JPEG"))
+    with pytest.raises(ImageInputError, match=r"image bytes: not an image file PIL can read"):
+        decode_image(b"hello")
