@@ -39,14 +39,15 @@ def save_checkpoint(model: DEFR, path: str | os.PathLike, metadata: dict | None 
     metadata: JSON-able facts about the weights (epoch, training config), stored in the header.
     Written to a temporary name in the same folder, then renamed: never half-written.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     header = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.cfg.to_dict())}
     if metadata:
         header["metadata"] = json.dumps(metadata)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata=header)
+    data = save(state, metadata=header)  # written by Python: a full disk is an OSError (ENOSPC), not safetensors'
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def read_checkpoint_header(path: str | os.PathLike) -> dict:
