@@ -96,7 +96,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         seed=cfg.seed,
         output=str(out / "run"),
     )
-    checkpoint = train(train_cfg)
+    checkpoint = train(train_cfg, overwrite=True)  # the demo replaces its own earlier run
     report["train_seconds"] = _lap(timer)
 
     model = load_model(checkpoint)
