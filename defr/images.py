@@ -89,8 +89,9 @@ def decode_image(
             "Image.MAX_IMAGE_PIXELS if it is genuine"
         ) from None
     except UnidentifiedImageError:
-        kind = " or ".join(formats) if formats else "an image file PIL can read"
-        raise ImageInputError(f"{name}: not {'a ' + kind + ' image' if formats else kind}") from None
+        if formats:
+            raise ImageInputError(f"{name}: not a {' or '.join(formats)} image") from None
+        raise ImageInputError(f"{name}: cannot read image (not an image file PIL can read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageInputError(f"{name}: cannot read image ({type(e).__name__}: {e})") from None
 

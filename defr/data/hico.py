@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from PIL import Image
 from defr import vocab
 from defr.errors import ConfigError, DefrError
 from defr.images import ImageInputError, decode_image
+from defr.jsonio import JsonInputError, read_json
 
 ANNO = "anno.mat"
 FEW_SHOT_FILE = "few_shot_classes.json"
@@ -235,9 +235,9 @@ def count_few_shot(train_positives: np.ndarray) -> dict[int, list[int]]:
 
 def _read_few_shot(path: Path, num_classes: int) -> dict[int, list[int]]:
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from e
+        raw = read_json(path)
+    except JsonInputError as e:
+        raise DatasetError(str(e)) from None
     few = {}
     for k in vocab.FEW_SHOT_SIZES:
         ids = raw.get(f"few_{k}") if isinstance(raw, dict) else None

@@ -44,8 +44,14 @@ def list_images(source: str | os.PathLike) -> list[Path]:
         return paths
     if not source.is_file():
         raise InputFileError(f"{source}: no such directory or image list file")
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputFileError(
+            f"{source}: not UTF-8 text (byte {e.start}); an image list holds one path a line, saved as UTF-8"
+        ) from None
     paths = []
-    for line in source.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line)
