@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from imagekit import bomb_png
 from PIL import Image
 
 from defr.images import ImageInputError, resize_normalise, rgb_tensor, to_rgb
@@ -115,18 +116,6 @@ def test_bad_inputs_are_named(image, match):
 # --------------------------------------------------------------------------- the one decoder (issue 18: 4, 12, 13)
 
 
-def _bomb_png(path, width: int = 20000, height: int = 20000) -> None:
-    """A PNG header claiming ``width`` × ``height`` pixels (no pixel data): PIL refuses it on open."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
-
-
 def _odd_files(folder) -> list:
     """One file each of the modes entry points used to decode differently (16-bit grey, RGBA, palette
     with transparency)."""
@@ -191,7 +180,7 @@ def test_decompression_bomb_is_one_error_naming_the_file(tmp_path):
     from defr.images import decode_image
 
     bomb = tmp_path / "bomb.png"
-    _bomb_png(bomb)
+    bomb_png(bomb)
     with pytest.raises(ImageInputError, match=r"bomb\.png: refused as a decompression bomb"):
         decode_image(bomb)
     with pytest.raises(InputFileError, match=r"bomb\.png: refused as a decompression bomb"):
@@ -206,7 +195,7 @@ def test_decompression_bomb_in_calibration_data_names_the_file(tmp_path):
     folder = tmp_path / "cal"
     folder.mkdir()
     Image.new("RGB", (32, 32), (10, 20, 30)).save(folder / "a.png")
-    _bomb_png(folder / "b.png")
+    bomb_png(folder / "b.png")
     meta = RuntimeMeta.from_model(create_model("tiny-vit", 64))
     with pytest.raises(CalibrationError, match=r"b\.png: refused as a decompression bomb"):
         load_calibration_set(folder, 1, meta, tmp_path / "work")
@@ -223,7 +212,7 @@ def test_detect_command_reports_a_bomb_in_one_line(tmp_path, tiny_model):
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (32, 32)).save(images / "a.png")
-    _bomb_png(images / "b.png")
+    bomb_png(images / "b.png")
     dets = tmp_path / "dets.jsonl"
     empty = '{"boxes": [], "labels": [], "scores": []'
     dets.write_text("".join(f'{empty}, "filename": "{n}"}}\n' for n in ("a.png", "b.png")))
