@@ -15,8 +15,9 @@ the state, with a message.
 
 The output folder: a run refuses an ``OUTPUT`` that holds a run (any of the three files) unless
 ``resume`` (continue it) or ``overwrite`` (its three files are removed once the data and model
-are ready; nothing else in the folder is touched). ``OUTPUT/train.lock`` is held (``flock``) for
-the run's lifetime and names its process: a second run into the same folder stops with an error
+are ready; nothing else in the folder is touched). ``OUTPUT/train.lock`` is held (``flock``) from
+the moment the run writes there (the data and model are ready; nothing is written before, so a run
+that fails on bad input leaves no folder) to its end, and names its process: a second run into the same folder stops with an error
 naming that pid; the lock of a process that died is free again (the kernel releases it). A full
 disk stops the run with one line; the files of the last finished epoch stay intact and resumable.
 """
@@ -31,7 +32,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -218,10 +219,19 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
         torch.device("cuda") if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else torch.device("cpu")
     )
     out = Path(cfg.output)
-    with run_lock(out) if ddp.main else nullcontext():
-        if ddp.main and not resume:
-            _check_fresh_output(out, overwrite)
-        return _train(cfg, ddp, out, resume, overwrite)
+    if ddp.main and not resume:
+        _check_fresh_output(out, overwrite)  # refused at once, before anything is built
+    with ExitStack() as held:
+        return _train(cfg, ddp, out, resume, overwrite, held)
+
+
+def _hold_output(held: ExitStack, out: Path, ddp: Distributed, resume: bool, overwrite: bool) -> None:
+    """Take ``OUTPUT``'s lock (rank 0) for the rest of the run; nothing is written into ``OUTPUT`` before."""
+    if not ddp.main:
+        return
+    held.enter_context(run_lock(out))
+    if not resume:
+        _check_fresh_output(out, overwrite)  # again under the lock: a run may have finished meanwhile
 
 
 @contextmanager
@@ -259,10 +269,12 @@ def _check_fresh_output(out: Path, overwrite: bool) -> None:
         )
 
 
-def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrite: bool) -> Path:
+def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrite: bool, held: ExitStack) -> Path:
     device = pick_device(cfg.device, ddp.local_rank)
     split = dict(val_fraction=cfg.val_fraction, seed=cfg.seed)
     if resume:
+        _check_resumable(out)
+        _hold_output(held, out, ddp, resume, overwrite)  # ``_resume`` repairs files: under the lock
         model, start_epoch, state = _resume(out)
         history = _metric_history(state)
     else:
@@ -289,7 +301,9 @@ def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrit
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
     loss_fn = make_loss(cfg, targets)
-    if overwrite and ddp.main:  # the data and model are ready: the old run's files go now
+    if not resume:  # the data and model are ready: this run starts writing
+        _hold_output(held, out, ddp, resume, overwrite)
+    if overwrite and ddp.main:  # the old run's files go now
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
 
@@ -397,11 +411,15 @@ def _publish(out: Path, model: DEFR, state: dict) -> None:
     save_checkpoint(model, out / CHECKPOINT, metadata=metadata)
 
 
+def _check_resumable(out: Path) -> None:
+    if not (out / TRAIN_STATE).is_file():
+        raise ResumeError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
+
+
 def _resume(out: Path) -> tuple[DEFR, int, dict]:
     """The model and train state of the last completed epoch in ``out``; repairs what a kill left behind."""
     state_path = out / TRAIN_STATE
-    if not state_path.is_file():
-        raise ResumeError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
+    _check_resumable(out)
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # a file torch cannot read, or pickled code that weights_only refuses
