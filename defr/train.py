@@ -17,9 +17,10 @@ The output folder: a run refuses an ``OUTPUT`` that holds a run (any of the thre
 ``resume`` (continue it) or ``overwrite`` (its three files are removed once the data and model
 are ready; nothing else in the folder is touched). ``OUTPUT/train.lock`` is held (``flock``) from
 the moment the run writes there (the data and model are ready; nothing is written before, so a run
-that fails on bad input leaves no folder) to its end, and names its process: a second run into the same folder stops with an error
-naming that pid; the lock of a process that died is free again (the kernel releases it). A full
-disk stops the run with one line; the files of the last finished epoch stay intact and resumable.
+that fails on bad input leaves no folder) to its end, and names its process: a second run into the
+same folder stops with an error naming that pid; the lock of a process that died is free again
+(the kernel releases it). A full disk stops the run with one line; the files of the last finished
+epoch stay intact and resumable.
 """
 
 from __future__ import annotations
