@@ -232,8 +232,12 @@ def test_synth_never_removes_what_it_did_not_write(tmp_path):
     assert json.loads((earlier / MARKER).read_text())["seed"] == 2
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
-    legacy = generate_synthetic(tmp_path / "legacy", images=8, seed=1, size=32)
-    (legacy / MARKER).unlink()  # a set written before the marker: its anno.mat carries synth's stamp
-    assert is_synthetic_set(legacy)
-    generate_synthetic(legacy, images=8, seed=3, size=32)
-    assert json.loads((legacy / MARKER).read_text())["seed"] == 3
+    copied = tmp_path / "copied"  # the case: synth's own anno.mat copied into a folder of one's own
+    (copied / "images" / "train2015").mkdir(parents=True)
+    (copied / "images" / "train2015" / "mine.jpg").write_bytes(b"a photo")
+    (copied / "anno.mat").write_bytes((earlier / "anno.mat").read_bytes())
+    (copied / "my_labels.txt").write_text("x")
+    before = digests(copied)
+    with pytest.raises(SynthError, match="not a defr synth output"):
+        generate_synthetic(copied, images=8, size=32)
+    assert digests(copied) == before

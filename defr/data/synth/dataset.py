@@ -2,8 +2,8 @@
 
 The output folder: synth never removes what it did not write. A set is built in a staging folder
 beside ``out`` and moved in. ``out`` may be missing or empty; or a previous synthetic set (it holds
-``defr-synth.json``, the marker every set carries, or an ``anno.mat`` stamped by ``defr synth``):
-then the set's own entries (``SET_ENTRIES``) are replaced and anything else in the folder is kept.
+``defr-synth.json``, the marker every set carries): then the set's own entries (``SET_ENTRIES``)
+are replaced and anything else in the folder is kept.
 Any other non-empty folder (a real HICO root, your files) is refused unless ``overwrite``, which
 replaces the set's entries the same way (``images/`` as a whole) and keeps everything else.
 """
@@ -124,15 +124,9 @@ def _check_output(out: Path, overwrite: bool) -> bool:
 
 
 def is_synthetic_set(folder: Path) -> bool:
-    """Whether ``folder`` holds a set written by synth: its marker, or (sets written before the
-    marker) an ``anno.mat`` with synth's stamp."""
-    if (folder / MARKER).is_file():
-        return True
-    anno = folder / "anno.mat"
-    if not anno.is_file():
-        return False
-    with open(anno, "rb") as f:
-        return f.read(len(MAT_HEADER)) == MAT_HEADER
+    """Whether ``folder`` holds a set written by synth: its marker. (An ``anno.mat`` with synth's stamp
+    is no proof: one copied into a real data folder must not make that folder synth's to replace.)"""
+    return (folder / MARKER).is_file()
 
 
 def _replace_entries(new: Path, out: Path) -> None:
