@@ -77,7 +77,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     report: dict = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}}
     timer = time.perf_counter()
 
-    data = generate_synthetic(out / "data", images=cfg.images, seed=cfg.seed, size=cfg.image_size)
+    data = generate_synthetic(out / "data", images=cfg.images, seed=cfg.seed, size=cfg.image_size, overwrite=True)
     report["synth_seconds"] = _lap(timer)
 
     train_cfg = TrainConfig(
@@ -96,7 +96,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         seed=cfg.seed,
         output=str(out / "run"),
     )
-    checkpoint = train(train_cfg)
+    checkpoint = train(train_cfg, overwrite=True)  # the demo replaces its own earlier run
     report["train_seconds"] = _lap(timer)
 
     model = load_model(checkpoint)

@@ -1,4 +1,19 @@
-"""Images in, one preprocessing path out (a leaf: imports nothing else from ``defr``).
+"""Images in, one decoder and one preprocessing path out (a leaf: imports nothing else from ``defr``).
+
+``decode_image`` is the one decoder of image files and bytes: ``detect``, calibration, data sets,
+video image folders and requests all read pictures through it, so one file gives the same pixels
+at every entry point. It decodes in full (a truncated file fails here, not halfway through a
+run), applies the EXIF orientation (below), converts with ``to_rgb``, and turns every way a file
+can fail (missing, not an image, truncated, a decompression bomb: more pixels than PIL's
+``Image.MAX_IMAGE_PIXELS`` limit allows) into one ``ImageInputError`` naming it.
+
+EXIF orientation is applied (``ImageOps.exif_transpose``), for files and for PIL images handed in:
+a phone photo stored sideways with an orientation tag is used upright, as viewers show it and as
+OpenCV-based detectors (ultralytics, mmdetection), detectron2 and Hugging Face pipelines read it,
+so their boxes fit. ``torchvision.io.decode_image`` does not apply it unless
+``apply_exif_orientation=True``; boxes from a detector that reads pixels that way are in the stored
+(unrotated) frame: rotate the image first or decode it the same way. numpy arrays and tensors
+carry no EXIF and are used as given.
 
 Every input becomes an 8-bit RGB tensor [3, H, W] uint8 (``rgb_tensor``): PIL images of any mode
 PIL opens, H×W×3 uint8 numpy arrays, [3, H, W] tensors (uint8, or float in [0, 1], rounded to
@@ -16,11 +31,14 @@ float, no defined range) and modes PIL cannot convert to RGB are refused by name
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
 from defr.errors import DefrError
@@ -28,20 +46,70 @@ from defr.errors import DefrError
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 WHITE = (255, 255, 255)
+ORIENTATION_TAG = 0x0112  # EXIF "Orientation": 1 upright, 2-8 mirrored and / or turned
 
 
 class ImageInputError(DefrError, ValueError):
     """An image that cannot be used (wrong type, shape, mode or value range); the message names it."""
 
 
+def decode_image(
+    source: str | os.PathLike | bytes,
+    name: str | None = None,
+    formats: Sequence[str] | None = None,
+    max_pixels: int | None = None,
+) -> Image.Image:
+    """An image file (a path) or its bytes → a decoded RGB PIL image (8 bits a channel), upright.
+
+    name: what messages call the image (default: the path, or "image bytes"). formats: the PIL
+    formats accepted (None: any PIL reads; a server takes ``("PNG", "JPEG")``). max_pixels: a
+    stricter limit than PIL's, checked from the header before decoding (a small file can claim a
+    huge image). Raises ImageInputError naming the image for a missing or unreadable file, a file
+    that is not an image (of ``formats``) or is cut short, a decompression bomb, too many pixels,
+    or a mode ``to_rgb`` refuses.
+    """
+    is_bytes = isinstance(source, (bytes, bytearray, memoryview))
+    name = name or ("image bytes" if is_bytes else str(source))
+    try:
+        opened = Image.open(io.BytesIO(bytes(source)) if is_bytes else Path(source), formats=formats)
+        with opened as image:
+            w, h = image.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageInputError(f"{name}: {w}×{h} pixels, more than the {max_pixels} allowed (max_pixels)")
+            return to_rgb(image, name)
+    except ImageInputError:
+        raise
+    except FileNotFoundError:
+        raise ImageInputError(f"{name}: no such image file") from None
+    except IsADirectoryError:
+        raise ImageInputError(f"{name}: is a folder, not an image file") from None
+    except Image.DecompressionBombError as e:
+        raise ImageInputError(
+            f"{name}: refused as a decompression bomb ({e}); shrink the image, or raise PIL's "
+            "Image.MAX_IMAGE_PIXELS if it is genuine"
+        ) from None
+    except UnidentifiedImageError:
+        if formats:
+            raise ImageInputError(f"{name}: not a {' or '.join(formats)} image") from None
+        raise ImageInputError(f"{name}: cannot read image (not an image file PIL can read)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageInputError(f"{name}: cannot read image ({type(e).__name__}: {e})") from None
+
+
 def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
-    """A PIL image of any supported mode → mode RGB (module docstring); ImageInputError otherwise."""
+    """A PIL image of any supported mode → mode RGB, EXIF orientation applied (module docstring);
+    ImageInputError otherwise (also for a closed image)."""
     if min(image.size) < 1:
         raise ImageInputError(f"{name}: empty image of size {image.size}")
     try:
         image.load()  # a lazily opened file must be read now: the caller may close it
-    except ValueError as e:  # PIL's "Operation on closed image"
-        raise ImageInputError(f"{name}: cannot read the PIL image ({e}); pass an open image") from None
+    except ValueError as e:
+        if "closed" not in str(e):
+            raise
+        raise ImageInputError(
+            f"{name}: the PIL image is closed ({e}); pass it while open, or call .load() or .copy() before closing"
+        ) from None
+    image = _upright(image)
     mode = image.mode
     if mode == "RGB":
         return image
@@ -61,6 +129,13 @@ def to_rgb(image: Image.Image, name: str = "image") -> Image.Image:
         return image.convert("RGB")
     except ValueError as e:
         raise ImageInputError(f"{name}: PIL cannot convert mode {mode} to RGB ({e})") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """``image`` turned as its EXIF orientation tag says (itself when there is no tag or it is 1)."""
+    if image.getexif().get(ORIENTATION_TAG, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _sixteen_bit_to_rgb(image: Image.Image, name: str) -> Image.Image:

@@ -5,22 +5,35 @@ Determinism: the data order and the augmentation randomness of an epoch depend o
 bit-for-bit on a CPU.
 
 Files in ``OUTPUT`` after each epoch, written in this order, each atomically:
-``metrics.jsonl`` (one line per epoch, appended), ``train_state.pt`` (epoch, optimizer, scheduler,
-scaler AND the model weights: everything ``--resume`` needs, in one file, so it is consistent by
-construction), ``model.safetensors`` (the published checkpoint, its metadata stamped with the
-epoch and the training config). A kill at any instant leaves a state to resume from: metric lines
-after the state's epoch are dropped, and a ``model.safetensors`` older than the state (a kill
-between the last two writes) is rewritten from the state, with a message.
+``train_state.pt`` (epoch, optimizer, scheduler, scaler, the metrics of every epoch so far AND the
+model weights: everything ``--resume`` needs, in one file, so it is consistent by construction),
+``model.safetensors`` (the published checkpoint, its metadata stamped with the epoch and the
+training config), ``metrics.jsonl`` (one line per epoch, rewritten from the state). A kill at any
+instant leaves a state to resume from: ``metrics.jsonl`` is rewritten from the state on resume,
+and a ``model.safetensors`` older than the state (a kill between the writes) is rewritten from
+the state, with a message.
+
+The output folder: a run refuses an ``OUTPUT`` that holds a run (any of the three files) unless
+``resume`` (continue it) or ``overwrite`` (its three files are removed once the data and model
+are ready; nothing else in the folder is touched). ``OUTPUT/train.lock`` is held (``flock``) from
+the moment the run writes there (the data and model are ready; nothing is written before, so a run
+that fails on bad input leaves no folder) to its end, and names its process: a second run into the
+same folder stops with an error naming that pid; the lock of a process that died is free again
+(the kernel releases it). A full disk stops the run with one line; the files of the last finished
+epoch stay intact and resumable.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
 import os
 import random
 import time
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -43,10 +56,17 @@ from defr.model.factory import INITS
 CHECKPOINT = "model.safetensors"
 TRAIN_STATE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = "train.lock"
+RUN_FILES = (TRAIN_STATE, CHECKPOINT, METRICS_FILE)
 
 
 class ResumeError(DefrError, ValueError):
     """A run folder that ``--resume`` cannot continue from; the message says what is missing or differs."""
+
+
+class TrainOutputError(DefrError, RuntimeError):
+    """An output folder this run may not or cannot write: it holds another run, another process is
+    writing it, or the disk is full; the message says what to do."""
 
 
 @dataclass
@@ -184,25 +204,83 @@ def build_training_model(cfg: TrainConfig, class_names: list[str]) -> DEFR:
     )
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Path:
     """Train a DEFR model; returns the path of the final checkpoint (``OUTPUT/model.safetensors``).
 
-    resume: continue the run in ``cfg.output`` from its last completed epoch. Raises
-    ``DatasetError`` / ``ConfigError`` for bad data or settings (before anything is written),
-    ``ResumeError`` when the run folder cannot be continued.
+    resume: continue the run in ``cfg.output`` from its last completed epoch. overwrite: replace
+    the run in ``cfg.output`` (module docstring). Raises ``DatasetError`` / ``ConfigError`` for bad
+    data or settings (before anything is written), ``ResumeError`` when the run folder cannot be
+    continued, ``TrainOutputError`` for an output that holds a run (neither flag), that another
+    process is writing, or that cannot be written (a full disk).
     """
+    if resume and overwrite:
+        raise ConfigError("give --resume (continue the run) or --overwrite (replace it), not both")
     seed_everything(cfg.seed)
     ddp = init_distributed(
         torch.device("cuda") if cfg.device in ("auto", "cuda") and torch.cuda.is_available() else torch.device("cpu")
     )
-    device = pick_device(cfg.device, ddp.local_rank)
     out = Path(cfg.output)
+    if ddp.main and not resume:
+        _check_fresh_output(out, overwrite)  # refused at once, before anything is built
+    with ExitStack() as held:
+        return _train(cfg, ddp, out, resume, overwrite, held)
+
+
+def _hold_output(held: ExitStack, out: Path, ddp: Distributed, resume: bool, overwrite: bool) -> None:
+    """Take ``OUTPUT``'s lock (rank 0) for the rest of the run; nothing is written into ``OUTPUT`` before."""
+    if not ddp.main:
+        return
+    held.enter_context(run_lock(out))
+    if not resume:
+        _check_fresh_output(out, overwrite)  # again under the lock: a run may have finished meanwhile
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold ``OUTPUT/train.lock`` (an exclusive ``flock``, with this pid written in it) while inside;
+    TrainOutputError naming the holder's pid when another process holds it. Temporaries that a
+    killed run left in ``OUTPUT`` are removed once the lock is held (no other run writes there)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            raise TrainOutputError(
+                f"{out}: another defr train (pid {holder}) is writing this output; wait for it to end "
+                "or choose another --output"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        for name in RUN_FILES:
+            for tmp in out.glob(f".{name}.*.tmp"):
+                tmp.unlink(missing_ok=True)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race with a new holder)
+
+
+def _check_fresh_output(out: Path, overwrite: bool) -> None:
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise TrainOutputError(
+            f"{out}: holds a training run ({', '.join(held)}); continue it with --resume, replace it with "
+            "--overwrite, or choose another --output"
+        )
+
+
+def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrite: bool, held: ExitStack) -> Path:
+    device = pick_device(cfg.device, ddp.local_rank)
     split = dict(val_fraction=cfg.val_fraction, seed=cfg.seed)
     if resume:
+        _check_resumable(out)
+        _hold_output(held, out, ddp, resume, overwrite)  # ``_resume`` repairs files: under the lock
         model, start_epoch, state = _resume(out)
+        history = _metric_history(state)
     else:
         probe = build_dataset(cfg.dataset, cfg.data_root, "train", 32, (0, 0, 0), (1, 1, 1), **split)
-        model, start_epoch, state = build_training_model(cfg, probe.class_names), 0, None
+        model, start_epoch, state, history = build_training_model(cfg, probe.class_names), 0, None, []
     spec = model.cfg.backbone
     train_set = build_dataset(cfg.dataset, cfg.data_root, "train", spec.image_size, spec.mean, spec.std, True, **split)
     val_set = build_dataset(cfg.dataset, cfg.data_root, "val", spec.image_size, spec.mean, spec.std, False, **split)
@@ -224,6 +302,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
     loss_fn = make_loss(cfg, targets)
+    if not resume:  # the data and model are ready: this run starts writing
+        _hold_output(held, out, ddp, resume, overwrite)
+    if overwrite and ddp.main:  # the old run's files go now
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
 
     for epoch in range(start_epoch, cfg.epochs):
         torch.manual_seed(cfg.seed * 100_003 + epoch * 101 + ddp.rank)  # augmentation randomness of this epoch
@@ -246,8 +329,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             }
             if len(val_set):
                 record.update({f"val_{k}": v for k, v in _validate(model, val_set, device).items()})
-            state = _train_state(model, optimizer, scheduler, scaler, epoch + 1, cfg)
-            _write_epoch(out, model, state, record)
+            history.append(record)
+            state = _train_state(model, optimizer, scheduler, scaler, epoch + 1, cfg, history)
+            _write_epoch(out, model, state)
             tqdm.write(json.dumps(record))
         if ddp.world > 1:
             dist.barrier()
@@ -285,10 +369,12 @@ def _validate(model: DEFR, dataset, device: torch.device) -> dict:
     return {k: metrics[k] for k in ("mAP", "few@1", "few@5", "few@10") if k in metrics}
 
 
-def _train_state(model: DEFR, optimizer, scheduler, scaler, epoch: int, cfg: TrainConfig) -> dict:
-    """Everything ``--resume`` needs after ``epoch`` epochs, for one file."""
+def _train_state(model: DEFR, optimizer, scheduler, scaler, epoch: int, cfg: TrainConfig, history: list) -> dict:
+    """Everything ``--resume`` needs after ``epoch`` epochs, for one file (``history``: the metrics
+    record of every epoch so far)."""
     return {
         "epoch": epoch,
+        "metrics": json.dumps(history),
         "config": json.dumps(model.cfg.to_dict()),
         "train": json.dumps(asdict(cfg)),
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
@@ -298,14 +384,27 @@ def _train_state(model: DEFR, optimizer, scheduler, scaler, epoch: int, cfg: Tra
     }
 
 
-def _write_epoch(out: Path, model: DEFR, state: dict, record: dict) -> None:
-    """metrics line, then the train state, then the published checkpoint (the order ``_resume`` relies on)."""
+def _write_epoch(out: Path, model: DEFR, state: dict) -> None:
+    """The train state, then the published checkpoint, then the metrics lines (the order ``_resume``
+    relies on); TrainOutputError when the disk is full (the previous epoch's files stay intact)."""
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-    with atomic_path(out / TRAIN_STATE) as tmp:
-        torch.save(state, tmp)
-    _publish(out, model, state)
+    try:
+        with atomic_path(out / TRAIN_STATE) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)  # a file object: a write error is an OSError, not torch's "unexpected pos"
+        _publish(out, model, state)
+        _write_metrics(out / METRICS_FILE, json.loads(state["metrics"]))
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise TrainOutputError(
+            f"{out}: the disk is full ({e.strerror}) while writing epoch {state['epoch']}; the last finished "
+            "epoch's files are intact: free space and continue with --resume"
+        ) from None
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("".join(json.dumps(record) + "\n" for record in history))
 
 
 def _publish(out: Path, model: DEFR, state: dict) -> None:
@@ -313,11 +412,15 @@ def _publish(out: Path, model: DEFR, state: dict) -> None:
     save_checkpoint(model, out / CHECKPOINT, metadata=metadata)
 
 
+def _check_resumable(out: Path) -> None:
+    if not (out / TRAIN_STATE).is_file():
+        raise ResumeError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
+
+
 def _resume(out: Path) -> tuple[DEFR, int, dict]:
     """The model and train state of the last completed epoch in ``out``; repairs what a kill left behind."""
     state_path = out / TRAIN_STATE
-    if not state_path.is_file():
-        raise ResumeError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
+    _check_resumable(out)
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # a file torch cannot read, or pickled code that weights_only refuses
@@ -329,7 +432,9 @@ def _resume(out: Path) -> tuple[DEFR, int, dict]:
         )
     model = DEFR(DEFRConfig.from_dict(json.loads(state["config"])))
     model.load_state_dict(state["model"])
-    _truncate_metrics(out / METRICS_FILE, state["epoch"])
+    if "metrics" not in state:  # written before the state carried the metrics: keep the lines it covers
+        state["metrics"] = json.dumps(_metric_lines(out / METRICS_FILE, state["epoch"]))
+    _write_metrics(out / METRICS_FILE, _metric_history(state))
     published = out / CHECKPOINT
     epoch = _published_epoch(published)
     if epoch != state["epoch"]:
@@ -348,16 +453,19 @@ def _published_epoch(path: Path) -> int | None:
         return None
 
 
-def _truncate_metrics(path: Path, epochs: int) -> None:
-    """Drop metric lines of epochs after the last train state (a run killed between the writes)."""
+def _metric_history(state: dict) -> list[dict]:
+    return json.loads(state["metrics"])
+
+
+def _metric_lines(path: Path, epochs: int) -> list[dict]:
+    """The metric lines of epochs up to ``epochs`` (a run killed between the writes left later ones)."""
+    kept = []
     if path.is_file():
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = []
-        for line in lines:
+        for line in path.read_text().splitlines():
             try:
-                if json.loads(line)["epoch"] <= epochs:
-                    kept.append(line)
+                record = json.loads(line)
+                if record["epoch"] <= epochs:
+                    kept.append(record)
             except (json.JSONDecodeError, KeyError, TypeError):
                 continue  # a line cut short by a kill
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text("".join(line + "\n" for line in kept))
+    return kept

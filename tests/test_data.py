@@ -132,7 +132,7 @@ def test_missing_anno_or_image_and_corrupt_image(tmp_path):
     (root / "images" / "train2015" / "HICO_train2015_00000001.png").write_bytes(b"not a png")
     ds = build(root, "train", val_fraction=0.1, seed=0)
     bad = ds.image_paths.index(root / "images" / "train2015" / "HICO_train2015_00000001.png")
-    with pytest.raises(DatasetError, match="HICO_train2015_00000001.png: corrupt or unreadable image"):
+    with pytest.raises(DatasetError, match="HICO_train2015_00000001.png: cannot read image"):
         ds[bad]
 
 
@@ -257,3 +257,32 @@ def test_train_transform_shape_and_randomness():
     assert not torch.equal(a, b)
     torch.manual_seed(0)
     assert torch.equal(t(image), a)  # torch's RNG drives it: seeded training is reproducible
+
+
+def test_list_files_that_are_not_utf8_are_named(tmp_path):
+    """Issue 18, case 18: a Latin-1 list file is one error naming it, not a UnicodeDecodeError."""
+    root = write_jsonl(tmp_path, [{"image": "img/0.jpg", "labels": [0]}], [{"image": "img/0.jpg", "labels": []}])
+    (root / "train.jsonl").write_bytes('{"image": "img/caf\u00e9.jpg", "labels": [0]}\n'.encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"train\.jsonl: not UTF-8 text \(byte 18\)"):
+        build(root, "train", name="jsonl")
+    (root / "train.jsonl").write_text('{"image": "img/0.jpg", "labels": [' + "9" * 400 + "]}\n")
+    with pytest.raises(DatasetError, match=r"train\.jsonl, line 1: .*does not fit in 64 bits"):
+        build(root, "train", name="jsonl")
+
+
+def test_a_detect_image_list_that_is_not_utf8_is_named(tmp_path):
+    from click.testing import CliRunner
+
+    from defr.cli import main
+    from defr.runtime.io import InputFileError, list_images
+
+    listing = tmp_path / "images.txt"
+    listing.write_bytes("caf\u00e9.jpg\n".encode("latin-1"))
+    with pytest.raises(InputFileError, match=r"images\.txt: not UTF-8 text \(byte 3\)"):
+        list_images(listing)
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"")
+    args = ["detect", "--checkpoint", str(model), "--images", str(listing), "--detections", str(listing)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out.json")])
+    assert result.exit_code == 1 and "images.txt: not UTF-8 text" in result.output, result.output
+    assert result.exc_info[0] is SystemExit

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from imagekit import bomb_png
 from PIL import Image
 
 from defr.images import ImageInputError, resize_normalise, rgb_tensor, to_rgb
@@ -110,3 +111,138 @@ def test_batched_resize_equals_one_at_a_time():
 def test_bad_inputs_are_named(image, match):
     with pytest.raises(ImageInputError, match=f"frame 7: .*{match}"):
         rgb_tensor(image, "frame 7")
+
+
+# --------------------------------------------------------------------------- the one decoder (issue 18: 4, 12, 13)
+
+
+def _odd_files(folder) -> list:
+    """One file each of the modes entry points used to decode differently (16-bit grey, RGBA, palette
+    with transparency)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sixteen = np.round(_gradient() * 65535).astype(np.uint16)
+    Image.fromarray(sixteen).save(folder / "a_grey16.png")
+    rgba = np.zeros((20, 30, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, np.tile(np.linspace(0, 255, 30).astype(np.uint8), (20, 1))
+    Image.fromarray(rgba, mode="RGBA").save(folder / "b_rgba.png")
+    palette = Image.new("P", (30, 20), 1)
+    palette.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    palette.save(folder / "c_palette.png", transparency=1)
+    return sorted(folder.iterdir())
+
+
+def test_every_file_reader_decodes_through_the_one_decoder(tmp_path):
+    from defr.data.hico import load_image
+    from defr.export.calibration import _image_size
+    from defr.images import decode_image
+
+    for path in _odd_files(tmp_path / "odd"):
+        reference = np.asarray(decode_image(path))
+        assert reference.shape == (20, 30, 3) and reference.dtype == np.uint8
+        assert np.array_equal(np.asarray(read_image(path)), reference), path.name
+        assert np.array_equal(np.asarray(load_image(path)), reference), path.name
+        assert np.array_equal(np.asarray(decode_image(path.read_bytes())), reference), path.name
+        assert _image_size(path) == (30, 20)
+    grey = np.asarray(decode_image(tmp_path / "odd" / "a_grey16.png"), dtype=np.float64)
+    assert abs(grey.mean() - 255 * _gradient().mean()) < 1  # not all white (a plain convert("RGB"))
+
+
+def _oriented_jpeg(path, orientation: int) -> np.ndarray:
+    """A 4-row × 8-column JPEG, left half black, right half white, tagged with EXIF ``orientation``;
+    returns the stored pixels (grey)."""
+    stored = np.zeros((4, 8), dtype=np.uint8)
+    stored[:, 4:] = 255
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).convert("RGB").save(path, exif=exif, quality=100)
+    return stored
+
+
+def test_exif_orientation_is_applied_by_every_reader(tmp_path):
+    from defr.data.hico import load_image
+    from defr.images import decode_image
+
+    path = tmp_path / "phone.jpg"
+    _oriented_jpeg(path, 6)  # 6: the viewer turns the stored picture 90° clockwise
+    upright = decode_image(path)
+    assert upright.size == (4, 8)  # (width, height): turned
+    grey = np.asarray(upright)[..., 0].astype(int)
+    assert grey[:3].mean() < 40 and grey[-3:].mean() > 215  # the stored left (black) half is now on top
+    assert np.array_equal(np.asarray(read_image(path)), np.asarray(upright))
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(upright))
+    with Image.open(path) as im:  # a PIL image handed to the API follows the same rule
+        assert torch.equal(rgb_tensor(im), torch.from_numpy(np.asarray(upright).copy()).permute(2, 0, 1))
+    _oriented_jpeg(tmp_path / "plain.jpg", 1)
+    assert decode_image(tmp_path / "plain.jpg").size == (8, 4)
+
+
+def test_decompression_bomb_is_one_error_naming_the_file(tmp_path):
+    from defr.images import decode_image
+
+    bomb = tmp_path / "bomb.png"
+    bomb_png(bomb)
+    with pytest.raises(ImageInputError, match=r"bomb\.png: refused as a decompression bomb"):
+        decode_image(bomb)
+    with pytest.raises(InputFileError, match=r"bomb\.png: refused as a decompression bomb"):
+        read_image(bomb)
+
+
+def test_decompression_bomb_in_calibration_data_names_the_file(tmp_path):
+    from defr.export.calibration import CalibrationError, load_calibration_set
+    from defr.model import create_model
+    from defr.runtime.contract import RuntimeMeta
+
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    Image.new("RGB", (32, 32), (10, 20, 30)).save(folder / "a.png")
+    bomb_png(folder / "b.png")
+    meta = RuntimeMeta.from_model(create_model("tiny-vit", 64))
+    with pytest.raises(CalibrationError, match=r"b\.png: refused as a decompression bomb"):
+        load_calibration_set(folder, 1, meta, tmp_path / "work")
+
+
+def test_detect_command_reports_a_bomb_in_one_line(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from defr.cli import main
+    from defr.model import save_checkpoint
+
+    checkpoint = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, checkpoint)
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (32, 32)).save(images / "a.png")
+    bomb_png(images / "b.png")
+    dets = tmp_path / "dets.jsonl"
+    empty = '{"boxes": [], "labels": [], "scores": []'
+    dets.write_text("".join(f'{empty}, "filename": "{n}"}}\n' for n in ("a.png", "b.png")))
+    args = ["detect", "--checkpoint", str(checkpoint), "--images", str(images), "--detections", str(dets)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out.json")])
+    assert result.exit_code == 1, result.output
+    assert "b.png: refused as a decompression bomb" in result.output
+    assert result.exc_info[0] is SystemExit and "Traceback" not in result.output
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_a_closed_pil_image_is_refused_by_name():
+    image = Image.new("RGB", (4, 4))
+    image.close()
+    with pytest.raises(ImageInputError, match="frame 3: the PIL image is closed"):
+        rgb_tensor(image, "frame 3")
+
+
+def test_decode_image_limits_formats_and_pixels():
+    import io
+
+    from defr.images import decode_image
+
+    png, gif = io.BytesIO(), io.BytesIO()
+    Image.new("RGB", (30, 20), (1, 2, 3)).save(png, "PNG")
+    Image.new("RGB", (30, 20)).save(gif, "GIF")
+    assert decode_image(png.getvalue(), "req.image", formats=("PNG", "JPEG"), max_pixels=600).size == (30, 20)
+    with pytest.raises(ImageInputError, match=r"req\.image: 30×20 pixels, more than the 599 allowed"):
+        decode_image(png.getvalue(), "req.image", max_pixels=599)
+    with pytest.raises(ImageInputError, match=r"req\.image: not a PNG or JPEG image"):
+        decode_image(gif.getvalue(), "req.image", formats=("PNG", "JPEG"))
+    with pytest.raises(ImageInputError, match=r"image bytes: cannot read image \(not an image file PIL can read\)"):
+        decode_image(b"hello")

@@ -10,6 +10,7 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from imagekit import bomb_png
 from onnx import helper
 
 from defr import vocab
@@ -354,10 +355,15 @@ def test_bad_calibration_data_is_one_line_exit_2(checkpoint, synth, tmp_path):
     one = tmp_path / "one"
     one.mkdir()
     shutil.copy(next((synth / "images" / "test2015").iterdir()), one)
+    bomb = tmp_path / "bomb"  # issue 18, case 13: a decompression bomb among the images
+    bomb.mkdir()
+    shutil.copy(next((synth / "images" / "test2015").iterdir()), bomb / "a.jpg")
+    bomb_png(bomb / "b.png")
     cases = [
         (empty, "not calibration data"),
         (tmp_path / "missing", "no such calibration folder"),
         (broken, "a.jpg: cannot read image"),
+        (bomb, "b.png: refused as a decompression bomb"),
     ]
     for data, message in cases:
         out = tmp_path / f"export-{data.name}"

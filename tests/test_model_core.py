@@ -134,3 +134,55 @@ def test_conv_stem_makes_one_token_per_16_pixel_patch():
         ViTConfig(image_size=64, patch_size=8, stem="conv")
     with pytest.raises(ValueError, match="stem"):
         ViTConfig(stem="resnet")
+
+
+# --------------------------------------------------------------------------- checkpoint headers (issue 18: 14, 15, 19)
+
+
+def _tampered_checkpoint(model, path, edit) -> None:
+    """``model``'s weights under a header whose config ``edit(config dict)`` changed (or whose config
+    text ``edit`` returns, when it returns a str)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from defr.model.checkpoint import CHECKPOINT_FORMAT
+
+    config = model.cfg.to_dict()
+    text = edit(config)
+    header = {"format": CHECKPOINT_FORMAT, "config": text if isinstance(text, str) else json.dumps(config)}
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path), metadata=header)
+
+
+@pytest.mark.parametrize(
+    ("edit", "match"),
+    [
+        (lambda c: c["backbone"]["vit"].update(image_size=65536), r"ViTConfig\.image_size must be in \[1, 8192\]"),
+        (lambda c: c["backbone"].update(image_size=65536), r"BackboneSpec\.image_size must be in \[1, 8192\]"),
+        (lambda c: c["backbone"]["vit"].update(layers=100000), r"ViTConfig\.layers must be in \[1, 512\], got 100000"),
+        (lambda c: c["backbone"]["vit"].update(patch_size=0), r"ViTConfig\.patch_size must be in \[1, 1024\], got 0"),
+        (lambda c: c["backbone"]["vit"].update(width=-192), r"ViTConfig\.width must be in \[1, 16384\], got -192"),
+        (lambda c: c["backbone"].update(std=[0.0, 0.3, 0.3]), r"BackboneSpec\.std must be > 0"),
+        (lambda c: '{"backbone": ' + "9" * 400 + "}", "does not fit in 64 bits"),
+        (lambda c: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (lambda c: c["backbone"]["vit"].update(layers=200), r"does not match its config: missing"),
+        (lambda c: c["backbone"]["vit"].update(image_size=4096), r"does not match its config: wrong shapes"),
+        (lambda c: c["backbone"].update(feature_dim=1 << 24), r"does not match its config: wrong shapes"),
+    ],
+)
+def test_checkpoint_header_is_checked_before_the_model_is_built(tiny_model, tmp_path, monkeypatch, edit, match):
+    from defr.model import checkpoint
+
+    path = tmp_path / "tampered.safetensors"
+    _tampered_checkpoint(tiny_model, path, edit)
+    built_on = []
+    real = checkpoint.DEFR
+
+    def spy(cfg):
+        built_on.append(torch.empty(()).device.type)
+        return real(cfg)
+
+    monkeypatch.setattr(checkpoint, "DEFR", spy)
+    with pytest.raises(CheckpointError, match=rf"tampered\.safetensors: .*{match}"):
+        load_checkpoint(path)
+    assert built_on in ([], ["meta"])  # never built for real: no memory spent on the header's sizes

@@ -78,7 +78,7 @@ def _one_line(output: str) -> bool:
     ("case", "message"),
     [
         ("shapes", r"checkpoint does not match its config: wrong shapes \['backbone.positional_embedding \(10, 192\)"),
-        ("cut_json", "the 'config' entry of the header is not valid JSON"),
+        ("cut_json", "the 'config' entry of the header: not valid JSON"),
         ("missing_field", "not a valid DEFRConfig .*class_names"),
         ("wrong_type", r"ViTConfig.image_size must be int, got 64.5"),
         ("string_type", r"ViTConfig.image_size must be int, got '64'"),

@@ -12,6 +12,7 @@ from defr import vocab
 from defr.cli import main
 from defr.data import build_dataset, generate_synthetic, synth
 from defr.data.synth import CLASSES, SynthError
+from defr.data.synth.dataset import MARKER, is_synthetic_set
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +151,7 @@ def test_split_into_a_package_kept_the_files(tmp_path):
     root = generate_synthetic(tmp_path / "s", images=8, seed=1, size=48)
     h = hashlib.sha256()
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and p.name != MARKER:  # the marker came later (issue 18); the set itself is unchanged
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
     assert h.hexdigest() == "aaa3366151e013d4172b4542c9d753b1695c76a86a2a2ae9c908f4988cc0675e"
@@ -190,7 +191,7 @@ def test_invalid_arguments_and_output(tmp_path):
         generate_synthetic(tmp_path / "x", images=8, size=31)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(SynthError, match="not empty and holds no earlier synthetic set"):
+    with pytest.raises(SynthError, match=r"not empty \(notes.txt\) and not a defr synth output"):
         generate_synthetic(tmp_path / "mine", images=8)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
@@ -205,3 +206,38 @@ def test_cli(tmp_path):
         assert max(image.size) == 40
     result = runner.invoke(main, ["synth", str(tmp_path / "bad"), "--images", "3"])
     assert result.exit_code != 0 and "images must be >= 8" in result.output and "Traceback" not in result.output
+
+
+def test_synth_never_removes_what_it_did_not_write(tmp_path):
+    """A real HICO root (an ``anno.mat`` of its own, images, the user's files) is refused; with
+    --overwrite only the set's entries are replaced; an earlier set keeps files added beside it."""
+    hico = tmp_path / "hico"
+    (hico / "images" / "train2015").mkdir(parents=True)
+    (hico / "images" / "train2015" / "HICO_train2015_00000001.jpg").write_bytes(b"a real photo")
+    (hico / "anno.mat").write_bytes(b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Thu Feb 12 2015")
+    (hico / "my_labels.txt").write_text("x")
+    before = digests(hico)
+    result = CliRunner().invoke(main, ["synth", str(hico), "--images", "8", "--size", "32"])
+    assert result.exit_code == 1 and "not a defr synth output" in result.output and "--overwrite" in result.output
+    assert digests(hico) == before
+    result = CliRunner().invoke(main, ["synth", str(hico), "--images", "8", "--size", "32", "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert (hico / "my_labels.txt").read_text() == "x" and (hico / MARKER).is_file()
+    assert is_synthetic_set(hico) and len(list((hico / "images").rglob("*.jpg"))) == 8
+
+    earlier = generate_synthetic(tmp_path / "earlier", images=8, seed=1, size=32)
+    (earlier / "notes.txt").write_text("mine")
+    generate_synthetic(earlier, images=8, seed=2, size=32)
+    assert (earlier / "notes.txt").read_text() == "mine"
+    assert json.loads((earlier / MARKER).read_text())["seed"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+    copied = tmp_path / "copied"  # the issue's case: synth's own anno.mat copied into a folder of one's own
+    (copied / "images" / "train2015").mkdir(parents=True)
+    (copied / "images" / "train2015" / "mine.jpg").write_bytes(b"a photo")
+    (copied / "anno.mat").write_bytes((earlier / "anno.mat").read_bytes())
+    (copied / "my_labels.txt").write_text("x")
+    before = digests(copied)
+    with pytest.raises(SynthError, match="not a defr synth output"):
+        generate_synthetic(copied, images=8, size=32)
+    assert digests(copied) == before

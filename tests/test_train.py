@@ -2,12 +2,14 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 from safetensors.torch import load_file
 
@@ -153,3 +155,129 @@ def test_train_cli_errors(tmp_path, synth_root):
     assert result.exit_code != 0 and "defr synth" in result.output
     result = runner.invoke(main, ["train", "--resume", "--output", str(tmp_path / "empty")])
     assert result.exit_code != 0 and "no model.safetensors" in result.output
+
+
+# --------------------------------------------------------------------------- the output folder (issue 18: 3, 17, 21)
+
+
+def _epochs(out: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _temporaries(out: Path) -> list[str]:
+    return sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_an_output_holding_a_run_is_refused_without_resume_or_overwrite(synth_root, tmp_path):
+    from defr.train import TrainOutputError
+
+    out = tmp_path / "run"
+    train(tiny_config(synth_root, out, epochs=1))
+    (out / "notes.txt").write_text("mine")
+    first = (out / "model.safetensors").read_bytes()
+    with pytest.raises(TrainOutputError, match="holds a training run .*--resume.*--overwrite"):
+        train(tiny_config(synth_root, out, epochs=1))
+    assert (out / "model.safetensors").read_bytes() == first and _epochs(out) == [1]
+    result = CliRunner().invoke(
+        main, ["train", "--dataset", "synth", "--data-root", str(synth_root), "--output", str(out)]
+    )
+    assert result.exit_code == 1 and "holds a training run" in result.output and "Traceback" not in result.output
+    train(tiny_config(synth_root, out, epochs=1, seed=9), overwrite=True)
+    assert _epochs(out) == [1]  # replaced, not a second epoch-1 line
+    assert (out / "model.safetensors").read_bytes() != first
+    assert (out / "notes.txt").read_text() == "mine"  # only the run's own files are replaced
+    with pytest.raises(ValueError, match="not both"):
+        train(tiny_config(synth_root, out), resume=True, overwrite=True)
+
+
+def test_a_second_run_into_one_output_names_the_holder_and_a_dead_holder_is_taken_over(synth_root, tmp_path):
+    from defr.train import TrainOutputError, run_lock
+
+    out = tmp_path / "run"
+    busy = rf"another defr train \(pid {os.getpid()}\) is writing"
+    with run_lock(out), pytest.raises(TrainOutputError, match=busy):
+        train(tiny_config(synth_root, out, epochs=1))
+    assert not (out / "model.safetensors").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / "train.lock").write_text(dead.stdout)  # the lock file of a process that is gone
+    train(tiny_config(synth_root, out, epochs=1))
+    assert _epochs(out) == [1]
+    assert (out / "train.lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_full_disk_stops_training_in_one_line_and_the_last_epoch_resumes(synth_root, tmp_path, monkeypatch):
+    import errno
+
+    from defr.train import TrainOutputError
+
+    real_save = torch.save
+
+    def full_disk_save(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("epoch") == 2:
+            f.write(b"\0" * 100)  # what fitted before the disk filled up
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, f, *args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(torch, "save", full_disk_save)
+    with pytest.raises(TrainOutputError, match=r"disk is full .* epoch 2; .*--resume"):
+        train(tiny_config(synth_root, out))
+    assert _temporaries(out) == [] and _epochs(out) == [1]
+    assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(torch, "save", real_save)
+    train(tiny_config(synth_root, out), resume=True)
+    assert _epochs(out) == [1, 2]
+
+
+# A ``defr train`` that stalls while writing epoch 2's train state (the window the issue found).
+STALLING_TRAIN = """
+import sys, time
+from pathlib import Path
+import torch
+real_save = torch.save
+def stalling_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get("epoch") == 2:
+        f.write(b"partial")
+        f.flush()
+        Path(sys.argv[1]).write_text("writing")
+        time.sleep(300)
+    return real_save(obj, f, *args, **kwargs)
+torch.save = stalling_save
+from defr.cli import main
+main(sys.argv[2:])
+"""
+
+
+def test_sigterm_while_the_state_is_written_stops_like_ctrl_c(synth_root, tmp_path):
+    import signal
+    import time
+
+    out, ready = tmp_path / "run", tmp_path / "ready"
+    cfg = tiny_config(synth_root, out)
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(asdict(cfg)))
+    args = ["train", "--config", str(tmp_path / "tiny.yaml")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_HUB_OFFLINE": "1"}
+    env["OMP_NUM_THREADS"] = "1"
+    log = tmp_path / "child.log"
+    with open(log, "w") as sink:  # a file, not a pipe: a full pipe would stall the child's progress bars
+        child = subprocess.Popen(
+            [sys.executable, "-c", STALLING_TRAIN, str(ready), *args], env=env, stdout=sink, stderr=sink
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert ready.exists(), log.read_text()[-2000:]
+            child.send_signal(signal.SIGTERM)
+            child.wait(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    stderr = log.read_text()
+    assert child.returncode == 1 and "Aborted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert _temporaries(out) == []  # no empty 0600 temporary left behind
+    assert _epochs(out) == [1]  # no metrics line for the epoch that was never saved
+    assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1
+    train(cfg, resume=True)
+    assert _epochs(out) == [1, 2]

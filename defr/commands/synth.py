@@ -23,10 +23,27 @@ from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_vide
 )
 @click.option("--frames", default=150, show_default=True, help="Video frames.")
 @click.option("--fps", default=15.0, show_default=True, help="Video frame rate.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write into a non-empty OUT that is not an earlier synthetic set: only the set's own entries "
+    "(images/, anno.mat, the instances and few-shot JSON files) are replaced, everything else is kept.",
+)
 def synth_command(
-    out: Path | None, images: int, seed: int, size: int | None, video: Path | None, frames: int, fps: float
+    out: Path | None,
+    images: int,
+    seed: int,
+    size: int | None,
+    video: Path | None,
+    frames: int,
+    fps: float,
+    overwrite: bool,
 ) -> None:
-    """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT, or a synthetic video (--video)."""
+    """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT, or a synthetic video (--video).
+
+    OUT may be missing, empty or an earlier synthetic set (replaced); synth never removes files it did
+    not write.
+    """
     if (out is None) == (video is None):
         raise click.UsageError("give OUT (a data set folder) or --video OUT.mp4, not both")
     with one_line_errors():
@@ -37,7 +54,7 @@ def synth_command(
                 f"wrote {video} ({frames} frames at {fps:g} fps), {files.detections}, {files.events} ({events} events)"
             )
             return
-        generate_synthetic(out, images=images, seed=seed, size=size or 128)
+        generate_synthetic(out, images=images, seed=seed, size=size or 128, overwrite=overwrite)
         few = json.loads((out / "few_shot_classes.json").read_text())
     click.echo(
         f"wrote {images} images ({len(CLASSES)} classes; few@1/5/10: {len(few['few_1'])}/{len(few['few_5'])}/"

@@ -10,6 +10,7 @@ from defr.commands import one_line_errors
 from defr.data import DATASETS
 from defr.losses import LOSSES
 from defr.model.factory import INITS
+from defr.signals import terminate_as_interrupt
 from defr.train import TrainConfig, load_config, train
 
 
@@ -33,11 +34,19 @@ from defr.train import TrainConfig, load_config, train
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--output", type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last epoch.")
-def train_command(config_path: str | None, resume: bool, **options) -> None:
-    """Train DEFR (single process, or multi-GPU / multi-node under torchrun)."""
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the run in --output (its train_state.pt, model.safetensors, metrics.jsonl; nothing else).",
+)
+def train_command(config_path: str | None, resume: bool, overwrite: bool, **options) -> None:
+    """Train DEFR (single process, or multi-GPU / multi-node under torchrun).
+
+    SIGTERM stops a run as Ctrl-C does: the files of the last finished epoch stay, resumable.
+    """
     overrides = {k: v for k, v in options.items() if v is not None}
-    with one_line_errors():
+    with one_line_errors(), terminate_as_interrupt():
         cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
-        path = train(cfg, resume=resume)
+        path = train(cfg, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"checkpoint: {path}")

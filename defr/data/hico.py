@@ -8,18 +8,18 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from defr import vocab
 from defr.errors import ConfigError, DefrError
-from defr.images import ImageInputError, to_rgb
+from defr.images import ImageInputError, decode_image
+from defr.jsonio import JsonInputError, read_json
 
 ANNO = "anno.mat"
 FEW_SHOT_FILE = "few_shot_classes.json"
@@ -82,16 +82,12 @@ def hicodet_files(root: str | Path, split: str = "test") -> tuple[Path, Path]:
 
 
 def load_image(path: Path) -> Image.Image:
-    """An RGB image (``defr.images.to_rgb``); a file PIL cannot decode, or of a mode that cannot be
-    used, raises a ``DatasetError`` naming it."""
+    """An RGB image (``defr.images.decode_image``: the one decoder); a file it cannot use raises a
+    ``DatasetError`` naming it."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return to_rgb(image, str(path))
+        return decode_image(path)
     except ImageInputError as e:
         raise DatasetError(str(e)) from None
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{path}: corrupt or unreadable image ({e})") from e
 
 
 def load_hico(
@@ -239,9 +235,9 @@ def count_few_shot(train_positives: np.ndarray) -> dict[int, list[int]]:
 
 def _read_few_shot(path: Path, num_classes: int) -> dict[int, list[int]]:
     try:
-        raw = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from e
+        raw = read_json(path)
+    except JsonInputError as e:
+        raise DatasetError(str(e)) from None
     few = {}
     for k in vocab.FEW_SHOT_SIZES:
         ids = raw.get(f"few_{k}") if isinstance(raw, dict) else None

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from defr.data.hico import (
     few_shot_classes,
     split_indices,
 )
+from defr.jsonio import JsonInputError, parse_json, read_json
 
 
 def load_jsonl(
@@ -52,9 +52,9 @@ def read_classes(path: Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"{path}: no such file (expected a JSON list of class names)")
     try:
-        names = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from e
+        names = read_json(path)
+    except JsonInputError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise DatasetError(f'{path}: expected a non-empty JSON list of class names such as "ride bicycle"')
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -67,21 +67,24 @@ def read_jsonl(path: Path, root: Path, num_classes: int) -> tuple[list[Path], np
     """(image paths, labels [N, C] float32 of 1 / -1); blank lines are skipped."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}); save the list as UTF-8") from None
     paths, rows = [], []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_no}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{where}: not valid JSON ({e.msg})") from e
-            image, ids = _parse_record(record, where, num_classes)
-            paths.append(Path(image) if Path(image).is_absolute() else root / image)
-            row = np.full(num_classes, -1.0, dtype=np.float32)
-            row[ids] = 1.0
-            rows.append(row)
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {line_no}"
+        try:
+            record = parse_json(line, where)
+        except JsonInputError as e:
+            raise DatasetError(str(e)) from None
+        image, ids = _parse_record(record, where, num_classes)
+        paths.append(Path(image) if Path(image).is_absolute() else root / image)
+        row = np.full(num_classes, -1.0, dtype=np.float32)
+        row[ids] = 1.0
+        rows.append(row)
     if not rows:
         raise DatasetError(f"{path}: no records")
     return paths, np.stack(rows)

@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from defr import vocab
 from defr.data import build_dataset, generate_synthetic, hicodet_files
@@ -45,6 +44,7 @@ from defr.errors import DefrError
 from defr.eval.gt_detections import noisy_gt_detections
 from defr.eval.hicodet import HICODetAnnotations, load_annotations
 from defr.export.errors import CalibrationError
+from defr.images import ImageInputError, decode_image
 from defr.runtime.contract import INPUT_NAMES, RuntimeMeta
 from defr.runtime.detector import HOIDetector
 from defr.runtime.io import IMAGE_SUFFIXES, list_images, load_detections, read_image
@@ -276,16 +276,13 @@ def _random_detections(paths: list[Path], sizes: list[tuple[int, int]], seed: in
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a readable image; CalibrationError naming it otherwise (decoded in full, so a
-    truncated file fails here and not halfway through the export)."""
+    """(width, height) of a readable image as ``defr.images.decode_image`` gives it (upright);
+    CalibrationError naming it otherwise (decoded in full, so a truncated file fails here and not
+    halfway through the export)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return im.size
-    except FileNotFoundError:
-        raise CalibrationError(f"{path}: no such image file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CalibrationError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
+        return decode_image(path).size
+    except ImageInputError as e:
+        raise CalibrationError(str(e)) from None
 
 
 # --- graph inputs ---------------------------------------------------------------------------------------------

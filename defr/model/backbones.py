@@ -15,6 +15,7 @@ classify but not do pair attention. Pretrained weights: ``defr.model.pretrained`
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from defr.errors import ConfigError, DefrError
-from defr.model.vit import VisionTransformer, ViTConfig
+from defr.model.vit import VIT_LIMITS, VisionTransformer, ViTConfig
 from defr.typecheck import check_field_types
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -86,6 +87,13 @@ class BackboneSpec:
             raise ConfigError(f"backbone source must be one of {SOURCES}, not {self.source!r}")
         if self.vit is None and self.timm_model is None:
             raise ConfigError(f"backbone {self.name!r}: neither a ViT config nor a timm model to build")
+        low, high = VIT_LIMITS["image_size"]
+        if not low <= self.image_size <= high:
+            raise ConfigError(f"BackboneSpec.image_size must be in [{low}, {high}], got {self.image_size}")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise ConfigError(f"BackboneSpec.mean and std must be finite, got mean {self.mean}, std {self.std}")
+        if not all(v > 0 for v in self.std):
+            raise ConfigError(f"BackboneSpec.std must be > 0 (images are divided by it), got {self.std}")
 
     @property
     def timm_name(self) -> str | None:

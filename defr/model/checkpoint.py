@@ -4,7 +4,12 @@ the one front door that also takes the released DEFR ``.pth``.
 Our format: one safetensors file; its header holds ``format`` (``defr-checkpoint/1``), ``config``
 (the ``DEFRConfig`` as JSON) and optional ``metadata`` (JSON: epoch, training config, …). Loading
 refuses, with one line naming the file, a header that is not ours, a config that is not valid JSON
-or lacks a field, tensors whose names or shapes disagree with the config, and non-finite weights.
+(read by ``defr.jsonio``: huge integers, NaN and deep nesting are refused by name) or lacks a field,
+a config value out of its sane bounds (``ViTConfig`` / ``BackboneSpec`` name the field), tensors
+whose names or shapes disagree with the config, and non-finite weights. The config is checked
+against the tensors' shapes, read from the file's header, before the model is built: a header
+asking for a huge model costs nothing (the comparison uses a model on PyTorch's ``meta`` device,
+which holds no memory).
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from defr.errors import DefrError
+from defr.errors import ConfigError, DefrError
 from defr.files import atomic_path
+from defr.jsonio import JsonInputError, parse_json
 from defr.model.defr import DEFR, DEFRConfig
 from defr.model.state_dicts import state_dict_problems
 
@@ -38,14 +44,15 @@ def save_checkpoint(model: DEFR, path: str | os.PathLike, metadata: dict | None 
     metadata: JSON-able facts about the weights (epoch, training config), stored in the header.
     Written to a temporary name in the same folder, then renamed: never half-written.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     header = {"format": CHECKPOINT_FORMAT, "config": json.dumps(model.cfg.to_dict())}
     if metadata:
         header["metadata"] = json.dumps(metadata)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata=header)
+    data = save(state, metadata=header)  # written by Python: a full disk is an OSError (ENOSPC), not safetensors'
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def read_checkpoint_header(path: str | os.PathLike) -> dict:
@@ -76,6 +83,8 @@ def checkpoint_config(path: str | os.PathLike) -> DEFRConfig:
     config = _json_field(read_checkpoint_header(path), "config", path)
     try:
         return DEFRConfig.from_dict(config)
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: the config in the header: {e}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(
             f"{path}: the config in the header is not a valid DEFRConfig ({type(e).__name__}: {e})"
@@ -84,9 +93,9 @@ def checkpoint_config(path: str | os.PathLike) -> DEFRConfig:
 
 def _json_field(header: dict, key: str, path) -> dict:
     try:
-        value = json.loads(header.get(key, ""))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: the {key!r} entry of the header is not valid JSON ({e})") from None
+        value = parse_json(header.get(key, ""), f"{path}: the {key!r} entry of the header")
+    except JsonInputError as e:
+        raise CheckpointError(str(e)) from None
     if not isinstance(value, dict):
         raise CheckpointError(f"{path}: the {key!r} entry of the header is not a JSON object")
     return value
@@ -96,7 +105,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Rebuild the model recorded in a checkpoint written by ``save_checkpoint``; eval mode."""
     from safetensors.torch import load_file
 
-    model = DEFR(checkpoint_config(path))
+    cfg = checkpoint_config(path)
+    with torch.device("meta"):  # the config's model without memory, to compare with the file's shapes
+        skeleton = DEFR(cfg)
+    problems = state_dict_problems(skeleton, _tensor_shapes(path))
+    if problems:
+        raise CheckpointError(f"{path}: checkpoint does not match its config: {problems}")
+    model = DEFR(cfg)
     try:
         state = load_file(str(path), device=str(map_location))
     except Exception as e:  # a header that parses over a truncated or corrupt body
@@ -104,6 +119,17 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     check_weights(model, state, path)
     model.load_state_dict(state)
     return model.to(map_location).eval()
+
+
+def _tensor_shapes(path) -> dict[str, torch.Tensor]:
+    """The file's tensors as ``meta`` tensors of their shapes (read from the header, no data read)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}  # noqa: SIM118 (not iterable)
+    except Exception as e:  # safetensors raises its own error types for a corrupt header
+        raise CheckpointError(f"{path}: cannot read the tensors' shapes ({type(e).__name__}: {e})") from None
 
 
 def check_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], path) -> None:

@@ -18,6 +18,17 @@ from torch import nn
 from defr.errors import ConfigError
 from defr.typecheck import check_field_types
 
+# Sane bounds of a ViT's integer sizes: generous for every real model (ViT-bigG: width 1664, 48
+# layers; 1344 px inputs), small enough that a config read from a file cannot ask for gigabytes
+# before its weights are compared with it.
+VIT_LIMITS = {
+    "image_size": (1, 8192),
+    "patch_size": (1, 1024),
+    "width": (1, 16384),
+    "layers": (1, 512),
+    "heads": (1, 1024),
+}
+
 
 @dataclass
 class ViTConfig:
@@ -39,6 +50,13 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        for name, (low, high) in VIT_LIMITS.items():
+            if not low <= getattr(self, name) <= high:
+                raise ConfigError(f"ViTConfig.{name} must be in [{low}, {high}], got {getattr(self, name)}")
+        if not 0 < self.mlp_ratio <= 64:
+            raise ConfigError(f"ViTConfig.mlp_ratio must be in (0, 64], got {self.mlp_ratio}")
+        if not 0 < self.norm_eps < 1:
+            raise ConfigError(f"ViTConfig.norm_eps must be in (0, 1), got {self.norm_eps}")
         if self.image_size % self.patch_size:
             raise ConfigError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.width % self.heads:
@@ -49,6 +67,8 @@ class ViTConfig:
             raise ConfigError(f"stem must be 'patch' or 'conv', not {self.stem!r}")
         if self.stem == "conv" and self.patch_size != 16:
             raise ConfigError(f"the conv stem makes 16-pixel patches, not {self.patch_size}")
+        if self.stem == "conv" and self.width % 8:
+            raise ConfigError(f"the conv stem needs a width divisible by 8, not {self.width}")
 
 
 class QuickGELU(nn.Module):

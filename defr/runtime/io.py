@@ -24,11 +24,11 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from defr.detections import DEFAULT_LABEL_SPACE, DetectionError, Detections, check_label_space
 from defr.errors import DefrError
-from defr.images import ImageInputError, to_rgb
+from defr.images import ImageInputError, decode_image
 from defr.jsonio import JsonInputError, parse_json, read_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -49,8 +49,14 @@ def list_images(source: str | os.PathLike) -> list[Path]:
         return paths
     if not source.is_file():
         raise InputFileError(f"{source}: no such directory or image list file")
+    try:
+        text = source.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputFileError(
+            f"{source}: not UTF-8 text (byte {e.start}); an image list holds one path a line, saved as UTF-8"
+        ) from None
     paths = []
-    for line in source.read_text().splitlines():
+    for line in text.splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             p = Path(line)
@@ -68,18 +74,12 @@ def list_images(source: str | os.PathLike) -> list[Path]:
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """An RGB PIL image (any mode ``defr.images.to_rgb`` takes); ``InputFileError`` naming the file
-    if it is missing, corrupt, or of a mode that cannot be used."""
+    """An RGB PIL image (``defr.images.decode_image``: the one decoder); ``InputFileError`` naming the
+    file if it is missing, corrupt, a decompression bomb, or of a mode that cannot be used."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im, str(path))
-    except FileNotFoundError:
-        raise InputFileError(f"{path}: no such image file") from None
+        return decode_image(path)
     except ImageInputError as e:
         raise InputFileError(str(e)) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InputFileError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 
 
 def load_detections(

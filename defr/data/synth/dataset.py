@@ -1,8 +1,17 @@
-"""The data set writer: class frequencies (power law, pinned tail), images, anno.mat, HICO-DET instances."""
+"""The data set writer: class frequencies (power law, pinned tail), images, anno.mat, HICO-DET instances.
+
+The output folder: synth never removes what it did not write. A set is built in a staging folder
+beside ``out`` and moved in. ``out`` may be missing or empty; or a previous synthetic set (it holds
+``defr-synth.json``, the marker every set carries): then the set's own entries (``SET_ENTRIES``)
+are replaced and anything else in the folder is kept.
+Any other non-empty folder (a real HICO root, your files) is refused unless ``overwrite``, which
+replaces the set's entries the same way (``images/`` as a whole) and keeps everything else.
+"""
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -23,6 +32,10 @@ PAIRS_PER_IMAGE = (0.45, 0.33, 0.15, 0.07)  # P(1), P(2), P(3), P(4)
 TEST_FRACTION = 0.25
 AMBIGUOUS = 0.04  # fraction of known negatives marked ambiguous (0), so loaders meet every HICO value
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by defr synth"
+MARKER = "defr-synth.json"
+MARKER_FORMAT = "defr-synth/1"
+# Everything a set consists of; the marker last, so a folder holds it only once the set is whole.
+SET_ENTRIES = ("images", "anno.mat", "instances_train2015.json", "instances_test2015.json", "few_shot_classes.json")
 
 
 def class_counts(slots: int, n_images: int, split: str) -> np.ndarray:
@@ -62,35 +75,71 @@ def assign_classes(rng: np.random.Generator, n_images: int, split: str) -> list[
 # --------------------------------------------------------------------------- writing the data set
 
 
-def generate_synthetic(out: str | Path, images: int = 600, seed: int = 0, size: int = 128) -> Path:
+def generate_synthetic(
+    out: str | Path, images: int = 600, seed: int = 0, size: int = 128, overwrite: bool = False
+) -> Path:
     """Write a synthetic HOI set of ``images`` images (long side ``size`` px) to ``out``; returns ``out``.
 
-    Deterministic for a seed. ``out`` must not exist, be empty, or hold an earlier synthetic set
-    (which is replaced); the set is built in a temporary folder beside it and moved into place.
+    Deterministic for a seed. ``out`` must be missing, empty or a previous synthetic set unless
+    ``overwrite`` (module docstring: only the set's own entries are ever replaced). Raises
+    SynthError for a folder it may not write, before anything is written.
     """
     if images < 8:
         raise SynthError(f"images must be >= 8, got {images}")
     if size < 32:
         raise SynthError(f"size must be >= 32 pixels, got {size}")
     out = Path(out)
-    _check_output(out)
+    whole = _check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(out, "synth")
     tmp = staging_dir(out, "synth")
     try:
         _write_set(tmp, images, seed, size)
-        replace_dir(tmp, out)
-    except BaseException:
+        write_json({"format": MARKER_FORMAT, "images": images, "seed": seed, "size": size}, tmp / MARKER)
+        if whole:
+            replace_dir(tmp, out)
+        else:
+            _replace_entries(tmp, out)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
-def _check_output(out: Path) -> None:
+def _check_output(out: Path, overwrite: bool) -> bool:
+    """Whether ``out`` can be replaced as a whole (missing, empty, or a synthetic set and nothing
+    else); SynthError for a folder synth may not write."""
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "anno.mat").is_file():
-        raise SynthError(f"{out}: folder is not empty and holds no earlier synthetic set; choose another output")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    foreign = [name for name in held if name not in (*SET_ENTRIES, MARKER)]
+    if not held or (is_synthetic_set(out) and not foreign):
+        return True
+    if not is_synthetic_set(out) and not overwrite:
+        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+        raise SynthError(
+            f"{out}: not empty ({shown}) and not a defr synth output; choose another folder, or --overwrite "
+            f"to replace only {', '.join(SET_ENTRIES)} there and keep everything else"
+        )
+    return False
+
+
+def is_synthetic_set(folder: Path) -> bool:
+    """Whether ``folder`` holds a set written by synth: its marker. (An ``anno.mat`` with synth's stamp
+    is no proof: one copied into a real data folder must not make that folder synth's to replace.)"""
+    return (folder / MARKER).is_file()
+
+
+def _replace_entries(new: Path, out: Path) -> None:
+    """Move the set's entries from ``new`` into ``out`` one by one, keeping ``out``'s other entries;
+    the marker goes first and comes back last, so an interrupted swap is not taken for a whole set."""
+    (out / MARKER).unlink(missing_ok=True)
+    for name in SET_ENTRIES:
+        target = out / name
+        if target.is_dir() and not target.is_symlink():
+            replace_dir(new / name, target)
+        else:
+            os.replace(new / name, target)
+    os.replace(new / MARKER, out / MARKER)
 
 
 def _write_set(root: Path, images: int, seed: int, size: int) -> None:
