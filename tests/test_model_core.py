@@ -97,7 +97,7 @@ def test_load_model_keeps_the_precise_error_of_a_broken_checkpoint(tiny_model, t
     folder.mkdir()
     bad = folder / "m.safetensors"
     save_file({"x": torch.zeros(1)}, str(bad), metadata={"format": CHECKPOINT_FORMAT, "config": "{broken"})
-    with pytest.raises(CheckpointError, match="'config' entry of the header is not valid JSON") as e:
+    with pytest.raises(CheckpointError, match="'config' entry of the header.*not valid JSON") as e:
         load_model(bad)
     assert not isinstance(e.value, NotACheckpointError)
     (folder / "x.safetensors").write_bytes(b"junk")
