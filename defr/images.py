@@ -16,6 +16,7 @@ float, no defined range) and modes PIL cannot convert to RGB are refused by name
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -141,3 +142,24 @@ def resize_normalise(
         x = TF.resize(x, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)  # uint8 in, uint8 out
         out[index] = (x.float() - mean_t) / std_t
     return out
+
+
+def decode_image(
+    data: bytes, name: str = "image", formats: Sequence[str] = ("PNG", "JPEG"), max_pixels: int | None = None
+) -> Image.Image:
+    """Encoded image bytes (one of ``formats``) → an RGB PIL image (``to_rgb``); ImageInputError naming
+    ``name`` for bytes that are no such image, or for more than ``max_pixels`` pixels (checked from the
+    header, before decoding: a small file can claim a huge image)."""
+    try:
+        image = Image.open(io.BytesIO(data), formats=list(formats))
+    except Exception as e:  # PIL raises many types for foreign bytes
+        raise ImageInputError(f"{name}: not a {' or '.join(formats)} image ({type(e).__name__})") from None
+    w, h = image.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise ImageInputError(f"{name}: {w}×{h} pixels, more than the {max_pixels} allowed (max_pixels)")
+    try:
+        return to_rgb(image, name)
+    except ImageInputError:
+        raise
+    except Exception as e:  # a truncated or corrupt body fails only when decoded
+        raise ImageInputError(f"{name}: cannot decode the image ({type(e).__name__}: {e})") from None
