@@ -136,7 +136,7 @@ def _frame(entry, i: int, label_space: str, limits: Limits) -> Frame:
         raise RequestError(400, f"{name}.image: must be a base64 string of a PNG or JPEG file")
     try:
         data = base64.b64decode(entry["image"], validate=True)
-        image = np.asarray(decode_image(data, f"{name}.image", max_pixels=limits.max_pixels), dtype=np.uint8)
+        image = np.array(decode_image(data, f"{name}.image", max_pixels=limits.max_pixels), dtype=np.uint8)
     except binascii.Error as e:
         raise RequestError(400, f"{name}.image: not valid base64 ({e})") from None
     except ImageInputError as e:
