@@ -10,7 +10,6 @@ import json
 import os
 import pickle
 import signal
-import socket
 import threading
 import time
 
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from servekit import as_arrays, assert_same, checkpoint, free_port, scene
 
 from defr.errors import ConfigError
 from defr.images import ImageInputError, decode_image
@@ -33,37 +33,10 @@ from defr.serve.api import (
 )
 from defr.serve.client import DetectClient, ServeError, encode_image
 
-TOL = 1e-5
-
-
-def scene(seed: int, n: int = 3) -> tuple[list[np.ndarray], list[dict]]:
-    """``n`` random frames of different sizes with a person (HICO 49) and two objects each."""
-    rng = np.random.default_rng(seed)
-    images, dets = [], []
-    for _ in range(n):
-        h, w = (int(x) for x in rng.integers(40, 90, 2))
-        images.append(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-        x1, y1 = rng.uniform(0, w / 3, 3), rng.uniform(0, h / 3, 3)
-        boxes = np.stack([x1, y1, x1 + rng.uniform(5, w / 2, 3), y1 + rng.uniform(5, h / 2, 3)], 1)
-        dets.append({"boxes": boxes.round(2).tolist(), "labels": [49, 3, 41], "scores": [0.9, 0.8, 0.7]})
-    return images, dets
-
 
 def body(images, dets, **extra) -> bytes:
     frames = [{"image": encode_image(im), "detections": d} for im, d in zip(images, dets, strict=True)]
     return json.dumps({"frames": frames, **extra}).encode()
-
-
-def as_arrays(d: dict) -> dict:
-    return {"boxes": np.asarray(d["boxes"], np.float32), "labels": np.asarray(d["labels"]), "scores": d["scores"]}
-
-
-def assert_same(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want, strict=True):
-        assert g["hoi"] == w["hoi"] and len(g["hoi"]) > 0
-        for key in ("boxes_h", "boxes_o", "scores"):
-            np.testing.assert_allclose(np.asarray(g[key]), np.asarray(w[key]), atol=TOL, rtol=0)
 
 
 @pytest.fixture
@@ -268,30 +241,18 @@ def test_client_times_out_instead_of_hanging(stub):
 TOKEN = "test-token"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def checkpoint(path) -> str:
-    from defr.model import create_model, save_checkpoint
-
-    save_checkpoint(create_model("tiny-vit", 64), path)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """One local Ray (2 CPUs) with the application: 1 replica, batches of up to 8, a token, small limits."""
     ray = pytest.importorskip("ray")
     from ray import serve
 
+    from defr.serve.connect import init_ray
     from defr.serve.deployment import APP_NAME, ServeConfig, build_app
 
     model = checkpoint(tmp_path_factory.mktemp("serve") / "tiny.safetensors")
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    init_ray(num_cpus=2)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         limits = Limits(max_body_bytes=200_000, max_frames=6, max_boxes=20)

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
+from servekit import TOL, assert_results_equal, checkpoint, image_set
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
-
-TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    from defr.serve.connect import init_ray
+
+    init_ray(num_cpus=2)
     try:
         yield ray
     finally:
@@ -34,37 +34,7 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    from defr.model import create_model, save_checkpoint
-
-    path = tmp_path_factory.mktemp("model") / "tiny.safetensors"
-    save_checkpoint(create_model("tiny-vit", 64), path)
-    return path
-
-
-def image_set(folder: Path, n: int, size: int = 80, seed: int = 0) -> tuple[Path, Path]:
-    """``n`` PNG images and a detections JSONL (a person and two objects each) in ``folder``."""
-    rng = np.random.default_rng(seed)
-    images = folder / "images"
-    images.mkdir(parents=True)
-    lines = []
-    for i in range(n):
-        name = f"img_{i:03d}.png"
-        Image.fromarray(rng.integers(0, 256, (size, size + 7, 3), dtype=np.uint8)).save(images / name)
-        x1, y1 = rng.uniform(0, size / 3, 3), rng.uniform(0, size / 3, 3)
-        boxes = np.stack([x1, y1, x1 + rng.uniform(8, size / 2, 3), y1 + rng.uniform(8, size / 2, 3)], 1)
-        entry = {"filename": name, "boxes": boxes.tolist(), "labels": [49, 3, 41], "scores": [0.9, 0.8, 0.7]}
-        lines.append(json.dumps(entry))
-    (folder / "detections.jsonl").write_text("\n".join(lines) + "\n")
-    return images, folder / "detections.jsonl"
-
-
-def assert_results_equal(got: dict, want: dict) -> None:
-    assert list(got) == list(want)
-    for name in want:
-        g, w = got[name], want[name]
-        assert g["hoi"] == w["hoi"], name
-        for key in ("boxes_h", "boxes_o", "scores"):
-            np.testing.assert_allclose(np.asarray(g[key]), np.asarray(w[key]), atol=TOL, rtol=0, err_msg=name)
+    return Path(checkpoint(tmp_path_factory.mktemp("model") / "tiny.safetensors"))
 
 
 def detect(args: list[str]) -> None:

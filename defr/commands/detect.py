@@ -69,7 +69,8 @@ def detect_command(
         if ray_address is None:
             results = run_detection(load_detector(checkpoint or model_file, **load), paths, dets, batch_size=batch_size)
         else:
-            from defr.serve.batch import detect_images_ray, ray_session  # imports Ray: only for --ray
+            from defr.serve.batch import detect_images_ray  # imports Ray: only for --ray
+            from defr.serve.connect import ray_session
 
             with ray_session(ray_address):
                 gpus = 1 if device.startswith("cuda") else 0

@@ -137,7 +137,8 @@ def video_command(
         load = {"device": device, "mask_mode": mask_mode, "top_k": top_k}
         load.update({"precision": precision} if checkpoint is not None else {})
         with one_line_errors():
-            from defr.serve.batch import VideoJob, list_videos, ray_session, run_videos_ray  # imports Ray
+            from defr.serve.batch import VideoJob, list_videos, run_videos_ray  # imports Ray
+            from defr.serve.connect import ray_session
 
             folders = {"video_dir": out, "frames_dir": frames, "events_dir": events, "summary_dir": summary}
             job = VideoJob(str(checkpoint or model_file), load, detector, job_options, config, fps, **folders)

@@ -21,8 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,24 +45,6 @@ STAGING_KIND = "ray-video"
 
 class BatchJobError(DefrError, RuntimeError):
     """A Ray batch job whose output would not hold every input exactly once."""
-
-
-@contextmanager
-def ray_session(address: str | None, num_cpus: int | None = None) -> Iterator[None]:
-    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://...``), or start a local Ray
-    (bound to 127.0.0.1, no dashboard) when it is None or ``local``; on leaving, stop the local Ray or
-    disconnect. A Ray already initialised in this process is used as it is and left running."""
-    if ray.is_initialized():
-        yield
-        return
-    if address in (None, "local"):
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 class _ImageDetector:
@@ -94,7 +75,8 @@ def detect_images_ray(
 
     detections: ``{filename: {"boxes", "labels" (HICO), "scores"}}`` (``defr.runtime.io.load_detections``);
     load: ``load_detector`` options; concurrency: detector actors (each 1 CPU and ``num_gpus``).
-    Needs a connected Ray (``ray_session``). Raises ``BatchJobError`` if an image comes back twice or never.
+    Needs a connected Ray (``defr.serve.connect.ray_session``). Raises ``BatchJobError`` if an image comes
+    back twice or never.
     """
     if batch_size < 1 or concurrency < 1:
         raise ConfigError(f"batch_size and concurrency must be >= 1, not {batch_size}, {concurrency}")
@@ -175,7 +157,8 @@ def list_videos(sources: Sequence[str | os.PathLike]) -> list[Path]:
 
 
 def run_one_video(source: str, job: VideoJob) -> dict:
-    """One video through ``run_video`` into a staging folder, then each output moved into place → its summary."""
+    """One video through ``run_video`` into a staging folder, then each output moved into place → its summary
+    (with ``video`` and the Ray ``node_id`` it ran on)."""
     stem = Path(source).stem
     first = next(d for d in (job.frames_dir, job.events_dir, job.video_dir) if d is not None)
     summary_dir = job.summary_dir or first
@@ -201,7 +184,7 @@ def run_one_video(source: str, job: VideoJob) -> dict:
             if folder is not None:
                 Path(folder).mkdir(parents=True, exist_ok=True)
                 os.replace(staging / names[key], Path(folder) / names[key])
-        return {"video": str(source), **summary}
+        return {"video": str(source), "node_id": ray.get_runtime_context().get_node_id(), **summary}
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -217,7 +200,7 @@ def run_videos_ray(
 ) -> list[dict]:
     """Each video as one Ray task (``run_one_video``; at most ``concurrency`` at once, retried up to
     ``max_retries`` times when its worker dies) → the summaries in the order of ``videos``.
-    Needs a connected Ray (``ray_session``)."""
+    Needs a connected Ray (``defr.serve.connect.ray_session``)."""
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, not {concurrency}")
     task = ray.remote(run_one_video).options(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries)

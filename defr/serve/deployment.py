@@ -144,7 +144,7 @@ class DefrIngress:
     async def __call__(self, request):
         try:
             check_auth(request.headers.get("authorization"), self.token)
-            path = request.url.path.rstrip("/") or "/"
+            path = _api_path(request.scope)
             if path == DETECT_PATH:
                 self._method(request, "POST")
                 body = await self._body(request)
@@ -197,6 +197,14 @@ class DefrIngress:
         return responses.Response(
             error_body(message), status_code=status, media_type="application/json", headers=headers
         )
+
+
+def _api_path(scope: dict) -> str:
+    """The request's path below the application's route prefix (``/v1/detect`` under ``/defr`` too)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.rstrip("/") or "/"
 
 
 def build_app(config: ServeConfig):

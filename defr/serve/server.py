@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from defr.errors import DefrError
 from defr.optional import import_ray, import_ray_serve
+from defr.serve.connect import init_ray
 from defr.serve.deployment import APP_NAME, ServeConfig, build_app
 
 
@@ -36,18 +37,18 @@ def run_server(
     log: Callable[[str], None] = print,
     stop: threading.Event | None = None,
 ) -> None:
-    """Serve ``config`` on ``http://host:port`` until SIGTERM / SIGINT (or ``stop`` is set).
+    """Serve ``config`` on ``http://host:port`` until SIGTERM / SIGINT (in the main thread) or ``stop`` is set.
 
     address: a running Ray cluster (``ray start --head``, KubeRay; ``auto``) to join; None starts a
     local Ray with ``num_cpus`` (default: all). Check the bind with ``defr.serve.api.check_exposure`` first.
     """
     ray, serve = import_ray(), import_ray_serve()
     stop = stop or threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
-    if address is None:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-    else:
-        ray.init(address=address, log_to_driver=False)
+    init_ray(address, num_cpus)
+    # after ray.init, which installs handlers of its own; only the main thread may set them
+    main_thread = threading.current_thread() is threading.main_thread()
+    signals = (signal.SIGTERM, signal.SIGINT) if main_thread else ()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in signals}
     try:
         serve.start(http_options={"host": host, "port": port})
         try:
@@ -59,12 +60,11 @@ def run_server(
         log("defr serve: draining in-flight requests")
     finally:
         try:
-            if address is None:
+            serve.delete(APP_NAME)  # waits for the replicas' in-flight requests (graceful shutdown)
+            if address in (None, "local"):
                 serve.shutdown()
-            else:
-                serve.delete(APP_NAME)
         finally:
             ray.shutdown()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-    log("defr serve: stopped" + ("" if address is None else f" (the cluster at {address} keeps running)"))
+    log("defr serve: stopped" + ("" if address in (None, "local") else f" (the cluster at {address} keeps running)"))
