@@ -140,8 +140,30 @@ class DefrIngress:
 
     def __init__(self, model, limits: Limits, token: str | None, timeout_s: float):
         self.model, self.limits, self.token, self.timeout_s = model, limits, token, timeout_s
+        self.in_flight = 0
+        self.draining = False
 
     async def __call__(self, request):
+        if self.draining:
+            return self._error(503, "defr serve is shutting down; retry", {"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new requests (503) and wait up to ``timeout_s`` for those in flight → how many are left.
+
+        Before the application is deleted: Serve's own graceful shutdown stops the model replicas
+        while this ingress still waits on frames queued for them."""
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return self.in_flight
+
+    async def _answer(self, request):
         try:
             check_auth(request.headers.get("authorization"), self.token)
             path = _api_path(request.scope)

@@ -58,6 +58,10 @@ def run_server(
         log(f"defr serve: {config.model} on http://{host}:{port}/v1/detect ({config.replicas} replica(s))")
         stop.wait()
         log("defr serve: draining in-flight requests")
+        ingress = serve.get_deployment_handle("DefrIngress", APP_NAME)
+        left = ingress.drain.remote(config.request_timeout_s).result(timeout_s=config.request_timeout_s + 10)
+        if left:
+            log(f"defr serve: {left} request(s) still in flight after {config.request_timeout_s} s; stopping anyway")
     finally:
         try:
             serve.delete(APP_NAME)  # waits for the replicas' in-flight requests (graceful shutdown)
