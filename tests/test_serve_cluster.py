@@ -77,7 +77,8 @@ def wait_healthy(client: DetectClient, process: subprocess.Popen, seconds: float
         except ServeError:
             pass
         time.sleep(1)
-    raise AssertionError("defr serve did not become healthy")
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"defr serve did not become healthy:\n{process.communicate()[0]}")
 
 
 def test_sigterm_drains_and_stops_the_local_ray_it_started(model):
