@@ -14,22 +14,52 @@ from defr.serve.api import Limits, check_exposure
 @MODEL_FILE_OPTIONS
 @click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1), help="Model replicas.")
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
-@click.option("--batch-wait-ms", default=5.0, show_default=True, type=click.FloatRange(min=0), help="Wait for more.")
+@click.option(
+    "--batch-wait-ms",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A batch waits this long for more frames.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Of a checkpoint [fp32].")
 @MASK_MODE_OPTION
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
-@click.option("--num-cpus-per-replica", default=1.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--num-gpus-per-replica", default=0.0, show_default=True, type=click.FloatRange(min=0))
+@click.option(
+    "--num-cpus-per-replica",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Ray CPUs per replica (its torch threads).",
+)
+@click.option(
+    "--num-gpus-per-replica",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Ray GPUs per replica (with --device cuda).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (non-loopback needs --token).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--token", envvar="DEFR_SERVE_TOKEN", help="Require 'Authorization: Bearer TOKEN' [$DEFR_SERVE_TOKEN].")
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback --host without a token.")
 @click.option("--address", help="A running Ray cluster to join (auto, HOST:PORT); default: start a local Ray.")
-@click.option("--max-body-mb", default=32.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--max-body-mb",
+    default=32.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest request body (413 above).",
+)
 @click.option("--max-frames", default=64, show_default=True, type=click.IntRange(min=1), help="Per request.")
 @click.option("--max-boxes", default=300, show_default=True, type=click.IntRange(min=1), help="Per frame.")
-@click.option("--timeout-s", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option(
+    "--timeout-s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Longest a request waits (then 504).",
+)
 def serve_command(
     checkpoint: Path | None,
     model_file: Path | None,
