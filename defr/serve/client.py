@@ -88,8 +88,8 @@ class DetectClient:
 
     def request(self, method: str, path: str, body: bytes | None = None) -> dict:
         """One API call, retried on 503 / refused connections; the parsed JSON answer or ServeError."""
-        pause = self.backoff_s
-        for attempt in range(self.retries + 1):
+        pause, attempt = self.backoff_s, 0
+        while True:
             try:
                 status, data = self._once(method, path, body)
             except (ConnectionRefusedError, ConnectionResetError, http.client.RemoteDisconnected) as e:
@@ -98,11 +98,11 @@ class DetectClient:
                 raise ServeError(0, f"{method} {self.url}{path}: no answer within {self.timeout_s} s") from None
             if status == 200:
                 return parse_json(data, f"answer of {self.url}{path}")
-            if status not in (0, *RETRIABLE) or attempt == self.retries:
+            if status not in (0, *RETRIABLE) or attempt >= self.retries:
                 raise ServeError(status, _message(data))
+            attempt += 1
             time.sleep(pause)
             pause *= 2
-        raise AssertionError("unreachable")
 
     def _once(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
         parts = urlsplit(self.url)
