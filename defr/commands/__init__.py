@@ -78,6 +78,16 @@ ATTENTION_OPTION = click.option(
     "default), triton or reference.",
 )
 
+RAY_OPTION = click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="Run as a Ray batch job: on a local Ray (--ray, --ray local) or the cluster at ADDRESS (auto, "
+    "HOST:PORT); same outputs as without it. Needs the serve extra; docs/serving.md.",
+)
+
 
 def MODEL_FILE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)
     """``--checkpoint CKPT`` or ``--model FILE`` (an exported ``.onnx`` / ``.engine``): give one."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, one_line_errors
+from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, RAY_OPTION, one_line_errors
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
@@ -34,6 +34,8 @@ from defr.runtime.io import list_images, load_detections
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
 @MASK_MODE_OPTION
 @ATTENTION_OPTION
+@RAY_OPTION
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1), help="--ray: detector actors.")
 def detect_command(
     checkpoint,
     model_file,
@@ -47,6 +49,8 @@ def detect_command(
     top_k,
     mask_mode,
     attention,
+    ray_address,
+    concurrency,
 ) -> None:
     """Detect human-object interactions from object detections; write a results JSON.
 
@@ -61,10 +65,16 @@ def detect_command(
         paths = list_images(images)
         dets = load_detections(detections, [p.name for p in paths], label_space)
         kw = {"precision": precision} if checkpoint is not None else {}
-        detector = load_detector(
-            checkpoint or model_file, device=device, mask_mode=mask_mode, attention=attention, top_k=top_k, **kw
-        )
-        results = run_detection(detector, paths, dets, batch_size=batch_size)
+        load = {"device": device, "mask_mode": mask_mode, "attention": attention, "top_k": top_k, **kw}
+        if ray_address is None:
+            results = run_detection(load_detector(checkpoint or model_file, **load), paths, dets, batch_size=batch_size)
+        else:
+            from defr.serve.batch import detect_images_ray  # imports Ray: only for --ray
+            from defr.serve.connect import ray_session
+
+            with ray_session(ray_address):
+                gpus = 1 if device.startswith("cuda") else 0
+                results = detect_images_ray(checkpoint or model_file, paths, dets, load, batch_size, concurrency, gpus)
         write_json(results, out)
     triplets = sum(len(r["hoi"]) for r in results.values())
     click.echo(f"wrote {out}: {len(results)} images, {triplets} HOI detections")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import MODEL_FILE_OPTIONS
+from defr.commands import MODEL_FILE_OPTIONS, RAY_OPTION, one_line_errors
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.errors import DefrError
 from defr.runtime import load_detector
@@ -30,6 +30,7 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
 
 @click.command("video")
 @click.argument("source", metavar="INPUT")
+@click.argument("more", nargs=-1, metavar="[INPUT]...")
 @MODEL_FILE_OPTIONS
 @click.option(
     "--detector",
@@ -75,8 +76,11 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
 @click.option("--off", "off", default=0.3, show_default=True, help="Smoothed score under which it closes.")
 @click.option("--min-event-frames", default=1, show_default=True, help="Drop shorter events.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@RAY_OPTION
+@click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1), help="--ray: videos at once.")
 def video_command(
     source,
+    more,
     checkpoint,
     model_file,
     detector,
@@ -100,12 +104,18 @@ def video_command(
     off,
     min_event_frames,
     progress,
+    ray_address,
+    concurrency,
 ) -> None:
     """Detect human-object interactions in INPUT (a video file, stream URL or image folder).
 
     Writes an annotated video (--out), interaction events (--events), per-frame results (--frames)
     and a summary. Ctrl-C (SIGTERM alike) finalises what was written so far and exits with code 130
     (143); a killed run leaves a summary saying "complete": false.
+
+    With --ray, INPUT... are videos or folders of them, one Ray task each; --out, --events, --frames
+    and --summary are then folders that get STEM.mp4, STEM.events.jsonl, STEM.frames.jsonl and
+    STEM.summary.json, and "{stem}" in --detector becomes each video's stem.
     """
     if (checkpoint is None) == (model_file is None):
         raise click.UsageError("give exactly one of --checkpoint and --model")
@@ -113,6 +123,34 @@ def video_command(
         raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own")
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
+    if more and ray_address is None:
+        raise click.UsageError("several INPUTs need --ray (one Ray task per video)")
+    with one_line_errors():
+        config = StreamConfig(
+            batch=batch,
+            max_latency_ms=max_latency_ms,
+            smoothing=SmoothingConfig(method=smoothing, alpha=alpha, window=window),
+            events=EventConfig(on=on, off=off, min_frames=min_event_frames),
+        )
+    if ray_address is not None:
+        if Path(ray_address).exists():
+            raise click.UsageError(f"--ray took {ray_address} as the address: write --ray=ADDRESS or --ray local")
+        job_options = {"device": device, "weights": detector_weights, "label_space": label_space}
+        load = {"device": device, "mask_mode": mask_mode, "top_k": top_k}
+        load.update({"precision": precision} if checkpoint is not None else {})
+        with one_line_errors():
+            from defr.serve.batch import VideoJob, list_videos, run_videos_ray  # imports Ray
+            from defr.serve.connect import ray_session
+
+            folders = {"video_dir": out, "frames_dir": frames, "events_dir": events, "summary_dir": summary}
+            job = VideoJob(str(checkpoint or model_file), load, detector, job_options, config, fps, **folders)
+            videos = list_videos([source, *more])
+            with ray_session(ray_address):
+                done = run_videos_ray(
+                    videos, job, concurrency, 1 if device.startswith("cuda") else 0, progress=progress
+                )
+        click.echo(f"{len(done)} videos, {sum(s['frames'] for s in done)} frames; outputs in {out or frames or events}")
+        return
     summary = summary or _summary_path(out, events, frames)
     kind, _, detections_file = detector.partition(":")
     try:  # before anything is loaded or written (an existing summary here is not this run's)
@@ -121,12 +159,6 @@ def video_command(
     except DefrError as e:
         raise click.ClickException(str(e)) from None
     try:
-        config = StreamConfig(
-            batch=batch,
-            max_latency_ms=max_latency_ms,
-            smoothing=SmoothingConfig(method=smoothing, alpha=alpha, window=window),
-            events=EventConfig(on=on, off=off, min_frames=min_event_frames),
-        )
         objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
         kw = {"precision": precision} if checkpoint is not None else {}
         hoi = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)

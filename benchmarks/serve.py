@@ -1,0 +1,238 @@
+"""``defr serve`` under N concurrent synthetic camera streams: aggregate frames/s, request latency, formed
+batch size, batching on vs ``--max-batch 1``, beside the local HOI stage on the same frames.
+
+1. ``defr synth --video``: a synthetic HOI video (``--frames`` frames, ``--width`` px wide) and its
+   ground-truth boxes (the detections every stream sends); its frames decoded once and PNG-encoded
+   once (a camera sends each frame as it comes: the encoding is the camera's, not timed);
+2. the model (random weights: speed does not depend on them) saved as a checkpoint;
+3. one local Ray (``--ray-cpus`` logical CPUs; each model replica reserves ``--replica-cpus``, which
+   is also its torch thread count) with two applications side by side, each with one model replica:
+   ``batched`` (``--max-batch``, ``--batch-wait-ms``) at ``/batched`` and ``single`` (max batch 1) at
+   ``/single``. Only one of them gets traffic at a time;
+4. for each N in ``--streams``, rounds interleaved (``--rounds``): the local HOI stage (``defr video``'s
+   model call: ``HOIDetector.detect`` on the decoded frames in batches of ``--local-batch`` with
+   ``--replica-cpus`` torch threads, in this process), then N streams against ``batched``, then against
+   ``single``. A stream is a thread sending its frames one request per frame, each after the previous
+   answer (``DetectClient``, HTTP on 127.0.0.1). Recorded: aggregate frames/s (all frames / wall
+   time), request latency p50 / p99, mean formed batch (``/v1/stats`` before and after), the 1-minute
+   load average before each measurement (other work on the machine shows there).
+
+    .venv/bin/python benchmarks/serve.py --backbone tiny-vit --image-size 224 \\
+        --out benchmarks/results/serve_tiny-vit_224.json
+    .venv/bin/python benchmarks/serve.py --table benchmarks/results/serve_tiny-vit_224.json   # the docs table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from defr.files import write_json
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def run_streams(url: str, n: int, frames: list[str], dets: list[dict], per_stream: int) -> dict:
+    """``n`` threads, each sending ``per_stream`` frames (one per request, closed loop) → fps, latency, batches."""
+    from defr.serve.client import DetectClient
+
+    stats = DetectClient(url).stats()
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    def stream(k: int) -> None:
+        client = DetectClient(url, timeout_s=120, retries=0)
+        for i in range(per_stream):
+            j = (k * 7 + i) % len(frames)  # streams at different points of the video
+            start = time.perf_counter()
+            try:
+                client.detect([frames[j]], [dets[j]])
+            except Exception as e:  # noqa: BLE001 (recorded, the run goes on)
+                failures.append(f"{type(e).__name__}: {e}")
+            latencies.append(time.perf_counter() - start)
+
+    threads = [threading.Thread(target=stream, args=(k,)) for k in range(n)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    after = DetectClient(url).stats()
+    batches, sent = after["batches"] - stats["batches"], after["frames"] - stats["frames"]
+    return {
+        "streams": n,
+        "frames": n * per_stream,
+        "fps": round(n * per_stream / wall, 2),
+        "p50_ms": round(percentile(latencies, 50) * 1e3, 1),
+        "p99_ms": round(percentile(latencies, 99) * 1e3, 1),
+        "mean_batch": round(sent / batches, 2) if batches else None,
+        "failures": failures[:5],
+        "load_1min_before": None,
+    }
+
+
+def local_stage(hoi, images: list, dets: list[dict], batch: int, frames: int) -> dict:
+    """Frames/s of ``hoi.detect`` over ``frames`` frames in batches of ``batch`` (defr video's HOI stage)."""
+    start = time.perf_counter()
+    done = 0
+    while done < frames:
+        idx = [(done + i) % len(images) for i in range(min(batch, frames - done))]
+        hoi.detect([images[i] for i in idx], [dets[i] for i in idx])
+        done += len(idx)
+    return {"fps": round(frames / (time.perf_counter() - start), 2), "frames": frames, "batch": batch}
+
+
+def table(report: dict) -> str:
+    """The markdown table of docs/benchmarks.md §8 from a report of this script."""
+    lines = [
+        "| streams | batched fps | `--max-batch 1` fps | batching gain | local HOI stage fps | served / local "
+        "| p50 / p99 ms (batched) | p50 / p99 ms (max-batch 1) | mean batch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in report["summary"]:
+        lines.append(
+            f"| {s['streams']} | {s['batched_fps']} | {s['single_fps']} | {s['batching_gain']}× | {s['local_fps']} "
+            f"| {s['served_over_local']}× | {s['batched_p50_ms']} / {s['batched_p99_ms']} "
+            f"| {s['single_p50_ms']} / {s['single_p99_ms']} | {s['mean_batch']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", type=Path, help="Only print the markdown table of an existing report.")
+    parser.add_argument("--backbone", default="tiny-vit")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--frames", type=int, default=48, help="Frames of the synthetic video.")
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--streams", default="1,2,4,8")
+    parser.add_argument("--per-stream", type=int, default=16, help="Requests each stream sends per measurement.")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--max-batch", type=int, default=16)
+    parser.add_argument("--batch-wait-ms", type=float, default=5.0)
+    parser.add_argument("--local-batch", type=int, default=8)
+    parser.add_argument("--replica-cpus", type=int, default=2)
+    parser.add_argument("--ray-cpus", type=int, default=4, help="Logical CPUs of the local Ray (2 replicas).")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text())))
+        return
+    if args.out is None:
+        parser.error("--out is required")
+    streams = [int(s) for s in args.streams.split(",")]
+
+    import ray
+    from ray import serve
+
+    from defr.data.synth import generate_synthetic_video
+    from defr.machine import machine_info
+    from defr.model import create_model, save_checkpoint
+    from defr.runtime import load_detector
+    from defr.serve.client import detections_json, encode_image
+    from defr.serve.deployment import ServeConfig, build_app
+    from defr.video import open_source, read_detections
+
+    torch.set_num_threads(args.replica_cpus)
+    load_start = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        synthetic = generate_synthetic_video(tmp / "cams.mp4", frames=args.frames, width=args.width, seed=0)
+        decoded = list(open_source(synthetic.video))
+        by_frame = read_detections(synthetic.detections)
+        images = [f.image for f in decoded]
+        dets = [by_frame[f.index].as_dict() for f in decoded]
+        encoded = [encode_image(im) for im in images]
+        wire_dets = [detections_json(d) for d in dets]
+        checkpoint = tmp / "model.safetensors"
+        save_checkpoint(create_model(args.backbone, args.image_size, seed=0), checkpoint)
+        hoi = load_detector(checkpoint)
+
+        port = free_port()
+        ray.init(num_cpus=args.ray_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        rows: list[dict] = []
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            common = {"num_cpus": args.replica_cpus, "batch_wait_ms": args.batch_wait_ms, "request_timeout_s": 120}
+            modes = {"batched": args.max_batch, "single": 1}
+            for mode, max_batch in modes.items():
+                config = ServeConfig(str(checkpoint), max_batch=max_batch, **common)
+                serve.run(build_app(config), name=mode, route_prefix=f"/{mode}")
+            for mode in modes:  # warm-up: first calls load lazily initialised kernels
+                run_streams(f"http://127.0.0.1:{port}/{mode}", 2, encoded, wire_dets, 4)
+            local_stage(hoi, images, dets, args.local_batch, 2 * args.local_batch)
+            for rnd in range(args.rounds):
+                for n in streams:
+                    load = os.getloadavg()[0]
+                    row = {"round": rnd, "streams": n, "mode": "local", "load_1min_before": load}
+                    rows.append({**row, **local_stage(hoi, images, dets, args.local_batch, n * args.per_stream)})
+                    for mode in modes:
+                        load = os.getloadavg()[0]
+                        result = run_streams(f"http://127.0.0.1:{port}/{mode}", n, encoded, wire_dets, args.per_stream)
+                        rows.append({"round": rnd, "mode": mode, **result, "load_1min_before": load})
+                        print(rows[-1], flush=True)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+    summary = []
+    for n in streams:
+        best = {
+            mode: max(r["fps"] for r in rows if r["streams"] == n and r["mode"] == mode)
+            for mode in ("local", "batched", "single")
+        }
+        mean_batch = statistics.mean(
+            r["mean_batch"] for r in rows if r["streams"] == n and r["mode"] == "batched" and r["mean_batch"]
+        )
+        summary.append(
+            {
+                "streams": n,
+                "batched_fps": best["batched"],
+                "single_fps": best["single"],
+                "local_fps": best["local"],
+                "batching_gain": round(best["batched"] / best["single"], 2),
+                "served_over_local": round(best["batched"] / best["local"], 2),
+                "batched_p50_ms": min(r["p50_ms"] for r in rows if r["streams"] == n and r["mode"] == "batched"),
+                "batched_p99_ms": min(r["p99_ms"] for r in rows if r["streams"] == n and r["mode"] == "batched"),
+                "single_p50_ms": min(r["p50_ms"] for r in rows if r["streams"] == n and r["mode"] == "single"),
+                "single_p99_ms": min(r["p99_ms"] for r in rows if r["streams"] == n and r["mode"] == "single"),
+                "mean_batch": round(mean_batch, 2),
+            }
+        )
+    report = {
+        "benchmark": "serve",
+        "backbone": args.backbone,
+        "image_size": args.image_size,
+        "video": {"frames": args.frames, "width": args.width, "height": images[0].shape[0]},
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "machine": machine_info("cpu"),
+        "load_1min": {"start": load_start, "end": os.getloadavg()[0]},
+        "note": "preliminary: measured on a 2-core machine shared with other work; best of the interleaved rounds",
+        "summary": summary,
+        "rows": rows,
+    }
+    write_json(report, args.out, indent=2)
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()

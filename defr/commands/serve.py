@@ -1,0 +1,114 @@
+"""``defr serve``: the HOI runtime as an HTTP service on Ray Serve (``defr.serve.server.run_server``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from defr.commands import MASK_MODE_OPTION, MODEL_FILE_OPTIONS, one_line_errors
+from defr.serve.api import Limits, check_exposure
+
+
+@click.command("serve")
+@MODEL_FILE_OPTIONS
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1), help="Model replicas.")
+@click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
+@click.option(
+    "--batch-wait-ms",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="A batch waits this long for more frames.",
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Of a checkpoint [fp32].")
+@MASK_MODE_OPTION
+@click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
+@click.option(
+    "--num-cpus-per-replica",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Ray CPUs per replica (its torch threads).",
+)
+@click.option(
+    "--num-gpus-per-replica",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Ray GPUs per replica (with --device cuda).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (non-loopback needs --token).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", envvar="DEFR_SERVE_TOKEN", help="Require 'Authorization: Bearer TOKEN' [$DEFR_SERVE_TOKEN].")
+@click.option("--no-auth", is_flag=True, help="Allow a non-loopback --host without a token.")
+@click.option("--address", help="A running Ray cluster to join (auto, HOST:PORT); default: start a local Ray.")
+@click.option(
+    "--max-body-mb",
+    default=32.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Largest request body (413 above).",
+)
+@click.option("--max-frames", default=64, show_default=True, type=click.IntRange(min=1), help="Per request.")
+@click.option("--max-boxes", default=300, show_default=True, type=click.IntRange(min=1), help="Per frame.")
+@click.option(
+    "--timeout-s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Longest a request waits (then 504).",
+)
+def serve_command(
+    checkpoint: Path | None,
+    model_file: Path | None,
+    replicas: int,
+    max_batch: int,
+    batch_wait_ms: float,
+    device: str,
+    precision: str | None,
+    mask_mode: str | None,
+    top_k: int | None,
+    num_cpus_per_replica: float,
+    num_gpus_per_replica: float,
+    host: str,
+    port: int,
+    token: str | None,
+    no_auth: bool,
+    address: str | None,
+    max_body_mb: float,
+    max_frames: int,
+    max_boxes: int,
+    timeout_s: float,
+) -> None:
+    """Serve HOI detection over HTTP (POST /v1/detect), batching frames across callers; docs/serving.md.
+
+    Runs until SIGTERM or Ctrl-C, then drains in-flight requests and stops what it started.
+    """
+    if (checkpoint is None) == (model_file is None):
+        raise click.UsageError("give exactly one of --checkpoint and --model")
+    model = checkpoint or model_file
+    if address is None and not model.is_file():
+        raise click.UsageError(f"{model}: no such model file")
+    with one_line_errors():
+        check_exposure(host, token, no_auth)
+        from defr.serve.deployment import ServeConfig  # imports Ray: after the checks that need none
+        from defr.serve.server import run_server
+
+        config = ServeConfig(
+            model=str(model),
+            replicas=replicas,
+            max_batch=max_batch,
+            batch_wait_ms=batch_wait_ms,
+            device=device,
+            precision=precision,
+            mask_mode=mask_mode,
+            top_k=top_k,
+            num_cpus=num_cpus_per_replica,
+            num_gpus=num_gpus_per_replica,
+            token=token,
+            request_timeout_s=timeout_s,
+            limits=Limits(int(max_body_mb * 2**20), max_frames, max_boxes),
+        )
+        run_server(config, host=host, port=port, address=address, log=click.echo)

@@ -1,0 +1,225 @@
+"""Offline batch jobs on Ray: ``defr detect --ray`` (Ray Data) and ``defr video --ray`` (one Ray task per video).
+
+Images: a Ray Data set of (path, name, detections) rows, ``map_batches`` over a pool of
+``concurrency`` actors, each holding one ``HOIDetector`` (``load_detector``) and detecting ``batch``
+images per call, as ``defr.runtime.detect.run_detection`` does locally. Ray Data restarts an actor
+that dies and re-runs its batches; the driver checks that every image comes back exactly once and
+writes the same results file as the local command (``defr.files.write_json``: atomic).
+
+Videos: a video's frames stay in order on one worker (tracking needs them), so each video is one
+Ray task running ``defr.video.run_video``: it writes into a staging folder beside the outputs and
+moves each finished file into place, so a task that dies leaves no partial output and its retry
+(``max_retries``) starts afresh. Per video ``STEM.mp4`` / ``STEM.frames.jsonl`` /
+``STEM.events.jsonl`` / ``STEM.summary.json`` land in the folders given for those outputs.
+
+Inputs and the model file must be readable at the same paths on every node (a shared file system).
+This module imports Ray: only the ``--ray`` paths of the commands and the tests import it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from defr.detections import Detections
+from defr.errors import ConfigError, DefrError
+from defr.files import clean_stale_staging, staging_dir
+from defr.jsonio import parse_json
+from defr.optional import import_ray, require
+from defr.runtime import load_detector
+from defr.runtime.io import read_image
+from defr.video import StreamConfig, VideoOutputs, make_detector, run_video
+
+ray = import_ray()
+ray_data = require("ray.data", "--ray batch jobs (Ray Data)", "serve", package="ray[data]")
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
+STAGING_KIND = "ray-video"
+
+
+class BatchJobError(DefrError, RuntimeError):
+    """A Ray batch job whose output would not hold every input exactly once."""
+
+
+class _ImageDetector:
+    """A Ray Data actor: one ``HOIDetector``; a batch of rows → their results entries as JSON text."""
+
+    def __init__(self, model: str, load: dict):
+        self.detector = load_detector(model, **load)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        paths = [str(p) for p in batch["path"]]
+        images = [read_image(p) for p in paths]
+        dets = [Detections.from_dict(parse_json(d, p), name=p) for d, p in zip(batch["detections"], paths, strict=True)]
+        results = self.detector.detect(images, dets, names=paths)
+        return {"name": batch["name"], "result": np.array([json.dumps(r.to_json()) for r in results])}
+
+
+def detect_images_ray(
+    model: str | os.PathLike,
+    image_paths: Sequence[str | os.PathLike],
+    detections: dict[str, Detections],
+    load: dict | None = None,
+    batch_size: int = 8,
+    concurrency: int = 2,
+    num_gpus: float = 0.0,
+    progress: bool = True,
+) -> dict[str, dict]:
+    """``run_detection`` on Ray Data: the same results format ``{filename: entry}``, in the order of ``image_paths``.
+
+    detections: ``{filename: Detections}`` (``defr.runtime.io.load_detections``);
+    load: ``load_detector`` options; concurrency: detector actors (each 1 CPU and ``num_gpus``).
+    Needs a connected Ray (``defr.serve.connect.ray_session``). Raises ``BatchJobError`` if an image comes
+    back twice or never.
+    """
+    if batch_size < 1 or concurrency < 1:
+        raise ConfigError(f"batch_size and concurrency must be >= 1, not {batch_size}, {concurrency}")
+    paths = [Path(p) for p in image_paths]
+    rows = [
+        {
+            "path": str(p.resolve()),
+            "name": p.name,
+            "detections": json.dumps(detections[p.name].to_dict()),
+        }
+        for p in paths
+    ]
+    data = ray_data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch_size, 4 * concurrency)))
+    out = data.map_batches(
+        _ImageDetector,
+        fn_constructor_args=(str(model), load or {}),
+        batch_size=batch_size,
+        concurrency=concurrency,
+        num_cpus=1,
+        num_gpus=num_gpus,
+        batch_format="numpy",
+    )
+    results: dict[str, dict] = {}
+    with tqdm(total=len(rows), desc="detect (ray)", unit="img", disable=not progress) as bar:
+        for row in out.iter_rows():
+            name = str(row["name"])
+            if name in results:
+                raise BatchJobError(f"{name}: came back twice from the Ray job (a retried batch was not replaced)")
+            results[name] = parse_json(row["result"], f"result of {name}")
+            bar.update()
+    missing = [p.name for p in paths if p.name not in results]
+    if missing:
+        raise BatchJobError(f"the Ray job returned no result for {len(missing)} image(s): {', '.join(missing[:5])}")
+    return {p.name: results[p.name] for p in paths}
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """What every video's task needs: the HOI model and its ``load_detector`` options, the object
+    detector spec (``{stem}`` in it becomes each video's file name without suffix, e.g.
+    ``detections:clips/{stem}.detections.jsonl``) and options, the stream config, and output folders
+    (None: that output is not written)."""
+
+    model: str
+    load: dict
+    detector: str
+    detector_options: dict
+    config: StreamConfig
+    fps: float | None = None
+    video_dir: Path | None = None
+    frames_dir: Path | None = None
+    events_dir: Path | None = None
+    summary_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.video_dir is None and self.frames_dir is None and self.events_dir is None:
+            raise ConfigError("a video job needs at least one output folder (video, frames or events)")
+
+
+def list_videos(sources: Sequence[str | os.PathLike]) -> list[Path]:
+    """Video files and folders of them (their files with a video suffix, sorted) → the videos, each once by stem."""
+    videos: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = sorted(p for p in source.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            if not found:
+                raise ConfigError(f"{source}: no video files ({', '.join(VIDEO_SUFFIXES)})")
+            videos += found
+        elif source.is_file():
+            videos.append(source)
+        else:
+            raise ConfigError(f"{source}: no such video file or folder")
+    stems = [p.stem for p in videos]
+    repeated = sorted({s for s in stems if stems.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"outputs are named by the video's stem, but stems repeat: {repeated[:5]}")
+    return videos
+
+
+def run_one_video(source: str, job: VideoJob) -> dict:
+    """One video through ``run_video`` into a staging folder, then each output moved into place → its summary
+    (with ``video`` and the Ray ``node_id`` it ran on)."""
+    stem = Path(source).stem
+    first = next(d for d in (job.frames_dir, job.events_dir, job.video_dir) if d is not None)
+    summary_dir = job.summary_dir or first
+    staging = staging_dir(Path(first) / stem, STAGING_KIND)
+    try:
+        names = {
+            "video": f"{stem}.mp4",
+            "frames": f"{stem}.frames.jsonl",
+            "events": f"{stem}.events.jsonl",
+            "summary": f"{stem}.summary.json",
+        }
+        targets = {
+            "video": job.video_dir,
+            "frames": job.frames_dir,
+            "events": job.events_dir,
+            "summary": summary_dir,
+        }
+        outputs = VideoOutputs(**{k: staging / names[k] if targets[k] else None for k in names})
+        objects = make_detector(job.detector.replace("{stem}", stem), **job.detector_options)
+        hoi = load_detector(job.model, **job.load)
+        summary = run_video(source, objects, hoi, outputs, job.config, fps=job.fps, progress=False)
+        for key, folder in targets.items():
+            if folder is not None:
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                os.replace(staging / names[key], Path(folder) / names[key])
+        return {"video": str(source), "node_id": ray.get_runtime_context().get_node_id(), **summary.to_dict()}
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def run_videos_ray(
+    videos: Sequence[str | os.PathLike],
+    job: VideoJob,
+    concurrency: int = 2,
+    num_gpus: float = 0.0,
+    max_retries: int = 3,
+    progress: bool = True,
+    on_done: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Each video as one Ray task (``run_one_video``; at most ``concurrency`` at once, retried up to
+    ``max_retries`` times when its worker dies) → the summaries in the order of ``videos``.
+    Needs a connected Ray (``defr.serve.connect.ray_session``)."""
+    if concurrency < 1:
+        raise ConfigError(f"concurrency must be >= 1, not {concurrency}")
+    task = ray.remote(run_one_video).options(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries)
+    pending = [str(v) for v in videos]
+    running: dict = {}
+    summaries: dict[str, dict] = {}
+    with tqdm(total=len(pending), desc="video (ray)", unit="video", disable=not progress) as bar:
+        while pending or running:
+            while pending and len(running) < concurrency:
+                video = pending.pop(0)
+                running[task.remote(video, job)] = video
+            done, _ = ray.wait(list(running), num_returns=1)
+            video = running.pop(done[0])
+            summaries[video] = ray.get(done[0])
+            if on_done is not None:
+                on_done(summaries[video])
+            bar.update()
+    for folder in {d for d in (job.frames_dir, job.events_dir, job.video_dir) if d is not None}:
+        for stem in (Path(v).stem for v in videos):
+            clean_stale_staging(Path(folder) / stem, STAGING_KIND)
+    return [summaries[str(v)] for v in videos]

@@ -1,0 +1,242 @@
+"""The Ray Serve application of ``defr serve``: an HTTP ingress in front of a batching model deployment.
+
+- ``DefrIngress`` (no model, 0 CPUs): the token, the limits, parsing (``defr.serve.api``), and one call
+  per frame to the model deployment, so that the batcher can put frames of different callers (one
+  per camera) into one batch.
+- ``DefrModel`` (``ServeConfig.replicas`` replicas, each ``num_cpus`` / ``num_gpus``): one
+  ``HOIDetector`` from ``defr.runtime.load_detector`` (checkpoint, ONNX, int8 ONNX or engine);
+  ``@serve.batch`` collects up to ``max_batch`` frames, waiting at most ``batch_wait_ms`` after the
+  first, into one ``HOIDetector.detect`` call (``defr.serve.api.detect_frames``).
+
+A model replica that dies is restarted by Serve; the requests it held fail with 503 and
+``Retry-After`` (``DetectClient`` retries them), and no request waits longer than
+``request_timeout_s`` (then 504). This module imports Ray: only ``defr serve``, ``defr.serve.app`` and
+the tests import it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from dataclasses import dataclass, field
+
+from defr.errors import ConfigError
+from defr.optional import import_ray, import_ray_serve, require
+from defr.runtime import load_detector
+from defr.serve.api import (
+    DETECT_PATH,
+    GET_PATHS,
+    HEALTH_PATH,
+    MODEL_PATH,
+    DetectRequest,
+    Frame,
+    Limits,
+    RequestError,
+    check_auth,
+    check_body_size,
+    detect_frames,
+    error_body,
+    json_body,
+    model_facts,
+    parse_request,
+    response_entries,
+)
+
+ray = import_ray()
+serve = import_ray_serve()
+responses = require("starlette.responses", "defr serve (Ray Serve)", "serve", package="ray[serve]")
+
+APP_NAME = "defr"
+# The model deployment could not answer: the caller may retry (Serve restarts dead replicas).
+UNAVAILABLE = (
+    ray.exceptions.RayActorError,
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    serve.exceptions.BackPressureError,
+    serve.exceptions.DeploymentUnavailableError,
+    serve.exceptions.ReplicaUnavailableError,
+)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """One ``defr serve`` application.
+
+    model: any file ``load_detector`` loads; replicas: model replicas; max_batch: frames per backend
+    call (1 turns batching off); batch_wait_ms: how long a batch waits for more frames after its
+    first; device / precision / mask_mode / top_k: as ``load_detector``; num_cpus / num_gpus: what
+    Ray reserves per model replica (a GPU replica needs ``device="cuda"``); token: required bearer
+    token (None: none); request_timeout_s: the longest a request may wait for its frames.
+    """
+
+    model: str
+    replicas: int = 1
+    max_batch: int = 16
+    batch_wait_ms: float = 5.0
+    device: str = "cpu"
+    precision: str | None = None
+    mask_mode: str | None = None
+    top_k: int | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    token: str | None = None
+    request_timeout_s: float = 60.0
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1 or self.max_batch < 1:
+            raise ConfigError(f"replicas and max_batch must be >= 1, not {self.replicas}, {self.max_batch}")
+        numbers = {"batch_wait_ms": self.batch_wait_ms, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        bad = {k: v for k, v in numbers.items() if not (math.isfinite(v) and v >= 0)}
+        if bad:
+            raise ConfigError(f"{bad} must be finite and >= 0")
+        if not (math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0):
+            raise ConfigError(f"request_timeout_s must be > 0, not {self.request_timeout_s}")
+        if self.num_gpus > 0 and not self.device.startswith("cuda"):
+            raise ConfigError(f"GPU replicas (num_gpus={self.num_gpus}) need device 'cuda', not {self.device!r}")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("the token must not be empty")
+
+    def load_options(self) -> dict:
+        return {"device": self.device, "precision": self.precision, "mask_mode": self.mask_mode, "top_k": self.top_k}
+
+
+@serve.deployment(name="DefrModel")
+class DefrModel:
+    """One ``HOIDetector``; frames of many requests batched into one ``detect`` call."""
+
+    def __init__(self, model: str, load: dict, max_batch: int, batch_wait_s: float):
+        self.detector = load_detector(model, **load)
+        self.detect_frame.set_max_batch_size(max_batch)
+        self.detect_frame.set_batch_wait_timeout_s(batch_wait_s)
+        self.batches = 0
+        self.frames = 0
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def detect_frame(self, frames: list[Frame]) -> list:
+        self.batches += 1
+        self.frames += len(frames)
+        # off the event loop, so that the next batch gathers while this one computes
+        return await asyncio.to_thread(detect_frames, self.detector, frames)
+
+    def facts(self) -> dict:
+        return model_facts(self.detector)
+
+    def stats(self) -> dict:
+        """Batches formed by this replica, with its process and node (tests check placement with them)."""
+        return {
+            "batches": self.batches,
+            "frames": self.frames,
+            "mean_batch": self.frames / self.batches if self.batches else None,
+            "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
+
+@serve.deployment(name="DefrIngress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+class DefrIngress:
+    """HTTP in, JSON out (``defr.serve.api``): auth, limits, parsing, per-frame fan-out, errors."""
+
+    def __init__(self, model, limits: Limits, token: str | None, timeout_s: float):
+        self.model, self.limits, self.token, self.timeout_s = model, limits, token, timeout_s
+        self.in_flight = 0
+        self.draining = False
+
+    async def __call__(self, request):
+        if self.draining:
+            return self._error(503, "defr serve is shutting down; retry", {"Retry-After": "1"})
+        self.in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def drain(self, timeout_s: float) -> int:
+        """Refuse new requests (503) and wait up to ``timeout_s`` for those in flight → how many are left.
+
+        Before the application is deleted: Serve's own graceful shutdown stops the model replicas
+        while this ingress still waits on frames queued for them."""
+        self.draining = True
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.in_flight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        return self.in_flight
+
+    async def _answer(self, request):
+        try:
+            check_auth(request.headers.get("authorization"), self.token)
+            path = _api_path(request.scope)
+            if path == DETECT_PATH:
+                self._method(request, "POST")
+                body = await self._body(request)
+                parsed = await asyncio.to_thread(parse_request, body, self.limits)
+                return self._json(200, {"results": await self._detect(parsed)})
+            if path in GET_PATHS:
+                self._method(request, "GET")
+                call = {HEALTH_PATH: "facts", MODEL_PATH: "facts"}.get(path, "stats")
+                answer = await asyncio.wait_for(getattr(self.model, call).remote(), self.timeout_s)
+                return self._json(200, {"status": "ok"} if path == HEALTH_PATH else answer)
+            raise RequestError(404, f"no such path {path}: POST {DETECT_PATH}, GET {', '.join(GET_PATHS)}")
+        except RequestError as e:
+            return self._error(e.status, str(e))
+        except UNAVAILABLE as e:
+            return self._error(503, f"no model replica could answer ({type(e).__name__}); retry", {"Retry-After": "1"})
+        except asyncio.TimeoutError:
+            return self._error(504, f"no answer within request_timeout_s={self.timeout_s}; retry later")
+
+    async def _detect(self, request: DetectRequest) -> list[dict]:
+        calls = [self.model.detect_frame.remote(frame) for frame in request.frames]
+        try:
+            outcomes = await asyncio.wait_for(asyncio.gather(*calls), self.timeout_s)
+        except BaseException:
+            for call in calls:
+                call.cancel()
+            raise
+        return response_entries(outcomes, request.top_k)
+
+    async def _body(self, request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit():
+            check_body_size(int(declared), self.limits)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            check_body_size(len(body), self.limits)
+        return bytes(body)
+
+    @staticmethod
+    def _method(request, allowed: str) -> None:
+        if request.method != allowed:
+            raise RequestError(405, f"{request.url.path} takes {allowed}, not {request.method}")
+
+    @staticmethod
+    def _json(status: int, obj) -> object:
+        return responses.Response(json_body(obj), status_code=status, media_type="application/json")
+
+    @staticmethod
+    def _error(status: int, message: str, headers: dict | None = None) -> object:
+        return responses.Response(
+            error_body(message), status_code=status, media_type="application/json", headers=headers
+        )
+
+
+def _api_path(scope: dict) -> str:
+    """The request's path below the application's route prefix (``/v1/detect`` under ``/defr`` too)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    return path.rstrip("/") or "/"
+
+
+def build_app(config: ServeConfig):
+    """The bound Serve application (``serve.run`` it, or compose it with your own deployments)."""
+    model = DefrModel.options(
+        num_replicas=config.replicas,
+        max_ongoing_requests=4 * config.max_batch,
+        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        graceful_shutdown_timeout_s=config.request_timeout_s,
+    ).bind(config.model, config.load_options(), config.max_batch, config.batch_wait_ms / 1000)
+    return DefrIngress.options(graceful_shutdown_timeout_s=config.request_timeout_s).bind(
+        model, config.limits, config.token, config.request_timeout_s
+    )

@@ -1,0 +1,372 @@
+"""defr serve: the pure request/response layer (fast, no Ray), the client, and the Serve application on a
+local Ray (``slow`` + ``ray``: one Ray and one application for the whole module)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import io
+import json
+import os
+import pickle
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from servekit import as_arrays, assert_same, checkpoint, free_port, scene
+
+from defr.errors import ConfigError
+from defr.images import ImageInputError, decode_image
+from defr.runtime import HOIDetector, TorchBackend, hico_labels_from_coco
+from defr.serve.api import (
+    Limits,
+    RequestError,
+    check_auth,
+    check_exposure,
+    detect_frames,
+    parse_request,
+    response_entries,
+)
+from defr.serve.client import DetectClient, ServeError, encode_image
+
+
+def body(images, dets, **extra) -> bytes:
+    frames = [{"image": encode_image(im), "detections": d} for im, d in zip(images, dets, strict=True)]
+    return json.dumps({"frames": frames, **extra}).encode()
+
+
+@pytest.fixture
+def detector(tiny_model) -> HOIDetector:
+    return HOIDetector(TorchBackend(tiny_model))
+
+
+# --- the pure layer --------------------------------------------------------------------------------------------
+
+
+def test_parse_request_decodes_frames_and_detections():
+    images, dets = scene(0, 2)
+    req = parse_request(body(images, dets, top_k=5), Limits())
+    assert req.top_k == 5 and [f.name for f in req.frames] == ["frames[0]", "frames[1]"]
+    for frame, image, det in zip(req.frames, images, dets, strict=True):
+        np.testing.assert_array_equal(frame.image, image)  # PNG is lossless: the same pixels
+        np.testing.assert_allclose(frame.detections["boxes"], np.asarray(det["boxes"], np.float32))
+    coco = parse_request(body(images[:1], [{**dets[0], "labels": [0, 2, 39]}], label_space="coco80"), Limits())
+    converted = coco.frames[0].detections["labels"].tolist()
+    assert converted == hico_labels_from_coco([0, 2, 39]).tolist() and converted[0] == 49  # COCO person → HICO
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "words"),
+    [
+        (b"{not json", 400, "request body: not valid JSON"),
+        (b'{"frames": [], "x": 1}', 400, "unknown keys ['x']"),
+        (b'{"frames": []}', 400, "'frames' must be a non-empty list"),
+        (b'{"frames": [{"image": "aGVsbG8=", "detections": {}}], "top_k": NaN}', 400, "NaN"),
+        (b'{"frames": [{"image": "%%%", "detections": {}}]}', 400, "frames[0].image: not valid base64"),
+        (b'{"frames": [{"image": "aGVsbG8=", "detections": {}}]}', 400, "frames[0].image: not a PNG or JPEG image"),
+        (b'{"frames": [{"image": 3}]}', 400, "frames[0]: must be an object with exactly the keys"),
+    ],
+)
+def test_parse_request_refuses_bad_bodies_by_name(raw, status, words):
+    with pytest.raises(RequestError) as e:
+        parse_request(raw, Limits())
+    assert e.value.status == status and words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_parse_request_refuses_bad_fields_and_limits():
+    images, dets = scene(1, 3)
+    cases = [
+        (body(images, dets), Limits(max_frames=2), 400, "over the limit max_frames=2"),
+        (body(images, dets), Limits(max_boxes=2), 400, "3 boxes, over the limit max_boxes=2"),
+        (body(images, dets), Limits(max_pixels=100), 400, "more than the 100 allowed (max_pixels)"),
+        (body(images, dets), Limits(max_body_bytes=1000), 413, "over the limit max_body_bytes=1000"),
+        (body(images, dets, label_space="voc"), Limits(), 400, "label_space must be one of"),
+        (body(images, dets, top_k=0), Limits(), 400, "top_k must be an integer >= 1"),
+        (body(images, dets, top_k=True), Limits(), 400, "top_k must be an integer >= 1"),
+        (body(images, [dets[0], {"boxes": [[1, 2, 3, 4]]}, dets[2]]), Limits(), 400, "frames[1].detections: "),
+        (body(images[:1], [{**dets[0], "labels": [1, 2, 300]}], label_space="coco80"), Limits(), 400, "not coco80"),
+    ]
+    for raw, limits, status, words in cases:
+        with pytest.raises(RequestError) as e:
+            parse_request(raw, limits)
+        assert (e.value.status, words in str(e.value)) == (status, True), str(e.value)
+    with pytest.raises(ConfigError, match="integers >= 1"):
+        Limits(max_frames=0)
+
+
+def test_decode_image_png_jpeg_and_refusals():
+    rgba = Image.new("RGBA", (7, 5), (10, 20, 30, 0))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    rgb = decode_image(buf.getvalue(), "x")
+    assert rgb.mode == "RGB" and rgb.getpixel((0, 0)) == (255, 255, 255)  # alpha onto white, as defr.images does
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, "JPEG")
+    assert decode_image(buf.getvalue()).size == (8, 8)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "BMP")
+    with pytest.raises(ImageInputError, match="x: not a PNG or JPEG image"):
+        decode_image(buf.getvalue(), "x")
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buf, "PNG")
+    with pytest.raises(ImageInputError, match="cannot decode"):
+        decode_image(buf.getvalue()[:60], "x")  # a truncated body: the header reads, the pixels do not
+
+
+def test_auth_and_exposure():
+    check_auth(None, None)
+    check_auth("Bearer s3cret", "s3cret")
+    for header in (None, "Bearer wrong", "Basic s3cret", "s3cret"):
+        with pytest.raises(RequestError) as e:
+            check_auth(header, "s3cret")
+        assert e.value.status == 401 and "Authorization: Bearer" in str(e.value)
+    for host in ("127.0.0.1", "localhost", "::1", "127.0.0.5"):
+        check_exposure(host, None, False)
+    check_exposure("0.0.0.0", "t", False)
+    check_exposure("0.0.0.0", None, True)
+    with pytest.raises(ConfigError, match="--host 0.0.0.0 would expose the API"):
+        check_exposure("0.0.0.0", None, False)
+
+
+def test_detect_frames_equals_in_process_and_isolates_a_bad_frame(detector):
+    images, dets = scene(2, 3)
+    frames = parse_request(body(images, dets), Limits()).frames
+    want = [r.to_json() for r in detector.detect(images, [as_arrays(d) for d in dets])]
+    assert_same(detect_frames(detector, list(frames)), want)
+    bad = parse_request(body(images[:1], [{**dets[0], "boxes": [[30, 2, 1, 40], *dets[0]["boxes"][1:]]}]), Limits())
+    outcomes = detect_frames(detector, [frames[0], bad.frames[0], frames[2]])
+    assert isinstance(outcomes[1], RequestError) and outcomes[1].status == 400
+    assert "frames[0]: inverted box" in str(outcomes[1])  # the runtime's own message
+    assert_same([outcomes[0], outcomes[2]], [want[0], want[2]])
+    restored = pickle.loads(pickle.dumps(outcomes[1]))  # crosses from a replica to the ingress
+    assert (restored.status, str(restored)) == (400, str(outcomes[1]))
+    with pytest.raises(RequestError, match="inverted box"):
+        response_entries([want[0], outcomes[1]], None)
+
+
+def test_top_k_of_a_request_equals_a_top_k_detector(tiny_model):
+    images, dets = scene(3, 2)
+    full = detect_frames(
+        HOIDetector(TorchBackend(tiny_model)), list(parse_request(body(images, dets), Limits()).frames)
+    )
+    top = HOIDetector(TorchBackend(tiny_model), top_k=4).detect(images, [as_arrays(d) for d in dets])
+    assert_same(response_entries(full, 4), [r.to_json() for r in top])
+
+
+def test_serve_command_refuses_an_open_bind_without_token_before_starting_ray(tmp_path):
+    from defr.cli import main
+
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    r = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path / "m.safetensors"), "--host", "0.0.0.0"])
+    assert r.exit_code == 1 and "would expose the API beyond this machine" in r.output
+    r = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path / "none.safetensors")])
+    assert r.exit_code == 2 and "no such model file" in r.output
+
+
+def test_missing_ray_is_one_line_naming_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    from defr.cli import main
+
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    for name in [m for m in sys.modules if m == "ray" or m.startswith(("ray.", "defr.serve.deployment"))]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "ray", None)
+    r = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path / "m.safetensors")])
+    assert r.exit_code == 1 and 'pip install "defr[serve]"' in r.output and r.output.count("\n") == 1
+
+
+# --- the client against a stand-in server (no Ray) ------------------------------------------------------------
+
+
+class _Stub(http.server.BaseHTTPRequestHandler):
+    answers: list = []  # (status, body) popped per request
+    delay_s = 0.0
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        time.sleep(self.delay_s)
+        status, data = self.answers.pop(0)
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError):  # the client gave up (the timeout test)
+            self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_client_retries_503_then_raises_the_server_message(stub):
+    url = f"http://127.0.0.1:{stub.server_port}"
+    _Stub.answers[:] = [(503, b'{"error": "no replica"}'), (200, b'{"status": "ok"}')]
+    assert DetectClient(url, retries=1, backoff_s=0.01).health() == {"status": "ok"}
+    _Stub.answers[:] = [(503, b'{"error": "no replica"}')] * 2
+    with pytest.raises(ServeError, match="HTTP 503: no replica") as e:
+        DetectClient(url, retries=1, backoff_s=0.01).health()
+    assert e.value.status == 503
+    _Stub.answers[:] = [(400, b'{"error": "frames[0]: bad"}'), (200, b"{}")]
+    with pytest.raises(ServeError, match=r"HTTP 400: frames\[0\]: bad"):
+        DetectClient(url, retries=3, backoff_s=0.01).health()  # a 400 is not retried
+    assert len(_Stub.answers) == 1
+
+
+def test_client_times_out_instead_of_hanging(stub):
+    _Stub.answers[:] = [(200, b"{}")]
+    _Stub.delay_s = 1.0
+    try:
+        start = time.perf_counter()
+        with pytest.raises(ServeError, match="no answer within 0.2 s"):
+            DetectClient(f"http://127.0.0.1:{stub.server_port}", timeout_s=0.2).health()
+        assert time.perf_counter() - start < 1.0
+    finally:
+        _Stub.delay_s = 0.0
+
+
+# --- the Serve application on a local Ray (one per module) -----------------------------------------------------
+
+TOKEN = "test-token"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One local Ray (2 CPUs) with the application: 1 replica, batches of up to 8, a token, small limits."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    from defr.serve.connect import init_ray
+    from defr.serve.deployment import APP_NAME, ServeConfig, build_app
+
+    model = checkpoint(tmp_path_factory.mktemp("serve") / "tiny.safetensors")
+    port = free_port()
+    init_ray(num_cpus=2)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        limits = Limits(max_body_bytes=200_000, max_frames=6, max_boxes=20)
+        config = ServeConfig(model, max_batch=8, batch_wait_ms=20, token=TOKEN, request_timeout_s=30, limits=limits)
+        serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+        yield {"url": f"http://127.0.0.1:{port}", "model": model, "serve": serve, "app": APP_NAME}
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def reference(model: str, images, dets) -> list[dict]:
+    from defr.runtime import load_detector
+
+    return [r.to_json() for r in load_detector(model).detect(images, [as_arrays(d) for d in dets])]
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_served_results_equal_in_process_and_batch_across_callers(served):
+    client = DetectClient(served["url"], token=TOKEN, timeout_s=60)
+    assert client.health() == {"status": "ok"}
+    facts = client.model()
+    assert facts["classes"] == 600 and facts["image_size"] == 64 and facts["backend"] == "torch"
+    callers = [scene(10 + i, 2) for i in range(6)]
+    answers: dict[int, list] = {}
+
+    def call(i: int) -> None:
+        answers[i] = client.detect(*callers[i])
+
+    before = client.stats()
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(callers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    after = client.stats()
+    for i, (images, dets) in enumerate(callers):
+        assert_same(answers[i], reference(served["model"], images, dets))
+    frames, batches = after["frames"] - before["frames"], after["batches"] - before["batches"]
+    assert frames == 12 and batches < frames  # frames of different callers shared backend calls
+    assert_same(client.detect(*callers[0], top_k=3), [{k: v[:3] for k, v in r.items()} for r in answers[0]])
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_served_errors_are_one_line_json_with_status(served):
+    url = served["url"]
+    images, dets = scene(20, 1)
+    client = DetectClient(url, token=TOKEN, retries=0)
+
+    def status_of(fn) -> tuple[int, str]:
+        with pytest.raises(ServeError) as e:
+            fn()
+        return e.value.status, str(e.value)
+
+    inverted = [{**dets[0], "boxes": [[30, 2, 1, 40], *dets[0]["boxes"][1:]]}]
+    assert status_of(lambda: client.detect(images, inverted)) == (
+        400,
+        "HTTP 400: frames[0]: inverted box(es) (x2 < x1 or y2 < y1) at detection(s) [0], e.g. [30.0, 2.0, 1.0, 40.0]; "
+        "boxes are (x1, y1, x2, y2)",
+    )
+    assert status_of(lambda: client.detect(["aGVsbG8="], dets))[0] == 400
+    assert "max_frames=6" in status_of(lambda: client.detect(images * 7, dets * 7))[1]
+    noise = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)  # ~360 kB as base64 PNG
+    assert status_of(lambda: client.detect([noise], dets))[0] == 413
+    assert status_of(lambda: DetectClient(url, retries=0).health()) == (
+        401,
+        "HTTP 401: missing or wrong token: send the header 'Authorization: Bearer <token>'",
+    )
+    assert status_of(lambda: client.request("GET", "/v2/detect"))[0] == 404
+    assert status_of(lambda: client.request("GET", "/v1/detect"))[0] == 405
+    assert client.detect(images, dets)  # the replica survived all of it
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_killed_replica_gives_503_or_a_retried_answer_never_a_hang(served):
+    handle = served["serve"].get_deployment_handle("DefrModel", served["app"])
+    pid = handle.stats.remote().result(timeout_s=30)["pid"]
+    images, dets = scene(30, 6)
+    want = reference(served["model"], images, dets)
+    outcomes: list[tuple[float, object]] = []
+    stop = threading.Event()
+
+    def call() -> None:  # requests back to back until told to stop, so some are in flight at the kill
+        client = DetectClient(served["url"], token=TOKEN, timeout_s=60, retries=0)
+        while not stop.is_set():
+            start = time.perf_counter()
+            try:
+                answer = client.detect(images, dets)
+            except ServeError as e:
+                answer = e
+            outcomes.append((time.perf_counter() - start, answer))
+
+    callers = [threading.Thread(target=call) for _ in range(3)]
+    for t in callers:
+        t.start()
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1.0)
+    stop.set()
+    for t in callers:
+        t.join(timeout=90)
+    assert not any(t.is_alive() for t in callers) and outcomes
+    errors = [a for _, a in outcomes if isinstance(a, ServeError)]
+    print(f"{len(outcomes)} requests around the kill: {len(errors)} answered {sorted({e.status for e in errors})}")
+    for seconds, answer in outcomes:
+        assert seconds < 60
+        if isinstance(answer, ServeError):
+            assert answer.status == 503 and "retry" in str(answer), answer
+        else:
+            assert_same(answer, want)
+    # Serve restarts the replica; the client's retries ride out the restart
+    results = DetectClient(served["url"], token=TOKEN, timeout_s=60, retries=30, backoff_s=0.5).detect(images, dets)
+    assert_same(results, want)
+    assert handle.stats.remote().result(timeout_s=60)["pid"] != pid
