@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, one_line_errors
+from defr.commands import (
+    ATTENTION_OPTION,
+    MASK_MODE_OPTION,
+    MODEL_FILE_OPTIONS,
+    RUNTIME_OPTION,
+    model_file_precision,
+    one_line_errors,
+)
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
 from defr.runtime import HOIDetector, load_detector
@@ -34,6 +41,7 @@ from defr.runtime.pairing import LABEL_SPACES
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
 @MASK_MODE_OPTION
 @ATTENTION_OPTION
+@RUNTIME_OPTION
 def detect_command(
     checkpoint,
     model_file,
@@ -47,6 +55,7 @@ def detect_command(
     top_k,
     mask_mode,
     attention,
+    runtime,
 ) -> None:
     """Detect human-object interactions from object detections; write a results JSON.
 
@@ -55,14 +64,19 @@ def detect_command(
     """
     if (checkpoint is None) == (model_file is None):
         raise click.UsageError("give exactly one of --checkpoint and --model")
-    if model_file is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own precision")
+    model_file_precision(model_file, runtime, precision)
     with one_line_errors():
         paths = list_images(images)
         dets = load_detections(detections, [p.name for p in paths], label_space)
-        kw = {"precision": precision} if checkpoint is not None else {}
+        kw = {"precision": precision} if checkpoint is not None or runtime == "openvino" else {}
         detector = load_detector(
-            checkpoint or model_file, device=device, mask_mode=mask_mode, attention=attention, top_k=top_k, **kw
+            checkpoint or model_file,
+            device=device,
+            mask_mode=mask_mode,
+            attention=attention,
+            top_k=top_k,
+            runtime=runtime,
+            **kw,
         )
         results = run_detection(detector, paths, dets, batch_size=batch_size)
         write_json(results, out)

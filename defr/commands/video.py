@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import MODEL_FILE_OPTIONS
+from defr.commands import MODEL_FILE_OPTIONS, RUNTIME_OPTION, model_file_precision
 from defr.errors import DefrError
 from defr.runtime import load_detector
 from defr.video import (
@@ -74,6 +74,7 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
 @click.option("--off", "off", default=0.3, show_default=True, help="Smoothed score under which it closes.")
 @click.option("--min-event-frames", default=1, show_default=True, help="Drop shorter events.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@RUNTIME_OPTION
 def video_command(
     source,
     checkpoint,
@@ -99,6 +100,7 @@ def video_command(
     off,
     min_event_frames,
     progress,
+    runtime,
 ) -> None:
     """Detect human-object interactions in INPUT (a video file, stream URL or image folder).
 
@@ -107,8 +109,7 @@ def video_command(
     """
     if (checkpoint is None) == (model_file is None):
         raise click.UsageError("give exactly one of --checkpoint and --model")
-    if model_file is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own")
+    model_file_precision(model_file, runtime, precision)
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
     summary = summary or _summary_path(out, events, frames)
@@ -120,8 +121,10 @@ def video_command(
             events=EventConfig(on=on, off=off, min_frames=min_event_frames),
         )
         objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
-        kw = {"precision": precision} if checkpoint is not None else {}
-        hoi = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
+        kw = {"precision": precision} if checkpoint is not None or runtime == "openvino" else {}
+        hoi = load_detector(
+            checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, runtime=runtime, **kw
+        )
         outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
         result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:

@@ -10,6 +10,7 @@ from defr.images import ImageInputError
 from defr.runtime.backends import OnnxBackend, TorchBackend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta
 from defr.runtime.detector import HOIDetector, ImageResult, load_detector
+from defr.runtime.openvino_backend import OpenVinoBackend, OpenVinoConfig
 from defr.runtime.pairing import DetectionError, PairConfig, Pairs, hico_labels_from_coco, make_pairs, pair_priors
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
@@ -20,6 +21,8 @@ __all__ = [
     "ImageInputError",
     "ImageResult",
     "OnnxBackend",
+    "OpenVinoBackend",
+    "OpenVinoConfig",
     "PairBackend",
     "PairConfig",
     "Pairs",
