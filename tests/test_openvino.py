@@ -349,3 +349,33 @@ def test_bench_builds_openvino_beside_onnx_runtime(export, tmp_path):
     ]
     inputs = example_inputs(64, 2, 4)
     assert max_abs(backends[0][1](*inputs)[0], backends[1][1](*inputs)[0]) <= FP32_TOL
+
+
+@pytest.mark.slow
+def test_accuracy_gate_has_openvino_rows(export, tmp_path):
+    """The gate's OpenVINO int8 row on the real int8 file: the same metrics as ONNX Runtime's rows;
+    with fp32's own graph as "int8" the OpenVINO row equals float32 (drop 0, passed)."""
+    from defr.data import generate_synthetic
+    from defr.export.accuracy import accuracy_gate
+    from defr.export.calibration import load_calibration_set
+    from defr.runtime.sidecar import read_sidecar, runtime_meta
+
+    folder = export[1]
+    meta = runtime_meta(read_sidecar(folder / "model.onnx"))
+    generate_synthetic(tmp_path / "synth", images=40, seed=0, size=64)
+    held_out = load_calibration_set(tmp_path / "synth", 8, meta, tmp_path / "work")
+    files = {"fp32": folder / "model.onnx", "int8": folder / "model.int8.onnx"}
+    lines = []
+    result = accuracy_gate(files, held_out, meta, "hard", 100.0, log=lines.append)
+    assert set(result.openvino) == ({"int8", "bf16"} if cpu_bf16() else {"int8"})
+    row = result.openvino["int8"]
+    assert set(row) == {"logits", "metrics", "drop", "passed"} and row["passed"]
+    assert set(row["metrics"]) == set(result.metrics["int8"]) and set(row["drop"]) == set(result.drop)
+    assert row["logits"]["max_abs_pair"] > 0 and "OpenVINO int8" in lines[0]
+    assert cpu_bf16() or "bf16 row not run: this CPU has no bf16 instructions" in result.note
+    same = accuracy_gate({"fp32": files["fp32"], "int8": files["fp32"]}, held_out, meta, "hard", 1.0, log=print)
+    row = same.openvino["int8"]
+    assert row["passed"] and row["logits"]["max_abs_pair"] <= FP32_TOL
+    assert all(abs(d) <= 1e-6 for d in row["drop"].values()) and row["drop"]
+    assert row["metrics"] == pytest.approx(same.metrics["fp32"], abs=1e-6)
+    assert json.dumps(same.to_dict())  # model.json's int8.gate

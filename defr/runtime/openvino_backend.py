@@ -168,15 +168,20 @@ class OpenVinoBackend:
         dtypes = (np.float32, np.float32, np.float32, np.int64)
         arrays = (images, boxes_h, boxes_o, pair_index)
         feeds = {n: x.detach().cpu().numpy().astype(t) for n, x, t in zip(INPUT_NAMES, arrays, dtypes, strict=True)}
+        pair_logits, image_logits = self.run(feeds)
+        return torch.from_numpy(pair_logits), torch.from_numpy(image_logits)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's outputs (``OUTPUT_NAMES``, float32 copies) for numpy ``feeds`` named by
+        ``INPUT_NAMES``, as ``onnxruntime.InferenceSession.run`` gives them."""
         with self._lock:
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
         try:
             out = request.infer(feeds)
-            pair_logits, image_logits = (np.array(out[self.compiled.output(n)], np.float32) for n in OUTPUT_NAMES)
+            return [np.array(out[self.compiled.output(n)], np.float32) for n in OUTPUT_NAMES]
         finally:
             with self._lock:
                 self._idle.append(request)
-        return torch.from_numpy(pair_logits), torch.from_numpy(image_logits)
 
 
 def _precision(path: Path, file_precision: str, requested: str | None) -> str:
