@@ -64,6 +64,11 @@ def bench_table(r: dict) -> str:
         f"**{c['model']} at {c['image_size']} px**, {c['device']}, {m['torch_threads']} thread(s), "
         f"warmup {c['warmup']}, {c['repeats']} repeats — {m['cpu']} ({m['cores']} cores), "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        + (
+            f"; 1-minute load average {r['loadavg']['before'][0]:.1f} → {r['loadavg']['after'][0]:.1f}"
+            if "loadavg" in r
+            else ""
+        )
         + "\n\n| backend | precision | batch | pairs/image | median ms | p90 ms | images/s |\n"
         "|---|---|---:|---:|---:|---:|---:|\n"
     )
@@ -94,6 +99,18 @@ def _openvino_ratios(r: dict) -> str:
         cells = [f"{medians[('onnxruntime', o, b, p)] / medians[('openvino', v, b, p)]:.2f}×" for _, v, o in cols]
         lines.append(f"| {b} | {p} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def openvino_load_table(r: dict) -> str:
+    """benchmarks/openvino_load.py output: load times of ONNX vs IR vs the verified cache."""
+    m = r["machine"]
+    text = (
+        f"**{r['backbone']} at {r['image_size']} px**, {r['threads']} thread(s), median of {r['repeats']} — "
+        f"{m['cpu']} ({m['cores']} cores), openvino {m['versions'].get('openvino')}; load average "
+        f"{r['loadavg_before'][0]:.1f} → {r['loadavg_after'][0]:.1f}\n\n| load | median s |\n|---|---:|\n"
+    )
+    text += "\n".join(f"| {name} | {t:.3f} |" for name, t in r["median_s"].items())
+    return text + "\n\nBytes: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in r["bytes"].items())
 
 
 def matmul_table(r: dict) -> str:
@@ -369,6 +386,8 @@ def table(path: Path) -> str:
         return ort_profile_table(r)
     if "rows" in r and "backbone_only" in r:
         return pairs_table(r)
+    if "median_s" in r and "bytes" in r:
+        return openvino_load_table(r)
     if "gflop_per_s" in r:
         return matmul_table(r)
     if "config" in r and "rows" in r:

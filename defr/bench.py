@@ -26,6 +26,7 @@ spinning.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -217,6 +218,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     """Every (backend, batch, pairs) of ``cfg``: {"config", "machine", "rows"}; ``progress`` gets each row's line."""
     default_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or default_threads)
+    load_before = os.getloadavg()  # the machine may be shared: the load goes with the numbers
     try:
         with tempfile.TemporaryDirectory(prefix="defr-bench-") as tmp:
             backends, image_size = build_backends(cfg, Path(tmp))
@@ -239,6 +241,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         "machine": machine,
         "timing": timing,
         "settle_s": SETTLE_S,
+        "loadavg": {"before": load_before, "after": os.getloadavg()},
         "rows": [asdict(r) for r in rows],
     }
     return result
