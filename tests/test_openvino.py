@@ -379,3 +379,28 @@ def test_accuracy_gate_has_openvino_rows(export, tmp_path):
     assert all(abs(d) <= 1e-6 for d in row["drop"].values()) and row["drop"]
     assert row["metrics"] == pytest.approx(same.metrics["fp32"], abs=1e-6)
     assert json.dumps(same.to_dict())  # model.json's int8.gate
+
+
+@pytest.mark.slow
+def test_video_cli_selects_the_runtime(export, tmp_path):
+    _, folder = export
+    images, detections = frames()
+    (tmp_path / "frames").mkdir()
+    rows = []
+    for i, (image, dets) in enumerate(zip(images, detections, strict=True)):
+        Image.fromarray(image[:90, :120]).save(tmp_path / "frames" / f"{i:04d}.png")
+        rows.append({"frame": i, **{k: np.asarray(v).tolist() for k, v in dets.items()}})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for runtime in ("onnxruntime", "openvino"):
+        args = ["video", str(tmp_path / "frames"), "--model", str(folder / "model.onnx"), "--runtime", runtime]
+        args += ["--detector", f"detections:{tmp_path / 'd.jsonl'}", "--frames", str(tmp_path / f"{runtime}.jsonl")]
+        r = CliRunner().invoke(defr_main, [*args, "--no-progress"])
+        assert r.exit_code == 0, r.output
+    want, got = (
+        [json.loads(line) for line in (tmp_path / f"{n}.jsonl").read_text().splitlines()]
+        for n in ("onnxruntime", "openvino")
+    )
+    assert len(want) == len(got) == 3
+    assert [f["hoi"] for f in want] == [f["hoi"] for f in got] and any(f["hoi"] for f in want)
+    for w, g in zip(want, got, strict=True):
+        assert np.allclose(w["scores"], g["scores"], atol=FP32_TOL)
