@@ -8,6 +8,9 @@ annotation file's order as the demo draws them, so the fp32 row is the demo's de
 
 Per file: max / mean |Δ| of pair and image logits against fp32, top-1 agreement of pair classes,
 HICO mAP (image logits, the HICO protocol), HICO-DET mAP full / rare / non-rare (official protocol).
+The same for OpenVINO (the gate's OpenVINO rows, ``defr.export.accuracy``): the default int8 file run
+by OpenVINO, and ``model.onnx`` with OpenVINO's bf16 hint (only on a CPU with bf16 instructions; the
+report's ``note`` says when it was not run). The table printed last: fp32 / ORT int8 / OV int8 / OV bf16.
 
     .venv/bin/defr demo                                   # trains the demo model (demo-output/)
     .venv/bin/python benchmarks/int8_accuracy.py --checkpoint demo-output/run/model.safetensors \\
@@ -101,7 +104,17 @@ def main(argv: list[str] | None = None) -> None:
         name: {k: 100 * (m[k] - gate.metrics[name][k]) for k in m if m[k] is not None and gate.metrics[name].get(k)}
         for name, m in [(n, gate.metrics["fp32"]) for n in gate.metrics if n != "fp32"]
     }
+    report["openvino"] = gate.openvino  # precision → logits, metrics, drop against ONNX Runtime fp32, verdict
+    report["note"] = gate.note
     write_json(report, args.out, indent=2)
+    rows = {"fp32 (ONNX Runtime)": gate.metrics["fp32"], "int8 (ONNX Runtime)": gate.metrics["int8"]}
+    rows.update({f"{p} (OpenVINO)": row["metrics"] for p, row in gate.openvino.items()})
+    print(f"{'':<22} {'HICO mAP':>9} {'full':>7} {'rare':>7} {'non-rare':>9}")
+    for name, m in rows.items():
+        cells = [m.get(k) for k in ("hico_mAP", "hicodet_full", "hicodet_rare", "hicodet_non_rare")]
+        print(f"{name:<22} " + " ".join(f"{'n/a' if v is None else f'{100 * v:.2f}':>8}" for v in cells))
+    if gate.note:
+        print(gate.note)
     print(f"wrote {args.out}")
 
 

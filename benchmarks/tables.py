@@ -64,6 +64,11 @@ def bench_table(r: dict) -> str:
         f"**{c['model']} at {c['image_size']} px**, {c['device']}, {m['torch_threads']} thread(s), "
         f"warmup {c['warmup']}, {c['repeats']} repeats — {m['cpu']} ({m['cores']} cores), "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
+        + (
+            f"; 1-minute load average {r['loadavg']['before'][0]:.1f} → {r['loadavg']['after'][0]:.1f}"
+            if "loadavg" in r
+            else ""
+        )
         + "\n\n| backend | precision | batch | pairs/image | median ms | p90 ms | images/s |\n"
         "|---|---|---:|---:|---:|---:|---:|\n"
     )
@@ -72,7 +77,68 @@ def bench_table(r: dict) -> str:
         f"{x['p90_ms']:.1f} | {x['images_per_s']:.1f} |"
         for x in r["rows"]
     ]
-    return head + "\n".join(rows) + _speedups(r)
+    return head + "\n".join(rows) + _speedups(r) + _openvino_ratios(r)
+
+
+def _openvino_ratios(r: dict) -> str:
+    """With OpenVINO rows: OpenVINO against ONNX Runtime on the same file (median time ratios, > 1: OpenVINO faster)."""
+    medians = {(x["backend"], x["precision"], x["batch"], x["pairs"]): x["median_ms"] for x in r["rows"]}
+    if not any(k[0] == "openvino" for k in medians):
+        return ""
+    pairs = [  # (column, OpenVINO precision, ONNX Runtime precision)
+        ("OV fp32 vs ORT fp32", "fp32", "fp32"),
+        ("OV int8 vs ORT int8 (target ≥ 1.15×)", "int8", "int8"),
+        ("OV int8 vs ORT fp32", "int8", "fp32"),
+        ("OV bf16 vs ORT fp32 (target ≥ 2×)", "bf16", "fp32"),
+    ]
+    cols = [c for c in pairs if any(k[:2] == ("openvino", c[1]) for k in medians)]
+    cols = [c for c in cols if any(k[:2] == ("onnxruntime", c[2]) for k in medians)]
+    lines = ["\n\n| batch | pairs/image | " + " | ".join(c[0] for c in cols) + " |"]
+    lines.append("|---:|---:|" + "---:|" * len(cols))
+    for b, p in sorted({(k[2], k[3]) for k in medians}):
+        cells = [f"{medians[('onnxruntime', o, b, p)] / medians[('openvino', v, b, p)]:.2f}×" for _, v, o in cols]
+        lines.append(f"| {b} | {p} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def openvino_load_table(r: dict) -> str:
+    """benchmarks/openvino_load.py output: load times of ONNX vs IR vs the verified cache."""
+    m = r["machine"]
+    text = (
+        f"**{r['backbone']} at {r['image_size']} px**, {r['threads']} thread(s), median of {r['repeats']} — "
+        f"{m['cpu']} ({m['cores']} cores), openvino {m['versions'].get('openvino')}; load average "
+        f"{r['loadavg_before'][0]:.1f} → {r['loadavg_after'][0]:.1f}\n\n| load | median s |\n|---|---:|\n"
+    )
+    text += "\n".join(f"| {name} | {t:.3f} |" for name, t in r["median_s"].items())
+    return text + "\n\nBytes: " + ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in r["bytes"].items())
+
+
+def matmul_table(r: dict) -> str:
+    """benchmarks/matmul.py output: the GEMM rates, then each bench row against the fp32 floor."""
+    m = r["machine"]
+    text = (
+        f"GEMM rates (`torch.matmul`, best of the repeats) — {m['cpu']} ({m['cores']} cores), bf16 instructions: "
+        f"{'yes' if r['cpu_has_bf16'] else 'no'}; load average {r['loadavg_before'][0]:.1f} → "
+        f"{r['loadavg_after'][0]:.1f}\n\n| threads | dtype | shape | GFLOP/s |\n|---:|---|---|---:|\n"
+    )
+    text += "\n".join(
+        f"| {t} | {d} | {shape} | {v:.1f} |"
+        for t, by_dtype in r["gflop_per_s"].items()
+        for d, by_shape in by_dtype.items()
+        for shape, v in by_shape.items()
+    )
+    if r["rows"]:
+        text += (
+            "\n\n| model | threads | backend | precision | batch | pairs/image | GFLOP | median ms | fp32 floor ms "
+            "| floor / median |\n|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n"
+        )
+        text += "\n".join(
+            f"| {x['model']} {x['image_size']} | {x['threads']} | {x['backend']} | {x['precision']} | {x['batch']} | "
+            f"{x['pairs']} | {x['gflop']:.2f} | {x['median_ms']:.1f} | {x['floor_ms']:.1f} | "
+            f"{100 * x['fraction_of_floor']:.0f} % |"
+            for x in r["rows"]
+        )
+    return text
 
 
 def _speedups(r: dict) -> str:
@@ -320,6 +386,10 @@ def table(path: Path) -> str:
         return ort_profile_table(r)
     if "rows" in r and "backbone_only" in r:
         return pairs_table(r)
+    if "median_s" in r and "bytes" in r:
+        return openvino_load_table(r)
+    if "gflop_per_s" in r:
+        return matmul_table(r)
     if "config" in r and "rows" in r:
         return bench_table(r)
     if "summary" in r and "runs" in r:

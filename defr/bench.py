@@ -11,10 +11,12 @@ Runtime), an exported ``.onnx`` (ONNX Runtime, any precision: ``model.onnx``, ``
 ``model.int8.onnx``) or ``.engine`` (TensorRT), or a backbone name such as ``tiny-vit`` or
 ``ViT-B-32`` with ``--image-size`` (random weights). For checkpoints and backbone names,
 ``backends`` picks among ``torch`` (PyTorch eager, fp32), ``onnxruntime`` (the exported
-``model.onnx``) and ``onnxruntime-int8`` (``model.int8.onnx`` of the same export, statically
+``model.onnx``), ``onnxruntime-int8`` (``model.int8.onnx`` of the same export, statically
 quantized on ``INT8_CALIBRATION_IMAGES`` images of the built-in synthetic set, no accuracy gate:
-speed does not depend on the calibration). Rows name the runtime and the precision
-(``onnxruntime``, ``int8``).
+speed does not depend on the calibration), and the same files in OpenVINO: ``openvino``
+(``model.onnx``), ``openvino-bf16`` (``model.onnx`` with the bf16 inference-precision hint) and
+``openvino-int8`` (``model.int8.onnx``). An exported ``.onnx`` runs in ``runtime`` (ONNX Runtime
+or OpenVINO). Rows name the runtime and the precision (``openvino``, ``bf16``).
 
 The backends are timed side by side: for each (batch, pairs), one call of each backend in turn,
 ``repeats`` times, so a machine whose load changes during the run slows them all alike; each timed
@@ -24,6 +26,7 @@ spinning.
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 import time
@@ -43,10 +46,16 @@ from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
 from defr.runtime import PairBackend, TorchBackend, load_backend
 from defr.runtime.backends import EXPORTED_SUFFIXES
 from defr.runtime.contract import example_inputs, with_dummy_pair
+from defr.runtime.openvino_backend import ONNX_RUNTIMES, OpenVinoBackend, OpenVinoConfig
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8")
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
 ONNX_BACKENDS = {"onnxruntime": "model.onnx", "onnxruntime-int8": INT8_FILE}
+OPENVINO_BACKENDS = {  # name → (file of the export, precision: None is the file's)
+    "openvino": ("model.onnx", None),
+    "openvino-bf16": ("model.onnx", "bf16"),
+    "openvino-int8": (INT8_FILE, None),
+}
 INT8_CALIBRATION_IMAGES = 8
 SETTLE_S = 0.05  # pause before each timed call of side-by-side timing (time_side_by_side)
 
@@ -63,6 +72,7 @@ class BenchConfig:
     device: str = "cpu"
     threads: int | None = None  # CPU threads of both PyTorch and ONNX Runtime (None: their defaults)
     mask_mode: str | None = None  # None: hard for checkpoints, the file's for exported models
+    runtime: str | None = None  # who runs an exported .onnx model (ONNX_RUNTIMES; None: ONNX Runtime)
     attention: str = "auto"  # the pair attention of the PyTorch backend (defr.kernels)
 
     def __post_init__(self) -> None:
@@ -79,6 +89,13 @@ class BenchConfig:
             raise ConfigError(f"backends must be among {BACKENDS}, got {list(self.backends)}")
         if self.mask_mode is not None:
             check_mask_mode(self.mask_mode)
+        if self.runtime is not None and self.runtime not in ONNX_RUNTIMES:
+            raise ConfigError(f"runtime must be one of {ONNX_RUNTIMES}, not {self.runtime!r}")
+        if self.runtime is not None and Path(self.model).suffix.lower() != ".onnx":
+            raise ConfigError(
+                f"{self.model}: --runtime applies to an exported .onnx; for a checkpoint or backbone name "
+                "pick the runtimes with --backends (openvino, openvino-bf16, openvino-int8)"
+            )
         if self.attention not in ATTENTION_BACKENDS:
             raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, not {self.attention!r}")
 
@@ -146,6 +163,9 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
     """([(name, backend)], image size) for ``cfg.model``, every file opened by ``load_backend``;
     checkpoints and backbone names are exported into ``workdir``."""
     suffix = Path(cfg.model).suffix.lower()
+    if suffix == ".onnx" and cfg.runtime == "openvino":  # --- OpenVINO (issue 21) ---
+        backend = OpenVinoBackend(cfg.model, mask_mode=cfg.mask_mode, config=OpenVinoConfig(threads=cfg.threads))
+        return [("openvino", backend)], backend.meta.image_size
     if suffix in EXPORTED_SUFFIXES:
         device = cfg.device if suffix == ".onnx" or cfg.device.startswith("cuda") else "cuda"  # engines: CUDA
         backend = load_backend(cfg.model, device, mask_mode=cfg.mask_mode, threads=cfg.threads)
@@ -156,9 +176,9 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
     backends: list[tuple[str, PairBackend]] = []
     if "torch" in cfg.backends:
         backends.append(("torch", TorchBackend(model, cfg.device, mask_mode=mask_mode, attention=cfg.attention)))
-    onnx = [b for b in cfg.backends if b in ONNX_BACKENDS]
+    onnx = [b for b in cfg.backends if b in ONNX_BACKENDS or b in OPENVINO_BACKENDS]
     if onnx:
-        int8 = "onnxruntime-int8" in onnx
+        int8 = "onnxruntime-int8" in onnx or "openvino-int8" in onnx
         export = ExportConfig(
             image_size=cfg.image_size,
             verify=False,
@@ -168,6 +188,11 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
         )
         export_model(checkpoint, workdir / "onnx", export, log=_quiet)
         for name in onnx:
+            if name in OPENVINO_BACKENDS:  # --- OpenVINO (issue 21) ---
+                file, precision = OPENVINO_BACKENDS[name]
+                ov = OpenVinoBackend(workdir / "onnx" / file, precision, config=OpenVinoConfig(threads=cfg.threads))
+                backends.append(("openvino", ov))
+                continue
             path = workdir / "onnx" / ONNX_BACKENDS[name]
             backends.append(("onnxruntime", load_backend(path, cfg.device, threads=cfg.threads)))
     return backends, model.cfg.image_size
@@ -191,6 +216,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
     """Every (backend, batch, pairs) of ``cfg``: {"config", "machine", "rows"}; ``progress`` gets each row's line."""
     default_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or default_threads)
+    load_before = os.getloadavg()  # the machine may be shared: the load goes with the numbers
     try:
         with tempfile.TemporaryDirectory(prefix="defr-bench-") as tmp:
             backends, image_size = build_backends(cfg, Path(tmp))
@@ -213,6 +239,7 @@ def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -
         "machine": machine,
         "timing": timing,
         "settle_s": SETTLE_S,
+        "loadavg": {"before": load_before, "after": os.getloadavg()},
         "rows": [asdict(r) for r in rows],
     }
     return result

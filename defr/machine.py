@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("defr", "torch", "triton", "onnx", "onnxscript", "onnxruntime", "tensorrt")
+PACKAGES = ("defr", "torch", "triton", "onnx", "onnxscript", "onnxruntime", "openvino", "tensorrt")
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:

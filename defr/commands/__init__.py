@@ -15,6 +15,7 @@ import click
 
 from defr.errors import DefrError
 from defr.model.pair_attention import ATTENTION_BACKENDS, MASK_MODES
+from defr.runtime.openvino_backend import ONNX_RUNTIMES
 
 
 @contextmanager
@@ -87,6 +88,23 @@ RAY_OPTION = click.option(
     help="Run as a Ray batch job: on a local Ray (--ray, --ray local) or the cluster at ADDRESS (auto, "
     "HOST:PORT); same outputs as without it. Needs the serve extra; docs/serving.md.",
 )
+
+RUNTIME_OPTION = click.option(
+    "--runtime",
+    type=click.Choice(ONNX_RUNTIMES),
+    help="Who runs an exported .onnx given with --model: onnxruntime (default) or openvino (CPU; with "
+    "--precision bf16, OpenVINO's bf16 inference-precision hint on model.onnx).",
+)
+
+
+def model_file_precision(model_file, runtime: str | None, precision: str) -> None:
+    """UsageError unless ``--precision`` fits the model: any for a checkpoint, fp32 (the file's own) for
+    an exported file, or bf16 for one run by OpenVINO."""
+    if model_file is not None and precision != "fp32" and not (runtime == "openvino" and precision == "bf16"):
+        raise click.UsageError(
+            "--precision applies to --checkpoint (and bf16 to --model with --runtime openvino); "
+            "an exported model keeps its own precision"
+        )
 
 
 def MODEL_FILE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)

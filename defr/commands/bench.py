@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from defr.bench import BACKENDS, DEFAULT_BACKENDS, BenchConfig, BenchRow, format_table, run_bench
-from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, int_list, one_line_errors
+from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, RUNTIME_OPTION, int_list, one_line_errors
 from defr.files import write_json
 
 
@@ -18,17 +18,31 @@ from defr.files import write_json
     "--backends",
     default=",".join(DEFAULT_BACKENDS),
     show_default=True,
-    help=f"For checkpoints and backbone names, among {', '.join(BACKENDS)} (onnxruntime-int8: model.int8.onnx).",
+    help=f"For checkpoints and backbone names, among {', '.join(BACKENDS)} (the -int8 ones run model.int8.onnx; "
+    "openvino-bf16 runs model.onnx with OpenVINO's bf16 hint).",
 )
 @click.option("--warmup", default=BenchConfig.warmup, show_default=True, type=int)
 @click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--threads", type=int, help="CPU threads of PyTorch and ONNX Runtime (default: theirs).")
+@click.option("--threads", type=int, help="CPU threads of PyTorch, ONNX Runtime and OpenVINO (default: theirs).")
 @click.option("--json", "json_out", default="bench.json", show_default=True, type=click.Path(dir_okay=False))
 @MASK_MODE_OPTION
 @ATTENTION_OPTION
+@RUNTIME_OPTION
 def bench_command(
-    model, image_size, pairs, batches, backends, warmup, repeats, device, threads, json_out, mask_mode, attention
+    model,
+    image_size,
+    pairs,
+    batches,
+    backends,
+    warmup,
+    repeats,
+    device,
+    threads,
+    json_out,
+    mask_mode,
+    attention,
+    runtime,
 ) -> None:
     """Time the pair backends over batch sizes and pairs per image; print a table, write JSON."""
     with one_line_errors():
@@ -44,12 +58,14 @@ def bench_command(
             threads=threads,
             mask_mode=mask_mode,
             attention=attention or "auto",
+            runtime=runtime,
         )
         result = run_bench(cfg, progress=lambda line: click.echo(line, err=True))
         write_json(result, json_out)
     click.echo(format_table([BenchRow(**r) for r in result["rows"]]))
     m = result["machine"]
     click.echo(
-        f"{m['cpu']}, {m['cores']} cores, torch {m['versions']['torch']}, onnxruntime {m['versions']['onnxruntime']}"
+        f"{m['cpu']}, {m['cores']} cores, torch {m['versions']['torch']}, onnxruntime {m['versions']['onnxruntime']}, "
+        f"openvino {m['versions']['openvino']}"
     )
     click.echo(f"wrote {json_out}")

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import click
 
-from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, RAY_OPTION, one_line_errors
+from defr.commands import (
+    ATTENTION_OPTION,
+    MASK_MODE_OPTION,
+    MODEL_FILE_OPTIONS,
+    RAY_OPTION,
+    RUNTIME_OPTION,
+    model_file_precision,
+    one_line_errors,
+)
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
@@ -36,6 +44,7 @@ from defr.runtime.io import list_images, load_detections
 @ATTENTION_OPTION
 @RAY_OPTION
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1), help="--ray: detector actors.")
+@RUNTIME_OPTION
 def detect_command(
     checkpoint,
     model_file,
@@ -51,6 +60,7 @@ def detect_command(
     attention,
     ray_address,
     concurrency,
+    runtime,
 ) -> None:
     """Detect human-object interactions from object detections; write a results JSON.
 
@@ -59,13 +69,19 @@ def detect_command(
     """
     if (checkpoint is None) == (model_file is None):
         raise click.UsageError("give exactly one of --checkpoint and --model")
-    if model_file is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own precision")
+    model_file_precision(model_file, runtime, precision)
     with one_line_errors():
         paths = list_images(images)
         dets = load_detections(detections, [p.name for p in paths], label_space)
-        kw = {"precision": precision} if checkpoint is not None else {}
-        load = {"device": device, "mask_mode": mask_mode, "attention": attention, "top_k": top_k, **kw}
+        kw = {"precision": precision} if checkpoint is not None or runtime == "openvino" else {}
+        load = {
+            "device": device,
+            "mask_mode": mask_mode,
+            "attention": attention,
+            "top_k": top_k,
+            "runtime": runtime,
+            **kw,
+        }
         if ray_address is None:
             results = run_detection(load_detector(checkpoint or model_file, **load), paths, dets, batch_size=batch_size)
         else:

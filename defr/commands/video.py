@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import MODEL_FILE_OPTIONS, RAY_OPTION, one_line_errors
+from defr.commands import MODEL_FILE_OPTIONS, RAY_OPTION, RUNTIME_OPTION, model_file_precision, one_line_errors
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.errors import DefrError
 from defr.runtime import load_detector
@@ -78,6 +78,7 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @RAY_OPTION
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1), help="--ray: videos at once.")
+@RUNTIME_OPTION
 def video_command(
     source,
     more,
@@ -106,6 +107,7 @@ def video_command(
     progress,
     ray_address,
     concurrency,
+    runtime,
 ) -> None:
     """Detect human-object interactions in INPUT (a video file, stream URL or image folder).
 
@@ -119,8 +121,7 @@ def video_command(
     """
     if (checkpoint is None) == (model_file is None):
         raise click.UsageError("give exactly one of --checkpoint and --model")
-    if model_file is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own")
+    model_file_precision(model_file, runtime, precision)
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
     if more and ray_address is None:
@@ -136,8 +137,8 @@ def video_command(
         if Path(ray_address).exists():
             raise click.UsageError(f"--ray took {ray_address} as the address: write --ray=ADDRESS or --ray local")
         job_options = {"device": device, "weights": detector_weights, "label_space": label_space}
-        load = {"device": device, "mask_mode": mask_mode, "top_k": top_k}
-        load.update({"precision": precision} if checkpoint is not None else {})
+        load = {"device": device, "mask_mode": mask_mode, "top_k": top_k, "runtime": runtime}
+        load.update({"precision": precision} if checkpoint is not None or runtime == "openvino" else {})
         with one_line_errors():
             from defr.serve.batch import VideoJob, list_videos, run_videos_ray  # imports Ray
             from defr.serve.connect import ray_session
@@ -160,8 +161,10 @@ def video_command(
         raise click.ClickException(str(e)) from None
     try:
         objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
-        kw = {"precision": precision} if checkpoint is not None else {}
-        hoi = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
+        kw = {"precision": precision} if checkpoint is not None or runtime == "openvino" else {}
+        hoi = load_detector(
+            checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, runtime=runtime, **kw
+        )
         result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:
         click.echo(f"interrupted after {e.summary.frames} frames ({e}); outputs finalised, summary {summary}", err=True)

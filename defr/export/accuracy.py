@@ -18,6 +18,12 @@ with the runtime's session options on the CPU).
 The drop of a metric is ``100 · (float32 − int8)`` mAP points; the gate fails when a drop exceeds
 ``max_drop``. Data without labels has no mAP: the gate then rests on nothing but the logits and
 says so in its ``note`` (it passes).
+
+OpenVINO rows (``openvino``; when the package is installed): the same images, metrics and drops
+against ONNX Runtime's float32 for ``model.int8.onnx`` run by OpenVINO (``int8``) and ``model.onnx``
+with OpenVINO's bf16 inference-precision hint (``bf16``; only on a CPU with bf16 instructions, else
+the note says it was not run). Each row has its own verdict; the export fails only on ONNX Runtime's
+int8 row (the file is the same; the verdict tells whether to run it in OpenVINO on this CPU).
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ from defr.eval.classification import hico_metrics
 from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
 from defr.export.errors import AccuracyGateError
+from defr.optional import MissingDependency, import_openvino
 from defr.runtime.backends import load_backend
 from defr.runtime.contract import INPUT_NAMES
 from defr.runtime.detect import run_detection
 from defr.runtime.detector import HOIDetector
+from defr.runtime.openvino_backend import OpenVinoBackend, cpu_has_bf16
 
 GATED_METRICS = ("hico_mAP", "hicodet_full")
 DEFAULT_MAX_DROP = 1.0  # mAP points
@@ -59,6 +67,8 @@ class GateResult:
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     drop: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    # --- OpenVINO rows (issue 21): precision → {logits, metrics, drop, passed}, as the fields above ---
+    openvino: dict[str, dict] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -81,6 +91,12 @@ class GateResult:
                     f"{p} {_points(self.metrics[p].get(metric))}" for p in self.metrics if metric in self.metrics[p]
                 )
                 parts.append(f"{metric} {values} (drop {self.drop[metric]:+.2f})")
+        for p, ov_row in self.openvino.items():
+            drops = ", ".join(f"{m} drop {d:+.2f}" for m, d in ov_row["drop"].items()) or "no mAP"
+            verdict = "passes" if ov_row["passed"] else "FAILS"
+            parts.append(
+                f"OpenVINO {p}: max |Δ| pair logits {ov_row['logits']['max_abs_pair']:.3g}, {drops} ({verdict})"
+            )
         if self.note:
             parts.append(self.note)
         return "; ".join(parts)
@@ -103,38 +119,45 @@ def accuracy_gate(
     ``max_drop`` points (the caller writes nothing then).
     """
     backends = {p: load_backend(path, "cpu") for p, path in files.items()}
+    notes: list[str] = []
+    ov_backends = openvino_backends(files, notes)
+    every = {**backends, **ov_backends}
     meta = backends["fp32"].meta
-    outputs: dict[str, list[list[np.ndarray]]] = {p: [] for p in backends}
+    outputs: dict[str, list[list[np.ndarray]]] = {p: [] for p in every}
     real_pairs = []
     for feeds in GraphFeeds(held_out, meta):
         real_pairs.append(_real_pairs(feeds, meta.image_size))
         inputs = [torch.from_numpy(feeds[name]) for name in INPUT_NAMES]
-        for p, backend in backends.items():
+        for p, backend in every.items():
             outputs[p].append([y.numpy() for y in backend(*inputs)])
     result = GateResult(images=len(held_out), pairs=sum(real_pairs), max_drop=max_drop)
     for p in backends:
         if p != "fp32":
             result.logits[p] = _logit_agreement(outputs[p], outputs["fp32"], real_pairs)
-    for p in backends:
-        result.metrics[p] = {}
-    notes = []
+    metrics: dict[str, dict[str, float | None]] = {p: {} for p in every}
     if held_out.labels is not None:
         columns = _shared_classes(meta.class_names, held_out.class_names or [])
-        for p in backends:
+        for p in every:
             scores = np.stack([out[1][0] for out in outputs[p]])
-            result.metrics[p]["hico_mAP"] = _hico_map(scores, held_out, columns)
+            metrics[p]["hico_mAP"] = _hico_map(scores, held_out, columns)
     else:
         notes.append("no image labels in the calibration data: no mAP, the gate rests on the logits")
     if held_out.annotations is not None:
-        for p, backend in backends.items():
+        for p, backend in every.items():
             results = run_detection(HOIDetector(backend), held_out.paths, held_out.detections, progress=False)
             results = _to_dataset_classes(results, meta.class_names, held_out.class_names or [])
             m = hicodet_metrics(held_out.annotations, results)
-            result.metrics[p].update({f"hicodet_{k}": m.get(k) for k in ("full", "rare", "non_rare")})
-    for metric in GATED_METRICS:
-        ref, got = result.metrics["fp32"].get(metric), result.metrics["int8"].get(metric)
-        if ref is not None and got is not None:
-            result.drop[metric] = 100 * (ref - got)
+            metrics[p].update({f"hicodet_{k}": m.get(k) for k in ("full", "rare", "non_rare")})
+    result.metrics = {p: metrics[p] for p in backends}
+    result.drop = _drops(metrics["fp32"], metrics["int8"])
+    for p in ov_backends:
+        drop = _drops(metrics["fp32"], metrics[p])
+        result.openvino[p.removeprefix(OPENVINO_ROW)] = {
+            "logits": _logit_agreement(outputs[p], outputs["fp32"], real_pairs),
+            "metrics": metrics[p],
+            "drop": drop,
+            "passed": all(d <= max_drop for d in drop.values()),
+        }
     if held_out.labels is not None and not result.drop:
         notes.append("no class of the held-out images has a positive: no mAP, the gate rests on the logits")
     result.note = "; ".join(notes)
@@ -147,6 +170,31 @@ def accuracy_gate(
             "more or more representative data (--calibration, --calibration-images), or allow a larger drop"
         )
     return result
+
+
+def _drops(ref: dict[str, float | None], got: dict[str, float | None]) -> dict[str, float]:
+    """Gated metric → 100 · (ref − got) mAP points, for the metrics both have."""
+    return {m: 100 * (ref[m] - got[m]) for m in GATED_METRICS if ref.get(m) is not None and got.get(m) is not None}
+
+
+OPENVINO_ROW = "openvino-"  # prefix of the OpenVINO rows among the gate's outputs
+
+
+def openvino_backends(files: dict[str, str | os.PathLike], notes: list[str]) -> dict[str, OpenVinoBackend]:
+    """``openvino-int8`` (the int8 file) and ``openvino-bf16`` (the fp32 file, bf16 hint), each checked
+    against the ``model.json`` beside it; what cannot run here (no ``openvino``, no bf16 instructions)
+    is said in ``notes``."""
+    try:
+        ov = import_openvino("the accuracy gate's OpenVINO rows")
+    except MissingDependency:
+        notes.append('OpenVINO rows not run: openvino is not installed (pip install "defr[openvino]")')
+        return {}
+    rows = {f"{OPENVINO_ROW}int8": OpenVinoBackend(files["int8"])}
+    if cpu_has_bf16(ov.Core()):
+        rows[f"{OPENVINO_ROW}bf16"] = OpenVinoBackend(files["fp32"], "bf16")
+    else:
+        notes.append("OpenVINO bf16 row not run: this CPU has no bf16 instructions")
+    return rows
 
 
 def _real_pairs(feeds: dict[str, np.ndarray], image_size: int) -> int:

@@ -12,6 +12,7 @@ from defr.images import ImageInputError
 from defr.runtime.backends import OnnxBackend, TorchBackend, load_backend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta
 from defr.runtime.detector import HOIDetector, ImageResult, load_detector
+from defr.runtime.openvino_backend import OpenVinoBackend, OpenVinoConfig
 from defr.runtime.pairing import PairConfig, Pairs, make_pairs, pair_priors
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
@@ -23,6 +24,8 @@ __all__ = [
     "ImageInputError",
     "ImageResult",
     "OnnxBackend",
+    "OpenVinoBackend",
+    "OpenVinoConfig",
     "PairBackend",
     "PairConfig",
     "Pairs",

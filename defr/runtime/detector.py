@@ -13,8 +13,10 @@ discarded (``defr.runtime.contract.with_dummy_pair``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -25,6 +27,7 @@ from defr.model import load_model
 from defr.runtime.backends import OnnxBackend, TorchBackend, load_backend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
 from defr.runtime.onnx_session import SessionConfig
+from defr.runtime.openvino_backend import ONNX_RUNTIMES, OpenVinoBackend, OpenVinoConfig
 from defr.runtime.pairing import PairConfig, Pairs, make_pairs, pair_priors
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
@@ -112,11 +115,35 @@ class HOIDetector:
         threads: int | None = None,
         mask_mode: str | None = None,
         session: SessionConfig | None = None,
+        runtime: str = "onnxruntime",
+        precision: str | None = None,
+        openvino: OpenVinoConfig | None = None,
         **kw,
     ) -> HOIDetector:
         """From an exported ONNX model (``defr-export``: ``model.onnx``, ``model.fp16.onnx`` or
-        ``model.int8.onnx``) run by ONNX Runtime; mask_mode: None or the file's; session: ONNX
-        Runtime's session options (``OnnxBackend``)."""
+        ``model.int8.onnx``) run by ``runtime``; mask_mode: None or the file's.
+
+        runtime ``onnxruntime``: providers and session (ONNX Runtime's session options,
+        ``OnnxBackend``); the file's precision. runtime ``openvino`` (``OpenVinoBackend``, CPU):
+        precision None (the file's) or ``bf16`` for ``model.onnx``; openvino: its threads, streams,
+        hint and cache (``OpenVinoConfig``; ``threads``, when given, overrides its threads).
+        """
+        # --- runtime selection (issue 21): OpenVINO beside ONNX Runtime ---
+        if runtime not in ONNX_RUNTIMES:
+            raise ConfigError(f"runtime must be one of {ONNX_RUNTIMES}, not {runtime!r}")
+        if runtime == "openvino":
+            if providers is not None or session is not None:
+                raise ConfigError("providers and session are ONNX Runtime's; OpenVINO takes openvino=OpenVinoConfig")
+            config = openvino or OpenVinoConfig()
+            if threads is not None:
+                config = dataclasses.replace(config, threads=threads)
+            return cls(OpenVinoBackend(path, precision, mask_mode, config), **kw)
+        if precision is not None or openvino is not None:
+            raise ConfigError(
+                f"{path}: ONNX Runtime runs the file at its own precision; precision and openvino "
+                "are for runtime='openvino'"
+            )
+        # --- end runtime selection ---
         return cls(OnnxBackend.from_file(path, providers, threads, mask_mode, session), **kw)
 
     @classmethod
@@ -305,14 +332,29 @@ def load_detector(
     precision: str | None = None,
     mask_mode: str | None = None,
     attention: str | None = None,
+    runtime: str | None = None,
     **kw,
 ) -> HOIDetector:
-    """A detector from a model file through ``load_backend`` (by suffix: ``.onnx`` ONNX Runtime,
-    ``.engine`` TensorRT, anything else a checkpoint, ours or the released one).
+    """A detector from a model file through ``load_backend`` (by suffix: ``.onnx`` ONNX Runtime, or OpenVINO
+    with ``runtime="openvino"``; ``.engine`` TensorRT; anything else a checkpoint, ours or the released one).
 
     precision and attention: for checkpoints (defaults fp32, auto); exported files keep their own,
-    and asking for another is a ``ConfigError``. mask_mode: None = ``hard`` for checkpoints, the
-    file's for exports (another than the file's is refused). ``kw`` go to ``HOIDetector``.
+    and asking for another is a ``ConfigError`` — except ``bf16`` for ``model.onnx`` in OpenVINO
+    (its inference-precision hint). runtime: who runs an ``.onnx`` file (``ONNX_RUNTIMES``; None:
+    ONNX Runtime). mask_mode: None = ``hard`` for checkpoints, the file's for exports (another than
+    the file's is refused). ``kw`` go to ``HOIDetector``.
     """
+    suffix = Path(path).suffix.lower()
+    # --- runtime selection (issue 21): OpenVINO beside ONNX Runtime ---
+    if runtime is not None and suffix != ".onnx":
+        raise ConfigError(f"{path}: runtime {runtime!r} applies to exported .onnx files")
+    if runtime == "openvino":
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"{path}: the OpenVINO runtime runs on the CPU, not {device!r}")
+        if attention not in (None, "auto"):
+            raise ConfigError(f"{path}: attention applies to checkpoints; an exported model has its own graph")
+        ov_precision = None if precision in (None, "fp32") else precision
+        return HOIDetector.from_onnx(path, runtime="openvino", precision=ov_precision, mask_mode=mask_mode, **kw)
+    # --- end runtime selection ---
     backend = load_backend(path, device, precision=precision, mask_mode=mask_mode, attention=attention)
     return HOIDetector(backend, **kw)
