@@ -148,9 +148,10 @@ def main() -> None:
     from defr.machine import machine_info
     from defr.model import create_model, save_checkpoint
     from defr.runtime import load_detector
+    from defr.runtime.io import load_frame_detections
     from defr.serve.client import detections_json, encode_image
     from defr.serve.deployment import ServeConfig, build_app
-    from defr.video import open_source, read_detections
+    from defr.video import open_source
 
     torch.set_num_threads(args.replica_cpus)
     load_start = os.getloadavg()[0]
@@ -158,9 +159,9 @@ def main() -> None:
         tmp = Path(tmp)
         synthetic = generate_synthetic_video(tmp / "cams.mp4", frames=args.frames, width=args.width, seed=0)
         decoded = list(open_source(synthetic.video))
-        by_frame = read_detections(synthetic.detections)
+        by_frame = load_frame_detections(synthetic.detections)
         images = [f.image for f in decoded]
-        dets = [by_frame[f.index].as_dict() for f in decoded]
+        dets = [by_frame[f.index].to_dict() for f in decoded]
         encoded = [encode_image(im) for im in images]
         wire_dets = [detections_json(d) for d in dets]
         checkpoint = tmp / "model.safetensors"

@@ -358,22 +358,22 @@ def test_accuracy_gate_has_openvino_rows(export, tmp_path):
     from defr.data import generate_synthetic
     from defr.export.accuracy import accuracy_gate
     from defr.export.calibration import load_calibration_set
-    from defr.runtime.sidecar import read_sidecar, runtime_meta
+    from defr.runtime.sidecar import read_sidecar
 
     folder = export[1]
-    meta = runtime_meta(read_sidecar(folder / "model.onnx"))
+    meta = read_sidecar(folder / "model.onnx").meta
     generate_synthetic(tmp_path / "synth", images=40, seed=0, size=64)
     held_out = load_calibration_set(tmp_path / "synth", 8, meta, tmp_path / "work")
     files = {"fp32": folder / "model.onnx", "int8": folder / "model.int8.onnx"}
     lines = []
-    result = accuracy_gate(files, held_out, meta, "hard", 100.0, log=lines.append)
+    result = accuracy_gate(files, held_out, 100.0, log=lines.append)
     assert set(result.openvino) == ({"int8", "bf16"} if cpu_bf16() else {"int8"})
     row = result.openvino["int8"]
     assert set(row) == {"logits", "metrics", "drop", "passed"} and row["passed"]
     assert set(row["metrics"]) == set(result.metrics["int8"]) and set(row["drop"]) == set(result.drop)
     assert row["logits"]["max_abs_pair"] > 0 and "OpenVINO int8" in lines[0]
     assert cpu_bf16() or "bf16 row not run: this CPU has no bf16 instructions" in result.note
-    same = accuracy_gate({"fp32": files["fp32"], "int8": files["fp32"]}, held_out, meta, "hard", 1.0, log=print)
+    same = accuracy_gate({"fp32": files["fp32"], "int8": files["fp32"]}, held_out, 1.0, log=print)
     row = same.openvino["int8"]
     assert row["passed"] and row["logits"]["max_abs_pair"] <= FP32_TOL
     assert all(abs(d) <= 1e-6 for d in row["drop"].values()) and row["drop"]

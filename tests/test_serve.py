@@ -19,9 +19,10 @@ from click.testing import CliRunner
 from PIL import Image
 from servekit import as_arrays, assert_same, checkpoint, free_port, scene
 
+from defr.detections import to_hico_labels
 from defr.errors import ConfigError
 from defr.images import ImageInputError, decode_image
-from defr.runtime import HOIDetector, TorchBackend, hico_labels_from_coco
+from defr.runtime import HOIDetector, TorchBackend
 from defr.serve.api import (
     Limits,
     RequestError,
@@ -56,7 +57,7 @@ def test_parse_request_decodes_frames_and_detections():
         np.testing.assert_allclose(frame.detections["boxes"], np.asarray(det["boxes"], np.float32))
     coco = parse_request(body(images[:1], [{**dets[0], "labels": [0, 2, 39]}], label_space="coco80"), Limits())
     converted = coco.frames[0].detections["labels"].tolist()
-    assert converted == hico_labels_from_coco([0, 2, 39]).tolist() and converted[0] == 49  # COCO person → HICO
+    assert converted == to_hico_labels([0, 2, 39], "coco80").tolist() and converted[0] == 49  # COCO person → HICO
 
 
 @pytest.mark.parametrize(
