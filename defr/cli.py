@@ -23,6 +23,7 @@ COMMANDS = {
     "box-noise": "defr.commands.detect:box_noise_command",
     "bench": "defr.commands.bench:bench_command",
     "video": "defr.commands.video:video_command",
+    "eval-events": "defr.commands.events:eval_events_command",
 }
 
 

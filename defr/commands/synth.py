@@ -9,6 +9,7 @@ import click
 
 from defr.commands import one_line_errors
 from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_video
+from defr.data.synth.settings import SETTINGS
 
 
 @click.command("synth")
@@ -23,21 +24,37 @@ from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_vide
 )
 @click.option("--frames", default=150, show_default=True, help="Video frames.")
 @click.option("--fps", default=15.0, show_default=True, help="Video frame rate.")
+@click.option(
+    "--setting",
+    type=click.Choice(list(SETTINGS)),
+    default="default",
+    show_default=True,
+    help="crowded: 1-4 people side by side, neighbours often with the same kind of object (images and video).",
+)
 def synth_command(
-    out: Path | None, images: int, seed: int, size: int | None, video: Path | None, frames: int, fps: float
+    out: Path | None,
+    images: int,
+    seed: int,
+    size: int | None,
+    video: Path | None,
+    frames: int,
+    fps: float,
+    setting: str,
 ) -> None:
     """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT, or a synthetic video (--video)."""
     if (out is None) == (video is None):
         raise click.UsageError("give OUT (a data set folder) or --video OUT.mp4, not both")
     with one_line_errors():
         if video is not None:
-            files = generate_synthetic_video(video, frames=frames, fps=fps, width=size or 256, seed=seed)
+            files = generate_synthetic_video(
+                video, frames=frames, fps=fps, width=size or 256, seed=seed, setting=setting
+            )
             events = len(files.events.read_text().splitlines())
             click.echo(
                 f"wrote {video} ({frames} frames at {fps:g} fps), {files.detections}, {files.events} ({events} events)"
             )
             return
-        generate_synthetic(out, images=images, seed=seed, size=size or 128)
+        generate_synthetic(out, images=images, seed=seed, size=size or 128, setting=setting)
         few = json.loads((out / "few_shot_classes.json").read_text())
     click.echo(
         f"wrote {images} images ({len(CLASSES)} classes; few@1/5/10: {len(few['few_1'])}/{len(few['few_5'])}/"
