@@ -39,8 +39,14 @@ from defr import vocab
 from defr.errors import DefrError
 from defr.eval.hicodet import HICODetAnnotations, evaluate_hicodet
 from defr.jsonio import parse_json
+from defr.video.events import EventConfig, EventDetector
 from defr.video.scoring import evaluate_events, temporal_iou
+from defr.video.smoothing import ScoreSmoother, SmoothingConfig
 
+# Event thresholds tried by ``choose_event_config``: (on, off as a share of on, min_frames).
+EVENT_GRID = tuple(
+    (on, share, m) for on in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5) for share in (0.5, 0.75) for m in (1, 5)
+)
 EVENT_KEYS = ("human_id", "object_id", "hoi", "verb", "object", "start_frame", "end_frame")
 
 
@@ -177,11 +183,29 @@ def format_event_table(rows: Sequence[Mapping]) -> str:
     return "\n".join(lines)
 
 
+def class_index(class_names: Sequence[str], events: Sequence[Mapping]) -> list[int]:
+    """Each event's class in the model's ``class_names`` ("verb object"); EventsFileError for a class it lacks."""
+    index = {name: i for i, name in enumerate(class_names)}
+    missing = sorted({f"{e['verb']} {e['object']}" for e in events} - set(index))
+    if missing:
+        raise EventsFileError(f"true event class(es) {missing[:5]} are not classes of the model")
+    return [index[f"{e['verb']} {e['object']}"] for e in events]
+
+
+def class_objects(class_names: Sequence[str]) -> list[int]:
+    """The HICO object index of each "verb object" class name."""
+    objects = {name: i for i, name in enumerate(vocab.hico().objects)}
+    return [objects[name.rpartition(" ")[2]] for name in class_names]
+
+
 def frame_annotations(
-    truth_detections: Sequence[Mapping], truth_events: Sequence[Mapping], class_objects: Sequence[int]
+    truth_detections: Sequence[Mapping], truth_events: Sequence[Mapping], class_names: Sequence[str]
 ) -> HICODetAnnotations:
-    """Each frame of the truth as one HICO-DET image: the pairs of the true events running there (1-based boxes)."""
+    """Each frame of the truth as one HICO-DET image: the pairs of the true events running there (1-based boxes),
+    classes in the model's ``class_names``."""
     frames = sorted(truth_detections, key=lambda line: line["frame"])
+    model_class = dict(zip(map(id, truth_events), class_index(class_names, truth_events), strict=True))
+    objects_of = class_objects(class_names)
     boxes_h, boxes_o, hoi, objects, sizes = [], [], [], [], []
     for line in frames:
         where = {i: b for i, b in zip(line["ids"], line["boxes"], strict=True)}
@@ -189,8 +213,8 @@ def frame_annotations(
         running = [e for e in running if e["human_id"] in where and e["object_id"] in where]
         boxes_h.append(np.asarray([where[e["human_id"]] for e in running], dtype=np.float64).reshape(-1, 4) + 1)
         boxes_o.append(np.asarray([where[e["object_id"]] for e in running], dtype=np.float64).reshape(-1, 4) + 1)
-        hoi.append(np.asarray([e["hoi"] for e in running], dtype=np.int64))
-        objects.append(np.asarray([class_objects[e["hoi"]] for e in running], dtype=np.int64))
+        hoi.append(np.asarray([model_class[id(e)] for e in running], dtype=np.int64))
+        objects.append(np.asarray([objects_of[model_class[id(e)]] for e in running], dtype=np.int64))
         boxes = np.asarray(line["boxes"], dtype=np.float64).reshape(-1, 4)
         sizes.append(
             [int(boxes[:, 2].max(initial=0)) + 1, int(boxes[:, 3].max(initial=0)) + 1]
@@ -202,21 +226,22 @@ def frame_annotations(
         boxes_o=boxes_o,
         hoi=hoi,
         object=objects,
-        class_objects=np.asarray(class_objects, dtype=np.int64),
+        class_objects=np.asarray(objects_of, dtype=np.int64),
         rare=[],
-        non_rare=list(range(len(class_objects))),
+        non_rare=list(range(len(class_names))),
     )
 
 
 def frame_hicodet(
     frames: Sequence[Mapping], truth_detections: Sequence[Mapping], truth_events: Sequence[Mapping],
-    class_objects: Sequence[int],
+    class_names: Sequence[str],
 ) -> dict:  # fmt: skip
     """The official HICO-DET protocol with each frame an image → {"full", "frames", "pairs", "per_class_ap"}.
 
-    class_objects: [C] the HICO object of each of the model's HOI classes (the events' ``hoi`` space).
+    class_names: the model's HOI classes, "verb object" (the frames' ``hoi`` space); true events are
+    mapped to them by verb and object.
     """
-    annotations = frame_annotations(truth_detections, truth_events, class_objects)
+    annotations = frame_annotations(truth_detections, truth_events, class_names)
     known = set(annotations.filenames)
     results = {
         str(line["frame"]): {k: line[k] for k in ("boxes_h", "boxes_o", "hoi", "scores")}
@@ -237,13 +262,13 @@ def evaluate_run(
     predicted: Sequence[Mapping],
     truth_detections: Sequence[Mapping],
     truth_events: Sequence[Mapping],
-    class_objects: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
     t_iou: float = 0.5,
     min_iou: float = 0.5,
 ) -> dict:
     """Everything above for one run → {"events" (with identity), "events_any_track", "table", "frame_hicodet"}.
 
-    ``frame_hicodet`` is left out without ``class_objects``.
+    ``frame_hicodet`` is left out without the model's ``class_names``.
     """
     owners = track_identity(frames, truth_detections, min_iou)
     relabelled = in_truth_ids(predicted, owners)
@@ -253,6 +278,49 @@ def evaluate_run(
         "events_any_track": evaluate_events(predicted, truth_events, t_iou),
         "table": event_table(relabelled, truth_events, t_iou),
     }
-    if class_objects is not None:
-        report["frame_hicodet"] = frame_hicodet(frames, truth_detections, truth_events, class_objects)
+    if class_names is not None:
+        report["frame_hicodet"] = frame_hicodet(frames, truth_detections, truth_events, class_names)
     return report
+
+
+def replay_events(
+    frames: Sequence[Mapping], class_names: Sequence[str], smoothing: SmoothingConfig, events: EventConfig
+) -> list[dict]:
+    """The events a run with ``smoothing`` and ``events`` would have written, from its frame lines (raw triplet
+    scores and track ids), as the stream builds them: per frame the best score of each (human track, object
+    track, class) with both tracks known, smoothed, then the hysteresis. Lets thresholds be chosen without
+    re-running the model."""
+    smoother, detector = ScoreSmoother(smoothing), EventDetector(list(class_names), events)
+    out = []
+    for line in sorted(frames, key=lambda x: x["frame"]):
+        raw: dict[tuple[int, int, int], float] = {}
+        for h, o, c, s in zip(line["human_id"], line["object_id"], line["hoi"], line["scores"], strict=True):
+            if h >= 0 and o >= 0:
+                raw[(h, o, c)] = max(s, raw.get((h, o, c), 0.0))
+        out += detector.update(line["frame"], line.get("time_s", 0.0), smoother.update(raw))
+    out += detector.close_all()
+    return [e.to_json() for e in out]
+
+
+def choose_event_config(
+    frames: Sequence[Mapping],
+    truth_detections: Sequence[Mapping],
+    truth_events: Sequence[Mapping],
+    class_names: Sequence[str],
+    smoothing: SmoothingConfig,
+    t_iou: float = 0.5,
+) -> tuple[EventConfig, dict]:
+    """The event thresholds (``EVENT_GRID``) with the best F1 with identity on a validation run → (config, its
+    scores). Meant for a clip other than the one scored."""
+    owners = track_identity(frames, truth_detections)
+    identity = {e[k]: e[k] for e in truth_events for k in ("human_id", "object_id")}
+    best = None
+    for on, off_share, min_frames in EVENT_GRID:
+        config = EventConfig(on=on, off=on * off_share, min_frames=min_frames)
+        relabelled = in_truth_ids(replay_events(frames, class_names, smoothing, config), owners)
+        score = evaluate_events(relabelled, truth_events, t_iou, identity)
+        p, r = score["precision"], score["recall"]
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        if best is None or f1 > best[0]:
+            best = (f1, config, score)
+    return best[1], {"f1": best[0], **best[2]}
