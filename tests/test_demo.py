@@ -25,6 +25,8 @@ def test_demo_runs_every_stage(tmp_path):
         "1",
         "--video-frames",
         "30",
+        "--video-seeds",
+        "2",
     ]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
@@ -37,3 +39,14 @@ def test_demo_runs_every_stage(tmp_path):
     assert (out / "export" / "model.onnx").is_file()
     assert 0.0 <= report["video"]["events"]["recall"] <= 1.0 and (out / "video" / "annotated.mp4").is_file()
     assert "mAP" in r.output and "event precision" in r.output
+    # the setting, the mask effect on its own test split, the video's own scoring and scale
+    assert report["config"]["setting"] == "crowded"
+    effect = report["detection"]["mask_effect"]
+    assert set(effect["all"]) == {"hard", "released", "none"} and effect["images_two_plus_people"] <= effect["images"]
+    video = report["video"]
+    assert video["size"][0] == 64 and video["thresholds"]["validation_seed"] != video["seed"]
+    assert video["frame_hicodet"]["frames"] == 30 and len(video["event_table"]) == video["events"]["truth"]
+    assert video["scale"]["scenes"] > 0 and video["training_scale"]["scenes"] > 0
+    assert (out / "video" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert [row["seed"] for row in report["video_seeds"]] == [0, 1]
+    assert "mask effect" in r.output and "frame-level HICO-DET" in r.output

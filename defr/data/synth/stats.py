@@ -2,7 +2,8 @@
 
 A scene is one image or frame: its (width, height) and its pairs' human and object boxes
 ([G, 4] pixels, x1 y1 x2 y2; the convention, 0- or 1-based, does not matter for sizes). Boxes are
-made distinct per scene (IoU >= 0.7 is the same entity), so a person in three pairs counts once. Reported (``scene_stats``):
+made distinct per scene (IoU >= 0.7 is the same entity), so a person in three pairs counts once.
+Reported (``scene_stats``):
 
 - ``pairs``, ``people``, ``objects`` per scene: mean, and the fraction of scenes with 1 and with >= 2 people;
 - ``human_width``, ``human_height``, ``human_area``, ``object_area``: box size over the scene's
