@@ -5,17 +5,20 @@ HOI detection with noisy GT boxes as the detector + HICO-DET evaluation → ONNX
 ONNX Runtime check against PyTorch → HOI on a synthetic video (events scored against the true
 spans). Each stage is a function here; ``run_demo`` runs them.
 
-The video stage: ``run_video_demo`` renders a synthetic HOI video (``defr.data.synth.generate_synthetic_video``),
-turns its ground-truth boxes into an oracle detector (each coordinate jittered by ``N(0, r·W)`` /
-``N(0, r·H)`` of its box, independently per frame, like ``defr box-noise``; scores drawn from
-U(0.8, 1)), runs the stream with tracking, smoothing and events, and scores the events: a predicted
-event matches a ground-truth span with the same verb and object, temporal IoU >= 0.5 and the same
-human and object (each of its track ids mapped to the ground-truth entity whose boxes that track
-carried most often during the event).
-Precision and recall are also given without the identity condition.
+The video stage: ``run_video_demo`` renders a synthetic HOI video in the demo's setting at the model's
+input size (``defr.data.synth.generate_synthetic_video``), turns its ground-truth boxes into an oracle
+detector (each coordinate jittered by ``N(0, r·W)`` / ``N(0, r·H)`` of its box, independently per frame,
+like ``defr box-noise``; scores drawn from U(0.8, 1)), runs the stream with tracking, smoothing and events,
+and scores the events with ``defr.video.evaluation``: a predicted event matches a ground-truth span with
+the same verb and object, temporal IoU >= 0.5 and the same human and object (each track is the
+annotated entity whose box it overlaps most). Precision and recall are also given without the identity
+condition, beside the frame-level HICO-DET mAP. Event thresholds are chosen on a separate validation
+clip (another seed), never on the scored one.
 
 Its output (``OUTPUT/video``): ``synthetic.mp4`` (+ its ``.detections.jsonl`` / ``.events.jsonl``),
-``annotated.mp4``, ``frames.jsonl``, ``events.jsonl``, ``summary.json`` and ``video_demo.json``.
+``annotated.mp4``, ``frames.jsonl``, ``events.jsonl``, ``summary.json``, ``events_table.md``,
+``timeline.png``, ``video_demo.json`` and the validation clip's ``validation.*`` files; further video
+seeds in ``OUTPUT/video_seedN``.
 """
 
 from __future__ import annotations
