@@ -116,7 +116,7 @@ def test_video_demo_stage(tmp_path):
 
 
 def test_crowded_video_brings_people_close(tmp_path):
-    """Three lanes whose actors drift half a lane into their neighbours': people come closer than in two lanes."""
+    """Crowded actors drift half a lane into the other lane: the two people come closer than in ``default``."""
     gaps = {}
     for setting in ("default", "crowded"):
         clip = generate_synthetic_video(

@@ -29,7 +29,8 @@ from defr.data.synth.settings import SETTINGS
     type=click.Choice(list(SETTINGS)),
     default="default",
     show_default=True,
-    help="crowded: 1-4 people side by side, neighbours often with the same kind of object (images and video).",
+    help="crowded: 1-4 people side by side, neighbours often with the same kind of object; "
+    "with --video the two actors drift into each other's lane.",
 )
 def synth_command(
     out: Path | None,

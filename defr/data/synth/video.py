@@ -1,13 +1,13 @@
 """Synthetic HOI video: the still-image scenes moving over a background, with per-frame boxes and GT spans.
 
-The frame (``width`` × ¾ ``width``) has lanes side by side: two (``default``: its halves) or three
-(``crowded``). Each lane shows a sequence of actors, one at a time with 1-2 s gaps between them: an
-actor is one human-object pair of a class (drawn by ``scenes``, placed like a pair in a still
-image's cell of the lane's size) that appears, drifts smoothly and disappears. In ``default`` an
-actor stays in its lane; in ``crowded`` it drifts up to half a lane into its neighbours', so people
-pass close to and in front of each other (the mask is what separates them). Per-frame Gaussian
-pixel noise as in the still images. Rendered at the model's input size (``width`` = the training
-images' long side), a frame has the training images' scale: ``defr.data.synth.stats`` measures both.
+The frame (``width`` × ¾ ``width``) has two lanes, its left and right halves. Each lane shows a
+sequence of actors, one at a time with 1-2 s gaps between them: an actor is one human-object pair
+of a class (drawn by ``scenes``, placed like a pair in a still image's half) that appears, drifts
+smoothly and disappears. In ``default`` an actor stays in its lane; in ``crowded`` it drifts up to
+half a lane into the other, so the two people pass close to and in front of each other (the mask
+is what separates them). Per-frame Gaussian pixel noise as in the still images. Rendered at the
+model's input size (``width`` = the training images' long side), a frame has about the training
+images' scale; ``defr.data.synth.stats`` measures both (``defr demo`` reports them side by side).
 
 Files, for ``OUT.mp4``:
 
@@ -45,8 +45,8 @@ from defr.data.synth.scenes import SCENES
 from defr.data.synth.shapes import render
 from defr.files import atomic_path
 
-LANES = {"default": 2, "crowded": 3}
-REACH = {"default": 0.0, "crowded": 0.5}  # how far (in lanes) an actor may drift into its neighbours' lanes
+LANES = 2
+REACH = {"default": 0.0, "crowded": 0.5}  # how far (in lanes) an actor may drift into the other lane
 
 
 @dataclass
@@ -72,10 +72,6 @@ class VideoScript:
     actors: list[Actor]
     setting: str = "default"
 
-    @property
-    def lanes(self) -> int:
-        return LANES[self.setting]
-
 
 @dataclass
 class SyntheticVideo:
@@ -94,12 +90,12 @@ def beside(video: str | os.PathLike, what: str) -> Path:
 
 def make_script(rng: np.random.Generator, frames: int, fps: float, width: int, setting: str = "default") -> VideoScript:
     """Actors for each lane: spans of 3-6 s (at least 8 frames), 1-2 s gaps, classes of the learnable body."""
-    if setting not in LANES:
-        raise SynthError(f"unknown video setting {setting!r}; choose one of {', '.join(LANES)}")
+    if setting not in REACH:
+        raise SynthError(f"unknown video setting {setting!r}; choose one of {', '.join(REACH)}")
     height = 2 * round(width * 3 / 8)
     actors, next_id = [], 1
     classes = len(CLASSES) - len(TRAIN_TAIL)  # the rarest classes are barely learned by small models
-    for lane in range(LANES[setting]):
+    for lane in range(LANES):
         t = int(rng.integers(0, max(1, round(0.5 * fps))))
         while t < frames - 8:
             length = max(8, round(rng.uniform(3.0, 6.0) * fps))
@@ -172,7 +168,7 @@ def _room(script: VideoScript, lane: int, lane_w: int) -> tuple[int, int]:
 def render_frames(script: VideoScript, seed: int):
     """Frames of ``script`` → iterator of (H×W×3 uint8 RGB, that frame's detections line)."""
     rng = np.random.default_rng(seed)
-    lane_w = script.width // script.lanes
+    lane_w = script.width // LANES
     base = background(rng, script.width, script.height)
     sprites = {id(a): _sprite(rng, a, lane_w, script.height, _room(script, a.lane, lane_w)) for a in script.actors}
     objects = {name: i for i, name in enumerate(vocab.hico().objects)}
