@@ -33,7 +33,7 @@ import numpy as np
 
 from defr.data import build_dataset, generate_synthetic, hicodet_files
 from defr.data.synth import generate_synthetic_video
-from defr.data.synth.stats import scene_stats
+from defr.data.synth.stats import distinct_boxes, scene_stats
 from defr.eval.box_noise import hicodet_metrics, image_paths, noisy_gt_detections
 from defr.eval.classification import evaluate_model
 from defr.eval.hicodet import SUMMARY_KEYS, HICODetAnnotations, load_annotations
@@ -195,10 +195,8 @@ class WholeImageBackend:
 
 
 def images_with_people(annotations: HICODetAnnotations, people: int = 2) -> HICODetAnnotations:
-    """The annotations of the images holding at least ``people`` distinct human boxes."""
-    keep = [
-        i for i, b in enumerate(annotations.boxes_h) if len(np.unique(np.asarray(b).reshape(-1, 4), axis=0)) >= people
-    ]
+    """The annotations of the images holding at least ``people`` distinct human boxes (``distinct_boxes``)."""
+    keep = [i for i, b in enumerate(annotations.boxes_h) if len(distinct_boxes(b)) >= people]
     pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
     return replace(
         annotations,

@@ -34,7 +34,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / (area(a) + area(b) - inter)
 
 
-def _distinct(boxes: np.ndarray, same: float = DISTINCT_IOU) -> np.ndarray:
+def distinct_boxes(boxes: np.ndarray, same: float = DISTINCT_IOU) -> np.ndarray:
     """The boxes with those overlapping an earlier one by IoU >= ``same`` dropped (one entity annotated twice)."""
     kept: list[np.ndarray] = []
     for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
@@ -56,7 +56,7 @@ def scene_stats(scenes: Iterable[Scene]) -> dict:
     hw, hh, ha, oa, gaps = [], [], [], [], []
     for (width, height), boxes_h, boxes_o in scenes:
         pairs.append(len(np.asarray(boxes_h).reshape(-1, 4)))
-        humans, objs = _distinct(boxes_h), _distinct(boxes_o)
+        humans, objs = distinct_boxes(boxes_h), distinct_boxes(boxes_o)
         people.append(len(humans))
         objects.append(len(objs))
         w, h = humans[:, 2] - humans[:, 0] + 1, humans[:, 3] - humans[:, 1] + 1
