@@ -23,14 +23,11 @@ from defr.machine import machine_info
 
 
 def hicodet_path(given: Path | None) -> Path | None:
-    """The HICO-DET test annotations: ``given``, else ``../shared`` beside the checkout (main or a worktree)."""
+    """The HICO-DET test annotations: ``given``, else ``../shared/hicodet/`` beside the checkout, else None."""
     if given is not None:
         return given
-    for root in (Path.cwd().parent, Path(__file__).resolve().parents[2], Path(__file__).resolve().parents[3]):
-        path = root / "shared" / "hicodet" / "instances_test2015.json"
-        if path.is_file():
-            return path
-    return None
+    path = Path(__file__).resolve().parents[2] / "shared" / "hicodet" / "instances_test2015.json"
+    return path if path.is_file() else None
 
 
 def annotation_stats(annotations) -> dict:
