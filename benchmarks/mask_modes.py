@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from defr.data import hicodet_files
+from defr.demo import MASK_MODES as MODES
+from defr.demo import WholeImageBackend
 from defr.eval.box_noise import box_noise_study
 from defr.files import write_json
 from defr.images import resize_normalise, rgb_tensor, to_rgb
@@ -34,20 +36,6 @@ from defr.model import load_model
 from defr.runtime import HOIDetector, TorchBackend
 
 RATIOS = (0.0, 0.05, 0.1)
-MODES = ("hard", "released", "none")
-
-
-class WholeImageBackend:
-    """A ``TorchBackend`` whose pair logits are each pair's image logits: no mask at all."""
-
-    def __init__(self, backend: TorchBackend):
-        self.backend = backend
-        self.name, self.precision, self.meta = "torch-no-mask", backend.precision, backend.meta
-        self.accepts_no_pairs, self.device, self.mask_mode = True, backend.device, "none"
-
-    def __call__(self, images, boxes_h, boxes_o, pair_index):
-        _, image_logits = self.backend(images, boxes_h, boxes_o, pair_index)
-        return image_logits[pair_index.to(image_logits.device)], image_logits
 
 
 def mask_study(checkpoint: Path, synth_root: Path, ratios, seed: int) -> list[dict]:

@@ -366,8 +366,17 @@ def video_table(r: dict) -> str:
     return head + "\n".join(rows) + tail + f"\n\nCommand: `{r['command']}`"
 
 
+def scene_stats_table(r: dict) -> str:
+    from defr.data.synth.stats import format_stats_table
+
+    note = "(statistics of drawn boxes: no timing, so the shared machine does not matter here)."
+    return f"{format_stats_table(r['columns'])}\n\nCommand: `PYTHONPATH=. {r['command']}`\n{note}"
+
+
 def table(path: Path) -> str:
     r = json.loads(path.read_text())
+    if "columns" in r and "synthetic_images" in r:
+        return scene_stats_table(r)
     if "stream_only" in r:
         return video_table(r)
     if "rows" in r and r["rows"] and "runtime_over_backbone" in r["rows"][0] and "median_ms" in r["rows"][0]:

@@ -24,6 +24,7 @@ COMMANDS = {
     "bench": "defr.commands.bench:bench_command",
     "video": "defr.commands.video:video_command",
     "serve": "defr.commands.serve:serve_command",
+    "eval-events": "defr.commands.events:eval_events_command",
 }
 
 

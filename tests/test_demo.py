@@ -25,6 +25,8 @@ def test_demo_runs_every_stage(tmp_path):
         "1",
         "--video-frames",
         "30",
+        "--video-seeds",
+        "2",
     ]
     r = CliRunner().invoke(main, args)
     assert r.exit_code == 0, r.output
@@ -37,3 +39,39 @@ def test_demo_runs_every_stage(tmp_path):
     assert (out / "export" / "model.onnx").is_file()
     assert 0.0 <= report["video"]["events"]["recall"] <= 1.0 and (out / "video" / "annotated.mp4").is_file()
     assert "mAP" in r.output and "event precision" in r.output
+    # the setting, the mask effect on its own test split, the video's own scoring and scale
+    assert report["config"]["setting"] == "crowded"
+    effect = report["detection"]["mask_effect"]
+    assert set(effect["all"]) == {"hard", "released", "none"} and effect["images_two_plus_people"] <= effect["images"]
+    video = report["video"]
+    assert video["size"][0] == 64 and video["thresholds"]["validation_seed"] != video["seed"]
+    assert video["frame_hicodet"]["frames"] == 30 and len(video["event_table"]) == video["events"]["truth"]
+    assert video["scale"]["scenes"] > 0 and video["training_scale"]["scenes"] > 0
+    assert (out / "video" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+    assert [row["seed"] for row in report["video_seeds"]] == [0, 1]
+    assert "mask effect" in r.output and "frame-level HICO-DET" in r.output
+
+
+def test_images_with_people_counts_distinct_people():
+    """Image a: one person in two pairs (re-annotated 1 px off: one entity); image b: two people → only b."""
+    import numpy as np
+
+    from defr.demo import images_with_people
+    from defr.eval.hicodet import HICODetAnnotations
+
+    one = np.array([[1, 1, 20, 40], [1, 1, 20, 41]], dtype=float)
+    two = np.array([[1, 1, 20, 40], [50, 1, 70, 40]], dtype=float)
+    objects = np.array([[21, 1, 40, 20], [71, 1, 90, 20]], dtype=float)
+    ann = HICODetAnnotations(
+        filenames=["a.jpg", "b.jpg"],
+        sizes=np.array([[100, 50], [100, 50]]),
+        boxes_h=[one, two],
+        boxes_o=[objects, objects],
+        hoi=[np.array([0, 1]), np.array([0, 0])],
+        object=[np.array([1, 1]), np.array([1, 1])],
+        class_objects=np.array([1, 1]),
+        rare=[],
+        non_rare=[0, 1],
+    )
+    kept = images_with_people(ann)
+    assert kept.filenames == ["b.jpg"] and kept.sizes.tolist() == [[100, 50]] and kept.boxes_h[0] is two

@@ -13,6 +13,7 @@ from defr.cli import main
 from defr.data import build_dataset, generate_synthetic, synth
 from defr.data.synth import CLASSES, SynthError
 from defr.data.synth.dataset import MARKER, is_synthetic_set
+from defr.data.synth.stats import format_stats_table, scene_stats
 
 
 @pytest.fixture(scope="module")
@@ -241,3 +242,80 @@ def test_synth_never_removes_what_it_did_not_write(tmp_path):
     with pytest.raises(SynthError, match="not a defr synth output"):
         generate_synthetic(copied, images=8, size=32)
     assert digests(copied) == before
+
+
+# --- the crowded setting and scene statistics ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def crowded_set(tmp_path_factory) -> Path:
+    return generate_synthetic(
+        tmp_path_factory.mktemp("crowded") / "set", images=160, seed=7, size=96, setting="crowded"
+    )
+
+
+def _scenes(root: Path, split: str = "train"):
+    d = instances(root, split)
+    return [(tuple(s), a["boxes_h"], a["boxes_o"]) for s, a in zip(d["size"], d["annotation"], strict=True)]
+
+
+def test_crowded_is_deterministic_and_not_the_default(crowded_set, synth_set, tmp_path):
+    again = generate_synthetic(tmp_path / "again", images=160, seed=7, size=96, setting="crowded")
+    assert digests(again) == digests(crowded_set)
+    assert instances(crowded_set, "train")["annotation"] != instances(synth_set, "train")["annotation"]
+
+
+def test_crowded_has_more_people_side_by_side_with_same_kind_objects(crowded_set, synth_set):
+    crowded, default = scene_stats(_scenes(crowded_set)), scene_stats(_scenes(synth_set))
+    assert crowded["people_mean"] > default["people_mean"] and crowded["one_pair"] < default["one_pair"]
+
+    # same-object neighbours: images holding two pairs with one kind of object (the mask's case)
+    def shared(root):
+        return np.mean([len(a["object"]) > len(set(a["object"])) for a in instances(root, "train")["annotation"]])
+
+    assert shared(crowded_set) > 1.5 * shared(synth_set)
+    # one row: pair i's human box starts left of pair i + 1's cell end (columns left to right)
+    for (w, _), boxes_h, _ in _scenes(crowded_set):
+        centres = [(b[0] + b[2]) / 2 for b in boxes_h]
+        n = len(centres)
+        assert all(abs(c - (i + 0.5) * w / n) <= (0.5 + 0.5) * w / n + 1 for i, c in enumerate(centres))
+
+
+def test_scene_stats_by_hand():
+    """One 100×50 image: a person [0, 0, 9, 24] in two pairs (once re-annotated 1 px off: same entity), a
+    second person [50, 0, 59, 24] and two objects."""
+    scene = (
+        (100, 50),
+        [[0, 0, 9, 24], [0, 0, 9, 25], [50, 0, 59, 24]],
+        [[10, 0, 19, 9], [10, 0, 19, 9], [60, 0, 69, 9]],
+    )
+    s = scene_stats([scene])
+    assert (s["pairs_mean"], s["people_mean"], s["objects_mean"], s["two_plus_people"]) == (3, 2, 2, 1.0)
+    assert s["human_width"]["median"] == pytest.approx(0.1) and s["human_height"]["median"] == pytest.approx(0.5)
+    assert s["neighbour_gap"]["median"] == pytest.approx(0.5) and s["object_area"]["median"] == pytest.approx(0.02)
+    assert "| people / scene (mean) | 2.00 |" in format_stats_table({"x": s})
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    with pytest.raises(SynthError, match="crowded"):
+        generate_synthetic(tmp_path / "x", images=8, setting="busy")
+    r = CliRunner().invoke(main, ["synth", str(tmp_path / "y"), "--setting", "busy"])
+    assert r.exit_code == 2
+
+
+def test_hicodet_stats_script_prints_both_columns(tmp_path, capsys):
+    """Synthetic columns always; HICO-DET's when ``../shared`` is there (skipped cleanly otherwise)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "hicodet_stats", Path(__file__).parents[1] / "benchmarks" / "hicodet_stats.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--images", "40", "--size", "64", "--out", str(tmp_path / "s.json")])
+    assert {"synth default", "synth crowded"} <= set(result["columns"])
+    shared = Path(__file__).resolve().parents[2] / "shared" / "hicodet" / "instances_test2015.json"
+    assert ("HICO-DET test" in result["columns"]) == shared.is_file()
+    if shared.is_file():
+        assert result["columns"]["HICO-DET test"]["scenes"] == 9658
+    assert "nearest person gap" in capsys.readouterr().out

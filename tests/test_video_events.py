@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from click.testing import CliRunner
+
+from defr import vocab
+from defr.cli import main
 from defr.errors import ConfigError
 from defr.video import EventConfig, EventDetector, ScoreSmoother, SmoothingConfig, evaluate_events
+from defr.video.evaluation import (
+    EventsFileError,
+    choose_event_config,
+    event_table,
+    format_event_table,
+    frame_hicodet,
+    in_truth_ids,
+    replay_events,
+    track_identity,
+)
 from defr.video.scoring import temporal_iou
+from defr.video.timeline import plot_timeline
 
 NAMES = ["ride bicycle", "hold sports_ball", "no_interaction horse"]
 K = (1, 2, 0)  # human 1, object 2, "ride bicycle"
@@ -121,3 +137,152 @@ def test_event_precision_recall_at_temporal_iou():
     m = evaluate_events(predicted, truth, identity={1: 1, 2: 2, 7: 99, 8: 4})
     assert (m["matched"], m["recall"]) == (1, 0.5)  # track 7 is not entity 3
     assert evaluate_events([], truth)["precision"] == 0.0
+
+
+# --- evaluation against annotated events (defr.video.evaluation) ------------------------------------------------
+
+
+def _truth_lines(frames: int) -> list[dict]:
+    """Two people (ids 1, 3) beside two bicycles (ids 2, 4), standing still, for ``frames`` frames."""
+    boxes = [[10, 10, 29, 59], [30, 30, 69, 59], [80, 10, 99, 59], [100, 30, 139, 59]]
+    labels = [vocab.PERSON, BICYCLE, vocab.PERSON, BICYCLE]
+    return [
+        {"frame": t, "boxes": boxes, "labels": labels, "scores": [1.0] * 4, "ids": [1, 2, 3, 4]} for t in range(frames)
+    ]
+
+
+BICYCLE = vocab.hico().objects.index("bicycle")
+TRUTH = [
+    {"human_id": 1, "object_id": 2, "hoi": 0, "verb": "ride", "object": "bicycle", "start_frame": 0, "end_frame": 9},
+    {"human_id": 3, "object_id": 4, "hoi": 0, "verb": "ride", "object": "bicycle", "start_frame": 10, "end_frame": 19},
+]
+
+
+def _frame(t: int, pairs: list[tuple]) -> dict:
+    """A run's frame line: pairs of (human box, object box, hoi, score, human track, object track)."""
+    return {
+        "frame": t,
+        "time_s": t / 10,
+        "boxes_h": [p[0] for p in pairs],
+        "boxes_o": [p[1] for p in pairs],
+        "hoi": [p[2] for p in pairs],
+        "scores": [p[3] for p in pairs],
+        "human_id": [p[4] for p in pairs],
+        "object_id": [p[5] for p in pairs],
+    }
+
+
+def _event(h: int, o: int, start: int, end: int, peak: float = 0.9) -> dict:
+    return {"human_id": h, "object_id": o, "hoi": 0, "verb": "ride", "object": "bicycle",
+            "start_frame": start, "end_frame": end, "peak_score": peak}  # fmt: skip
+
+
+def _run(frames: int = 20) -> list[dict]:
+    """Tracks 7 (person 1, boxes off by 2 px), 8 (bicycle 2), 9 (person 3), 5 (bicycle 4); track 6: a box on nothing."""
+    a, b, c, d = [12, 11, 31, 60], [30, 30, 69, 59], [80, 10, 99, 59], [100, 30, 139, 59]
+    stray = [200, 200, 220, 240]
+    return [_frame(t, [(a, b, 0, 0.8, 7, 8), (c, d, 0, 0.8, 9, 5), (stray, d, 0, 0.1, 6, 5)]) for t in range(frames)]
+
+
+def test_tracks_take_the_identity_of_the_box_they_carry():
+    owners = track_identity(_run(), _truth_lines(20))
+    assert owners[(0, 7)] == 1 and owners[(0, 8)] == 2 and owners[(5, 9)] == 3 and owners[(5, 5)] == 4
+    assert (0, 6) not in owners  # IoU 0 with every annotated box
+
+
+def test_identity_decides_a_match_and_the_table_says_why():
+    predicted = [
+        _event(7, 8, 0, 9),  # right entities, exact span: counted
+        _event(7, 8, 10, 19, peak=0.95),  # person 1 on bicycle 2 while person 3 rides bicycle 4: wrong human
+        _event(9, 5, 14, 19, peak=0.5),  # right entities, tIoU 6/10 = 0.6: counted
+    ]
+    relabelled = in_truth_ids(predicted, track_identity(_run(), _truth_lines(20)))
+    assert [(e["human_id"], e["object_id"]) for e in relabelled] == [(1, 2), (1, 2), (3, 4)]
+    identity = {i: i for i in (1, 2, 3, 4)}
+    scored = evaluate_events(relabelled, TRUTH, 0.5, identity)
+    assert (scored["matched"], scored["predicted"], scored["truth"]) == (2, 3, 2)
+    assert evaluate_events(predicted, TRUTH, 0.5)["matched"] == 2  # any track: the wrong-human event takes span 2
+    rows = event_table(relabelled, TRUTH)
+    assert [r["matched"] for r in rows] == [True, True]
+    assert rows[0]["t_iou"] == 1.0 and rows[0]["tracks_match"] and rows[0]["predicted"]["human_track"] == 7
+    assert rows[1]["t_iou"] == 0.6 and rows[1]["tracks_match"] and rows[1]["peak_score"] == 0.5
+    table = format_event_table(rows)
+    assert table.count("\n") == 3 and "h3 ride bicycle o4" in table
+
+
+def test_a_true_event_without_prediction_has_an_empty_row():
+    rows = event_table([], TRUTH)
+    assert [r["predicted"] for r in rows] == [None, None] and not any(r["matched"] for r in rows)
+    assert "| – |" in format_event_table(rows)
+
+
+def test_frame_level_hicodet_against_a_hand_count():
+    """Each frame's running true pair found at 0.8 (20 TPs), the other pair at 0.3 and a stray one at 0.1 (40
+    FPs below every TP) → AP 1. Then the idle pair of frames 0-9 at 0.9: 10 FPs above the 20 TPs, the best
+    precision at any recall is 20 / 30 → 11-point AP 2/3."""
+    names = ["ride bicycle", "hold sports_ball"]
+    frames = _run()
+    for t, line in enumerate(frames):
+        line["scores"] = [0.8, 0.3, 0.1] if t < 10 else [0.3, 0.8, 0.1]
+    result = frame_hicodet(frames, _truth_lines(20), TRUTH, names)
+    assert result["frames"] == 20 and result["pairs"] == 20 and result["full"] == pytest.approx(1.0)
+    for line in frames[:10]:
+        line["scores"][1] = 0.9
+    assert frame_hicodet(frames, _truth_lines(20), TRUTH, names)["full"] == pytest.approx(2 / 3)
+    with pytest.raises(EventsFileError, match="not classes of the model"):
+        frame_hicodet(frames, _truth_lines(20), TRUTH, ["hold sports_ball"])
+
+
+def test_replayed_events_equal_the_detectors_on_the_same_scores():
+    """Replaying a run's frame lines through ScoreSmoother + EventDetector by hand gives the same events."""
+    frames = _run()
+    for t, line in enumerate(frames):
+        line["scores"] = [0.9 if t < 12 else 0.0, 0.2 if t < 5 else 0.9, 0.1]
+    config, smoothing = EventConfig(on=0.5, off=0.3, min_frames=2), SmoothingConfig()
+    smoother, detector, expected = ScoreSmoother(smoothing), EventDetector(NAMES, config), []
+    for line in frames:
+        raw = {(7, 8, 0): line["scores"][0], (9, 5, 0): line["scores"][1], (6, 5, 0): line["scores"][2]}
+        expected += detector.update(line["frame"], line["time_s"], smoother.update(raw))
+    expected += detector.close_all()
+    assert replay_events(frames, NAMES, smoothing, config) == [e.to_json() for e in expected]
+    assert len(expected) == 2
+
+
+def test_thresholds_are_chosen_by_f1_on_the_given_run():
+    """Person 1 rides (0.9) in frames 0-9, person 3 in 10-19, and a constant 0.12 on person 1 / bicycle 4 in
+    every frame: only an opening threshold above 0.12 keeps that false event out; then both spans are exact."""
+    frames = _run()
+    for t, line in enumerate(frames):
+        line["scores"] = [0.9 if t < 10 else 0.0, 0.9 if t >= 10 else 0.0, 0.12]
+        line["human_id"][2], line["boxes_h"][2] = 7, line["boxes_h"][0]
+    config, score = choose_event_config(frames, _truth_lines(20), TRUTH, NAMES, SmoothingConfig(method="none"))
+    assert score["f1"] == 1.0 and config.on > 0.12 and (score["matched"], score["predicted"]) == (2, 2)
+    low = replay_events(frames, NAMES, SmoothingConfig(method="none"), EventConfig(on=0.1, off=0.05))
+    assert len(low) == 3  # what a threshold below 0.12 would have added
+
+
+def test_timeline_png_is_written(tmp_path):
+    relabelled = in_truth_ids([_event(7, 8, 0, 9), _event(6, 5, 3, 6)], track_identity(_run(), _truth_lines(20)))
+    path = plot_timeline(relabelled, TRUTH, tmp_path / "t" / "timeline.png", frames=20)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 2000
+
+
+def test_eval_events_command(tmp_path):
+    def write(name, rows):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    write("frames.jsonl", _run())
+    write("events.jsonl", [_event(7, 8, 0, 9)])
+    write("gt.detections.jsonl", _truth_lines(20))
+    write("gt.events.jsonl", TRUTH)
+    args = ["eval-events", "--frames", str(tmp_path / "frames.jsonl"), "--events", str(tmp_path / "events.jsonl"),
+            "--truth-detections", str(tmp_path / "gt.detections.jsonl"),
+            "--events-truth", str(tmp_path / "gt.events.jsonl"), "--out", str(tmp_path / "eval")]  # fmt: skip
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "eval" / "events_eval.json").read_text())
+    assert report["events"]["precision"] == 1.0 and report["events"]["recall"] == 0.5
+    assert (tmp_path / "eval" / "timeline.png").is_file() and (tmp_path / "eval" / "events_table.md").is_file()
+    write("events.jsonl", [{"human_id": 7}])
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "line 1 of" in r.output and "missing key" in r.output

@@ -105,6 +105,7 @@ def test_video_demo_stage(tmp_path):
     """run_video_demo end to end on a random tiny model: it runs, writes its files and scores its events."""
     from defr.demo import run_video_demo, video_demo_line
     from defr.model import create_model, save_checkpoint
+    from defr.runtime import load_detector
 
     checkpoint = tmp_path / "model.safetensors"
     save_checkpoint(create_model("tiny-vit", 64, seed=0), checkpoint)
@@ -114,3 +115,37 @@ def test_video_demo_stage(tmp_path):
     assert report["frames"] == 40 and 0 <= report["events"]["precision"] <= 1 and report["events"]["truth"] >= 2
     assert report["events"]["matched"] <= report["events_any_track"]["matched"]
     assert "event precision" in video_demo_line(report)
+    # the stream's events are what its own frame lines replay to (the reference the thresholds are chosen on)
+    from defr.video.evaluation import read_jsonl, replay_events
+    from defr.video.events import EventConfig
+    from defr.video.smoothing import SmoothingConfig
+
+    t = report["thresholds"]
+    names = list(load_detector(checkpoint).meta.class_names)
+    replayed = replay_events(read_jsonl(tmp_path / "demo" / "frames.jsonl"), names, SmoothingConfig(),
+                             EventConfig(on=t["on"], off=t["off"], min_frames=t["min_frames"]))  # fmt: skip
+    assert replayed == read_jsonl(tmp_path / "demo" / "events.jsonl")
+    assert (tmp_path / "demo" / "timeline.png").is_file() and report["frame_hicodet"]["frames"] == 40
+
+
+def test_crowded_video_brings_people_close(tmp_path):
+    """Crowded actors drift half a lane into the other lane: the two people come closer than in ``default``."""
+    gaps = {}
+    for setting in ("default", "crowded"):
+        clip = generate_synthetic_video(
+            tmp_path / f"{setting}.mp4", frames=90, fps=10, width=128, seed=1, setting=setting
+        )
+        closest = []
+        for line in jsonl(clip.detections):
+            xs = [
+                (b[0] + b[2]) / 2
+                for b, label in zip(line["boxes"], line["labels"], strict=True)
+                if label == vocab.PERSON
+            ]
+            if len(xs) >= 2:
+                closest.append(min(abs(a - b) for i, a in enumerate(xs) for b in xs[i + 1 :]))
+            assert all(0 <= b[0] <= b[2] < 128 for b in line["boxes"])
+        gaps[setting] = min(closest) if closest else float("inf")
+    assert gaps["crowded"] < gaps["default"]
+    with pytest.raises(SynthError, match="crowded"):
+        generate_synthetic_video(tmp_path / "x.mp4", frames=20, width=128, setting="busy")

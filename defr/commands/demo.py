@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from defr.commands import one_line_errors
+from defr.data.synth.settings import SETTINGS
 from defr.demo import DemoConfig, run_demo, summary
 
 
@@ -22,6 +23,9 @@ from defr.demo import DemoConfig, run_demo, summary
 @click.option("--skip-export", is_flag=True, help="Do not export to ONNX.")
 @click.option("--skip-video", is_flag=True, help="Do not run the video stage.")
 @click.option("--video-frames", type=int, default=DemoConfig.video_frames, show_default=True)
+@click.option("--video-seeds", type=int, default=DemoConfig.video_seeds, show_default=True, help="Clips scored.")
+@click.option("--setting", type=click.Choice(list(SETTINGS)), default=DemoConfig.setting, show_default=True,
+              help="Synthetic scene setting of the images and the video.")  # fmt: skip
 def demo_command(
     output: Path,
     images: int,
@@ -32,6 +36,8 @@ def demo_command(
     skip_export: bool,
     skip_video: bool,
     video_frames: int,
+    video_seeds: int,
+    setting: str,
 ) -> None:
     """Synthesise a HOI set, train tiny-vit, evaluate, detect, export, run a video (CPU, no downloads)."""
     cfg = DemoConfig(
@@ -44,6 +50,8 @@ def demo_command(
         export=not skip_export,
         video=not skip_video,
         video_frames=video_frames,
+        video_seeds=video_seeds,
+        setting=setting,
     )
     with one_line_errors():
         report = run_demo(cfg)

@@ -9,6 +9,7 @@ import click
 
 from defr.commands import one_line_errors
 from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_video
+from defr.data.synth.settings import SETTINGS
 
 
 @click.command("synth")
@@ -29,6 +30,14 @@ from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_vide
     help="Write into a non-empty OUT that is not an earlier synthetic set: only the set's own entries "
     "(images/, anno.mat, the instances and few-shot JSON files) are replaced, everything else is kept.",
 )
+@click.option(
+    "--setting",
+    type=click.Choice(list(SETTINGS)),
+    default="default",
+    show_default=True,
+    help="crowded: 1-4 people side by side, neighbours often with the same kind of object; "
+    "with --video the two actors drift into each other's lane.",
+)
 def synth_command(
     out: Path | None,
     images: int,
@@ -38,6 +47,7 @@ def synth_command(
     frames: int,
     fps: float,
     overwrite: bool,
+    setting: str,
 ) -> None:
     """Write a synthetic HOI data set in HICO / HICO-DET layout to OUT, or a synthetic video (--video).
 
@@ -48,13 +58,15 @@ def synth_command(
         raise click.UsageError("give OUT (a data set folder) or --video OUT.mp4, not both")
     with one_line_errors():
         if video is not None:
-            files = generate_synthetic_video(video, frames=frames, fps=fps, width=size or 256, seed=seed)
+            files = generate_synthetic_video(
+                video, frames=frames, fps=fps, width=size or 256, seed=seed, setting=setting
+            )
             events = len(files.events.read_text().splitlines())
             click.echo(
                 f"wrote {video} ({frames} frames at {fps:g} fps), {files.detections}, {files.events} ({events} events)"
             )
             return
-        generate_synthetic(out, images=images, seed=seed, size=size or 128, overwrite=overwrite)
+        generate_synthetic(out, images=images, seed=seed, size=size or 128, overwrite=overwrite, setting=setting)
         few = json.loads((out / "few_shot_classes.json").read_text())
     click.echo(
         f"wrote {images} images ({len(CLASSES)} classes; few@1/5/10: {len(few['few_1'])}/{len(few['few_5'])}/"

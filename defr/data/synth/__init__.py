@@ -15,7 +15,8 @@ anno_train/test), ``images/{train,test}2015/*.jpg``, ``instances_{train,test}201
 One module per idea: ``shapes`` (drawing primitives), ``figure`` (the human), ``objects`` (the
 object catalogue), ``scenes`` (one pair per verb), ``images`` (still images), ``dataset`` (the data
 set writer and class frequencies), ``video`` (moving scenes, their boxes and interaction spans),
-``classes`` (the class list and ``SynthError``).
+``classes`` (the class list and ``SynthError``), ``settings`` (``default`` and ``crowded`` scenes),
+``stats`` (scene statistics: pairs, people, box sizes, spacing).
 """
 
 from defr.data.synth.classes import CLASSES, SynthError

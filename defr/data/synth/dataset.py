@@ -22,13 +22,13 @@ from tqdm import tqdm
 from defr import vocab
 from defr.data.synth.classes import CLASSES, SynthError
 from defr.data.synth.images import Annotation, draw_image
+from defr.data.synth.settings import SETTINGS, SceneSetting, scene_setting
 from defr.files import atomic_path, clean_stale_staging, replace_dir, staging_dir, write_json
 
 TRAIN_TAIL = (9, 7, 5, 3, 2, 1, 1, 1)  # train images of the rarest classes at full size
 TEST_TAIL = (4, 4, 3, 3, 3, 2, 2, 2)
 TAIL_REFERENCE = {"train": 700, "test": 230}  # pair slots at which the tail counts apply unscaled
 POWER = 0.9  # body frequencies ∝ rank^-POWER
-PAIRS_PER_IMAGE = (0.45, 0.33, 0.15, 0.07)  # P(1), P(2), P(3), P(4)
 TEST_FRACTION = 0.25
 AMBIGUOUS = 0.04  # fraction of known negatives marked ambiguous (0), so loaders meet every HICO value
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by defr synth"
@@ -50,18 +50,27 @@ def class_counts(slots: int, n_images: int, split: str) -> np.ndarray:
     return np.minimum(np.concatenate([np.maximum(counts, 1), tail]), n_images)
 
 
-def assign_classes(rng: np.random.Generator, n_images: int, split: str) -> list[list[int]]:
-    """The classes (distinct, 1-4) of each image, matching ``class_counts`` as closely as capacity allows."""
-    capacity = rng.choice(len(PAIRS_PER_IMAGE), size=n_images, p=PAIRS_PER_IMAGE) + 1
+def assign_classes(
+    rng: np.random.Generator, n_images: int, split: str, setting: SceneSetting = SETTINGS["default"]
+) -> list[list[int]]:
+    """The classes (distinct, 1-4) of each image, matching ``class_counts`` as closely as capacity allows.
+
+    setting: pairs per image and how strongly a class seeks images holding its object (``settings``).
+    """
+    probs = setting.pairs_per_image
+    capacity = rng.choice(len(probs), size=n_images, p=probs) + 1
     counts = class_counts(int(capacity.sum()), n_images, split)
     images: list[list[int]] = [[] for _ in range(n_images)]
+    objects = np.array([obj for _, obj in CLASSES])
     for c in np.argsort(-counts, kind="stable"):
         free = np.flatnonzero(capacity > 0)
         if len(free) == 0:
             break  # only tiny sets run out of room; their rarest classes stay absent
-        chosen = rng.choice(
-            free, size=min(counts[c], len(free)), replace=False, p=capacity[free] / capacity[free].sum()
-        )
+        weight = capacity[free].astype(float)
+        if setting.same_object:
+            shares = np.array([any(objects[k] == objects[c] for k in images[i]) for i in free])
+            weight *= 1.0 + setting.same_object * shares
+        chosen = rng.choice(free, size=min(counts[c], len(free)), replace=False, p=weight / weight.sum())
         for i in chosen:
             images[i].append(int(c))
             capacity[i] -= 1
@@ -76,9 +85,16 @@ def assign_classes(rng: np.random.Generator, n_images: int, split: str) -> list[
 
 
 def generate_synthetic(
-    out: str | Path, images: int = 600, seed: int = 0, size: int = 128, overwrite: bool = False
+    out: str | Path,
+    images: int = 600,
+    seed: int = 0,
+    size: int = 128,
+    overwrite: bool = False,
+    setting: str = "default",
 ) -> Path:
     """Write a synthetic HOI set of ``images`` images (long side ``size`` px) to ``out``; returns ``out``.
+
+    setting: a name in ``defr.data.synth.settings.SETTINGS`` (``default``, ``crowded``).
 
     Deterministic for a seed. ``out`` must be missing, empty or a previous synthetic set unless
     ``overwrite`` (module docstring: only the set's own entries are ever replaced). Raises
@@ -88,14 +104,16 @@ def generate_synthetic(
         raise SynthError(f"images must be >= 8, got {images}")
     if size < 32:
         raise SynthError(f"size must be >= 32 pixels, got {size}")
+    scenes = scene_setting(setting)
     out = Path(out)
     whole = _check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(out, "synth")
     tmp = staging_dir(out, "synth")
     try:
-        _write_set(tmp, images, seed, size)
-        write_json({"format": MARKER_FORMAT, "images": images, "seed": seed, "size": size}, tmp / MARKER)
+        _write_set(tmp, images, seed, size, scenes)
+        marker = {"format": MARKER_FORMAT, "images": images, "seed": seed, "size": size, "setting": setting}
+        write_json(marker, tmp / MARKER)
         if whole:
             replace_dir(tmp, out)
         else:
@@ -142,7 +160,7 @@ def _replace_entries(new: Path, out: Path) -> None:
     os.replace(new / MARKER, out / MARKER)
 
 
-def _write_set(root: Path, images: int, seed: int, size: int) -> None:
+def _write_set(root: Path, images: int, seed: int, size: int, setting: SceneSetting) -> None:
     rng = np.random.default_rng(seed)
     n_test = max(2, round(images * TEST_FRACTION))
     splits = {"train": images - n_test, "test": n_test}
@@ -152,8 +170,8 @@ def _write_set(root: Path, images: int, seed: int, size: int) -> None:
             folder = root / "images" / f"{split}2015"
             folder.mkdir(parents=True)
             anns[split] = []
-            for i, classes in enumerate(assign_classes(rng, n, split)):
-                image, ann = draw_image(rng, classes, size)
+            for i, classes in enumerate(assign_classes(rng, n, split, setting)):
+                image, ann = draw_image(rng, classes, size, setting)
                 image.save(folder / _file_name(split, i), quality=92)
                 anns[split].append(ann)
                 bar.update()

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw
 from defr.data.synth.classes import CLASSES
 from defr.data.synth.figure import random_look
 from defr.data.synth.scenes import SCENES
+from defr.data.synth.settings import SETTINGS, SceneSetting
 from defr.data.synth.shapes import Placement, Shape, render
 
 
@@ -23,12 +24,21 @@ class Annotation:
     boxes_o: list[list[int]]
 
 
-def draw_image(rng: np.random.Generator, classes: list[int], size: int) -> tuple[Image.Image, Annotation]:
-    """An image holding one pair per class in ``classes`` (1-4), over a cluttered noisy background."""
+def draw_image(
+    rng: np.random.Generator, classes: list[int], size: int, setting: SceneSetting = SETTINGS["default"]
+) -> tuple[Image.Image, Annotation]:
+    """An image holding one pair per class in ``classes`` (1-4), over a cluttered noisy background.
+
+    setting: the layout (``defr.data.synth.settings``): separate cells, or one row of overlapping columns.
+    """
     width, height = _image_size(rng, size)
     image = background(rng, width, height)
     ann = Annotation((width, height), list(classes), [], [])
-    for cls, cell in zip(classes, _cells(rng, len(classes), width, height), strict=True):
+    if setting.layout == "row":
+        cells = row_cells(len(classes), width, height, setting.overlap)
+    else:
+        cells = _cells(rng, len(classes), width, height)
+    for cls, cell in zip(classes, cells, strict=True):
         verb, obj = CLASSES[cls]
         pair = SCENES[verb](rng, random_look(rng), obj)
         place = placement(rng, pair.human + pair.obj + pair.extra, cell)
@@ -87,6 +97,17 @@ def _cells(rng: np.random.Generator, n: int, width: int, height: int) -> list[tu
         return [(0.0, 0.0, width / 2, height), (width / 2, 0.0, width / 2, height)]
     grid = [(c * width / 2, r * height / 2, width / 2, height / 2) for r in range(2) for c in range(2)]
     return [grid[i] for i in rng.permutation(4)[:n]]
+
+
+def row_cells(n: int, width: float, height: float, overlap: float) -> list[tuple[float, float, float, float]]:
+    """``n`` columns side by side over the whole height, each widened by ``overlap`` of a column into its
+    neighbours (clamped to the image), left to right."""
+    step = width / n
+    cells = []
+    for i in range(n):
+        left, right = max(0.0, (i - overlap) * step), min(float(width), (i + 1 + overlap) * step)
+        cells.append((left, 0.0, right - left, float(height)))
+    return cells
 
 
 def placement(rng: np.random.Generator, scene: Shape, cell: tuple[float, float, float, float]) -> Placement:

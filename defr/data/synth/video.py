@@ -1,9 +1,13 @@
 """Synthetic HOI video: the still-image scenes moving over a background, with per-frame boxes and GT spans.
 
 The frame (``width`` × ¾ ``width``) has two lanes, its left and right halves. Each lane shows a
-sequence of actors, one at a time with 1-2 s gaps between them: an actor is one human-object pair of a
-class (drawn by ``scenes``, placed like a pair in a still image's half) that appears, drifts
-smoothly within its lane and disappears. Per-frame Gaussian pixel noise as in the still images.
+sequence of actors, one at a time with 1-2 s gaps between them: an actor is one human-object pair
+of a class (drawn by ``scenes``, placed like a pair in a still image's half) that appears, drifts
+smoothly and disappears. In ``default`` an actor stays in its lane; in ``crowded`` it drifts up to
+half a lane into the other, so the two people pass close to and in front of each other (the mask
+is what separates them). Per-frame Gaussian pixel noise as in the still images. Rendered at the
+model's input size (``width`` = the training images' long side), a frame has about the training
+images' scale; ``defr.data.synth.stats`` measures both (``defr demo`` reports them side by side).
 
 Files, for ``OUT.mp4``:
 
@@ -43,6 +47,7 @@ from defr.files import atomic_path, umask
 from defr.optional import import_av
 
 LANES = 2
+REACH = {"default": 0.0, "crowded": 0.5}  # how far (in lanes) an actor may drift into the other lane
 
 
 @dataclass
@@ -66,6 +71,7 @@ class VideoScript:
     frames: int
     fps: float
     actors: list[Actor]
+    setting: str = "default"
 
 
 @dataclass
@@ -83,8 +89,10 @@ def beside(video: str | os.PathLike, what: str) -> Path:
     return video.with_name(f"{video.stem}.{what}.jsonl")
 
 
-def make_script(rng: np.random.Generator, frames: int, fps: float, width: int) -> VideoScript:
+def make_script(rng: np.random.Generator, frames: int, fps: float, width: int, setting: str = "default") -> VideoScript:
     """Actors for each lane: spans of 3-6 s (at least 8 frames), 1-2 s gaps, classes of the learnable body."""
+    if setting not in REACH:
+        raise SynthError(f"unknown video setting {setting!r}; choose one of {', '.join(REACH)}")
     height = 2 * round(width * 3 / 8)
     actors, next_id = [], 1
     classes = len(CLASSES) - len(TRAIN_TAIL)  # the rarest classes are barely learned by small models
@@ -96,7 +104,7 @@ def make_script(rng: np.random.Generator, frames: int, fps: float, width: int) -
             actors.append(Actor(int(rng.integers(classes)), lane, t, end, next_id, next_id + 1))
             next_id += 2
             t = end + 1 + max(1, round(rng.uniform(1.0, 2.0) * fps))
-    return VideoScript(width, height, frames, fps, actors)
+    return VideoScript(width, height, frames, fps, actors, setting)
 
 
 @dataclass
@@ -116,7 +124,8 @@ class _Sprite:
         return round(self.dx[0] + (self.dx[1] - self.dx[0]) * w), round(self.dy[0] + (self.dy[1] - self.dy[0]) * w)
 
 
-def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int) -> _Sprite:
+def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int, room: tuple[int, int]) -> _Sprite:
+    """room: the canvas x offsets (pixels, relative to the lane's left edge) the actor may drift between."""
     verb, obj = CLASSES[actor.cls]
     pair = SCENES[verb](rng, random_look(rng), obj)
     place = placement(rng, pair.human + pair.obj + pair.extra, (0.0, 0.0, lane_w * 0.8, height * 0.85))
@@ -132,7 +141,8 @@ def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int) ->
             max(union[2], extra[2] - 1),
             max(union[3], extra[3] - 1),
         ]
-    room_x, room_y = (-union[0], lane_w - 1 - union[2]), (-union[1], height - 1 - union[3])
+    room_x = (room[0] - union[0], room[1] - 1 - union[2])
+    room_y = (-union[1], height - 1 - union[3])
     dx = sorted(rng.uniform(*room_x, size=2)) if room_x[1] > room_x[0] else (0.0, 0.0)
     dy = sorted(rng.uniform(*room_y, size=2) * 0.3) if room_y[1] > room_y[0] else (0.0, 0.0)
     if rng.random() < 0.5:
@@ -149,12 +159,19 @@ def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int) ->
     )
 
 
+def _room(script: VideoScript, lane: int, lane_w: int) -> tuple[int, int]:
+    """The x range (relative to the lane's left edge) an actor of ``lane`` may cover: its lane, widened by
+    the setting's reach and kept inside the frame."""
+    reach = round(REACH[script.setting] * lane_w)
+    return max(-lane * lane_w, -reach), min(script.width - lane * lane_w, lane_w + reach)
+
+
 def render_frames(script: VideoScript, seed: int):
     """Frames of ``script`` → iterator of (H×W×3 uint8 RGB, that frame's detections line)."""
     rng = np.random.default_rng(seed)
     lane_w = script.width // LANES
     base = background(rng, script.width, script.height)
-    sprites = {id(a): _sprite(rng, a, lane_w, script.height) for a in script.actors}
+    sprites = {id(a): _sprite(rng, a, lane_w, script.height, _room(script, a.lane, lane_w)) for a in script.actors}
     objects = {name: i for i, name in enumerate(vocab.hico().objects)}
     for t in range(script.frames):
         image = base.copy()
@@ -202,7 +219,12 @@ def gt_events(script: VideoScript) -> list[dict]:
 
 
 def generate_synthetic_video(
-    out: str | os.PathLike, frames: int = 150, fps: float = 15.0, width: int = 256, seed: int = 0
+    out: str | os.PathLike,
+    frames: int = 150,
+    fps: float = 15.0,
+    width: int = 256,
+    seed: int = 0,
+    setting: str = "default",
 ) -> SyntheticVideo:
     """Write a synthetic HOI video ``out`` (``.mp4``) with its detections and events files beside it.
 
@@ -219,7 +241,7 @@ def generate_synthetic_video(
     if out.suffix.lower() != ".mp4":
         raise SynthError(f"{out}: the synthetic video is written as .mp4")
     av = import_av("writing the synthetic video")
-    script = make_script(np.random.default_rng(seed), frames, fps, width)
+    script = make_script(np.random.default_rng(seed), frames, fps, width, setting)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)

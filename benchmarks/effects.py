@@ -1,0 +1,196 @@
+"""DEFR's two effects on the built-in synthetic benchmark, over seeds: the pair mask, and language init + LSE-Sign.
+
+Per seed s (the data set's seed and the training seed): ``defr synth`` draws a set in ``--setting``
+(default ``crowded``) with seed s; tiny-vit is trained with the demo's settings (``defr.demo.DemoConfig``)
+once per (init, loss) row; then
+
+1. **mask effect** (the language + LSE-Sign model): HICO-DET full / rare / non-rare with the hard mask,
+   the released additive mask and no mask (every pair scored with its image's logits), on the test
+   split and on its images with >= 2 people; same model, same noisy ground-truth boxes
+   (``defr.demo.mask_effect``). Headline: hard − none full mAP on the >= 2-people images.
+2. **init/loss effect**: classification mAP, rare (classes with < 10 training images) and Few@1/5/10
+   for language + LSE-Sign, language + BCE, random + LSE-Sign, random + BCE. Headline: language +
+   LSE-Sign − random + BCE on the few-shot classes (Few@10: the classes with <= 10 training images,
+   which hold the Few@1 and Few@5 ones).
+
+Every number in mAP points (AP × 100); mean ± population std over the seeds and every per-seed
+value. The command, machine and the 1-minute load average at the start and end are recorded.
+``--quick``: a tiny run (one seed, 40 images at 64 px, one epoch, rows language+lse-sign and
+random+bce) for the test suite: it checks the script and the schema, its numbers mean nothing.
+
+    PYTHONPATH=. python benchmarks/effects.py --seeds 0 1 2 --out benchmarks/results/effects.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from defr.data import build_dataset, generate_synthetic, hicodet_files
+from defr.demo import MASK_MODES, DemoConfig, mask_effect
+from defr.eval.ap import mean_ap
+from defr.eval.classification import evaluate_model
+from defr.eval.hicodet import load_annotations
+from defr.files import write_json
+from defr.machine import machine_info
+from defr.model import load_model
+from defr.train import TrainConfig, train
+
+ROWS = ("language+lse-sign", "language+bce", "random+lse-sign", "random+bce")
+CLASSIFICATION_KEYS = ("mAP", "rare", "few@1", "few@5", "few@10")
+QUICK = {"images": 40, "image_size": 64, "epochs": 1, "seeds": [0], "rows": ["language+lse-sign", "random+bce"]}
+
+
+def _train(data: Path, row: str, seed: int, images_size: int, epochs: int, out: Path) -> Path:
+    init, loss = row.split("+")
+    demo = DemoConfig()
+    cfg = TrainConfig(
+        dataset="synth",
+        data_root=str(data),
+        backbone="tiny-vit",
+        init=init,
+        text_encoder="minilm",
+        loss=loss,
+        epochs=epochs,
+        batch_size=32,
+        image_size=images_size,
+        lr=demo.lr,
+        logit_scale=demo.logit_scale,
+        restart_every=epochs,
+        seed=seed,
+        output=str(out),
+    )
+    return train(cfg)
+
+
+def classification(checkpoint: Path, data: Path) -> dict:
+    """mAP, rare and Few@k in points on the test split of ``data``."""
+    model = load_model(checkpoint)
+    spec = model.cfg.backbone
+    test = build_dataset("synth", data, "test", spec.image_size, spec.mean, spec.std)
+    metrics = evaluate_model(model, test)
+    rare = load_annotations(hicodet_files(data, "test")[0]).rare  # classes with < 10 training instances
+    metrics["rare"] = mean_ap(metrics["per_class_ap"], rare)
+    return {k: _points(metrics[k]) for k in CLASSIFICATION_KEYS}
+
+
+def _points(x: float | None) -> float | None:
+    return None if x is None else 100.0 * x
+
+
+def mean_std(values: list) -> dict:
+    """{"mean", "std" (population), "values"} over seeds; mean / std None when no value is defined."""
+    defined = [v for v in values if v is not None]
+    return {
+        "mean": statistics.mean(defined) if defined else None,
+        "std": statistics.pstdev(defined) if defined else None,
+        "values": values,
+    }
+
+
+def run(args: argparse.Namespace, work: Path) -> dict:
+    mask_runs, init_runs = [], []
+    for seed in args.seeds:
+        data = generate_synthetic(
+            work / f"data{seed}", images=args.images, seed=seed, size=args.image_size, setting=args.setting
+        )
+        for row in args.rows:
+            started = time.perf_counter()
+            checkpoint = _train(data, row, seed, args.image_size, args.epochs, work / f"{row}-{seed}")
+            init_runs.append({"row": row, "seed": seed, **classification(checkpoint, data)})
+            if row == "language+lse-sign":
+                effect = mask_effect(checkpoint, data, noise=args.noise, seed=seed)
+                mask_runs.append({"seed": seed, **_mask_points(effect)})
+            print(f"seed {seed} {row}: {init_runs[-1]} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return {"mask_runs": mask_runs, "init_runs": init_runs}
+
+
+def _mask_points(effect: dict) -> dict:
+    out = {"images": effect["images"], "images_two_plus_people": effect["images_two_plus_people"]}
+    for subset in ("all", "two_plus_people"):
+        out[subset] = {m: {k: _points(v) for k, v in effect[subset][m].items()} for m in MASK_MODES}
+    return out
+
+
+def summarise(runs: dict, seeds: list[int], rows: list[str]) -> dict:
+    """The per-seed runs → the JSON's "mask" and "init" sections with mean ± std and the headline differences."""
+    mask = {"seeds": [r["seed"] for r in runs["mask_runs"]], "runs": runs["mask_runs"]}
+    for subset in ("all", "two_plus_people"):
+        mask[subset] = {
+            m: {k: mean_std([r[subset][m][k] for r in runs["mask_runs"]]) for k in ("full", "rare", "non_rare")}
+            for m in MASK_MODES
+        }
+    mask["hard_minus_none"] = mean_std([_diff(r["two_plus_people"], "hard", "none") for r in runs["mask_runs"]])
+    mask["hard_minus_none_all_images"] = mean_std([_diff(r["all"], "hard", "none") for r in runs["mask_runs"]])
+    init = {"seeds": seeds, "runs": runs["init_runs"], "rows": {}}
+    for row in rows:
+        done = [r for r in runs["init_runs"] if r["row"] == row]
+        init["rows"][row] = {k: mean_std([r[k] for r in done]) for k in CLASSIFICATION_KEYS}
+    if {"language+lse-sign", "random+bce"} <= set(rows):
+        by = {(r["row"], r["seed"]): r for r in runs["init_runs"]}
+        diffs = [
+            None
+            if by[("language+lse-sign", s)]["few@10"] is None or by[("random+bce", s)]["few@10"] is None
+            else by[("language+lse-sign", s)]["few@10"] - by[("random+bce", s)]["few@10"]
+            for s in seeds
+        ]
+        init["language_lse_minus_random_bce_fewshot"] = mean_std(diffs)
+    return {"mask": mask, "init": init}
+
+
+def _diff(subset: dict, a: str, b: str) -> float | None:
+    x, y = subset[a]["full"], subset[b]["full"]
+    return None if x is None or y is None else x - y
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--images", type=int, default=DemoConfig.images)
+    parser.add_argument("--image-size", type=int, default=DemoConfig.image_size)
+    parser.add_argument("--epochs", type=int, default=DemoConfig.epochs)
+    parser.add_argument("--setting", default="crowded")
+    parser.add_argument("--noise", type=float, default=0.05, help="box noise ratio of the oracle detector")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed: checks the script, not DEFR")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/effects.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.image_size, args.epochs = QUICK["images"], QUICK["image_size"], QUICK["epochs"]
+        args.seeds, args.rows = QUICK["seeds"], QUICK["rows"]
+    if "language+lse-sign" not in args.rows:
+        parser.error("the mask study uses the language+lse-sign model: keep that row")
+    load_start, started = os.getloadavg()[0], time.perf_counter()
+    with tempfile.TemporaryDirectory() as work:
+        runs = run(args, Path(work))
+    result = {
+        "command": " ".join(["python", *sys.argv])
+        if argv is None
+        else " ".join(["python", "benchmarks/effects.py", *argv]),
+        "machine": machine_info(),
+        "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
+        "seconds": round(time.perf_counter() - started, 1),
+        "quick": args.quick,
+        "settings": {
+            "setting": args.setting,
+            "images": args.images,
+            "image_size": args.image_size,
+            "epochs": args.epochs,
+            "noise": args.noise,
+            "rows": args.rows,
+        },
+        **summarise(runs, args.seeds, args.rows),
+    }
+    write_json(result, args.out, indent=2)
+    m, i = result["mask"]["hard_minus_none"], result["init"].get("language_lse_minus_random_bce_fewshot")
+    print(f"hard - none (>= 2 people): {m}\nlanguage+LSE - random+BCE (few@10): {i}\nwrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

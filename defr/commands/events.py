@@ -1,0 +1,57 @@
+"""``defr eval-events``: a video run's events against annotated ground truth (``defr.video.evaluation``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from defr.commands import one_line_errors
+from defr.files import atomic_path, write_json
+from defr.video.evaluation import (
+    EVENT_KEYS,
+    evaluate_run,
+    format_event_table,
+    in_truth_ids,
+    read_jsonl,
+    track_identity,
+)
+from defr.video.timeline import plot_timeline
+
+FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+
+@click.command("eval-events")
+@click.option(
+    "--frames", "frames_path", type=FILE, required=True, help="The run's per-frame JSONL (defr video --frames)."
+)
+@click.option("--events", "events_path", type=FILE, required=True, help="The run's events JSONL (defr video --events).")
+@click.option("--truth-detections", type=FILE, required=True, help="Annotated boxes per frame (boxes, labels, ids).")
+@click.option("--events-truth", type=FILE, required=True, help="Annotated events JSONL (ids of --truth-detections).")
+@click.option("--t-iou", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True))
+@click.option("--min-iou", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Box IoU that ties a track to an annotated entity in a frame.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for events_eval.json, events_table.md and timeline.png.")  # fmt: skip
+def eval_events_command(frames_path, events_path, truth_detections, events_truth, t_iou, min_iou, out) -> None:
+    """Score a run's interaction events against annotated events: precision / recall with identity, a
+    per-event table and a timeline picture."""
+    with one_line_errors():
+        frames = read_jsonl(frames_path, ("frame", "boxes_h", "boxes_o", "human_id", "object_id"))
+        predicted = read_jsonl(events_path, EVENT_KEYS + ("peak_score",))
+        truth_lines = read_jsonl(truth_detections, ("frame", "boxes", "labels", "ids"))
+        truth = read_jsonl(events_truth, EVENT_KEYS)
+        report = evaluate_run(frames, predicted, truth_lines, truth, t_iou=t_iou, min_iou=min_iou)
+        relabelled = in_truth_ids(predicted, track_identity(frames, truth_lines, min_iou))
+        write_json(report, out / "events_eval.json", indent=2)
+        table = format_event_table(report["table"])
+        with atomic_path(out / "events_table.md") as tmp:
+            Path(tmp).write_text(table + "\n")
+        plot_timeline(relabelled, truth, out / "timeline.png", frames=len(frames), t_iou=t_iou)
+    e, a = report["events"], report["events_any_track"]
+    click.echo(table)
+    click.echo(
+        f"with identity: precision {e['precision']:.3f}, recall {e['recall']:.3f} ({e['matched']} of "
+        f"{e['predicted']} predicted, {e['truth']} true) at tIoU {t_iou}; any track: {a['precision']:.3f} / "
+        f"{a['recall']:.3f}; wrote {out}/events_eval.json, events_table.md, timeline.png"
+    )

@@ -1,0 +1,326 @@
+"""Events of a video run against annotated ground truth: identity, a per-event table, frame-level HICO-DET.
+
+Inputs are files of the formats ``defr video`` and ``defr synth --video`` write:
+
+- the run's ``frames.jsonl`` (per frame: ``boxes_h``, ``boxes_o``, ``hoi``, ``scores``, ``human_id``,
+  ``object_id``; 0-based pixels) and ``events.jsonl``;
+- the ground truth: a detections JSONL (per frame: ``boxes``, ``labels``, ``ids``: every annotated
+  entity's box and its id; person = 49) and an events JSONL (``human_id``, ``object_id`` of those
+  ids, ``hoi``, ``verb``, ``object``, ``start_frame``, ``end_frame`` inclusive).
+
+Identity. A track is the ground-truth entity whose box it carried: in each frame every tracked box
+(human boxes to people, object boxes to the other entities) goes to the ground-truth box of highest
+IoU (inclusive pixels) if that IoU is >= ``min_iou``. A predicted event's human and object become
+the entity their track carried most often during the event (-1: never matched); tracks may pass
+from one entity to another over a video, events are short.
+
+Per-event table (``event_table``): for each true event, the predicted event of the same (verb,
+object) with the highest temporal IoU among those whose tracks match, else among all; its temporal
+IoU, whether its tracks match, its peak score, and whether ``evaluate_events`` counted it (identity,
+``t_iou``).
+
+Frame-level HICO-DET (``frame_hicodet``): every frame is one image of the official protocol
+(``defr.eval.hicodet``): its ground-truth pairs are the true events running at that frame (their
+entities' boxes there), its detections the run's triplets of that frame. Frames without a true
+event still count (their detections are false positives). A clip has no training counts, so
+rare / non-rare are not reported: ``full`` is the mean AP over the classes with a ground-truth pair.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from defr import vocab
+from defr.errors import DefrError
+from defr.eval.hicodet import HICODetAnnotations, evaluate_hicodet
+from defr.jsonio import parse_json
+from defr.video.events import EventConfig, EventDetector
+from defr.video.scoring import evaluate_events, temporal_iou
+from defr.video.smoothing import ScoreSmoother, SmoothingConfig
+
+# Event thresholds tried by ``choose_event_config``: (on, off as a share of on, min_frames).
+EVENT_GRID = tuple(
+    (on, share, m) for on in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5) for share in (0.5, 0.75) for m in (1, 5)
+)
+EVENT_KEYS = ("human_id", "object_id", "hoi", "verb", "object", "start_frame", "end_frame")
+
+
+class EventsFileError(DefrError, ValueError):
+    """An events, frames or ground-truth file that cannot be evaluated; the message names the file and line."""
+
+
+def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict]:
+    """The objects of a JSON-lines file (blank lines skipped); EventsFileError naming the line otherwise."""
+    path = Path(path)
+    rows = []
+    for n, text in enumerate(path.read_text().splitlines(), 1):
+        if not text.strip():
+            continue
+        row = parse_json(text, f"line {n} of {path}")
+        if not isinstance(row, dict):
+            raise EventsFileError(f"line {n} of {path}: expected a JSON object, got {type(row).__name__}")
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise EventsFileError(f"line {n} of {path}: missing key(s) {missing}")
+        rows.append(row)
+    return rows
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """[4] vs [K, 4] → [K] IoU, inclusive pixels."""
+    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1
+    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1
+    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
+    area = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
+    return inter / (area + areas - inter)
+
+
+def track_identity(frames: Sequence[Mapping], truth: Sequence[Mapping], min_iou: float = 0.5) -> dict:
+    """{(frame, track id): ground-truth entity id} from the run's frame lines and the truth's detection lines."""
+    by_frame = {line["frame"]: line for line in truth}
+    out = {}
+    for line in frames:
+        gt = by_frame.get(line["frame"])
+        if gt is None or not gt["boxes"]:
+            continue
+        boxes = np.asarray(gt["boxes"], dtype=np.float64).reshape(-1, 4)
+        person = np.asarray(gt["labels"]) == vocab.PERSON
+        ids = np.asarray(gt["ids"])
+        for key, ids_key, wanted in (("boxes_h", "human_id", person), ("boxes_o", "object_id", ~person)):
+            if not wanted.any():
+                continue
+            for box, track in zip(line[key], line[ids_key], strict=True):
+                if track < 0 or (line["frame"], track) in out:
+                    continue
+                iou = _iou(np.asarray(box, dtype=np.float64), boxes[wanted])
+                if iou.max() >= min_iou:
+                    out[(line["frame"], track)] = int(ids[wanted][int(iou.argmax())])
+    return out
+
+
+def in_truth_ids(events: Sequence[Mapping], owners: Mapping) -> list[dict]:
+    """Events with ``human_id`` / ``object_id`` replaced by the entity each track carried most often during the
+    event (-1 if never); the original ids are kept as ``human_track`` / ``object_track``."""
+    out = []
+    for e in events:
+        ids = {}
+        for key in ("human_id", "object_id"):
+            votes = Counter(
+                owners[(t, e[key])] for t in range(e["start_frame"], e["end_frame"] + 1) if (t, e[key]) in owners
+            )
+            ids[key] = votes.most_common(1)[0][0] if votes else -1
+        out.append({**e, **ids, "human_track": e["human_id"], "object_track": e["object_id"]})
+    return out
+
+
+def event_table(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float = 0.5) -> list[dict]:
+    """One row per true event (see the module docstring); ``relabelled``: predicted events in truth ids."""
+    counted = _counted(relabelled, truth, t_iou)
+    rows = []
+    for j, g in enumerate(truth):
+        same = [p for p in relabelled if (p["verb"], p["object"]) == (g["verb"], g["object"])]
+        match = [p for p in same if (p["human_id"], p["object_id"]) == (g["human_id"], g["object_id"])]
+        pool = [p for p in match if temporal_iou(p, g) > 0] or same
+        best = max(pool, key=lambda p: (temporal_iou(p, g), p["peak_score"]), default=None)
+        row = {
+            "truth": {k: g[k] for k in EVENT_KEYS},
+            "predicted": None if best is None else {k: best[k] for k in (*EVENT_KEYS, "human_track", "object_track")},
+            "t_iou": 0.0 if best is None else round(temporal_iou(best, g), 4),
+            "tracks_match": best is not None
+            and (best["human_id"], best["object_id"]) == (g["human_id"], g["object_id"]),
+            "peak_score": None if best is None else best["peak_score"],
+            "matched": j in counted,
+        }
+        rows.append(row)
+    return rows
+
+
+def _counted(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float) -> set[int]:
+    """Indices of the true events ``evaluate_events`` matches (with identity): the same greedy order."""
+    used: set[int] = set()
+    for p in sorted(relabelled, key=lambda e: -e["peak_score"]):
+        best, best_iou = None, t_iou
+        for j, g in enumerate(truth):
+            if j in used or (p["verb"], p["object"], p["human_id"], p["object_id"]) != (
+                g["verb"],
+                g["object"],
+                g["human_id"],
+                g["object_id"],
+            ):
+                continue
+            iou = temporal_iou(p, g)
+            if iou >= best_iou:
+                best, best_iou = j, iou
+        if best is not None:
+            used.add(best)
+    return used
+
+
+def format_event_table(rows: Sequence[Mapping]) -> str:
+    """The per-event table as Markdown."""
+    lines = [
+        "| true event | frames | best predicted | frames | tIoU | tracks match | peak | counted |",
+        "|---|---|---|---|---:|---|---:|---|",
+    ]
+    for r in rows:
+        g, p = r["truth"], r["predicted"]
+        true = f"h{g['human_id']} {g['verb']} {g['object']} o{g['object_id']}"
+        if p is None:
+            lines.append(f"| {true} | {g['start_frame']}–{g['end_frame']} | – | – | 0 | – | – | no |")
+            continue
+        pred = f"h{p['human_id']} (track {p['human_track']}) → o{p['object_id']} (track {p['object_track']})"
+        lines.append(
+            f"| {true} | {g['start_frame']}–{g['end_frame']} | {pred} | {p['start_frame']}–{p['end_frame']} | "
+            f"{r['t_iou']:.2f} | {'yes' if r['tracks_match'] else 'no'} | {r['peak_score']:.3f} | "
+            f"{'yes' if r['matched'] else 'no'} |"
+        )
+    return "\n".join(lines)
+
+
+def class_index(class_names: Sequence[str], events: Sequence[Mapping]) -> list[int]:
+    """Each event's class in the model's ``class_names`` ("verb object"); EventsFileError for a class it lacks."""
+    index = {name: i for i, name in enumerate(class_names)}
+    missing = sorted({f"{e['verb']} {e['object']}" for e in events} - set(index))
+    if missing:
+        raise EventsFileError(f"true event class(es) {missing[:5]} are not classes of the model")
+    return [index[f"{e['verb']} {e['object']}"] for e in events]
+
+
+def class_objects(class_names: Sequence[str]) -> list[int]:
+    """The HICO object index of each "verb object" class name."""
+    objects = {name: i for i, name in enumerate(vocab.hico().objects)}
+    return [objects[name.rpartition(" ")[2]] for name in class_names]
+
+
+def frame_annotations(
+    truth_detections: Sequence[Mapping], truth_events: Sequence[Mapping], class_names: Sequence[str]
+) -> HICODetAnnotations:
+    """Each frame of the truth as one HICO-DET image: the pairs of the true events running there (1-based boxes),
+    classes in the model's ``class_names``."""
+    frames = sorted(truth_detections, key=lambda line: line["frame"])
+    model_class = dict(zip(map(id, truth_events), class_index(class_names, truth_events), strict=True))
+    objects_of = class_objects(class_names)
+    boxes_h, boxes_o, hoi, objects, sizes = [], [], [], [], []
+    for line in frames:
+        where = {i: b for i, b in zip(line["ids"], line["boxes"], strict=True)}
+        running = [e for e in truth_events if e["start_frame"] <= line["frame"] <= e["end_frame"]]
+        running = [e for e in running if e["human_id"] in where and e["object_id"] in where]
+        boxes_h.append(np.asarray([where[e["human_id"]] for e in running], dtype=np.float64).reshape(-1, 4) + 1)
+        boxes_o.append(np.asarray([where[e["object_id"]] for e in running], dtype=np.float64).reshape(-1, 4) + 1)
+        hoi.append(np.asarray([model_class[id(e)] for e in running], dtype=np.int64))
+        objects.append(np.asarray([objects_of[model_class[id(e)]] for e in running], dtype=np.int64))
+        boxes = np.asarray(line["boxes"], dtype=np.float64).reshape(-1, 4)
+        sizes.append(
+            [int(boxes[:, 2].max(initial=0)) + 1, int(boxes[:, 3].max(initial=0)) + 1]
+        )  # unused by the protocol
+    return HICODetAnnotations(
+        filenames=[str(line["frame"]) for line in frames],
+        sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+        boxes_h=boxes_h,
+        boxes_o=boxes_o,
+        hoi=hoi,
+        object=objects,
+        class_objects=np.asarray(objects_of, dtype=np.int64),
+        rare=[],
+        non_rare=list(range(len(class_names))),
+    )
+
+
+def frame_hicodet(
+    frames: Sequence[Mapping], truth_detections: Sequence[Mapping], truth_events: Sequence[Mapping],
+    class_names: Sequence[str],
+) -> dict:  # fmt: skip
+    """The official HICO-DET protocol with each frame an image → {"full", "frames", "pairs", "per_class_ap"}.
+
+    class_names: the model's HOI classes, "verb object" (the frames' ``hoi`` space); true events are
+    mapped to them by verb and object.
+    """
+    annotations = frame_annotations(truth_detections, truth_events, class_names)
+    known = set(annotations.filenames)
+    results = {
+        str(line["frame"]): {k: line[k] for k in ("boxes_h", "boxes_o", "hoi", "scores")}
+        for line in frames
+        if str(line["frame"]) in known
+    }
+    metrics = evaluate_hicodet(annotations, results)
+    return {
+        "full": metrics["full"],
+        "frames": annotations.num_images,
+        "pairs": int(annotations.num_gt().sum()),
+        "per_class_ap": metrics["per_class_ap"],
+    }
+
+
+def evaluate_run(
+    frames: Sequence[Mapping],
+    predicted: Sequence[Mapping],
+    truth_detections: Sequence[Mapping],
+    truth_events: Sequence[Mapping],
+    class_names: Sequence[str] | None = None,
+    t_iou: float = 0.5,
+    min_iou: float = 0.5,
+) -> dict:
+    """Everything above for one run → {"events" (with identity), "events_any_track", "table", "frame_hicodet"}.
+
+    ``frame_hicodet`` is left out without the model's ``class_names``.
+    """
+    owners = track_identity(frames, truth_detections, min_iou)
+    relabelled = in_truth_ids(predicted, owners)
+    identity = {e[k]: e[k] for e in truth_events for k in ("human_id", "object_id")}
+    report = {
+        "events": evaluate_events(relabelled, truth_events, t_iou, identity),
+        "events_any_track": evaluate_events(predicted, truth_events, t_iou),
+        "table": event_table(relabelled, truth_events, t_iou),
+    }
+    if class_names is not None:
+        report["frame_hicodet"] = frame_hicodet(frames, truth_detections, truth_events, class_names)
+    return report
+
+
+def replay_events(
+    frames: Sequence[Mapping], class_names: Sequence[str], smoothing: SmoothingConfig, events: EventConfig
+) -> list[dict]:
+    """The events a run with ``smoothing`` and ``events`` would have written, from its frame lines (raw triplet
+    scores and track ids), as the stream builds them: per frame the best score of each (human track, object
+    track, class) with both tracks known, smoothed, then the hysteresis. Lets thresholds be chosen without
+    re-running the model."""
+    smoother, detector = ScoreSmoother(smoothing), EventDetector(list(class_names), events)
+    out = []
+    for line in sorted(frames, key=lambda x: x["frame"]):
+        raw: dict[tuple[int, int, int], float] = {}
+        for h, o, c, s in zip(line["human_id"], line["object_id"], line["hoi"], line["scores"], strict=True):
+            if h >= 0 and o >= 0:
+                raw[(h, o, c)] = max(s, raw.get((h, o, c), 0.0))
+        out += detector.update(line["frame"], line.get("time_s", 0.0), smoother.update(raw))
+    out += detector.close_all()
+    return [e.to_json() for e in out]
+
+
+def choose_event_config(
+    frames: Sequence[Mapping],
+    truth_detections: Sequence[Mapping],
+    truth_events: Sequence[Mapping],
+    class_names: Sequence[str],
+    smoothing: SmoothingConfig,
+    t_iou: float = 0.5,
+) -> tuple[EventConfig, dict]:
+    """The event thresholds (``EVENT_GRID``) with the best F1 with identity on a validation run → (config, its
+    scores). Meant for a clip other than the one scored."""
+    owners = track_identity(frames, truth_detections)
+    identity = {e[k]: e[k] for e in truth_events for k in ("human_id", "object_id")}
+    best = None
+    for on, off_share, min_frames in EVENT_GRID:
+        config = EventConfig(on=on, off=on * off_share, min_frames=min_frames)
+        relabelled = in_truth_ids(replay_events(frames, class_names, smoothing, config), owners)
+        score = evaluate_events(relabelled, truth_events, t_iou, identity)
+        p, r = score["precision"], score["recall"]
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        if best is None or f1 > best[0]:
+            best = (f1, config, score)
+    return best[1], {"f1": best[0], **best[2]}

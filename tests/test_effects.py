@@ -1,0 +1,41 @@
+"""``benchmarks/effects.py --quick``: the effects benchmark runs end to end and writes the documented schema."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+
+def _effects():
+    path = Path(__file__).parents[1] / "benchmarks" / "effects.py"
+    spec = importlib.util.spec_from_file_location("effects", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mean_std_over_seeds_by_hand():
+    stats = _effects().mean_std([1.0, 3.0, None])
+    assert stats == {"mean": 2.0, "std": 1.0, "values": [1.0, 3.0, None]}
+
+
+@pytest.mark.slow
+def test_quick_run_writes_the_schema(tmp_path):
+    out = tmp_path / "effects.json"
+    _effects().main(["--quick", "--out", str(out)])
+    result = json.loads(out.read_text())
+    assert result["quick"] and result["settings"]["setting"] == "crowded" and "load_average_1min" in result
+    mask, init = result["mask"], result["init"]
+    assert mask["seeds"] == [0] and set(mask["hard_minus_none"]) == {"mean", "std", "values"}
+    assert len(mask["hard_minus_none"]["values"]) == 1
+    run = mask["runs"][0]
+    assert set(run["all"]) == {"hard", "released", "none"} and run["images_two_plus_people"] <= run["images"]
+    hard, none = run["two_plus_people"]["hard"]["full"], run["two_plus_people"]["none"]["full"]
+    if hard is not None and none is not None:
+        assert mask["hard_minus_none"]["values"][0] == pytest.approx(hard - none)
+    assert init["seeds"] == [0] and set(init["rows"]) == {"language+lse-sign", "random+bce"}
+    assert set(init["rows"]["random+bce"]) == {"mAP", "rare", "few@1", "few@5", "few@10"}
+    assert set(init["language_lse_minus_random_bce_fewshot"]) == {"mean", "std", "values"}
