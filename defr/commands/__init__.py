@@ -1,18 +1,17 @@
 """Command modules: each parses options, calls the library, and turns ``DefrError`` / ``OSError`` into one line.
 
-The only modules that import click. ``defr/cli.py`` registers them lazily (``defr --help`` stays instant).
+The only modules that import click. ``defr/cli.py`` registers them lazily (``defr --help`` stays instant);
+the options several commands share are in ``defr.commands.options``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import click
 
 from defr.errors import DefrError
-from defr.model.pair_attention import ATTENTION_BACKENDS, MASK_MODES
 
 
 @contextmanager
@@ -31,31 +30,3 @@ def int_list(ctx, param, value: str) -> tuple[int, ...]:
         return tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
-
-
-MASK_MODE_OPTION = click.option(
-    "--mask-mode",
-    type=click.Choice(MASK_MODES),
-    help="How a pair's boxes mask the CLS attention: hard (the paper; default for checkpoints) or released "
-    "(the released code's +1 bias). Exported files keep the mode they were exported with.",
-)
-
-ATTENTION_OPTION = click.option(
-    "--attention",
-    type=click.Choice(ATTENTION_BACKENDS),
-    help="Pair attention of a checkpoint: auto (the Triton kernel on CUDA, the grouped PyTorch path on CPU; "
-    "default), triton or reference.",
-)
-
-
-def MODEL_FILE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)
-    """``--checkpoint CKPT`` or ``--model FILE`` (an exported ``.onnx`` / ``.engine``): give one."""
-    command = click.option(
-        "--model",
-        "model_file",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Alternative to --checkpoint: an exported model.onnx or model.engine.",
-    )(command)
-    return click.option(
-        "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="DEFR checkpoint (ours or .pth)."
-    )(command)

@@ -7,11 +7,19 @@ from pathlib import Path
 
 import click
 
-from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, one_line_errors
+from defr.choices import resolve_mask_mode
+from defr.commands import one_line_errors
+from defr.commands.options import (
+    ATTENTION_OPTION,
+    DEVICE_OPTION,
+    MASK_MODE_OPTION,
+    MODEL_FILE_OPTIONS,
+    PRECISION_OPTION,
+    model_source,
+)
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
 from defr.runtime import HOIDetector, load_detector
-from defr.runtime.contract import PRECISIONS
 from defr.runtime.detect import run_detection
 from defr.runtime.io import list_images, load_detections
 from defr.runtime.pairing import LABEL_SPACES
@@ -28,8 +36,8 @@ from defr.runtime.pairing import LABEL_SPACES
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results JSON to write.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(list(PRECISIONS)))
+@DEVICE_OPTION
+@PRECISION_OPTION
 @click.option("--label-space", default="hico", show_default=True, type=click.Choice(LABEL_SPACES))
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
 @MASK_MODE_OPTION
@@ -53,17 +61,11 @@ def detect_command(
     Every image needs detections (an entry with empty lists if there are none); images with no
     person detected get an empty result.
     """
-    if (checkpoint is None) == (model_file is None):
-        raise click.UsageError("give exactly one of --checkpoint and --model")
-    if model_file is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own precision")
+    model, kw = model_source(checkpoint, model_file, precision)
     with one_line_errors():
         paths = list_images(images)
         dets = load_detections(detections, [p.name for p in paths], label_space)
-        kw = {"precision": precision} if checkpoint is not None else {}
-        detector = load_detector(
-            checkpoint or model_file, device=device, mask_mode=mask_mode, attention=attention, top_k=top_k, **kw
-        )
+        detector = load_detector(model, device=device, mask_mode=mask_mode, attention=attention, top_k=top_k, **kw)
         results = run_detection(detector, paths, dets, batch_size=batch_size)
         write_json(results, out)
     triplets = sum(len(r["hoi"]) for r in results.values())
@@ -88,12 +90,13 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @MASK_MODE_OPTION
 def box_noise_command(checkpoint, annotations, images, ratios, out, seed, batch_size, device, mask_mode) -> None:
     """HICO-DET mAP with noisy ground-truth boxes as detections: box_noise.json and box_noise.png in OUT."""
     with one_line_errors():
-        detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mask_mode or "hard")
+        mode = resolve_mask_mode(None, mask_mode, checkpoint)  # a checkpoint runs in any mode
+        detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mode)
         rows = box_noise_study(detector, annotations, images, ratios, seed=seed, batch_size=batch_size)
         report = {
             "checkpoint": str(checkpoint),

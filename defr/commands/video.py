@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from defr.commands import MODEL_FILE_OPTIONS
+from defr.commands.options import DEVICE_OPTION, MASK_MODE_OPTION, MODEL_FILE_OPTIONS, PRECISION_OPTION, model_source
 from defr.errors import DefrError
 from defr.runtime import load_detector
 from defr.video import (
@@ -18,8 +18,6 @@ from defr.video import (
     make_detector,
     run_video,
 )
-
-MASK_MODES = ("hard", "released")
 
 
 def _summary_path(out: Path | None, events: Path | None, frames: Path | None) -> Path:
@@ -62,9 +60,9 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
     type=click.FloatRange(min=0),
     help="A batch waits at most this long after its first frame.",
 )
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]))
-@click.option("--mask-mode", type=click.Choice(MASK_MODES), help="Pair mask: hard (the paper) or released (additive).")
+@DEVICE_OPTION
+@PRECISION_OPTION
+@MASK_MODE_OPTION
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Frame rate of an image folder (default 30).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
 @click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "window", "none"]))
@@ -105,10 +103,7 @@ def video_command(
     Writes an annotated video (--out), interaction events (--events), per-frame results (--frames)
     and a summary. Ctrl-C finalises what was written so far and exits with code 130.
     """
-    if (checkpoint is None) == (model_file is None):
-        raise click.UsageError("give exactly one of --checkpoint and --model")
-    if model_file is not None and precision != "fp32":
-        raise click.UsageError("--precision applies to --checkpoint; an exported model keeps its own")
+    model, kw = model_source(checkpoint, model_file, precision)
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
     summary = summary or _summary_path(out, events, frames)
@@ -120,8 +115,7 @@ def video_command(
             events=EventConfig(on=on, off=off, min_frames=min_event_frames),
         )
         objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
-        kw = {"precision": precision} if checkpoint is not None else {}
-        hoi = load_detector(checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
+        hoi = load_detector(model, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
         outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
         result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:

@@ -39,6 +39,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from defr import vocab
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION
 from defr.data import build_dataset, generate_synthetic, hicodet_files
 from defr.data.synth.dataset import TEST_FRACTION
 from defr.errors import DefrError
@@ -300,8 +301,8 @@ class _Recorder:
 
     accepts_no_pairs = False
     name = "recorder"
-    precision = "fp32"
-    mask_mode = "hard"
+    precision = DEFAULT_PRECISION
+    mask_mode = DEFAULT_MASK_MODE
     device = torch.device("cpu")
 
     def __init__(self, meta: RuntimeMeta):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION, resolve_mask_mode
 from defr.errors import ConfigError
 from defr.images import ImageInputError, resize_normalise, rgb_tensor
 from defr.model import load_model
@@ -98,8 +99,8 @@ class HOIDetector:
         cls,
         path: str | os.PathLike,
         device: str = "cpu",
-        precision: str = "fp32",
-        mask_mode: str = "hard",
+        precision: str = DEFAULT_PRECISION,
+        mask_mode: str = DEFAULT_MASK_MODE,
         attention: str = "auto",
         **kw,
     ) -> HOIDetector:
@@ -294,7 +295,7 @@ def load_detector(
     """
     suffix = Path(path).suffix.lower()
     if suffix in (".onnx", ".engine"):
-        if precision not in (None, "fp32"):
+        if precision not in (None, DEFAULT_PRECISION):
             raise ConfigError(f"{path}: precision applies to checkpoints; an exported model keeps its own")
         if attention not in (None, "auto"):
             raise ConfigError(f"{path}: attention applies to checkpoints; an exported model has its own graph")
@@ -302,6 +303,5 @@ def load_detector(
             providers = ["CPUExecutionProvider"] if torch.device(device).type == "cpu" else None
             return HOIDetector.from_onnx(path, providers=providers, mask_mode=mask_mode, **kw)
         return HOIDetector.from_engine(path, device=device, mask_mode=mask_mode, **kw)
-    return HOIDetector.from_checkpoint(
-        path, device, precision or "fp32", mask_mode or "hard", attention or "auto", **kw
-    )
+    mode = resolve_mask_mode(None, mask_mode, path)  # a checkpoint runs in any mode
+    return HOIDetector.from_checkpoint(path, device, precision or DEFAULT_PRECISION, mode, attention or "auto", **kw)

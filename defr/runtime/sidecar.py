@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from defr.choices import DEFAULT_MASK_MODE, resolve_mask_mode
 from defr.errors import DefrError
 from defr.runtime.contract import RuntimeMeta
 
@@ -62,15 +63,10 @@ def check_file(sidecar: dict, model_path: str | os.PathLike) -> dict:
 
 
 def file_mask_mode(sidecar: dict, requested: str | None, path) -> str:
-    """The mask mode baked into an export (exports before mask modes: ``hard``); SidecarError when
-    ``requested`` (None: take the file's) differs from it."""
-    baked = sidecar["graph"].get("mask_mode", "hard")
-    if requested is not None and requested != baked:
-        raise SidecarError(
-            f"{path}: exported with mask_mode {baked!r}, not {requested!r}; the mode is part of the graph: "
-            f"export again with --mask-mode {requested}"
-        )
-    return baked
+    """The mask mode baked into an export (exports before mask modes: the default); SidecarError when
+    ``requested`` (None: take the file's) differs from it (``defr.choices.resolve_mask_mode``)."""
+    baked = sidecar["graph"].get("mask_mode", DEFAULT_MASK_MODE)
+    return resolve_mask_mode(baked, requested, path, mismatch=SidecarError)
 
 
 def runtime_meta(sidecar: dict) -> RuntimeMeta:
