@@ -65,15 +65,71 @@ def test_model_imports_neither_runtime_nor_export():
 def test_leaves_import_nothing_from_defr():
     for leaf in ("defr.errors", "defr.files", "defr.machine", "defr.vocab"):
         assert GRAPH[leaf] == set(), leaf
-    for leaf in ("defr.images", "defr.typecheck", "defr.kernels.spec"):
+    for leaf in ("defr.images", "defr.typecheck", "defr.choices"):
         assert GRAPH[leaf] <= {"defr.errors"}, leaf
+    assert GRAPH["defr.kernels.spec"] <= {"defr.errors", "defr.choices"}
     assert GRAPH["defr.runtime.contract"] <= {"defr.vocab", "defr.errors"}
 
 
 def test_kernels_sit_below_the_model():
     for module, deps in GRAPH.items():
         if module.startswith("defr.kernels"):
-            assert all(d.startswith(("defr.kernels", "defr.errors")) for d in deps), (module, deps)
+            assert all(d.startswith(("defr.kernels", "defr.errors", "defr.choices")) for d in deps), (module, deps)
+
+
+REGISTRY = "defr.choices"
+REGISTRY_NAMES = {"MASK_MODES", "DEFAULT_MASK_MODE", "PRECISIONS", "DEFAULT_PRECISION", "TORCH_PRECISIONS",
+                  "ENGINE_PRECISIONS", "ONNX_PRECISIONS"}  # fmt: skip
+
+
+def _strings(node: ast.AST) -> list[str] | None:
+    """The strings of a tuple / list literal made only of string constants, else None."""
+    elts = node.elts if isinstance(node, (ast.Tuple, ast.List)) else []
+    if elts and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in elts):
+        return [e.value for e in elts]
+    return None
+
+
+def _literal_in(node: ast.AST | None, values: set[str]) -> bool:
+    return isinstance(node, ast.Constant) and node.value in values
+
+
+def test_choices_are_defined_only_in_the_registry():
+    """Mask modes and precisions, their lists and their defaults are spelt out in ``defr.choices`` only:
+    no other module defines a registry name, types out a list of its values, or writes a default as a
+    literal (a parameter default, a field default, a click ``default=``)."""
+    from defr import choices
+
+    values = set(choices.MASK_MODES) | set(choices.PRECISIONS)
+    defaults = {choices.DEFAULT_MASK_MODE, choices.DEFAULT_PRECISION}
+    offenders = []
+    for name, path in MODULES.items():
+        if name == REGISTRY:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                offenders += [f"{where} defines {t.id}" for t in targets if getattr(t, "id", None) in REGISTRY_NAMES]
+                if isinstance(node, ast.AnnAssign) and _literal_in(node.value, defaults):
+                    offenders.append(f"{where} a field default {node.value.value!r}")
+            strings = _strings(node)
+            if strings and len(strings) >= 2 and set(strings) <= values:
+                offenders.append(f"{where} lists {strings}")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for d in [*node.args.defaults, *node.args.kw_defaults]:
+                    if _literal_in(d, defaults):
+                        offenders.append(f"{where} {node.name}() defaults to {d.value!r}")
+            if isinstance(node, ast.keyword) and node.arg == "default" and _literal_in(node.value, defaults):
+                offenders.append(f"{where} default={node.value.value!r}")
+    assert offenders == []
+
+
+def test_precision_dtypes_cover_the_torch_precisions():
+    from defr.choices import TORCH_PRECISIONS
+    from defr.runtime.contract import PRECISION_DTYPES
+
+    assert tuple(PRECISION_DTYPES) == TORCH_PRECISIONS
 
 
 def test_no_import_cycles_between_files():

@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from defr.choices import ENGINE_PRECISIONS
 from defr.errors import DefrError
 from defr.kernels.spec import PairOp, box_scale_bits
 from defr.kernels.triton_pair_attention import (
@@ -55,7 +56,7 @@ MIN_QDP = (10, 6)  # tensorrt.plugin: register / impl
 MIN_AOT = (10, 9)  # tensorrt.plugin.aot_impl
 MIN_DOMAIN_NAMESPACE = (10, 10)  # the ONNX parser takes the plugin namespace from the node's domain
 TENSORRT_INSTALL = "pip install 'tensorrt>=10.9' (needs an NVIDIA GPU with CUDA 12)"
-PLUGIN_DTYPES = ("fp32", "fp16")  # the ONNX node's type constraint T
+PLUGIN_DTYPES = ENGINE_PRECISIONS  # the ONNX node's type constraint T: an engine's precision
 PLUGIN_ATTRIBUTES = ("grid_size", "heads", "image_size", "mask_mode")
 _REGISTERED: set[str] = set()  # parts registered with TensorRT in this process: "jit", "aot"
 
