@@ -185,6 +185,15 @@ def test_every_error_class_derives_from_defr_error():
     assert [c.__qualname__ for c in classes if not issubclass(c, DefrError)] == []
 
 
+def test_project_deprecations_are_errors_in_tests(tiny_model):
+    """pyproject.toml's filterwarnings: a test that calls a deprecated defr API fails."""
+    from defr.errors import DefrDeprecationWarning
+    from defr.runtime import HOIDetector, TorchBackend
+
+    with pytest.raises(DefrDeprecationWarning, match=r"HOIDetector\(device=...\) is deprecated"):
+        HOIDetector(TorchBackend(tiny_model), device="cpu")
+
+
 def test_commands_catch_project_errors_not_bugs(monkeypatch):
     """A project error is one line and exit 1; an unexpected RuntimeError keeps its traceback."""
     import defr.commands.bench as bench_command

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION, resolve_mask_mode
-from defr.errors import ConfigError
+from defr.errors import ConfigError, DefrDeprecationWarning
 from defr.images import ImageInputError, resize_normalise, rgb_tensor
 from defr.model import load_model
 from defr.runtime.backends import OnnxBackend, TorchBackend
@@ -84,7 +84,7 @@ class HOIDetector:
             warnings.warn(
                 "HOIDetector(device=...) is deprecated and ignored: pass the device to the backend "
                 "(HOIDetector.from_checkpoint(path, device=...))",
-                DeprecationWarning,
+                DefrDeprecationWarning,
                 stacklevel=2,
             )
         self.backend = backend
@@ -148,7 +148,7 @@ class HOIDetector:
 
     def make_pairs(self, detections: dict, name: str = "image") -> Pairs:
         """Deprecated name of ``pair_detections``."""
-        warnings.warn("HOIDetector.make_pairs is deprecated: use pair_detections", DeprecationWarning, stacklevel=2)
+        warnings.warn("HOIDetector.make_pairs is deprecated: use pair_detections", DefrDeprecationWarning, stacklevel=2)
         return self.pair_detections(detections, name)
 
     def pair_detections(self, detections: dict, name: str = "image") -> Pairs:
