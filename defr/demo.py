@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 
 from defr.data import build_dataset, generate_synthetic, hicodet_files
+from defr.data.hicodet import load_annotations
 from defr.data.synth import generate_synthetic_video
 from defr.eval.box_noise import hicodet_metrics, image_paths, noisy_gt_detections
 from defr.eval.classification import evaluate_model
-from defr.eval.hicodet import SUMMARY_KEYS, load_annotations
+from defr.eval.hicodet import SUMMARY_KEYS
 from defr.export import ExportConfig, export_model
 from defr.export.exporter import ONNX_FILES
 from defr.export.verify import compare_detections

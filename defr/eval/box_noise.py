@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from defr import vocab
+from defr.data.hicodet import HICODetAnnotations, load_annotations
 from defr.errors import ConfigError
-from defr.eval.hicodet import SUMMARY_KEYS, HICODetAnnotations, evaluate_hicodet, load_annotations
+from defr.eval.hicodet import SUMMARY_KEYS, evaluate_hicodet
 from defr.files import atomic_path
 from defr.runtime.detect import run_detection
 from defr.runtime.detector import HOIDetector

@@ -41,10 +41,10 @@ from PIL import Image, UnidentifiedImageError
 from defr import vocab
 from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION
 from defr.data import build_dataset, generate_synthetic, hicodet_files
+from defr.data.hicodet import HICODetAnnotations, load_annotations
 from defr.data.synth.dataset import TEST_FRACTION
 from defr.errors import DefrError
 from defr.eval.box_noise import noisy_gt_detections
-from defr.eval.hicodet import HICODetAnnotations, load_annotations
 from defr.export.onnx_export import ExportError
 from defr.runtime.contract import INPUT_NAMES, RuntimeMeta
 from defr.runtime.detector import HOIDetector
