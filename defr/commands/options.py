@@ -23,8 +23,8 @@ def mask_mode_option(default: str | None = None, help: str | None = None) -> Cal
         default=default,
         show_default=default is not None,
         help=help
-        or f"How a pair's boxes mask the CLS attention: hard (the paper; {DEFAULT_MASK_MODE} is the default for "
-        "checkpoints) or released (the released code's +1 bias). Exported files keep the mode they were exported with.",
+        or "How a pair's boxes mask the CLS attention: hard (the paper) or released (the released code's +1 bias). "
+        f"A checkpoint runs in either (default {DEFAULT_MASK_MODE}); an exported file keeps its own.",
     )
 
 
