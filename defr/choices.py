@@ -7,8 +7,9 @@ default, in one place. Validation, ``click.Choice`` and the docs read these tupl
   (the released code's arithmetic: +1 outside, nothing masked). A checkpoint runs in any mode; an
   exported graph has its mode baked in (``resolve_mask_mode``).
 - **Precisions** (``Precision``): one vocabulary for the compute dtype of every backend and file:
-  ``fp32``, ``fp16``, ``bf16`` (PyTorch autocast) and ``int8`` (quantized ONNX). Each place that
-  takes a precision accepts the subset below that it can run.
+  ``fp32``, ``fp16``, ``bf16`` (PyTorch autocast) and ``int8`` (quantized ONNX); the sidecar records
+  each exported file's precision in it. Each place that takes a precision accepts the subset below
+  that it can run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 DEFAULT_PRECISION: Precision = "fp32"
 TORCH_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")  # a checkpoint under torch.autocast
 ENGINE_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16")  # TensorRT engines defr-export builds
-ONNX_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # ONNX files defr-export writes
 
 
 def check_mask_mode(mask_mode: str) -> MaskMode:

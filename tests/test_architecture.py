@@ -79,7 +79,7 @@ def test_kernels_sit_below_the_model():
 
 REGISTRY = "defr.choices"
 REGISTRY_NAMES = {"MASK_MODES", "DEFAULT_MASK_MODE", "PRECISIONS", "DEFAULT_PRECISION", "TORCH_PRECISIONS",
-                  "ENGINE_PRECISIONS", "ONNX_PRECISIONS"}  # fmt: skip
+                  "ENGINE_PRECISIONS"}  # fmt: skip
 
 
 def _strings(node: ast.AST) -> list[str] | None:
@@ -125,11 +125,16 @@ def test_choices_are_defined_only_in_the_registry():
     assert offenders == []
 
 
-def test_precision_dtypes_cover_the_torch_precisions():
-    from defr.choices import TORCH_PRECISIONS
+def test_one_precision_vocabulary():
+    """The torch dtypes, the exported files (as the sidecar records them) and the verification tolerances
+    are keyed by names of the one vocabulary, ``defr.choices.PRECISIONS``."""
+    from defr.choices import ENGINE_PRECISIONS, PRECISIONS, TORCH_PRECISIONS
+    from defr.export.exporter import ONNX_FILES
+    from defr.export.verify import TOLERANCES
     from defr.runtime.contract import PRECISION_DTYPES
 
     assert tuple(PRECISION_DTYPES) == TORCH_PRECISIONS
+    assert {*ONNX_FILES, *TOLERANCES, *ENGINE_PRECISIONS, *TORCH_PRECISIONS} <= set(PRECISIONS)
 
 
 def test_no_import_cycles_between_files():
