@@ -42,7 +42,7 @@ if "--dry-run" in sys.argv and "triton" not in sys.modules:
 import torch  # noqa: E402
 
 from defr import vocab  # noqa: E402
-from defr.kernels import pair_attention_reference, pair_masked_attention  # noqa: E402
+from defr.kernels import PairOp, pair_attention_reference, pair_masked_attention  # noqa: E402
 from defr.machine import machine_info  # noqa: E402
 from defr.model import DEFR, BackboneSpec, DEFRConfig, ViTConfig, create_model  # noqa: E402
 from defr.model.backbones import CLIP_MEAN, CLIP_STD  # noqa: E402
@@ -100,9 +100,9 @@ def kernel_check(device: str) -> list[dict]:
         q, k, v = fused[:, 0, :dim], fused[:, :, dim : 2 * dim], fused[:, :, 2 * dim :]
         args = (q, k, v, boxes_h.to(device), boxes_o.to(device), pair_index.to(device))
         for mode in ("hard", "released"):
-            kw = dict(heads=heads, grid_size=grid, image_size=size, mask_mode=mode)
-            ref = pair_attention_reference(*(a.float() if a.is_floating_point() else a for a in args), **kw)
-            got = pair_masked_attention(*args, backend="triton", **kw).float()
+            op = PairOp(heads=heads, grid_size=grid, image_size=size, mask_mode=mode)
+            ref = pair_attention_reference(*(a.float() if a.is_floating_point() else a for a in args), op)
+            got = pair_masked_attention(*args, op, backend="triton").float()
             error = float((got - ref).abs().max() / ref.abs().max())
             limit = 1e-5 if dtype == torch.float32 else 1e-2
             finite = bool(torch.isfinite(got).all())
@@ -117,12 +117,12 @@ def kernel_check(device: str) -> list[dict]:
 
 _SANITIZED_CALL = """
 import torch
-from defr.kernels import pair_masked_attention
+from defr.kernels import PairOp, pair_masked_attention
 q = torch.randn(2, 64, device="cuda")
 k, v = torch.randn(2, 65, 64, device="cuda"), torch.randn(2, 65, 64, device="cuda")
 boxes = torch.tensor([[0.0, 0.0, 64.0, 64.0], [-5.0, -5.0, 3.0, 3.0], [10.0, 20.0, 40.0, 50.0]], device="cuda")
 out = pair_masked_attention(q, k, v, boxes, boxes.flip(0), torch.tensor([0, 1, 1], device="cuda"),
-                            heads=4, grid_size=8, image_size=64, backend="triton")
+                            PairOp(heads=4, grid_size=8, image_size=64), backend="triton")
 torch.cuda.synchronize()
 print("ok", tuple(out.shape))
 """

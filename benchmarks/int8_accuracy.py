@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 from defr.data import hicodet_files
+from defr.data.hicodet import load_annotations
 from defr.eval.gt_detections import noisy_gt_detections
-from defr.eval.hicodet import load_annotations
 from defr.export import ExportConfig, export_model
 from defr.export.accuracy import accuracy_gate
 from defr.export.calibration import GraphFeeds, load_calibration_set

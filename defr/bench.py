@@ -37,12 +37,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defr.choices import check_mask_mode, resolve_mask_mode
 from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.export.int8 import INT8_FILE
 from defr.machine import machine_info
 from defr.model import create_model, load_model, save_checkpoint
-from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
+from defr.model.pair_attention import ATTENTION_BACKENDS
 from defr.runtime import PairBackend, TorchBackend, load_backend
 from defr.runtime.backends import EXPORTED_SUFFIXES
 from defr.runtime.contract import example_inputs, with_dummy_pair
@@ -71,7 +72,7 @@ class BenchConfig:
     repeats: int = 10
     device: str = "cpu"
     threads: int | None = None  # CPU threads of both PyTorch and ONNX Runtime (None: their defaults)
-    mask_mode: str | None = None  # None: hard for checkpoints, the file's for exported models
+    mask_mode: str | None = None  # None: the file's for exported models, else the default (resolve_mask_mode)
     runtime: str | None = None  # who runs an exported .onnx model (ONNX_RUNTIMES; None: ONNX Runtime)
     attention: str = "auto"  # the pair attention of the PyTorch backend (defr.kernels)
 
@@ -172,7 +173,7 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
         return [(EXPORTED_SUFFIXES[suffix], backend)], backend.meta.image_size
     checkpoint = Path(cfg.model) if Path(cfg.model).is_file() else random_checkpoint(cfg, workdir)
     model = load_model(checkpoint, cfg.image_size)
-    mask_mode = cfg.mask_mode or "hard"
+    mask_mode = resolve_mask_mode(None, cfg.mask_mode, checkpoint)  # a checkpoint runs in any mode
     backends: list[tuple[str, PairBackend]] = []
     if "torch" in cfg.backends:
         backends.append(("torch", TorchBackend(model, cfg.device, mask_mode=mask_mode, attention=cfg.attention)))

@@ -32,12 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from defr.data import build_dataset, generate_synthetic, hicodet_files
+from defr.data.hicodet import HICODetAnnotations, load_annotations
 from defr.data.synth import generate_synthetic_video
 from defr.data.synth.stats import distinct_boxes, scene_stats
 from defr.detections import Detections
 from defr.eval.classification import evaluate_model
 from defr.eval.gt_detections import image_paths, noisy_gt_detections
-from defr.eval.hicodet import SUMMARY_KEYS, HICODetAnnotations, hicodet_metrics, load_annotations
+from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics
 from defr.export import ExportConfig, export_model
 from defr.export.exporter import ONNX_FILES
 from defr.export.verify import compare_detections

@@ -15,3 +15,8 @@ class DefrError(Exception):
 
 class ConfigError(DefrError, ValueError):
     """An argument or configuration value that is not allowed; the message says which and what is."""
+
+
+class DefrDeprecationWarning(DefrError, DeprecationWarning):
+    """A ``defr`` API that still works but will go; the message names what to use instead. The test
+    suite turns it into an error (pyproject.toml), so the project never calls its own deprecated API."""

@@ -35,6 +35,27 @@ def clip_layout_model():
     return clip_layout_tiny(64)
 
 
+@pytest.fixture(scope="module")
+def detect_inputs(tmp_path_factory) -> Path:
+    """A folder with ``images/`` (two 50×40 PNGs) and ``dets.jsonl`` (their detections) for ``defr detect``."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from defr import vocab
+
+    root = tmp_path_factory.mktemp("images")
+    (root / "images").mkdir()
+    lines = []
+    for i in range(2):
+        Image.fromarray(np.full((40, 50, 3), 30 * i, np.uint8)).save(root / "images" / f"{i}.png")
+        dets = {"boxes": [[0, 0, 20, 30], [10, 5, 45, 38]], "labels": [vocab.PERSON, 2], "scores": [0.9, 0.8]}
+        lines.append(json.dumps({"filename": f"{i}.png", **dets}))
+    (root / "dets.jsonl").write_text("\n".join(lines))
+    return root
+
+
 def clip_layout_tiny(image_size: int, seed: int = 0):
     from defr.model import create_model
 

@@ -66,8 +66,10 @@ def test_model_imports_neither_runtime_nor_export():
 def test_leaves_import_nothing_from_defr():
     for leaf in ("defr.errors", "defr.files", "defr.machine", "defr.vocab"):
         assert GRAPH[leaf] == set(), leaf
-    for leaf in ("defr.images", "defr.typecheck", "defr.kernels.spec", "defr.optional", "defr.jsonio"):
+    leaves = ("defr.images", "defr.typecheck", "defr.kernels.spec", "defr.optional", "defr.jsonio", "defr.choices")
+    for leaf in leaves:
         assert GRAPH[leaf] <= {"defr.errors"}, leaf
+    assert GRAPH["defr.kernels.spec"] <= {"defr.errors", "defr.choices"}
     assert GRAPH["defr.runtime.contract"] <= {"defr.vocab", "defr.errors"}
     assert GRAPH["defr.detections"] <= {"defr.vocab", "defr.errors", "defr.typecheck", "defr.jsonio"}
     leaves = {"defr.vocab", "defr.errors", "defr.jsonio", "defr.kernels.spec"}
@@ -77,7 +79,10 @@ def test_leaves_import_nothing_from_defr():
 def test_kernels_sit_below_the_model():
     for module, deps in GRAPH.items():
         if module.startswith("defr.kernels"):
-            assert all(d.startswith(("defr.kernels", "defr.errors", "defr.optional")) for d in deps), (module, deps)
+            assert all(d.startswith(("defr.kernels", "defr.errors", "defr.optional", "defr.choices")) for d in deps), (
+                module,
+                deps,
+            )
 
 
 # Keys of model.json: only its contract module (defr.runtime.sidecar, the typed Sidecar) reads them. The
@@ -117,6 +122,66 @@ def test_only_the_contract_module_defines_the_sidecar_schema():
         if bad:
             offenders[name] = sorted(bad)
     assert not offenders, f"modules that index model.json keys instead of using the typed Sidecar: {offenders}"
+
+
+REGISTRY = "defr.choices"
+REGISTRY_NAMES = {"MASK_MODES", "DEFAULT_MASK_MODE", "PRECISIONS", "DEFAULT_PRECISION", "TORCH_PRECISIONS",
+                  "ENGINE_PRECISIONS"}  # fmt: skip
+
+
+def _strings(node: ast.AST) -> list[str] | None:
+    """The strings of a tuple / list literal made only of string constants, else None."""
+    elts = node.elts if isinstance(node, (ast.Tuple, ast.List)) else []
+    if elts and all(isinstance(e, ast.Constant) and isinstance(e.value, str) for e in elts):
+        return [e.value for e in elts]
+    return None
+
+
+def _literal_in(node: ast.AST | None, values: set[str]) -> bool:
+    return isinstance(node, ast.Constant) and node.value in values
+
+
+def test_choices_are_defined_only_in_the_registry():
+    """Mask modes and precisions, their lists and their defaults are spelt out in ``defr.choices`` only:
+    no other module defines a registry name, types out a list of its values, or writes a default as a
+    literal (a parameter default, a field default, a click ``default=``)."""
+    from defr import choices
+
+    values = set(choices.MASK_MODES) | set(choices.PRECISIONS)
+    defaults = {choices.DEFAULT_MASK_MODE, choices.DEFAULT_PRECISION}
+    offenders = []
+    for name, path in MODULES.items():
+        if name == REGISTRY:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                offenders += [f"{where} defines {t.id}" for t in targets if getattr(t, "id", None) in REGISTRY_NAMES]
+                if isinstance(node, ast.AnnAssign) and _literal_in(node.value, defaults):
+                    offenders.append(f"{where} a field default {node.value.value!r}")
+            strings = _strings(node)
+            if strings and len(strings) >= 2 and set(strings) <= values:
+                offenders.append(f"{where} lists {strings}")
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for d in [*node.args.defaults, *node.args.kw_defaults]:
+                    if _literal_in(d, defaults):
+                        offenders.append(f"{where} {node.name}() defaults to {d.value!r}")
+            if isinstance(node, ast.keyword) and node.arg == "default" and _literal_in(node.value, defaults):
+                offenders.append(f"{where} default={node.value.value!r}")
+    assert offenders == []
+
+
+def test_one_precision_vocabulary():
+    """The torch dtypes, the exported files (as the sidecar records them) and the verification tolerances
+    are keyed by names of the one vocabulary, ``defr.choices.PRECISIONS``."""
+    from defr.choices import ENGINE_PRECISIONS, PRECISIONS, TORCH_PRECISIONS
+    from defr.export.exporter import ONNX_FILES
+    from defr.export.verify import TOLERANCES
+    from defr.runtime.contract import PRECISION_DTYPES
+
+    assert tuple(PRECISION_DTYPES) == TORCH_PRECISIONS
+    assert {*ONNX_FILES, *TOLERANCES, *ENGINE_PRECISIONS, *TORCH_PRECISIONS} <= set(PRECISIONS)
 
 
 def test_no_import_cycles_between_files():
@@ -171,6 +236,15 @@ def test_every_error_class_derives_from_defr_error():
                 classes.append(cls)
     assert len(classes) >= 15
     assert [c.__qualname__ for c in classes if not issubclass(c, DefrError)] == []
+
+
+def test_project_deprecations_are_errors_in_tests(tiny_model):
+    """pyproject.toml's filterwarnings: a test that calls a deprecated defr API fails."""
+    from defr.errors import DefrDeprecationWarning
+    from defr.runtime import HOIDetector, TorchBackend
+
+    with pytest.raises(DefrDeprecationWarning, match=r"HOIDetector\(device=...\) is deprecated"):
+        HOIDetector(TorchBackend(tiny_model), device="cpu")
 
 
 def test_commands_catch_project_errors_not_bugs(monkeypatch):

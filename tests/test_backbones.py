@@ -1,11 +1,12 @@
-"""Backbones (open_clip and timm ViTs renamed into ours, timm ResNets), weights loading, the model factory."""
+"""Backbones (open_clip and timm ViTs renamed into ours, timm ResNets), weights loading, the model factory.
+
+Each test asks for the packages it needs (the ``open_clip`` and ``timm`` fixtures, or ``importorskip`` for a
+parametrised name): without open_clip, the tiny-vit, timm and factory tests still run."""
 
 from __future__ import annotations
 
 import math
-import sys
 import time
-import types
 import zlib
 
 import pytest
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from defr.model import DEFR, DEFRConfig, VisionTransformer
+from defr.model import text as text_module
 from defr.model.backbones import (
     PretrainedWeightsError,
     UnknownBackboneError,
@@ -25,12 +27,24 @@ from defr.model.factory import build_model, clip_head_weights, language_classifi
 from defr.model.pretrained import hub_reachable, load_pretrained, load_state_strict, vit_state
 from defr.model.vit import resize_positional_embedding
 
-open_clip = pytest.importorskip("open_clip")
-timm = pytest.importorskip("timm")
+
+@pytest.fixture(scope="module")
+def open_clip():
+    return pytest.importorskip("open_clip")
 
 
 @pytest.fixture(scope="module")
-def clip_model():
+def timm():
+    return pytest.importorskip("timm")
+
+
+def _needs_package_of(name: str) -> None:
+    """Skip unless the package that defines backbone ``name`` is installed (timm/… or an open_clip name)."""
+    pytest.importorskip("timm" if name.startswith("timm/") else "open_clip")
+
+
+@pytest.fixture(scope="module")
+def clip_model(open_clip):
     """A random-init open_clip ViT-B-32 (the only open_clip model built in this module), eval mode."""
     torch.manual_seed(0)
     return open_clip.create_model("ViT-B-32", pretrained=None).eval()
@@ -89,7 +103,7 @@ def test_visual_only_and_prefixed_state_dicts_convert_the_same(clip_model, clip_
             torch.testing.assert_close(other(x), net(x))
 
 
-def test_official_head_is_clip_zero_shot_over_projected_row_norms(clip_model, clip_backbone):
+def test_official_head_is_clip_zero_shot_over_projected_row_norms(open_clip, clip_model, clip_backbone):
     spec, net, extras = clip_backbone
     prompts = ["a person riding a bicycle", "a person holding an umbrella", "a person and a dog", "a cat"]
     with torch.no_grad():
@@ -123,7 +137,7 @@ def test_positional_embedding_interpolated_for_another_size(clip_model, clip_fil
     assert out.shape == (2, 768) and torch.isfinite(out).all()
 
 
-def test_open_clip_specs_read_the_model_config():
+def test_open_clip_specs_read_the_model_config(open_clip):
     b16 = backbone_spec("ViT-B-16", 672)
     assert (b16.vit.width, b16.vit.layers, b16.vit.heads, b16.vit.patch_size) == (768, 12, 12, 16)
     assert b16.vit.grid_size == 42 and b16.vit.act == "gelu" and not b16.vit.patch_bias and b16.vit.ln_pre
@@ -154,11 +168,12 @@ def test_open_clip_specs_read_the_model_config():
     ],
 )
 def test_unsupported_architectures_are_clear_errors(name, match):
+    _needs_package_of(name)
     with pytest.raises(UnsupportedBackboneError, match=match):
         backbone_spec(name, 224)
 
 
-def test_unknown_names():
+def test_unknown_names(timm):
     with pytest.raises(UnknownBackboneError, match="unknown timm model 'not_a_model'"):
         backbone_spec("timm/not_a_model", 224)
     with pytest.raises(UnknownBackboneError, match="unknown backbone 'ViT-Q-99'"):
@@ -170,6 +185,7 @@ def test_unknown_names():
 
 @pytest.mark.parametrize(("name", "tag"), [("ViT-B-32", "openai"), ("timm/vit_tiny_patch16_224", "timm")])
 def test_offline_tag_fails_fast_with_a_clear_error(monkeypatch, name, tag):
+    _needs_package_of(name)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert not hub_reachable()
     spec = backbone_spec(name, 224, pretrained=tag)
@@ -181,7 +197,7 @@ def test_offline_tag_fails_fast_with_a_clear_error(monkeypatch, name, tag):
     assert "\n" not in str(e.value)
 
 
-def test_unreachable_hub_without_offline_flag_fails_fast(monkeypatch):
+def test_unreachable_hub_without_offline_flag_fails_fast(monkeypatch, timm):
     import defr.model.pretrained as pretrained
 
     def no_network(*args, **kwargs):
@@ -226,7 +242,7 @@ def test_mismatched_weights_list_missing_and_unexpected_keys(clip_model, clip_ba
 # --- timm --------------------------------------------------------------------------------------------------------
 
 
-def test_timm_vit_matches_forward_features(tmp_path):
+def test_timm_vit_matches_forward_features(tmp_path, timm):
     torch.manual_seed(1)
     ref = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
     torch.save(ref.state_dict(), tmp_path / "vit.pth")  # includes the ImageNet head, which is dropped
@@ -247,7 +263,7 @@ def test_timm_vit_matches_forward_features(tmp_path):
         assert net(torch.randn(1, 3, 320, 320)).shape == (1, 192)
 
 
-def test_timm_resnet_stays_a_timm_module(tmp_path):
+def test_timm_resnet_stays_a_timm_module(tmp_path, timm):
     spec = backbone_spec("timm/resnet18", 96)
     assert spec.vit is None and spec.timm_name == "resnet18" and spec.feature_dim == 512
     assert spec.mean == (0.485, 0.456, 0.406)
@@ -283,32 +299,6 @@ class FakeEncoder:
         return F.normalize(torch.stack(rows), dim=-1)
 
 
-@pytest.fixture
-def text_module(monkeypatch):
-    """``defr.model.text``; a minimal stand-in following its contract while that module is not there yet."""
-    try:
-        import defr.model.text as text
-
-        return text
-    except ImportError:
-        pass
-    stub = types.ModuleType("defr.model.text")
-    stub.class_prompts = lambda names, templates: [[t.format(n) for t in templates] for n in names]
-    stub.class_embeddings = lambda enc, prompts: F.normalize(
-        torch.stack([enc.encode(p).mean(0) for p in prompts]), dim=-1
-    )
-
-    def project_embeddings(emb: torch.Tensor, dim: int) -> torch.Tensor:
-        if emb.shape[1] == dim:
-            return emb
-        proj = torch.randn(emb.shape[1], dim, generator=torch.Generator().manual_seed(0))
-        return F.normalize(emb @ proj, dim=-1)
-
-    stub.project_embeddings = project_embeddings
-    monkeypatch.setitem(sys.modules, "defr.model.text", stub)
-    return stub
-
-
 NAMES = ["ride bicycle", "hold umbrella", "no_interaction dog"]
 
 
@@ -323,7 +313,7 @@ def test_build_model_random():
         build_model("tiny-vit", NAMES, image_size=64, init="zeros")
 
 
-def test_build_model_language_same_dim(text_module):
+def test_build_model_language_same_dim():
     enc = FakeEncoder(192)
     model = build_model("tiny-vit", NAMES, image_size=64, templates=("{}", "a photo of {}"), encoder=enc)
     expected = text_module.class_embeddings(enc, text_module.class_prompts(NAMES, ("{}", "a photo of {}")))
@@ -333,7 +323,7 @@ def test_build_model_language_same_dim(text_module):
     assert "W = T" in model.cfg.init["head_rule"]
 
 
-def test_build_model_language_projects_other_dims(text_module):
+def test_build_model_language_projects_other_dims():
     enc = FakeEncoder(40)
     model = build_model("tiny-vit", NAMES, image_size=64, encoder=enc)
     emb = text_module.class_embeddings(enc, text_module.class_prompts(NAMES, ("{}",)))
@@ -344,7 +334,7 @@ def test_build_model_language_projects_other_dims(text_module):
         build_model("tiny-vit", NAMES, image_size=64, text_encoder=None)
 
 
-def test_build_model_clip_head_rule(clip_model, clip_file, text_module):
+def test_build_model_clip_head_rule(open_clip, clip_model, clip_file):
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
 
     def encode_text(texts):
@@ -378,7 +368,7 @@ def test_clip_head_weights_shapes():
         clip_head_weights(torch.randn(5, 7), p)
 
 
-def test_timm_model_checkpoint_round_trip(tmp_path):
+def test_timm_model_checkpoint_round_trip(tmp_path, timm):
     from defr.model import load_checkpoint, save_checkpoint
 
     model = build_model("timm/vit_tiny_patch16_224", NAMES, image_size=64, init="random", text_encoder=None).eval()

@@ -8,16 +8,19 @@ import shutil
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from onnx import numpy_helper
 from PIL import Image
 
 from defr import vocab
 from defr.cli import main as defr_main
 from defr.errors import ConfigError
 from defr.export import ExportConfig, SidecarError, export_model
-from defr.model import create_model, save_checkpoint
+from defr.export.verify import compare_with_torch
+from defr.model import create_model, load_model, save_checkpoint
 from defr.optional import MissingDependency
 from defr.runtime import (
     BackendError,
@@ -286,3 +289,31 @@ def test_malformed_sidecar_is_one_line_in_detect(export, tmp_path, field, value,
     lines = r.output.strip().splitlines()
     assert r.exit_code == 1 and len(lines) == 1 and message in lines[0] and "model.json" in lines[0], r.output
     assert not (tmp_path / "out.json").exists()
+
+
+def test_non_finite_outputs_fail_verification_and_the_runtime(export, detect_inputs, tmp_path):
+    checkpoint, folder = export[0], detect_inputs
+    export_model(checkpoint, tmp_path / "export", ExportConfig(verify=False), log=lambda m: None)
+    path = tmp_path / "export" / "model.onnx"
+    proto = onnx.load(str(path))
+    ln_post = next(t for t in proto.graph.initializer if numpy_helper.to_array(t).shape == (192,))
+    ln_post.CopyFrom(numpy_helper.from_array(np.full((192,), np.nan, np.float32), ln_post.name))
+    onnx.save(proto, str(path))
+    result = compare_with_torch(path, load_model(checkpoint), "fp32")
+    assert not result.passed and max(result.max_abs.values()) == float("inf")
+    sidecar = json.loads((tmp_path / "export" / "model.json").read_text())
+    from defr.runtime.sidecar import sha256
+
+    sidecar["files"]["model.onnx"]["sha256"] = sha256(path)
+    (tmp_path / "export" / "model.json").write_text(json.dumps(sidecar))
+    detector = HOIDetector.from_onnx(path, ["CPUExecutionProvider"])
+    image = np.zeros((40, 50, 3), np.uint8)
+    dets = {"boxes": [[0, 0, 20, 30], [10, 5, 45, 38]], "labels": [PERSON, 2], "scores": [0.9, 0.8]}
+    with pytest.raises(BackendError, match="onnxruntime backend returned NaN or inf logits for frame.png"):
+        detector.detect([image], [dets], names=["frame.png"])
+    r = CliRunner().invoke(
+        defr_main,
+        ["detect", "--model", str(path), "--images", str(folder / "images"), "--detections",
+         str(folder / "dets.jsonl"), "--out", str(tmp_path / "out.json")],
+    )  # fmt: skip
+    assert r.exit_code == 1 and "NaN or inf logits" in r.output and not (tmp_path / "out.json").exists()

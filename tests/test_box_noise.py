@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from defr import vocab
 from defr.cli import main
 from defr.data import generate_synthetic
+from defr.data.hicodet import HICODetAnnotations
 from defr.eval.gt_detections import add_box_noise, gt_detections, noisy_gt_detections
-from defr.eval.hicodet import HICODetAnnotations
 from defr.model import create_model, save_checkpoint
 
 

@@ -11,15 +11,9 @@ import scipy.io
 from click.testing import CliRunner
 
 from defr.cli import main
+from defr.data.hicodet import AnnotationError, load_annotations
 from defr.eval.ap import RECALL_THRESHOLDS
-from defr.eval.hicodet import (
-    AnnotationError,
-    ResultsError,
-    box_iou_inclusive,
-    evaluate_hicodet,
-    load_annotations,
-    load_results,
-)
+from defr.eval.hicodet import ResultsError, box_iou_inclusive, evaluate_hicodet, load_results
 
 FAR = [500.0, 500.0, 600.0, 600.0]  # an object box far from everything else
 

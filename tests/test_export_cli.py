@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -15,10 +17,12 @@ import onnx
 import pytest
 import torch
 from click.testing import CliRunner
+from killkit import run_and_kill
+from onnx import numpy_helper
 
 from defr import vocab
 from defr.demo import export_and_check
-from defr.export import ExportConfig, ExportError, verify
+from defr.export import ExportConfig, ExportError, VerificationError, export_model, verify
 from defr.export.cli import main
 from defr.export.verify import feeds, ort_session
 from defr.model import create_model, save_checkpoint
@@ -110,6 +114,27 @@ def test_verification_failure_exits_1_and_writes_nothing(checkpoint, tmp_path, m
     assert r.exit_code == 1, r.output
     assert "model.fp16.onnx" in r.output and "FAILED" in r.output
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_verification_error_on_a_nan_graph_is_a_failed_export(checkpoint, tmp_path, monkeypatch):
+    """The export's own verification fails (exit 1, nothing written) when ONNX Runtime gives NaN."""
+    import defr.export.exporter as exporter
+
+    real = exporter.compare_with_torch
+
+    def nan_graph(path, model, precision, **kw):
+        proto = onnx.load(str(path))
+        first = proto.graph.initializer[0]
+        first.CopyFrom(
+            numpy_helper.from_array(np.full(numpy_helper.to_array(first).shape, np.nan, np.float32), first.name)
+        )
+        onnx.save(proto, str(path))
+        return real(path, model, precision, **kw)
+
+    monkeypatch.setattr(exporter, "compare_with_torch", nan_graph)
+    with pytest.raises(VerificationError, match="disagrees with PyTorch"):
+        export_model(checkpoint, tmp_path / "export", log=lambda m: None)
+    assert not (tmp_path / "export").exists()
 
 
 @pytest.mark.parametrize(
@@ -225,6 +250,38 @@ def test_sigterm_during_export_is_handled_like_ctrl_c(checkpoint, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_unwritable_export_folder_is_refused_before_the_work(checkpoint, tmp_path, monkeypatch):
+    import defr.export.exporter as exporter
+
+    out = tmp_path / "export"
+    out.mkdir()
+
+    class Refused:
+        def __init__(self, dir, prefix):  # noqa: A002 (tempfile's name)
+            if Path(dir) == out:
+                raise PermissionError(13, "Permission denied")
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(exporter.tempfile, "NamedTemporaryFile", Refused)
+    monkeypatch.setattr(exporter, "load_model", lambda *a: pytest.fail("the export started before the check"))
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out)])
+    assert r.exit_code == 2 and "cannot write into" in r.output and "Permission denied" in r.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders: the monkeypatched test covers it")
+def test_read_only_export_folder(checkpoint, tmp_path):
+    out = tmp_path / "export"
+    out.mkdir()
+    out.chmod(0o555)
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out)])
+    assert r.exit_code == 2 and "cannot write into" in r.output
+
+
 def test_config_validation_is_the_api_too():
     with pytest.raises(ExportError, match="--plugin-library applies"):
         ExportConfig(plugin_library="libdefr.so")
@@ -248,3 +305,73 @@ def test_export_and_check_on_synthetic_images(tmp_path):
     detection = summary["detection"]
     assert detection["images"] == 6 and detection["same_top_triplet"] == 6
     assert detection["max_abs_diff_score"] < 1e-5
+
+
+# --- kill -9 at any instant: an export folder holds the old set of files or the new one, never a mix ---------------
+
+# A child that exports and, with ``kill_after_swap``, SIGKILLs itself when the new folder is in place and the old
+# one not yet removed.
+EXPORT_CHILD = """
+import json, os, signal, sys
+args = json.loads(sys.argv[1])
+import defr.export.exporter as e
+if args.get("kill_after_swap"):
+    from defr import files
+    def killing_replace(new, target):
+        files._exchange(new, target)
+        os.kill(os.getpid(), signal.SIGKILL)
+    e.replace_dir = killing_replace
+e.export_model(args["checkpoint"], args["out"], e.ExportConfig(verify=False), log=lambda m: None)
+"""
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _export_state(out: Path) -> str | None:
+    """Which checkpoint the export in ``out`` is of (its SHA-256), after checking that every file
+    model.json lists is there with its checksum; None when ``out`` has no export."""
+    if not (out / "model.json").is_file():
+        assert not any(out.glob("model*.onnx")) if out.exists() else True, "ONNX files without their sidecar"
+        return None
+    sidecar = json.loads((out / "model.json").read_text())
+    for name, entry in sidecar["files"].items():
+        assert _sha(out / name) == entry["sha256"], f"{name} does not belong to model.json: a mixed export"
+    return sidecar["source"]["sha256"]
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("ckpts")
+    old, new = root / "old.safetensors", root / "new.safetensors"
+    save_checkpoint(create_model("tiny-vit", 32, seed=1), old)
+    save_checkpoint(create_model("tiny-vit", 32, seed=2), new)
+    return old, new
+
+
+@pytest.mark.slow
+def test_export_killed_at_random_instants_leaves_the_old_or_the_new_set(two_checkpoints, tmp_path):
+    old, new = two_checkpoints
+    out = tmp_path / "export"
+    (out).mkdir()
+    (out / "notes.txt").write_text("mine")  # a file of the user's survives every export
+    started = time.perf_counter()
+    assert run_and_kill(EXPORT_CHILD, {"checkpoint": str(old), "out": str(out)}, delay=600) == 0
+    duration = time.perf_counter() - started
+    states = {_sha(old): "old", _sha(new): "new"}
+    seen = []
+    rng = random.Random(3)
+    for delay in [rng.uniform(0.5, duration) for _ in range(3)]:
+        run_and_kill(EXPORT_CHILD, {"checkpoint": str(new), "out": str(out)}, delay)
+        seen.append(states[_export_state(out)])
+        assert (out / "notes.txt").read_text() == "mine"
+    args = {"checkpoint": str(new), "out": str(out), "kill_after_swap": True}
+    assert run_and_kill(EXPORT_CHILD, args, delay=600) == -signal.SIGKILL
+    assert states[_export_state(out)] == "new" and (out / "notes.txt").read_text() == "mine"
+    leftovers = list(tmp_path.glob(".export.export-*"))
+    assert leftovers  # the killed runs left staging folders (one holds the old set)
+    assert run_and_kill(EXPORT_CHILD, {"checkpoint": str(old), "out": str(out)}, delay=600) == 0
+    assert states[_export_state(out)] == "old"
+    assert list(tmp_path.glob(".export.export-*")) == []  # stale staging folders of dead runs are removed
+    print("states after random kills:", seen)

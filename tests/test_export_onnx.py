@@ -14,6 +14,7 @@ from defr.export.errors import ExportError
 from defr.export.fp16 import convert_to_fp16
 from defr.export.onnx_export import export_onnx, max_opset
 from defr.export.verify import TOLERANCES, VerificationError, check_graph, compare_with_torch, feeds, ort_session
+from defr.kernels import PairOp
 from defr.model import create_model, pair_masks
 from defr.optional import MissingDependency
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
@@ -202,7 +203,7 @@ def test_plugin_node_attributes_read_back_from_the_graph(model, plugin_graph):
 
     vit = model.cfg.backbone.vit
     (found,) = plugin_node_attributes(plugin_graph[0])
-    want = node_attributes(vit.heads, vit.grid_size, vit.image_size, "hard")
+    want = node_attributes(PairOp(vit.heads, vit.grid_size, vit.image_size, "hard"))
     assert {k: v.decode() if isinstance(v, bytes) else v for k, v in found.items()} == want
     assert plugin_node_attributes(onnx.load(str(export_onnx(model, plugin_graph[1].with_name("plain.onnx"))))) == []
 

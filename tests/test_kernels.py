@@ -23,10 +23,11 @@ import torch
 if not torch.cuda.is_available() and "triton" not in sys.modules:
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from defr.choices import MASK_MODES  # noqa: E402
 from defr.errors import ConfigError  # noqa: E402
 from defr.kernels import (  # noqa: E402
     ATTENTION_BACKENDS,
-    MASK_MODES,
+    PairOp,
     pair_attention_grouped,
     pair_attention_reference,
     pair_masked_attention,
@@ -40,6 +41,7 @@ CHILD = "DEFR_KERNEL_TESTS_CHILD"  # set in the child process that runs only the
 # Relative to the largest reference output: both sides compute in float32 and round once at the end.
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
 OP_KW = dict(heads=2, grid_size=4, image_size=32)  # small inputs of the op tests: G = 4, S = 32, D = 16
+OP = PairOp(**OP_KW)
 
 
 def _kernel_runs_here() -> bool:
@@ -121,8 +123,8 @@ def _rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return ((out.float() - ref.float()).abs().max() / ref.float().abs().max()).item()
 
 
-def _triton(*args, **kw):
-    return pair_masked_attention(*args, backend="triton", **kw)
+def _triton(*args):
+    return pair_masked_attention(*args, backend="triton")
 
 
 # --- the Triton kernel vs the reference (on CPU through Triton's interpreter) --------------------------------
@@ -137,9 +139,9 @@ def test_triton_matches_reference(kernel, mask_mode, dtype):
     grid, size, dim, heads = 6, 48, 32, 4
     q, k, v = _qkv(3, grid, dim, dtype, device=DEVICE)
     boxes_h, boxes_o, pair_index = _pairs(3, size, grid, randoms=6, device=DEVICE)
-    kw = dict(heads=heads, grid_size=grid, image_size=size, mask_mode=mask_mode)
-    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, **kw)
-    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, **kw), ref) <= TOL[dtype]
+    op = PairOp(heads=heads, grid_size=grid, image_size=size, mask_mode=mask_mode)
+    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, op)
+    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, op), ref) <= TOL[dtype]
 
 
 def test_triton_pairs_that_see_nothing_get_cls_value(kernel):
@@ -148,11 +150,11 @@ def test_triton_pairs_that_see_nothing_get_cls_value(kernel):
     q, k, v = _qkv(2, grid, 32, device=DEVICE)
     eh, eo = _edge_pairs(size, grid)
     boxes_h, boxes_o, pair_index = eh[:5].to(DEVICE), eo[:5].to(DEVICE), torch.tensor([1, 0, 1, 1, 0], device=DEVICE)
-    kw = dict(heads=2, grid_size=grid, image_size=size)
+    op = PairOp(heads=2, grid_size=grid, image_size=size)
     for out in (
-        _triton(q, k, v, boxes_h, boxes_o, pair_index, **kw),
-        pair_attention_grouped(q, k, v, boxes_h, boxes_o, pair_index, **kw),
-        pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, **kw),
+        _triton(q, k, v, boxes_h, boxes_o, pair_index, op),
+        pair_attention_grouped(q, k, v, boxes_h, boxes_o, pair_index, op),
+        pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, op),
     ):
         assert torch.equal(out, v[pair_index, 0])
 
@@ -170,9 +172,9 @@ def test_triton_patch_rule_is_float32_exact(kernel, mask_mode):
     boxes_h = torch.cat([corners[:, :2].minimum(corners[:, 2:]), corners[:, :2].maximum(corners[:, 2:])], dim=1)
     boxes_h, boxes_o = boxes_h.to(DEVICE), boxes_h.roll(1, dims=0).to(DEVICE)
     pair_index = torch.zeros(24, dtype=torch.long, device=DEVICE)
-    kw = dict(heads=2, grid_size=grid, image_size=size, mask_mode=mask_mode)
-    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, **kw)
-    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, **kw), ref) <= 1e-5
+    op = PairOp(heads=2, grid_size=grid, image_size=size, mask_mode=mask_mode)
+    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, op)
+    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, op), ref) <= 1e-5
 
 
 def test_triton_one_pair_and_many_pairs_on_one_image(kernel):
@@ -181,10 +183,10 @@ def test_triton_one_pair_and_many_pairs_on_one_image(kernel):
     gen = torch.Generator().manual_seed(2)
     boxes_h, boxes_o = _random_boxes(40, size, gen).to(DEVICE), _random_boxes(40, size, gen).to(DEVICE)
     pair_index = torch.zeros(40, dtype=torch.long, device=DEVICE)
-    kw = dict(heads=4, grid_size=grid, image_size=size)
-    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, **kw)
-    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, **kw), ref) <= 1e-5
-    one = _triton(q, k, v, boxes_h[:1], boxes_o[:1], pair_index[:1], **kw)
+    op = PairOp(heads=4, grid_size=grid, image_size=size)
+    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, op)
+    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, op), ref) <= 1e-5
+    one = _triton(q, k, v, boxes_h[:1], boxes_o[:1], pair_index[:1], op)
     assert _rel_error(one, ref[:1]) <= 1e-5
 
 
@@ -196,24 +198,24 @@ def test_triton_takes_any_strides(kernel):
     k = torch.randn(2, dim, 1 + grid * grid, generator=gen).to(DEVICE).transpose(1, 2)
     v = torch.randn(2, 1 + grid * grid, dim, generator=gen).to(DEVICE)
     boxes_h, boxes_o, pair_index = _pairs(2, size, grid, randoms=3, seed=3, device=DEVICE)
-    kw = dict(heads=2, grid_size=grid, image_size=size, mask_mode="released")
-    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, **kw)
-    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, **kw), ref) <= 1e-5
+    op = PairOp(heads=2, grid_size=grid, image_size=size, mask_mode="released")
+    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, op)
+    assert _rel_error(_triton(q, k, v, boxes_h, boxes_o, pair_index, op), ref) <= 1e-5
 
 
 def test_every_backend_agrees(kernel):
     q, k, v = _qkv(2, 4, 16, device=DEVICE)
     boxes_h, boxes_o, pair_index = _pairs(2, 32, 4, randoms=3, device=DEVICE)
-    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, **OP_KW)
+    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, OP)
     for backend in ATTENTION_BACKENDS:
-        out = pair_masked_attention(q, k, v, boxes_h, boxes_o, pair_index, **OP_KW, backend=backend)
+        out = pair_masked_attention(q, k, v, boxes_h, boxes_o, pair_index, OP, backend=backend)
         assert _rel_error(out, ref) <= 1e-5, backend
 
 
 def test_triton_zero_pairs(kernel):
     q, k, v = _qkv(2, 4, 16, device=DEVICE)
     empty = torch.zeros(0, 4, device=DEVICE)
-    out = _triton(q, k, v, empty, empty, torch.zeros(0, dtype=torch.long, device=DEVICE), **OP_KW)
+    out = _triton(q, k, v, empty, empty, torch.zeros(0, dtype=torch.long, device=DEVICE), OP)
     assert out.shape == (0, 16) and out.dtype == q.dtype
 
 
@@ -229,7 +231,7 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     q, k, v = _qkv(1, 4, 16)
     boxes = torch.zeros(1, 4)
     with pytest.raises(ConfigError, match="set TRITON_INTERPRET=1 before triton is first imported"):
-        _triton(q, k, v, boxes, boxes, torch.zeros(1, dtype=torch.long), **OP_KW)
+        _triton(q, k, v, boxes, boxes, torch.zeros(1, dtype=torch.long), OP)
 
 
 @pytest.mark.slow
@@ -275,18 +277,16 @@ def test_grouped_matches_reference(mask_mode, dtype):
     q, k, v = _qkv(4, grid, dim, dtype, seed=4)
     boxes_h, boxes_o, pair_index = _pairs(4, size, grid, randoms=20, seed=4)
     pair_index[pair_index == 2] = 3
-    kw = dict(heads=heads, grid_size=grid, image_size=size, mask_mode=mask_mode)
-    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, **kw)
-    assert _rel_error(pair_attention_grouped(q, k, v, boxes_h, boxes_o, pair_index, **kw), ref) <= TOL[dtype]
+    op = PairOp(heads=heads, grid_size=grid, image_size=size, mask_mode=mask_mode)
+    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, op)
+    assert _rel_error(pair_attention_grouped(q, k, v, boxes_h, boxes_o, pair_index, op), ref) <= TOL[dtype]
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_zero_pairs_give_empty_output(backend):
     q, k, v = _qkv(2, 4, 16)
     empty = torch.zeros(0, 4)
-    out = pair_masked_attention(
-        q, k, v, empty, empty, torch.zeros(0, dtype=torch.long), heads=2, grid_size=4, image_size=32, backend=backend
-    )
+    out = pair_masked_attention(q, k, v, empty, empty, torch.zeros(0, dtype=torch.long), OP, backend=backend)
     assert out.shape == (0, 16) and out.dtype == q.dtype
 
 
@@ -294,10 +294,9 @@ def test_released_mode_masks_nothing():
     """released: a pair that sees no patch still attends to every patch (+1 outside, no −inf)."""
     q, k, v = _qkv(1, 4, 16)
     boxes = torch.tensor([[-9.0, -9.0, -1.0, -1.0]])
-    kw = dict(heads=2, grid_size=4, image_size=32)
     index = torch.zeros(1, dtype=torch.long)
-    hard = pair_masked_attention(q, k, v, boxes, boxes, index, mask_mode="hard", **kw)
-    released = pair_masked_attention(q, k, v, boxes, boxes, index, mask_mode="released", **kw)
+    hard = pair_masked_attention(q, k, v, boxes, boxes, index, PairOp(**OP_KW, mask_mode="hard"))
+    released = pair_masked_attention(q, k, v, boxes, boxes, index, PairOp(**OP_KW, mask_mode="released"))
     assert torch.equal(hard[0], v[0, 0]) and not torch.allclose(released[0], v[0, 0])
 
 
@@ -315,11 +314,11 @@ class _PairHead(torch.nn.Module):
     """The op between two ordinary ops, as a model would use it."""
 
     def forward(self, q, k, v, boxes_h, boxes_o, pair_index):
-        return pair_masked_attention(q * 2, k, v, boxes_h, boxes_o, pair_index, **OP_KW).relu()
+        return pair_masked_attention(q * 2, k, v, boxes_h, boxes_o, pair_index, OP).relu()
 
 
 def _head_reference(q, k, v, boxes_h, boxes_o, pair_index):
-    return pair_attention_reference(q * 2, k, v, boxes_h, boxes_o, pair_index, **OP_KW).relu()
+    return pair_attention_reference(q * 2, k, v, boxes_h, boxes_o, pair_index, OP).relu()
 
 
 def test_op_is_registered_and_passes_opcheck():
@@ -327,7 +326,7 @@ def test_op_is_registered_and_passes_opcheck():
     op = torch.ops.defr.pair_masked_attention.default
     torch.library.opcheck(op, (*args, 2, 4, 32, "hard"))
     out = op(*args, 2, 4, 32, "released")
-    assert _rel_error(out, pair_attention_reference(*args, **OP_KW, mask_mode="released")) <= 1e-5
+    assert _rel_error(out, pair_attention_reference(*args, PairOp(**OP_KW, mask_mode="released"))) <= 1e-5
 
 
 def test_op_fake_kernel_shapes():
@@ -391,9 +390,10 @@ def test_op_exports_with_dynamic_pairs():
 def test_bad_arguments_raise_config_error(change, message, backend):
     q, k, v, boxes_h, boxes_o, pair_index = _op_inputs()
     args = dict(q_cls=q, k=k, v=v, boxes_h=boxes_h, boxes_o=boxes_o, pair_index=pair_index, backend=backend)
-    args |= OP_KW | change
+    attributes = OP_KW | {key: value for key, value in change.items() if key in ("heads", "image_size", "mask_mode")}
+    args |= {key: value for key, value in change.items() if key not in attributes}
     with pytest.raises(ConfigError, match=message):
-        pair_masked_attention(**args)
+        pair_masked_attention(**args, op=PairOp(**attributes))
 
 
 # --- the TensorRT plugin without TensorRT ------------------------------------------------------------------------
@@ -441,7 +441,7 @@ def test_plugin_refuses_old_tensorrt(trt_plugin, monkeypatch, version, aot, need
 def test_plugin_checks_an_onnx_node_against_the_tensorrt_version(trt_plugin):
     from defr.export.plugin_node import node_attributes
 
-    attrs = node_attributes(heads=12, grid_size=14, image_size=224, mask_mode="hard")
+    attrs = node_attributes(PairOp(heads=12, grid_size=14, image_size=224, mask_mode="hard"))
     trt_plugin.check_onnx_node("10.9.0.34", attrs)
     with pytest.raises(trt_plugin.TensorRTPluginError, match=r"AOT plugin node \(aot=1\) needs TensorRT >= 10\.9"):
         trt_plugin.check_onnx_node("10.8.0", attrs)
@@ -464,7 +464,7 @@ def test_plugin_aot_launch_parameters(trt_plugin):
     """ViT-B/16 at 672 px: grid (P, 12), 64-dim heads as constexprs, strides of row-major tensors."""
     from defr.kernels.triton_pair_attention import SCALAR_ARGS, pair_attention_kernel
 
-    plan = trt_plugin.aot_launch("fp16", 768, "P", grid_size=42, heads=12, image_size=672, mask_mode="hard")
+    plan = trt_plugin.aot_launch("fp16", 768, "P", PairOp(grid_size=42, heads=12, image_size=672, mask_mode="hard"))
     assert plan.grid == ("P", 12, 1) and plan.block_x == 32 * plan.config.num_warps
     assert plan.config.constexprs() == {
         "HEADS": 12,
@@ -497,12 +497,13 @@ def test_plugin_aot_launch_parameters(trt_plugin):
     strides = (*torch.empty(1, 768).stride(), *torch.empty(1, seq, 768).stride(), *torch.empty(1, seq, 768).stride())
     assert plan.extra_args[:8] == strides and plan.extra_args[8] == 42
     assert struct.unpack("<f", struct.pack("<i", plan.extra_args[9]))[0] == torch.tensor(42 / 672).item()
-    released = trt_plugin.aot_launch("fp32", 768, 3, grid_size=42, heads=12, image_size=672, mask_mode="released")
+    released_op = PairOp(grid_size=42, heads=12, image_size=672, mask_mode="released")
+    released = trt_plugin.aot_launch("fp32", 768, 3, released_op)
     assert released.config.constexprs()["MASKED"] is False and released.signature["k_ptr"] == "*fp32"
     with pytest.raises(trt_plugin.TensorRTPluginError, match="float32 or float16"):
-        trt_plugin.aot_launch("bf16", 768, 3, grid_size=42, heads=12, image_size=672, mask_mode="hard")
+        trt_plugin.aot_launch("bf16", 768, 3, PairOp(grid_size=42, heads=12, image_size=672, mask_mode="hard"))
     with pytest.raises(trt_plugin.TensorRTPluginError, match="not divisible by heads"):
-        trt_plugin.aot_launch("fp32", 770, 3, grid_size=42, heads=12, image_size=672, mask_mode="hard")
+        trt_plugin.aot_launch("fp32", 770, 3, PairOp(grid_size=42, heads=12, image_size=672, mask_mode="hard"))
 
 
 @pytest.mark.parametrize("mask_mode", MASK_MODES)
@@ -515,22 +516,21 @@ def test_plugin_aot_arguments_compute_the_op(trt_plugin, kernel, mask_mode):
     q, k, v = (t.contiguous() for t in _qkv(2, grid, dim, seed=6, device=DEVICE))
     boxes_h, boxes_o, pair_index = _pairs(2, size, grid, randoms=4, seed=6, device=DEVICE)
     p = pair_index.shape[0]
-    plan = trt_plugin.aot_launch("fp32", dim, p, grid_size=grid, heads=heads, image_size=size, mask_mode=mask_mode)
+    op = PairOp(grid_size=grid, heads=heads, image_size=size, mask_mode=mask_mode)
+    plan = trt_plugin.aot_launch("fp32", dim, p, op)
     out = torch.empty(p, dim, device=DEVICE)
     pair_attention_kernel[plan.grid](
         q, k, v, boxes_h, boxes_o, pair_index, *plan.extra_args, out, **plan.config.constexprs()
     )
-    ref = pair_attention_reference(
-        q, k, v, boxes_h, boxes_o, pair_index, heads=heads, grid_size=grid, image_size=size, mask_mode=mask_mode
-    )
+    ref = pair_attention_reference(q, k, v, boxes_h, boxes_o, pair_index, op)
     assert _rel_error(out, ref) <= 1e-5
 
 
 _COMPILE_PTX = r"""
 import json, re
 from triton.backends.compiler import GPUTarget
-from defr.kernels import tensorrt_plugin as plugin
-plan = plugin.aot_launch("fp16", 768, 1, grid_size=42, heads=12, image_size=672, mask_mode="hard")
+from defr.kernels import PairOp, tensorrt_plugin as plugin
+plan = plugin.aot_launch("fp16", 768, 1, PairOp(grid_size=42, heads=12, image_size=672, mask_mode="hard"))
 name, ptx, shared = plugin.compile_aot(plan, target=GPUTarget("cuda", 90, 32))
 params = re.search(r"\.entry\s+" + name + r"\((.*?)\)", ptx, re.S).group(1)
 print(json.dumps({"params": re.findall(r"\.param\s+\.(u64|u32)", params), "shared": shared}))

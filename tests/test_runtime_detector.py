@@ -25,6 +25,7 @@ from defr.runtime import (
     make_pairs,
     pair_priors,
 )
+from defr.runtime.io import InputFileError, load_detections
 
 PERSON, BICYCLE, CUP = vocab.PERSON, vocab.hico().objects.index("bicycle"), vocab.hico().objects.index("cup")
 
@@ -162,6 +163,32 @@ def test_bad_detections_are_named(detector, dets, match):
 def test_bad_images_are_named(detector, image):
     with pytest.raises(ImageInputError, match="frame.jpg"):
         detector.detect([image], [{"boxes": [], "labels": [], "scores": []}], names=["frame.jpg"])
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"boxes": [[0, 0, 5, 5]], "labels": ["22"], "scores": [0.9]}, r"labels is not a numeric array: '22' \(str\)"),
+        ({"boxes": [[0, 0, 5, 5]], "labels": [22], "scores": [True]}, r"scores is not a numeric array: True \(bool\)"),
+        ({"boxes": [[0, "0", 5, 5]], "labels": [22], "scores": [0.5]}, "boxes is not a numeric array"),
+        ({"boxes": [[0, 0, 5, 5]], "labels": [22.5], "scores": [0.5]}, "labels must be whole numbers"),
+    ],
+)
+def test_detections_of_the_wrong_json_types_are_refused(tmp_path, entry, message):
+    path = tmp_path / "dets.jsonl"
+    path.write_text(json.dumps({"filename": "a.jpg", **entry}))
+    with pytest.raises(InputFileError, match=f"a.jpg.*{message}"):
+        load_detections(path, ["a.jpg"])
+
+
+def test_detections_of_the_wrong_types_through_the_api(tiny_model):
+    detector = HOIDetector(TorchBackend(tiny_model))
+    image = np.zeros((40, 50, 3), np.uint8)
+    with pytest.raises(DetectionError, match="frame: labels is not a numeric array: '22'"):
+        detector.detect([image], [{"boxes": [[0, 0, 5, 5]], "labels": ["22"], "scores": [0.9]}], names=["frame"])
+    dets = {"boxes": [[0, 0, 5, 5]], "labels": [vocab.PERSON], "scores": [0.9]}
+    with pytest.raises(DetectionError, match=r"one image \(ndarray\) and a list of 1 detection entries"):
+        detector.detect(image, [dets])
 
 
 def test_mismatched_image_and_detection_counts(detector):

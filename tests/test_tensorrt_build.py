@@ -11,6 +11,7 @@ import torch
 
 from defr.export.errors import ExportError
 from defr.export.tensorrt_build import EngineConfig, build_engine, engine_info, optimization_profile_shapes
+from defr.kernels import PairOp
 from defr.optional import TENSORRT_WORDS, MissingDependency
 from defr.runtime.contract import BackendError
 from defr.runtime.tensorrt_backend import TensorRTBackend
@@ -219,7 +220,7 @@ def test_builtin_plugin_refuses_a_node_tensorrt_cannot_take(monkeypatch, tmp_pat
     trt.__version__ = "10.10.0.31"
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     cfg = EngineConfig("fp16", 224, plugin=True)
-    attrs = node_attributes(heads=12, grid_size=14, image_size=224, mask_mode="hard")
+    attrs = node_attributes(PairOp(heads=12, grid_size=14, image_size=224, mask_mode="hard"))
     for bad, message in [
         ({k: v for k, v in attrs.items() if k != "mask_mode"}, r"lacks the attribute\(s\) \['mask_mode'\]"),
         (attrs | {"mask_mode": "soft"}, "mask_mode"),
@@ -239,7 +240,7 @@ def test_builtin_plugin_needs_a_new_enough_tensorrt(monkeypatch, tmp_path):
     trt.__version__ = "10.8.0.43"
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     cfg = EngineConfig("fp16", 224, plugin=True)
-    _graph_with_plugin_node(tmp_path / cfg.onnx_name, **node_attributes(12, 14, 224, "hard"))
+    _graph_with_plugin_node(tmp_path / cfg.onnx_name, **node_attributes(PairOp(12, 14, 224, "hard")))
     with pytest.raises(ExportError, match=r"model.fp16.onnx: an AOT plugin .* needs TensorRT >= 10.9, found 10.8"):
         build_engine(tmp_path / cfg.onnx_name, tmp_path / cfg.file_name, cfg, log=lambda m: None)
     assert "parsed" not in calls  # refused before parsing

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from defr import vocab
 from defr.cli import main
-from defr.model import text
+from defr.model import embeddings, text
 from defr.model.embedding_plot import tsne_2d
 from defr.model.text import TextEncoderError
 
@@ -252,13 +252,13 @@ def test_embeddings_file_round_trip(tmp_path):
     prompts = text.class_prompts(CLASSES, ("{}", "a photo of {}."))
     emb = low_rank_rows(len(CLASSES), 5, 12)
     path = tmp_path / "emb.safetensors"
-    text.save_embeddings(path, emb, prompts, CLASSES, "minilm")
-    loaded, meta = text.load_embeddings(path)
+    embeddings.save_embeddings(path, emb, prompts, CLASSES, "minilm")
+    loaded, meta = embeddings.load_embeddings(path)
     torch.testing.assert_close(loaded, emb)
     assert meta == {"format": "defr-embeddings/1", "encoder": "minilm", "class_names": CLASSES, "prompts": prompts}
     assert os.listdir(tmp_path) == ["emb.safetensors"]
     with pytest.raises(TextEncoderError, match="do not match 6 class names"):
-        text.save_embeddings(path, emb, prompts, CLASSES[:6], "minilm")
+        embeddings.save_embeddings(path, emb, prompts, CLASSES[:6], "minilm")
 
 
 def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
@@ -266,7 +266,7 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
 
     path = tmp_path / "emb.safetensors"
     emb = low_rank_rows(2, 2, 4)
-    text.save_embeddings(path, emb, [["a"], ["b"]], ["ride bicycle", "hold cup"], "minilm")
+    embeddings.save_embeddings(path, emb, [["a"], ["b"]], ["ride bicycle", "hold cup"], "minilm")
 
     def broken(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"half")
@@ -274,8 +274,8 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.torch, "save_file", broken)
     with pytest.raises(OSError, match="disk full"):
-        text.save_embeddings(path, emb * 0, [["a"], ["b"]], ["ride bicycle", "hold cup"], "minilm")
-    torch.testing.assert_close(text.load_embeddings(path)[0], emb)
+        embeddings.save_embeddings(path, emb * 0, [["a"], ["b"]], ["ride bicycle", "hold cup"], "minilm")
+    torch.testing.assert_close(embeddings.load_embeddings(path)[0], emb)
     assert os.listdir(tmp_path) == ["emb.safetensors"]
 
 
@@ -283,18 +283,18 @@ def test_bad_embeddings_files(tmp_path):
     from safetensors.torch import save_file
 
     with pytest.raises(TextEncoderError, match="no such embeddings file"):
-        text.load_embeddings(tmp_path / "missing.safetensors")
+        embeddings.load_embeddings(tmp_path / "missing.safetensors")
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file at all")
     with pytest.raises(TextEncoderError, match="not a defr embeddings file \\(not safetensors"):
-        text.load_embeddings(garbage)
+        embeddings.load_embeddings(garbage)
     other = tmp_path / "other.safetensors"
     save_file({"embeddings": torch.zeros(2, 3)}, str(other), metadata={"format": "defr-checkpoint/1"})
     with pytest.raises(TextEncoderError, match="header format 'defr-checkpoint/1'"):
-        text.load_embeddings(other)
+        embeddings.load_embeddings(other)
     save_file({"embeddings": torch.zeros(2, 3)}, str(other), metadata={"format": "defr-embeddings/1"})
     with pytest.raises(TextEncoderError, match="broken defr embeddings header"):
-        text.load_embeddings(other)
+        embeddings.load_embeddings(other)
 
 
 # --- command line ------------------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def test_embed_labels_command(minilm, class_file, tmp_path):
     result = CliRunner().invoke(main, [*args, "--template", "{}", "--template", "a photo of {}."])
     assert result.exit_code == 0, result.output
     assert result.output.strip().endswith(f"{len(CLASSES)} classes × 384 dims from minilm, 2 template(s)")
-    emb, meta = text.load_embeddings(out)
+    emb, meta = embeddings.load_embeddings(out)
     prompts = text.class_prompts(CLASSES, ("{}", "a photo of {}."))
     assert meta["class_names"] == CLASSES and meta["prompts"] == prompts
     torch.testing.assert_close(emb, text.class_embeddings(minilm, prompts), atol=1e-6, rtol=0)
@@ -324,7 +324,7 @@ def test_embed_labels_default_hico_classes(tmp_path):
     out = tmp_path / "hico.safetensors"
     result = CliRunner().invoke(main, ["embed-labels", "--encoder", "minilm", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    emb, meta = text.load_embeddings(out)
+    emb, meta = embeddings.load_embeddings(out)
     assert emb.shape == (600, 384) and meta["class_names"] == vocab.hico().class_names
 
 
@@ -348,7 +348,7 @@ def test_plot_embeddings_command(minilm, tmp_path):
 
     prompts = text.class_prompts(CLASSES)
     path = tmp_path / "emb.safetensors"
-    text.save_embeddings(path, text.class_embeddings(minilm, prompts), prompts, CLASSES, "minilm")
+    embeddings.save_embeddings(path, text.class_embeddings(minilm, prompts), prompts, CLASSES, "minilm")
     out = tmp_path / "tsne.png"
     args = ["plot-embeddings", "--embeddings", str(path), "--out", str(out), "--perplexity", "3"]
     result = CliRunner().invoke(main, args)

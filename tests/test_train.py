@@ -1,7 +1,10 @@
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -11,6 +14,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from killkit import run_and_kill
 from safetensors.torch import load_file
 
 from defr.cli import main
@@ -281,3 +285,100 @@ def test_sigterm_while_the_state_is_written_stops_like_ctrl_c(synth_root, tmp_pa
     assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1
     train(cfg, resume=True)
     assert _epochs(out) == [1, 2]
+
+
+def test_failed_training_leaves_no_output_folder(tmp_path):
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        main, ["train", "--dataset", "synth", "--data-root", str(tmp_path / "nowhere"), "--output", str(out)]
+    )
+    assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output
+    assert not out.exists()
+
+
+# --- kill -9 at any instant: training resumes to the uninterrupted result bit for bit ------------------------------
+
+# A child that trains and, with ``kill_between_writes``, SIGKILLs itself after train_state.pt of that epoch,
+# before model.safetensors.
+TRAIN_CHILD = """
+import json, os, signal, sys
+args = json.loads(sys.argv[1])
+import defr.train as t
+if args.get("kill_between_writes"):
+    publish = t._publish
+    def killing_publish(out, model, state):
+        if state["epoch"] == args["kill_between_writes"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        publish(out, model, state)
+    t._publish = killing_publish
+t.train(t.TrainConfig(**args["config"]), resume=args["resume"])
+"""
+
+
+@pytest.fixture(scope="module")
+def crash_root(tmp_path_factory) -> Path:
+    from defr.data import generate_synthetic
+
+    return generate_synthetic(tmp_path_factory.mktemp("synth") / "data", images=32, seed=4, size=48)
+
+
+def _crash_config(root: Path, out: Path) -> TrainConfig:
+    return TrainConfig(
+        dataset="synth",
+        data_root=str(root),
+        backbone="tiny-vit",
+        init="random",
+        epochs=3,
+        batch_size=8,
+        image_size=32,
+        lr=1e-3,
+        min_positives=2,
+        seed=2,
+        output=str(out),
+    )
+
+
+def _resume_until_done(cfg: TrainConfig) -> Path:
+    """After a kill: resume when an epoch was completed, else start again (what a user does)."""
+    out = Path(cfg.output)
+    return train(cfg, resume=(out / "train_state.pt").is_file())
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _header(path: Path) -> str:
+    """The JSON metadata of a safetensors file (its header, without reading tensors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.dumps(f.metadata())
+
+
+@pytest.mark.slow
+def test_training_killed_between_the_two_writes_resumes_bit_exactly(crash_root, tmp_path):
+    straight = train(_crash_config(crash_root, tmp_path / "straight"))
+    cfg = _crash_config(crash_root, tmp_path / "killed")
+    args = {"config": asdict(cfg), "resume": False, "kill_between_writes": 2}
+    assert run_and_kill(TRAIN_CHILD, args, delay=600) == -signal.SIGKILL
+    out = tmp_path / "killed"
+    state = torch.load(out / "train_state.pt", weights_only=True)
+    published = json.loads(json.loads(_header(out / "model.safetensors"))["metadata"])
+    assert (state["epoch"], published["epoch"]) == (2, 1)  # the window the issue found: a mixed pair
+    assert _same_weights(straight, train(cfg, resume=True))
+
+
+@pytest.mark.slow
+def test_training_killed_at_random_instants_resumes_bit_exactly(crash_root, tmp_path):
+    started = time.perf_counter()
+    straight = train(_crash_config(crash_root, tmp_path / "straight"))
+    duration = time.perf_counter() - started
+    rng = random.Random(7)
+    for k in range(3):
+        cfg = _crash_config(crash_root, tmp_path / f"killed{k}")
+        # a child also pays interpreter and import time: spread the kills over its whole run
+        args = {"config": asdict(cfg), "resume": False}
+        run_and_kill(TRAIN_CHILD, args, rng.uniform(1.0, 2.0 * duration + 4))
+        assert _same_weights(straight, _resume_until_done(cfg)), f"kill {k}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from defr.bench import BACKENDS, DEFAULT_BACKENDS, BenchConfig, BenchRow, format_table, run_bench
-from defr.commands import ATTENTION_OPTION, MASK_MODE_OPTION, RUNTIME_OPTION, int_list, one_line_errors
+from defr.commands import int_list, one_line_errors
+from defr.commands.options import ATTENTION_OPTION, DEVICE_OPTION, MASK_MODE_OPTION, RUNTIME_OPTION
 from defr.files import write_json
 
 
@@ -23,7 +24,7 @@ from defr.files import write_json
 )
 @click.option("--warmup", default=BenchConfig.warmup, show_default=True, type=int)
 @click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @click.option("--threads", type=int, help="CPU threads of PyTorch, ONNX Runtime and OpenVINO (default: theirs).")
 @click.option("--json", "json_out", default="bench.json", show_default=True, type=click.Path(dir_okay=False))
 @MASK_MODE_OPTION

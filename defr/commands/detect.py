@@ -7,20 +7,22 @@ from pathlib import Path
 
 import click
 
-from defr.commands import (
+from defr.choices import resolve_mask_mode
+from defr.commands import one_line_errors
+from defr.commands.options import (
     ATTENTION_OPTION,
+    DEVICE_OPTION,
     MASK_MODE_OPTION,
     MODEL_FILE_OPTIONS,
+    PRECISION_OPTION,
     RAY_OPTION,
     RUNTIME_OPTION,
-    model_file_precision,
-    one_line_errors,
+    model_source,
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
 from defr.files import write_json
 from defr.runtime import HOIDetector, load_detector
-from defr.runtime.contract import PRECISIONS
 from defr.runtime.detect import run_detection
 from defr.runtime.io import list_images, load_detections
 
@@ -36,8 +38,8 @@ from defr.runtime.io import list_images, load_detections
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results JSON to write.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(list(PRECISIONS)))
+@DEVICE_OPTION
+@PRECISION_OPTION
 @click.option("--label-space", default=DEFAULT_LABEL_SPACE, show_default=True, type=click.Choice(LABEL_SPACES))
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
 @MASK_MODE_OPTION
@@ -67,30 +69,20 @@ def detect_command(
     Every image needs detections (an entry with empty lists if there are none); images with no
     person detected get an empty result.
     """
-    if (checkpoint is None) == (model_file is None):
-        raise click.UsageError("give exactly one of --checkpoint and --model")
-    model_file_precision(model_file, runtime, precision)
+    model, kw = model_source(checkpoint, model_file, precision, runtime)
     with one_line_errors():
         paths = list_images(images)
         dets = load_detections(detections, [p.name for p in paths], label_space)
-        kw = {"precision": precision} if checkpoint is not None or runtime == "openvino" else {}
-        load = {
-            "device": device,
-            "mask_mode": mask_mode,
-            "attention": attention,
-            "top_k": top_k,
-            "runtime": runtime,
-            **kw,
-        }
+        load = {"device": device, "mask_mode": mask_mode, "attention": attention, "top_k": top_k, **kw}
         if ray_address is None:
-            results = run_detection(load_detector(checkpoint or model_file, **load), paths, dets, batch_size=batch_size)
+            results = run_detection(load_detector(model, **load), paths, dets, batch_size=batch_size)
         else:
             from defr.serve.batch import detect_images_ray  # imports Ray: only for --ray
             from defr.serve.connect import ray_session
 
             with ray_session(ray_address):
                 gpus = 1 if device.startswith("cuda") else 0
-                results = detect_images_ray(checkpoint or model_file, paths, dets, load, batch_size, concurrency, gpus)
+                results = detect_images_ray(model, paths, dets, load, batch_size, concurrency, gpus)
         write_json(results, out)
     triplets = sum(len(r["hoi"]) for r in results.values())
     click.echo(f"wrote {out}: {len(results)} images, {triplets} HOI detections")
@@ -114,12 +106,13 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="cpu", show_default=True)
+@DEVICE_OPTION
 @MASK_MODE_OPTION
 def box_noise_command(checkpoint, annotations, images, ratios, out, seed, batch_size, device, mask_mode) -> None:
     """HICO-DET mAP with noisy ground-truth boxes as detections: box_noise.json and box_noise.png in OUT."""
     with one_line_errors():
-        detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mask_mode or "hard")
+        mode = resolve_mask_mode(None, mask_mode, checkpoint)  # a checkpoint runs in any mode
+        detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mode)
         rows = box_noise_study(detector, annotations, images, ratios, seed=seed, batch_size=batch_size)
         report = {
             "checkpoint": str(checkpoint),

@@ -8,8 +8,9 @@ import click
 
 from defr.commands import one_line_errors
 from defr.data import DATASETS, SPLITS, build_dataset
+from defr.data.hicodet import load_annotations
 from defr.eval.classification import evaluate_model
-from defr.eval.hicodet import SETTINGS, SUMMARY_KEYS, evaluate_hicodet, load_annotations, load_results
+from defr.eval.hicodet import SETTINGS, SUMMARY_KEYS, evaluate_hicodet, load_results
 from defr.files import write_json
 from defr.model import load_model
 

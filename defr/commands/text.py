@@ -8,7 +8,8 @@ import click
 
 from defr.commands import one_line_errors
 from defr.model.embedding_plot import plot_embeddings, tsne_2d
-from defr.model.text import NAME_FORMS, embed_classes, load_embeddings, save_embeddings
+from defr.model.embeddings import embed_classes, load_embeddings, save_embeddings
+from defr.model.text import NAME_FORMS
 
 
 @click.command("embed-labels")

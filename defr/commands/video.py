@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from defr.commands import MODEL_FILE_OPTIONS, RAY_OPTION, RUNTIME_OPTION, model_file_precision, one_line_errors
+from defr.commands import one_line_errors
+from defr.commands.options import (
+    DEVICE_OPTION,
+    MASK_MODE_OPTION,
+    MODEL_FILE_OPTIONS,
+    PRECISION_OPTION,
+    RAY_OPTION,
+    RUNTIME_OPTION,
+    model_source,
+)
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.errors import DefrError
 from defr.runtime import load_detector
@@ -19,8 +28,6 @@ from defr.video import (
     make_detector,
     run_video,
 )
-
-MASK_MODES = ("hard", "released")
 
 
 def _summary_path(out: Path | None, events: Path | None, frames: Path | None) -> Path:
@@ -64,9 +71,9 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
     type=click.FloatRange(min=0),
     help="A batch waits at most this long after its first frame.",
 )
-@click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]))
-@click.option("--mask-mode", type=click.Choice(MASK_MODES), help="Pair mask: hard (the paper) or released (additive).")
+@DEVICE_OPTION
+@PRECISION_OPTION
+@MASK_MODE_OPTION
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Frame rate of an image folder (default 30).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
 @click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "window", "none"]))
@@ -119,9 +126,7 @@ def video_command(
     and --summary are then folders that get STEM.mp4, STEM.events.jsonl, STEM.frames.jsonl and
     STEM.summary.json, and "{stem}" in --detector becomes each video's stem.
     """
-    if (checkpoint is None) == (model_file is None):
-        raise click.UsageError("give exactly one of --checkpoint and --model")
-    model_file_precision(model_file, runtime, precision)
+    model, kw = model_source(checkpoint, model_file, precision, runtime)
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
     if more and ray_address is None:
@@ -137,14 +142,13 @@ def video_command(
         if Path(ray_address).exists():
             raise click.UsageError(f"--ray took {ray_address} as the address: write --ray=ADDRESS or --ray local")
         job_options = {"device": device, "weights": detector_weights, "label_space": label_space}
-        load = {"device": device, "mask_mode": mask_mode, "top_k": top_k, "runtime": runtime}
-        load.update({"precision": precision} if checkpoint is not None or runtime == "openvino" else {})
+        load = {"device": device, "mask_mode": mask_mode, "top_k": top_k, **kw}
         with one_line_errors():
             from defr.serve.batch import VideoJob, list_videos, run_videos_ray  # imports Ray
             from defr.serve.connect import ray_session
 
             folders = {"video_dir": out, "frames_dir": frames, "events_dir": events, "summary_dir": summary}
-            job = VideoJob(str(checkpoint or model_file), load, detector, job_options, config, fps, **folders)
+            job = VideoJob(str(model), load, detector, job_options, config, fps, **folders)
             videos = list_videos([source, *more])
             with ray_session(ray_address):
                 done = run_videos_ray(
@@ -161,10 +165,7 @@ def video_command(
         raise click.ClickException(str(e)) from None
     try:
         objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
-        kw = {"precision": precision} if checkpoint is not None or runtime == "openvino" else {}
-        hoi = load_detector(
-            checkpoint or model_file, device=device, mask_mode=mask_mode, top_k=top_k, runtime=runtime, **kw
-        )
+        hoi = load_detector(model, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
         result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:
         click.echo(f"interrupted after {e.summary.frames} frames ({e}); outputs finalised, summary {summary}", err=True)

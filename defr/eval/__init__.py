@@ -1,25 +1,17 @@
-"""Evaluation: HICO classification (mAP, Few@k, known-object) and HICO-DET detection (official protocol)."""
+"""Evaluation: HICO classification (mAP, Few@k, known-object) and HICO-DET detection (official protocol).
+
+The HICO-DET annotations the evaluator scores against are read by ``defr.data.hicodet``."""
 
 from defr.eval.ap import average_precision_11, voc_ap_11
 from defr.eval.classification import evaluate_model, hico_metrics
-from defr.eval.hicodet import (
-    AnnotationError,
-    HICODetAnnotations,
-    ResultsError,
-    evaluate_hicodet,
-    load_annotations,
-    load_results,
-)
+from defr.eval.hicodet import ResultsError, evaluate_hicodet, load_results
 
 __all__ = [
-    "AnnotationError",
-    "HICODetAnnotations",
     "ResultsError",
     "average_precision_11",
     "evaluate_hicodet",
     "evaluate_model",
     "hico_metrics",
-    "load_annotations",
     "load_results",
     "voc_ap_11",
 ]

@@ -11,8 +11,9 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from defr.data.hicodet import load_annotations
 from defr.eval.gt_detections import image_paths, noisy_gt_detections
-from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics, load_annotations
+from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics
 from defr.files import atomic_path
 from defr.runtime.detect import detect_files
 from defr.runtime.detector import HOIDetector

@@ -38,11 +38,12 @@ import numpy as np
 import torch
 
 from defr import vocab
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION
 from defr.data import build_dataset, generate_synthetic, hicodet_files
+from defr.data.hicodet import HICODetAnnotations, load_annotations
 from defr.data.synth.dataset import TEST_FRACTION
 from defr.errors import DefrError
 from defr.eval.gt_detections import noisy_gt_detections
-from defr.eval.hicodet import HICODetAnnotations, load_annotations
 from defr.export.errors import CalibrationError
 from defr.images import ImageInputError, decode_image
 from defr.runtime.contract import INPUT_NAMES, RuntimeMeta
@@ -293,8 +294,8 @@ class _Recorder:
 
     accepts_no_pairs = False
     name = "recorder"
-    precision = "fp32"
-    mask_mode = "hard"
+    precision = DEFAULT_PRECISION
+    mask_mode = DEFAULT_MASK_MODE
     device = torch.device("cpu")
 
     def __init__(self, meta: RuntimeMeta):

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import click
 
+from defr.choices import ENGINE_PRECISIONS
 from defr.commands import one_line_errors, sigterm_as_interrupt
+from defr.commands.options import mask_mode_option
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
 from defr.export.errors import VerificationError
 from defr.export.exporter import ExportConfig, export_model
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
-from defr.export.tensorrt_build import ENGINE_PRECISIONS
-from defr.model.pair_attention import MASK_MODES
 
 EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 
@@ -34,17 +34,14 @@ EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 @click.option("--engine", type=click.Choice(ENGINE_PRECISIONS), help="Also build a TensorRT engine.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18 or newer).")
 @click.option("--image-size", type=int, help="Input size S in px (default: the checkpoint's).")
-@click.option("--max-batch", type=int, default=8, show_default=True, help="Engine profile: largest B.")
-@click.option("--max-pairs", type=int, default=1024, show_default=True, help="Engine profile: largest P per call.")
+@click.option("--max-batch", type=int, default=ExportConfig.max_batch, show_default=True, help="Engine profile: max B.")
+@click.option("--max-pairs", type=int, default=ExportConfig.max_pairs, show_default=True, help="Engine profile: max P.")
 @click.option("--plugin", is_flag=True, help="Emit the masked pair attention as one defr::PairMaskedAttention node.")
 @click.option(
     "--plugin-library", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT plugin library (--plugin)."
 )
-@click.option(
-    "--mask-mode",
-    type=click.Choice(MASK_MODES),
-    default="hard",
-    show_default=True,
+@mask_mode_option(
+    default=ExportConfig.mask_mode,
     help="Baked into the graph: hard (the paper) or released (the released code's +1 bias); in model.json.",
 )
 @click.option("--int8", is_flag=True, help="Also write model.int8.onnx (ONNX Runtime quantization, accuracy-gated).")

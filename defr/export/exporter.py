@@ -17,6 +17,7 @@ from pathlib import Path
 
 import onnx
 
+from defr.choices import DEFAULT_MASK_MODE, ENGINE_PRECISIONS, MASK_MODES
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
@@ -27,7 +28,6 @@ from defr.export.int8 import quantize as quantize_int8
 from defr.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx
 from defr.export.sidecar import SIDECAR_NAME, file_entry, model_sidecar, write_sidecar
 from defr.export.tensorrt_build import (
-    ENGINE_PRECISIONS,
     TIMING_CACHE_NAME,
     EngineConfig,
     build_engine,
@@ -37,7 +37,6 @@ from defr.export.tensorrt_build import (
 from defr.export.verify import check_graph, compare_with_torch
 from defr.files import clean_stale_staging, replace_dir, staging_dir
 from defr.model import DEFR, CheckpointError, load_model
-from defr.model.pair_attention import MASK_MODES
 from defr.optional import MissingDependency
 from defr.runtime.contract import RuntimeMeta
 from defr.runtime.sidecar import EngineInfo, FileEntry, Sidecar, sha256
@@ -59,7 +58,7 @@ class ExportConfig:
     plugin: bool = False
     plugin_library: Path | None = None
     verify: bool = True
-    mask_mode: str = "hard"  # baked into the graph; recorded in model.json
+    mask_mode: str = DEFAULT_MASK_MODE  # baked into the graph; recorded in model.json
     int8: bool = False  # also write model.int8.onnx
     calibration: str | None = None  # a dataset folder, "synthetic" (None: the same) or "none" (dynamic int8)
     calibration_images: int = 32  # calibrate on N images, gate on up to N others

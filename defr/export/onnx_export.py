@@ -24,11 +24,12 @@ import onnx
 import torch
 from torch import nn
 
+from defr.choices import DEFAULT_MASK_MODE, check_mask_mode
 from defr.export.errors import ExportError
 from defr.export.plugin_node import PLUGIN_DOMAIN, plugin_function, translation_table
 from defr.model import DEFR, VisionTransformer
 from defr.model.pair_attention import (
-    check_mask_mode,
+    PairOp,
     cls_attention_bias,
     pair_cls_features,
     pair_cls_features_standard_ops,
@@ -66,7 +67,7 @@ class PairGraph(nn.Module):
     patch visible, a zero bias in either mode, as in ``forward_pairs``.
     """
 
-    def __init__(self, model: DEFR, mask_mode: str = "hard", plugin: bool = False):
+    def __init__(self, model: DEFR, mask_mode: str = DEFAULT_MASK_MODE, plugin: bool = False):
         super().__init__()
         self.model = model
         self.mask_mode = check_mask_mode(mask_mode)
@@ -92,7 +93,11 @@ class PairGraph(nn.Module):
 
 
 def export_onnx(
-    model: DEFR, path: str | os.PathLike, opset: int = DEFAULT_OPSET, plugin: bool = False, mask_mode: str = "hard"
+    model: DEFR,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    plugin: bool = False,
+    mask_mode: str = DEFAULT_MASK_MODE,
 ) -> Path:
     """Write ``model``'s pair graph to ``path`` (B and P dynamic, ``mask_mode`` baked in); returns the path.
 
@@ -127,7 +132,7 @@ def export_onnx(
     _name_dynamic_axes(proto)
     if plugin:
         vit = model.vit.cfg
-        function = plugin_function(vit.heads, vit.grid_size, vit.image_size, mask_mode, vit.width, opset)
+        function = plugin_function(PairOp(vit.heads, vit.grid_size, vit.image_size, mask_mode), vit.width, opset)
         proto.functions.append(function)
         if not any(o.domain == PLUGIN_DOMAIN for o in proto.opset_import):
             proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))

@@ -26,7 +26,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from defr.kernels.spec import cls_attention_bias, pair_masks
+from defr.kernels.spec import PairOp, cls_attention_bias, pair_masks
 from defr.model.pair_attention import pair_attention_standard_ops
 
 PLUGIN_DOMAIN = "defr"
@@ -37,13 +37,13 @@ PLUGIN_FLOAT32_INPUTS = (3, 4)  # boxes_h, boxes_o: pixel coordinates stay float
 PLUGIN_ATTRIBUTES = ("heads", "grid_size", "image_size", "mask_mode", "plugin_namespace", "plugin_version", "aot")
 
 
-def node_attributes(heads: int, grid_size: int, image_size: int, mask_mode: str) -> dict:
-    """The attributes of a ``PairMaskedAttention`` node (``PLUGIN_ATTRIBUTES``)."""
+def node_attributes(op: PairOp) -> dict:
+    """The attributes of a ``PairMaskedAttention`` node (``PLUGIN_ATTRIBUTES``) for ``op``."""
     return {
-        "heads": heads,
-        "grid_size": grid_size,
-        "image_size": image_size,
-        "mask_mode": mask_mode,
+        "heads": op.heads,
+        "grid_size": op.grid_size,
+        "image_size": op.image_size,
+        "mask_mode": op.mask_mode,
         "plugin_namespace": PLUGIN_DOMAIN,
         "plugin_version": PLUGIN_VERSION,
         "aot": 1,  # TensorRT: use the plugin's ahead-of-time implementation (no Python at inference)
@@ -101,7 +101,7 @@ def translation_table() -> dict:
     defr_ops = onnxscript.values.Opset(PLUGIN_DOMAIN, 1)
 
     def to_onnx(q_cls, k, v, boxes_h, boxes_o, pair_index, heads: int, grid_size: int, image_size: int, mask_mode):
-        attrs = node_attributes(heads, grid_size, image_size, mask_mode)
+        attrs = node_attributes(PairOp(heads, grid_size, image_size, mask_mode))
         return defr_ops.PairMaskedAttention(q_cls, k, v, boxes_h, boxes_o, pair_index, **attrs)
 
     return {torch.ops.defr.pair_masked_attention.default: to_onnx}
@@ -110,19 +110,19 @@ def translation_table() -> dict:
 class _Body(nn.Module):
     """The node's math for one model: geometry and mask mode fixed, inputs float32."""
 
-    def __init__(self, heads: int, grid_size: int, image_size: int, mask_mode: str):
+    def __init__(self, op: PairOp):
         super().__init__()
-        self.heads, self.grid_size, self.image_size, self.mask_mode = heads, grid_size, image_size, mask_mode
+        self.op = op
 
     def forward(self, q_cls, k, v, boxes_h, boxes_o, pair_index):
-        visible = pair_masks(boxes_h, boxes_o, self.image_size, self.image_size // self.grid_size)
-        bias = cls_attention_bias(visible, self.mask_mode)
-        return pair_attention_standard_ops(q_cls, k, v, bias, pair_index, self.heads)
+        op = self.op
+        bias = cls_attention_bias(pair_masks(boxes_h, boxes_o, op.image_size, op.patch_size), op.mask_mode)
+        return pair_attention_standard_ops(q_cls, k, v, bias, pair_index, op.heads)
 
 
-def plugin_function(heads: int, grid_size: int, image_size: int, mask_mode: str, dim: int, opset: int):
-    """The model-local ``defr::PairMaskedAttention`` function for a model of width ``dim``."""
-    seq = 1 + grid_size * grid_size
+def plugin_function(op: PairOp, dim: int, opset: int):
+    """The model-local ``defr::PairMaskedAttention`` function of ``op`` for a model of width ``dim``."""
+    seq = 1 + op.grid_size * op.grid_size
     example = (
         torch.randn(2, dim),
         torch.randn(2, seq, dim),
@@ -143,7 +143,7 @@ def plugin_function(heads: int, grid_size: int, image_size: int, mask_mode: str,
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="# The axis name")
         program = torch.onnx.export(
-            _Body(heads, grid_size, image_size, mask_mode).eval(),
+            _Body(op).eval(),
             example,
             None,
             dynamo=True,

@@ -27,13 +27,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from defr.choices import ENGINE_PRECISIONS
 from defr.errors import DefrError
 from defr.export.errors import ExportError
 from defr.optional import TENSORRT_WORDS, import_tensorrt
 from defr.runtime.sidecar import EngineInfo
 from defr.runtime.tensorrt_backend import load_plugin_library
 
-ENGINE_PRECISIONS = ("fp32", "fp16")
 TIMING_CACHE_NAME = "model.timing.cache"
 OPT_BATCH = 4  # a partly filled frame batch
 OPT_PAIRS_PER_IMAGE = 16  # a typical frame after the 0.2 score threshold and the 15 + 15 box cap

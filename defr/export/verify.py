@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 
+from defr.choices import DEFAULT_MASK_MODE
 from defr.errors import ConfigError
 from defr.export.errors import VerificationError
 from defr.export.plugin_node import register_schema
@@ -110,7 +111,7 @@ def compare_with_torch(
     shapes: tuple[tuple[int, int], ...] = SHAPES,
     seed: int = 0,
     providers: list[str] | None = None,
-    mask_mode: str = "hard",
+    mask_mode: str = DEFAULT_MASK_MODE,
 ) -> Comparison:
     """Run ``path`` in ONNX Runtime and ``model.forward_pairs`` (``mask_mode``) in PyTorch on the same random inputs."""
     session = ort_session(path, providers)

@@ -7,11 +7,11 @@ TensorRT; neither is imported here. See ``docs/kernels.md``.
 
 from defr.kernels.ops import ATTENTION_BACKENDS, pair_masked_attention
 from defr.kernels.reference import pair_attention_grouped, pair_attention_reference
-from defr.kernels.spec import MASK_MODES
+from defr.kernels.spec import PairOp
 
 __all__ = [
     "ATTENTION_BACKENDS",
-    "MASK_MODES",
+    "PairOp",
     "pair_attention_grouped",
     "pair_attention_reference",
     "pair_masked_attention",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from defr.kernels.spec import pair_bias, pair_masks
+from defr.kernels.spec import PairOp, pair_bias, pair_masks
 
 
 def pair_attention_reference(
@@ -26,17 +26,13 @@ def pair_attention_reference(
     boxes_h: torch.Tensor,
     boxes_o: torch.Tensor,
     pair_index: torch.Tensor,
-    *,
-    heads: int,
-    grid_size: int,
-    image_size: int,
-    mask_mode: str = "hard",
+    op: PairOp,
 ) -> torch.Tensor:
     """q_cls: [B, D]; k, v: [B, L, D], L = 1 + G²; boxes_h, boxes_o: [P, 4] float32 pixels of the
-    S×S input; pair_index: [P] int64 → [P, D] in q_cls's dtype (heads concatenated)."""
-    p, (_, seq, d) = pair_index.shape[0], k.shape
+    S×S input; pair_index: [P] int64; op: the attributes → [P, D] in q_cls's dtype (heads concatenated)."""
+    p, (_, seq, d), heads = pair_index.shape[0], k.shape, op.heads
     dh = d // heads
-    bias = pair_bias(boxes_h, boxes_o, grid_size=grid_size, image_size=image_size, mask_mode=mask_mode)
+    bias = pair_bias(boxes_h, boxes_o, op)
     q = q_cls.float()[pair_index].reshape(p, heads, 1, dh)
     keys = k.float()[pair_index].reshape(p, seq, heads, dh).transpose(1, 2)  # [P, H, L, dh]
     values = v.float()[pair_index].reshape(p, seq, heads, dh).transpose(1, 2)
@@ -52,11 +48,7 @@ def pair_attention_grouped(
     boxes_h: torch.Tensor,
     boxes_o: torch.Tensor,
     pair_index: torch.Tensor,
-    *,
-    heads: int,
-    grid_size: int,
-    image_size: int,
-    mask_mode: str = "hard",
+    op: PairOp,
 ) -> torch.Tensor:
     """Same contract as ``pair_attention_reference``, O(B·L·D + P·L·D) work (module docstring).
 
@@ -64,7 +56,7 @@ def pair_attention_grouped(
     weights are built in that order, so no large tensor is gathered twice), then each image's
     pairs are one slice and one batched matmul against that image's values.
     """
-    p, (b, seq, d) = pair_index.shape[0], k.shape
+    p, (b, seq, d), heads = pair_index.shape[0], k.shape, op.heads
     dh = d // heads
     if p == 0:
         return q_cls.new_empty(0, d)
@@ -75,9 +67,9 @@ def pair_attention_grouped(
     q = q_cls.float().reshape(b, heads, 1, dh)
     keys = k.float().reshape(b, seq, heads, dh).permute(0, 2, 3, 1)  # [B, H, dh, L]
     scores = (q @ keys).squeeze(2).mul_(dh**-0.5)  # [B, H, L]: pair-independent
-    outside = ~pair_masks(boxes_h, boxes_o, image_size, image_size // grid_size)[:, None, :]  # [P, 1, G²]
+    outside = ~pair_masks(boxes_h, boxes_o, op.image_size, op.patch_size)[:, None, :]  # [P, 1, G²]
     weights = scores[pair_index]  # [P, H, L]
-    if mask_mode == "hard":  # the bias of ``pair_bias``, applied in place on the patch columns
+    if op.masked:  # the bias of ``pair_bias``, applied in place on the patch columns
         weights[:, :, 1:].masked_fill_(outside, float("-inf"))
     else:
         weights[:, :, 1:].add_(outside.to(weights.dtype))

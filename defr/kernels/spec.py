@@ -1,5 +1,5 @@
 """The contract of the masked pair-attention op, shared by every implementation (a leaf: it imports
-only ``defr.errors``; the model, the runtime and the exporter import the box rule from here).
+only ``defr.errors`` and ``defr.choices``; the model, the runtime and the exporter import the box rule from here).
 
 Per human–object pair p (image ``b = pair_index[p]``) and head h, with dh = D / heads:
 ``out[p, h] = softmax(q_cls[b, h] · k[b, :, h]ᵀ / √dh + bias_p) · v[b, :, h]``.
@@ -8,7 +8,11 @@ Keys are the L = 1 + G² tokens of the last ViT block (CLS first, then patches r
 ``c0 = floor(x1·G/S)``, ``c1 = ceil(x2·G/S)``, rows alike, clamped to [0, G]; the CLS key always
 has bias 0.
 
-Mask modes (``MASK_MODES``):
+The op's non-tensor attributes travel together as one frozen ``PairOp(heads, grid_size,
+image_size, mask_mode)``, validated once when it is made: the kernels, the reference, the custom
+op's front door, the ONNX plugin node and the TensorRT plugin all take it.
+
+Mask modes (``defr.choices.MASK_MODES``):
 
 - ``hard`` (the paper): bias 0 for patches inside the human or the object box, −inf elsewhere.
 - ``released`` (the released code's arithmetic: its bool mask is added as a float): +1 for
@@ -20,19 +24,51 @@ A pair whose boxes cover no patch attends to CLS alone: its output is ``v[b, 0]`
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 import torch
 
+from defr.choices import DEFAULT_MASK_MODE, MaskMode, check_mask_mode
 from defr.errors import ConfigError
 
-MASK_MODES = ("hard", "released")
 ATTENTION_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def check_mask_mode(mask_mode: str) -> str:
-    if mask_mode not in MASK_MODES:
-        raise ConfigError(f"mask_mode must be one of {MASK_MODES}, not {mask_mode!r}")
-    return mask_mode
+@dataclass(frozen=True)
+class PairOp:
+    """The pair op's attributes: ``heads`` H (D splits into H heads of D / H), ``grid_size`` G
+    (patches per side), ``image_size`` S (pixels per side of the input the boxes are in, a multiple
+    of G) and ``mask_mode`` (module docstring). ``ConfigError`` naming the first one not allowed."""
+
+    heads: int
+    grid_size: int
+    image_size: int
+    mask_mode: MaskMode = DEFAULT_MASK_MODE
+
+    def __post_init__(self) -> None:
+        check_mask_mode(self.mask_mode)
+        if self.heads < 1:
+            raise ConfigError(f"heads must be >= 1, not {self.heads}")
+        if self.grid_size < 1:
+            raise ConfigError(f"grid_size must be >= 1, not {self.grid_size}")
+        if self.image_size < 1 or self.image_size % self.grid_size:
+            raise ConfigError(
+                f"image_size {self.image_size} must be a positive multiple of grid_size {self.grid_size} "
+                "(the boxes are in pixels of the S×S input, S = grid_size · patch size)"
+            )
+
+    @property
+    def patch_size(self) -> int:
+        return self.image_size // self.grid_size
+
+    @property
+    def masked(self) -> bool:
+        """Whether patches outside the boxes are masked out (``hard``), rather than biased (``released``)."""
+        return self.mask_mode == "hard"
+
+    def scalars(self) -> tuple[int, int, int, str]:
+        """(heads, grid_size, image_size, mask_mode): the custom op's and the ONNX node's scalar arguments."""
+        return self.heads, self.grid_size, self.image_size, self.mask_mode
 
 
 def box_patch_ranges(boxes: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
@@ -67,31 +103,14 @@ def pair_masks(boxes_h: torch.Tensor, boxes_o: torch.Tensor, image_size: int, pa
 def cls_attention_bias(visible: torch.Tensor, mask_mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """visible: [P, N] bool patches inside the pair's boxes → [P, 1 + N] additive bias of the CLS
     row's scores (column 0: the CLS key, always 0), for ``mask_mode`` (module docstring)."""
-    check_mask_mode(mask_mode)
-    outside = -float("inf") if mask_mode == "hard" else 1.0
+    outside = -float("inf") if check_mask_mode(mask_mode) == "hard" else 1.0
     bias = torch.where(visible, 0.0, outside).to(dtype)
     return torch.cat([bias.new_zeros(bias.shape[0], 1), bias], dim=1)
 
 
-def pair_bias(
-    boxes_h: torch.Tensor, boxes_o: torch.Tensor, *, grid_size: int, image_size: int, mask_mode: str
-) -> torch.Tensor:
+def pair_bias(boxes_h: torch.Tensor, boxes_o: torch.Tensor, op: PairOp) -> torch.Tensor:
     """boxes_h, boxes_o: [P, 4] float32, pixels of the S×S input → [P, 1 + G²] float32 bias."""
-    return cls_attention_bias(pair_masks(boxes_h, boxes_o, image_size, image_size // grid_size), mask_mode)
-
-
-def check_attributes(heads: int, grid_size: int, image_size: int, mask_mode: str) -> None:
-    """The op's non-tensor arguments; ``ConfigError`` naming the first one that is not allowed."""
-    check_mask_mode(mask_mode)
-    if heads < 1:
-        raise ConfigError(f"heads must be >= 1, not {heads}")
-    if grid_size < 1:
-        raise ConfigError(f"grid_size must be >= 1, not {grid_size}")
-    if image_size < 1 or image_size % grid_size:
-        raise ConfigError(
-            f"image_size {image_size} must be a positive multiple of grid_size {grid_size} "
-            "(the boxes are in pixels of the S×S input, S = grid_size · patch size)"
-        )
+    return cls_attention_bias(pair_masks(boxes_h, boxes_o, op.image_size, op.patch_size), op.mask_mode)
 
 
 def check_inputs(
@@ -101,16 +120,14 @@ def check_inputs(
     boxes_h: torch.Tensor,
     boxes_o: torch.Tensor,
     pair_index: torch.Tensor,
-    heads: int,
-    grid_size: int,
-    image_size: int,
-    mask_mode: str,
+    op: PairOp,
 ) -> None:
-    """Shapes, dtypes and devices of the op's arguments; ``ConfigError`` naming the argument.
+    """Shapes, dtypes and devices of the op's tensor arguments (``op`` is valid by construction);
+    ``ConfigError`` naming the argument.
 
     Only metadata is read (no values), so this also runs on fake tensors with a symbolic P.
     """
-    check_attributes(heads, grid_size, image_size, mask_mode)
+    heads, grid_size = op.heads, op.grid_size
     if q_cls.dim() != 2:
         raise ConfigError(f"q_cls must be [B, D], not {tuple(q_cls.shape)}")
     b, d = q_cls.shape
@@ -151,11 +168,11 @@ def check_pair_index_values(pair_index: torch.Tensor, batch: int) -> None:
         )
 
 
-def box_scale_bits(grid_size: int, image_size: int) -> int:
+def box_scale_bits(op: PairOp) -> int:
     """G / S rounded to float32, as the bits of an int32.
 
     ``box_patch_ranges`` multiplies float32 boxes by the Python float G / S, which PyTorch rounds
     to float32 first; the kernel must use that very factor. It travels as int32 bits because
     TensorRT's AOT plugins pass only integer scalars.
     """
-    return struct.unpack("<i", struct.pack("<f", grid_size / image_size))[0]
+    return struct.unpack("<i", struct.pack("<f", op.grid_size / op.image_size))[0]

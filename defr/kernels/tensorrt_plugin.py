@@ -37,8 +37,9 @@ from typing import Any
 
 import torch
 
+from defr.choices import ENGINE_PRECISIONS
 from defr.errors import DefrError
-from defr.kernels.spec import box_scale_bits, check_attributes
+from defr.kernels.spec import PairOp, box_scale_bits
 from defr.kernels.triton_pair_attention import (
     KernelConfig,
     interpreted,
@@ -55,7 +56,7 @@ PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
 MIN_QDP = (10, 6)  # tensorrt.plugin: register / impl
 MIN_AOT = (10, 9)  # tensorrt.plugin.aot_impl
 MIN_DOMAIN_NAMESPACE = (10, 10)  # the ONNX parser takes the plugin namespace from the node's domain
-PLUGIN_DTYPES = ("fp32", "fp16")  # the ONNX node's type constraint T
+PLUGIN_DTYPES = ENGINE_PRECISIONS  # the ONNX node's type constraint T: an engine's precision
 PLUGIN_ATTRIBUTES = ("grid_size", "heads", "image_size", "mask_mode")
 _REGISTERED: set[str] = set()  # parts registered with TensorRT in this process: "jit", "aot"
 
@@ -107,7 +108,7 @@ def check_onnx_node(version: str, attributes: dict) -> None:
         raise TensorRTPluginError(f"the PairMaskedAttention node lacks the attribute(s) {missing}")
     mask_mode = attributes["mask_mode"]
     mask_mode = mask_mode.decode() if isinstance(mask_mode, bytes) else mask_mode
-    check_attributes(attributes["heads"], attributes["grid_size"], attributes["image_size"], mask_mode)
+    PairOp(attributes["heads"], attributes["grid_size"], attributes["image_size"], mask_mode)
     check_version(version, MIN_QDP, "the defr::PairMaskedAttention plugin (tensorrt.plugin)")
     if attributes.get("aot"):
         check_version(version, MIN_AOT, "an AOT plugin node (aot=1)")
@@ -128,21 +129,19 @@ class AotLaunch:
     extra_args: tuple[int, ...]  # the int32 scalars, in kernel order
 
 
-def aot_launch(
-    dtype: str, dim: int, pairs: Any, *, grid_size: int, heads: int, image_size: int, mask_mode: str
-) -> AotLaunch:
+def aot_launch(dtype: str, dim: int, pairs: Any, op: PairOp) -> AotLaunch:
     """Launch parameters of the AOT kernel: q_cls [B, D], k, v [B, 1 + G², D], out [P, D], all in
     TensorRT's linear (row-major) layout. dtype: ``fp32`` or ``fp16``; dim: D (static: it fixes the
-    constexprs); pairs: P."""
-    check_attributes(heads, grid_size, image_size, mask_mode)
+    constexprs); pairs: P; op: the node's attributes."""
+    heads, grid_size = op.heads, op.grid_size
     if dtype not in PLUGIN_DTYPES:
         raise TensorRTPluginError(f"the plugin runs float32 or float16 attention, not {dtype}")
     if dim % heads:
         raise TensorRTPluginError(f"D = {dim} (q_cls.shape[1]) is not divisible by heads {heads}")
-    cfg = kernel_config(dim, heads, grid_size, mask_mode)
+    cfg = kernel_config(dim, op)
     seq_dim = (1 + grid_size * grid_size) * dim
     # q_cls [B, D]: strides (D, 1); k and v [B, L, D]: (L·D, D, 1); then G and the box scale.
-    extra = (dim, 1, seq_dim, dim, 1, seq_dim, dim, 1, grid_size, box_scale_bits(grid_size, image_size))
+    extra = (dim, 1, seq_dim, dim, 1, seq_dim, dim, 1, grid_size, box_scale_bits(op))
     return AotLaunch(cfg, kernel_signature(dtype), (pairs, heads, 1), cfg.num_warps * 32, extra)
 
 
@@ -201,7 +200,7 @@ def _register_jit(trtp) -> None:
         image_size: int,
         mask_mode: str,
     ) -> trtp.TensorDesc:
-        check_attributes(heads, grid_size, image_size, mask_mode)
+        PairOp(heads, grid_size, image_size, mask_mode)  # validates the attributes
         return trtp.from_shape_expr((boxes_h.shape_expr[0], q_cls.shape_expr[1]), dtype=q_cls.dtype)
 
     @trtp.impl(PLUGIN_ID)
@@ -209,7 +208,7 @@ def _register_jit(trtp) -> None:
         with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
             inputs = [torch.as_tensor(t, device="cuda") for t in (q_cls, k, v, boxes_h, boxes_o, pair_index)]
             out = torch.as_tensor(outputs[0], device="cuda")
-            launch(*inputs, out, heads=heads, grid_size=grid_size, image_size=image_size, mask_mode=mask_mode)
+            launch(*inputs, out, PairOp(heads, grid_size, image_size, mask_mode))
 
 
 def _register_aot(trt, trtp) -> None:
@@ -227,10 +226,8 @@ def _register_aot(trt, trtp) -> None:
             raise TensorRTPluginError("the AOT plugin needs a static D (q_cls.shape[1]): it is a kernel constant")
         if seq.is_constant and seq.constant_value() != 1 + grid_size * grid_size:
             raise TensorRTPluginError(f"k has L = {seq.constant_value()} keys, grid_size {grid_size} needs 1 + G²")
-        plan = aot_launch(
-            dtype_names[q_cls.dtype], dim.constant_value(), boxes_h.shape_expr[0],
-            grid_size=grid_size, heads=heads, image_size=image_size, mask_mode=mask_mode,
-        )  # fmt: skip
+        op = PairOp(heads, grid_size, image_size, mask_mode)
+        plan = aot_launch(dtype_names[q_cls.dtype], dim.constant_value(), boxes_h.shape_expr[0], op)
         name, ptx, shared = compile_aot(plan)
         params = trtp.KernelLaunchParams()
         params.grid_x, params.grid_y, params.grid_z = plan.grid

@@ -44,7 +44,7 @@ import triton
 import triton.language as tl
 
 from defr.errors import ConfigError
-from defr.kernels.spec import box_scale_bits
+from defr.kernels.spec import PairOp, box_scale_bits
 
 BLOCK_N = 64  # keys per tile
 NUM_WARPS = 4
@@ -188,10 +188,10 @@ class KernelConfig:
         return dict(zip(CONSTEXPR_ARGS, values, strict=True))
 
 
-def kernel_config(dim: int, heads: int, grid_size: int, mask_mode: str) -> KernelConfig:
-    """Constexprs for D = ``dim`` split in ``heads``; tiles no longer than the G² patches."""
-    block_n = min(BLOCK_N, triton.next_power_of_2(grid_size * grid_size))
-    return KernelConfig(heads=heads, head_dim=dim // heads, masked=mask_mode == "hard", block_n=block_n)
+def kernel_config(dim: int, op: PairOp) -> KernelConfig:
+    """Constexprs for D = ``dim`` split in ``op.heads``; tiles no longer than the G² patches."""
+    block_n = min(BLOCK_N, triton.next_power_of_2(op.grid_size * op.grid_size))
+    return KernelConfig(heads=op.heads, head_dim=dim // op.heads, masked=op.masked, block_n=block_n)
 
 
 def kernel_signature(dtype: str) -> dict[str, str]:
@@ -219,11 +219,7 @@ def launch(
     boxes_o: torch.Tensor,
     pair_index: torch.Tensor,
     out: torch.Tensor,
-    *,
-    heads: int,
-    grid_size: int,
-    image_size: int,
-    mask_mode: str,
+    op: PairOp,
 ) -> None:
     """Write the pair attention into ``out`` (contiguous [P, D], q_cls's dtype).
 
@@ -238,8 +234,8 @@ def launch(
             "the Triton kernel needs CUDA tensors (these are on the CPU); to run it through Triton's interpreter, "
             "set TRITON_INTERPRET=1 before triton is first imported; or use backend='reference'"
         )
-    cfg = kernel_config(d, heads, grid_size, mask_mode)
-    pair_attention_kernel[(p, heads)](
+    cfg = kernel_config(d, op)
+    pair_attention_kernel[(p, op.heads)](
         q_cls,
         k,
         v,
@@ -249,8 +245,8 @@ def launch(
         *q_cls.stride(),
         *k.stride(),
         *v.stride(),
-        grid_size,
-        box_scale_bits(grid_size, image_size),
+        op.grid_size,
+        box_scale_bits(op),
         out,
         **cfg.constexprs(),
         num_warps=cfg.num_warps,
@@ -264,16 +260,9 @@ def triton_pair_attention(
     boxes_h: torch.Tensor,
     boxes_o: torch.Tensor,
     pair_index: torch.Tensor,
-    *,
-    heads: int,
-    grid_size: int,
-    image_size: int,
-    mask_mode: str = "hard",
+    op: PairOp,
 ) -> torch.Tensor:
     """The pair attention by the Triton kernel → [P, D] in q_cls's dtype (see ``launch``)."""
     out = q_cls.new_empty(pair_index.shape[0], q_cls.shape[1])
-    launch(
-        q_cls, k, v, boxes_h, boxes_o, pair_index, out,
-        heads=heads, grid_size=grid_size, image_size=image_size, mask_mode=mask_mode,
-    )  # fmt: skip
+    launch(q_cls, k, v, boxes_h, boxes_o, pair_index, out, op)
     return out

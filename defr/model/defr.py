@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from defr.choices import DEFAULT_MASK_MODE, check_mask_mode
 from defr.errors import ConfigError
 from defr.model.backbones import BackboneSpec, UnsupportedBackboneError, build_backbone
-from defr.model.pair_attention import check_mask_mode, cls_attention_bias, pair_cls_features, pair_masks
+from defr.model.pair_attention import cls_attention_bias, pair_cls_features, pair_masks
 from defr.model.vit import VisionTransformer, resize_positional_embedding
 from defr.typecheck import check_field_types
 
@@ -111,7 +112,7 @@ class DEFR(nn.Module):
         boxes_o: torch.Tensor,
         pair_index: torch.Tensor,
         with_image_logits: bool = False,
-        mask_mode: str = "hard",
+        mask_mode: str = DEFAULT_MASK_MODE,
         attention: str = "auto",
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Pair logits with mask-1, running the backbone once per image.
@@ -156,7 +157,7 @@ class DEFR(nn.Module):
         boxes_o: torch.Tensor,
         pair_index: torch.Tensor,
         masked_layers: int = 1,
-        mask_mode: str = "hard",
+        mask_mode: str = DEFAULT_MASK_MODE,
     ) -> torch.Tensor:
         """Reference: the released approach, one full token sequence per pair through the last
         ``masked_layers`` blocks with a dense additive [P, 1, L, L] mask on the CLS row.

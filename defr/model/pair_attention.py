@@ -6,9 +6,9 @@ CLS scores, a weighted sum of V, the out-projection and the MLP: O(L·D + D²) w
 [P, L, L] tensor.
 
 The box → patch rule and the mask modes are the pair-attention op's contract and live with it in
-``defr.kernels.spec`` (re-exported here): ``hard`` (the paper, default) adds −inf to the CLS
-scores of patches outside both boxes; ``released`` (the released code's arithmetic: its boolean
-mask added as a float) adds +1 there and masks nothing.
+``defr.kernels.spec`` (re-exported here; the names and the default are ``defr.choices``): ``hard``
+(the paper, default) adds −inf to the CLS scores of patches outside both boxes; ``released`` (the
+released code's arithmetic: its boolean mask added as a float) adds +1 there and masks nothing.
 
 Two implementations of the pair step, both checked against ``DEFR.forward_pairs_dense``:
 ``pair_cls_features`` calls the ``defr::pair_masked_attention`` op (Triton on CUDA, the grouped
@@ -22,22 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defr.kernels import ATTENTION_BACKENDS, pair_masked_attention
-from defr.kernels.spec import (
-    MASK_MODES,
-    box_masks,
-    box_patch_ranges,
-    check_mask_mode,
-    cls_attention_bias,
-    pair_masks,
-)
+from defr.choices import DEFAULT_MASK_MODE
+from defr.kernels import ATTENTION_BACKENDS, PairOp, pair_masked_attention
+from defr.kernels.spec import box_masks, box_patch_ranges, cls_attention_bias, pair_masks
 
 __all__ = [
     "ATTENTION_BACKENDS",
-    "MASK_MODES",
+    "PairOp",
     "box_masks",
     "box_patch_ranges",
-    "check_mask_mode",
     "cls_attention_bias",
     "last_block_qkv",
     "pair_attention_standard_ops",
@@ -70,7 +63,7 @@ def pair_cls_features(
     *,
     image_size: int,
     patch_size: int,
-    mask_mode: str = "hard",
+    mask_mode: str = DEFAULT_MASK_MODE,
     attention: str = "auto",
 ) -> torch.Tensor:
     """Output CLS token of the last block for each pair, through the pair-attention op.
@@ -80,20 +73,10 @@ def pair_cls_features(
     ``auto`` (Triton on CUDA, the grouped PyTorch path elsewhere), ``triton`` or ``reference``
     (``defr.kernels``). Returns [P, D].
     """
+    op = PairOp(block.attn.heads, image_size // patch_size, image_size, mask_mode)
     q_cls, k, v = last_block_qkv(block, tokens)
-    mixed = pair_masked_attention(
-        q_cls,
-        k,
-        v,
-        boxes_h.float(),
-        boxes_o.float(),
-        pair_index.long(),
-        heads=block.attn.heads,
-        grid_size=image_size // patch_size,
-        image_size=image_size,
-        mask_mode=mask_mode,
-        backend=attention,
-    )
+    boxes_h, boxes_o, pair_index = boxes_h.float(), boxes_o.float(), pair_index.long()
+    mixed = pair_masked_attention(q_cls, k, v, boxes_h, boxes_o, pair_index, op, backend=attention)
     return _finish(block, tokens[pair_index, 0], mixed)
 
 

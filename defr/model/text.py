@@ -1,5 +1,7 @@
 """Text encoders: HOI class names → sentences → normalised embeddings, the classifier's initial rows.
 
+(Files of class embeddings and class names: ``defr.model.embeddings``.)
+
 DEFR initialises each classifier row with the language embedding of its class's sentence
 ("ride bicycle" → "a person riding a bicycle"). Encoders by name (``load_text_encoder``):
 
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -32,14 +33,12 @@ import torch.nn.functional as F
 
 from defr import vocab
 from defr.errors import DefrError
-from defr.files import atomic_path
 from defr.model.pretrained import hub_reachable
 
 if TYPE_CHECKING:
     from open_clip import CLIP
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-EMBEDDINGS_FORMAT = "defr-embeddings/1"
 POOLINGS = ("mean", "cls")
 DEFAULT_CLIP_TAG = "openai"
 NAME_FORMS = (
@@ -183,7 +182,7 @@ def local_encoder(path: Path, name: str, pooling: str | None = None) -> Transfor
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
     except (OSError, ValueError) as e:
-        raise TextEncoderError(f"text encoder {name!r}: cannot load {model_dir} ({_first_line(e)})") from None
+        raise TextEncoderError(f"text encoder {name!r}: cannot load {model_dir} ({first_line(e)})") from None
     return TransformersTextEncoder(name, model, tokenizer, pooling or st_pooling or "mean", max_length)
 
 
@@ -228,7 +227,7 @@ def hub_encoder(repo: str, pooling: str, name: str) -> TransformersTextEncoder:
         model = AutoModel.from_pretrained(repo, local_files_only=not online)
     except (OSError, ValueError) as e:
         if online:
-            raise TextEncoderError(f"text encoder hf:{repo}: cannot load it from the hub ({_first_line(e)})") from None
+            raise TextEncoderError(f"text encoder hf:{repo}: cannot load it from the hub ({first_line(e)})") from None
         raise TextEncoderError(
             f"text encoder hf:{repo}: weights could not be found offline (not in the Hugging Face cache and "
             "the hub is not reachable); download the model where there is network and pass its local directory"
@@ -236,7 +235,8 @@ def hub_encoder(repo: str, pooling: str, name: str) -> TransformersTextEncoder:
     return TransformersTextEncoder(name, model, tokenizer, pooling)
 
 
-def _first_line(error: Exception) -> str:
+def first_line(error: Exception) -> str:
+    """``"Type: first line of the message"``: a loader's error, fit for a one-line message."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
@@ -268,7 +268,7 @@ def _clip_from_file(model_name: str, path: Path, name: str) -> CLIP:
     try:
         return open_clip.create_model(model_name, pretrained=str(path), weights_only=True)
     except Exception as e:  # pickled code, wrong keys, wrong shapes: all mean "not weights for this model"
-        raise TextEncoderError(f"text encoder {name!r}: cannot load {path} ({_first_line(e)})") from None
+        raise TextEncoderError(f"text encoder {name!r}: cannot load {path} ({first_line(e)})") from None
 
 
 def _clip_from_tag(model_name: str, tag: str, name: str) -> CLIP:
@@ -286,7 +286,7 @@ def _clip_from_tag(model_name: str, tag: str, name: str) -> CLIP:
         return open_clip.create_model(model_name, pretrained=tag, force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
     except Exception as e:  # hub, URL and checkpoint errors come in many types
         raise TextEncoderError(
-            f"text encoder {name!r}: could not fetch the weights of tag {tag!r} ({_first_line(e)}); download them "
+            f"text encoder {name!r}: could not fetch the weights of tag {tag!r} ({first_line(e)}); download them "
             f"where there is network and pass the file: clip:{model_name}:/path/to/weights.safetensors"
         ) from None
 
@@ -341,80 +341,3 @@ def project_embeddings(emb: torch.Tensor, dim: int) -> torch.Tensor:
         _, _, vh = torch.linalg.svd(emb.double(), full_matrices=False)  # vh: [min(C, T), T]
         emb = (emb.double() @ vh[:dim].t()).to(emb.dtype)  # [C, min(C, T, dim)]
     return F.normalize(F.pad(emb, (0, dim - emb.shape[1])), dim=-1)
-
-
-# --- embeddings files ------------------------------------------------------------------------------------------
-
-
-def save_embeddings(
-    path: str | os.PathLike,
-    emb: torch.Tensor,
-    prompts: list[list[str]],
-    class_names: list[str],
-    encoder_name: str,
-) -> None:
-    """Write class embeddings emb: [C, T] as safetensors, with the prompts, names and encoder in the header."""
-    from safetensors.torch import save_file
-
-    if emb.ndim != 2 or not emb.shape[0] == len(prompts) == len(class_names):
-        raise TextEncoderError(
-            f"embeddings {tuple(emb.shape)} do not match {len(class_names)} class names and {len(prompts)} prompt lists"
-        )
-    header = {
-        "format": EMBEDDINGS_FORMAT,
-        "encoder": encoder_name,
-        "class_names": json.dumps(list(class_names)),
-        "prompts": json.dumps([list(p) for p in prompts]),
-    }
-    tensors = {"embeddings": emb.detach().float().contiguous().cpu()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata=header)
-
-
-def load_embeddings(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
-    """A file from ``save_embeddings`` → (emb [C, T] float32, {"format", "encoder", "class_names", "prompts"})."""
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise TextEncoderError(f"{path}: no such embeddings file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-            emb = f.get_tensor("embeddings") if header.get("format") == EMBEDDINGS_FORMAT else None
-    except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise TextEncoderError(f"{path}: not a defr embeddings file (not safetensors: {e})") from None
-    if emb is None:
-        raise TextEncoderError(f"{path}: not a defr embeddings file (header format {header.get('format')!r})")
-    try:
-        meta = {**header, "class_names": json.loads(header["class_names"]), "prompts": json.loads(header["prompts"])}
-    except (KeyError, ValueError) as e:
-        raise TextEncoderError(f"{path}: broken defr embeddings header ({_first_line(e)})") from None
-    return emb.float(), meta
-
-
-# --- class files ---------------------------------------------------------------------------------------------
-
-
-def read_class_names(path: Path) -> list[str]:
-    """A text file with one "verb object" class name per line (blank lines skipped)."""
-    try:
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    except OSError as e:
-        raise TextEncoderError(f"{path}: cannot read class names ({e.strerror})") from None
-    if not names:
-        raise TextEncoderError(f"{path}: no class names")
-    duplicates = sorted(n for n, k in Counter(names).items() if k > 1)
-    if duplicates:
-        raise TextEncoderError(f"{path}: duplicate class names {duplicates}")
-    return names
-
-
-def embed_classes(
-    encoder_name: str, class_file: Path | None, templates: tuple[str, ...]
-) -> tuple[torch.Tensor, list[list[str]], list[str], str]:
-    """(emb [C, T], prompts, class names, encoder name) for the classes in ``class_file`` (default HICO's 600)."""
-    names = read_class_names(class_file) if class_file else vocab.hico().class_names
-    prompts = class_prompts(names, templates or vocab.DEFAULT_TEMPLATES)
-    encoder = load_text_encoder(encoder_name)
-    return class_embeddings(encoder, prompts), prompts, names, encoder.name

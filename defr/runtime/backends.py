@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION, TORCH_PRECISIONS, check_mask_mode
 from defr.errors import ConfigError
 from defr.model import load_model
-from defr.model.pair_attention import ATTENTION_BACKENDS, check_mask_mode
+from defr.model.pair_attention import ATTENTION_BACKENDS
 from defr.optional import import_onnxruntime
-from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, PRECISIONS, BackendError, PairBackend, RuntimeMeta
+from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, PRECISION_DTYPES, BackendError, PairBackend, RuntimeMeta
 from defr.runtime.onnx_session import CPU_PROVIDERS, SessionConfig, make_session
 from defr.runtime.sidecar import Sidecar, read_sidecar
 from defr.runtime.tensorrt_backend import TensorRTBackend, check_pairs
@@ -44,16 +45,16 @@ class TorchBackend:
         self,
         model,
         device: str | torch.device = "cpu",
-        precision: str = "fp32",
-        mask_mode: str = "hard",
+        precision: str = DEFAULT_PRECISION,
+        mask_mode: str = DEFAULT_MASK_MODE,
         attention: str = "auto",
     ):
         self.mask_mode = check_mask_mode(mask_mode)
         if attention not in ATTENTION_BACKENDS:
             raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, not {attention!r}")
         self.attention = attention
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+        if precision not in TORCH_PRECISIONS:
+            raise ConfigError(f"precision must be one of {TORCH_PRECISIONS}, not {precision!r}")
         self.device = torch.device(device)
         if precision == "fp16" and self.device.type == "cpu":
             raise ConfigError("precision 'fp16' needs a CUDA device; on CPU use 'fp32' or 'bf16'")
@@ -64,7 +65,7 @@ class TorchBackend:
     def _autocast(self):
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
+        return torch.autocast(self.device.type, dtype=PRECISION_DTYPES[self.precision])
 
     @torch.no_grad()
     def __call__(self, images, boxes_h, boxes_o, pair_index):

@@ -21,7 +21,8 @@ from defr.errors import ConfigError, DefrError
 
 INPUT_NAMES = ("images", "boxes_h", "boxes_o", "pair_index")
 OUTPUT_NAMES = ("pair_logits", "image_logits")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The torch dtype of each of defr.choices.TORCH_PRECISIONS (a checkpoint's --precision).
+PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class BackendError(DefrError, RuntimeError):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION
 from defr.detections import DEFAULT_LABEL_SPACE, DetectionError, Detections, as_detections, check_label_space
 from defr.errors import ConfigError
 from defr.images import ImageInputError, resize_normalise, rgb_tensor
@@ -95,8 +96,8 @@ class HOIDetector:
         cls,
         path: str | os.PathLike,
         device: str = "cpu",
-        precision: str = "fp32",
-        mask_mode: str = "hard",
+        precision: str = DEFAULT_PRECISION,
+        mask_mode: str = DEFAULT_MASK_MODE,
         attention: str = "auto",
         **kw,
     ) -> HOIDetector:

@@ -1,0 +1,102 @@
+"""Click options shared by ``defr detect``, ``video``, ``bench``, ``box-noise`` and ``defr-export``.
+
+Choices and defaults are read from the library (``defr.choices``, ``defr.kernels``), never retyped
+here, so a new mode or precision reaches every command at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION, MASK_MODES, TORCH_PRECISIONS
+from defr.kernels import ATTENTION_BACKENDS
+from defr.runtime.openvino_backend import ONNX_RUNTIMES
+
+
+def mask_mode_option(default: str | None = None, help: str | None = None) -> Callable:  # noqa: A002 (click's name)
+    """``--mask-mode``, one of ``MASK_MODES``; default None: the file's own, else the library's default."""
+    return click.option(
+        "--mask-mode",
+        type=click.Choice(MASK_MODES),
+        default=default,
+        show_default=default is not None,
+        help=help
+        or "How a pair's boxes mask the CLS attention: hard (the paper) or released (the released code's +1 bias). "
+        f"A checkpoint runs in either (default {DEFAULT_MASK_MODE}); an exported file keeps its own.",
+    )
+
+
+MASK_MODE_OPTION = mask_mode_option()
+
+ATTENTION_OPTION = click.option(
+    "--attention",
+    type=click.Choice(ATTENTION_BACKENDS),
+    help="Pair attention of a checkpoint: auto (the Triton kernel on CUDA, the grouped PyTorch path on CPU; "
+    "default), triton or reference.",
+)
+
+PRECISION_OPTION = click.option(
+    "--precision",
+    default=DEFAULT_PRECISION,
+    show_default=True,
+    type=click.Choice(TORCH_PRECISIONS),
+    help="Compute precision of a checkpoint (fp16 needs CUDA); an exported model keeps its own.",
+)
+
+DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
+
+
+def MODEL_FILE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)
+    """``--checkpoint CKPT`` or ``--model FILE`` (an exported ``.onnx`` / ``.engine``): give one."""
+    command = click.option(
+        "--model",
+        "model_file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Alternative to --checkpoint: an exported model.onnx or model.engine.",
+    )(command)
+    return click.option(
+        "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="DEFR checkpoint (ours or .pth)."
+    )(command)
+
+
+RAY_OPTION = click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    metavar="[ADDRESS]",
+    help="Run as a Ray batch job: on a local Ray (--ray, --ray local) or the cluster at ADDRESS (auto, "
+    "HOST:PORT); same outputs as without it. Needs the serve extra; docs/serving.md.",
+)
+
+RUNTIME_OPTION = click.option(
+    "--runtime",
+    type=click.Choice(ONNX_RUNTIMES),
+    help="Who runs an exported .onnx given with --model: onnxruntime (default) or openvino (CPU; with "
+    "--precision bf16, OpenVINO's bf16 inference-precision hint on model.onnx).",
+)
+
+
+def model_source(
+    checkpoint: Path | None, model_file: Path | None, precision: str, runtime: str | None = None
+) -> tuple[Path, dict]:
+    """(the model path, ``load_detector`` keywords) from ``MODEL_FILE_OPTIONS``, ``PRECISION_OPTION`` and
+    ``RUNTIME_OPTION``; ``click.UsageError`` unless exactly one of the two files is given, and for a
+    precision of an exported model (except bf16 for one run by OpenVINO: its inference-precision hint)."""
+    if (checkpoint is None) == (model_file is None):
+        raise click.UsageError("give exactly one of --checkpoint and --model")
+    if model_file is None:
+        return checkpoint, {"precision": precision, "runtime": runtime}
+    if runtime == "openvino":
+        if precision not in (DEFAULT_PRECISION, "bf16"):
+            raise click.UsageError("--model with --runtime openvino takes --precision fp32 (the file's) or bf16")
+        return model_file, {"precision": precision, "runtime": runtime}
+    if precision != DEFAULT_PRECISION:
+        raise click.UsageError(
+            "--precision applies to --checkpoint (and bf16 to --model with --runtime openvino); "
+            "an exported model keeps its own precision"
+        )
+    return model_file, {"runtime": runtime}
