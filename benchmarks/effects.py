@@ -32,10 +32,11 @@ import time
 from pathlib import Path
 
 from defr.data import build_dataset, generate_synthetic, hicodet_files
-from defr.demo import MASK_MODES, DemoConfig, mask_effect
+from defr.data.hicodet import load_annotations
+from defr.demo import STUDY_MASK_MODES as MASK_MODES
+from defr.demo import DemoConfig, mask_effect
 from defr.eval.ap import mean_ap
 from defr.eval.classification import evaluate_model
-from defr.eval.hicodet import load_annotations
 from defr.files import write_json
 from defr.machine import machine_info
 from defr.model import load_model

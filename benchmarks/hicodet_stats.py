@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from defr.data.hicodet import load_annotations
 from defr.data.synth.stats import format_stats_table, scene_stats
-from defr.eval.hicodet import load_annotations
 from defr.files import write_json
 from defr.machine import machine_info
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from defr.data import hicodet_files
-from defr.demo import MASK_MODES as MODES
+from defr.demo import STUDY_MASK_MODES as MODES
 from defr.demo import WholeImageBackend
 from defr.eval.box_noise import box_noise_study
 from defr.files import write_json

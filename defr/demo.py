@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from defr.choices import MASK_MODES
 from defr.data import build_dataset, generate_synthetic, hicodet_files
 from defr.data.hicodet import HICODetAnnotations, load_annotations
 from defr.data.synth import generate_synthetic_video
@@ -180,7 +181,7 @@ def run_detection_demo(checkpoint: Path, synth_root: Path, out_dir: Path, noise:
     }
 
 
-MASK_MODES = ("hard", "released", "none")
+STUDY_MASK_MODES = (*MASK_MODES, "none")  # the two masks, and no mask at all
 
 
 class WholeImageBackend:
@@ -226,7 +227,7 @@ def mask_effect(checkpoint: str | os.PathLike, synth_root: Path, noise: float = 
     dets = noisy_gt_detections(annotations, noise, seed)
     model = load_model(checkpoint)
     report: dict = {"noise": noise, "images": annotations.num_images, "images_two_plus_people": crowded.num_images}
-    for mode in MASK_MODES:
+    for mode in STUDY_MASK_MODES:
         backend = TorchBackend(model, mask_mode="hard" if mode == "none" else mode)
         detector = HOIDetector(WholeImageBackend(backend) if mode == "none" else backend)
         results = run_detection(detector, paths, dets, progress=False)
@@ -462,7 +463,7 @@ def summary(report: dict) -> str:
             lines.append(
                 "mask effect (full mAP, hard / released / none): "
                 + "; ".join(
-                    f"{name} ({m[key]}) " + " / ".join(_fmt(m[name][mode]["full"]) for mode in MASK_MODES)
+                    f"{name} ({m[key]}) " + " / ".join(_fmt(m[name][mode]["full"]) for mode in STUDY_MASK_MODES)
                     for name, key in (("all", "images"), ("two_plus_people", "images_two_plus_people"))
                 )
             )

@@ -56,8 +56,8 @@ def test_images_with_people_counts_distinct_people():
     """Image a: one person in two pairs (re-annotated 1 px off: one entity); image b: two people → only b."""
     import numpy as np
 
+    from defr.data.hicodet import HICODetAnnotations
     from defr.demo import images_with_people
-    from defr.eval.hicodet import HICODetAnnotations
 
     one = np.array([[1, 1, 20, 40], [1, 1, 20, 41]], dtype=float)
     two = np.array([[1, 1, 20, 40], [50, 1, 70, 40]], dtype=float)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from defr.commands import MASK_MODE_OPTION, MODEL_FILE_OPTIONS, one_line_errors
+from defr.commands import one_line_errors
+from defr.commands.options import MASK_MODE_OPTION, MODEL_FILE_OPTIONS
 from defr.serve.api import Limits, check_exposure
 
 

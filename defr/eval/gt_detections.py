@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from defr import vocab
+from defr.data.hicodet import HICODetAnnotations
 from defr.detections import Detections
 from defr.errors import ConfigError
-from defr.eval.hicodet import HICODetAnnotations
 from defr.runtime.io import InputFileError
 
 

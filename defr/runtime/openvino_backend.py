@@ -42,11 +42,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from defr.choices import check_mask_mode
 from defr.errors import ConfigError
 from defr.files import atomic_path, write_json
 from defr.jsonio import JsonInputError, read_json
 from defr.machine import cpu_name
-from defr.model.pair_attention import check_mask_mode
 from defr.optional import import_openvino
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, BackendError, RuntimeMeta
 from defr.runtime.onnx_session import _cpu_flags  # the CPU features that decide the kernels

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from defr import vocab
+from defr.choices import DEFAULT_MASK_MODE, MASK_MODES
 from defr.errors import DefrError
 from defr.jsonio import JsonInputError, read_json
-from defr.kernels.spec import MASK_MODES
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, RuntimeMeta
 
 SIDECAR_NAME = "model.json"
@@ -367,7 +367,7 @@ class _Reader:
         if not isinstance(plugin, bool):
             raise self.fail("graph.plugin", f"must be true or false, not {_kind(plugin)}")
         # Exports made before mask modes existed have the paper's hard mask.
-        mask_mode = self.string(g.get("mask_mode", "hard"), "graph.mask_mode", MASK_MODES)
+        mask_mode = self.string(g.get("mask_mode", DEFAULT_MASK_MODE), "graph.mask_mode", MASK_MODES)
         if g.get("inputs") != graph_inputs(meta.image_size):
             raise self.fail("graph.inputs", f"must be {graph_inputs(meta.image_size)} for input.image_size")
         if set(g.get("outputs") or {}) != set(OUTPUT_NAMES):

@@ -36,8 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from defr import vocab
+from defr.data.hicodet import HICODetAnnotations
 from defr.errors import DefrError
-from defr.eval.hicodet import HICODetAnnotations, evaluate_hicodet
+from defr.eval.hicodet import evaluate_hicodet
 from defr.jsonio import parse_json
 from defr.video.events import EventConfig, EventDetector
 from defr.video.scoring import evaluate_events, temporal_iou
