@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from defr.choices import TORCH_PRECISIONS
 from defr.commands import one_line_errors
 from defr.commands.options import MASK_MODE_OPTION, MODEL_FILE_OPTIONS
 from defr.serve.api import Limits, check_exposure
@@ -23,7 +24,7 @@ from defr.serve.api import Limits, check_exposure
     help="A batch waits this long for more frames.",
 )
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), help="Of a checkpoint [fp32].")
+@click.option("--precision", type=click.Choice(TORCH_PRECISIONS), help="Of a checkpoint [fp32].")
 @MASK_MODE_OPTION
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
 @click.option(

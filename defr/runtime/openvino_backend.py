@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defr.choices import check_mask_mode
+from defr.choices import OPENVINO_FILE_PRECISIONS, check_mask_mode
 from defr.errors import ConfigError
 from defr.files import atomic_path, write_json
 from defr.jsonio import JsonInputError, read_json
@@ -54,7 +54,6 @@ from defr.runtime.sidecar import read_sidecar
 from defr.runtime.tensorrt_backend import check_pairs
 
 ONNX_RUNTIMES = ("onnxruntime", "openvino")  # who runs an exported .onnx file (``--runtime``)
-OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")  # int8: the file's own (model.int8.onnx)
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT; int8: the unquantized ops
 CACHE_TAG = "ov"
@@ -186,7 +185,7 @@ class OpenVinoBackend:
 
 def _precision(path: Path, file_precision: str, requested: str | None) -> str:
     """The precision to run ``path`` at: the file's, or bf16 for an fp32 file; ConfigError otherwise."""
-    if file_precision not in ("fp32", "int8"):
+    if file_precision not in OPENVINO_FILE_PRECISIONS:
         raise ConfigError(
             f"{path}: a {file_precision} file; OpenVINO on the CPU runs model.onnx (fp32, or bf16) and model.int8.onnx"
         )

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from defr import vocab
-from defr.choices import DEFAULT_MASK_MODE, MASK_MODES
+from defr.choices import DEFAULT_MASK_MODE, FILE_PRECISIONS, MASK_MODES
 from defr.errors import DefrError
 from defr.jsonio import JsonInputError, read_json
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, RuntimeMeta
@@ -38,7 +38,6 @@ from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, RuntimeMeta
 SIDECAR_NAME = "model.json"
 SIDECAR_FORMAT = "defr-export/2"
 READABLE_FORMATS = ("defr-export/1", SIDECAR_FORMAT)
-FILE_PRECISIONS = ("fp32", "fp16", "int8")  # what an exported file computes in
 ENGINE_PLUGINS = ("qdp-aot", "library")  # how an engine runs the plugin node: built in (AOT) or a library
 PREPROCESS = "RGB, resize to image_size × image_size (bicubic, aspect not kept), /255, (x - mean) / std"
 MAX_SIDECAR_BYTES = 64 << 20
