@@ -70,7 +70,7 @@ def main() -> None:
             "OpenVinoBackend, verified cache (sha256 + blob sha256 + import)": lambda: OpenVinoBackend(
                 onnx_path, config=cached
             ),
-            "OnnxBackend (sha256 + ONNX Runtime session)": lambda: OnnxBackend(
+            "OnnxBackend (sha256 + ONNX Runtime session)": lambda: OnnxBackend.from_file(
                 onnx_path, ["CPUExecutionProvider"], threads=args.threads
             ),
         }

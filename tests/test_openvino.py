@@ -127,8 +127,8 @@ def test_fp32_equals_onnx_runtime(export):
     folder = export[1]
     backend = OpenVinoBackend(folder / "model.onnx")
     assert (backend.name, backend.precision, backend.accepts_no_pairs) == ("openvino", "fp32", False)
-    assert backend.meta == OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"]).meta
-    ort = OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"])
+    assert backend.meta == OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"]).meta
+    ort = OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"])
     cases = [example_inputs(64, b, p, seed=b + p) for b, p in ((1, 1), (1, 16), (3, 7), (8, 40))]
     for inputs in [*cases, edge_inputs(64)]:
         got, want = backend(*inputs), ort(*inputs)
@@ -168,8 +168,8 @@ def test_int8_runs_the_quantized_file_and_agrees_with_fp32(export):
     assert backend.precision == "int8"
     inputs = example_inputs(64, 4, 40, seed=3)
     inputs = (torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 4 - 2, *inputs[1:])
-    fp32 = OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"])(*inputs)
-    ort_int8 = OnnxBackend(folder / "model.int8.onnx", ["CPUExecutionProvider"])(*inputs)
+    fp32 = OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"])(*inputs)
+    ort_int8 = OnnxBackend.from_file(folder / "model.int8.onnx", ["CPUExecutionProvider"])(*inputs)
     got = backend(*inputs)
     for k in range(2):
         rel, corr = _int8_agreement(got[k], fp32[k])
@@ -187,7 +187,7 @@ def test_bf16_runs_or_says_the_cpu_cannot(export, monkeypatch):
     folder = export[1]
     if cpu_bf16():
         inputs = example_inputs(64, 2, 16, seed=5)
-        fp32 = OnnxBackend(folder / "model.onnx", ["CPUExecutionProvider"])(*inputs)
+        fp32 = OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"])(*inputs)
         backend = OpenVinoBackend(folder / "model.onnx", precision="bf16")
         assert backend.precision == "bf16"
         for got, want in zip(backend(*inputs), fp32, strict=True):
@@ -219,7 +219,7 @@ def test_cache_is_written_verified_and_reused(export, tmp_path, monkeypatch):
     shutil.copytree(export[1], folder)
     path = folder / "model.onnx"
     inputs = example_inputs(64, 2, 9)
-    want = OnnxBackend(path, ["CPUExecutionProvider"])(*inputs)
+    want = OnnxBackend.from_file(path, ["CPUExecutionProvider"])(*inputs)
     OpenVinoBackend(path, config=OpenVinoConfig(cache=True))
     blob, record = cache_paths(path, cache_key(sha256(path), "fp32"))
     assert blob.is_file() and record.is_file()
@@ -242,7 +242,7 @@ def test_planted_or_tampered_cache_is_never_loaded(export, tmp_path):
     shutil.copytree(export[1], folder)
     path, int8 = folder / "model.onnx", folder / "model.int8.onnx"
     inputs = example_inputs(64, 2, 9)
-    want = OnnxBackend(path, ["CPUExecutionProvider"])(*inputs)
+    want = OnnxBackend.from_file(path, ["CPUExecutionProvider"])(*inputs)
     OpenVinoBackend(int8, config=OpenVinoConfig(cache=True))
     int8_blob = cache_paths(int8, cache_key(sha256(int8), "int8"))[0].read_bytes()
     key = cache_key(sha256(path), "fp32")

@@ -71,11 +71,11 @@ class Limits:
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame of a request: image [H, W, 3] uint8 RGB; detections {"boxes" [N, 4] float32 frame
-    pixels, "labels" [N] HICO objects, "scores" [N]} (``defr.detections.Detections.from_dict``)."""
+    """One frame of a request: image [H, W, 3] uint8 RGB; its detections (frame pixels, HICO labels),
+    parsed by ``defr.detections.Detections.from_dict``."""
 
     image: np.ndarray
-    detections: dict
+    detections: Detections
     name: str
 
 
@@ -148,7 +148,7 @@ def _frame(entry, i: int, label_space: str, limits: Limits) -> Frame:
         raise RequestError(400, f"{name}: {len(boxes)} boxes, over the limit max_boxes={limits.max_boxes}")
     try:
         detections = Detections.from_dict(entry["detections"], label_space, f"{name}.detections")
-    except InputFileError as e:
+    except DetectionError as e:
         raise RequestError(400, str(e)) from None
     return Frame(image, detections, name)
 

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
+from defr.detections import Detections
 from defr.errors import DefrError
 from defr.jsonio import parse_json
 from defr.serve.api import DETECT_PATH, HEALTH_PATH, MODEL_PATH, STATS_PATH
@@ -43,8 +44,10 @@ def encode_image(image, fmt: str = "PNG") -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def detections_json(detections: dict) -> dict:
-    """{"boxes", "labels", "scores"} of arrays, tensors or lists → plain JSON lists."""
+def detections_json(detections: Detections | dict) -> dict:
+    """Detections, or a dict {"boxes", "labels", "scores"} of arrays, tensors or lists → plain JSON lists."""
+    if isinstance(detections, Detections):
+        return detections.to_dict()
     return {k: np.asarray(detections[k]).tolist() for k in ("boxes", "labels", "scores")}
 
 
@@ -63,7 +66,7 @@ class DetectClient:
     backoff_s: float = 0.5
 
     def detect(
-        self, images: Sequence, detections: Sequence[dict], label_space: str = "hico", top_k: int | None = None
+        self, images: Sequence, detections: Sequence[Detections | dict], label_space: str = "hico", top_k: int | None = None
     ) -> list[dict]:
         """Frames (PIL or H×W×3 uint8; sent as PNG) with one detections dict each → one results entry per frame."""
         body = {
