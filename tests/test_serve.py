@@ -89,7 +89,12 @@ def test_parse_request_refuses_bad_fields_and_limits():
         (body(images, dets, top_k=0), Limits(), 400, "top_k must be an integer >= 1"),
         (body(images, dets, top_k=True), Limits(), 400, "top_k must be an integer >= 1"),
         (body(images, [dets[0], {"boxes": [[1, 2, 3, 4]]}, dets[2]]), Limits(), 400, "frames[1].detections: "),
-        (body(images[:1], [{**dets[0], "labels": [1, 2, 300]}], label_space="coco80"), Limits(), 400, "not a coco80 object label"),
+        (
+            body(images[:1], [{**dets[0], "labels": [1, 2, 300]}], label_space="coco80"),
+            Limits(),
+            400,
+            "not a coco80 object label",
+        ),
     ]
     for raw, limits, status, words in cases:
         with pytest.raises(RequestError) as e:
@@ -315,8 +320,8 @@ def test_served_errors_are_one_line_json_with_status(served):
     inverted = [{**dets[0], "boxes": [[30, 2, 1, 40], *dets[0]["boxes"][1:]]}]
     assert status_of(lambda: client.detect(images, inverted)) == (
         400,
-        "HTTP 400: frames[0].detections: inverted box(es) (x2 < x1 or y2 < y1) at detection(s) [0], e.g. [30.0, 2.0, 1.0, 40.0]; "
-        "boxes are (x1, y1, x2, y2)",
+        "HTTP 400: frames[0].detections: inverted box(es) (x2 < x1 or y2 < y1) at detection(s) [0], "
+        "e.g. [30.0, 2.0, 1.0, 40.0]; boxes are (x1, y1, x2, y2)",
     )
     assert status_of(lambda: client.detect(["aGVsbG8="], dets))[0] == 400
     assert "max_frames=6" in status_of(lambda: client.detect(images * 7, dets * 7))[1]

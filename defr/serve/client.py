@@ -66,7 +66,11 @@ class DetectClient:
     backoff_s: float = 0.5
 
     def detect(
-        self, images: Sequence, detections: Sequence[Detections | dict], label_space: str = "hico", top_k: int | None = None
+        self,
+        images: Sequence,
+        detections: Sequence[Detections | dict],
+        label_space: str = "hico",
+        top_k: int | None = None,
     ) -> list[dict]:
         """Frames (PIL or H×W×3 uint8; sent as PNG) with one detections dict each → one results entry per frame."""
         body = {
