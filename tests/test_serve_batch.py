@@ -68,9 +68,10 @@ def ray_children(ray, words: str) -> list[int]:
     return found
 
 
-def kill_when_seen(ray, words: str, after_s: float, killed: list) -> threading.Thread:
+def kill_when_seen(ray, words: str, after_s: float, killed: list, ready=lambda: True) -> threading.Thread:
     """A thread that SIGKILLs the first process matching ``words`` ``after_s`` seconds after it appears, if it
-    still matches then (a task worker's title turns to IDLE when its task ends)."""
+    still matches then (a task worker's title turns to IDLE when its task ends) and ``ready()`` says the job
+    is under way (polled while the process lives)."""
 
     def run() -> None:
         deadline = time.time() + 120
@@ -78,12 +79,14 @@ def kill_when_seen(ray, words: str, after_s: float, killed: list) -> threading.T
             pids = ray_children(ray, words)
             if pids:
                 time.sleep(after_s)
+                while pids[0] in ray_children(ray, words) and not ready():
+                    time.sleep(0.01)
                 if pids[0] not in ray_children(ray, words):  # it finished (an idle worker is no kill mid-job)
                     continue
                 os.kill(pids[0], signal.SIGKILL)
                 killed.append(pids[0])
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -167,22 +170,36 @@ def test_video_ray_equals_local_video_per_clip(local_ray, model, clips, tmp_path
     )  # no staging folder left behind
 
 
-def test_video_ray_task_killed_mid_video_is_retried(local_ray, model, clips, tmp_path):
+def test_video_ray_task_killed_mid_video_is_retried(local_ray, model, tmp_path):
+    pytest.importorskip("av")
+    from defr.data.synth import generate_synthetic_video
     from defr.serve.batch import VideoJob, run_videos_ray
     from defr.video import StreamConfig
 
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for seed in (0, 1):  # long enough that a worker is caught with some frames written and more to come
+        generate_synthetic_video(clips / f"clip{seed}.mp4", frames=48, fps=12, width=96, seed=seed)
+    out = tmp_path / "out"
     spec = f"detections:{clips}/{{stem}}.detections.jsonl"
-    job = VideoJob(str(model), {}, spec, {}, StreamConfig(batch=2), frames_dir=tmp_path / "out")
+    job = VideoJob(str(model), {}, spec, {}, StreamConfig(batch=2), frames_dir=out)
+
+    def mid_video() -> bool:  # a staged frames file holds a frame: the worker is inside run_video
+        try:
+            return any(p.stat().st_size > 0 for p in out.glob(".*/*.frames.jsonl"))
+        except OSError:  # the staging folder went as it was read
+            return False
+
     killed: list[int] = []
-    killer = kill_when_seen(local_ray, "run_one_video", 0.3, killed)
+    killer = kill_when_seen(local_ray, "run_one_video", 0.0, killed, ready=mid_video)
     summaries = run_videos_ray([clips / "clip0.mp4", clips / "clip1.mp4"], job, concurrency=2, progress=False)
     killer.join(timeout=5)
     assert killed, "no video task was seen to kill"
-    assert [s["frames"] for s in summaries] == [24, 24]
+    assert [s["frames"] for s in summaries] == [48, 48]
     for clip in ("clip0", "clip1"):
-        lines = frames_of(tmp_path / "out" / f"{clip}.frames.jsonl")
-        assert [f["frame"] for f in lines] == list(range(24))  # each frame once, in order
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        lines = frames_of(out / f"{clip}.frames.jsonl")
+        assert [f["frame"] for f in lines] == list(range(48))  # each frame once, in order
+    assert sorted(p.name for p in out.iterdir()) == [
         "clip0.frames.jsonl",
         "clip0.summary.json",
         "clip1.frames.jsonl",

@@ -6,8 +6,6 @@ the options several commands share are in ``defr.commands.options``.
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -31,28 +29,6 @@ def one_line_errors(exit_codes: Mapping[type[BaseException], int] | None = None)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         raise SystemExit(130) from None
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[list[int]]:
-    """Inside the block SIGTERM is handled like Ctrl-C: it raises ``KeyboardInterrupt`` (once: a second
-    signal while the interrupted work cleans up is ignored). Yields the list of signals received. In a
-    thread other than the main one (where Python cannot set handlers) nothing changes."""
-    received: list[int] = []
-
-    def handler(signum, frame) -> None:
-        if not received:
-            received.append(signum)
-            raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield received
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def int_list(ctx, param, value: str) -> tuple[int, ...]:

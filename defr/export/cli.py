@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from defr.choices import ENGINE_PRECISIONS
-from defr.commands import one_line_errors, sigterm_as_interrupt
+from defr.commands import one_line_errors
 from defr.commands.options import mask_mode_option
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
@@ -24,6 +24,7 @@ from defr.export.errors import VerificationError
 from defr.export.exporter import ExportConfig, export_model
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
+from defr.signals import sigterm_as_interrupt
 
 EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 
@@ -93,7 +94,7 @@ def main(
 ) -> None:
     """Export a DEFR checkpoint (ours or the released .pth) to ONNX, float16 and int8 ONNX and a TensorRT engine."""
     log = click.echo
-    with sigterm_as_interrupt() as received, one_line_errors(EXIT_CODES):
+    with one_line_errors(EXIT_CODES):
         cfg = ExportConfig(
             opset=opset,
             image_size=image_size,
@@ -110,8 +111,10 @@ def main(
             calibration_split=calibration_split,
             int8_max_drop=int8_max_drop,
         )
+        received: list[int] = []
         try:
-            result = export_model(checkpoint, out_dir, cfg, log=log)
+            with sigterm_as_interrupt() as received:
+                result = export_model(checkpoint, out_dir, cfg, log=log)
         except KeyboardInterrupt:
             signum = received[0] if received else signal.SIGINT
             error = click.ClickException(
