@@ -224,6 +224,7 @@ def _third_party_imports(name: str) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_every_error_class_derives_from_defr_error():
     classes = []
     for info in pkgutil.walk_packages(defr.__path__, "defr."):

@@ -69,6 +69,7 @@ def clip_backbone(clip_file):
 # --- open_clip ---------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_open_clip_vit_matches_encode_image(clip_model, clip_backbone):
     spec, net, extras = clip_backbone
     assert isinstance(net, VisionTransformer)
@@ -82,6 +83,7 @@ def test_open_clip_vit_matches_encode_image(clip_model, clip_backbone):
     assert theirs.abs().max() > 1e-2  # not trivially zero
 
 
+@pytest.mark.slow
 def test_visual_only_and_prefixed_state_dicts_convert_the_same(clip_model, clip_backbone):
     spec, net, _ = clip_backbone
     visual = clip_model.visual.state_dict()
@@ -103,6 +105,7 @@ def test_visual_only_and_prefixed_state_dicts_convert_the_same(clip_model, clip_
             torch.testing.assert_close(other(x), net(x))
 
 
+@pytest.mark.slow
 def test_official_head_is_clip_zero_shot_over_projected_row_norms(open_clip, clip_model, clip_backbone):
     spec, net, extras = clip_backbone
     prompts = ["a person riding a bicycle", "a person holding an umbrella", "a person and a dog", "a cat"]
@@ -123,6 +126,7 @@ def test_official_head_is_clip_zero_shot_over_projected_row_norms(open_clip, cli
     torch.testing.assert_close(logits, factor[:, None] * z / rows[None, :], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_positional_embedding_interpolated_for_another_size(clip_model, clip_file):
     spec = backbone_spec("ViT-B-32", 320)
     assert spec.vit.grid_size == 10 and spec.extra["pretrain_image_size"] == 224
@@ -210,6 +214,7 @@ def test_unreachable_hub_without_offline_flag_fails_fast(monkeypatch, timm):
         load_pretrained(build_backbone(spec), spec, "timm")
 
 
+@pytest.mark.slow
 def test_tag_errors(clip_backbone):
     spec, net, _ = clip_backbone
     with pytest.raises(PretrainedWeightsError, match="no pretrained tag 'nope'.*openai"):
@@ -224,6 +229,7 @@ def test_tag_errors(clip_backbone):
         load_pretrained(build_backbone(tiny), tiny, "openai")
 
 
+@pytest.mark.slow
 def test_mismatched_weights_list_missing_and_unexpected_keys(clip_model, clip_backbone, tmp_path):
     spec, net, _ = clip_backbone  # errors are raised before anything is loaded: the shared backbone stays intact
     state = {k: v.contiguous() for k, v in clip_model.visual.state_dict().items()}
@@ -334,6 +340,7 @@ def test_build_model_language_projects_other_dims():
         build_model("tiny-vit", NAMES, image_size=64, text_encoder=None)
 
 
+@pytest.mark.slow
 def test_build_model_clip_head_rule(open_clip, clip_model, clip_file):
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
 

@@ -80,6 +80,7 @@ def assert_same_results(want, got, tol: float):
         assert max_abs(w.image_logits, g.image_logits) <= 100 * tol
 
 
+@pytest.mark.slow
 def test_onnx_backend_reads_the_sidecar(model, export):
     backend = OnnxBackend.from_file(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
     assert backend.meta == RuntimeMeta.from_model(model)
@@ -88,6 +89,7 @@ def test_onnx_backend_reads_the_sidecar(model, export):
     assert OnnxBackend.from_file(export[1] / "model.fp16.onnx", ["CPUExecutionProvider"]).precision == "fp16"
 
 
+@pytest.mark.slow
 def test_onnx_detector_matches_pytorch(export):
     checkpoint, folder = export
     images, detections = frames()
@@ -100,6 +102,7 @@ def test_onnx_detector_matches_pytorch(export):
     assert max(max_abs(w.scores, g.scores) for w, g in zip(want, fp16, strict=True)) < 1e-2
 
 
+@pytest.mark.slow
 def test_onnx_detector_with_default_providers_runs_here(export):
     """The embedding API's first call: every available provider, in ONNX Runtime's order (which can
     start with one that runs nothing on a GPU, e.g. Azure's), and inputs prepared where they run."""
@@ -118,6 +121,7 @@ def test_feed_device_is_cuda_only_for_gpu_providers():
     assert feed_device(["CPUExecutionProvider"]).type == "cpu"
 
 
+@pytest.mark.slow
 def test_batch_without_pairs_never_calls_with_p0(export):
     """HOIDetector gives exported graphs a dummy pair when no frame has one; image logits still come out."""
     checkpoint, folder = export
@@ -139,6 +143,7 @@ def test_batch_without_pairs_never_calls_with_p0(export):
         backend(torch.zeros(1, 3, 64, 64), torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
 
 
+@pytest.mark.slow
 def test_sidecar_guards(export, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(export[1], folder)
@@ -159,6 +164,7 @@ def test_sidecar_guards(export, tmp_path):
         OnnxBackend.from_file(folder / "model.fp16.onnx")
 
 
+@pytest.mark.slow
 def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
     """One ONNX file for both runtimes: ONNX Runtime runs the plugin node's function (verified at export)."""
     checkpoint, folder = export
@@ -171,6 +177,7 @@ def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
     assert_same_results(want, got, tol=1e-6)
 
 
+@pytest.mark.slow
 def test_missing_runtimes_name_the_package_and_extra(export, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependency, match=r"'onnxruntime' .*pip install \"defr\[export\]\""):
@@ -182,6 +189,7 @@ def test_missing_runtimes_name_the_package_and_extra(export, monkeypatch):
         load_detector(export[1] / "model.fp16.engine")
 
 
+@pytest.mark.slow
 def test_detect_cli_with_onnx_model(export, tmp_path):
     checkpoint, folder = export
     images, detections = frames()
@@ -205,6 +213,7 @@ def test_detect_cli_with_onnx_model(export, tmp_path):
         assert np.allclose(want[name]["scores"], got[name]["scores"], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_load_backend_is_the_one_front_door(export):
     """Checkpoint, .onnx and .engine by suffix; exported files keep their own precision and graph."""
     checkpoint, folder = export
@@ -241,6 +250,7 @@ def _with_external_data(folder) -> None:
     write_sidecar(dataclasses.replace(sidecar, files=files), folder / "model.json")
 
 
+@pytest.mark.slow
 def test_external_data_is_covered_by_the_checksum(export, tmp_path):
     checkpoint, folder = export
     copy = tmp_path / "copy"
@@ -257,6 +267,7 @@ def test_external_data_is_covered_by_the_checksum(export, tmp_path):
         load_detector(copy / "model.onnx")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -291,6 +302,7 @@ def test_malformed_sidecar_is_one_line_in_detect(export, tmp_path, field, value,
     assert not (tmp_path / "out.json").exists()
 
 
+@pytest.mark.slow
 def test_non_finite_outputs_fail_verification_and_the_runtime(export, detect_inputs, tmp_path):
     checkpoint, folder = export[0], detect_inputs
     export_model(checkpoint, tmp_path / "export", ExportConfig(verify=False), log=lambda m: None)

@@ -56,6 +56,7 @@ def test_row_statistics():
     assert r.images_per_s == pytest.approx(4 / statistics.median(times))
 
 
+@pytest.mark.slow
 def test_bench_backbone_name_torch_and_onnxruntime(tmp_path):
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
@@ -76,6 +77,7 @@ def test_bench_backbone_name_torch_and_onnxruntime(tmp_path):
     assert "median ms" in r.output and "onnxruntime" in r.output
 
 
+@pytest.mark.slow
 def test_bench_exported_onnx(tmp_path):
     torch.manual_seed(0)
     checkpoint = tmp_path / "tiny.safetensors"

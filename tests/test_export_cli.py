@@ -51,6 +51,7 @@ def _leftovers(folder) -> list[str]:
     return [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.slow
 def test_export_writes_onnx_fp16_and_sidecar(checkpoint, model, tmp_path):
     out = tmp_path / "export"
     r = CliRunner().invoke(main, [str(checkpoint), "-o", str(out)])
@@ -74,6 +75,7 @@ def test_export_writes_onnx_fp16_and_sidecar(checkpoint, model, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_released_checkpoint_at_another_size(tmp_path, clip_layout_model):
     """The released .pth layout (``module.visual_encoder.visual.*``), exported at 96 px."""
     tiny = clip_layout_model
@@ -96,6 +98,7 @@ def test_released_checkpoint_at_another_size(tmp_path, clip_layout_model):
         assert np.abs(g - w.numpy()).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_engine_without_tensorrt_writes_onnx_then_fails(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # as on a machine without TensorRT
     out = tmp_path / "export"
@@ -108,6 +111,7 @@ def test_engine_without_tensorrt_writes_onnx_then_fails(checkpoint, tmp_path, mo
     assert json.loads((out / "model.json").read_text())["engine"] is None
 
 
+@pytest.mark.slow
 def test_verification_failure_exits_1_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
     monkeypatch.setitem(verify.TOLERANCES, "fp16", verify.Tolerance("rel", 1e-9))  # float16 cannot meet this
     out = tmp_path / "export"
@@ -117,6 +121,7 @@ def test_verification_failure_exits_1_and_writes_nothing(checkpoint, tmp_path, m
     assert not out.exists() and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_verification_error_on_a_nan_graph_is_a_failed_export(checkpoint, tmp_path, monkeypatch):
     """The export's own verification fails (exit 1, nothing written) when ONNX Runtime gives NaN."""
     import defr.export.exporter as exporter
@@ -179,6 +184,7 @@ def test_output_dir_is_a_file(checkpoint, tmp_path):
     assert target.read_text() == "occupied" and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_existing_output_keeps_the_users_files_and_folders(checkpoint, tmp_path):
     """The export replaces its own files; everything else in the folder stays, subfolders included."""
     out = tmp_path / "export"
@@ -198,6 +204,7 @@ def test_existing_output_keeps_the_users_files_and_folders(checkpoint, tmp_path)
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_export_into_a_symlinked_folder_keeps_the_link(checkpoint, tmp_path):
     """The link's target is resolved first: the export lands there, the link stays a link, nothing is left over."""
     real = tmp_path / "real"

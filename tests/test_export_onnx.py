@@ -56,6 +56,7 @@ def _dims(value: onnx.ValueInfoProto) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
+@pytest.mark.slow
 def test_graph_inputs_outputs_and_standard_ops(exported):
     graph = onnx.load(str(exported["fp32"])).graph
     inputs = {v.name: v for v in graph.input}
@@ -71,6 +72,7 @@ def test_graph_inputs_outputs_and_standard_ops(exported):
     check_graph(exported["fp32"])
 
 
+@pytest.mark.slow
 def test_one_file_many_shapes_matches_pytorch(model, exported):
     session = ort_session(exported["fp32"])
     for k, (b, p) in enumerate(SHAPES):
@@ -81,6 +83,7 @@ def test_one_file_many_shapes_matches_pytorch(model, exported):
             assert np.abs(g - r).max() <= TOLERANCES["fp32"].limit, (b, p)
 
 
+@pytest.mark.slow
 def test_fp16_graph_runs_on_cpu_within_tolerance(model, exported):
     proto = onnx.load(str(exported["fp16"]))
     assert {_elem_type(v) for v in proto.graph.output} == {onnx.TensorProto.FLOAT}
@@ -99,6 +102,7 @@ def test_fp16_graph_runs_on_cpu_within_tolerance(model, exported):
     assert max(result.max_abs.values()) > 1e-5  # it really computes in float16
 
 
+@pytest.mark.slow
 def test_fp16_keeps_box_edges_exact(model, exported):
     """Box edges a hair past a patch border (16 px here): in float16 they round onto the border and the
     pair sees one patch row or column more or less. The float16 graph keeps box arithmetic in float32."""
@@ -117,12 +121,14 @@ def test_fp16_keeps_box_edges_exact(model, exported):
     assert np.abs(got - reference).max() <= limit
 
 
+@pytest.mark.slow
 def test_verification_reports_disagreement(model, exported):
     other = create_model("tiny-vit", 64, seed=1)
     result = compare_with_torch(exported["fp32"], other, "fp32", shapes=((1, 1),))
     assert not result.passed and result.error["pair_logits"] > 1e-2
 
 
+@pytest.mark.slow
 def test_checker_failure_is_a_verification_error(exported, tmp_path):
     proto = onnx.load(str(exported["fp32"]))
     proto.graph.node[0].input[0] = "no_such_value"
@@ -131,12 +137,14 @@ def test_checker_failure_is_a_verification_error(exported, tmp_path):
         check_graph(tmp_path / "broken.onnx")
 
 
+@pytest.mark.slow
 def test_verification_without_onnxruntime(exported, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependency, match=r"--no-verify.*'onnxruntime'.*pip install \"defr\[export\]\""):
         ort_session(exported["fp32"])
 
 
+@pytest.mark.slow
 def test_plugin_graph_has_one_custom_node(plugin_graph, exported):
     proto, path = plugin_graph
     custom = [n for n in proto.graph.node if n.domain]
@@ -163,6 +171,7 @@ def test_plugin_graph_has_one_custom_node(plugin_graph, exported):
     check_graph(path)
 
 
+@pytest.mark.slow
 def test_plugin_fp16_graph_keeps_boxes_float32(plugin_graph, tmp_path):
     proto = convert_to_fp16(plugin_graph[0])
     onnx.save(proto, str(tmp_path / "model.fp16.onnx"))
@@ -174,6 +183,7 @@ def test_plugin_fp16_graph_keeps_boxes_float32(plugin_graph, tmp_path):
     assert [types[name] for name in node.input] == [half, half, half, single, single, onnx.TensorProto.INT64]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mask_mode", ["hard", "released"])
 def test_plugin_graph_runs_in_onnx_runtime_and_equals_the_plain_graph(model, tmp_path, mask_mode):
     """ONNX Runtime has no PairMaskedAttention kernel: it runs the model-local function."""
@@ -197,6 +207,7 @@ def _torch_mode(model, inputs, mask_mode: str) -> list[np.ndarray]:
         return [t.numpy() for t in model.forward_pairs(*inputs, with_image_logits=True, mask_mode=mask_mode)]
 
 
+@pytest.mark.slow
 def test_plugin_node_attributes_read_back_from_the_graph(model, plugin_graph):
     """What the engine builder checks against the TensorRT version (defr.export.tensorrt_build)."""
     from defr.export.plugin_node import node_attributes, plugin_node_attributes
@@ -208,6 +219,7 @@ def test_plugin_node_attributes_read_back_from_the_graph(model, plugin_graph):
     assert plugin_node_attributes(onnx.load(str(export_onnx(model, plugin_graph[1].with_name("plain.onnx"))))) == []
 
 
+@pytest.mark.slow
 def test_plugin_fp16_graph_runs_in_onnx_runtime(model, plugin_graph, tmp_path):
     path = tmp_path / "model.fp16.onnx"
     onnx.save(convert_to_fp16(plugin_graph[0]), str(path))

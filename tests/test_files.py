@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 
+import pytest
 from click.testing import CliRunner
 
 from defr.cli import main
@@ -12,6 +13,7 @@ from defr.export import ExportConfig, export_model
 from defr.model import create_model, save_checkpoint
 
 
+@pytest.mark.slow
 def test_created_files_and_folders_follow_the_umask(tmp_path, detect_inputs):
     from defr.data import generate_synthetic
     from defr.train import TrainConfig, train

@@ -85,6 +85,7 @@ def _leftovers(folder) -> list[str]:
 # --- node groups --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_node_groups_of_the_pair_graph(model, tmp_path):
     fp32 = export_onnx(model, tmp_path / "model.onnx")
     prepared = onnx.load(str(prepare(fp32, tmp_path / "prepared.onnx")))
@@ -121,6 +122,7 @@ def test_int8_config_rejects_bad_values():
 # --- the export ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_int8_export_files_sidecar_gate_and_runtime(exported, model, meta, synth):
     out, output = exported
     assert sorted(p.name for p in out.iterdir()) == ["model.fp16.onnx", "model.int8.onnx", "model.json", "model.onnx"]
@@ -167,6 +169,7 @@ def test_int8_export_files_sidecar_gate_and_runtime(exported, model, meta, synth
     assert load_detector(out / "model.int8.onnx").backend.precision == "int8"
 
 
+@pytest.mark.slow
 def test_int8_dynamic_without_calibration(checkpoint, tmp_path):
     out = tmp_path / "export"
     args = [str(checkpoint), "-o", str(out), "--int8", "--calibration", "none", "--calibration-images", "3"]
@@ -181,6 +184,7 @@ def test_int8_dynamic_without_calibration(checkpoint, tmp_path):
     assert HOIDetector.from_onnx(out / "model.int8.onnx").backend.precision == "int8"
 
 
+@pytest.mark.slow
 def test_no_verify_skips_the_gate(checkpoint, tmp_path):
     out = tmp_path / "export"
     r = CliRunner().invoke(
@@ -191,6 +195,7 @@ def test_no_verify_skips_the_gate(checkpoint, tmp_path):
     assert json.loads((out / "model.json").read_text())["int8"]["gate"] is None
 
 
+@pytest.mark.slow
 def test_failed_gate_exits_1_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
     def failing_gate(files, held_out, max_drop, log):
         raise AccuracyGateError(f"model.int8.onnx: int8 loses 3.00 hico_mAP points, more than {max_drop:g}")
@@ -219,6 +224,7 @@ def _negated(src, dst) -> None:
     onnx.save(m, str(dst))
 
 
+@pytest.mark.slow
 def test_gate_fails_when_int8_loses_accuracy(model, meta, synth, tmp_path):
     fp32 = export_onnx(model, tmp_path / "model.onnx")
     same = shutil.copy(fp32, tmp_path / "same.onnx")
@@ -381,6 +387,7 @@ def test_bad_calibration_data_is_one_line_exit_2(checkpoint, synth, tmp_path):
 # --- session options and the optimised-model cache ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_session_cache_written_once_and_equal(exported, tmp_path):
     out, _ = exported
     folder = tmp_path / "copy"
@@ -407,6 +414,7 @@ def test_session_cache_written_once_and_equal(exported, tmp_path):
     assert cache_key(sha256(path), SessionConfig(optimization="basic")) != cache_key(sha256(path), cfg)
 
 
+@pytest.mark.slow
 def test_planted_cache_is_never_loaded(exported, tmp_path):
     """A file at the cache's name that the cache did not write (or that changed since) is rebuilt, not run."""
     out, _ = exported
@@ -446,6 +454,7 @@ def test_derived_file_verification(tmp_path):
     assert not verified_derivative(path, source) and not record_path(path).exists()
 
 
+@pytest.mark.slow
 def test_session_without_a_writable_folder(exported, tmp_path, monkeypatch):
     out, _ = exported
     folder = tmp_path / "ro"
@@ -470,6 +479,7 @@ def test_session_config_rejects_bad_values():
 # --- bench ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bench_times_int8_side_by_side(tmp_path):
     from defr.cli import main as defr_main
 

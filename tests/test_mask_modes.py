@@ -46,6 +46,7 @@ def _frames():
     return images, [dets, dets]
 
 
+@pytest.mark.slow
 def test_the_mode_is_recorded_and_enforced(exports):
     _, folders = exports
     for mode, folder in folders.items():
@@ -55,6 +56,7 @@ def test_the_mode_is_recorded_and_enforced(exports):
         OnnxBackend.from_file(folders["released"] / "model.onnx", ["CPUExecutionProvider"], mask_mode="hard")
 
 
+@pytest.mark.slow
 def test_onnx_equals_pytorch_in_each_mode_and_the_modes_differ(exports):
     checkpoint, folders = exports
     images, dets = _frames()
@@ -69,6 +71,7 @@ def test_onnx_equals_pytorch_in_each_mode_and_the_modes_differ(exports):
     assert (scores["hard"] - scores["released"]).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 def test_cli_mask_mode(exports, tmp_path):
     checkpoint, folders = exports
     images, dets = _frames()
@@ -98,6 +101,7 @@ def test_cli_mask_mode(exports, tmp_path):
     assert r.exit_code == 1 and "exported with mask_mode 'released'" in r.output and len(r.output.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_export_cli_bakes_the_mode(exports, tmp_path):
     checkpoint, _ = exports
     r = CliRunner().invoke(export_main, [str(checkpoint), "-o", str(tmp_path / "e"), "--mask-mode", "released"])
@@ -108,6 +112,7 @@ def test_export_cli_bakes_the_mode(exports, tmp_path):
     assert r.exit_code == 2 and "soft" in r.output
 
 
+@pytest.mark.slow
 def test_bench_mask_mode(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "--model", "tiny-vit", "--image-size", "32", "--batch", "1", "--pairs", "2"]

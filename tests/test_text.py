@@ -126,6 +126,7 @@ def test_hf_repo_not_cached_fails_fast_offline(monkeypatch):
     assert time.perf_counter() - start < 5
 
 
+@pytest.mark.slow
 def test_clip_random_text_tower():
     encoder = text.load_text_encoder("clip:ViT-B-32:random")
     emb = encoder.encode(SENTENCES)
@@ -134,6 +135,7 @@ def test_clip_random_text_tower():
     assert encoder.model.visual is None and not encoder.model.training
 
 
+@pytest.mark.slow
 def test_clip_weights_file(tmp_path):
     import open_clip
     from safetensors.torch import save_file

@@ -46,6 +46,7 @@ def tiny_config(root: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_resume_continues_bit_for_bit(synth_root, tmp_path):
     straight = train(tiny_config(synth_root, tmp_path / "straight"))
     train(tiny_config(synth_root, tmp_path / "resumed", epochs=1))
@@ -59,6 +60,7 @@ def test_resume_continues_bit_for_bit(synth_root, tmp_path):
     assert first["train_loss"] == json.loads(lines[-1])["train_loss"]
 
 
+@pytest.mark.slow
 def test_language_init_and_every_loss_train(synth_root, tmp_path):
     for loss in ("bce", "weighted-bce", "focal"):
         path = train(tiny_config(synth_root, tmp_path / loss, loss=loss, epochs=1))
@@ -209,6 +211,7 @@ def test_a_second_run_into_one_output_names_the_holder_and_a_dead_holder_is_take
     assert (out / "train.lock").read_text().strip() == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_training_in_one_line_and_the_last_epoch_resumes(synth_root, tmp_path, monkeypatch):
     import errno
 
@@ -252,6 +255,7 @@ main(sys.argv[2:])
 """
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_state_is_written_stops_like_ctrl_c(synth_root, tmp_path):
     import signal
     import time

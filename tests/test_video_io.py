@@ -241,6 +241,7 @@ def test_jsonl_lines_are_readable_before_close(tmp_path):
     w.close()
 
 
+@pytest.mark.slow
 def test_a_jsonl_line_that_does_not_fit_is_truncated_away(tmp_path):
     """Issue 18 #8: a file-size limit (the kernel's short write, then EFBIG, as on a full disk) leaves whole
     lines only and a one-line error naming the file."""
