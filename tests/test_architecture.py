@@ -64,7 +64,7 @@ def test_model_imports_neither_runtime_nor_export():
 
 
 def test_leaves_import_nothing_from_defr():
-    for leaf in ("defr.errors", "defr.files", "defr.machine", "defr.vocab"):
+    for leaf in ("defr.errors", "defr.files", "defr.machine", "defr.vocab", "defr.signals"):
         assert GRAPH[leaf] == set(), leaf
     leaves = ("defr.images", "defr.typecheck", "defr.optional", "defr.jsonio", "defr.choices")
     for leaf in leaves:
@@ -269,6 +269,24 @@ def test_commands_catch_project_errors_not_bugs(monkeypatch):
     r = CliRunner().invoke(main, ["bench", "--model", "tiny-vit", "--image-size", "32"])
     assert isinstance(r.exception, RuntimeError) and "CUDA out of memory" in str(r.exception)
     assert r.exc_info is not None and r.exc_info[2] is not None  # a traceback, not a one-line message
+
+
+def test_every_command_takes_sigterm_like_ctrl_c():
+    """``one_line_errors``, around every command's work, turns SIGTERM into one line and exit 143 (Ctrl-C: 130)."""
+    import os
+    import signal
+    import time
+
+    from defr.commands import one_line_errors
+
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as e, one_line_errors():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+    assert e.value.code == 143 and signal.getsignal(signal.SIGTERM) is previous
+    with pytest.raises(SystemExit) as e, one_line_errors():
+        raise KeyboardInterrupt  # Ctrl-C (a test run in the background may ignore a real SIGINT)
+    assert e.value.code == 130
 
 
 @pytest.mark.parametrize("command", ["train", "evaluate", "detect", "bench", "box-noise", "eval-hicodet", "demo"])

@@ -283,7 +283,7 @@ def test_sigterm_while_the_state_is_written_stops_like_ctrl_c(synth_root, tmp_pa
                 child.kill()
                 child.wait()
     stderr = log.read_text()
-    assert child.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert child.returncode == 143 and "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr, stderr[-2000:]
     assert _temporaries(out) == []  # no empty 0600 temporary left behind
     assert _epochs(out) == [1]  # no metrics line for the epoch that was never saved
     assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1

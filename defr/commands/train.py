@@ -10,7 +10,6 @@ from defr.commands import one_line_errors
 from defr.data import DATASETS
 from defr.losses import LOSSES
 from defr.model.factory import INITS
-from defr.signals import sigterm_as_interrupt
 from defr.train import TrainConfig, load_config, train
 
 
@@ -45,7 +44,7 @@ def train_command(config_path: str | None, resume: bool, overwrite: bool, **opti
     SIGTERM stops a run as Ctrl-C does: the files of the last finished epoch stay, resumable.
     """
     overrides = {k: v for k, v in options.items() if v is not None}
-    with one_line_errors(), sigterm_as_interrupt():
+    with one_line_errors():
         cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
         path = train(cfg, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
