@@ -80,7 +80,7 @@ def main() -> None:
         save_checkpoint(create_model(args.backbone, args.image_size, seed=0), checkpoint)
         hoi = load_detector(checkpoint)
         outputs = VideoOutputs(tmp / "annotated.mp4", tmp / "frames.jsonl", tmp / "events.jsonl", tmp / "summary.json")
-        detector, config = PrecomputedDetector(synthetic.detections), StreamConfig(batch=args.batch)
+        detector, config = PrecomputedDetector.from_file(synthetic.detections), StreamConfig(batch=args.batch)
         run_video(synthetic.video, detector, hoi, VideoOutputs(frames=tmp / "warm-up.jsonl"), config, progress=False)
         before = reference_detect(hoi, synthetic.video, synthetic.detections, args.batch, args.repeats)
         full = run_video(synthetic.video, detector, hoi, outputs, config, progress=False).to_dict()

@@ -319,7 +319,7 @@ def video_scale_stats(lines: list[dict], truth: list[dict], width: int, height: 
 
 def _stream(video: Path, by_frame: dict, hoi, outputs: VideoOutputs, events: EventConfig, batch: int, progress: bool):
     config = StreamConfig(batch=batch, smoothing=SmoothingConfig(), events=events)
-    return run_video(video, PrecomputedDetector.from_dict(by_frame), hoi, outputs, config, progress=progress).to_dict()
+    return run_video(video, PrecomputedDetector(by_frame), hoi, outputs, config, progress=progress).to_dict()
 
 
 def run_video_demo(

@@ -8,8 +8,18 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # -n 2 on 2 cores: one thread a worker (and its children), not two each
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The pytest-xdist groups (pyproject.toml's addopts): one per test file, and one for all Ray tests,
+    so that two local Ray clusters never start side by side."""
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("ray" if item.get_closest_marker("ray") else item.path.name))
 
 
 @pytest.fixture

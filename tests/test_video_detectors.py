@@ -143,8 +143,8 @@ def test_precomputed_jsonl_and_json(tmp_path):
         out = det([None, None], [2, 1])
         assert [len(d) for d in out] == [1, 0] and out[0].labels.tolist() == [49]
     with pytest.raises(DetectorError, match=r"no detections for frame 7 \(the file covers frames 0..2\)"):
-        PrecomputedDetector(jsonl)([None], [7])
-    coco = PrecomputedDetector(jsonl, "coco80")  # 49 in COCO-80 is an orange
+        PrecomputedDetector.from_file(jsonl)([None], [7])
+    coco = PrecomputedDetector.from_file(jsonl, "coco80")  # 49 in COCO-80 is an orange
     assert coco([None], [0])[0].labels.tolist() == [HICO.objects.index("orange")]
 
 
@@ -154,15 +154,15 @@ def test_precomputed_bad_files(tmp_path):
         '{"frame": 0, "boxes": [], "labels": [], "scores": []}\n{"frame": 0, "boxes": [], "labels": [], "scores": []}\n'
     )
     with pytest.raises(InputFileError, match=r"line 2: second entry for frame 0 \(first at line 1\)"):
-        PrecomputedDetector(bad)
+        PrecomputedDetector.from_file(bad)
     bad.write_text('{"frame": 0, "boxes": []}\n')
     with pytest.raises(InputFileError, match=r"line 1 \(frame 0\): detections lack \['labels', 'scores'\]"):
-        PrecomputedDetector(bad)
+        PrecomputedDetector.from_file(bad)
     bad.write_text("{not json")
     with pytest.raises(InputFileError, match="not valid JSON"):
-        PrecomputedDetector(bad)
+        PrecomputedDetector.from_file(bad)
     with pytest.raises(InputFileError, match="cannot read"):
-        PrecomputedDetector(tmp_path / "missing.jsonl")
+        PrecomputedDetector.from_file(tmp_path / "missing.jsonl")
 
 
 def test_detector_specs():
@@ -223,7 +223,7 @@ def test_precomputed_detections_refuse_what_detect_refuses(tmp_path, line, match
     as_list = tmp_path / "d.json"
     as_list.write_text(json.dumps([line]))
     with pytest.raises(InputFileError, match=match):
-        PrecomputedDetector(as_list)
+        PrecomputedDetector.from_file(as_list)
 
 
 @pytest.mark.parametrize(
@@ -243,7 +243,7 @@ def test_hostile_json_in_video_detections_is_refused_by_name(tmp_path, text, mat
     path = tmp_path / "d.jsonl"
     path.write_text(text + "\n")
     with pytest.raises(InputFileError, match=f"d.jsonl, line 1: .*{match}"):
-        PrecomputedDetector(path)
+        PrecomputedDetector.from_file(path)
 
 
 def test_defr_video_refuses_a_bad_detections_file_in_one_line(tmp_path):

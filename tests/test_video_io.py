@@ -152,7 +152,7 @@ def test_precomputed_detections_attach_by_decode_order(tmp_path, hoi):
     """Issue 18 #6: the detections of frame n are those of the n-th decoded frame, whatever its timestamp."""
     video = write_vfr(tmp_path / "vfr.mkv", frames(len(VFR_MS), (96, 72)), VFR_MS)
     dets = detections_file(tmp_path / "d.jsonl", len(VFR_MS))
-    results = list(HOIStream(PrecomputedDetector(dets), hoi, batch=4).run(video))
+    results = list(HOIStream(PrecomputedDetector.from_file(dets), hoi, batch=4).run(video))
     assert [r.index for r in results] == list(range(len(VFR_MS)))
     for r in results:
         np.testing.assert_allclose(r.detections.boxes, person_and_ball(float(r.index)).boxes)

@@ -70,7 +70,7 @@ def test_same_seed_same_spans_and_boxes(synthetic, tmp_path):
 def test_track_ids_are_stable_on_the_synthetic_video(synthetic):
     """Each ground-truth entity keeps one track id from its second frame to its last; no id is shared."""
     lines = jsonl(synthetic.detections)
-    detector = PrecomputedDetector(synthetic.detections)
+    detector = PrecomputedDetector.from_file(synthetic.detections)
     tracker = ObjectTracker(frame_rate=12)
     seen = defaultdict(list)  # GT id → track ids per frame
     for line in lines:

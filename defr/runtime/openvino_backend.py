@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defr.choices import OPENVINO_FILE_PRECISIONS, check_mask_mode
+from defr.choices import OPENVINO_FILE_PRECISIONS
 from defr.errors import ConfigError
 from defr.files import atomic_path, write_json
 from defr.jsonio import JsonInputError, read_json
@@ -150,17 +150,6 @@ class OpenVinoBackend:
             raise BackendError(f"{path}: asked OpenVINO for {self.precision}, it compiled for {got}")
         self._idle: list = []
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_compiled(cls, compiled, meta: RuntimeMeta, precision: str, mask_mode: str) -> OpenVinoBackend:
-        """A backend over a compiled model of an exported graph that has no sidecar yet (the exporter's
-        accuracy gate, before ``model.json`` is written)."""
-        backend = cls.__new__(cls)
-        backend.compiled, backend.meta, backend.precision = compiled, meta, precision
-        backend.mask_mode = check_mask_mode(mask_mode)
-        backend.config, backend.device = OpenVinoConfig(), torch.device("cpu")
-        backend._idle, backend._lock = [], threading.Lock()
-        return backend
 
     def __call__(self, images, boxes_h, boxes_o, pair_index) -> tuple[torch.Tensor, torch.Tensor]:
         check_pairs(images.shape[0], pair_index.shape[0])

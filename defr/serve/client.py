@@ -1,6 +1,7 @@
 """``DetectClient``: the HTTP API of ``defr serve`` from Python (standard library only; every call has a timeout).
 
-A 503 (no replica could answer: one died and Serve is restarting it) or a refused connection is
+A 503 (no replica could answer: one died and Serve is restarting it), a 504 (no answer within the
+server's request timeout, e.g. while a replica restarts on a loaded machine) or a refused connection is
 retried up to ``retries`` times with a growing pause; anything else raises ``ServeError`` with the
 server's one-line message and status.
 """
@@ -24,7 +25,7 @@ from defr.errors import DefrError
 from defr.jsonio import parse_json
 from defr.serve.api import DETECT_PATH, HEALTH_PATH, MODEL_PATH, STATS_PATH
 
-RETRIABLE = (503,)
+RETRIABLE = (503, 504)  # no replica could answer / none answered in time: both say retry
 
 
 class ServeError(DefrError, RuntimeError):
@@ -55,7 +56,7 @@ def detections_json(detections: Detections | dict) -> dict:
 class DetectClient:
     """Calls ``defr serve`` at ``url`` (``http://127.0.0.1:8000``).
 
-    token: sent as ``Authorization: Bearer``; timeout_s: per HTTP call; retries: extra tries after a 503
+    token: sent as ``Authorization: Bearer``; timeout_s: per HTTP call; retries: extra tries after a 503 / 504
     or a refused connection, ``backoff_s`` apart (doubling).
     """
 
@@ -94,7 +95,7 @@ class DetectClient:
         return self.request("GET", STATS_PATH)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> dict:
-        """One API call, retried on 503 / refused connections; the parsed JSON answer or ServeError."""
+        """One API call, retried on 503 / 504 / refused connections; the parsed JSON answer or ServeError."""
         pause, attempt = self.backoff_s, 0
         while True:
             try:

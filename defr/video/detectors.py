@@ -9,8 +9,9 @@
   handed over as BGR arrays, Ultralytics' convention for numpy input.
 - ``SupervisionDetector``: a callback frame → ``supervision.Detections`` (``xyxy``, ``class_id``,
   ``confidence``).
-- ``PrecomputedDetector``: detections per frame from a file, read by ``defr.runtime.io.load_frame_detections``
-  (the reader ``defr detect``'s files go through: the same rules, the same refusals). Every frame
+- ``PrecomputedDetector``: detections per frame known in advance; ``from_file`` reads them with
+  ``defr.runtime.io.load_frame_detections`` (the reader ``defr detect``'s files go through: the same
+  rules, the same refusals). Every frame
   needs an entry (empty lists where nothing was found).
 
 Every adapter's output becomes a ``defr.detections.Detections`` (``Detections.from_label_space``: the
@@ -171,18 +172,16 @@ def detections_from_supervision(detections, label_space: str = "coco80", name: s
 
 
 class PrecomputedDetector:
-    """Detections read from a file (JSONL or JSON, keyed by frame number), in ``label_space``."""
+    """Detections known in advance, ``{frame: Detections}``; ``name`` (the file) is what errors cite.
+    ``PrecomputedDetector.from_file`` reads them from a JSONL or JSON file keyed by frame number."""
 
-    def __init__(self, path: str | os.PathLike, label_space: str = DEFAULT_LABEL_SPACE):
-        self.path = Path(path)
-        self.by_frame = load_frame_detections(self.path, label_space)
+    def __init__(self, by_frame: dict[int, Detections], name: str = "detections"):
+        self.by_frame, self.name = dict(by_frame), name
 
     @classmethod
-    def from_dict(cls, by_frame: dict[int, Detections], name: str = "detections") -> PrecomputedDetector:
-        """From detections already in memory, ``{frame: Detections}``."""
-        self = cls.__new__(cls)
-        self.path, self.by_frame = Path(name), dict(by_frame)
-        return self
+    def from_file(cls, path: str | os.PathLike, label_space: str = DEFAULT_LABEL_SPACE) -> PrecomputedDetector:
+        """The detections of a file (``defr.runtime.io.load_frame_detections``), labels in ``label_space``."""
+        return cls(load_frame_detections(Path(path), label_space), str(path))
 
     def __call__(self, frames: Sequence[FrameImage], indices: Sequence[int]) -> list[Detections]:
         out = []
@@ -190,7 +189,7 @@ class PrecomputedDetector:
             if i not in self.by_frame:
                 covered = f"frames {min(self.by_frame)}..{max(self.by_frame)}" if self.by_frame else "no frame"
                 raise DetectorError(
-                    f"{self.path}: no detections for frame {i} (the file covers {covered}); "
+                    f"{self.name}: no detections for frame {i} (the file covers {covered}); "
                     "write an entry with empty lists for frames without detections"
                 )
             out.append(self.by_frame[i])
@@ -216,4 +215,4 @@ def make_detector(
         return build_torchvision_detector(value, weights, device=device)
     if kind == "ultralytics":
         return load_ultralytics_detector(value, label_space or "coco80")
-    return PrecomputedDetector(value, label_space or DEFAULT_LABEL_SPACE)
+    return PrecomputedDetector.from_file(value, label_space or DEFAULT_LABEL_SPACE)
