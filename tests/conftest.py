@@ -15,13 +15,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # -n 2 on 2 cores: one thread a worke
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
-def pytest_collection_modifyitems(config, items):
-    """The pytest-xdist groups (pyproject.toml's addopts): one per test file, and one for all Ray tests,
-    so that two local Ray clusters never start side by side."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group("ray" if item.get_closest_marker("ray") else item.path.name))
-
-
 @pytest.fixture
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (real HICO-DET metadata); tests skip when it is absent."""
@@ -73,10 +66,14 @@ def clip_layout_tiny(image_size: int, seed: int = 0):
 
 
 def pytest_collection_modifyitems(config, items):
-    """``gpu`` tests need CUDA; ``heavy`` tests (ViT-B at 672 px and such) run only with DEFR_HEAVY=1."""
+    """``gpu`` tests need CUDA; ``heavy`` tests (ViT-B at 672 px and such) run only with DEFR_HEAVY=1.
+    Under pytest-xdist (``-n 2``, ``--dist loadgroup`` in pyproject.toml) a test file's tests share a
+    worker (its module-scoped exports and servers are built once) and all Ray tests share one, so that
+    two local Ray clusters never run side by side."""
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     skip_heavy = pytest.mark.skip(reason="heavy: set DEFR_HEAVY=1 to run")
     for item in items:
+        item.add_marker(pytest.mark.xdist_group("ray" if "ray" in item.keywords else item.path.name))
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)
         if "heavy" in item.keywords and os.environ.get("DEFR_HEAVY") != "1":
