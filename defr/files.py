@@ -81,7 +81,7 @@ def clean_stale_staging(target: str | os.PathLike, kind: str) -> list[Path]:
         return removed
     for folder in target.parent.glob(f"{prefix}*"):
         pid = folder.name[len(prefix) :].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
+        if not pid.isdigit() or process_alive(int(pid)):
             continue
         if folder.is_symlink():  # a symlinked target that an exchange once swapped out: the link, not its folder
             folder.unlink()
@@ -93,7 +93,9 @@ def clean_stale_staging(target: str | os.PathLike, kind: str) -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (this one included; another user's counts as running): what tells a
+    dead writer's leftovers from a live one's."""
     if pid == os.getpid():
         return True
     try:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from defr.files import umask
+from defr.files import process_alive, umask
 from defr.optional import import_av
 from defr.video.errors import OutputError, VideoError
 
@@ -53,24 +53,12 @@ def clean_stale_temporaries(path: str | os.PathLike) -> list[Path]:
         if not (name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)):
             continue
         pid, dash, _ = name[len(prefix) : -len(suffix)].partition("-")
-        if dash and pid.isdigit() and _running(int(pid)):
+        if dash and pid.isdigit() and process_alive(int(pid)):
             continue
         if tmp.is_file() and not tmp.is_symlink():
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
-
-
-def _running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 class JsonlWriter:
