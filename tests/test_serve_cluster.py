@@ -206,3 +206,18 @@ def test_address_removes_only_its_own_application(cluster, model):
     assert "defr" not in apps and apps["other"].status == "RUNNING"
     assert len([n for n in cluster.list_all_nodes() if n.any_processes_alive()]) == 2
     serve.shutdown()
+
+
+def test_a_local_ray_is_started_even_where_another_cluster_is_advertised():
+    """Without an address ``defr`` starts its own Ray, even where RAY_ADDRESS names another cluster (a
+    test's cluster once did: ``defr serve`` joined it and died when it stopped)."""
+    script = (
+        "import ray\n"
+        "from defr.serve.connect import ray_session\n"
+        "with ray_session(num_cpus=1):\n"
+        "    print(ray.get_runtime_context().gcs_address)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": "127.0.0.1:9"}  # nothing listens on port 9
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() and run.stdout.strip() != "127.0.0.1:9", run.stdout

@@ -30,7 +30,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         if local:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+            # "local", not None: None joins whatever cluster RAY_ADDRESS or a `ray start` on this machine
+            # advertises, and a server meant to own its Ray would then die with somebody else's
+            ray.init(
+                address="local",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=False,
+            )
         else:
             ray.init(address=address, log_to_driver=False)
     finally:
