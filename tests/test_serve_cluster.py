@@ -83,10 +83,17 @@ def wait_healthy(client: DetectClient, process: subprocess.Popen, seconds: float
 
 def test_sigterm_drains_and_stops_the_local_ray_it_started(model):
     port = free_port()
-    process = start_serve(["--checkpoint", str(model), "--port", str(port), "--max-batch", "1"])
+    args = ["--checkpoint", str(model), "--port", str(port), "--max-batch", "1"]
     client = DetectClient(f"http://127.0.0.1:{port}", timeout_s=60, retries=0)
+    process = start_serve(args)
     try:
-        wait_healthy(client, process)
+        try:
+            wait_healthy(client, process)
+        except AssertionError as e:  # Ray's own node-startup timeout on a loaded 2-core machine: once more
+            if "timed out during startup" not in str(e):
+                raise
+            process = start_serve(args)
+            wait_healthy(client, process)
         started = descendants(process.pid)
         assert any(b"raylet" in (Path("/proc") / str(p) / "cmdline").read_bytes() for p in started if alive(p))
         images, dets = scene(40, 48)  # 48 backend calls of one frame: in flight when the signal comes
