@@ -29,7 +29,6 @@ TORCH_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16")  # a checkpoi
 ENGINE_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16")  # TensorRT engines defr-export builds
 FILE_PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")  # exported ONNX files (the sidecar's record)
 OPENVINO_FILE_PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")  # the exported files OpenVINO runs on a CPU
-OPENVINO_PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")  # bf16: the hint on an fp32 file
 
 
 def check_mask_mode(mask_mode: str) -> MaskMode:

@@ -85,7 +85,7 @@ class OpenVinoConfig:
             raise ConfigError(f"OpenVINO performance hint must be one of {tuple(HINTS)}, not {self.hint!r}")
 
     def properties(self, precision: str) -> dict:
-        """The OpenVINO CPU properties for ``precision`` (one of ``OPENVINO_PRECISIONS``)."""
+        """The OpenVINO CPU properties for ``precision`` (``fp32``, ``bf16`` on an fp32 file, or ``int8``)."""
         props = {"PERFORMANCE_HINT": HINTS[self.hint], "INFERENCE_PRECISION_HINT": OV_PRECISION[precision]}
         if self.threads is not None:
             props["INFERENCE_NUM_THREADS"] = self.threads

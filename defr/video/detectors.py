@@ -11,8 +11,7 @@
   ``confidence``).
 - ``PrecomputedDetector``: detections per frame known in advance; ``from_file`` reads them with
   ``defr.runtime.io.load_frame_detections`` (the reader ``defr detect``'s files go through: the same
-  rules, the same refusals). Every frame
-  needs an entry (empty lists where nothing was found).
+  rules, the same refusals). Every frame needs an entry (empty lists where nothing was found).
 
 Every adapter's output becomes a ``defr.detections.Detections`` (``Detections.from_label_space``: the
 one COCO → HICO conversion; a label the space does not map is refused, not dropped). An output that
