@@ -14,7 +14,9 @@ from defr.video import EventConfig, EventDetector, ScoreSmoother, SmoothingConfi
 from defr.video.evaluation import (
     EventsFileError,
     choose_event_config,
+    evaluate_run,
     event_table,
+    false_events_line,
     format_event_table,
     frame_hicodet,
     in_truth_ids,
@@ -261,6 +263,23 @@ def test_thresholds_are_chosen_by_f1_on_the_given_run():
     assert len(low) == 3  # what a threshold below 0.12 would have added
 
 
+def test_false_events_are_told_apart_by_cause():
+    """Each uncounted prediction gets one cause: pairing, class, timing, or tracks on nothing."""
+    hold = {**_event(9, 5, 10, 19), "verb": "hold"}
+    predicted = [
+        _event(7, 8, 0, 9),  # counted: person 1 rides bicycle 2 in frames 0-9
+        _event(7, 8, 0, 9, peak=0.5),  # a duplicate: off in time (its span is taken)
+        _event(9, 5, 0, 4),  # person 3 rides bicycle 4, but in frames 10-19: off in time
+        _event(7, 5, 0, 9),  # person 1 with bicycle 4: another's object
+        hold,  # person 3 and bicycle 4, another class
+        _event(6, 5, 10, 19),  # track 6 never on an annotated box
+    ]
+    report = evaluate_run(_run(), predicted, _truth_lines(20), TRUTH)
+    assert report["events"]["matched"] == 1
+    assert report["false_events"] == {"no_track": 1, "other_pair": 1, "other_class": 1, "off_in_time": 2}
+    assert false_events_line(report["false_events"]).startswith("1 tracks never on an annotated entity; 1 a human")
+
+
 def test_timeline_png_is_written(tmp_path):
     relabelled = in_truth_ids([_event(7, 8, 0, 9), _event(6, 5, 3, 6)], track_identity(_run(), _truth_lines(20)))
     path = plot_timeline(relabelled, TRUTH, tmp_path / "t" / "timeline.png", frames=20)
@@ -282,6 +301,7 @@ def test_eval_events_command(tmp_path):
     assert r.exit_code == 0, r.output
     report = json.loads((tmp_path / "eval" / "events_eval.json").read_text())
     assert report["events"]["precision"] == 1.0 and report["events"]["recall"] == 0.5
+    assert "false events: 0 tracks" in r.output and report["false_events"]["other_pair"] == 0
     assert (tmp_path / "eval" / "timeline.png").is_file() and (tmp_path / "eval" / "events_table.md").is_file()
     write("events.jsonl", [{"human_id": 7}])
     r = CliRunner().invoke(main, args)

@@ -11,6 +11,7 @@ from defr.files import atomic_path, write_json
 from defr.video.evaluation import (
     EVENT_KEYS,
     evaluate_run,
+    false_events_line,
     format_event_table,
     in_truth_ids,
     read_jsonl,
@@ -53,5 +54,7 @@ def eval_events_command(frames_path, events_path, truth_detections, events_truth
     click.echo(
         f"with identity: precision {e['precision']:.3f}, recall {e['recall']:.3f} ({e['matched']} of "
         f"{e['predicted']} predicted, {e['truth']} true) at tIoU {t_iou}; any track: {a['precision']:.3f} / "
-        f"{a['recall']:.3f}; wrote {out}/events_eval.json, events_table.md, timeline.png"
+        f"{a['recall']:.3f}"
     )
+    click.echo(f"false events: {false_events_line(report['false_events'])}")
+    click.echo(f"wrote {out}/events_eval.json, events_table.md, timeline.png")

@@ -14,6 +14,11 @@ IoU (inclusive pixels) if that IoU is >= ``min_iou``. A predicted event's human 
 the entity their track carried most often during the event (-1: never matched); tracks may pass
 from one entity to another over a video, events are short.
 
+False events (``false_events``): every predicted event that was not counted, by cause: its tracks never
+carried an annotated entity, its human and object have no true event together (a person scored with a
+neighbour's object), they have one of another class, or the triplet is right but off in time (late,
+early, split, a duplicate). It says whether precision is lost to pairing, to the verb or to timing.
+
 Per-event table (``event_table``): for each true event, the predicted event of the same (verb,
 object) with the highest temporal IoU among those whose tracks match, else among all; its temporal
 IoU, whether its tracks match, its peak score, and whether ``evaluate_events`` counted it (identity,
@@ -48,6 +53,7 @@ from defr.video.smoothing import ScoreSmoother, SmoothingConfig
 EVENT_GRID = tuple(
     (on, share, m) for on in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5) for share in (0.5, 0.75) for m in (1, 5)
 )
+FALSE_EVENT_CAUSES = ("no_track", "other_pair", "other_class", "off_in_time")
 EVENT_KEYS = ("human_id", "object_id", "hoi", "verb", "object", "start_frame", "end_frame")
 
 
@@ -122,7 +128,7 @@ def in_truth_ids(events: Sequence[Mapping], owners: Mapping) -> list[dict]:
 
 def event_table(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float = 0.5) -> list[dict]:
     """One row per true event (see the module docstring); ``relabelled``: predicted events in truth ids."""
-    counted = _counted(relabelled, truth, t_iou)
+    counted = set(_matches(relabelled, truth, t_iou).values())
     rows = []
     for j, g in enumerate(truth):
         same = [p for p in relabelled if (p["verb"], p["object"]) == (g["verb"], g["object"])]
@@ -142,13 +148,13 @@ def event_table(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: 
     return rows
 
 
-def _counted(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float) -> set[int]:
-    """Indices of the true events ``evaluate_events`` matches (with identity): the same greedy order."""
-    used: set[int] = set()
-    for p in sorted(relabelled, key=lambda e: -e["peak_score"]):
-        best, best_iou = None, t_iou
+def _matches(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float) -> dict[int, int]:
+    """{predicted index: true index} of the pairs ``evaluate_events`` matches (with identity), in its greedy order."""
+    used: dict[int, int] = {}
+    for i in sorted(range(len(relabelled)), key=lambda i: -relabelled[i]["peak_score"]):
+        p, best, best_iou = relabelled[i], None, t_iou
         for j, g in enumerate(truth):
-            if j in used or (p["verb"], p["object"], p["human_id"], p["object_id"]) != (
+            if j in used.values() or (p["verb"], p["object"], p["human_id"], p["object_id"]) != (
                 g["verb"],
                 g["object"],
                 g["human_id"],
@@ -159,8 +165,34 @@ def _counted(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: flo
             if iou >= best_iou:
                 best, best_iou = j, iou
         if best is not None:
-            used.add(best)
+            used[i] = best
     return used
+
+
+def false_events(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float = 0.5) -> dict[str, int]:
+    """Why each predicted event that is not counted is false → {cause: count} (``FALSE_EVENT_CAUSES``).
+
+    relabelled: predicted events in truth ids (``in_truth_ids``). "no_track": its human or object track never
+    carried an annotated entity; "other_pair": the two entities have no true event together (a person scored
+    with a neighbour's object); "other_class": they have, of another (verb, object); "off_in_time": they have,
+    of this class, but no span left to match overlaps it by ``t_iou`` (early, late, split, or a duplicate).
+    """
+    counted = _matches(relabelled, truth, t_iou)
+    pairs = {(g["human_id"], g["object_id"]) for g in truth}
+    classes = {(g["human_id"], g["object_id"], g["verb"], g["object"]) for g in truth}
+    causes = dict.fromkeys(FALSE_EVENT_CAUSES, 0)
+    for i, p in enumerate(relabelled):
+        if i in counted:
+            continue
+        if p["human_id"] < 0 or p["object_id"] < 0:
+            causes["no_track"] += 1
+        elif (p["human_id"], p["object_id"]) not in pairs:
+            causes["other_pair"] += 1
+        elif (p["human_id"], p["object_id"], p["verb"], p["object"]) not in classes:
+            causes["other_class"] += 1
+        else:
+            causes["off_in_time"] += 1
+    return causes
 
 
 def format_event_table(rows: Sequence[Mapping]) -> str:
@@ -182,6 +214,17 @@ def format_event_table(rows: Sequence[Mapping]) -> str:
             f"{'yes' if r['matched'] else 'no'} |"
         )
     return "\n".join(lines)
+
+
+def false_events_line(causes: Mapping[str, int]) -> str:
+    """``false_events`` in words, for a printout."""
+    words = {
+        "no_track": "tracks never on an annotated entity",
+        "other_pair": "a human with another's object",
+        "other_class": "the right pair, another class",
+        "off_in_time": "the right triplet, off in time",
+    }
+    return "; ".join(f"{causes[k]} {words[k]}" for k in FALSE_EVENT_CAUSES)
 
 
 def class_index(class_names: Sequence[str], events: Sequence[Mapping]) -> list[int]:
@@ -267,7 +310,8 @@ def evaluate_run(
     t_iou: float = 0.5,
     min_iou: float = 0.5,
 ) -> dict:
-    """Everything above for one run → {"events" (with identity), "events_any_track", "table", "frame_hicodet"}.
+    """Everything above for one run → {"events" (with identity), "events_any_track", "table", "false_events",
+    "frame_hicodet"}.
 
     ``frame_hicodet`` is left out without the model's ``class_names``.
     """
@@ -278,6 +322,7 @@ def evaluate_run(
         "events": evaluate_events(relabelled, truth_events, t_iou, identity),
         "events_any_track": evaluate_events(predicted, truth_events, t_iou),
         "table": event_table(relabelled, truth_events, t_iou),
+        "false_events": false_events(relabelled, truth_events, t_iou),
     }
     if class_names is not None:
         report["frame_hicodet"] = frame_hicodet(frames, truth_detections, truth_events, class_names)

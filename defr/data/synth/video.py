@@ -1,12 +1,14 @@
 """Synthetic HOI video: the still-image scenes moving over a background, with per-frame boxes and GT spans.
 
-The frame (``width`` × ¾ ``width``) has two lanes, its left and right halves. Each lane shows a
-sequence of actors, one at a time with 1-2 s gaps between them: an actor is one human-object pair
-of a class (drawn by ``scenes``, placed like a pair in a still image's half) that appears, drifts
-smoothly and disappears. In ``default`` an actor stays in its lane; in ``crowded`` it drifts up to
-half a lane into the other, so the two people pass close to and in front of each other (the mask
-is what separates them). Per-frame Gaussian pixel noise as in the still images. Rendered at the
-model's input size (``width`` = the training images' long side), a frame has about the training
+The frame (``width`` × ¾ ``width``) is cut into lanes the way a still image of the setting is cut
+into cells (``LAYOUT``): ``default`` two halves, ``crowded`` three columns side by side, each
+reaching half a column into its neighbours (``row_cells``, as in a crowded still image). Each lane
+shows a sequence of actors, one at a time with 1-2 s gaps between them: an actor is one
+human-object pair of a class (drawn by ``scenes``, scaled and placed in its lane exactly as a pair
+in a still image's cell) that appears, drifts smoothly within its lane and disappears. In
+``crowded`` neighbouring lanes overlap, so people stand close to and in front of each other (the
+mask is what separates them). Per-frame Gaussian pixel noise as in the still images. Rendered at
+the model's input size (``width`` = the training images' long side), a frame has the training
 images' scale; ``defr.data.synth.stats`` measures both (``defr demo`` reports them side by side).
 
 Files, for ``OUT.mp4``:
@@ -40,14 +42,14 @@ from defr import vocab
 from defr.data.synth.classes import CLASSES, SynthError
 from defr.data.synth.dataset import TRAIN_TAIL
 from defr.data.synth.figure import random_look
-from defr.data.synth.images import background, drawn_box, placement
+from defr.data.synth.images import background, drawn_box, placement, row_cells
 from defr.data.synth.scenes import SCENES
 from defr.data.synth.shapes import render
 from defr.files import atomic_path, umask
 from defr.optional import import_av
 
-LANES = 2
-REACH = {"default": 0.0, "crowded": 0.5}  # how far (in lanes) an actor may drift into the other lane
+# setting → (lanes, how far each lane reaches into its neighbours, in lanes): the still images' cells
+LAYOUT = {"default": (2, 0.0), "crowded": (3, 0.5)}
 
 
 @dataclass
@@ -90,16 +92,17 @@ def beside(video: str | os.PathLike, what: str) -> Path:
 
 
 def make_script(rng: np.random.Generator, frames: int, fps: float, width: int, setting: str = "default") -> VideoScript:
-    """Actors for each lane: spans of 3-6 s (at least 8 frames), 1-2 s gaps, classes of the learnable body."""
-    if setting not in REACH:
-        raise SynthError(f"unknown video setting {setting!r}; choose one of {', '.join(REACH)}")
+    """Actors for each lane: spans of 2-5 s (at least 8 frames), 1-2 s gaps (longer than the tracker keeps a lost
+    track, so a newcomer is a new track), classes of the learnable body."""
+    if setting not in LAYOUT:
+        raise SynthError(f"unknown video setting {setting!r}; choose one of {', '.join(LAYOUT)}")
     height = 2 * round(width * 3 / 8)
     actors, next_id = [], 1
     classes = len(CLASSES) - len(TRAIN_TAIL)  # the rarest classes are barely learned by small models
-    for lane in range(LANES):
+    for lane in range(LAYOUT[setting][0]):
         t = int(rng.integers(0, max(1, round(0.5 * fps))))
         while t < frames - 8:
-            length = max(8, round(rng.uniform(3.0, 6.0) * fps))
+            length = max(8, round(rng.uniform(2.0, 5.0) * fps))
             end = min(frames - 1, t + length - 1)
             actors.append(Actor(int(rng.integers(classes)), lane, t, end, next_id, next_id + 1))
             next_id += 2
@@ -124,11 +127,12 @@ class _Sprite:
         return round(self.dx[0] + (self.dx[1] - self.dx[0]) * w), round(self.dy[0] + (self.dy[1] - self.dy[0]) * w)
 
 
-def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int, room: tuple[int, int]) -> _Sprite:
-    """room: the canvas x offsets (pixels, relative to the lane's left edge) the actor may drift between."""
+def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int) -> _Sprite:
+    """The actor drawn on its lane's canvas (``lane_w`` × ``height``), placed as a still image places a pair in
+    a cell, drifting within the lane."""
     verb, obj = CLASSES[actor.cls]
     pair = SCENES[verb](rng, random_look(rng), obj)
-    place = placement(rng, pair.human + pair.obj + pair.extra, (0.0, 0.0, lane_w * 0.8, height * 0.85))
+    place = placement(rng, pair.human + pair.obj + pair.extra, (0.0, 0.0, float(lane_w), float(height)))
     layers = {name: render(getattr(pair, name), (lane_w, height), place) for name in ("human", "obj", "extra")}
     order = ("obj", "human") if pair.human_in_front else ("human", "obj")
     box_h, box_o = np.array(drawn_box(layers["human"])), np.array(drawn_box(layers["obj"]))
@@ -141,7 +145,7 @@ def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int, ro
             max(union[2], extra[2] - 1),
             max(union[3], extra[3] - 1),
         ]
-    room_x = (room[0] - union[0], room[1] - 1 - union[2])
+    room_x = (-union[0], lane_w - 1 - union[2])
     room_y = (-union[1], height - 1 - union[3])
     dx = sorted(rng.uniform(*room_x, size=2)) if room_x[1] > room_x[0] else (0.0, 0.0)
     dy = sorted(rng.uniform(*room_y, size=2) * 0.3) if room_y[1] > room_y[0] else (0.0, 0.0)
@@ -159,19 +163,19 @@ def _sprite(rng: np.random.Generator, actor: Actor, lane_w: int, height: int, ro
     )
 
 
-def _room(script: VideoScript, lane: int, lane_w: int) -> tuple[int, int]:
-    """The x range (relative to the lane's left edge) an actor of ``lane`` may cover: its lane, widened by
-    the setting's reach and kept inside the frame."""
-    reach = round(REACH[script.setting] * lane_w)
-    return max(-lane * lane_w, -reach), min(script.width - lane * lane_w, lane_w + reach)
+def lanes(script: VideoScript) -> list[tuple[int, int]]:
+    """(left, width) in pixels of each lane: the row cells of a still image of the setting."""
+    count, reach = LAYOUT[script.setting]
+    cells = row_cells(count, script.width, script.height, reach)
+    return [(round(left), round(left + w) - round(left)) for left, _, w, _ in cells]
 
 
 def render_frames(script: VideoScript, seed: int):
     """Frames of ``script`` → iterator of (H×W×3 uint8 RGB, that frame's detections line)."""
     rng = np.random.default_rng(seed)
-    lane_w = script.width // LANES
+    cells = lanes(script)
     base = background(rng, script.width, script.height)
-    sprites = {id(a): _sprite(rng, a, lane_w, script.height, _room(script, a.lane, lane_w)) for a in script.actors}
+    sprites = {id(a): _sprite(rng, a, cells[a.lane][1], script.height) for a in script.actors}
     objects = {name: i for i, name in enumerate(vocab.hico().objects)}
     for t in range(script.frames):
         image = base.copy()
@@ -181,7 +185,7 @@ def render_frames(script: VideoScript, seed: int):
                 continue
             s = sprites[id(a)]
             x, y = s.offset(t - a.start)
-            x += a.lane * lane_w
+            x += cells[a.lane][0]
             for layer in s.layers:
                 image.alpha_composite(layer, dest=(x, y)) if x >= 0 and y >= 0 else image.alpha_composite(
                     layer.crop((max(0, -x), max(0, -y), layer.width, layer.height)), dest=(max(0, x), max(0, y))
