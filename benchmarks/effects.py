@@ -16,7 +16,10 @@ once per (init, loss) row; then
 Every number in mAP points (AP × 100); mean ± population std over the seeds and every per-seed
 value. The command, machine and the 1-minute load average at the start and end are recorded.
 ``--quick``: a tiny run (one seed, 40 images at 64 px, one epoch, rows language+lse-sign and
-random+bce) for the test suite: it checks the script and the schema, its numbers mean nothing.
+random+bce unless ``--rows`` says otherwise) for the test suite: it checks the script and the schema,
+its numbers mean nothing. ``--extend``: keep the runs already in ``--out`` (same settings and seeds)
+and train only the (row, seed) runs it lacks, so the study can be run in parts (the headline rows
+first); the earlier parts' commands, seconds and load averages are kept.
 
     PYTHONPATH=. python benchmarks/effects.py --seeds 0 1 2 --out benchmarks/results/effects.json
 """
@@ -24,6 +27,7 @@ random+bce) for the test suite: it checks the script and the schema, its numbers
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -94,21 +98,27 @@ def mean_std(values: list) -> dict:
     }
 
 
-def run(args: argparse.Namespace, work: Path) -> dict:
-    mask_runs, init_runs = [], []
+def run(args: argparse.Namespace, work: Path, earlier: dict | None = None) -> dict:
+    """Train and measure every (row, seed) of ``args`` that ``earlier`` (the runs of an earlier part) lacks."""
+    earlier = earlier or {"mask_runs": [], "init_runs": []}
+    mask_runs, init_runs = list(earlier["mask_runs"]), list(earlier["init_runs"])
+    done = {(r["row"], r["seed"]) for r in init_runs}
     for seed in args.seeds:
+        todo = [row for row in args.rows if (row, seed) not in done]
+        if not todo:
+            continue
         data = generate_synthetic(
             work / f"data{seed}", images=args.images, seed=seed, size=args.image_size, setting=args.setting
         )
-        for row in args.rows:
+        for row in todo:
             started = time.perf_counter()
             checkpoint = _train(data, row, seed, args.image_size, args.epochs, work / f"{row}-{seed}")
             init_runs.append({"row": row, "seed": seed, **classification(checkpoint, data)})
-            if row == "language+lse-sign":
+            if row == "language+lse-sign" and seed not in {r["seed"] for r in mask_runs}:
                 effect = mask_effect(checkpoint, data, noise=args.noise, seed=seed)
                 mask_runs.append({"seed": seed, **_mask_points(effect)})
             print(f"seed {seed} {row}: {init_runs[-1]} ({time.perf_counter() - started:.0f} s)", flush=True)
-    return {"mask_runs": mask_runs, "init_runs": init_runs}
+    return {"mask_runs": sorted(mask_runs, key=lambda r: r["seed"]), "init_runs": init_runs}
 
 
 def _mask_points(effect: dict) -> dict:
@@ -144,6 +154,23 @@ def summarise(runs: dict, seeds: list[int], rows: list[str]) -> dict:
     return {"mask": mask, "init": init}
 
 
+def _earlier(path: Path, settings: dict, seeds: list[int], parser: argparse.ArgumentParser) -> dict:
+    """The runs and records of an earlier part in ``path``, which must have ``settings`` and ``seeds``."""
+    if not path.is_file():
+        parser.error(f"--extend: {path} does not exist")
+    old = json.loads(path.read_text())
+    kept = {k: v for k, v in old["settings"].items() if k != "rows"}
+    if kept != settings or old["init"]["seeds"] != seeds:
+        was = f"{kept}, seeds {old['init']['seeds']}"
+        parser.error(f"--extend: {path} was run with {was}; this run has {settings}, seeds {seeds}")
+    return {
+        "runs": {"mask_runs": old["mask"]["runs"], "init_runs": old["init"]["runs"]},
+        "settings": old["settings"],
+        "part": {k: old[k] for k in ("command", "load_average_1min", "seconds")},
+        "earlier_parts": old.get("earlier_parts", []),
+    }
+
+
 def _diff(subset: dict, a: str, b: str) -> float | None:
     x, y = subset[a]["full"], subset[b]["full"]
     return None if x is None or y is None else x - y
@@ -152,40 +179,48 @@ def _diff(subset: dict, a: str, b: str) -> float | None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--rows", nargs="+", choices=ROWS, help="default: all four (--quick: two)")
     parser.add_argument("--images", type=int, default=DemoConfig.images)
     parser.add_argument("--image-size", type=int, default=DemoConfig.image_size)
     parser.add_argument("--epochs", type=int, default=DemoConfig.epochs)
     parser.add_argument("--setting", default="crowded")
     parser.add_argument("--noise", type=float, default=0.05, help="box noise ratio of the oracle detector")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed: checks the script, not DEFR")
+    parser.add_argument("--extend", action="store_true", help="add the runs --out lacks to the runs it holds")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/effects.json"))
     args = parser.parse_args(argv)
     if args.quick:
         args.images, args.image_size, args.epochs = QUICK["images"], QUICK["image_size"], QUICK["epochs"]
-        args.seeds, args.rows = QUICK["seeds"], QUICK["rows"]
+        args.seeds, args.rows = QUICK["seeds"], args.rows or QUICK["rows"]
+    args.rows = args.rows or list(ROWS)
     if "language+lse-sign" not in args.rows:
         parser.error("the mask study uses the language+lse-sign model: keep that row")
+    settings = {
+        "setting": args.setting,
+        "images": args.images,
+        "image_size": args.image_size,
+        "epochs": args.epochs,
+        "noise": args.noise,
+    }
+    earlier = _earlier(args.out, settings, args.seeds, parser) if args.extend else None
     load_start, started = os.getloadavg()[0], time.perf_counter()
     with tempfile.TemporaryDirectory() as work:
-        runs = run(args, Path(work))
-    result = {
+        runs = run(args, Path(work), earlier and earlier["runs"])
+    rows = [r for r in ROWS if r in args.rows or (earlier and r in earlier["settings"]["rows"])]
+    part = {
         "command": " ".join(["python", *sys.argv])
         if argv is None
         else " ".join(["python", "benchmarks/effects.py", *argv]),
-        "machine": machine_info(),
         "load_average_1min": {"start": load_start, "end": os.getloadavg()[0]},
         "seconds": round(time.perf_counter() - started, 1),
+    }
+    result = {
+        **part,
+        "earlier_parts": (earlier["earlier_parts"] + [earlier["part"]]) if earlier else [],
+        "machine": machine_info(),
         "quick": args.quick,
-        "settings": {
-            "setting": args.setting,
-            "images": args.images,
-            "image_size": args.image_size,
-            "epochs": args.epochs,
-            "noise": args.noise,
-            "rows": args.rows,
-        },
-        **summarise(runs, args.seeds, args.rows),
+        "settings": {**settings, "rows": rows},
+        **summarise(runs, args.seeds, rows),
     }
     write_json(result, args.out, indent=2)
     m, i = result["mask"]["hard_minus_none"], result["init"].get("language_lse_minus_random_bce_fewshot")

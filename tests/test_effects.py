@@ -39,3 +39,21 @@ def test_quick_run_writes_the_schema(tmp_path):
     assert init["seeds"] == [0] and set(init["rows"]) == {"language+lse-sign", "random+bce"}
     assert set(init["rows"]["random+bce"]) == {"mAP", "rare", "few@1", "few@5", "few@10"}
     assert set(init["language_lse_minus_random_bce_fewshot"]) == {"mean", "std", "values"}
+
+
+@pytest.mark.slow
+def test_extend_adds_only_the_missing_runs(tmp_path):
+    """A second part trains only the (row, seed) runs the first lacks and keeps the first's runs and records."""
+    effects, out = _effects(), tmp_path / "effects.json"
+    first = effects.main(["--quick", "--out", str(out)])
+    second = effects.main(["--quick", "--extend", "--rows", "language+lse-sign", "random+lse-sign", "--out", str(out)])
+    assert second["settings"]["rows"] == ["language+lse-sign", "random+lse-sign", "random+bce"]
+    assert [(r["row"], r["seed"]) for r in second["init"]["runs"]] == [
+        ("language+lse-sign", 0),
+        ("random+bce", 0),
+        ("random+lse-sign", 0),
+    ]
+    assert second["init"]["runs"][:2] == first["init"]["runs"] and second["mask"]["runs"] == first["mask"]["runs"]
+    assert second["earlier_parts"][0]["command"] == first["command"] and "--extend" in second["command"]
+    with pytest.raises(SystemExit):  # other settings than the file's
+        effects.main(["--quick", "--extend", "--setting", "default", "--out", str(out)])
