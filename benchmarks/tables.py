@@ -373,8 +373,105 @@ def scene_stats_table(r: dict) -> str:
     return f"{format_stats_table(r['columns'])}\n\nCommand: `PYTHONPATH=. {r['command']}`\n{note}"
 
 
+def _ms(x: dict, bold: bool = False) -> str:
+    """{"mean", "std", "values"} → "m ± s [v1, v2, ...]" (points)."""
+    if x["mean"] is None:
+        return "n/a"
+    values = ", ".join("n/a" if v is None else f"{v:.1f}" for v in x["values"])
+    head = f"{x['mean']:.1f} ± {x['std']:.1f}"
+    return f"{f'**{head}**' if bold else head} [{values}]"
+
+
+def effects_table(r: dict) -> str:
+    """benchmarks/effects.py output: the mask effect and the init/loss effect, mean ± std over seeds."""
+    mask, init, st = r["mask"], r["init"], r["settings"]
+    runs = mask["runs"]
+    lines = [
+        f"**Mask effect** (language + LSE-Sign model, noisy ground-truth boxes r = {st['noise']}): HICO-DET mAP "
+        f"points, mean ± population std over seeds {mask['seeds']} [per seed]",
+        "",
+        "| test images | mAP | hard mask | released mask | no mask | hard − none |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for subset, key, diff in (
+        ("two_plus_people", "images_two_plus_people", mask["hard_minus_none"]),
+        ("all", "images", mask["hard_minus_none_all_images"]),
+    ):
+        count = "/".join(str(run[key]) for run in runs)
+        name = f"with >= 2 people ({count} per seed)" if subset != "all" else f"all ({count} per seed)"
+        for metric in ("full", "rare", "non_rare"):
+            cells = " | ".join(_ms(mask[subset][m][metric]) for m in ("hard", "released", "none"))
+            last = _ms(diff, bold=subset != "all") if metric == "full" else ""
+            lines.append(f"| {name if metric == 'full' else ''} | {metric.replace('_', '-')} | {cells} | {last} |")
+    lines += [
+        "",
+        f"**Init / loss effect**: classification mAP points on the test split, seeds {init['seeds']}; rare: classes "
+        "with < 10 training images; Few@k: classes with <= k",
+        "",
+        "| init + loss | mAP | rare | Few@1 | Few@5 | Few@10 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row, stats in init["rows"].items():
+        cells = " | ".join(_ms(stats[k]) for k in ("mAP", "rare", "few@1", "few@5", "few@10"))
+        lines.append(f"| {row.replace('+', ' + ')} | {cells} |")
+    if "language_lse_minus_random_bce_fewshot" in init:
+        head = _ms(init["language_lse_minus_random_bce_fewshot"], bold=True)
+        lines.append(f"| language + lse-sign − random + bce, Few@10 | | | | | {head} |")
+    parts = [*r.get("earlier_parts", []), {k: r[k] for k in ("command", "seconds", "load_average_1min")}]
+    lines += [
+        "",
+        f"Settings: `{st['setting']}`, {st['images']} images at {st['image_size']} px, {st['epochs']} epochs, "
+        f"tiny-vit with the demo's settings — {r['machine'].get('cpu')} ({r['machine'].get('cores')} cores). Commands:",
+        "",
+    ]
+    for part in parts:
+        load = part["load_average_1min"]
+        lines.append(
+            f"- `PYTHONPATH=. {part['command']}` ({part['seconds'] / 60:.0f} min, 1-minute load average "
+            f"{load['start']:.1f} at the start, {load['end']:.1f} at the end)"
+        )
+    return "\n".join(lines)
+
+
+def demo_video_table(r: dict) -> str:
+    """defr demo's demo.json: the video stage over its seeds, and the video's scale beside the training images'."""
+    lines = [
+        "| video seed | true events | predicted | matched with identity | precision | recall | any track: P / R "
+        "| frame-level HICO-DET mAP | false events: other pair · other class · off in time · no track "
+        "| thresholds (validation clip): on / off / min frames | grid's best on this clip: F1 (P / R) |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|---|---|",
+    ]
+    for row in r["video_seeds"]:
+        e, a, f, t = row["events"], row["events_any_track"], row["false_events"], row["thresholds"]
+        best = row["thresholds_chosen_on_this_clip"]
+        lines.append(
+            f"| {row['seed']} | {e['truth']} | {e['predicted']} | {e['matched']} | {e['precision']:.2f} | "
+            f"{e['recall']:.2f} | {a['precision']:.2f} / {a['recall']:.2f} | {100 * row['frame_hicodet_full']:.1f} | "
+            f"{f['other_pair']} · {f['other_class']} · {f['off_in_time']} · {f['no_track']} | "
+            f"{t['on']:g} / {t['off']:g} / {t['min_frames']} | "
+            f"{best['f1']:.2f} ({best['precision']:.2f} / {best['recall']:.2f}) |"
+        )
+    v = r["video"]
+    from defr.data.synth.stats import format_stats_table
+
+    scale = format_stats_table({"training images": v["training_scale"], f"video seed {v['seed']}": v["scale"]})
+    seconds = ", ".join(f"{k.removesuffix('_seconds')} {r[k]:.0f} s" for k in r if k.endswith("_seconds"))
+    return (
+        "\n".join(lines)
+        + f"\n\nScale (median [p10, p90]; video: its frames with a true event):\n\n{scale}"
+        + (
+            f"\n\nCommand: `defr demo` (its defaults; {v['frames']} frames of {v['size'][0]}×{v['size'][1]} per clip); "
+            f"time per stage, cumulative: {seconds}."
+        )
+    )
+
+
 def table(path: Path) -> str:
     r = json.loads(path.read_text())
+    if "mask" in r and "init" in r:
+        return effects_table(r)
+    if "video_seeds" in r and "classification" in r:
+        return demo_video_table(r)
     if "columns" in r and "synthetic_images" in r:
         return scene_stats_table(r)
     if "stream_only" in r:

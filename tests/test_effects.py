@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 
-def _effects():
-    path = Path(__file__).parents[1] / "benchmarks" / "effects.py"
-    spec = importlib.util.spec_from_file_location("effects", path)
+def _effects(name: str = "effects"):
+    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -39,6 +39,8 @@ def test_quick_run_writes_the_schema(tmp_path):
     assert init["seeds"] == [0] and set(init["rows"]) == {"language+lse-sign", "random+bce"}
     assert set(init["rows"]["random+bce"]) == {"mAP", "rare", "few@1", "few@5", "few@10"}
     assert set(init["language_lse_minus_random_bce_fewshot"]) == {"mean", "std", "values"}
+    text = _effects("tables").table(out)  # the docs' tables are made from the file
+    assert "**Mask effect**" in text and "| random + bce |" in text and result["command"] in text
 
 
 @pytest.mark.slow
