@@ -136,7 +136,7 @@ def test_video_demo_stage(tmp_path):
 
 
 def test_crowded_video_brings_people_close(tmp_path):
-    """Crowded actors drift half a lane into the other lane: the two people come closer than in ``default``."""
+    """Crowded lanes reach into each other: people come closer than in ``default``."""
     gaps = {}
     for setting in ("default", "crowded"):
         clip = generate_synthetic_video(
@@ -156,3 +156,20 @@ def test_crowded_video_brings_people_close(tmp_path):
     assert gaps["crowded"] < gaps["default"]
     with pytest.raises(SynthError, match="crowded"):
         generate_synthetic_video(tmp_path / "x.mp4", frames=20, width=128, setting="busy")
+
+
+@pytest.mark.slow
+def test_crowded_video_has_the_training_images_scale(tmp_path):
+    """At the training images' long side, the video's people and objects have the still images' size relative
+    to the frame (median width and height within a factor 1.5, areas 1.5²), and up to three people share a frame."""
+    from defr.data import generate_synthetic
+    from defr.demo import training_scale, video_scale_stats
+
+    stills = training_scale(generate_synthetic(tmp_path / "d", images=80, seed=0, size=128, setting="crowded"))
+    clip = generate_synthetic_video(tmp_path / "c.mp4", frames=300, fps=15, width=128, seed=0, setting="crowded")
+    lines, truth = jsonl(clip.detections), jsonl(clip.events)
+    video = video_scale_stats(lines, truth, 128, 96)
+    for key, factor in (("human_width", 1.5), ("human_height", 1.5), ("human_area", 2.25), ("object_area", 2.25)):
+        ratio = video[key]["median"] / stills[key]["median"]
+        assert 1 / factor <= ratio <= factor, (key, video[key], stills[key])
+    assert max(line["labels"].count(vocab.PERSON) for line in lines) == 3

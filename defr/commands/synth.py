@@ -36,7 +36,7 @@ from defr.data.synth.settings import SETTINGS
     default="default",
     show_default=True,
     help="crowded: 1-4 people side by side, neighbours often with the same kind of object; "
-    "with --video the two actors drift into each other's lane.",
+    "with --video three overlapping lanes, so neighbours pass close to and in front of each other.",
 )
 def synth_command(
     out: Path | None,
