@@ -13,15 +13,16 @@ and scores the events with ``defr.video.evaluation``: a predicted event matches 
 the same verb and object, temporal IoU >= 0.5 and the same human and object (each track is the
 annotated entity whose box it overlaps most). Precision and recall are also given without the identity
 condition, beside the frame-level HICO-DET mAP, with the false events counted by cause
-(``false_events``). Event thresholds are chosen on a separate validation clip (another seed), never on
-the scored one; as a diagnostic the report also gives the grid's best thresholds on the scored clip
-itself (``thresholds_chosen_on_this_clip``): when even those score poorly, the per-frame scores are
-what limits the events, not the choice of thresholds.
+(``false_events``). Event thresholds are chosen once for the model on validation clips (other seeds,
+their events pooled: one clip's dozen events are too few to choose on), never on a scored one; as a
+diagnostic the report also gives the grid's best thresholds on the scored clip itself
+(``thresholds_chosen_on_this_clip``): when even those score poorly, the per-frame scores are what limits
+the events, not the choice of thresholds.
 
 Its output (``OUTPUT/video``): ``synthetic.mp4`` (+ its ``.detections.jsonl`` / ``.events.jsonl``),
 ``annotated.mp4``, ``frames.jsonl``, ``events.jsonl``, ``summary.json``, ``events_table.md``,
-``timeline.png``, ``video_demo.json`` and the validation clip's ``validation.*`` files; further video
-seeds in ``OUTPUT/video_seedN``.
+``timeline.png`` and ``video_demo.json``; further video seeds in ``OUTPUT/video_seedN``; the validation
+clips and their runs in ``OUTPUT/video_validation``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -40,6 +42,7 @@ from defr.data.hicodet import HICODetAnnotations, load_annotations
 from defr.data.synth import generate_synthetic_video
 from defr.data.synth.stats import distinct_boxes, scene_stats
 from defr.detections import Detections
+from defr.errors import ConfigError
 from defr.eval.classification import evaluate_model
 from defr.eval.gt_detections import image_paths, noisy_gt_detections
 from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics
@@ -55,6 +58,7 @@ from defr.runtime.io import read_image
 from defr.train import TrainConfig, train
 from defr.video.detectors import PrecomputedDetector
 from defr.video.evaluation import (
+    ValidationRun,
     choose_event_config,
     evaluate_run,
     false_events_line,
@@ -68,6 +72,9 @@ from defr.video.pipeline import StreamConfig
 from defr.video.run import VideoOutputs, run_video
 from defr.video.smoothing import SmoothingConfig
 from defr.video.timeline import plot_timeline
+
+VIDEO_FPS = 15.0
+VIDEO_NOISE = 0.05  # the oracle detector's box jitter, as a share of each box's size
 
 
 @dataclass
@@ -138,10 +145,16 @@ def run_demo(cfg: DemoConfig) -> dict:
         report["export"] = export_and_check(checkpoint, out / "export", synth_root=data)
         report["export_seconds"] = _lap(timer)
     if cfg.video:
+        # thresholds chosen once for the model, on as many validation clips as are scored (other seeds)
+        events, report["video_thresholds"] = choose_video_thresholds(
+            load_detector(checkpoint), out / "video_validation", [cfg.seed + 1000 + k for k in range(cfg.video_seeds)],
+            cfg.video_frames, VIDEO_FPS, cfg.image_size, VIDEO_NOISE, cfg.setting,
+        )  # fmt: skip
         runs = [
             run_video_demo(
                 checkpoint, out / ("video" if k == 0 else f"video_seed{cfg.seed + k}"), seed=cfg.seed + k,
-                frames=cfg.video_frames, width=cfg.image_size, setting=cfg.setting,
+                frames=cfg.video_frames, fps=VIDEO_FPS, width=cfg.image_size, noise=VIDEO_NOISE, events=events,
+                setting=cfg.setting,
             )
             for k in range(cfg.video_seeds)
         ]  # fmt: skip
@@ -326,18 +339,46 @@ def _stream(video: Path, by_frame: dict, hoi, outputs: VideoOutputs, events: Eve
     return run_video(video, PrecomputedDetector(by_frame), hoi, outputs, config, progress=progress).to_dict()
 
 
+def choose_video_thresholds(
+    hoi,
+    out_dir: str | os.PathLike,
+    seeds: Sequence[int],
+    frames: int,
+    fps: float,
+    width: int,
+    noise: float,
+    setting: str,
+    batch: int = 8,
+    progress: bool = False,
+) -> tuple[EventConfig, dict]:
+    """Event thresholds for ``hoi`` chosen on validation clips (one per seed in ``seeds``, never a scored
+    clip; their events pooled, ``choose_event_config``) → (config, {"validation_seeds", "on", "off",
+    "min_frames", "validation": the pooled scores}). Clips and runs go to ``out_dir/validation_SEED.*``."""
+    out, runs = Path(out_dir), []
+    for vseed in seeds:
+        name = f"validation_{vseed}"
+        clip = generate_synthetic_video(out / f"{name}.mp4", frames, fps, width, vseed, setting)
+        lines, truth = read_jsonl(clip.detections), read_jsonl(clip.events)
+        outputs = VideoOutputs(frames=out / f"{name}.frames.jsonl", summary=out / f"{name}.summary.json")
+        _stream(clip.video, oracle_detections(lines, noise, vseed), hoi, outputs, EventConfig(), batch, progress)
+        runs.append(ValidationRun(read_jsonl(outputs.frames), lines, truth))
+    events, chosen = choose_event_config(runs, list(hoi.meta.class_names), SmoothingConfig())
+    record = {"validation_seeds": list(seeds), "on": events.on, "off": events.off, "min_frames": events.min_frames}
+    return events, {**record, "validation": chosen}
+
+
 def run_video_demo(
     checkpoint: str | os.PathLike,
     out_dir: str | os.PathLike,
     seed: int = 0,
     frames: int = 240,
-    fps: float = 15.0,
+    fps: float = VIDEO_FPS,
     width: int = 256,
-    noise: float = 0.05,
+    noise: float = VIDEO_NOISE,
     batch: int = 8,
     events: EventConfig | None = None,
     setting: str = "default",
-    validation_seed: int | None = None,
+    validation_seeds: Sequence[int] | None = None,
     progress: bool = False,
 ) -> dict:
     """The video stage on ``checkpoint`` → report dict (also ``out_dir/video_demo.json``).
@@ -346,23 +387,23 @@ def run_video_demo(
     their scale), runs the stream on noisy ground-truth boxes and scores its events against the true
     spans (``defr.video.evaluation``): precision / recall at temporal IoU >= 0.5 with identity and
     without, a per-event table, the frame-level HICO-DET mAP, and ``timeline.png``. Event thresholds:
-    ``events`` if given, else chosen on a validation clip rendered with ``validation_seed`` (default
-    ``seed + 1000``; never the scored clip), the smoothing the library's default.
+    ``events`` if given, else chosen on validation clips (``validation_seeds``, default ``seed + 1000``;
+    never the scored clip, ``choose_video_thresholds``), the smoothing the library's default.
     """
+    seeds = [seed + 1000] if validation_seeds is None else list(validation_seeds)
+    if events is None and seed in seeds:
+        raise ConfigError(f"validation_seeds {seeds} include the scored clip's seed {seed}: choose others")
     out = Path(out_dir)
     start = time.perf_counter()
     hoi = load_detector(checkpoint)
     names = list(hoi.meta.class_names)
     report: dict = {}
     if events is None:
-        vseed = seed + 1000 if validation_seed is None else validation_seed
-        clip = generate_synthetic_video(out / "validation.mp4", frames, fps, width, vseed, setting)
-        vlines, vtruth = read_jsonl(clip.detections), read_jsonl(clip.events)
-        vframes = VideoOutputs(frames=out / "validation.frames.jsonl", summary=out / "validation.summary.json")
-        _stream(clip.video, oracle_detections(vlines, noise, vseed), hoi, vframes, EventConfig(), batch, progress)
-        events, chosen = choose_event_config(read_jsonl(vframes.frames), vlines, vtruth, names, SmoothingConfig())
-        report["thresholds"] = {"validation_seed": vseed, "on": events.on, "off": events.off,
-                                "min_frames": events.min_frames, "validation": chosen}  # fmt: skip
+        events, report["thresholds"] = choose_video_thresholds(
+            hoi, out, seeds, frames, fps, width, noise, setting, batch, progress
+        )
+    else:
+        report["thresholds"] = {"on": events.on, "off": events.off, "min_frames": events.min_frames}
     synthetic = generate_synthetic_video(out / "synthetic.mp4", frames, fps, width, seed, setting)
     render_s = time.perf_counter() - start
     lines, truth = read_jsonl(synthetic.detections), read_jsonl(synthetic.events)
@@ -376,7 +417,7 @@ def run_video_demo(
     frame_lines, predicted = read_jsonl(outputs.frames), read_jsonl(outputs.events)
     scored = evaluate_run(frame_lines, predicted, lines, truth, names)
     # a diagnostic, not a result: the best the threshold grid could do were it chosen on the scored clip itself
-    best, best_score = choose_event_config(frame_lines, lines, truth, names, SmoothingConfig())
+    best, best_score = choose_event_config([ValidationRun(frame_lines, lines, truth)], names, SmoothingConfig())
     best_score["min_frames"] = best.min_frames
     relabelled = in_truth_ids(predicted, track_identity(frame_lines, lines))
     timeline = plot_timeline(relabelled, truth, out / "timeline.png", frames=summary["frames"])

@@ -44,7 +44,10 @@ def test_demo_runs_every_stage(tmp_path):
     effect = report["detection"]["mask_effect"]
     assert set(effect["all"]) == {"hard", "released", "none"} and effect["images_two_plus_people"] <= effect["images"]
     video = report["video"]
-    assert video["size"][0] == 64 and video["thresholds"]["validation_seed"] != video["seed"]
+    chosen = report["video_thresholds"]
+    assert video["size"][0] == 64 and chosen["validation_seeds"] == [1000, 1001]
+    assert video["thresholds"] == {k: chosen[k] for k in ("on", "off", "min_frames")}  # one choice for every seed
+    assert chosen["validation"]["truth"] > 0
     assert video["frame_hicodet"]["frames"] == 30 and len(video["event_table"]) == video["events"]["truth"]
     assert video["scale"]["scenes"] > 0 and video["training_scale"]["scenes"] > 0
     assert (out / "video" / "timeline.png").read_bytes()[:4] == b"\x89PNG"

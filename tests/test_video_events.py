@@ -13,6 +13,7 @@ from defr.errors import ConfigError
 from defr.video import EventConfig, EventDetector, ScoreSmoother, SmoothingConfig, evaluate_events
 from defr.video.evaluation import (
     EventsFileError,
+    ValidationRun,
     choose_event_config,
     evaluate_run,
     event_table,
@@ -257,10 +258,32 @@ def test_thresholds_are_chosen_by_f1_on_the_given_run():
     for t, line in enumerate(frames):
         line["scores"] = [0.9 if t < 10 else 0.0, 0.9 if t >= 10 else 0.0, 0.12]
         line["human_id"][2], line["boxes_h"][2] = 7, line["boxes_h"][0]
-    config, score = choose_event_config(frames, _truth_lines(20), TRUTH, NAMES, SmoothingConfig(method="none"))
+    run = ValidationRun(frames, _truth_lines(20), TRUTH)
+    config, score = choose_event_config([run], NAMES, SmoothingConfig(method="none"))
     assert score["f1"] == 1.0 and config.on > 0.12 and (score["matched"], score["predicted"]) == (2, 2)
     low = replay_events(frames, NAMES, SmoothingConfig(method="none"), EventConfig(on=0.1, off=0.05))
     assert len(low) == 3  # what a threshold below 0.12 would have added
+
+
+def test_thresholds_are_chosen_on_validation_runs_pooled():
+    """Run a wants an opening threshold above its false 0.12; run b's true riders score only 0.14. Alone, a
+    picks a threshold that misses all of b; pooled (4 true events, not 2) the low threshold wins."""
+    a = _run()
+    for t, line in enumerate(a):
+        line["scores"] = [0.9 if t < 10 else 0.0, 0.9 if t >= 10 else 0.0, 0.12]
+        line["human_id"][2], line["boxes_h"][2] = 7, line["boxes_h"][0]
+    b = _run()
+    for t, line in enumerate(b):
+        line["scores"] = [0.14 if t < 10 else 0.0, 0.14 if t >= 10 else 0.0, 0.0]
+    smoothing = SmoothingConfig(method="none")
+    runs = [ValidationRun(a, _truth_lines(20), TRUTH), ValidationRun(b, _truth_lines(20), TRUTH)]
+    alone, _ = choose_event_config(runs[:1], NAMES, smoothing)
+    pooled, score = choose_event_config(runs, NAMES, smoothing)
+    assert alone.on > 0.14 and pooled.on < 0.12
+    assert (score["matched"], score["predicted"], score["truth"]) == (4, 5, 4)
+    assert score["precision"] == 0.8 and score["recall"] == 1.0 and score["f1"] == pytest.approx(8 / 9)
+    with pytest.raises(ValueError, match="at least one"):
+        choose_event_config([], NAMES, smoothing)
 
 
 def test_false_events_are_told_apart_by_cause():

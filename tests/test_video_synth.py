@@ -135,6 +135,14 @@ def test_video_demo_stage(tmp_path):
     assert (tmp_path / "demo" / "timeline.png").is_file() and report["frame_hicodet"]["frames"] == 40
 
 
+def test_video_demo_refuses_to_choose_thresholds_on_the_scored_clip(tmp_path):
+    from defr.demo import run_video_demo
+    from defr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="scored clip's seed 3"):
+        run_video_demo(tmp_path / "never-read.safetensors", tmp_path / "demo", seed=3, validation_seeds=[1003, 3])
+
+
 def test_crowded_video_brings_people_close(tmp_path):
     """Crowded lanes reach into each other: people come closer than in ``default``."""
     gaps = {}

@@ -37,6 +37,7 @@ import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -348,25 +349,45 @@ def replay_events(
     return [e.to_json() for e in out]
 
 
+class ValidationRun(NamedTuple):
+    """One annotated run to choose event thresholds on: its frame lines, true boxes and true events."""
+
+    frames: Sequence[Mapping]
+    truth_detections: Sequence[Mapping]
+    truth_events: Sequence[Mapping]
+
+
 def choose_event_config(
-    frames: Sequence[Mapping],
-    truth_detections: Sequence[Mapping],
-    truth_events: Sequence[Mapping],
+    runs: Sequence[ValidationRun],
     class_names: Sequence[str],
     smoothing: SmoothingConfig,
     t_iou: float = 0.5,
 ) -> tuple[EventConfig, dict]:
-    """The event thresholds (``EVENT_GRID``) with the best F1 with identity on a validation run → (config, its
-    scores). Meant for a clip other than the one scored."""
-    owners = track_identity(frames, truth_detections)
-    identity = {e[k]: e[k] for e in truth_events for k in ("human_id", "object_id")}
+    """The event thresholds (``EVENT_GRID``) with the best F1 with identity over ``runs`` pooled (their matched,
+    predicted and true events summed) → (config, its scores). Meant for clips other than the one scored: one
+    clip holds a dozen events, too few for thresholds that carry to another clip, so pool several."""
+    if not runs:
+        raise ValueError("choose_event_config needs at least one validation run")
+    prepared = [
+        (
+            run.frames,
+            track_identity(run.frames, run.truth_detections),
+            {e[k]: e[k] for e in run.truth_events for k in ("human_id", "object_id")},
+            run.truth_events,
+        )
+        for run in runs
+    ]
     best = None
     for on, off_share, min_frames in EVENT_GRID:
         config = EventConfig(on=on, off=on * off_share, min_frames=min_frames)
-        relabelled = in_truth_ids(replay_events(frames, class_names, smoothing, config), owners)
-        score = evaluate_events(relabelled, truth_events, t_iou, identity)
-        p, r = score["precision"], score["recall"]
+        totals = Counter()
+        for frames, owners, identity, truth in prepared:
+            relabelled = in_truth_ids(replay_events(frames, class_names, smoothing, config), owners)
+            score = evaluate_events(relabelled, truth, t_iou, identity)
+            totals.update({k: score[k] for k in ("matched", "predicted", "truth")})
+        p = totals["matched"] / totals["predicted"] if totals["predicted"] else 0.0
+        r = totals["matched"] / totals["truth"] if totals["truth"] else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         if best is None or f1 > best[0]:
-            best = (f1, config, score)
+            best = (f1, config, {"precision": p, "recall": r, **totals, "t_iou": t_iou})
     return best[1], {"f1": best[0], **best[2]}
