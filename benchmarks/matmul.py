@@ -10,7 +10,8 @@ FLOPs of a call: ``torch.utils.flop_counter.FlopCounterMode`` over the PyTorch m
 ``forward_pairs`` (the same mask-1 computation the exported graph runs: one backbone pass per image,
 the last block's CLS row per pair), for each (batch, pairs) of the bench files given. The floor of a
 row is FLOPs / the best measured rate at the row's thread count (fp32 GEMM for fp32, int8 and bf16
-rows alike: the fp32 limit, the issue's yardstick); ``floor / median`` is the fraction of that limit.
+rows alike: the fp32 limit, the issue's yardstick); ``floor / median`` is the fraction of that limit. On a
+CPU with bf16 instructions a bf16 row also gets its bf16 floor (FLOPs / the bf16 GEMM rate).
 
     PYTHONPATH=. .venv/bin/python benchmarks/matmul.py --out benchmarks/results/matmul.json \\
         --bench benchmarks/results/bench_openvino_tiny-vit_224_t1.json ...
@@ -79,15 +80,16 @@ def call_flops(backbone: str, image_size: int, batch: int, pairs: int) -> int:
     return counter.get_total_flops()
 
 
-def floors(bench_files: list[Path], measured: dict) -> list[dict]:
-    """Every row of the bench files with its FLOPs, the fp32 floor and the fraction of it reached."""
+def floors(bench_files: list[Path], measured: dict, bf16: bool) -> list[dict]:
+    """Every row of the bench files with its FLOPs, the fp32 floor and the fraction of it reached; on a CPU
+    with bf16 instructions (``bf16``) the bf16 rows also get their floor at the bf16 GEMM rate."""
     out, flops_cache = [], {}
     for path in bench_files:
         bench = read_json(path)
         cfg = bench["config"]
         threads = cfg["threads"] or os.cpu_count() or 1
         by_threads = measured.get(str(threads)) or measured[str(max(int(t) for t in measured))]
-        rate = max(by_threads["fp32"].values())
+        rate, bf16_rate = max(by_threads["fp32"].values()), max(by_threads["bf16"].values())
         for r in bench["rows"]:
             key = (cfg["model"], cfg["image_size"], r["batch"], r["pairs"])
             if key not in flops_cache:
@@ -106,6 +108,13 @@ def floors(bench_files: list[Path], measured: dict) -> list[dict]:
                     "fraction_of_floor": floor_ms / r["median_ms"],
                 }
             )
+            if bf16 and r["precision"] == "bf16":
+                bf16_floor_ms = flops_cache[key] / (bf16_rate * 1e9) * 1e3
+                out[-1].update(
+                    bf16_rate_gflop_s=bf16_rate,
+                    bf16_floor_ms=bf16_floor_ms,
+                    fraction_of_bf16_floor=bf16_floor_ms / r["median_ms"],
+                )
     return out
 
 
@@ -116,14 +125,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     load_before = os.getloadavg()
-    measured = rates(args.repeats)
+    measured, bf16 = rates(args.repeats), cpu_has_bf16()
     report = {
         "machine": machine_info(),
-        "cpu_has_bf16": cpu_has_bf16(),
+        "cpu_has_bf16": bf16,
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
         "gflop_per_s": measured,
-        "rows": floors(args.bench, measured),
+        "rows": floors(args.bench, measured, bf16),
     }
     write_json(report, args.out, indent=1)
     for threads, by_dtype in measured.items():

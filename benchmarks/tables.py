@@ -130,15 +130,22 @@ def matmul_table(r: dict) -> str:
     if r["rows"]:
         text += (
             "\n\n| model | threads | backend | precision | batch | pairs/image | GFLOP | median ms | fp32 floor ms "
-            "| floor / median |\n|---|---:|---|---|---:|---:|---:|---:|---:|---:|\n"
+            "| floor / median | bf16 floor ms: floor / median |\n"
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
         )
         text += "\n".join(
             f"| {x['model']} {x['image_size']} | {x['threads']} | {x['backend']} | {x['precision']} | {x['batch']} | "
             f"{x['pairs']} | {x['gflop']:.2f} | {x['median_ms']:.1f} | {x['floor_ms']:.1f} | "
-            f"{100 * x['fraction_of_floor']:.0f} % |"
+            f"{100 * x['fraction_of_floor']:.0f} % | {_bf16_floor(x)} |"
             for x in r["rows"]
         )
     return text
+
+
+def _bf16_floor(row: dict) -> str:
+    if "bf16_floor_ms" not in row:
+        return "—"
+    return f"{row['bf16_floor_ms']:.1f}: {100 * row['fraction_of_bf16_floor']:.0f} %"
 
 
 def _speedups(r: dict) -> str:
@@ -201,9 +208,9 @@ def int8_accuracy_table(r: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     rows = []
-    for name, m in r["metrics"].items():
-        lg = r["logits"].get(name)
-        d = r["drop"].get(name, {})
+    runs = [(name, m, r["logits"].get(name), r["drop"].get(name, {})) for name, m in r["metrics"].items()]
+    runs += [(f"OpenVINO {p}", ov["metrics"], ov["logits"], ov["drop"]) for p, ov in r.get("openvino", {}).items()]
+    for name, m, lg, d in runs:
         drop = "—" if name == "fp32" else f"{-d.get('hico_mAP', 0):+.2f} / {-d.get('hicodet_full', 0):+.2f}"
         cells = [
             _pct(m.get("hico_mAP")),
@@ -216,7 +223,8 @@ def int8_accuracy_table(r: dict) -> str:
             "—" if lg is None else f"{100 * lg['top1_agreement']:.1f} %",
         ]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
+    note = f"\n\nNote: {r['note']}" if r.get("note") else ""
+    return head + "\n".join(rows) + note + f"\n\nCommand: `{r['command']}`"
 
 
 def int8_speed_table(r: dict) -> str:
