@@ -19,13 +19,12 @@ batch size, batching on vs ``--max-batch 1``, beside the local HOI stage on the 
 
     .venv/bin/python benchmarks/serve.py --backbone tiny-vit --image-size 224 \\
         --out benchmarks/results/serve_tiny-vit_224.json
-    .venv/bin/python benchmarks/serve.py --table benchmarks/results/serve_tiny-vit_224.json   # the docs table
+    PYTHONPATH=. .venv/bin/python benchmarks/tables.py benchmarks/results/serve_tiny-vit_224.json   # the docs table
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -101,25 +100,8 @@ def local_stage(hoi, images: list, dets: list[dict], batch: int, frames: int) ->
     return {"fps": round(frames / (time.perf_counter() - start), 2), "frames": frames, "batch": batch}
 
 
-def table(report: dict) -> str:
-    """The markdown table of docs/benchmarks.md §8 from a report of this script."""
-    lines = [
-        "| streams | batched fps | `--max-batch 1` fps | batching gain | local HOI stage fps | served / local "
-        "| p50 / p99 ms (batched) | p50 / p99 ms (max-batch 1) | mean batch |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for s in report["summary"]:
-        lines.append(
-            f"| {s['streams']} | {s['batched_fps']} | {s['single_fps']} | {s['batching_gain']}× | {s['local_fps']} "
-            f"| {s['served_over_local']}× | {s['batched_p50_ms']} / {s['batched_p99_ms']} "
-            f"| {s['single_p50_ms']} / {s['single_p99_ms']} | {s['mean_batch']} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", type=Path, help="Only print the markdown table of an existing report.")
     parser.add_argument("--backbone", default="tiny-vit")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--frames", type=int, default=48, help="Frames of the synthetic video.")
@@ -132,13 +114,8 @@ def main() -> None:
     parser.add_argument("--local-batch", type=int, default=8)
     parser.add_argument("--replica-cpus", type=int, default=2)
     parser.add_argument("--ray-cpus", type=int, default=4, help="Logical CPUs of the local Ray (2 replicas).")
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    if args.table is not None:
-        print(table(json.loads(args.table.read_text())))
-        return
-    if args.out is None:
-        parser.error("--out is required")
     streams = [int(s) for s in args.streams.split(",")]
 
     import ray
@@ -227,12 +204,13 @@ def main() -> None:
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "machine": machine_info("cpu"),
         "load_1min": {"start": load_start, "end": os.getloadavg()[0]},
-        "note": "preliminary: measured on a 2-core machine shared with other work; best of the interleaved rounds",
+        "note": "best of the interleaved rounds; load_1min says whether the machine was shared",
         "summary": summary,
         "rows": rows,
     }
     write_json(report, args.out, indent=2)
-    print(table(report))
+    for s in summary:
+        print(s)
 
 
 if __name__ == "__main__":

@@ -461,11 +461,11 @@ def demo_video_table(r: dict) -> str:
     t, chosen = r["video_thresholds"], r["video_thresholds"]["validation"]
     lines += [
         "",
-        f"Event thresholds, chosen once for the model by F1 with identity on {len(t['validation_seeds'])} validation "
-        f"clips (seeds {', '.join(map(str, t['validation_seeds']))}; their events pooled): on {t['on']:g}, "
-        f"off {t['off']:g}, min frames {t['min_frames']}; on those clips F1 {chosen['f1']:.2f} (precision "
-        f"{chosen['precision']:.2f}, recall {chosen['recall']:.2f}; {chosen['matched']} of {chosen['truth']} true "
-        f"events, {chosen['predicted']} predicted).",
+        f"Event thresholds, chosen once for the model by F1 with identity on {len(t['validation_seeds'])} "
+        f"validation clips (seeds {', '.join(map(str, t['validation_seeds']))}; their events pooled): on "
+        f"{t['on']:g}, off {t['off']:g}, min frames {t['min_frames']}; on those clips F1 {chosen['f1']:.2f} "
+        f"(precision {chosen['precision']:.2f}, recall {chosen['recall']:.2f}; {chosen['matched']} of "
+        f"{chosen['truth']} true events, {chosen['predicted']} predicted).",
     ]
     v = r["video"]
     from defr.data.synth.stats import format_stats_table
@@ -482,8 +482,45 @@ def demo_video_table(r: dict) -> str:
     )
 
 
+def serve_table(r: dict) -> str:
+    """benchmarks/serve.py output: N camera streams against ``defr serve``, batched vs max-batch 1, vs local."""
+    m, load = r["machine"], r["load_1min"]
+    lines = [
+        f"**{r['backbone']} at {r['image_size']} px**, frames {r['video']['width']}×{r['video']['height']}, "
+        f"{r['settings']['per_stream']} requests per stream, best of {r['settings']['rounds']} rounds — {m['cpu']} "
+        f"({m['cores']} cores); 1-minute load average {load['start']:.1f} → {load['end']:.1f}",
+        "",
+        "| streams | batched fps | `--max-batch 1` fps | batching gain | local HOI stage fps | served / local "
+        "| p50 / p99 ms (batched) | p50 / p99 ms (max-batch 1) | mean batch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in r["summary"]:
+        lines.append(
+            f"| {s['streams']} | {s['batched_fps']} | {s['single_fps']} | {s['batching_gain']}× | {s['local_fps']} "
+            f"| {s['served_over_local']}× | {s['batched_p50_ms']} / {s['batched_p99_ms']} "
+            f"| {s['single_p50_ms']} / {s['single_p99_ms']} | {s['mean_batch']} |"
+        )
+    return "\n".join(lines)
+
+
+def serve_parts_table(r: dict) -> str:
+    """benchmarks/serve_parts.py output: the parts of one served request that run outside Ray."""
+    m, parts = r["machine"], r["median_ms"]
+    rows = "\n".join(f"| `{name}` | {ms:.2f} |" for name, ms in parts.items())
+    return (
+        f"**{r['backbone']} at {r['image_size']} px**, one 256-px frame per request "
+        f"({r['request_bytes'] / 1024:.0f} KiB), {r['threads']} torch threads, median of {r['frames']} — "
+        f"{m['cpu']} ({m['cores']} cores)\n\n"
+        f"| part | median ms |\n|---|---:|\n{rows}\n| sum | {r['total_ms']:.2f} |"
+    )
+
+
 def table(path: Path) -> str:
     r = json.loads(path.read_text())
+    if r.get("benchmark") == "serve":
+        return serve_table(r)
+    if r.get("benchmark") == "serve_parts":
+        return serve_parts_table(r)
     if "mask" in r and "init" in r:
         return effects_table(r)
     if "video_seeds" in r and "classification" in r:
