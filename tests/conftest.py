@@ -33,8 +33,8 @@ def tiny_model():
 
 @pytest.fixture
 def clip_layout_model():
-    """``tiny_model`` with CLIP's patch projection instead of tiny-vit's conv stem: the layout of the
-    released DEFR checkpoint, for tests that write one."""
+    """``tiny_model`` with CLIP's patch projection instead of tiny-vit's conv stem and a CLS token that reads
+    every block: the layout of the released DEFR checkpoint, for tests that write one."""
     return clip_layout_tiny(64)
 
 
@@ -62,7 +62,7 @@ def detect_inputs(tmp_path_factory) -> Path:
 def clip_layout_tiny(image_size: int, seed: int = 0):
     from defr.model import create_model
 
-    return create_model("tiny-vit", image_size, seed=seed, stem="patch")
+    return create_model("tiny-vit", image_size, seed=seed, stem="patch", cls_reads="every_block")
 
 
 def pytest_collection_modifyitems(config, items):

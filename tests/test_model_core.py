@@ -136,6 +136,40 @@ def test_conv_stem_makes_one_token_per_16_pixel_patch():
         ViTConfig(stem="resnet")
 
 
+def test_a_cls_that_reads_only_the_last_block_sees_no_image_before_it():
+    """cls_reads="last_block" (tiny-vit): after every block but the last the CLS token is the same for any
+    image; the last block reads the image, so the logits differ. "every_block" (CLIP) reads from the first."""
+    from defr.model.vit import VisionTransformer, ViTConfig
+
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 64, 64)
+    common = dict(image_size=64, patch_size=16, width=32, layers=3, heads=2)
+    late = VisionTransformer(ViTConfig(**common, cls_reads="last_block")).eval()
+    every = VisionTransformer(ViTConfig(**common)).eval()
+    every.load_state_dict(late.state_dict())
+    with torch.no_grad():
+        cls_late, cls_every = late.tokens(images, num_blocks=2)[:, 0], every.tokens(images, num_blocks=2)[:, 0]
+        assert torch.equal(cls_late[0], cls_late[1]) and not torch.allclose(cls_every[0], cls_every[1])
+        out = late(images)
+        assert not torch.allclose(out[0], out[1])
+    with pytest.raises(ValueError, match="cls_reads"):
+        ViTConfig(cls_reads="never")
+
+
+def test_tiny_vit_cls_reads_the_last_block_and_old_checkpoints_keep_every_block(tiny_model):
+    from defr.model.backbones import BackboneSpec
+
+    assert tiny_model.cfg.backbone.vit.cls_reads == "last_block"
+    old = tiny_model.cfg.backbone.to_dict()
+    del old["vit"]["cls_reads"]  # a checkpoint written before the option existed
+    assert BackboneSpec.from_dict(old).vit.cls_reads == "every_block"
+    with pytest.raises(ValueError, match="mask-n"):
+        tiny_model.forward_pairs_dense(
+            torch.randn(1, 3, 64, 64), torch.tensor([[0.0, 0, 32, 32]]), torch.tensor([[32.0, 32, 64, 64]]),
+            torch.tensor([0]), masked_layers=2,
+        )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- checkpoint headers (issue 18: 14, 15, 19)
 
 

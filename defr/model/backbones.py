@@ -1,7 +1,8 @@
 """Backbones by name: their architecture, offline (``BackboneSpec``, recorded in checkpoints).
 
 Names:
-- ``tiny-vit``: a small random-init ViT (16-pixel patches from a conv stem, width 192, 4 blocks) for tests and demos.
+- ``tiny-vit``: a small random-init ViT (16-pixel patches from a conv stem, width 192, 4 blocks, a CLS token
+  that reads the image only in the last block) for tests and demos.
 - open_clip ViTs by model name: ``ViT-B-32``, ``ViT-B-16``, ``ViT-L-14``, … (OpenAI CLIP naming).
   The architecture comes from open_clip's model config; QuickGELU is a property of the weights
   (``*-quickgelu`` names, or a pretrained tag such as ``openai`` whose weights were trained with it).
@@ -122,7 +123,9 @@ class BackboneSpec:
 
 
 def tiny_vit_spec(image_size: int) -> BackboneSpec:
-    vit = ViTConfig(image_size=image_size, patch_size=16, width=192, layers=4, heads=3, stem="conv")
+    vit = ViTConfig(
+        image_size=image_size, patch_size=16, width=192, layers=4, heads=3, stem="conv", cls_reads="last_block"
+    )
     return BackboneSpec("tiny-vit", image_size, CLIP_MEAN, CLIP_STD, vit=vit, feature_dim=vit.width)
 
 

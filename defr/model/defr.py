@@ -168,6 +168,8 @@ class DEFR(nn.Module):
         check_mask_mode(mask_mode)
         if not 1 <= masked_layers <= len(vit.blocks):
             raise ConfigError(f"masked_layers must be in [1, {len(vit.blocks)}], not {masked_layers}")
+        if masked_layers > 1 and vit.cfg.cls_reads == "last_block":
+            raise ConfigError("mask-n (masked_layers > 1) needs a CLS token that reads every block, not only the last")
         tokens = vit.tokens(images, num_blocks=len(vit.blocks) - masked_layers)[pair_index.long()]
         visible = pair_masks(boxes_h, boxes_o, vit.cfg.image_size, vit.cfg.patch_size)
         n = tokens.shape[1]

@@ -43,6 +43,9 @@ class ViTConfig:
     patch_bias: bool = False  # timm's patch embedding has a bias, CLIP's has none
     norm_eps: float = 1e-5
     stem: str = "patch"  # "conv": a convolutional stem instead of the patch projection (tiny-vit)
+    # "last_block": the CLS token reads the patches only in the last block (tiny-vit; as CaiT's class
+    # attention), so that what DEFR's last-layer pair mask hides from it is hidden; "every_block": CLIP, timm
+    cls_reads: str = "every_block"
 
     @property
     def grid_size(self) -> int:
@@ -65,6 +68,8 @@ class ViTConfig:
             raise ConfigError(f"act must be 'gelu' or 'quick_gelu', not {self.act!r}")
         if self.stem not in ("patch", "conv"):
             raise ConfigError(f"stem must be 'patch' or 'conv', not {self.stem!r}")
+        if self.cls_reads not in ("every_block", "last_block"):
+            raise ConfigError(f"cls_reads must be 'every_block' or 'last_block', not {self.cls_reads!r}")
         if self.stem == "conv" and self.patch_size != 16:
             raise ConfigError(f"the conv stem makes 16-pixel patches, not {self.patch_size}")
         if self.stem == "conv" and self.width % 8:
@@ -175,9 +180,20 @@ class VisionTransformer(nn.Module):
     def tokens(self, images: torch.Tensor, num_blocks: int | None = None) -> torch.Tensor:
         """Tokens after the first ``num_blocks`` blocks (all by default): [B, 1 + G*G, D]."""
         x = self.embed(images)
-        for block in self.blocks[: len(self.blocks) if num_blocks is None else num_blocks]:
-            x = block(x)
+        early = None  # the attention mask of every block but the last
+        if self.cfg.cls_reads == "last_block":
+            early = self.cls_reads_only_itself(x.shape[1], x.dtype, x.device)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks[: len(self.blocks) if num_blocks is None else num_blocks]):
+            x = block(x, early if i < last else None)
         return x
+
+    @staticmethod
+    def cls_reads_only_itself(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """Additive attention mask [1, 1, n, n]: the CLS row sees only the CLS token; patch rows see every token."""
+        mask = torch.zeros(1, 1, n, n, dtype=dtype, device=device)
+        mask[0, 0, 0, 1:] = float("-inf")
+        return mask
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images: [B, 3, S, S] → CLS feature after ``ln_post``: [B, D]."""
