@@ -27,7 +27,6 @@ first); the earlier parts' commands, seconds and load averages are kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -42,6 +41,7 @@ from defr.demo import DemoConfig, mask_effect
 from defr.eval.ap import mean_ap
 from defr.eval.classification import evaluate_model
 from defr.files import write_json
+from defr.jsonio import read_json
 from defr.machine import machine_info
 from defr.model import load_model
 from defr.train import TrainConfig, train
@@ -158,7 +158,7 @@ def _earlier(path: Path, settings: dict, seeds: list[int], parser: argparse.Argu
     """The runs and records of an earlier part in ``path``, which must have ``settings`` and ``seeds``."""
     if not path.is_file():
         parser.error(f"--extend: {path} does not exist")
-    old = json.loads(path.read_text())
+    old = read_json(path)
     kept = {k: v for k, v in old["settings"].items() if k != "rows"}
     if kept != settings or old["init"]["seeds"] != seeds:
         was = f"{kept}, seeds {old['init']['seeds']}"

@@ -43,7 +43,7 @@ import numpy as np
 
 from defr import vocab
 from defr.data.hicodet import HICODetAnnotations
-from defr.errors import DefrError
+from defr.errors import ConfigError, DefrError
 from defr.eval.hicodet import evaluate_hicodet
 from defr.jsonio import parse_json
 from defr.video.events import EventConfig, EventDetector
@@ -367,7 +367,7 @@ def choose_event_config(
     predicted and true events summed) → (config, its scores). Meant for clips other than the one scored: one
     clip holds a dozen events, too few for thresholds that carry to another clip, so pool several."""
     if not runs:
-        raise ValueError("choose_event_config needs at least one validation run")
+        raise ConfigError("choose_event_config needs at least one validation run")
     prepared = [
         (
             run.frames,
