@@ -15,6 +15,7 @@ COMMANDS = {
     "synth": "defr.commands.synth:synth_command",
     "embed-labels": "defr.commands.text:embed_labels_command",
     "plot-embeddings": "defr.commands.text:plot_embeddings_command",
+    "pretrain": "defr.commands.pretrain:pretrain_command",
     "train": "defr.commands.train:train_command",
     "evaluate": "defr.commands.evaluate:evaluate_command",
     "demo": "defr.commands.demo:demo_command",
