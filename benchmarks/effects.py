@@ -1,8 +1,9 @@
 """DEFR's two effects on the built-in synthetic benchmark, over seeds: the pair mask, and language init + LSE-Sign.
 
 Per seed s (the data set's seed and the training seed): ``defr synth`` draws a set in ``--setting``
-(default ``crowded``) with seed s; tiny-vit is trained with the demo's settings (``defr.demo.DemoConfig``)
-once per (init, loss) row; then
+(default ``crowded``) with seed s; tiny-vit is fine-tuned from ``--pretrained`` (default: the packaged
+language-aligned ``defr-synth`` weights, as the demo; ``none``: random initialisation) with the demo's
+settings (``defr.demo.DemoConfig``) once per (init, loss) row, where init is the classifier's; then
 
 1. **mask effect** (the language + LSE-Sign model): HICO-DET full / rare / non-rare with the hard mask,
    the released additive mask and no mask (every pair scored with its image's logits), on the test
@@ -11,7 +12,8 @@ once per (init, loss) row; then
 2. **init/loss effect**: classification mAP, rare (classes with < 10 training images) and Few@1/5/10
    for language + LSE-Sign, language + BCE, random + LSE-Sign, random + BCE. Headline: language +
    LSE-Sign − random + BCE on the few-shot classes (Few@10: the classes with <= 10 training images,
-   which hold the Few@1 and Few@5 ones).
+   which hold the Few@1 and Few@5 ones), and the same on the combinations held out of pretraining
+   (``held_out``: ``defr.data.synth.pretraining.HELD_OUT``).
 
 Every number in mAP points (AP × 100); mean ± population std over the seeds and every per-seed
 value. The command, machine and the 1-minute load average at the start and end are recorded.
@@ -22,6 +24,7 @@ and train only the (row, seed) runs it lacks, so the study can be run in parts (
 first); the earlier parts' commands, seconds and load averages are kept.
 
     PYTHONPATH=. python benchmarks/effects.py --seeds 0 1 2 --out benchmarks/results/effects.json
+    PYTHONPATH=. python benchmarks/effects.py --pretrained none --out benchmarks/results/effects_scratch.json
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pathlib import Path
 
 from defr.data import build_dataset, generate_synthetic, hicodet_files
 from defr.data.hicodet import load_annotations
+from defr.data.synth.pretraining import HELD_OUT_CLASSES
 from defr.demo import STUDY_MASK_MODES as MASK_MODES
 from defr.demo import DemoConfig, mask_effect
 from defr.eval.ap import mean_ap
@@ -47,17 +51,18 @@ from defr.model import load_model
 from defr.train import TrainConfig, train
 
 ROWS = ("language+lse-sign", "language+bce", "random+lse-sign", "random+bce")
-CLASSIFICATION_KEYS = ("mAP", "rare", "few@1", "few@5", "few@10")
+CLASSIFICATION_KEYS = ("mAP", "rare", "few@1", "few@5", "few@10", "held_out")
 QUICK = {"images": 40, "image_size": 64, "epochs": 1, "seeds": [0], "rows": ["language+lse-sign", "random+bce"]}
 
 
-def _train(data: Path, row: str, seed: int, images_size: int, epochs: int, out: Path) -> Path:
-    init, loss = row.split("+")
+def _train(data: Path, row: str, seed: int, images_size: int, epochs: int, out: Path, pretrained: str | None) -> Path:
+    init, loss = row.split("+")  # init: the classifier's rows; the backbone is the same in every row
     demo = DemoConfig()
     cfg = TrainConfig(
         dataset="synth",
         data_root=str(data),
         backbone="tiny-vit",
+        pretrained=pretrained,
         init=init,
         text_encoder="minilm",
         loss=loss,
@@ -81,6 +86,7 @@ def classification(checkpoint: Path, data: Path) -> dict:
     metrics = evaluate_model(model, test)
     rare = load_annotations(hicodet_files(data, "test")[0]).rare  # classes with < 10 training instances
     metrics["rare"] = mean_ap(metrics["per_class_ap"], rare)
+    metrics["held_out"] = mean_ap(metrics["per_class_ap"], HELD_OUT_CLASSES)  # combinations pretraining never saw
     return {k: _points(metrics[k]) for k in CLASSIFICATION_KEYS}
 
 
@@ -112,7 +118,8 @@ def run(args: argparse.Namespace, work: Path, earlier: dict | None = None) -> di
         )
         for row in todo:
             started = time.perf_counter()
-            checkpoint = _train(data, row, seed, args.image_size, args.epochs, work / f"{row}-{seed}")
+            pretrained = None if args.pretrained == "none" else args.pretrained
+            checkpoint = _train(data, row, seed, args.image_size, args.epochs, work / f"{row}-{seed}", pretrained)
             init_runs.append({"row": row, "seed": seed, **classification(checkpoint, data)})
             if row == "language+lse-sign" and seed not in {r["seed"] for r in mask_runs}:
                 effect = mask_effect(checkpoint, data, noise=args.noise, seed=seed)
@@ -151,7 +158,13 @@ def summarise(runs: dict, seeds: list[int], rows: list[str]) -> dict:
             for s in seeds
         ]
         init["language_lse_minus_random_bce_fewshot"] = mean_std(diffs)
+        init["language_lse_minus_random_bce_held_out"] = mean_std([_row_diff(by, s, "held_out") for s in seeds])
     return {"mask": mask, "init": init}
+
+
+def _row_diff(by: dict, seed: int, key: str) -> float | None:
+    a, b = by[("language+lse-sign", seed)].get(key), by[("random+bce", seed)].get(key)
+    return None if a is None or b is None else a - b
 
 
 def _earlier(path: Path, settings: dict, seeds: list[int], parser: argparse.ArgumentParser) -> dict:
@@ -184,6 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--image-size", type=int, default=DemoConfig.image_size)
     parser.add_argument("--epochs", type=int, default=DemoConfig.epochs)
     parser.add_argument("--setting", default="crowded")
+    parser.add_argument(
+        "--pretrained", default=DemoConfig.pretrained, help="packaged tiny-vit weights (default, as the demo) or none"
+    )
     parser.add_argument("--noise", type=float, default=0.05, help="box noise ratio of the oracle detector")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed: checks the script, not DEFR")
     parser.add_argument("--extend", action="store_true", help="add the runs --out lacks to the runs it holds")
@@ -201,6 +217,7 @@ def main(argv: list[str] | None = None) -> dict:
         "image_size": args.image_size,
         "epochs": args.epochs,
         "noise": args.noise,
+        "pretrained": args.pretrained,
     }
     earlier = _earlier(args.out, settings, args.seeds, parser) if args.extend else None
     load_start, started = os.getloadavg()[0], time.perf_counter()

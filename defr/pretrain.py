@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from defr.data.synth.pretraining import (
     HELD_OUT,
@@ -290,7 +291,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, command: str | None = No
     )
     running: dict[str, list[float]] = {"image": [], "pair": []}
     started = time.perf_counter() - seconds
-    for batch in loader:
+    for batch in tqdm(loader, desc="pretrain", unit="step", initial=step, total=cfg.steps, leave=False):
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
         losses = pretrain_losses(model, batch, text)
@@ -312,7 +313,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, command: str | None = No
                 "seconds": round(elapsed, 1),
                 "loss_image": float(np.mean(running["image"])),
                 "loss_pair": float(np.mean(running["pair"])),
-                "scale": float(model.scale()),
+                "scale": model.scale().item(),
                 **zero_shot_scores(model, held_out, text),
             }
             log.append(entry)
@@ -363,6 +364,39 @@ def _load_state(path: Path, cfg: PretrainConfig, model: AlignedTower, opt) -> tu
 def _write_log(out: Path, log: list[dict]) -> None:
     with atomic_path(out / LOG_NAME) as tmp:
         Path(tmp).write_text("".join(json.dumps(e) + "\n" for e in log))
+    plot_log(log, out / "pretrain_log.png")
+
+
+def plot_log(log: list[dict], path: Path) -> Path:
+    """Losses and zero-shot scores (held-out synthetic split) against images seen, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    trained = [e for e in log if "loss_image" in e]
+    for key, label in (("loss_image", "image ↔ caption"), ("loss_pair", "pair ↔ clause")):
+        left.plot([e["images_seen"] for e in trained], [e[key] for e in trained], marker=".", label=label)
+    left.set(xlabel="images seen", ylabel="loss", title="pretraining loss")
+    curves = (
+        ("zero_shot_mAP_seen", "image mAP, seen classes"),
+        ("zero_shot_mAP_held_out", "image mAP, held-out classes"),
+        ("pair_top1_seen", "pair top-1, seen"),
+        ("pair_top1_held_out", "pair top-1, held-out"),
+    )
+    for key, label in curves:
+        points = [(e["images_seen"], e[key]) for e in log if e.get(key) is not None]
+        right.plot(*zip(*points, strict=True), marker=".", label=label)
+    right.set(xlabel="images seen", ylabel="fraction", ylim=(0, 1), title="zero-shot, held-out synthetic split")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _commit() -> str | None:

@@ -37,7 +37,8 @@ def test_quick_run_writes_the_schema(tmp_path):
     if hard is not None and none is not None:
         assert mask["hard_minus_none"]["values"][0] == pytest.approx(hard - none)
     assert init["seeds"] == [0] and set(init["rows"]) == {"language+lse-sign", "random+bce"}
-    assert set(init["rows"]["random+bce"]) == {"mAP", "rare", "few@1", "few@5", "few@10"}
+    assert set(init["rows"]["random+bce"]) == {"mAP", "rare", "few@1", "few@5", "few@10", "held_out"}
+    assert result["settings"]["pretrained"] == "defr-synth" and "language_lse_minus_random_bce_held_out" in init
     assert set(init["language_lse_minus_random_bce_fewshot"]) == {"mean", "std", "values"}
     text = _effects("tables").table(out)  # the docs' tables are made from the file
     assert "**Mask effect**" in text and "| random + bce |" in text and result["command"] in text

@@ -19,6 +19,12 @@ from defr.demo import DemoConfig, run_demo, summary
 @click.option("--image-size", type=int, default=DemoConfig.image_size, show_default=True)
 @click.option("--epochs", type=int, default=DemoConfig.epochs, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--pretrained",
+    default=DemoConfig.pretrained,
+    show_default=True,
+    help="Packaged tiny-vit weights to fine-tune, or 'none' to train from random initialisation.",
+)
 @click.option("--skip-detection", is_flag=True, help="Stop after classification.")
 @click.option("--skip-export", is_flag=True, help="Do not export to ONNX.")
 @click.option("--skip-video", is_flag=True, help="Do not run the video stage.")
@@ -32,6 +38,7 @@ def demo_command(
     image_size: int,
     epochs: int,
     seed: int,
+    pretrained: str,
     skip_detection: bool,
     skip_export: bool,
     skip_video: bool,
@@ -46,6 +53,7 @@ def demo_command(
         image_size=image_size,
         epochs=epochs,
         seed=seed,
+        pretrained=None if pretrained.lower() == "none" else pretrained,
         detection=not skip_detection,
         export=not skip_export,
         video=not skip_video,

@@ -13,6 +13,7 @@ from defr.eval.classification import evaluate_model
 from defr.eval.hicodet import SETTINGS, SUMMARY_KEYS, evaluate_hicodet, load_results
 from defr.files import write_json
 from defr.model import load_model
+from defr.model.factory import zero_shot_model
 
 
 def percent(fraction: float | None) -> str:
@@ -23,10 +24,18 @@ def percent(fraction: float | None) -> str:
 @click.command("evaluate")
 @click.option(
     "--checkpoint",
-    required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Our .safetensors checkpoint or the released DEFR .pth.",
+    help="Our .safetensors checkpoint or the released DEFR .pth (not with --zero-shot).",
 )
+@click.option(
+    "--zero-shot",
+    is_flag=True,
+    help="No checkpoint: score every class by its text embedding alone, on --backbone / --pretrained weights.",
+)
+@click.option("--backbone", help="With --zero-shot: the backbone (tiny-vit, ViT-B-16, ...).")
+@click.option("--pretrained", help="With --zero-shot: its language-aligned weights (defr-synth, openai, a file).")
+@click.option("--text-encoder", default="minilm", show_default=True, help="With --zero-shot: the text encoder.")
+@click.option("--image-size", type=click.IntRange(min=16), help="With --zero-shot: input size (default: the weights').")
 @click.option("--dataset", "dataset_name", required=True, type=click.Choice(DATASETS))
 @click.option("--data-root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", type=click.Choice(SPLITS), default="test", show_default=True)
@@ -35,7 +44,12 @@ def percent(fraction: float | None) -> str:
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), help="Write the metrics here.")
 def evaluate_command(
-    checkpoint: Path,
+    checkpoint: Path | None,
+    zero_shot: bool,
+    backbone: str | None,
+    pretrained: str | None,
+    text_encoder: str,
+    image_size: int | None,
     dataset_name: str,
     data_root: Path,
     split: str,
@@ -44,19 +58,49 @@ def evaluate_command(
     workers: int,
     json_out: Path | None,
 ) -> None:
-    """HICO classification metrics (mAP, Few@1/5/10, known-object mAP) of a checkpoint on a dataset split."""
+    """HICO classification metrics (mAP, Few@1/5/10, known-object mAP) of a checkpoint on a dataset split.
+
+    With --zero-shot, of language-aligned pretrained weights and no DEFR training at all: the classifier is
+    the classes' text embeddings through the weights' projection (the fine-tuning's starting point).
+    """
     with one_line_errors():
-        model = load_model(checkpoint)
-        spec = model.cfg.backbone
-        dataset = build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
+        if zero_shot:
+            model, dataset = zero_shot_setup(
+                backbone, pretrained, text_encoder, image_size, checkpoint, dataset_name, data_root, split
+            )
+            name = f"zero-shot {backbone} --pretrained {pretrained} ({text_encoder})"
+        else:
+            if checkpoint is None:
+                raise click.UsageError("give --checkpoint, or --zero-shot with --backbone and --pretrained")
+            model = load_model(checkpoint)
+            spec = model.cfg.backbone
+            dataset = build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
+            name = checkpoint.name
         metrics = evaluate_model(model, dataset, batch_size=batch_size, device=device, num_workers=workers)
-        click.echo(f"{checkpoint.name} on {dataset_name} {split} ({len(dataset)} images), AP in %:")
+        click.echo(f"{name} on {dataset_name} {split} ({len(dataset)} images), AP in %:")
         for key in ("mAP", "few@1", "few@5", "few@10", "ko_mAP"):
             click.echo(f"  {key:<7} {percent(metrics[key])}")
         click.echo(f"  classes evaluated: {metrics['num_classes_evaluated']} of {len(dataset.class_names)}")
         if json_out is not None:
-            source = {"checkpoint": str(checkpoint), "dataset": dataset_name, "data_root": str(data_root)}
+            model_source = (
+                {"zero_shot": {"backbone": backbone, "pretrained": pretrained, "text_encoder": text_encoder}}
+                if zero_shot
+                else {"checkpoint": str(checkpoint)}
+            )
+            source = {**model_source, "dataset": dataset_name, "data_root": str(data_root)}
             write_json({**source, "split": split, **metrics}, json_out)
+
+
+def zero_shot_setup(backbone, pretrained, text_encoder, image_size, checkpoint, dataset_name, data_root, split):
+    """(model, dataset) for ``--zero-shot``: the options it needs checked, the model over the dataset's classes."""
+    if checkpoint is not None:
+        raise click.UsageError("--zero-shot scores pretrained weights without a checkpoint: drop --checkpoint")
+    if not backbone or not pretrained:
+        raise click.UsageError("--zero-shot needs --backbone and --pretrained (e.g. tiny-vit, defr-synth)")
+    names = build_dataset(dataset_name, data_root, split, 16, (0.5,) * 3, (0.5,) * 3).class_names
+    model = zero_shot_model(backbone, pretrained, text_encoder, names, image_size)
+    spec = model.cfg.backbone
+    return model, build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
 
 
 @click.command("eval-hicodet")

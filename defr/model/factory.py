@@ -6,6 +6,8 @@ Classifier rules (recorded in ``cfg.init["head_rule"]``):
 - ``init="language"`` with an open_clip CLIP backbone whose weights came with the visual projection
   P [D, E], and a ``clip:`` text encoder of dimension E: the released model's head, ``W = T·Pᵀ``,
   head ``clip``, logit scale exp(4.61) (DESIGN.md §3).
+- ``init="language"`` with packaged weights pretrained against that text encoder (``defr pretrain``:
+  ``tiny-vit --pretrained defr-synth`` with ``minilm``): ``W = T·Pᵀ`` with their projection, head ``cosine``.
 - ``init="language"`` otherwise: ``W = project_embeddings(T, D)`` (identity when the text dimension
   equals the feature dimension D), head ``cosine``.
 """
@@ -75,7 +77,13 @@ def build_model(
         rule = "random N(0, 0.02²), cosine head"
         return DEFR(DEFRConfig(spec, list(class_names), init={**record, "head_rule": rule}, **gamma), backbone=net)
     weights, head, scale, rule, name = language_classifier(
-        class_names, spec.feature_dim, extras.get("visual_proj"), text_encoder, templates, encoder
+        class_names,
+        spec.feature_dim,
+        extras.get("visual_proj"),
+        text_encoder,
+        templates,
+        encoder,
+        aligned_text_encoder=extras.get("aligned_text_encoder"),
     )
     record.update(text_encoder=name, templates=list(templates), head_rule=rule)
     kwargs = {"logit_scale": scale} if scale is not None else {}
@@ -86,6 +94,29 @@ def build_model(
     return model
 
 
+def zero_shot_model(
+    backbone: str, pretrained: str, text_encoder: str, class_names: list[str], image_size: int | None = None
+) -> DEFR:
+    """Language-aligned pretrained weights with the classes' text embeddings as the classifier, untrained.
+
+    image_size: None for the weights' own input size (the packaged weights' sidecar; else 224).
+    Refuses weights whose projection was not trained against ``text_encoder``: without that alignment a
+    "zero-shot" score is meaningless.
+    """
+    from defr.model.pretrained import BUILTIN_WEIGHTS, builtin_sidecar
+
+    if image_size is None:
+        packaged = (backbone, pretrained) in BUILTIN_WEIGHTS
+        image_size = builtin_sidecar(backbone, pretrained)["image_size"] if packaged else 224
+    model = build_model(backbone, class_names, image_size, pretrained, init="language", text_encoder=text_encoder)
+    if not model.cfg.init["head_rule"].startswith(("aligned", "clip")):
+        raise ConfigError(
+            f"{backbone} --pretrained {pretrained} is not aligned with text encoder {text_encoder!r} "
+            f"({model.cfg.init['head_rule']}): zero-shot needs weights pretrained against that encoder"
+        )
+    return model
+
+
 def language_classifier(
     class_names: list[str],
     feature_dim: int,
@@ -93,8 +124,13 @@ def language_classifier(
     text_encoder: str | None,
     templates: tuple[str, ...],
     encoder: TextEncoder | None = None,
+    aligned_text_encoder: str | None = None,
 ) -> tuple[torch.Tensor, str, float | None, str, str]:
-    """Classifier rows from class-name embeddings: (W [C, D], head, logit scale or None, rule, encoder name)."""
+    """Classifier rows from class-name embeddings: (W [C, D], head, logit scale or None, rule, encoder name).
+
+    aligned_text_encoder: the text encoder that ``visual_proj`` was trained against (packaged weights,
+    ``defr pretrain``); with that encoder the rows are ``T·Pᵀ``, the pretraining's own class scores.
+    """
     from defr.model import text
 
     if encoder is None:
@@ -108,6 +144,9 @@ def language_classifier(
     if visual_proj is not None and clip_text and emb.shape[1] == visual_proj.shape[1]:
         rule = f"clip: W = T·Pᵀ with CLIP's visual projection P {tuple(visual_proj.shape)}, scale exp(4.61)"
         return clip_head_weights(emb, visual_proj), "clip", CLIP_LOGIT_SCALE, rule, name
+    if visual_proj is not None and name == aligned_text_encoder and emb.shape[1] == visual_proj.shape[1]:
+        rule = f"aligned: W = T·Pᵀ with the pretrained projection P {tuple(visual_proj.shape)} ({name}, as pretrained)"
+        return clip_head_weights(emb, visual_proj), "cosine", None, rule, name
     if emb.shape[1] == feature_dim:
         rule = f"cosine: W = T (text dim {emb.shape[1]} = feature dim)"
     else:

@@ -9,9 +9,12 @@ says to pass a local file.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import socket
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -84,8 +87,53 @@ def _safe_alternatives(filename: str) -> list[str]:
     return [filename]
 
 
+# Weights that ship with the package (defr/assets/pretrained): (backbone, tag) → file name; each has a
+# sidecar ``<file>.json`` with its SHA-256, size, the command, commit and seeds that made it.
+BUILTIN_WEIGHTS = {("tiny-vit", "defr-synth"): "tiny-vit-defr-synth.safetensors"}
+
+
+def builtin_sidecar(name: str, tag: str) -> dict:
+    """The sidecar of the packaged weights ``tag`` of backbone ``name``; PretrainedWeightsError if unknown."""
+    if (name, tag) not in BUILTIN_WEIGHTS:
+        known = ", ".join(f"{b} --pretrained {t}" for b, t in BUILTIN_WEIGHTS)
+        raise PretrainedWeightsError(f"backbone {name!r} has no packaged weights {tag!r} (packaged: {known})")
+    path = _asset(BUILTIN_WEIGHTS[name, tag]).with_suffix(".json")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise PretrainedWeightsError(f"{path}: the packaged weights' sidecar cannot be read ({e})") from None
+
+
+def builtin_weights(name: str, tag: str) -> Path:
+    """The packaged weights file, after checking its size and SHA-256 against its sidecar (one line if not)."""
+    meta = builtin_sidecar(name, tag)
+    path = _asset(BUILTIN_WEIGHTS[name, tag])
+    if not path.is_file():
+        raise PretrainedWeightsError(f"{path}: the packaged weights {tag!r} are missing (reinstall defr)")
+    size = path.stat().st_size
+    if size != meta.get("bytes"):
+        raise PretrainedWeightsError(
+            f"{path}: {size} bytes, the sidecar says {meta.get('bytes')}: the packaged weights {tag!r} were changed "
+            "or truncated (reinstall defr)"
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != meta.get("sha256"):
+        raise PretrainedWeightsError(
+            f"{path}: SHA-256 {digest[:12]}… is not the sidecar's {str(meta.get('sha256'))[:12]}…: the packaged "
+            f"weights {tag!r} were changed (reinstall defr)"
+        )
+    return path
+
+
+def _asset(file_name: str) -> Path:
+    return Path(str(resources.files("defr.assets").joinpath("pretrained", file_name)))
+
+
 def resolve_weights(spec: BackboneSpec, pretrained: str) -> Path:
-    """A local weights file for ``pretrained``: the file itself, or the tag's download (network or cache)."""
+    """A local weights file for ``pretrained``: the file itself, the packaged file of a builtin tag
+    (``BUILTIN_WEIGHTS``, checked), or the tag's download (network or cache)."""
+    if spec.source == "builtin" and not is_file_like(pretrained):
+        return builtin_weights(spec.name, pretrained)
     if is_file_like(pretrained):
         path = Path(pretrained)
         if not path.is_file():
@@ -220,7 +268,9 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, pretrained: str) ->
     """Load weights into ``backbone`` from a tag (hub, needs network) or a local file.
 
     Returns a dict of extras the weights came with: ``{"visual_proj": P [D, E]}`` for CLIP weights
-    (CLIP's visual projection, which the official head folds into the classifier), else ``{}``.
+    (CLIP's visual projection, which the official head folds into the classifier), plus
+    ``"aligned_text_encoder"`` for packaged weights (the text encoder their projection was trained
+    against: ``defr pretrain``), else ``{}``.
     """
     if spec.vit is not None:
         _check_quick_gelu(spec, pretrained)
@@ -241,4 +291,6 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, pretrained: str) ->
         except ValueError as e:
             raise PretrainedWeightsError(f"{source}: {e}") from None
     load_state_strict(backbone, state, source)
+    if spec.source == "builtin" and not is_file_like(pretrained):
+        extras["aligned_text_encoder"] = builtin_sidecar(spec.name, pretrained)["text_encoder"]
     return extras

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from defr import vocab
 from defr.data.synth.classes import CLASSES, SynthError
 from defr.data.synth.images import Annotation, draw_image
+from defr.data.synth.pretraining import check_evaluation_seed
 from defr.data.synth.settings import SETTINGS, SceneSetting, scene_setting
 from defr.files import atomic_path, clean_stale_staging, replace_dir, staging_dir, write_json
 
@@ -100,6 +101,7 @@ def generate_synthetic(
     ``overwrite`` (module docstring: only the set's own entries are ever replaced). Raises
     SynthError for a folder it may not write, before anything is written.
     """
+    check_evaluation_seed(seed)
     if images < 8:
         raise SynthError(f"images must be >= 8, got {images}")
     if size < 32:

@@ -65,6 +65,15 @@ class CaptionedImage:
     caption: str
 
 
+def check_evaluation_seed(seed: int) -> None:
+    """Refuse a seed reserved for pretraining in a data set or video that a model is trained or scored on."""
+    if seed >= PRETRAIN_SEED_START:
+        raise SynthError(
+            f"seed {seed} is reserved for pretraining (seeds >= {PRETRAIN_SEED_START}): data sets and videos use "
+            "smaller seeds, so that no pretraining image is ever trained or scored on"
+        )
+
+
 def check_pretraining_seed(seed: int) -> None:
     if not PRETRAIN_SEED_START <= seed < SEED_END:
         raise SynthError(f"pretraining seeds are in [{PRETRAIN_SEED_START}, {SEED_END}), got {seed}")

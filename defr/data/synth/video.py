@@ -43,6 +43,7 @@ from defr.data.synth.classes import CLASSES, SynthError
 from defr.data.synth.dataset import TRAIN_TAIL
 from defr.data.synth.figure import random_look
 from defr.data.synth.images import background, drawn_box, placement, row_cells
+from defr.data.synth.pretraining import check_evaluation_seed
 from defr.data.synth.scenes import SCENES
 from defr.data.synth.shapes import render
 from defr.files import atomic_path, umask
@@ -245,6 +246,7 @@ def generate_synthetic_video(
     if out.suffix.lower() != ".mp4":
         raise SynthError(f"{out}: the synthetic video is written as .mp4")
     av = import_av("writing the synthetic video")
+    check_evaluation_seed(seed)
     script = make_script(np.random.default_rng(seed), frames, fps, width, setting)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
