@@ -57,7 +57,7 @@ QUICK = {"images": 40, "image_size": 64, "epochs": 1, "seeds": [0], "rows": ["la
 
 def _train(data: Path, row: str, seed: int, images_size: int, epochs: int, out: Path, pretrained: str | None) -> Path:
     init, loss = row.split("+")  # init: the classifier's rows; the backbone is the same in every row
-    demo = DemoConfig()
+    demo = DemoConfig(pretrained=pretrained)
     cfg = TrainConfig(
         dataset="synth",
         data_root=str(data),
@@ -69,7 +69,7 @@ def _train(data: Path, row: str, seed: int, images_size: int, epochs: int, out: 
         epochs=epochs,
         batch_size=32,
         image_size=images_size,
-        lr=demo.lr,
+        lr=demo.learning_rate,
         logit_scale=demo.logit_scale,
         restart_every=epochs,
         seed=seed,

@@ -30,7 +30,7 @@ def run(rows: list[str], seeds: list[int], images: int, epochs: int, work: Path)
     from defr.model import load_checkpoint
     from defr.train import TrainConfig, train
 
-    demo = DemoConfig()
+    demo = DemoConfig(pretrained=None)  # the from-scratch ablation it has always been
     data = generate_synthetic(work / "data", images=images, seed=0, size=demo.image_size)
     runs = []
     for row in rows:
@@ -46,7 +46,7 @@ def run(rows: list[str], seeds: list[int], images: int, epochs: int, work: Path)
                 epochs=epochs,
                 batch_size=32,
                 image_size=demo.image_size,
-                lr=demo.lr,
+                lr=demo.learning_rate,
                 logit_scale=demo.logit_scale,
                 restart_every=epochs,
                 seed=seed,
@@ -67,7 +67,7 @@ def run(rows: list[str], seeds: list[int], images: int, epochs: int, work: Path)
         "images": images,
         "epochs": epochs,
         "image_size": demo.image_size,
-        "lr": demo.lr,
+        "lr": demo.learning_rate,
         "logit_scale": demo.logit_scale,
         "seeds": seeds,
         "runs": runs,

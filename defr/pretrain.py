@@ -268,6 +268,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, command: str | None = No
     if resume and not state_path.is_file():
         raise PretrainError(f"{out}: no {STATE_NAME} to resume")
     out.mkdir(parents=True, exist_ok=True)
+    commit = _commit()  # the code that runs: HEAD may move while a long run goes on
     encoder = load_text_encoder(cfg.text_encoder)
     text = class_embeddings(encoder, class_prompts(class_names(), ("{}",))).float()  # [C, E], unit rows
     model = AlignedTower(cfg.image_size, text.shape[1])
@@ -321,7 +322,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, command: str | None = No
             _save_state(state_path, cfg, model, opt, step, elapsed, log)
             _write_log(out, log)
             print(json.dumps(entry), file=sys.stderr, flush=True)
-    return write_weights(model, out / WEIGHTS_NAME, cfg, log, command)
+    return write_weights(model, out / WEIGHTS_NAME, cfg, log, command, commit)
 
 
 def _chunks(items: list, n: int) -> list[list]:
@@ -409,7 +410,9 @@ def _commit() -> str | None:
         return None
 
 
-def write_weights(model: AlignedTower, path: Path, cfg: PretrainConfig, log: list[dict], command: str | None) -> Path:
+def write_weights(
+    model: AlignedTower, path: Path, cfg: PretrainConfig, log: list[dict], command: str | None, commit: str | None
+) -> Path:
     """The tower's weights in fp16 safetensors (our ViT names, ``proj``) and its sidecar ``.json``."""
     from safetensors.torch import save_file
 
@@ -429,7 +432,7 @@ def write_weights(model: AlignedTower, path: Path, cfg: PretrainConfig, log: lis
         "sha256": digest,
         "bytes": path.stat().st_size,
         "command": command,
-        "commit": _commit(),
+        "commit": commit,
         "seeds": {
             "batches": [PRETRAIN_SEED_START, PRETRAIN_SEED_START + cfg.steps - 1],
             "zero_shot_split": ZERO_SHOT_SEED_START,

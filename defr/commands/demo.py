@@ -18,6 +18,7 @@ from defr.demo import DemoConfig, run_demo, summary
 @click.option("--images", type=int, default=DemoConfig.images, show_default=True, help="Synthetic images.")
 @click.option("--image-size", type=int, default=DemoConfig.image_size, show_default=True)
 @click.option("--epochs", type=int, default=DemoConfig.epochs, show_default=True)
+@click.option("--lr", type=float, help="Learning rate (default 1e-4 with --pretrained weights, 3e-4 without).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--pretrained",
@@ -37,6 +38,7 @@ def demo_command(
     images: int,
     image_size: int,
     epochs: int,
+    lr: float | None,
     seed: int,
     pretrained: str,
     skip_detection: bool,
@@ -52,6 +54,7 @@ def demo_command(
         images=images,
         image_size=image_size,
         epochs=epochs,
+        lr=lr,
         seed=seed,
         pretrained=None if pretrained.lower() == "none" else pretrained,
         detection=not skip_detection,
