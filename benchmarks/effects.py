@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", nargs="+", choices=ROWS, help="default: all four (--quick: two)")
     parser.add_argument("--images", type=int, default=DemoConfig.images)
     parser.add_argument("--image-size", type=int, default=DemoConfig.image_size)
-    parser.add_argument("--epochs", type=int, default=DemoConfig.epochs)
+    parser.add_argument("--epochs", type=int, help="default: the demo's (8 fine-tuning, 18 from scratch)")
     parser.add_argument("--setting", default="crowded")
     parser.add_argument(
         "--pretrained", default=DemoConfig.pretrained, help="packaged tiny-vit weights (default, as the demo) or none"
@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict:
         args.images, args.image_size, args.epochs = QUICK["images"], QUICK["image_size"], QUICK["epochs"]
         args.seeds, args.rows = QUICK["seeds"], args.rows or QUICK["rows"]
     args.rows = args.rows or list(ROWS)
+    if args.epochs is None:
+        args.epochs = DemoConfig(pretrained=None if args.pretrained == "none" else args.pretrained).training_epochs
     if "language+lse-sign" not in args.rows:
         parser.error("the mask study uses the language+lse-sign model: keep that row")
     settings = {

@@ -390,6 +390,12 @@ def _ms(x: dict, bold: bool = False) -> str:
     return f"{f'**{head}**' if bold else head} [{values}]"
 
 
+def _start(settings: dict) -> str:
+    """Where the effects runs' tiny-vit started: the packaged pretrained weights or random initialisation."""
+    tag = settings.get("pretrained")
+    return f"fine-tuned from `--pretrained {tag}`" if tag and tag != "none" else "from random initialisation"
+
+
 def effects_table(r: dict) -> str:
     """benchmarks/effects.py output: the mask effect and the init/loss effect, mean ± std over seeds."""
     mask, init, st = r["mask"], r["init"], r["settings"]
@@ -416,20 +422,29 @@ def effects_table(r: dict) -> str:
         f"**Init / loss effect**: classification mAP points on the test split, seeds {init['seeds']}; rare: classes "
         "with < 10 training images; Few@k: classes with <= k",
         "",
-        "| init + loss | mAP | rare | Few@1 | Few@5 | Few@10 |",
-        "|---|---:|---:|---:|---:|---:|",
+    ]
+    first = next(iter(init["rows"].values()))
+    keys = [k for k in ("mAP", "rare", "few@1", "few@5", "few@10", "held_out") if k in first]
+    names = {"few@1": "Few@1", "few@5": "Few@5", "few@10": "Few@10", "held_out": "held-out combinations"}
+    lines += [
+        "| init + loss | " + " | ".join(names.get(k, k) for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
     ]
     for row, stats in init["rows"].items():
-        cells = " | ".join(_ms(stats[k]) for k in ("mAP", "rare", "few@1", "few@5", "few@10"))
+        cells = " | ".join(_ms(stats[k]) for k in keys)
         lines.append(f"| {row.replace('+', ' + ')} | {cells} |")
-    if "language_lse_minus_random_bce_fewshot" in init:
-        head = _ms(init["language_lse_minus_random_bce_fewshot"], bold=True)
-        lines.append(f"| language + lse-sign − random + bce, Few@10 | | | | | {head} |")
+    for key, label in (("fewshot", "Few@10"), ("held_out", "held-out")):
+        diff = init.get(f"language_lse_minus_random_bce_{key}")
+        if diff is not None:
+            cells = ["" for _ in keys]
+            cells[keys.index("few@10" if key == "fewshot" else "held_out")] = _ms(diff, bold=True)
+            lines.append(f"| language + lse-sign − random + bce, {label} | " + " | ".join(cells) + " |")
     parts = [*r.get("earlier_parts", []), {k: r[k] for k in ("command", "seconds", "load_average_1min")}]
     lines += [
         "",
         f"Settings: `{st['setting']}`, {st['images']} images at {st['image_size']} px, {st['epochs']} epochs, "
-        f"tiny-vit with the demo's settings — {r['machine'].get('cpu')} ({r['machine'].get('cores')} cores). Commands:",
+        f"tiny-vit {_start(st)} with the demo's settings — {r['machine'].get('cpu')} ({r['machine'].get('cores')} "
+        "cores). Commands:",
         "",
     ]
     for part in parts:

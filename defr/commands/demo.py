@@ -17,7 +17,7 @@ from defr.demo import DemoConfig, run_demo, summary
 )
 @click.option("--images", type=int, default=DemoConfig.images, show_default=True, help="Synthetic images.")
 @click.option("--image-size", type=int, default=DemoConfig.image_size, show_default=True)
-@click.option("--epochs", type=int, default=DemoConfig.epochs, show_default=True)
+@click.option("--epochs", type=int, help="Training epochs (default 8 with --pretrained weights, 18 without).")
 @click.option("--lr", type=float, help="Learning rate (default 1e-4 with --pretrained weights, 3e-4 without).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -37,7 +37,7 @@ def demo_command(
     output: Path,
     images: int,
     image_size: int,
-    epochs: int,
+    epochs: int | None,
     lr: float | None,
     seed: int,
     pretrained: str,
