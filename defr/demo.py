@@ -149,7 +149,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         image_size=cfg.image_size,
         lr=cfg.learning_rate,
         logit_scale=cfg.logit_scale,
-        restart_every=cfg.training_epochs,  # one cosine cycle: a restart this early costs a short run more than it helps
+        # one cosine cycle: a restart this early costs a short run more than it helps
+        restart_every=cfg.training_epochs,
         seed=cfg.seed,
         output=str(out / "run"),
     )
