@@ -21,7 +21,8 @@ value. The command, machine and the 1-minute load average at the start and end a
 random+bce unless ``--rows`` says otherwise) for the test suite: it checks the script and the schema,
 its numbers mean nothing. ``--extend``: keep the runs already in ``--out`` (same settings and seeds)
 and train only the (row, seed) runs it lacks, so the study can be run in parts (the headline rows
-first); the earlier parts' commands, seconds and load averages are kept.
+first); the earlier parts' commands, seconds and load averages are kept. ``--merge A B C``: summarise
+part files run side by side (one seed each, same settings) into ``--out``, keeping each part's record.
 
     PYTHONPATH=. python benchmarks/effects.py --seeds 0 1 2 --out benchmarks/results/effects.json
     PYTHONPATH=. python benchmarks/effects.py --pretrained none --out benchmarks/results/effects_scratch.json
@@ -184,6 +185,29 @@ def _earlier(path: Path, settings: dict, seeds: list[int], parser: argparse.Argu
     }
 
 
+def merge_parts(paths: list[Path], parser: argparse.ArgumentParser) -> tuple[dict, dict, list[int], list[str], list]:
+    """The runs of part files run side by side (one seed each, same settings) → (runs, settings, seeds,
+    rows, parts): each part's command, seconds and load average are kept."""
+    parts = [read_json(p) for p in paths]
+    settings = parts[0]["settings"]
+    for path, part in zip(paths, parts, strict=True):
+        if part["settings"] != settings or part["quick"] != parts[0]["quick"]:
+            parser.error(f"--merge: {path} was run with {part['settings']}, not {settings}")
+    seeds = [s for part in parts for s in part["init"]["seeds"]]
+    if len(set(seeds)) != len(seeds):
+        parser.error(f"--merge: the parts repeat seeds {seeds}")
+    runs = {
+        "mask_runs": [r for part in parts for r in part["mask"]["runs"]],
+        "init_runs": [r for part in parts for r in part["init"]["runs"]],
+    }
+    history = [
+        e
+        for part in parts
+        for e in [*part.get("earlier_parts", []), {k: part[k] for k in ("command", "seconds", "load_average_1min")}]
+    ]
+    return runs, settings, sorted(seeds), settings["rows"], history
+
+
 def _diff(subset: dict, a: str, b: str) -> float | None:
     x, y = subset[a]["full"], subset[b]["full"]
     return None if x is None or y is None else x - y
@@ -203,8 +227,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--noise", type=float, default=0.05, help="box noise ratio of the oracle detector")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one seed: checks the script, not DEFR")
     parser.add_argument("--extend", action="store_true", help="add the runs --out lacks to the runs it holds")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", help="summarise part files run side by side (one seed each) into --out"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/effects.json"))
     args = parser.parse_args(argv)
+    if args.merge:
+        return _write_merged(args, argv, parser)
     if args.quick:
         args.images, args.image_size, args.epochs = QUICK["images"], QUICK["image_size"], QUICK["epochs"]
         args.seeds, args.rows = QUICK["seeds"], args.rows or QUICK["rows"]
@@ -244,6 +273,25 @@ def main(argv: list[str] | None = None) -> dict:
     write_json(result, args.out, indent=2)
     m, i = result["mask"]["hard_minus_none"], result["init"].get("language_lse_minus_random_bce_fewshot")
     print(f"hard - none (>= 2 people): {m}\nlanguage+LSE - random+BCE (few@10): {i}\nwrote {args.out}")
+    return result
+
+
+def _write_merged(args: argparse.Namespace, argv: list[str] | None, parser: argparse.ArgumentParser) -> dict:
+    runs, settings, seeds, rows, parts = merge_parts(args.merge, parser)
+    command = " ".join(["python", *sys.argv]) if argv is None else " ".join(["python", "benchmarks/effects.py", *argv])
+    load = os.getloadavg()[0]
+    result = {
+        "command": command,
+        "load_average_1min": {"start": load, "end": load},
+        "seconds": 0.0,
+        "earlier_parts": parts,
+        "machine": read_json(args.merge[0])["machine"],
+        "quick": read_json(args.merge[0])["quick"],
+        "settings": settings,
+        **summarise(runs, seeds, rows),
+    }
+    write_json(result, args.out, indent=2)
+    print(f"merged {len(args.merge)} parts (seeds {seeds}) into {args.out}")
     return result
 
 

@@ -53,6 +53,10 @@ def test_demo_runs_every_stage(tmp_path):
     assert (out / "video" / "timeline.png").read_bytes()[:4] == b"\x89PNG"
     assert [row["seed"] for row in report["video_seeds"]] == [0, 1]
     assert "mask effect" in r.output and "frame-level HICO-DET" in r.output
+    # the packaged weights: recorded by name and SHA-256, scored zero-shot before fine-tuning
+    assert report["pretrained"]["name"] == "defr-synth" and len(report["pretrained"]["sha256"]) == 64
+    assert 0.0 <= report["zero_shot"]["mAP"] <= 1.0 and "held_out_mAP" in report["classification"]
+    assert "zero-shot" in r.output
 
 
 def test_images_with_people_counts_distinct_people():

@@ -38,6 +38,17 @@ def test_quick_run_writes_the_schema(tmp_path):
         assert mask["hard_minus_none"]["values"][0] == pytest.approx(hard - none)
     assert init["seeds"] == [0] and set(init["rows"]) == {"language+lse-sign", "random+bce"}
     assert set(init["rows"]["random+bce"]) == {"mAP", "rare", "few@1", "few@5", "few@10", "held_out"}
+    # parts run side by side (one seed each) merge into one file with every part's record
+    other = json.loads(out.read_text())
+    other["init"]["seeds"], other["mask"]["seeds"] = [1], [1]
+    for run in other["init"]["runs"] + other["mask"]["runs"]:
+        run["seed"] = 1
+    (tmp_path / "s1.json").write_text(json.dumps(other))
+    merged = _effects().main(["--merge", str(out), str(tmp_path / "s1.json"), "--out", str(tmp_path / "m.json")])
+    assert merged["init"]["seeds"] == [0, 1] and len(merged["mask"]["hard_minus_none"]["values"]) == 2
+    assert len(merged["earlier_parts"]) == 2
+    with pytest.raises(SystemExit):  # the same seed twice
+        _effects().main(["--merge", str(out), str(out), "--out", str(tmp_path / "bad.json")])
     assert result["settings"]["pretrained"] == "defr-synth" and "language_lse_minus_random_bce_held_out" in init
     assert set(init["language_lse_minus_random_bce_fewshot"]) == {"mean", "std", "values"}
     text = _effects("tables").table(out)  # the docs' tables are made from the file
