@@ -394,6 +394,7 @@ def test_client_times_out_instead_of_hanging(stub):
 # --- the Serve application on a local Ray (one per module) -----------------------------------------------------
 
 TOKEN = "test-token"
+SLOTS, BODY_TIMEOUT_S = 8, 3.0
 
 
 @pytest.fixture(scope="module")
@@ -410,10 +411,19 @@ def served(tmp_path_factory):
     init_ray(num_cpus=2)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        limits = Limits(max_body_bytes=200_000, max_frames=6, max_boxes=20)
-        config = ServeConfig(model, max_batch=8, batch_wait_ms=20, token=TOKEN, request_timeout_s=30, limits=limits)
+        limits = Limits(max_body_bytes=200_000, max_frames=6, max_boxes=20, max_in_flight=SLOTS)
+        config = ServeConfig(
+            model,
+            max_batch=8,
+            batch_wait_ms=20,
+            token=TOKEN,
+            request_timeout_s=30,
+            body_timeout_s=BODY_TIMEOUT_S,
+            limits=limits,
+            pin=ModelPin.of(model),
+        )
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-        yield {"url": f"http://127.0.0.1:{port}", "model": model, "serve": serve, "app": APP_NAME}
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "model": model, "serve": serve, "app": APP_NAME}
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -483,6 +493,54 @@ def test_served_errors_are_one_line_json_with_status(served):
     assert client.detect(images, dets)  # the replica survived all of it
 
 
+def stalled_request(port: int) -> socket.socket:
+    """A raw authorised POST /v1/detect that promises 100,000 bytes of body and sends one."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT_S + 30)
+    head = (
+        f"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+    )
+    sock.sendall(head.encode())
+    return sock
+
+
+def status_line(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_stalled_bodies_get_503_past_the_slots_then_408_while_health_answers(served):
+    client = DetectClient(served["url"], token=TOKEN, timeout_s=10, retries=0)
+    sockets = []
+    try:
+        start = time.perf_counter()
+        for _ in range(SLOTS + 3):
+            sockets.append(stalled_request(served["port"]))
+            time.sleep(0.05)
+        assert client.health() == {"status": "ok"}  # answers while every detect slot is held
+        health_s = time.perf_counter() - start
+        answers = [status_line(sock) for sock in sockets]
+        took = time.perf_counter() - start
+    finally:
+        for sock in sockets:
+            sock.close()
+    statuses = sorted(status for status, _ in answers)
+    print(f"stalled bodies answered {statuses} in {took:.1f} s (health after {health_s:.1f} s)")
+    assert statuses.count(503) >= 3 and statuses.count(408) >= 1 and set(statuses) <= {408, 503}
+    assert all(b'"error":' in data for _, data in answers)
+    assert b"body_timeout_s=3.0" in next(data for status, data in answers if status == 408)
+    assert took < BODY_TIMEOUT_S + 20
+    images, dets = scene(21, 1)
+    assert client.detect(images, dets)  # the slots are free again
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_killed_replica_gives_503_or_a_retried_answer_never_a_hang(served):
@@ -525,3 +583,32 @@ def test_a_killed_replica_gives_503_or_a_retried_answer_never_a_hang(served):
     results = DetectClient(served["url"], token=TOKEN, timeout_s=60, retries=30, backoff_s=0.5).detect(images, dets)
     assert_same(results, want)
     assert handle.stats.remote().result(timeout_s=60)["pid"] != pid
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_replica_restarted_on_a_changed_file_refuses_with_503(served):
+    """Last in the module: it leaves the application's model refused."""
+    from defr.model import create_model, save_checkpoint
+    from defr.serve.api import file_sha256
+
+    client = DetectClient(served["url"], token=TOKEN, timeout_s=60, retries=0)
+    assert client.model()["file"]["sha256"] == file_sha256(served["model"])  # /v1/model names the pinned file
+    handle = served["serve"].get_deployment_handle("DefrModel", served["app"])
+    pid = handle.stats.remote().result(timeout_s=30)["pid"]
+    torch.manual_seed(1)
+    save_checkpoint(create_model("tiny-vit", 64), served["model"])  # another model under the same name
+    os.kill(pid, signal.SIGKILL)
+    images, dets = scene(31, 1)
+    deadline, error = time.time() + 120, None
+    while time.time() < deadline:
+        try:
+            client.detect(images, dets)
+        except ServeError as e:
+            error = e
+            if "changed since defr serve started" in str(e):
+                break
+        time.sleep(0.5)
+    assert error is not None and error.status == 503 and "changed since defr serve started" in str(error), error
+    with pytest.raises(ServeError, match="HTTP 503: model replica unhealthy: .*changed since defr serve started"):
+        client.health()

@@ -34,6 +34,10 @@ class RayConnectError(DefrError, ConnectionError):
     """No Ray cluster answers at the address given (``--ray ADDRESS``, ``defr serve --address``)."""
 
 
+class RayStartError(DefrError, RuntimeError):
+    """``ray.init`` failed (a local Ray that did not come up in time on an overloaded machine, a refused join)."""
+
+
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     """RayConnectError (one line) unless a TCP connect to the cluster at ``address`` (``auto``, ``HOST:PORT``,
     ``ray://HOST:PORT``) succeeds within ``timeout_s``."""
@@ -72,7 +76,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         if local:
             # "local", not None: None joins whatever cluster RAY_ADDRESS or a `ray start` on this machine
             # advertises, and a server meant to own its Ray would then die with somebody else's
-            ray.init(
+            _ray_init(
                 address="local",
                 num_cpus=num_cpus,
                 include_dashboard=False,
@@ -81,11 +85,21 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             )
         else:
             check_reachable(address)  # with the switch set as ray.init will see it (it resolves 127.0.0.1 by it)
-            ray.init(address=address, log_to_driver=False)
+            _ray_init(address=address, log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = previous
         if callable(sigterm):  # a handler of ours (not the default, which Ray's own cleanup then replaces)
             signal.signal(signal.SIGTERM, sigterm)
+
+
+def _ray_init(**options) -> None:
+    try:
+        ray.init(**options)
+    except Exception as e:  # Ray raises a bare Exception for a node that did not start in time
+        # Ray's own words for a node that did not start or a join it refused; one line, not its traceback
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        where = options["address"]
+        raise RayStartError(f"Ray ({where}) did not start: {lines[0] if lines else type(e).__name__}") from None
 
 
 @contextmanager
