@@ -18,6 +18,10 @@ API (JSON both ways):
   requests in flight, or the model file changed: retry or see the reason), 504 (no answer within the
   request timeout).
 
+Also here, without Ray: the model pin (``ModelPin``, a file's SHA-256), a replica's health
+(``ModelHealth``) and the checks ``defr serve`` makes before Ray starts (``check_exposure``,
+``check_port_free``, ``check_device``, ``check_token``).
+
 Detections go through the same parser as ``defr detect``'s input files (``defr.runtime.io``) and the
 box rules of ``HOIDetector.detect``; images through ``defr.images.decode_image``. Nothing here restates
 a rule of either.

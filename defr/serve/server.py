@@ -59,20 +59,15 @@ def check_before_ray(config: ServeConfig, host: str, port: int, address: str | N
     return dataclasses.replace(config, pin=pin)
 
 
-def _say_health(log: Callable[[str], None], said: str | None) -> str | None:
-    """Ask one replica how it is; log it when that changed since ``said`` → what was said."""
+def _say_health(model, log: Callable[[str], None], said: str | None) -> str | None:
+    """Ask one replica of ``model`` (a handle) how it is; log it when that changed since ``said`` → what was said."""
     try:
-        status, answer = (
-            import_ray_serve()
-            .get_deployment_handle("DefrModel", APP_NAME)
-            .check.remote()
-            .result(timeout_s=HEALTH_EVERY_S)
-        )
+        status, answer = model.check.remote().result(timeout_s=HEALTH_EVERY_S)
     except Exception:  # a replica restarting or busy: nothing new to say
         return said
     now = "ok" if status == 200 else answer["error"]
     if now != said and (said is not None or now != "ok"):
-        log(f"defr serve: {now}")
+        log(f"defr serve: {now}" if now != "ok" else "defr serve: the model replica answers again")
     return now
 
 
@@ -109,9 +104,10 @@ def run_server(
             raise ServeStartError(f"the defr application did not start on Ray Serve: {_first_line(e)}") from None
         pinned = f", SHA-256 {config.pin.sha256[:12]}..." if config.pin else ""
         log(f"defr serve: {config.model}{pinned} on http://{host}:{port}/v1/detect ({config.replicas} replica(s))")
-        said = _say_health(log, None)
+        model = serve.get_deployment_handle("DefrModel", APP_NAME)
+        said = _say_health(model, log, None)
         while not stop.wait(HEALTH_EVERY_S):
-            said = _say_health(log, said)
+            said = _say_health(model, log, said)
         log("defr serve: draining in-flight requests")
         ingress = serve.get_deployment_handle("DefrIngress", APP_NAME)
         left = ingress.drain.remote(config.request_timeout_s).result(timeout_s=config.request_timeout_s + 10)
