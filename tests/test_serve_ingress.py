@@ -1,6 +1,7 @@
 """The Serve deployments' own logic without a running Ray: ``DefrIngress`` with a stand-in model handle and
 real Starlette requests (stalled bodies, the in-flight cap, health, errors as JSON), ``DefrModel`` with a
-pinned file that changed. ``slow`` and ``ray``: they import Ray Serve (no Ray is started)."""
+pinned file that changed, a failed Ray task's one line, and ``init_ray`` around a stand-in ``ray.init`` (the
+SIGTERM handler, a node that did not start). ``slow`` and ``ray``: they import Ray Serve (no Ray is started)."""
 
 from __future__ import annotations
 
@@ -146,3 +147,51 @@ def test_a_replica_whose_file_changed_loads_nothing_and_refuses(tmp_path):
     batch = DefrModel.func_or_class.detect_frame.__wrapped__  # the batch body, without Serve's batcher
     outcomes = asyncio.run(batch(replica, [None, None]))
     assert [o.status for o in outcomes] == [503, 503] and "changed since" in str(outcomes[0])
+
+
+def test_a_failed_ray_task_is_its_cause_in_one_line():
+    import ray
+
+    from defr.serve.batch import VideoJobsFailed, failure_line
+    from defr.video import VideoError
+
+    cause = VideoError("broken.mp4: cannot open the video (InvalidDataError: ...)")
+    remote = ray.exceptions.RayTaskError("run_one_video", "Traceback (most recent call last):\n" * 75, cause)
+    for error in (remote, remote.as_instanceof_cause()):
+        assert failure_line(error) == "broken.mp4: cannot open the video (InvalidDataError: ...)"
+    try:
+        try:
+            raise KeyError("frame")
+        except KeyError as inner:
+            raise ray.exceptions.UserCodeException("user code failed") from inner
+    except ray.exceptions.UserCodeException as e:
+        assert failure_line(e) == "KeyError: 'frame'"  # not ours: its type says what it is
+    failed = VideoJobsFailed([{"video": "a.mp4"}], {"broken.mp4": "cannot open"})
+    assert str(failed) == "1 of 2 videos failed (the others were written); first: broken.mp4: cannot open"
+
+
+def test_init_ray_puts_our_sigterm_handler_back_and_a_failed_start_is_one_line(monkeypatch):
+    import signal
+
+    import defr.serve.connect as connect
+
+    def ray_like_init(**options):  # ray.init replaces the SIGTERM handler with one that exits 1
+        signal.signal(signal.SIGTERM, lambda *_: None)
+
+    def ours(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        monkeypatch.setattr(connect.ray, "init", ray_like_init)
+        connect.init_ray(num_cpus=1)
+        assert signal.getsignal(signal.SIGTERM) is ours
+
+        def timed_out(**options):
+            raise Exception("The current node timed out during startup. This could happen because ...\nmore")
+
+        monkeypatch.setattr(connect.ray, "init", timed_out)
+        with pytest.raises(connect.RayStartError, match=r"^Ray \(local\) did not start: The current node timed out"):
+            connect.init_ray(num_cpus=1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
