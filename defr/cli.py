@@ -33,6 +33,15 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Ctrl-C before a command's own handling (importing it and torch takes seconds): the line and exit
+            # code every command gives (defr.commands.one_line_errors), not click's "Aborted!" and 1
+            click.echo("interrupted (SIGINT)", err=True)
+            raise SystemExit(130) from None
+
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
             return None

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +58,16 @@ def decode_image(
     name: str | None = None,
     formats: Sequence[str] | None = None,
     max_pixels: int | None = None,
+    check_size: Callable[[int, int], None] | None = None,
 ) -> Image.Image:
     """An image file (a path) or its bytes → a decoded RGB PIL image (8 bits a channel), upright.
 
     name: what messages call the image (default: the path, or "image bytes"). formats: the PIL
     formats accepted (None: any PIL reads; a server takes ``("PNG", "JPEG")``). max_pixels: a
     stricter limit than PIL's, checked from the header before decoding (a small file can claim a
-    huge image). Raises ImageInputError naming the image for a missing or unreadable file, a file
+    huge image). check_size: called with (width, height) from the header before decoding, for limits of
+    the caller's own (a request's pixel budget); the ImageInputError it raises is passed on. Raises
+    ImageInputError naming the image for a missing or unreadable file, a file
     that is not an image (of ``formats``) or is cut short, a decompression bomb, too many pixels,
     or a mode ``to_rgb`` refuses.
     """
@@ -76,6 +79,8 @@ def decode_image(
             w, h = image.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageInputError(f"{name}: {w}×{h} pixels, more than the {max_pixels} allowed (max_pixels)")
+            if check_size is not None:
+                check_size(w, h)
             return to_rgb(image, name)
     except ImageInputError:
         raise

@@ -3,18 +3,22 @@ local Ray (``slow`` + ``ray``: one Ray and one application for the whole module)
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import copy
 import http.server
 import io
 import json
 import os
 import pickle
 import signal
+import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 from servekit import as_arrays, assert_same, checkpoint, free_port, scene
@@ -25,10 +29,17 @@ from defr.images import ImageInputError, decode_image
 from defr.runtime import HOIDetector, TorchBackend
 from defr.serve.api import (
     Limits,
+    ModelChangedError,
+    ModelHealth,
+    ModelPin,
     RequestError,
     check_auth,
+    check_device,
     check_exposure,
+    check_port_free,
     detect_frames,
+    json_body,
+    model_facts,
     parse_request,
     response_entries,
 )
@@ -123,9 +134,49 @@ def test_decode_image_png_jpeg_and_refusals():
         decode_image(buf.getvalue()[:60], "x")  # a truncated body: the header reads, the pixels do not
 
 
+def png_b64(width: int, height: int, cut: int | None = None) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (9, 8, 7)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()[:cut]).decode()
+
+
+def test_pixel_limits_per_frame_side_and_request_are_read_from_the_header():
+    det = {"boxes": [[0, 0, 1, 1]], "labels": [49], "scores": [0.9]}
+
+    def refusal(images: list[str], limits: Limits) -> str:
+        raw = json.dumps({"frames": [{"image": im, "detections": det} for im in images]}).encode()
+        with pytest.raises(RequestError) as e:
+            parse_request(raw, limits)
+        assert e.value.status == 400 and "\n" not in str(e.value)
+        return str(e.value)
+
+    # a header claiming 3000 × 3000 with no pixel data behind it: refused by the limit, never decoded
+    header_only = png_b64(3000, 3000, cut=100)
+    assert refusal([header_only], Limits(max_pixels=10**6)).startswith("frames[0].image: 3000×3000 pixels, more than")
+    assert "a side over the limit max_side=8192" in refusal([png_b64(9000, 1)], Limits())
+    message = refusal([png_b64(40, 40), png_b64(40, 40), header_only], Limits(max_request_pixels=3000))
+    assert message == (
+        "frames[1].image: 40×40 pixels, 3200 in the request so far, over the limit max_request_pixels=3000"
+    )
+    defaults = Limits()
+    assert (defaults.max_pixels, defaults.max_side, defaults.max_request_pixels) == (4096**2, 8192, 2**25)
+
+
+def test_line_wrapped_base64_is_accepted_with_the_same_pixels():
+    images, dets = scene(4, 1)
+    flat = encode_image(images[0])
+    wrapped = "\n".join(flat[i : i + 76] for i in range(0, len(flat), 76)) + "\r\n"
+    req = parse_request(json.dumps({"frames": [{"image": wrapped, "detections": dets[0]}]}).encode(), Limits())
+    np.testing.assert_array_equal(req.frames[0].image, images[0])
+    with pytest.raises(RequestError, match="not valid base64"):
+        parse_request(json.dumps({"frames": [{"image": flat[:-4] + "*==", "detections": dets[0]}]}).encode(), Limits())
+
+
 def test_auth_and_exposure():
     check_auth(None, None)
     check_auth("Bearer s3cret", "s3cret")
+    check_auth("bearer s3cret", "s3cret")  # the scheme is case-insensitive (RFC 7235)
+    check_auth("BEARER  s3cret ", "s3cret")
     for header in (None, "Bearer wrong", "Basic s3cret", "s3cret"):
         with pytest.raises(RequestError) as e:
             check_auth(header, "s3cret")
@@ -154,6 +205,82 @@ def test_detect_frames_equals_in_process_and_isolates_a_bad_frame(detector):
     assert (restored.status, str(restored)) == (400, str(outcomes[1]))
     with pytest.raises(RequestError, match="outside the decoded"):
         response_entries([want[0], outcomes[1]], None)
+
+
+def test_a_model_that_yields_nan_is_a_500_with_its_cause_and_unhealthy(tiny_model):
+    broken = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for param in broken.parameters():
+            param.fill_(float("nan"))
+    images, dets = scene(5, 2)
+    frames = list(parse_request(body(images, dets), Limits()).frames)
+    outcomes = detect_frames(HOIDetector(TorchBackend(broken)), frames)
+    assert [o.status for o in outcomes] == [500, 500]
+    assert str(outcomes[0]).startswith("the model failed: BackendError: the torch backend returned NaN or inf logits")
+    health = ModelHealth()
+    assert health.answer() == (200, {"status": "ok"})
+    health.record(outcomes)
+    status, answer = health.answer()
+    assert status == 503 and "NaN or inf logits" in answer["error"]
+    health.record(detect_frames(HOIDetector(TorchBackend(tiny_model)), frames))
+    assert health.answer() == (200, {"status": "ok"})  # healthy again once a call succeeds
+    with pytest.raises(ValueError):
+        json_body({"scores": [float("nan")]})  # never an answer that is not JSON
+
+
+def test_model_pin_refuses_a_changed_or_missing_file_and_describes_it(tmp_path, tiny_model):
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"weights v1")
+    pin = ModelPin.of(path)
+    assert pin.size == 10 and len(pin.sha256) == 64
+    pin.check()
+    facts = model_facts(HOIDetector(TorchBackend(tiny_model)), pin)
+    assert facts["file"] == {"path": str(path), "sha256": pin.sha256, "bytes": 10}
+    path.write_bytes(b"weights v2")
+    with pytest.raises(ModelChangedError, match=r"m.bin changed since defr serve started \(SHA-256 .*pinned"):
+        pin.check()
+    path.unlink()
+    with pytest.raises(ModelChangedError, match="cannot read the pinned model file"):
+        pin.check()
+    refused = ModelHealth(refused="m.bin changed")
+    refused.record([{"hoi": []}])
+    assert refused.answer() == (503, {"error": "model replica unhealthy: m.bin changed"})
+
+
+def test_port_in_use_and_a_missing_gpu_are_one_line_config_errors():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match=f"--port {port}: 127.0.0.1:{port} is in use"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # free again
+    check_device("cpu")
+    with pytest.raises(ConfigError, match="--device 'banana' is not a torch device"):
+        check_device("banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda: torch sees no CUDA GPU"):
+            check_device("cuda")
+
+
+def test_serve_command_refuses_infinite_timeouts_naming_the_option(tmp_path):
+    from defr.cli import main
+
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    for option in ("--timeout-s", "--body-timeout-s", "--max-body-mb", "--batch-wait-ms"):
+        r = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path / "m.safetensors"), option, "inf"])
+        assert r.exit_code == 2 and f"Invalid value for '{option}': must be a finite number, not inf" in r.output
+
+
+def test_ctrl_c_while_a_command_loads_is_interrupted_sigint_130(monkeypatch):
+    import defr.cli
+
+    def interrupted(name):
+        raise KeyboardInterrupt  # Ctrl-C while the command's module (and torch) import
+
+    monkeypatch.setattr(defr.cli.importlib, "import_module", interrupted)
+    r = CliRunner().invoke(defr.cli.main, ["detect", "--help"])
+    assert r.exit_code == 130 and "interrupted (SIGINT)" in r.output and "Aborted" not in r.output
 
 
 def test_top_k_of_a_request_equals_a_top_k_detector(tiny_model):
@@ -232,6 +359,26 @@ def test_client_retries_503_then_raises_the_server_message(stub):
     assert len(_Stub.answers) == 1
 
 
+def test_client_retries_a_plain_500_not_a_json_one(stub):
+    url = f"http://127.0.0.1:{stub.server_port}"
+    # Ray Serve's proxy answers plain text while the ingress is dead; the API's own 500 is JSON (a model failure)
+    _Stub.answers[:] = [(500, b"Internal Server Error"), (200, b'{"status": "ok"}')]
+    assert DetectClient(url, retries=1, backoff_s=0.01).health() == {"status": "ok"}
+    _Stub.answers[:] = [(500, b'{"error": "the model failed: BackendError: NaN"}'), (200, b"{}")]
+    with pytest.raises(ServeError, match="HTTP 500: the model failed: BackendError: NaN"):
+        DetectClient(url, retries=3, backoff_s=0.01).health()
+    assert len(_Stub.answers) == 1
+
+
+def test_client_refuses_a_token_a_header_cannot_carry_and_names_tls_on_http(stub):
+    for token in ("tökén", "a b", "€", ""):
+        with pytest.raises(ConfigError, match="the token must be non-empty visible ASCII"):
+            DetectClient(token=token)
+    with pytest.raises(ServeError, match="TLS failed .*defr serve speaks plain HTTP: use http://") as e:
+        DetectClient(f"https://127.0.0.1:{stub.server_port}", retries=0, timeout_s=10).health()
+    assert "\n" not in str(e.value)
+
+
 def test_client_times_out_instead_of_hanging(stub):
     _Stub.answers[:] = [(200, b"{}")]
     _Stub.delay_s = 1.0
@@ -247,6 +394,7 @@ def test_client_times_out_instead_of_hanging(stub):
 # --- the Serve application on a local Ray (one per module) -----------------------------------------------------
 
 TOKEN = "test-token"
+SLOTS, BODY_TIMEOUT_S = 8, 3.0
 
 
 @pytest.fixture(scope="module")
@@ -263,10 +411,19 @@ def served(tmp_path_factory):
     init_ray(num_cpus=2)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        limits = Limits(max_body_bytes=200_000, max_frames=6, max_boxes=20)
-        config = ServeConfig(model, max_batch=8, batch_wait_ms=20, token=TOKEN, request_timeout_s=30, limits=limits)
+        limits = Limits(max_body_bytes=200_000, max_frames=6, max_boxes=20, max_in_flight=SLOTS)
+        config = ServeConfig(
+            model,
+            max_batch=8,
+            batch_wait_ms=20,
+            token=TOKEN,
+            request_timeout_s=30,
+            body_timeout_s=BODY_TIMEOUT_S,
+            limits=limits,
+            pin=ModelPin.of(model),
+        )
         serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-        yield {"url": f"http://127.0.0.1:{port}", "model": model, "serve": serve, "app": APP_NAME}
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "model": model, "serve": serve, "app": APP_NAME}
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -336,6 +493,54 @@ def test_served_errors_are_one_line_json_with_status(served):
     assert client.detect(images, dets)  # the replica survived all of it
 
 
+def stalled_request(port: int) -> socket.socket:
+    """A raw authorised POST /v1/detect that promises 100,000 bytes of body and sends one."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=BODY_TIMEOUT_S + 30)
+    head = (
+        f"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+    )
+    sock.sendall(head.encode())
+    return sock
+
+
+def status_line(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return int(data.split(b" ", 2)[1]), data
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_stalled_bodies_get_503_past_the_slots_then_408_while_health_answers(served):
+    client = DetectClient(served["url"], token=TOKEN, timeout_s=10, retries=0)
+    sockets = []
+    try:
+        start = time.perf_counter()
+        for _ in range(SLOTS + 3):
+            sockets.append(stalled_request(served["port"]))
+            time.sleep(0.05)
+        assert client.health() == {"status": "ok"}  # answers while every detect slot is held
+        health_s = time.perf_counter() - start
+        answers = [status_line(sock) for sock in sockets]
+        took = time.perf_counter() - start
+    finally:
+        for sock in sockets:
+            sock.close()
+    statuses = sorted(status for status, _ in answers)
+    print(f"stalled bodies answered {statuses} in {took:.1f} s (health after {health_s:.1f} s)")
+    assert statuses.count(503) >= 3 and statuses.count(408) >= 1 and set(statuses) <= {408, 503}
+    assert all(b'"error":' in data for _, data in answers)
+    assert b"body_timeout_s=3.0" in next(data for status, data in answers if status == 408)
+    assert took < BODY_TIMEOUT_S + 20
+    images, dets = scene(21, 1)
+    assert client.detect(images, dets)  # the slots are free again
+
+
 @pytest.mark.slow
 @pytest.mark.ray
 def test_a_killed_replica_gives_503_or_a_retried_answer_never_a_hang(served):
@@ -378,3 +583,32 @@ def test_a_killed_replica_gives_503_or_a_retried_answer_never_a_hang(served):
     results = DetectClient(served["url"], token=TOKEN, timeout_s=60, retries=30, backoff_s=0.5).detect(images, dets)
     assert_same(results, want)
     assert handle.stats.remote().result(timeout_s=60)["pid"] != pid
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_a_replica_restarted_on_a_changed_file_refuses_with_503(served):
+    """Last in the module: it leaves the application's model refused."""
+    from defr.model import create_model, save_checkpoint
+    from defr.serve.api import file_sha256
+
+    client = DetectClient(served["url"], token=TOKEN, timeout_s=60, retries=0)
+    assert client.model()["file"]["sha256"] == file_sha256(served["model"])  # /v1/model names the pinned file
+    handle = served["serve"].get_deployment_handle("DefrModel", served["app"])
+    pid = handle.stats.remote().result(timeout_s=30)["pid"]
+    torch.manual_seed(1)
+    save_checkpoint(create_model("tiny-vit", 64), served["model"])  # another model under the same name
+    os.kill(pid, signal.SIGKILL)
+    images, dets = scene(31, 1)
+    deadline, error = time.time() + 120, None
+    while time.time() < deadline:
+        try:
+            client.detect(images, dets)
+        except ServeError as e:
+            error = e
+            if "changed since defr serve started" in str(e):
+                break
+        time.sleep(0.5)
+    assert error is not None and error.status == 503 and "changed since defr serve started" in str(error), error
+    with pytest.raises(ServeError, match="HTTP 503: model replica unhealthy: .*changed since defr serve started"):
+        client.health()

@@ -103,6 +103,19 @@ def test_detect_ray_equals_local_detect(local_ray, model, tmp_path):
     assert_results_equal(on_ray, local)
 
 
+def test_detect_ray_task_failure_is_one_line_as_the_local_run(local_ray, model, tmp_path):
+    from defr.cli import main
+
+    images, dets = image_set(tmp_path, 4)
+    bad = images / "img_002.png"
+    bad.write_bytes(bad.read_bytes()[:100])  # a truncated image: the local run says one line
+    args = ["detect", "--checkpoint", str(model), "--images", str(images), "--detections", str(dets)]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "r.json"), "--ray"], catch_exceptions=False)
+    assert r.exit_code == 1, r.output
+    assert "Error: the Ray job failed: " in r.output and "img_002.png: cannot read image" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "r.json").exists()
+
+
 def test_detect_ray_survives_a_killed_worker(local_ray, model, tmp_path):
     from defr.runtime.io import list_images, load_detections
     from defr.serve.batch import detect_images_ray
@@ -168,6 +181,30 @@ def test_video_ray_equals_local_video_per_clip(local_ray, model, clips, tmp_path
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{c}.{k}" for c in ("clip0", "clip1") for k in ("frames.jsonl", "events.jsonl", "summary.json")
     )  # no staging folder left behind
+
+
+def test_video_ray_a_corrupt_clip_fails_alone_and_reruns_write_into_the_folder(local_ray, model, clips, tmp_path):
+    import shutil
+
+    from defr.cli import main
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("clip0.mp4", "clip0.detections.jsonl"):
+        shutil.copy(clips / name, folder / name)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(300))
+    shutil.copy(clips / "clip0.detections.jsonl", folder / "broken.detections.jsonl")
+    out = tmp_path / "out"
+    out.mkdir()  # an existing output folder, as on a rerun
+    r = CliRunner().invoke(main, video_args(model, folder, str(folder), "--frames", str(out), "--ray", "local"))
+    assert r.exit_code == 1, r.output
+    assert "broken.mp4: failed: " in r.output and "1 of 2 videos failed" in r.output, r.output
+    assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+    assert sorted(p.name for p in out.iterdir()) == ["clip0.frames.jsonl", "clip0.summary.json"]
+    first = (out / "clip0.frames.jsonl").read_text()
+    r = CliRunner().invoke(main, video_args(model, folder, str(folder / "clip0.mp4"), "--frames", str(out), "--ray"))
+    assert r.exit_code == 0 and "1 videos, 24 frames" in r.output, r.output
+    assert (out / "clip0.frames.jsonl").read_text() == first
 
 
 def test_video_ray_task_killed_mid_video_is_retried(local_ray, model, tmp_path):

@@ -228,3 +228,42 @@ def test_a_local_ray_is_started_even_where_another_cluster_is_advertised():
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() and run.stdout.strip() != "127.0.0.1:9", run.stdout
+
+
+def test_sigterm_during_detect_ray_is_one_line_and_143(model, tmp_path):
+    images, dets = image_set(tmp_path, 160, size=300)
+    args = ["--checkpoint", str(model), "--images", str(images), "--detections", str(dets)]
+    args += ["--out", str(tmp_path / "r.json"), "--ray", "--batch-size", "1", "--concurrency", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "defr", "detect", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        seen, deadline = b"", time.time() + 300
+        os.set_blocking(process.stderr.fileno(), False)
+        while b"detect (ray)" not in seen and time.time() < deadline and process.poll() is None:
+            seen += process.stderr.read() or b""
+            time.sleep(0.2)
+        if b"timed out during startup" in seen:
+            pytest.skip("Ray's node did not start on this loaded machine")
+        assert b"detect (ray)" in seen, seen.decode(errors="replace")
+        started = descendants(process.pid)
+        time.sleep(1.0)  # the job is under way
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+        os.set_blocking(process.stderr.fileno(), True)
+        seen += process.stderr.read()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    err = seen.decode(errors="replace")
+    assert process.returncode == 143, err[-3000:]
+    assert err.rstrip().endswith("interrupted (SIGTERM)") and "Traceback" not in err and "SIGTERM received" not in err
+    assert not (tmp_path / "r.json").exists()
+    time.sleep(1)
+    assert not [p for p in started if alive(p)], "processes of the job outlived it"

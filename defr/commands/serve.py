@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from defr.choices import TORCH_PRECISIONS
 from defr.commands import one_line_errors
 from defr.commands.options import MASK_MODE_OPTION, MODEL_FILE_OPTIONS
 from defr.serve.api import Limits, check_exposure
+
+
+def _finite(ctx, param, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, not {value}")
+    return value
 
 
 @click.command("serve")
@@ -21,6 +29,7 @@ from defr.serve.api import Limits, check_exposure
     default=5.0,
     show_default=True,
     type=click.FloatRange(min=0),
+    callback=_finite,
     help="A batch waits this long for more frames.",
 )
 @click.option("--device", default="cpu", show_default=True)
@@ -32,6 +41,7 @@ from defr.serve.api import Limits, check_exposure
     default=1.0,
     show_default=True,
     type=click.FloatRange(min=0),
+    callback=_finite,
     help="Ray CPUs per replica (its torch threads).",
 )
 @click.option(
@@ -39,11 +49,16 @@ from defr.serve.api import Limits, check_exposure
     default=0.0,
     show_default=True,
     type=click.FloatRange(min=0),
+    callback=_finite,
     help="Ray GPUs per replica (with --device cuda).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (non-loopback needs --token).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--token", envvar="DEFR_SERVE_TOKEN", help="Require 'Authorization: Bearer TOKEN' [$DEFR_SERVE_TOKEN].")
+@click.option(
+    "--token",
+    envvar="DEFR_SERVE_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN'. Set $DEFR_SERVE_TOKEN instead: an option is visible in ps.",
+)
 @click.option("--no-auth", is_flag=True, help="Allow a non-loopback --host without a token.")
 @click.option("--address", help="A running Ray cluster to join (auto, HOST:PORT); default: start a local Ray.")
 @click.option(
@@ -51,16 +66,43 @@ from defr.serve.api import Limits, check_exposure
     default=32.0,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
     help="Largest request body (413 above).",
 )
 @click.option("--max-frames", default=64, show_default=True, type=click.IntRange(min=1), help="Per request.")
 @click.option("--max-boxes", default=300, show_default=True, type=click.IntRange(min=1), help="Per frame.")
 @click.option(
+    "--max-pixels", default=Limits.max_pixels, show_default=True, type=click.IntRange(min=1), help="Per frame."
+)
+@click.option(
+    "--max-request-pixels",
+    default=Limits.max_request_pixels,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Decoded pixels of all frames of a request.",
+)
+@click.option(
+    "--max-in-flight",
+    default=Limits.max_in_flight,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Detect requests at once (503 above).",
+)
+@click.option(
     "--timeout-s",
     default=60.0,
     show_default=True,
     type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
     help="Longest a request waits (then 504).",
+)
+@click.option(
+    "--body-timeout-s",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    callback=_finite,
+    help="Longest a request body may take to arrive (then 408).",
 )
 def serve_command(
     checkpoint: Path | None,
@@ -82,7 +124,11 @@ def serve_command(
     max_body_mb: float,
     max_frames: int,
     max_boxes: int,
+    max_pixels: int,
+    max_request_pixels: int,
+    max_in_flight: int,
     timeout_s: float,
+    body_timeout_s: float,
 ) -> None:
     """Serve HOI detection over HTTP (POST /v1/detect), batching frames across callers; docs/serving.md.
 
@@ -93,6 +139,8 @@ def serve_command(
     model = checkpoint or model_file
     if address is None and not model.is_file():
         raise click.UsageError(f"{model}: no such model file")
+    if token is not None and click.get_current_context().get_parameter_source("token") == ParameterSource.COMMANDLINE:
+        click.echo("warning: --token is visible to every user of this machine (ps); set $DEFR_SERVE_TOKEN", err=True)
     with one_line_errors():
         check_exposure(host, token, no_auth)
         from defr.serve.deployment import ServeConfig  # imports Ray: after the checks that need none
@@ -111,6 +159,14 @@ def serve_command(
             num_gpus=num_gpus_per_replica,
             token=token,
             request_timeout_s=timeout_s,
-            limits=Limits(int(max_body_mb * 2**20), max_frames, max_boxes),
+            body_timeout_s=body_timeout_s,
+            limits=Limits(
+                max_body_bytes=int(max_body_mb * 2**20),
+                max_frames=max_frames,
+                max_boxes=max_boxes,
+                max_pixels=max_pixels,
+                max_request_pixels=max_request_pixels,
+                max_in_flight=max_in_flight,
+            ),
         )
         run_server(config, host=host, port=port, address=address, log=click.echo)

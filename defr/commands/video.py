@@ -35,6 +35,11 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
     return first.with_name(f"{first.name.split('.')[0]}.summary.json")
 
 
+def _outputs(out, events, frames, summary) -> list[tuple[str, Path]]:
+    named = {"--out": out, "--events": events, "--frames": frames, "--summary": summary}
+    return [(name, path) for name, path in named.items() if path is not None]
+
+
 @click.command("video")
 @click.argument("source", metavar="INPUT")
 @click.argument("more", nargs=-1, metavar="[INPUT]...")
@@ -55,12 +60,12 @@ def _summary_path(out: Path | None, events: Path | None, frames: Path | None) ->
     type=click.Choice(LABEL_SPACES),
     help=f"Labels of a detections:FILE (default {DEFAULT_LABEL_SPACE}) or a YOLO model (default coco80).",
 )
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Annotated video to write (.mp4).")
-@click.option("--events", type=click.Path(dir_okay=False, path_type=Path), help="Interaction events JSONL to write.")
-@click.option("--frames", type=click.Path(dir_okay=False, path_type=Path), help="Per-frame results JSONL to write.")
+@click.option("--out", type=click.Path(path_type=Path), help="Annotated video to write (.mp4).")
+@click.option("--events", type=click.Path(path_type=Path), help="Interaction events JSONL to write.")
+@click.option("--frames", type=click.Path(path_type=Path), help="Per-frame results JSONL to write.")
 @click.option(
     "--summary",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Run summary JSON [default: NAME.summary.json beside the first output].",
 )
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per batch.")
@@ -152,10 +157,18 @@ def video_command(
             videos = list_videos([source, *more])
             with ray_session(ray_address):
                 done = run_videos_ray(
-                    videos, job, concurrency, 1 if device.startswith("cuda") else 0, progress=progress
+                    videos,
+                    job,
+                    concurrency,
+                    1 if device.startswith("cuda") else 0,
+                    progress=progress,
+                    on_failed=lambda video, why: click.echo(f"{video}: failed: {why}", err=True),
                 )
         click.echo(f"{len(done)} videos, {sum(s['frames'] for s in done)} frames; outputs in {out or frames or events}")
         return
+    folders = [f"{name} {path}" for name, path in _outputs(out, events, frames, summary) if path.is_dir()]
+    if folders:  # folders are for --ray (one file per video in each)
+        raise click.UsageError(f"{folders[0]} is a folder: without --ray, outputs are files")
     summary = summary or _summary_path(out, events, frames)
     kind, _, detections_file = detector.partition(":")
     try:  # before anything is loaded or written (an existing summary here is not this run's)

@@ -8,11 +8,19 @@ API (JSON both ways):
   | "coco91" (optional, default hico), "top_k": N (optional)}`` → ``{"results": [entry, ...]}``, one
   entry per frame in order, each exactly the per-image object of ``defr detect``'s results file
   (``ImageResult.to_json``: ``boxes_h``, ``boxes_o`` in the frame's pixels, ``hoi``, ``scores``).
-- ``GET /v1/health`` → ``{"status": "ok"}`` when a model replica answers; ``GET /v1/model`` → the
-  model's facts (``model_facts``); ``GET /v1/stats`` → batches formed by the replica that answers.
+- ``GET /v1/health`` → ``{"status": "ok"}`` when a model replica answers and its model works (503 with
+  the reason when its last call failed or its file no longer matches the pinned SHA-256); ``GET
+  /v1/model`` → the model's facts (``model_facts``: with the pinned file and its SHA-256); ``GET
+  /v1/stats`` → batches formed by the replica that answers.
 - Errors: ``{"error": "<one line>"}`` with 400 (bad input: the runtime's message), 401 (token), 404,
-  405, 413 (body larger than ``Limits.max_body_bytes``), 503 (no replica could answer: retry), 504
-  (no answer within the request timeout).
+  405, 408 (the body did not arrive within ``body_timeout_s``), 413 (body larger than
+  ``Limits.max_body_bytes``), 500 (the model failed: its cause), 503 (no replica could answer, too many
+  requests in flight, or the model file changed: retry or see the reason), 504 (no answer within the
+  request timeout).
+
+Also here, without Ray: the model pin (``ModelPin``, a file's SHA-256), a replica's health
+(``ModelHealth``) and the checks ``defr serve`` makes before Ray starts (``check_exposure``,
+``check_port_free``, ``check_device``, ``check_token``).
 
 Detections go through the same parser as ``defr detect``'s input files (``defr.runtime.io``) and the
 box rules of ``HOIDetector.detect``; images through ``defr.images.decode_image``. Nothing here restates
@@ -23,28 +31,36 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
+import hashlib
 import hmac
 import ipaddress
 import json
+import os
+import socket
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from defr.detections import LABEL_SPACES, DetectionError, Detections
 from defr.errors import ConfigError, DefrError
 from defr.images import ImageInputError, decode_image
 from defr.jsonio import JsonInputError, parse_json
 from defr.runtime import HOIDetector
+from defr.runtime.contract import BackendError
 from defr.runtime.io import InputFileError
 
 DETECT_PATH, HEALTH_PATH, MODEL_PATH, STATS_PATH = "/v1/detect", "/v1/health", "/v1/model", "/v1/stats"
 GET_PATHS = (HEALTH_PATH, MODEL_PATH, STATS_PATH)
 # What a replica's detect step may refuse as the caller's fault (400); anything else is a server error.
 INPUT_ERRORS = (ImageInputError, DetectionError, InputFileError)
+HASH_CHUNK = 2**20
 
 
 class RequestError(DefrError, ValueError):
-    """A request the server refuses: ``status`` (4xx) and a one-line message naming the field or limit."""
+    """A request the server refuses or cannot answer: ``status`` (4xx: the caller's fault; 500 / 503: the
+    model's) and a one-line message naming the field, limit or cause."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -56,12 +72,22 @@ class RequestError(DefrError, ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    """Request limits: body bytes (413), frames per request, boxes per frame and pixels per image (400)."""
+    """Request limits: body bytes (413), frames per request, boxes per frame, decoded pixels per frame,
+    longest side of a frame and decoded pixels per request (400; all read from each image's header before
+    it is decoded), and ``/v1/detect`` requests in flight at once (503 above, at once: health and the
+    other GETs keep their own room).
+
+    A small PNG can claim a large image: the pixel limits bound what a request makes the server hold
+    (3 bytes a pixel: 2**25 pixels are 100 MB) and the side limit its resize cost (a 16,000,000 × 1
+    frame costs seconds of CPU though it has few pixels)."""
 
     max_body_bytes: int = 32 * 2**20
     max_frames: int = 64
     max_boxes: int = 300
     max_pixels: int = 4096 * 4096
+    max_side: int = 8192
+    max_request_pixels: int = 2**25
+    max_in_flight: int = 64
 
     def __post_init__(self) -> None:
         bad = {k: v for k, v in vars(self).items() if not isinstance(v, int) or isinstance(v, bool) or v < 1}
@@ -86,12 +112,23 @@ class DetectRequest:
 
 
 def check_auth(authorization: str | None, token: str | None) -> None:
-    """RequestError 401 unless ``token`` is None or ``authorization`` is ``Bearer <token>`` (constant-time compare)."""
+    """RequestError 401 unless ``token`` is None or ``authorization`` is ``Bearer <token>`` (the scheme in
+    any case, as RFC 7235 says; the token compared in constant time)."""
     if token is None:
         return
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme != "Bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    scheme, _, given = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         raise RequestError(401, "missing or wrong token: send the header 'Authorization: Bearer <token>'")
+
+
+def check_token(token: str) -> None:
+    """ConfigError unless ``token`` can travel in an HTTP header as it is: visible ASCII, no spaces (RFC 6750's
+    token characters are a subset); a header cannot carry other characters the same way on every client."""
+    if not token or not all("!" <= c <= "~" for c in token):
+        raise ConfigError(
+            "the token must be non-empty visible ASCII without spaces (it travels in an HTTP header); "
+            "e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 def check_body_size(size: int, limits: Limits) -> None:
@@ -125,19 +162,49 @@ def parse_request(body: bytes, limits: Limits) -> DetectRequest:
     top_k = doc.get("top_k")
     if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
         raise RequestError(400, f"top_k must be an integer >= 1, not {top_k!r}")
-    return DetectRequest(tuple(_frame(f, i, label_space, limits) for i, f in enumerate(frames)), top_k)
+    budget = _PixelBudget(limits)
+    return DetectRequest(tuple(_frame(f, i, label_space, budget) for i, f in enumerate(frames)), top_k)
 
 
-def _frame(entry, i: int, label_space: str, limits: Limits) -> Frame:
-    name = f"frames[{i}]"
+class _PixelBudget:
+    """The pixel limits of one request, checked from each image's header before it is decoded."""
+
+    def __init__(self, limits: Limits):
+        self.limits, self.used = limits, 0
+
+    def take(self, name: str, width: int, height: int) -> None:
+        """ImageInputError (``decode_image`` passes it on; a 400 here) for an image over a pixel limit."""
+        limits, pixels = self.limits, width * height
+        self.used += pixels
+        for over, what in (
+            (pixels > limits.max_pixels, f"more than the {limits.max_pixels} allowed (max_pixels)"),
+            (max(width, height) > limits.max_side, f"a side over the limit max_side={limits.max_side}"),
+            (
+                self.used > limits.max_request_pixels,
+                f"{self.used} in the request so far, over the limit max_request_pixels={limits.max_request_pixels}",
+            ),
+        ):
+            if over:
+                raise ImageInputError(f"{name}: {width}×{height} pixels, {what}")
+
+
+def _frame(entry, i: int, label_space: str, budget: _PixelBudget) -> Frame:
+    name, limits = f"frames[{i}]", budget.limits
     if not isinstance(entry, dict) or set(entry) != {"image", "detections"}:
         raise RequestError(400, f"{name}: must be an object with exactly the keys 'image' and 'detections'")
     if not isinstance(entry["image"], str):
         raise RequestError(400, f"{name}.image: must be a base64 string of a PNG or JPEG file")
     try:
-        data = base64.b64decode(entry["image"], validate=True)
+        # line-wrapped base64 (MIME, `base64` without -w0) is accepted: whitespace is dropped, nothing else
+        data = base64.b64decode("".join(entry["image"].split()), validate=True)
         image = np.array(
-            decode_image(data, f"{name}.image", formats=("PNG", "JPEG"), max_pixels=limits.max_pixels), dtype=np.uint8
+            decode_image(
+                data,
+                f"{name}.image",
+                formats=("PNG", "JPEG"),
+                check_size=lambda w, h: budget.take(f"{name}.image", w, h),
+            ),
+            dtype=np.uint8,
         )
     except binascii.Error as e:
         raise RequestError(400, f"{name}.image: not valid base64 ({e})") from None
@@ -155,15 +222,17 @@ def _frame(entry, i: int, label_space: str, limits: Limits) -> Frame:
 
 def detect_frames(detector: HOIDetector, frames: list[Frame]) -> list[dict | RequestError]:
     """One ``detector.detect`` call for frames of many requests → per frame its results entry
-    (``ImageResult.to_json``) or the RequestError (400) of that frame alone.
+    (``ImageResult.to_json``) or the RequestError of that frame alone: 400 for an input the runtime
+    refuses, 500 naming the cause when the model itself fails (``BackendError``: NaN logits, a backend
+    that cannot run).
 
     A batch mixes callers, so one caller's bad frame must not fail the others: when the batch call
-    refuses an input, each frame is run alone (the results do not depend on the batch).
+    refuses an input or fails, each frame is run alone (the results do not depend on the batch).
     """
     images, dets, names = [f.image for f in frames], [f.detections for f in frames], [f.name for f in frames]
     try:
         return [r.to_json() for r in detector.detect(images, dets, names=names)]
-    except INPUT_ERRORS:
+    except (*INPUT_ERRORS, BackendError):
         pass
     return [_detect_one(detector, f) for f in frames]
 
@@ -173,6 +242,13 @@ def _detect_one(detector: HOIDetector, frame: Frame) -> dict | RequestError:
         return detector.detect([frame.image], [frame.detections], names=[frame.name])[0].to_json()
     except INPUT_ERRORS as e:
         return RequestError(400, str(e))
+    except BackendError as e:
+        return model_error(e)
+
+
+def model_error(error: Exception) -> RequestError:
+    """The 500 of a model that failed, naming its cause (one line)."""
+    return RequestError(500, f"the model failed: {type(error).__name__}: {error}")
 
 
 def response_entries(outcomes: list[dict | RequestError], top_k: int | None) -> list[dict]:
@@ -185,7 +261,8 @@ def response_entries(outcomes: list[dict | RequestError], top_k: int | None) -> 
 
 
 def json_body(obj) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """Compact JSON; ValueError for NaN or inf (not JSON: no answer may carry them)."""
+    return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
 def error_body(message: str) -> bytes:
@@ -203,6 +280,31 @@ def check_exposure(host: str, token: str | None, no_auth: bool) -> None:
     )
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError naming ``--port`` when ``host:port`` cannot be bound (in use, or not an address here)."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP proxy binds it
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            in_use = e.errno == errno.EADDRINUSE
+            why = "is in use (another defr serve?)" if in_use else f"cannot be bound ({e.strerror})"
+            raise ConfigError(f"--port {port}: {host}:{port} {why}; pick another --port or --host") from None
+
+
+def check_device(device: str) -> None:
+    """ConfigError naming ``--device`` for a string torch does not take or a CUDA device this machine lacks."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: torch sees no CUDA GPU on this machine; use --device cpu")
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -212,10 +314,69 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def model_facts(detector: HOIDetector) -> dict:
-    """What ``GET /v1/model`` answers: classes, input size, mask mode, backend and precision."""
+@dataclass(frozen=True)
+class ModelPin:
+    """The served model file as it was when ``defr serve`` started: every replica checks its file against it."""
+
+    path: str
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> ModelPin:
+        """The pin of ``path`` now (OSError if it cannot be read)."""
+        return cls(str(path), file_sha256(path), os.path.getsize(path))
+
+    def check(self) -> None:
+        """ModelChangedError (one line, naming the file and both digests) unless the file still matches."""
+        try:
+            now = file_sha256(self.path)
+        except OSError as e:
+            raise ModelChangedError(f"{self.path}: cannot read the pinned model file ({e})") from None
+        if now != self.sha256:
+            raise ModelChangedError(
+                f"{self.path} changed since defr serve started (SHA-256 {now[:12]}..., pinned {self.sha256[:12]}...): "
+                "this replica refuses to serve it; restart defr serve to serve the new file"
+            )
+
+
+class ModelChangedError(DefrError, RuntimeError):
+    """A replica's model file no longer matches the pinned SHA-256: it refuses to serve (503)."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ModelHealth:
+    """What ``GET /v1/health`` says of one replica: ok until a call fails; failing while its calls fail (the
+    last one's cause), ok again after one succeeds; refused for good when its file broke the pin."""
+
+    def __init__(self, refused: str | None = None):
+        self.refused, self.failing = refused, None
+
+    def record(self, outcomes: list[dict | RequestError]) -> None:
+        errors = [o for o in outcomes if isinstance(o, RequestError) and o.status >= 500]
+        if errors and len(errors) == len(outcomes):
+            self.failing = str(errors[0])
+        elif len(errors) < len(outcomes):
+            self.failing = None
+
+    def answer(self) -> tuple[int, dict]:
+        """(status, body) of ``GET /v1/health``: 200 ``{"status": "ok"}`` or 503 ``{"error": reason}``."""
+        reason = self.refused or self.failing
+        return (503, {"error": f"model replica unhealthy: {reason}"}) if reason else (200, {"status": "ok"})
+
+
+def model_facts(detector: HOIDetector, pin: ModelPin | None = None) -> dict:
+    """What ``GET /v1/model`` answers: classes, input size, mask mode, backend and precision, and the
+    pinned file (path, SHA-256, bytes) the replica checked before loading."""
     meta = detector.meta
-    return {
+    facts = {
         "classes": len(meta.class_names),
         "class_names": list(meta.class_names),
         "image_size": meta.image_size,
@@ -225,3 +386,6 @@ def model_facts(detector: HOIDetector) -> dict:
         "precision": detector.backend.precision,
         "top_k": detector.top_k,
     }
+    if pin is not None:
+        facts["file"] = {"path": pin.path, "sha256": pin.sha256, "bytes": pin.size}
+    return facts

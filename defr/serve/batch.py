@@ -12,6 +12,11 @@ moves each finished file into place, so a task that dies leaves no partial outpu
 (``max_retries``) starts afresh. Per video ``STEM.mp4`` / ``STEM.frames.jsonl`` /
 ``STEM.events.jsonl`` / ``STEM.summary.json`` land in the folders given for those outputs.
 
+A task that fails (a truncated image, a missing detections file, a corrupt video) is one line naming
+its cause (``failure_line``), as the local run's, not Ray's remote traceback. One video that fails does
+not stop the others: each failure is reported as it happens (``on_failed``) and the job raises
+``VideoJobsFailed`` at the end, after every other video has been written.
+
 Inputs and the model file must be readable at the same paths on every node (a shared file system).
 This module imports Ray: only the ``--ray`` paths of the commands and the tests import it.
 """
@@ -45,7 +50,35 @@ STAGING_KIND = "ray-video"
 
 
 class BatchJobError(DefrError, RuntimeError):
-    """A Ray batch job whose output would not hold every input exactly once."""
+    """A Ray batch job that failed, or whose output would not hold every input exactly once."""
+
+
+class VideoJobsFailed(BatchJobError):
+    """Some videos of a ``run_videos_ray`` job failed; ``done``: the summaries of the others (written),
+    ``failures``: {video: one line}."""
+
+    def __init__(self, done: list[dict], failures: dict[str, str]):
+        first = next(iter(failures.items()))
+        super().__init__(
+            f"{len(failures)} of {len(done) + len(failures)} videos failed (the others were written); "
+            f"first: {first[0]}: {first[1]}"
+        )
+        self.done, self.failures = done, failures
+
+
+def failure_line(error: BaseException) -> str:
+    """One line for a failed Ray task or Ray Data job: its root cause's message (a ``DefrError`` or
+    ``OSError``: the local run's line; anything else with its type), not Ray's remote traceback."""
+    while True:
+        if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None and error.cause is not error:
+            error = error.cause
+        elif error.__cause__ is not None:
+            error = error.__cause__
+        else:
+            break
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    return text if isinstance(error, (DefrError, OSError)) and text else f"{type(error).__name__}: {text}"
 
 
 class _ImageDetector:
@@ -102,12 +135,15 @@ def detect_images_ray(
     )
     results: dict[str, dict] = {}
     with tqdm(total=len(rows), desc="detect (ray)", unit="img", disable=not progress) as bar:
-        for row in out.iter_rows():
-            name = str(row["name"])
-            if name in results:
-                raise BatchJobError(f"{name}: came back twice from the Ray job (a retried batch was not replaced)")
-            results[name] = parse_json(row["result"], f"result of {name}")
-            bar.update()
+        try:
+            for row in out.iter_rows():
+                name = str(row["name"])
+                if name in results:
+                    raise BatchJobError(f"{name}: came back twice from the Ray job (a retried batch was not replaced)")
+                results[name] = parse_json(row["result"], f"result of {name}")
+                bar.update()
+        except ray.exceptions.RayError as e:
+            raise BatchJobError(f"the Ray job failed: {failure_line(e)}") from None
     missing = [p.name for p in paths if p.name not in results]
     if missing:
         raise BatchJobError(f"the Ray job returned no result for {len(missing)} image(s): {', '.join(missing[:5])}")
@@ -198,16 +234,21 @@ def run_videos_ray(
     max_retries: int = 3,
     progress: bool = True,
     on_done: Callable[[dict], None] | None = None,
+    on_failed: Callable[[str, str], None] | None = None,
 ) -> list[dict]:
     """Each video as one Ray task (``run_one_video``; at most ``concurrency`` at once, retried up to
     ``max_retries`` times when its worker dies) → the summaries in the order of ``videos``.
-    Needs a connected Ray (``defr.serve.connect.ray_session``)."""
+    Needs a connected Ray (``defr.serve.connect.ray_session``).
+
+    A video whose task fails is reported to ``on_failed(video, one line)`` and the others go on;
+    then ``VideoJobsFailed`` (with the summaries of those written) is raised."""
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, not {concurrency}")
     task = ray.remote(run_one_video).options(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries)
     pending = [str(v) for v in videos]
     running: dict = {}
     summaries: dict[str, dict] = {}
+    failures: dict[str, str] = {}
     with tqdm(total=len(pending), desc="video (ray)", unit="video", disable=not progress) as bar:
         while pending or running:
             while pending and len(running) < concurrency:
@@ -215,11 +256,20 @@ def run_videos_ray(
                 running[task.remote(video, job)] = video
             done, _ = ray.wait(list(running), num_returns=1)
             video = running.pop(done[0])
-            summaries[video] = ray.get(done[0])
-            if on_done is not None:
-                on_done(summaries[video])
+            try:
+                summaries[video] = ray.get(done[0])
+            except ray.exceptions.RayError as e:
+                failures[video] = failure_line(e)
+                if on_failed is not None:
+                    on_failed(video, failures[video])
+            else:
+                if on_done is not None:
+                    on_done(summaries[video])
             bar.update()
     for folder in {d for d in (job.frames_dir, job.events_dir, job.video_dir) if d is not None}:
         for stem in (Path(v).stem for v in videos):
             clean_stale_staging(Path(folder) / stem, STAGING_KIND)
-    return [summaries[str(v)] for v in videos]
+    done = [summaries[str(v)] for v in videos if str(v) in summaries]
+    if failures:
+        raise VideoJobsFailed(done, failures)
+    return done

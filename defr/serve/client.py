@@ -1,9 +1,10 @@
 """``DetectClient``: the HTTP API of ``defr serve`` from Python (standard library only; every call has a timeout).
 
 A 503 (no replica could answer: one died and Serve is restarting it), a 504 (no answer within the
-server's request timeout, e.g. while a replica restarts on a loaded machine) or a refused connection is
+server's request timeout, e.g. while a replica restarts on a loaded machine), a 500 that is not the
+API's JSON (Ray Serve's own plain-text 500 while its ingress restarts) or a refused connection is
 retried up to ``retries`` times with a growing pause; anything else raises ``ServeError`` with the
-server's one-line message and status.
+server's one-line message and status (a JSON 500 is the model's failure: retrying would not help).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import http.client
 import io
 import json
+import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from defr.detections import Detections
-from defr.errors import DefrError
+from defr.errors import ConfigError, DefrError
 from defr.jsonio import parse_json
-from defr.serve.api import DETECT_PATH, HEALTH_PATH, MODEL_PATH, STATS_PATH
+from defr.serve.api import DETECT_PATH, HEALTH_PATH, MODEL_PATH, STATS_PATH, check_token
 
 RETRIABLE = (503, 504)  # no replica could answer / none answered in time: both say retry
 
@@ -66,6 +68,12 @@ class DetectClient:
     retries: int = 3
     backoff_s: float = 0.5
 
+    def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
+        if urlsplit(self.url).scheme not in ("http", "https"):
+            raise ConfigError(f"url {self.url!r}: expected http://HOST:PORT (or https:// behind a TLS proxy)")
+
     def detect(
         self,
         images: Sequence,
@@ -104,10 +112,16 @@ class DetectClient:
                 status, data = 0, f"cannot reach {self.url} ({type(e).__name__})".encode()
             except TimeoutError:
                 raise ServeError(0, f"{method} {self.url}{path}: no answer within {self.timeout_s} s") from None
+            except ssl.SSLError as e:
+                raise ServeError(
+                    0, f"{self.url}: TLS failed ({e.reason or e}); defr serve speaks plain HTTP: use http://"
+                ) from None
             if status == 200:
                 return parse_json(data, f"answer of {self.url}{path}")
-            if status not in (0, *RETRIABLE) or attempt >= self.retries:
-                raise ServeError(status, _message(data))
+            message = _message(data)
+            retriable = status in (0, *RETRIABLE) or (status == 500 and message is None)
+            if not retriable or attempt >= self.retries:
+                raise ServeError(status, message or data[:200].decode(errors="replace"))
             attempt += 1
             time.sleep(pause)
             pause *= 2
@@ -127,8 +141,9 @@ class DetectClient:
             conn.close()
 
 
-def _message(data: bytes) -> str:
+def _message(data: bytes) -> str | None:
+    """The API's one-line ``error`` of an answer; None for anything else (a proxy's plain text)."""
     try:
         return str(json.loads(data)["error"])
     except (ValueError, KeyError, TypeError):
-        return data[:200].decode(errors="replace")
+        return None

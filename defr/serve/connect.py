@@ -6,17 +6,59 @@ macOS and Windows). A local Ray has no other node, so clusters are turned off wh
 every port of it stays on 127.0.0.1; it runs without the dashboard. An address (``auto``,
 ``HOST:PORT``, ``ray://...``) joins that cluster; a loopback ``HOST`` (a cluster of nodes on this
 machine's 127.0.0.1) is joined on loopback too.
+
+Joining is bounded: Ray itself retries a cluster that does not answer for minutes, inside native code
+where neither Ctrl-C nor SIGTERM gets through. So the address is resolved and its port tried with a
+plain TCP connect first (``CONNECT_TIMEOUT_S``, interruptible); one that does not answer is one line
+(``RayConnectError``). ``ray.init`` replaces the SIGTERM handler with one that exits 1 (its own node's
+cleanup); the handler that was there before (``defr.signals``: SIGTERM as Ctrl-C, exit 143) is put back.
 """
 
 from __future__ import annotations
 
+import signal
+import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from defr.errors import DefrError
 from defr.optional import import_ray
 from defr.serve.api import is_loopback
 
 ray = import_ray()
+CONNECT_TIMEOUT_S = 5.0
+
+
+class RayConnectError(DefrError, ConnectionError):
+    """No Ray cluster answers at the address given (``--ray ADDRESS``, ``defr serve --address``)."""
+
+
+class RayStartError(DefrError, RuntimeError):
+    """``ray.init`` failed (a local Ray that did not come up in time on an overloaded machine, a refused join)."""
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """RayConnectError (one line) unless a TCP connect to the cluster at ``address`` (``auto``, ``HOST:PORT``,
+    ``ray://HOST:PORT``) succeeds within ``timeout_s``."""
+    from ray._private.services import canonicalize_bootstrap_address  # how ray.init resolves it
+
+    target = address.removeprefix("ray://")
+    try:
+        target = target if address.startswith("ray://") else canonicalize_bootstrap_address(address)
+    except (ValueError, ConnectionError) as e:
+        raise RayConnectError(f"Ray address {address!r}: {e}") from None
+    host, _, port = (target or "").rpartition(":")
+    if not port.isdigit():
+        raise RayConnectError(f"Ray address {address!r}: no running Ray cluster found (`ray start --head` starts one)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        why = "no answer" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+        raise RayConnectError(
+            f"no Ray cluster answers at {address} ({why}, tried for up to {timeout_s:g} s); start one "
+            "(`ray start --head`) or leave the address out for a local Ray"
+        ) from None
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -25,6 +67,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     from ray._private import ray_constants  # the switch Ray reads when it resolves a node's address
 
     local = address in (None, "local")
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     previous = ray_constants.ENABLE_RAY_CLUSTER
     if local or is_loopback(address.rpartition(":")[0]):  # a cluster on this machine's loopback stays there
         ray_constants.ENABLE_RAY_CLUSTER = False
@@ -32,7 +76,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         if local:
             # "local", not None: None joins whatever cluster RAY_ADDRESS or a `ray start` on this machine
             # advertises, and a server meant to own its Ray would then die with somebody else's
-            ray.init(
+            _ray_init(
                 address="local",
                 num_cpus=num_cpus,
                 include_dashboard=False,
@@ -40,9 +84,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
                 log_to_driver=False,
             )
         else:
-            ray.init(address=address, log_to_driver=False)
+            check_reachable(address)  # with the switch set as ray.init will see it (it resolves 127.0.0.1 by it)
+            _ray_init(address=address, log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = previous
+        if callable(sigterm):  # a handler of ours (not the default, which Ray's own cleanup then replaces)
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _ray_init(**options) -> None:
+    try:
+        ray.init(**options)
+    except Exception as e:  # Ray raises a bare Exception for a node that did not start in time
+        # Ray's own words for a node that did not start or a join it refused; one line, not its traceback
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        where = options["address"]
+        raise RayStartError(f"Ray ({where}) did not start: {lines[0] if lines else type(e).__name__}") from None
 
 
 @contextmanager

@@ -10,8 +10,13 @@
 
 A model replica that dies is restarted by Serve; the requests it held fail with 503 and
 ``Retry-After`` (``DetectClient`` retries them), and no request waits longer than
-``request_timeout_s`` (then 504). This module imports Ray: only ``defr serve``, ``defr.serve.app`` and
-the tests import it.
+``request_timeout_s`` (then 504). A restarted replica loads the model file only if it still matches
+the SHA-256 pinned when ``defr serve`` started (``ServeConfig.pin``); otherwise it answers 503 with
+the reason, so replicas never serve different models. A body must arrive within ``body_timeout_s``
+(408), and at most ``Limits.max_in_flight`` detect requests are in the ingress at once (more: 503 at
+once), so slow or stalled clients cannot take every slot and ``/v1/health`` keeps answering.
+
+This module imports Ray: only ``defr serve``, ``defr.serve.app`` and the tests import it.
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ from defr.serve.api import (
     DetectRequest,
     Frame,
     Limits,
+    ModelChangedError,
+    ModelHealth,
+    ModelPin,
     RequestError,
     check_auth,
     check_body_size,
+    check_token,
     detect_frames,
     error_body,
     json_body,
@@ -67,7 +76,9 @@ class ServeConfig:
     call (1 turns batching off); batch_wait_ms: how long a batch waits for more frames after its
     first; device / precision / mask_mode / top_k: as ``load_detector``; num_cpus / num_gpus: what
     Ray reserves per model replica (a GPU replica needs ``device="cuda"``); token: required bearer
-    token (None: none); request_timeout_s: the longest a request may wait for its frames.
+    token (None: none); request_timeout_s: the longest a request may wait for its frames;
+    body_timeout_s: the longest its body may take to arrive (408 after); pin: the model file's SHA-256
+    that replicas check before loading (None: not checked; ``defr serve`` always pins).
     """
 
     model: str
@@ -82,7 +93,9 @@ class ServeConfig:
     num_gpus: float = 0.0
     token: str | None = None
     request_timeout_s: float = 60.0
+    body_timeout_s: float = 10.0
     limits: Limits = field(default_factory=Limits)
+    pin: ModelPin | None = None
 
     def __post_init__(self) -> None:
         if self.replicas < 1 or self.max_batch < 1:
@@ -91,12 +104,14 @@ class ServeConfig:
         bad = {k: v for k, v in numbers.items() if not (math.isfinite(v) and v >= 0)}
         if bad:
             raise ConfigError(f"{bad} must be finite and >= 0")
-        if not (math.isfinite(self.request_timeout_s) and self.request_timeout_s > 0):
-            raise ConfigError(f"request_timeout_s must be > 0, not {self.request_timeout_s}")
+        timeouts = {"request_timeout_s": self.request_timeout_s, "body_timeout_s": self.body_timeout_s}
+        bad = {k: v for k, v in timeouts.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise ConfigError(f"{bad} must be finite and > 0")
         if self.num_gpus > 0 and not self.device.startswith("cuda"):
             raise ConfigError(f"GPU replicas (num_gpus={self.num_gpus}) need device 'cuda', not {self.device!r}")
-        if self.token is not None and not self.token.strip():
-            raise ConfigError("the token must not be empty")
+        if self.token is not None:
+            check_token(self.token)
 
     def load_options(self) -> dict:
         return {"device": self.device, "precision": self.precision, "mask_mode": self.mask_mode, "top_k": self.top_k}
@@ -104,24 +119,45 @@ class ServeConfig:
 
 @serve.deployment(name="DefrModel")
 class DefrModel:
-    """One ``HOIDetector``; frames of many requests batched into one ``detect`` call."""
+    """One ``HOIDetector``; frames of many requests batched into one ``detect`` call. A replica whose file
+    breaks the pin loads nothing and answers every call with the reason (503)."""
 
-    def __init__(self, model: str, load: dict, max_batch: int, batch_wait_s: float):
-        self.detector = load_detector(model, **load)
+    def __init__(self, model: str, load: dict, max_batch: int, batch_wait_s: float, pin: ModelPin | None = None):
         self.detect_frame.set_max_batch_size(max_batch)
         self.detect_frame.set_batch_wait_timeout_s(batch_wait_s)
         self.batches = 0
         self.frames = 0
+        self.pin, self.detector = pin, None
+        try:
+            if pin is not None:
+                pin.check()
+            self.detector = load_detector(model, **load)
+            if pin is not None:
+                pin.check()  # the file did not change while it loaded
+            self.health = ModelHealth()
+        except ModelChangedError as e:
+            print(f"defr serve: {e}", flush=True)  # the replica's log; run_server's console says it too
+            self.health = ModelHealth(refused=str(e))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
     async def detect_frame(self, frames: list[Frame]) -> list:
+        if self.detector is None:
+            return [RequestError(503, self.health.refused)] * len(frames)
         self.batches += 1
         self.frames += len(frames)
         # off the event loop, so that the next batch gathers while this one computes
-        return await asyncio.to_thread(detect_frames, self.detector, frames)
+        outcomes = await asyncio.to_thread(detect_frames, self.detector, frames)
+        self.health.record(outcomes)
+        return outcomes
 
-    def facts(self) -> dict:
-        return model_facts(self.detector)
+    def check(self) -> tuple[int, dict]:
+        """``GET /v1/health`` of this replica: (status, body)."""
+        return self.health.answer()
+
+    def facts(self) -> tuple[int, dict]:
+        if self.detector is None:
+            return self.health.answer()
+        return 200, model_facts(self.detector, self.pin)
 
     def stats(self) -> dict:
         """Batches formed by this replica, with its process and node (tests check placement with them)."""
@@ -134,13 +170,20 @@ class DefrModel:
         }
 
 
-@serve.deployment(name="DefrIngress", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
+# Room above Limits.max_in_flight for what must keep answering while detect requests fill theirs: health,
+# model, stats and the drain call.
+GET_ROOM = 64
+
+
+@serve.deployment(name="DefrIngress", ray_actor_options={"num_cpus": 0})
 class DefrIngress:
     """HTTP in, JSON out (``defr.serve.api``): auth, limits, parsing, per-frame fan-out, errors."""
 
-    def __init__(self, model, limits: Limits, token: str | None, timeout_s: float):
+    def __init__(self, model, limits: Limits, token: str | None, timeout_s: float, body_timeout_s: float = 10.0):
         self.model, self.limits, self.token, self.timeout_s = model, limits, token, timeout_s
+        self.body_timeout_s = body_timeout_s
         self.in_flight = 0
+        self.detecting = 0
         self.draining = False
 
     async def __call__(self, request):
@@ -169,14 +212,12 @@ class DefrIngress:
             path = _api_path(request.scope)
             if path == DETECT_PATH:
                 self._method(request, "POST")
-                body = await self._body(request)
-                parsed = await asyncio.to_thread(parse_request, body, self.limits)
-                return self._json(200, {"results": await self._detect(parsed)})
+                return await self._detect_request(request)
             if path in GET_PATHS:
                 self._method(request, "GET")
-                call = {HEALTH_PATH: "facts", MODEL_PATH: "facts"}.get(path, "stats")
-                answer = await asyncio.wait_for(getattr(self.model, call).remote(), self.timeout_s)
-                return self._json(200, {"status": "ok"} if path == HEALTH_PATH else answer)
+                call = {HEALTH_PATH: self.model.check, MODEL_PATH: self.model.facts}.get(path, self.model.stats)
+                answer = await asyncio.wait_for(call.remote(), self.timeout_s)
+                return self._json(*answer) if isinstance(answer, tuple) else self._json(200, answer)
             raise RequestError(404, f"no such path {path}: POST {DETECT_PATH}, GET {', '.join(GET_PATHS)}")
         except RequestError as e:
             return self._error(e.status, str(e))
@@ -184,6 +225,23 @@ class DefrIngress:
             return self._error(503, f"no model replica could answer ({type(e).__name__}); retry", {"Retry-After": "1"})
         except asyncio.TimeoutError:
             return self._error(504, f"no answer within request_timeout_s={self.timeout_s}; retry later")
+        except Exception as e:  # a bug or a failure of Ray's: still one JSON line, with its cause
+            return self._error(500, f"internal error: {_cause(e)}")
+
+    async def _detect_request(self, request):
+        if self.detecting >= self.limits.max_in_flight:
+            raise RequestError(503, f"{self.detecting} requests in flight, the limit max_in_flight; retry")
+        self.detecting += 1
+        try:
+            try:
+                body = await asyncio.wait_for(self._body(request), self.body_timeout_s)
+            except asyncio.TimeoutError:
+                late = f"the request body did not arrive within body_timeout_s={self.body_timeout_s}"
+                raise RequestError(408, late) from None
+            parsed = await asyncio.to_thread(parse_request, body, self.limits)
+            return self._json(200, {"results": await self._detect(parsed)})
+        finally:
+            self.detecting -= 1
 
     async def _detect(self, request: DetectRequest) -> list[dict]:
         calls = [self.model.detect_frame.remote(frame) for frame in request.frames]
@@ -221,6 +279,14 @@ class DefrIngress:
         )
 
 
+def _cause(error: Exception) -> str:
+    """One line of an unexpected error: a remote one's own cause, not Ray's wrapped traceback."""
+    if isinstance(error, ray.exceptions.RayTaskError) and error.cause is not None:
+        error = error.cause
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300]
+
+
 def _api_path(scope: dict) -> str:
     """The request's path below the application's route prefix (``/v1/detect`` under ``/defr`` too)."""
     path, root = scope["path"], scope.get("root_path", "")
@@ -236,7 +302,8 @@ def build_app(config: ServeConfig):
         max_ongoing_requests=4 * config.max_batch,
         ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
         graceful_shutdown_timeout_s=config.request_timeout_s,
-    ).bind(config.model, config.load_options(), config.max_batch, config.batch_wait_ms / 1000)
-    return DefrIngress.options(graceful_shutdown_timeout_s=config.request_timeout_s).bind(
-        model, config.limits, config.token, config.request_timeout_s
-    )
+    ).bind(config.model, config.load_options(), config.max_batch, config.batch_wait_ms / 1000, config.pin)
+    return DefrIngress.options(
+        graceful_shutdown_timeout_s=config.request_timeout_s,
+        max_ongoing_requests=config.limits.max_in_flight + GET_ROOM,
+    ).bind(model, config.limits, config.token, config.request_timeout_s, config.body_timeout_s)
