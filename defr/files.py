@@ -280,7 +280,8 @@ def _format_label(label: str) -> str:
 class OutputSet:
     """The outputs of one command run: declared with its inputs, checked, then written as one set.
 
-    Checked when made (before the command does any work), ``OutputRefused`` for an output that:
+    Checked when made and when entered (before the command does any work), ``OutputRefused`` for an
+    output that:
 
     - is the same file as an input or as another output, by whatever name (a symlink, a hard link,
       a relative path: compared by device and inode, or by real path for new files);
@@ -329,10 +330,9 @@ class OutputSet:
             self.outputs.append(_Output(label, path, target, label in default_labels))
         self.stream = stream
         self.token = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self.overwrite = overwrite
         self._check_distinct()
         self._check_inputs([Path(p) for p in inputs if p is not None and "://" not in os.fspath(p)])
-        if not overwrite:
-            self._check_defaults()
         self._staged: dict[str, Path] = {}
         self._claimed: list[Path] = []
 
@@ -359,9 +359,11 @@ class OutputSet:
                     "the input; write the output elsewhere"
                 )
 
-    def _check_defaults(self) -> None:
-        for out in self.outputs:
-            if out.default and out.target.exists() and not _written_by_defr(out.target):
+    def _check_defaults(self, m: dict, outs: list[_Output]) -> None:
+        for out in outs:
+            record = m["files"].get(out.target.name)
+            ours = record is not None and record == _file_record(out.target, record.get("set"))
+            if out.default and out.target.exists() and not ours and not self.overwrite:
                 raise OutputRefused(
                     f"{out.path} ({out.label}, a name defr chose) exists and was not written by defr: move it, "
                     "name that output yourself, or pass --overwrite"
@@ -385,6 +387,7 @@ class OutputSet:
                 with _manifest(folder) as m:
                     _recover(folder, m)
                     _refuse_busy(m, outs)
+                    self._check_defaults(m, outs)
                     files = {o.target.name: None if self.stream else self._stage_name(o) for o in outs}
                     m["sets"][self.token] = {"pid": os.getpid(), "state": "writing", "files": files}
                 self._claimed.append(folder)
@@ -399,7 +402,7 @@ class OutputSet:
         return f".{out.target.name}{_STAGED}{self.token}{out.target.suffix}"
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc is not None:
+        if exc is not None and not self.stream:  # a stream's files are the run's whatever stopped it
             self._release()
             if isinstance(exc, OSError) and (error := write_error(exc, self._what())) is not exc:
                 raise error from None
@@ -407,6 +410,8 @@ class OutputSet:
         try:
             self._commit()
         except OSError as e:
+            if exc is not None:  # a stream stopped by an error: that error is the news
+                return
             raise write_error(e, self._what()) from None
 
     def _what(self) -> str:
@@ -441,16 +446,6 @@ class OutputSet:
             with _manifest(folder) as m:
                 _swap(folder, m, self.token)
         self._claimed = []
-
-
-def _written_by_defr(path: Path) -> bool:
-    """Whether ``path`` is recorded in its folder's manifest as defr's and is unchanged since."""
-    try:
-        m = _read_manifest(path.parent)
-    except OutputRefused:
-        return False
-    record = m["files"].get(path.name)
-    return record is not None and record == _file_record(path, record.get("set"))
 
 
 def _file_record(path: Path, token: str | None) -> dict | None:

@@ -89,14 +89,18 @@ def test_a_default_named_file_defr_did_not_write_is_refused_unless_overwrite(tmp
     summary = tmp_path / "res.summary.json"
     summary.write_text("the user's notes")
     with pytest.raises(OutputRefused, match="was not written by defr.*--overwrite"):
-        OutputSet({"summary": summary}, defaults=["summary"])
+        OutputSet({"summary": summary}, defaults=["summary"]).__enter__()
     assert summary.read_text() == "the user's notes"
     with OutputSet({"summary": summary}, defaults=["summary"], overwrite=True) as paths:
         paths["summary"].write_text("ours")
-    OutputSet({"summary": summary}, defaults=["summary"])  # ours now: a rerun may replace it
+    with OutputSet({"summary": summary}, defaults=["summary"]) as paths:  # ours now: a rerun may replace it
+        paths["summary"].write_text("ours again")
     summary.write_text("edited by the user")  # changed since: no longer ours
-    with pytest.raises(OutputRefused, match="not written by defr"):
-        OutputSet({"summary": summary}, defaults=["summary"])
+    with (
+        pytest.raises(OutputRefused, match="not written by defr"),
+        OutputSet({"summary": summary}, defaults=["summary"]),
+    ):
+        pass
 
 
 # --- one set -----------------------------------------------------------------------------------------
@@ -193,10 +197,12 @@ def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_
 
 def test_a_stream_writes_its_targets_and_records_them(tmp_path):
     summary = tmp_path / "run.summary.json"
-    with OutputSet({"summary": summary}, defaults=["summary"], stream=True) as paths:
+    with pytest.raises(KeyboardInterrupt), OutputSet({"summary": summary}, defaults=["summary"], stream=True) as paths:
         assert paths["summary"] == summary
-        summary.write_text("complete")
-    OutputSet({"summary": summary}, defaults=["summary"])  # recorded as defr's
+        summary.write_text("complete: false")
+        raise KeyboardInterrupt  # Ctrl-C: what the stream wrote is still its own
+    with OutputSet({"summary": summary}, defaults=["summary"], stream=True):  # recorded as defr's: no refusal
+        pass
 
 
 # --- disk errors ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from defr.data import DATASETS, SPLITS, build_dataset
 from defr.data.hicodet import load_annotations
 from defr.eval.classification import evaluate_model
 from defr.eval.hicodet import SETTINGS, SUMMARY_KEYS, evaluate_hicodet, load_results
-from defr.files import write_json
+from defr.files import OutputSet, write_json
 from defr.model import load_model
 
 
@@ -45,7 +45,7 @@ def evaluate_command(
     json_out: Path | None,
 ) -> None:
     """HICO classification metrics (mAP, Few@1/5/10, known-object mAP) of a checkpoint on a dataset split."""
-    with one_line_errors():
+    with one_line_errors(), OutputSet({"--json": json_out}, inputs=[checkpoint]) as staged:
         model = load_model(checkpoint)
         spec = model.cfg.backbone
         dataset = build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
@@ -56,7 +56,7 @@ def evaluate_command(
         click.echo(f"  classes evaluated: {metrics['num_classes_evaluated']} of {len(dataset.class_names)}")
         if json_out is not None:
             source = {"checkpoint": str(checkpoint), "dataset": dataset_name, "data_root": str(data_root)}
-            write_json({**source, "split": split, **metrics}, json_out)
+            write_json({**source, "split": split, **metrics}, staged["--json"])
 
 
 @click.command("eval-hicodet")
@@ -79,7 +79,7 @@ def eval_hicodet_command(
     annotations: Path, results: Path, setting: str, json_out: Path | None, allow_empty: bool
 ) -> None:
     """HICO-DET mAP (full / rare / non-rare) of a results file, official protocol."""
-    with one_line_errors():
+    with one_line_errors(), OutputSet({"--json": json_out}, inputs=[annotations, results]) as staged:
         ann = load_annotations(annotations)
         metrics = evaluate_hicodet(ann, load_results(results, ann, allow_empty), setting)
         click.echo(f"HICO-DET, {setting} setting: {ann.num_classes} classes, {sum(metrics['num_gt'])} GT pairs")
@@ -89,4 +89,4 @@ def eval_hicodet_command(
             missing = metrics["classes_without_gt"]
             click.echo(f"  {len(missing)} class(es) without GT pairs, left out of the means: {missing[:10]}")
         if json_out is not None:
-            write_json(metrics, json_out)
+            write_json(metrics, staged["--json"])
