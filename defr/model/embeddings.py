@@ -34,7 +34,7 @@ def save_embeddings(
     encoder_name: str,
 ) -> None:
     """Write class embeddings emb: [C, T] as safetensors, with the prompts, names and encoder in the header."""
-    from safetensors.torch import save
+    from safetensors.torch import save_file
 
     if emb.ndim != 2 or not emb.shape[0] == len(prompts) == len(class_names):
         raise TextEncoderError(
@@ -47,9 +47,8 @@ def save_embeddings(
         "prompts": json.dumps([list(p) for p in prompts]),
     }
     tensors = {"embeddings": emb.detach().float().contiguous().cpu()}
-    data = save(tensors, metadata=header)  # written by Python: a full disk is an OSError, not safetensors'
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp, metadata=header)
 
 
 def load_embeddings(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
