@@ -251,3 +251,12 @@ def test_write_with_surfaces_the_disk_error_a_library_hides(tmp_path, monkeypatc
     with pytest.raises(WriteError, match="state.pt: No space left on device; nothing half-written"):
         write_with(tmp_path / "state.pt", lambda f: torch.save({"w": torch.zeros(1000)}, f))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_stream_leaves_its_files_as_defr_s_and_frees_them(tmp_path, monkeypatch):
+    summary = tmp_path / "run.summary.json"
+    OutputSet({"summary": summary}, defaults=["summary"], stream=True).__enter__()  # then killed
+    summary.write_text('{"complete": false}')
+    monkeypatch.setattr(files, "process_alive", lambda pid: False)
+    with OutputSet({"summary": summary}, defaults=["summary"], stream=True):  # not busy, not refused
+        summary.write_text('{"complete": true}')
