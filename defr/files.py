@@ -248,7 +248,7 @@ def _resolve_output(path: Path, label: str) -> Path:
             ) from None
         return Path(os.path.realpath(path.parent)) / path.name
     except NotADirectoryError:
-        raise OutputRefused(f"{label} {path}: a part of the path is a file, not a folder") from None
+        raise OutputRefused(f"{label} {path}: its folder {path.parent} is not a directory") from None
     kind = _kind(st.st_mode)
     if kind is not None:
         raise OutputRefused(
