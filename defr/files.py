@@ -481,7 +481,10 @@ def _manifest(folder: Path) -> Iterator[dict]:
         yield m
         for name in [n for n in m["files"] if not (folder / n).exists()]:
             del m["files"][name]
-        write_json(m, folder / MANIFEST, indent=1)
+        if m["files"] or m["sets"]:
+            write_json(m, folder / MANIFEST, indent=1)
+        else:  # nothing of defr's here (a run that failed before writing): no manifest left behind
+            (folder / MANIFEST).unlink(missing_ok=True)
     finally:
         os.close(fd)  # releases the lock
 

@@ -126,8 +126,7 @@ def test_an_error_while_writing_keeps_the_old_set_and_leaves_no_staging(tmp_path
         _write(paths, a="new a")
         raise RuntimeError("the plot failed")
     assert (tmp_path / "a.json").read_text() == "old a" and not (tmp_path / "b.json").exists()
-    assert _manifest(tmp_path)["sets"] == {}
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "a.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # no staging, no empty manifest
 
 
 def test_a_declared_output_not_written_removes_the_old_one(tmp_path):
@@ -219,7 +218,7 @@ def test_a_disk_error_is_one_line_and_leaves_nothing_half_written(tmp_path, code
         raise OSError(code, os.strerror(code))
     assert isinstance(e.value, OSError) and e.value.errno == code and "\n" not in str(e.value)
     assert (tmp_path / "a.json").read_text() == "old" and not (tmp_path / "b.json").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "a.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
 def test_write_with_surfaces_the_disk_error_a_library_hides(tmp_path, monkeypatch):
