@@ -241,3 +241,14 @@ def test_box_noise_replaces_its_json_and_plot_together(tmp_path, monkeypatch):
         CliRunner().invoke(main, [str(a) for a in [*args, "--overwrite"]], catch_exceptions=False)
     assert (out / "box_noise.json").read_text() == "old" and (out / "box_noise.png").read_text() == "old plot"
     assert _no_staging(out)
+
+
+def test_train_refuses_a_run_file_that_is_its_config_or_a_device(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "metrics.jsonl"  # the config given is the file the run would rewrite
+    config.write_text("epochs: 1\n")
+    assert "is the input" in _run(["train", "--config", config, "--output", run])
+    assert config.read_text() == "epochs: 1\n"
+    os.symlink(os.devnull, tmp_path / "run" / "model.safetensors")
+    assert "character device" in _run(["train", "--dataset", "synth", "--output", run])
