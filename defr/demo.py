@@ -51,7 +51,7 @@ from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics
 from defr.export import ExportConfig, export_model
 from defr.export.exporter import ONNX_FILES
 from defr.export.verify import compare_detections
-from defr.files import atomic_path, write_json
+from defr.files import OutputSet, write_json
 from defr.model import load_model
 from defr.model.factory import zero_shot_model
 from defr.model.pretrained import builtin_sidecar
@@ -189,7 +189,8 @@ def run_demo(cfg: DemoConfig) -> dict:
         report["video_seeds"] = [_seed_row(r) for r in runs]
         report["video_seconds"] = _lap(timer)
 
-    write_json(report, out / "demo.json", indent=2)
+    with OutputSet({"demo.json": out / "demo.json"}) as staged:
+        write_json(report, staged["demo.json"], indent=2)
     return report
 
 
@@ -233,7 +234,9 @@ def run_detection_demo(checkpoint: Path, synth_root: Path, out_dir: Path, noise:
     detector = HOIDetector.from_checkpoint(checkpoint)
     dets = noisy_gt_detections(annotations, noise, seed)
     results = run_detection(detector, paths, dets)
-    detections = write_json(results, out_dir / "detections.json")
+    with OutputSet({"detections.json": out_dir / "detections.json"}) as staged:
+        write_json(results, staged["detections.json"])
+    detections = out_dir / "detections.json"
     metrics = hicodet_metrics(annotations, results)
 
     shown = [p for p in paths if results[p.name]["hoi"]][:4]
@@ -410,7 +413,9 @@ def choose_video_thresholds(
     out, runs = Path(out_dir), []
     for vseed in seeds:
         name = f"validation_{vseed}"
-        clip = generate_synthetic_video(out / f"{name}.mp4", frames, fps, width, vseed, setting)
+        clip = generate_synthetic_video(
+            out / f"{name}.mp4", frames, fps, width, vseed, setting, overwrite=True
+        )  # the demo's own folder
         lines, truth = read_jsonl(clip.detections), read_jsonl(clip.events)
         outputs = VideoOutputs(frames=out / f"{name}.frames.jsonl", summary=out / f"{name}.summary.json")
         _stream(clip.video, oracle_detections(lines, noise, vseed), hoi, outputs, EventConfig(), batch, progress)
@@ -457,7 +462,10 @@ def run_video_demo(
         )
     else:
         report["thresholds"] = {"on": events.on, "off": events.off, "min_frames": events.min_frames}
-    synthetic = generate_synthetic_video(out / "synthetic.mp4", frames, fps, width, seed, setting)
+    # overwrite=True: the demo's folder is its own, earlier demos' files included
+    synthetic = generate_synthetic_video(
+        out / "synthetic.mp4", frames, fps, width, seed, setting, overwrite=True
+    )  # the demo's own folder
     render_s = time.perf_counter() - start
     lines, truth = read_jsonl(synthetic.detections), read_jsonl(synthetic.events)
     outputs = VideoOutputs(
@@ -474,8 +482,8 @@ def run_video_demo(
     best_score["min_frames"] = best.min_frames
     relabelled = in_truth_ids(predicted, track_identity(frame_lines, lines))
     timeline = plot_timeline(relabelled, truth, out / "timeline.png", frames=summary["frames"])
-    with atomic_path(out / "events_table.md") as tmp:
-        Path(tmp).write_text(format_event_table(scored["table"]) + "\n")
+    with OutputSet({"events_table.md": out / "events_table.md"}) as staged:
+        staged["events_table.md"].write_text(format_event_table(scored["table"]) + "\n")
     height = frame_lines[0]["height"] if frame_lines else 0
     report.update(
         {
@@ -499,7 +507,8 @@ def run_video_demo(
             "timeline": str(timeline),
         }
     )
-    write_json(report, out / "video_demo.json", indent=2)
+    with OutputSet({"video_demo.json": out / "video_demo.json"}) as staged:
+        write_json(report, staged["video_demo.json"], indent=2)
     return report
 
 

@@ -47,7 +47,7 @@ from tqdm import tqdm
 from defr.data import DATASETS, DatasetError, build_dataset, oversampling_indices
 from defr.errors import ConfigError, DefrError
 from defr.eval.classification import evaluate_model
-from defr.files import atomic_path
+from defr.files import atomic_path, write_with
 from defr.losses import LOSSES
 from defr.model import DEFR, DEFRConfig, build_model, save_checkpoint
 from defr.model.checkpoint import checkpoint_metadata
@@ -389,8 +389,8 @@ def _write_epoch(out: Path, model: DEFR, state: dict) -> None:
     relies on); TrainOutputError when the disk is full (the previous epoch's files stay intact)."""
     out.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(out / TRAIN_STATE) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)  # a file object: a write error is an OSError, not torch's "unexpected pos"
+        # write_with keeps the OSError that torch.save would turn into its "unexpected pos" RuntimeError
+        write_with(out / TRAIN_STATE, lambda f: torch.save(state, f))
         _publish(out, model, state)
         _write_metrics(out / METRICS_FILE, json.loads(state["metrics"]))
     except OSError as e:

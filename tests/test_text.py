@@ -358,7 +358,7 @@ def test_plot_embeddings_command(minilm, tmp_path):
     assert f"t-SNE of {len(CLASSES)} classes embedded by minilm" in result.output
     with Image.open(out) as image:
         assert image.format == "PNG" and image.width > 500
-    assert sorted(os.listdir(tmp_path)) == ["emb.safetensors", "tsne.png"]
+    assert sorted(os.listdir(tmp_path)) == [".defr-outputs.json", "emb.safetensors", "tsne.png"]  # + the seam's record
 
     result = CliRunner().invoke(main, [*args[:-1], "30"])
     assert result.exit_code == 1 and "perplexity must be in (0, 7)" in result.output

@@ -7,7 +7,7 @@ import click
 from defr.bench import BACKENDS, DEFAULT_BACKENDS, BenchConfig, BenchRow, format_table, run_bench
 from defr.commands import int_list, one_line_errors
 from defr.commands.options import ATTENTION_OPTION, DEVICE_OPTION, MASK_MODE_OPTION, RUNTIME_OPTION
-from defr.files import write_json
+from defr.files import OutputSet, write_json
 
 
 @click.command("bench")
@@ -26,7 +26,8 @@ from defr.files import write_json
 @click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)
 @DEVICE_OPTION
 @click.option("--threads", type=int, help="CPU threads of PyTorch, ONNX Runtime and OpenVINO (default: theirs).")
-@click.option("--json", "json_out", default="bench.json", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Results JSON [default: bench.json].")
+@click.option("--overwrite", is_flag=True, help="Replace a bench.json (the default name) that defr did not write.")
 @MASK_MODE_OPTION
 @ATTENTION_OPTION
 @RUNTIME_OPTION
@@ -41,12 +42,16 @@ def bench_command(
     device,
     threads,
     json_out,
+    overwrite,
     mask_mode,
     attention,
     runtime,
 ) -> None:
     """Time the pair backends over batch sizes and pairs per image; print a table, write JSON."""
-    with one_line_errors():
+    defaults = [] if json_out else ["--json"]
+    json_out = json_out or "bench.json"
+    outputs = {"--json": json_out}
+    with one_line_errors(), OutputSet(outputs, inputs=[model], defaults=defaults, overwrite=overwrite) as staged:
         cfg = BenchConfig(
             model=model,
             image_size=image_size,
@@ -62,7 +67,7 @@ def bench_command(
             runtime=runtime,
         )
         result = run_bench(cfg, progress=lambda line: click.echo(line, err=True))
-        write_json(result, json_out)
+        write_json(result, staged["--json"])
     click.echo(format_table([BenchRow(**r) for r in result["rows"]]))
     m = result["machine"]
     click.echo(

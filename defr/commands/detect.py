@@ -17,11 +17,12 @@ from defr.commands.options import (
     PRECISION_OPTION,
     RAY_OPTION,
     RUNTIME_OPTION,
+    model_inputs,
     model_source,
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
-from defr.files import write_json
+from defr.files import OutputSet, write_json
 from defr.runtime import HOIDetector, load_detector
 from defr.runtime.detect import run_detection
 from defr.runtime.io import list_images, load_detections
@@ -72,18 +73,21 @@ def detect_command(
     model, kw = model_source(checkpoint, model_file, precision, runtime)
     with one_line_errors():
         paths = list_images(images)
-        dets = load_detections(detections, [p.name for p in paths], label_space)
-        load = {"device": device, "mask_mode": mask_mode, "attention": attention, "top_k": top_k, **kw}
-        if ray_address is None:
-            results = run_detection(load_detector(model, **load), paths, dets, batch_size=batch_size)
-        else:
-            from defr.serve.batch import detect_images_ray  # imports Ray: only for --ray
-            from defr.serve.connect import ray_session
+        per_image = [detections / f"{p.stem}.json" for p in paths] if detections.is_dir() else []
+        inputs = [images, *paths, detections, *per_image, *model_inputs(model)]
+        with OutputSet({"--out": out}, inputs=inputs) as staged:  # refused before any work; a second writer too
+            dets = load_detections(detections, [p.name for p in paths], label_space)
+            load = {"device": device, "mask_mode": mask_mode, "attention": attention, "top_k": top_k, **kw}
+            if ray_address is None:
+                results = run_detection(load_detector(model, **load), paths, dets, batch_size=batch_size)
+            else:
+                from defr.serve.batch import detect_images_ray  # imports Ray: only for --ray
+                from defr.serve.connect import ray_session
 
-            with ray_session(ray_address):
-                gpus = 1 if device.startswith("cuda") else 0
-                results = detect_images_ray(model, paths, dets, load, batch_size, concurrency, gpus)
-        write_json(results, out)
+                with ray_session(ray_address):
+                    gpus = 1 if device.startswith("cuda") else 0
+                    results = detect_images_ray(model, paths, dets, load, batch_size, concurrency, gpus)
+            write_json(results, staged["--out"])
     triplets = sum(len(r["hoi"]) for r in results.values())
     click.echo(f"wrote {out}: {len(results)} images, {triplets} HOI detections")
 
@@ -104,24 +108,38 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--ratios", default="0,0.05,0.1,0.2", show_default=True, callback=_ratios)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace box_noise.json / box_noise.png in OUT that defr did not write."
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @DEVICE_OPTION
 @MASK_MODE_OPTION
-def box_noise_command(checkpoint, annotations, images, ratios, out, seed, batch_size, device, mask_mode) -> None:
-    """HICO-DET mAP with noisy ground-truth boxes as detections: box_noise.json and box_noise.png in OUT."""
+def box_noise_command(
+    checkpoint, annotations, images, ratios, out, overwrite, seed, batch_size, device, mask_mode
+) -> None:
+    """HICO-DET mAP with noisy ground-truth boxes as detections: box_noise.json and box_noise.png in OUT
+    (one set: both or neither are replaced)."""
     with one_line_errors():
-        mode = resolve_mask_mode(None, mask_mode, checkpoint)  # a checkpoint runs in any mode
-        detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mode)
-        rows = box_noise_study(detector, annotations, images, ratios, seed=seed, batch_size=batch_size)
-        report = {
-            "checkpoint": str(checkpoint),
-            "annotations": str(annotations),
-            "seed": seed,
-            "mask_mode": detector.backend.mask_mode,
-            "rows": rows,
-        }
-        write_json(report, Path(out) / "box_noise.json")
-        plot_box_noise(rows, Path(out) / "box_noise.png")
-    for row in rows:
+        names = {"box_noise.json": out / "box_noise.json", "box_noise.png": out / "box_noise.png"}
+        written = OutputSet(names, inputs=[checkpoint, annotations], defaults=names, overwrite=overwrite)
+        with written as staged:
+            rows = _box_noise(checkpoint, annotations, images, ratios, seed, batch_size, device, mask_mode)
+            write_json(rows, staged["box_noise.json"])
+            plot_box_noise(rows["rows"], staged["box_noise.png"])
+    for row in rows["rows"]:
         click.echo(f"r={row['ratio']:<5g} full {row['full']} rare {row['rare']} non-rare {row['non_rare']}")
+
+
+def _box_noise(checkpoint, annotations, images, ratios, seed, batch_size, device, mask_mode) -> dict:
+    """The box-noise report: the study's rows and what produced them."""
+    mode = resolve_mask_mode(None, mask_mode, checkpoint)  # a checkpoint runs in any mode
+    detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mode)
+    rows = box_noise_study(detector, annotations, images, ratios, seed=seed, batch_size=batch_size)
+    return {
+        "checkpoint": str(checkpoint),
+        "annotations": str(annotations),
+        "seed": seed,
+        "mask_mode": detector.backend.mask_mode,
+        "rows": rows,
+    }

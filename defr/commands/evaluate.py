@@ -11,7 +11,7 @@ from defr.data import DATASETS, SPLITS, build_dataset
 from defr.data.hicodet import load_annotations
 from defr.eval.classification import evaluate_model
 from defr.eval.hicodet import SETTINGS, SUMMARY_KEYS, evaluate_hicodet, load_results
-from defr.files import write_json
+from defr.files import OutputSet, write_json
 from defr.model import load_model
 from defr.model.factory import zero_shot_model
 
@@ -63,7 +63,8 @@ def evaluate_command(
     With --zero-shot, of language-aligned pretrained weights and no DEFR training at all: the classifier is
     the classes' text embeddings through the weights' projection (the fine-tuning's starting point).
     """
-    with one_line_errors():
+    inputs = [checkpoint] if checkpoint is not None else []
+    with one_line_errors(), OutputSet({"--json": json_out}, inputs=inputs) as staged:
         if zero_shot:
             model, dataset = zero_shot_setup(
                 backbone, pretrained, text_encoder, image_size, checkpoint, dataset_name, data_root, split
@@ -88,7 +89,7 @@ def evaluate_command(
                 else {"checkpoint": str(checkpoint)}
             )
             source = {**model_source, "dataset": dataset_name, "data_root": str(data_root)}
-            write_json({**source, "split": split, **metrics}, json_out)
+            write_json({**source, "split": split, **metrics}, staged["--json"])
 
 
 def zero_shot_setup(backbone, pretrained, text_encoder, image_size, checkpoint, dataset_name, data_root, split):
@@ -123,7 +124,7 @@ def eval_hicodet_command(
     annotations: Path, results: Path, setting: str, json_out: Path | None, allow_empty: bool
 ) -> None:
     """HICO-DET mAP (full / rare / non-rare) of a results file, official protocol."""
-    with one_line_errors():
+    with one_line_errors(), OutputSet({"--json": json_out}, inputs=[annotations, results]) as staged:
         ann = load_annotations(annotations)
         metrics = evaluate_hicodet(ann, load_results(results, ann, allow_empty), setting)
         click.echo(f"HICO-DET, {setting} setting: {ann.num_classes} classes, {sum(metrics['num_gt'])} GT pairs")
@@ -133,4 +134,4 @@ def eval_hicodet_command(
             missing = metrics["classes_without_gt"]
             click.echo(f"  {len(missing)} class(es) without GT pairs, left out of the means: {missing[:10]}")
         if json_out is not None:
-            write_json(metrics, json_out)
+            write_json(metrics, staged["--json"])

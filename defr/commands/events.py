@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from defr.commands import one_line_errors
-from defr.files import atomic_path, write_json
+from defr.files import OutputSet, write_json
 from defr.video.evaluation import (
     EVENT_KEYS,
     evaluate_run,
@@ -34,21 +34,17 @@ FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
               help="Box IoU that ties a track to an annotated entity in a frame.")  # fmt: skip
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for events_eval.json, events_table.md and timeline.png.")  # fmt: skip
-def eval_events_command(frames_path, events_path, truth_detections, events_truth, t_iou, min_iou, out) -> None:
+@click.option("--overwrite", is_flag=True, help="Replace those three files in OUT when defr did not write them.")
+def eval_events_command(
+    frames_path, events_path, truth_detections, events_truth, t_iou, min_iou, out, overwrite
+) -> None:
     """Score a run's interaction events against annotated events: precision / recall with identity, a
-    per-event table and a timeline picture."""
+    per-event table and a timeline picture (one set: all three or none are replaced)."""
     with one_line_errors():
-        frames = read_jsonl(frames_path, ("frame", "boxes_h", "boxes_o", "human_id", "object_id"))
-        predicted = read_jsonl(events_path, EVENT_KEYS + ("peak_score",))
-        truth_lines = read_jsonl(truth_detections, ("frame", "boxes", "labels", "ids"))
-        truth = read_jsonl(events_truth, EVENT_KEYS)
-        report = evaluate_run(frames, predicted, truth_lines, truth, t_iou=t_iou, min_iou=min_iou)
-        relabelled = in_truth_ids(predicted, track_identity(frames, truth_lines, min_iou))
-        write_json(report, out / "events_eval.json", indent=2)
-        table = format_event_table(report["table"])
-        with atomic_path(out / "events_table.md") as tmp:
-            Path(tmp).write_text(table + "\n")
-        plot_timeline(relabelled, truth, out / "timeline.png", frames=len(frames), t_iou=t_iou)
+        names = {n: out / n for n in ("events_eval.json", "events_table.md", "timeline.png")}
+        inputs = [frames_path, events_path, truth_detections, events_truth]
+        with OutputSet(names, inputs=inputs, defaults=names, overwrite=overwrite) as staged:
+            report, table = _evaluate(frames_path, events_path, truth_detections, events_truth, t_iou, min_iou, staged)
     e, a = report["events"], report["events_any_track"]
     click.echo(table)
     click.echo(
@@ -58,3 +54,18 @@ def eval_events_command(frames_path, events_path, truth_detections, events_truth
     )
     click.echo(f"false events: {false_events_line(report['false_events'])}")
     click.echo(f"wrote {out}/events_eval.json, events_table.md, timeline.png")
+
+
+def _evaluate(frames_path, events_path, truth_detections, events_truth, t_iou, min_iou, staged) -> tuple[dict, str]:
+    """Read the four files, score, and write the three outputs to their ``staged`` paths → (report, table)."""
+    frames = read_jsonl(frames_path, ("frame", "boxes_h", "boxes_o", "human_id", "object_id"))
+    predicted = read_jsonl(events_path, EVENT_KEYS + ("peak_score",))
+    truth_lines = read_jsonl(truth_detections, ("frame", "boxes", "labels", "ids"))
+    truth = read_jsonl(events_truth, EVENT_KEYS)
+    report = evaluate_run(frames, predicted, truth_lines, truth, t_iou=t_iou, min_iou=min_iou)
+    relabelled = in_truth_ids(predicted, track_identity(frames, truth_lines, min_iou))
+    write_json(report, staged["events_eval.json"], indent=2)
+    table = format_event_table(report["table"])
+    staged["events_table.md"].write_text(table + "\n")
+    plot_timeline(relabelled, truth, staged["timeline.png"], frames=len(frames), t_iou=t_iou)
+    return report, table

@@ -100,3 +100,12 @@ def model_source(
             "an exported model keeps its own precision"
         )
     return model_file, {"runtime": runtime}
+
+
+def model_inputs(model: Path) -> list[Path]:
+    """The files a model path reads, for ``defr.files.OutputSet``'s inputs: a checkpoint, or an exported
+    file with every file of its folder (the sidecar ``model.json``, the other graphs, caches)."""
+    model = Path(model)
+    if model.suffix in (".onnx", ".engine", ".xml") and model.parent.is_dir():
+        return [model, *(p for p in model.parent.iterdir() if p.is_file())]
+    return [model]

@@ -28,7 +28,8 @@ from defr.data.synth.settings import SETTINGS
     "--overwrite",
     is_flag=True,
     help="Write into a non-empty OUT that is not an earlier synthetic set: only the set's own entries "
-    "(images/, anno.mat, the instances and few-shot JSON files) are replaced, everything else is kept.",
+    "(images/, anno.mat, the instances and few-shot JSON files) are replaced, everything else is kept. "
+    "With --video: replace OUT.detections.jsonl / OUT.events.jsonl that defr did not write.",
 )
 @click.option(
     "--setting",
@@ -59,7 +60,7 @@ def synth_command(
     with one_line_errors():
         if video is not None:
             files = generate_synthetic_video(
-                video, frames=frames, fps=fps, width=size or 256, seed=seed, setting=setting
+                video, frames=frames, fps=fps, width=size or 256, seed=seed, setting=setting, overwrite=overwrite
             )
             events = len(files.events.read_text().splitlines())
             click.echo(

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from defr.commands import one_line_errors
+from defr.files import OutputSet
 from defr.model.embedding_plot import plot_embeddings, tsne_2d
 from defr.model.embeddings import embed_classes, load_embeddings, save_embeddings
 from defr.model.text import NAME_FORMS
@@ -23,9 +24,9 @@ from defr.model.text import NAME_FORMS
 @click.option("--template", "templates", multiple=True, help="Prompt template, '{}' = the phrase (repeatable).")
 def embed_labels_command(encoder_name: str, out: Path, classes: Path | None, templates: tuple[str, ...]) -> None:
     """Embed HOI class sentences with a text encoder and save them."""
-    with one_line_errors():
+    with one_line_errors(), OutputSet({"--out": out}, inputs=[classes]) as staged:
         emb, prompts, names, name = embed_classes(encoder_name, classes, templates)
-        save_embeddings(out, emb, prompts, names, name)
+        save_embeddings(staged["--out"], emb, prompts, names, name)
     click.echo(f"{out}: {emb.shape[0]} classes × {emb.shape[1]} dims from {name}, {len(prompts[0])} template(s)")
 
 
@@ -41,11 +42,13 @@ def plot_embeddings_command(
     """t-SNE map of class embeddings, coloured by verb (DEFR paper, Fig. 2)."""
     if (embeddings is None) == (encoder_name is None):
         raise click.ClickException("give exactly one of --embeddings and --encoder")
-    with one_line_errors():
+    with one_line_errors(), OutputSet({"--out": out}, inputs=[embeddings]) as staged:
         if embeddings is not None:
             emb, meta = load_embeddings(embeddings)
             names, name = meta["class_names"], meta["encoder"]
         else:
             emb, _, names, name = embed_classes(encoder_name, None, ())
-        plot_embeddings(tsne_2d(emb, perplexity, seed), names, out, title=f"{len(names)} HOI classes, {name}")
+        plot_embeddings(
+            tsne_2d(emb, perplexity, seed), names, staged["--out"], title=f"{len(names)} HOI classes, {name}"
+        )
     click.echo(f"{out}: t-SNE of {len(names)} classes embedded by {name}")

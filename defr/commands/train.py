@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
 
 from defr.commands import one_line_errors
 from defr.data import DATASETS
+from defr.files import OutputSet
 from defr.losses import LOSSES
 from defr.model.factory import INITS
-from defr.train import TrainConfig, load_config, train
+from defr.train import CHECKPOINT, METRICS_FILE, TRAIN_STATE, TrainConfig, load_config, train
 
 
 @click.command("train")
@@ -46,6 +48,10 @@ def train_command(config_path: str | None, resume: bool, overwrite: bool, **opti
     overrides = {k: v for k, v in options.items() if v is not None}
     with one_line_errors():
         cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
+        # the run's own lock and write order stay train's (defr.train); the seam refuses a file of the run that
+        # is an input (the config, local pretrained weights) or not a regular file (a device, a FIFO)
+        run_files = {name: Path(cfg.output) / name for name in (CHECKPOINT, TRAIN_STATE, METRICS_FILE)}
+        OutputSet(run_files, inputs=[config_path, cfg.pretrained])  # names that are not files are no inputs
         path = train(cfg, resume=resume, overwrite=overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"checkpoint: {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import click
@@ -14,10 +15,12 @@ from defr.commands.options import (
     PRECISION_OPTION,
     RAY_OPTION,
     RUNTIME_OPTION,
+    model_inputs,
     model_source,
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.errors import DefrError
+from defr.files import OutputSet
 from defr.runtime import load_detector
 from defr.video import (
     EventConfig,
@@ -68,6 +71,9 @@ def _outputs(out, events, frames, summary) -> list[tuple[str, Path]]:
     type=click.Path(path_type=Path),
     help="Run summary JSON [default: NAME.summary.json beside the first output].",
 )
+@click.option(
+    "--overwrite", is_flag=True, help="Replace a default-named summary that exists and was not written by defr."
+)
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per batch.")
 @click.option(
     "--max-latency-ms",
@@ -103,6 +109,7 @@ def video_command(
     events,
     frames,
     summary,
+    overwrite,
     batch,
     max_latency_ms,
     device,
@@ -169,25 +176,38 @@ def video_command(
     folders = [f"{name} {path}" for name, path in _outputs(out, events, frames, summary) if path.is_dir()]
     if folders:  # folders are for --ray (one file per video in each)
         raise click.UsageError(f"{folders[0]} is a folder: without --ray, outputs are files")
+    defaults = [] if summary is not None else ["--summary"]
     summary = summary or _summary_path(out, events, frames)
     kind, _, detections_file = detector.partition(":")
-    try:  # before anything is loaded or written (an existing summary here is not this run's)
-        outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
-        outputs.check_inputs(source, *([detections_file] if kind == "detections" else []))
-    except DefrError as e:
-        raise click.ClickException(str(e)) from None
+    frame_files = list(Path(source).iterdir()) if Path(source).is_dir() else []  # an image folder's frames
+    inputs = [source, *frame_files, detector_weights, *model_inputs(model)]
+    inputs += [detections_file] if kind == "detections" else []
+    with ExitStack() as written:
+        try:  # before anything is loaded or written: refused outputs, a default-named summary not ours, a 2nd writer
+            outputs = VideoOutputs(video=out, frames=frames, events=events, summary=summary)
+            labelled = {"--out": out, "--frames": frames, "--events": events, "--summary": summary}
+            written.enter_context(OutputSet(labelled, inputs, defaults, overwrite, stream=True))
+        except (DefrError, OSError) as e:
+            raise click.ClickException(str(e)) from None
+        result = _run(source, detector, detector_weights, label_space, device, model, mask_mode, top_k, kw, outputs,
+                      config, fps, progress)  # fmt: skip
+    named = [str(p) for p in (out, events, frames) if p is not None]
+    skipped = f"; {result.skipped} frame(s) skipped" if result.skipped else ""
+    click.echo(
+        f"{result.frames} frames at {result.fps:.1f} fps, {result.events} events{skipped}; "
+        f"wrote {', '.join(named)}, {summary}"
+    )
+
+
+def _run(source, detector, weights, label_space, device, model, mask_mode, top_k, kw, outputs, config, fps, progress):
+    """Load the detectors and run the video → its ``Summary``; errors as one line naming the summary."""
+    summary = outputs.summary
     try:
-        objects = make_detector(detector, device=device, weights=detector_weights, label_space=label_space)
+        objects = make_detector(detector, device=device, weights=weights, label_space=label_space)
         hoi = load_detector(model, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
-        result = run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
+        return run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:
         click.echo(f"interrupted after {e.summary.frames} frames ({e}); outputs finalised, summary {summary}", err=True)
         raise SystemExit(128 + e.signum) from None
     except (DefrError, OSError) as e:
         raise click.ClickException(f"{e} (summary: {summary})" if summary.is_file() else str(e)) from None
-    written = [str(p) for p in (out, events, frames) if p is not None]
-    skipped = f"; {result.skipped} frame(s) skipped" if result.skipped else ""
-    click.echo(
-        f"{result.frames} frames at {result.fps:.1f} fps, {result.events} events{skipped}; "
-        f"wrote {', '.join(written)}, {summary}"
-    )

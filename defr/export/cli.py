@@ -21,9 +21,10 @@ from defr.commands.options import mask_mode_option
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
 from defr.export.errors import VerificationError
-from defr.export.exporter import ExportConfig, export_model
+from defr.export.exporter import ONNX_FILES, ExportConfig, export_model
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
+from defr.files import OutputSet
 from defr.signals import sigterm_as_interrupt
 
 EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
@@ -111,6 +112,11 @@ def main(
             calibration_split=calibration_split,
             int8_max_drop=int8_max_drop,
         )
+        # the folder is swapped in whole (export_model); the seam refuses files of it that are inputs or devices
+        names = [*ONNX_FILES.values(), SIDECAR_NAME, *(["model.int8.onnx"] if int8 else [])]
+        names += [f"model.{engine}.engine"] if engine else []
+        calibration_path = Path(calibration) if calibration and Path(calibration).exists() else None
+        OutputSet({n: out_dir / n for n in names}, inputs=[checkpoint, plugin_library, calibration_path])
         received: list[int] = []
         try:
             with sigterm_as_interrupt() as received:

@@ -13,8 +13,11 @@ Outputs, each optional (``VideoOutputs``):
 
 The outputs of a run are one set, never mixed with a previous run's:
 
-1. outputs that are one file, or the input, are refused before anything is written
-   (``VideoOutputs``); temporaries that killed runs left beside the outputs are removed;
+1. outputs that are one file, or the input, or not regular files, are refused before anything is
+   written (``VideoOutputs``, through ``defr.files.OutputSet``, the seam every command writes
+   through; a video run is its ``stream`` kind: the files are written as the run goes, and the
+   summary says whether the set is complete); temporaries that killed runs left beside the outputs
+   are removed;
 2. the summary is written first, with ``"complete": false``; then the previous video is removed and
    the JSONL files are started empty. From here on every output on disk is this run's, and a run
    that is killed without a chance to finish (SIGKILL, power loss) leaves ``"complete": false``;
@@ -39,15 +42,15 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from defr.errors import ConfigError
-from defr.files import write_json
+from defr.files import OutputRefused, OutputSet, write_json
 from defr.runtime import HOIDetector
 from defr.video.annotate import annotate_frame
 from defr.video.detectors import ObjectDetector
-from defr.video.errors import OutputError, VideoError
+from defr.video.errors import OutputError
 from defr.video.interrupts import Interrupted, InterruptGuard
 from defr.video.pipeline import HOIStream, StreamConfig
 from defr.video.records import FrameResult, Interaction
-from defr.video.writers import JsonlWriter, VideoWriter, clean_stale_temporaries
+from defr.video.writers import VIDEO_CONTAINERS, JsonlWriter, VideoWriter, clean_stale_temporaries
 
 SUMMARY_FORMAT = "defr-video-summary/2"
 OUTPUT_NAMES = ("video", "frames", "events", "summary")
@@ -57,8 +60,9 @@ OUTPUT_NAMES = ("video", "frames", "events", "summary")
 class VideoOutputs:
     """Where a run writes; None skips an output. ``top``: interactions per human in the video.
 
-    Two outputs that are one file (the same path, a symlink or a hard link to it) are refused
-    (``VideoError``), and so is an output that is one of the run's inputs (``check_inputs``).
+    Two outputs that are one file (the same path, a symlink or a hard link to it), an output that is
+    not a regular file or a new path, and a video whose suffix names no video container are refused
+    (``defr.files.OutputRefused``), and so is an output that is one of the run's inputs (``check_inputs``).
     """
 
     video: Path | None = None
@@ -73,38 +77,19 @@ class VideoOutputs:
                 setattr(self, name, Path(value))
         if self.top < 1:
             raise ConfigError(f"top must be >= 1 interaction per human, not {self.top}")
-        named = list(self.named().items())
-        for i, (name, path) in enumerate(named):
-            for other, other_path in named[i + 1 :]:
-                if _same_file(path, other_path):
-                    raise VideoError(
-                        f"the {name} and {other} outputs are one file ({path}): give each output its own file"
-                    )
+        if self.video is not None and self.video.suffix.lower() not in VIDEO_CONTAINERS:
+            raise OutputRefused(
+                f"{self.video}: not a video file name; name the video output with one of {', '.join(VIDEO_CONTAINERS)}"
+            )
+        OutputSet(self.named())  # refuses outputs that are one file, devices, FIFOs, folders
 
     def named(self) -> dict[str, Path]:
         """The outputs given, by name (video, frames, events, summary)."""
         return {n: p for n in OUTPUT_NAMES if (p := getattr(self, n)) is not None}
 
     def check_inputs(self, *inputs) -> None:
-        """``VideoError`` if an output is one of ``inputs`` (paths; URLs and other sources are ignored)."""
-        for source in inputs:
-            if not isinstance(source, (str, os.PathLike)) or "://" in os.fspath(source):
-                continue
-            for name, path in self.named().items():
-                if _same_file(Path(source), path):
-                    raise VideoError(
-                        f"{source} is both an input and the {name} output: writing it would destroy the input; "
-                        "write the output elsewhere"
-                    )
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist (yet): not one file
-        return False
+        """``OutputRefused`` if an output is one of ``inputs`` (paths; URLs and other sources are ignored)."""
+        OutputSet(self.named(), inputs=[p for p in inputs if isinstance(p, (str, os.PathLike))])
 
 
 @dataclass
@@ -190,8 +175,8 @@ class VideoRun:
         """Run the stream over ``source`` and write the outputs → the ``Summary`` (also written).
 
         fps: frame rate of an image folder or iterable (default 30).
-        Raises ``StreamInterrupted`` on Ctrl-C or SIGTERM (outputs finalised), ``VideoError`` for
-        outputs that are one file, ``OutputError`` when an output cannot be written, and what
+        Raises ``StreamInterrupted`` on Ctrl-C or SIGTERM (outputs finalised), ``OutputRefused`` for
+        outputs that are one file or an input, ``OutputError`` when an output cannot be written, and what
         ``HOIStream.run`` raises.
         """
         self.outputs.check_inputs(source)

@@ -28,6 +28,8 @@ from defr.files import process_alive, umask
 from defr.optional import import_av
 from defr.video.errors import OutputError, VideoError
 
+VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+
 
 def temporary_beside(path: Path) -> Path:
     """A new empty file beside ``path`` to write it under: ``.NAME.PID-XXXXXXXX.tmp`` (the process id
@@ -118,9 +120,9 @@ class VideoWriter:
         self.frames = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp: Path | None = temporary_beside(self.path)
-        fmt = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi", ".webm": "webm"}
+        fmt = VIDEO_CONTAINERS.get(self.path.suffix.lower(), "mp4")
         try:
-            self._container = self.av.open(str(self._tmp), "w", format=fmt.get(self.path.suffix.lower(), "mp4"))
+            self._container = self.av.open(str(self._tmp), "w", format=fmt)
         except self.av.error.FFmpegError as e:
             self._tmp.unlink(missing_ok=True)
             raise VideoError(f"{self.path}: cannot write a video here ({e})") from None

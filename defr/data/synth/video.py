@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -46,7 +45,7 @@ from defr.data.synth.images import background, drawn_box, placement, row_cells
 from defr.data.synth.pretraining import check_evaluation_seed
 from defr.data.synth.scenes import SCENES
 from defr.data.synth.shapes import render
-from defr.files import atomic_path, umask
+from defr.files import OutputSet
 from defr.optional import import_av
 
 # setting → (lanes, how far each lane reaches into its neighbours, in lanes): the still images' cells
@@ -230,11 +229,14 @@ def generate_synthetic_video(
     width: int = 256,
     seed: int = 0,
     setting: str = "default",
+    overwrite: bool = False,
 ) -> SyntheticVideo:
     """Write a synthetic HOI video ``out`` (``.mp4``) with its detections and events files beside it.
 
-    Raises ``SynthError`` for bad arguments and when PyAV is missing. Every file is written under a
-    temporary name and renamed when complete.
+    The three files are one set (``defr.files.OutputSet``): staged, then swapped in together. The
+    detections and events files are named by us: one that exists and was not written by defr is
+    refused (``OutputRefused``) unless ``overwrite``. Raises ``SynthError`` for bad arguments and
+    when PyAV is missing.
     """
     if frames < 10:
         raise SynthError(f"frames must be >= 10, got {frames}")
@@ -248,12 +250,11 @@ def generate_synthetic_video(
     av = import_av("writing the synthetic video")
     check_evaluation_seed(seed)
     script = make_script(np.random.default_rng(seed), frames, fps, width, setting)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    lines = []
-    try:
-        with av.open(tmp, "w", format="mp4") as container:
+    files = SyntheticVideo(out, beside(out, "detections"), beside(out, "events"))
+    named = {"--video": out, "detections": files.detections, "events": files.events}
+    with OutputSet(named, defaults=["detections", "events"], overwrite=overwrite) as staged:  # one set
+        lines = []
+        with av.open(str(staged["--video"]), "w", format="mp4") as container:
             stream = container.add_stream(
                 "libx264" if "libx264" in av.codecs_available else "mpeg4", rate=Fraction(fps).limit_denominator(1001)
             )
@@ -266,18 +267,12 @@ def generate_synthetic_video(
                 lines.append(line)
             for packet in stream.encode():
                 container.mux(packet)
-        files = SyntheticVideo(out, beside(out, "detections"), beside(out, "events"))
-        _write_jsonl(files.detections, lines)
-        _write_jsonl(files.events, gt_events(script))
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp made it owner-only; outputs follow the umask
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _write_jsonl(staged["detections"], lines)
+        _write_jsonl(staged["events"], gt_events(script))
     return files
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w") as f:
+    with open(path, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

@@ -1,0 +1,261 @@
+"""The output seam (``defr.files.OutputSet``): refusals, the set written as one, stale staging, the lock,
+disk errors. Each command's use of it is tested beside the command."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+
+import pytest
+
+import defr.files as files
+from defr.files import MANIFEST, OutputBusy, OutputRefused, OutputSet, WriteError, write_with
+
+
+def _write(paths: dict, **texts: str) -> None:
+    for label, text in texts.items():
+        paths[label].write_text(text)
+
+
+def _manifest(folder) -> dict:
+    return json.loads((folder / MANIFEST).read_text())
+
+
+# --- refused before anything is written -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["same", "relative", "symlink", "hardlink"])
+def test_an_output_that_is_an_input_by_any_name_is_refused(tmp_path, monkeypatch, how):
+    source = tmp_path / "model.safetensors"
+    source.write_bytes(b"weights")
+    monkeypatch.chdir(tmp_path)
+    out = {"same": source, "relative": "sub/../model.safetensors", "symlink": tmp_path / "link",
+           "hardlink": tmp_path / "hard"}[how]  # fmt: skip
+    (tmp_path / "sub").mkdir()
+    if how == "symlink":
+        out.symlink_to(source)
+    if how == "hardlink":
+        os.link(source, out)
+    with pytest.raises(OutputRefused, match="is the input .*model.safetensors"):
+        OutputSet({"--out": out}, inputs=[source])
+    assert source.read_bytes() == b"weights"
+
+
+def test_two_outputs_that_are_one_file_are_refused(tmp_path):
+    a = tmp_path / "a.json"
+    a.write_text("{}")
+    os.link(a, tmp_path / "b.json")
+    with pytest.raises(OutputRefused, match="--frames and --events are one file"):
+        OutputSet({"--frames": a, "--events": tmp_path / "b.json"})
+    with pytest.raises(OutputRefused, match="one file"):  # new paths: by real path
+        OutputSet({"--frames": tmp_path / "n.json", "--events": tmp_path / "x" / ".." / "n.json"})
+
+
+def test_devices_fifos_sockets_and_folders_are_refused(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    try:
+        cases = ((os.devnull, "character device"), (fifo, "FIFO"), (sock_path, "socket"), (tmp_path, "folder"))
+        for path, kind in cases:
+            with pytest.raises(OutputRefused, match=kind):
+                OutputSet({"--out": path})
+    finally:
+        sock.close()
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+
+
+def test_a_symlink_is_written_through_to_its_target(tmp_path):
+    target = tmp_path / "real.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    with OutputSet({"--out": link}) as paths:
+        paths["--out"].write_text("new")
+    assert link.is_symlink() and target.read_text() == "new"
+    with pytest.raises(OutputRefused, match="character device"):  # a link to a device is the device
+        (tmp_path / "dev").symlink_to(os.devnull)
+        OutputSet({"--out": tmp_path / "dev"})
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")
+    with pytest.raises(OutputRefused, match="symlink to a missing file"):
+        OutputSet({"--out": tmp_path / "dangling"})
+
+
+def test_a_default_named_file_defr_did_not_write_is_refused_unless_overwrite(tmp_path):
+    summary = tmp_path / "res.summary.json"
+    summary.write_text("the user's notes")
+    with pytest.raises(OutputRefused, match="was not written by defr.*--overwrite"):
+        OutputSet({"summary": summary}, defaults=["summary"]).__enter__()
+    assert summary.read_text() == "the user's notes"
+    with OutputSet({"summary": summary}, defaults=["summary"], overwrite=True) as paths:
+        paths["summary"].write_text("ours")
+    with OutputSet({"summary": summary}, defaults=["summary"]) as paths:  # ours now: a rerun may replace it
+        paths["summary"].write_text("ours again")
+    summary.write_text("edited by the user")  # changed since: no longer ours
+    with (
+        pytest.raises(OutputRefused, match="not written by defr"),
+        OutputSet({"summary": summary}, defaults=["summary"]),
+    ):
+        pass
+
+
+# --- one set -----------------------------------------------------------------------------------------
+
+
+def test_a_set_is_staged_then_swapped_in_with_its_completion_marker(tmp_path):
+    (tmp_path / "a.json").write_text("old a")
+    with OutputSet({"a": tmp_path / "a.json", "b": tmp_path / "b.png"}) as paths:
+        assert paths["b"].parent == tmp_path and paths["b"].suffix == ".png"
+        _write(paths, a="new a", b="new b")
+        assert (tmp_path / "a.json").read_text() == "old a"  # nothing visible before the block ends
+        assert _manifest(tmp_path)["sets"][next(iter(_manifest(tmp_path)["sets"]))]["state"] == "writing"
+    assert (tmp_path / "a.json").read_text() == "new a" and (tmp_path / "b.png").read_text() == "new b"
+    m = _manifest(tmp_path)
+    assert [s["state"] for s in m["sets"].values()] == ["complete"]
+    assert set(m["files"]) == {"a.json", "b.png"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "a.json", "b.png"]
+
+
+def test_an_error_while_writing_keeps_the_old_set_and_leaves_no_staging(tmp_path):
+    (tmp_path / "a.json").write_text("old a")
+    with pytest.raises(RuntimeError), OutputSet({"a": tmp_path / "a.json", "b": tmp_path / "b.json"}) as paths:
+        _write(paths, a="new a")
+        raise RuntimeError("the plot failed")
+    assert (tmp_path / "a.json").read_text() == "old a" and not (tmp_path / "b.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]  # no staging, no empty manifest
+
+
+def test_a_declared_output_not_written_removes_the_old_one(tmp_path):
+    (tmp_path / "b.json").write_text("old b")
+    with OutputSet({"a": tmp_path / "a.json", "b": tmp_path / "b.json"}) as paths:
+        _write(paths, a="new a")
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_killed_between_renames_the_marker_says_incomplete_and_the_next_run_completes_it(tmp_path, monkeypatch):
+    for name in ("video.mp4", "video.detections.jsonl", "video.events.jsonl"):
+        (tmp_path / name).write_text("old")
+    outputs = {n: tmp_path / f"video.{n}" for n in ("mp4", "detections.jsonl", "events.jsonl")}
+    real_replace, calls = os.replace, []
+
+    def killed_after_one(src, dst):
+        if str(dst).endswith(MANIFEST):
+            return real_replace(src, dst)
+        if not calls:  # the first output goes in, then the process is killed
+            calls.append(dst)
+            return real_replace(src, dst)
+        raise KeyboardInterrupt  # the kill: no handler of ours may tidy this up
+
+    monkeypatch.setattr(files.os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt), OutputSet(outputs) as paths:
+        for label, path in paths.items():
+            path.write_text(f"new {label}")
+    monkeypatch.setattr(files.os, "replace", real_replace)
+    texts = sorted(p.read_text() for p in outputs.values())
+    assert "old" in texts and any(t.startswith("new") for t in texts)  # a mix on disk ...
+    assert [s["state"] for s in _manifest(tmp_path)["sets"].values()] == ["swapping"]  # ... not marked complete
+    monkeypatch.setattr(files, "process_alive", lambda pid: False)  # the killed run is gone
+    with OutputSet({"other": tmp_path / "other.json"}) as paths:  # any next run into the folder
+        paths["other"].write_text("x")
+    assert {label: p.read_text() for label, p in outputs.items()} == {n: f"new {n}" for n in outputs}
+    assert {s["state"] for s in _manifest(tmp_path)["sets"].values()} == {"complete"}
+    assert not list(tmp_path.glob(".*.defr-*"))
+
+
+def test_stale_staging_of_a_killed_run_is_removed_by_the_next_run(tmp_path, monkeypatch):
+    (tmp_path / "a.json").write_text("old")
+    s = OutputSet({"a": tmp_path / "a.json"})
+    paths = s.__enter__()  # killed while staging: __exit__ never runs
+    paths["a"].write_text("half")
+    stray = tmp_path / ".a.json.defr-999999999-dead.json"  # a staged file no manifest knows
+    stray.write_text("x")
+    monkeypatch.setattr(files, "process_alive", lambda pid: False)
+    with OutputSet({"a": tmp_path / "a.json"}) as again:
+        assert not paths["a"].exists() and not stray.exists()
+        again["a"].write_text("new")
+    assert (tmp_path / "a.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "a.json"]
+
+
+def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_path):
+    out = tmp_path / "results.json"
+    with OutputSet({"--out": out}) as paths:
+        with pytest.raises(OutputBusy, match=f"pid {os.getpid()}"), OutputSet({"--out": out}):
+            pass
+        with OutputSet({"--out": tmp_path / "other.json"}) as other:  # another output of the folder is free
+            other["--out"].write_text("y")
+        paths["--out"].write_text("x")
+    with OutputSet({"--out": out}) as paths:  # free again once the first is done
+        paths["--out"].write_text("z")
+    assert out.read_text() == "z"
+
+
+def test_a_stream_writes_its_targets_and_records_them(tmp_path):
+    summary = tmp_path / "run.summary.json"
+    with pytest.raises(KeyboardInterrupt), OutputSet({"summary": summary}, defaults=["summary"], stream=True) as paths:
+        assert paths["summary"] == summary
+        summary.write_text("complete: false")
+        raise KeyboardInterrupt  # Ctrl-C: what the stream wrote is still its own
+    with OutputSet({"summary": summary}, defaults=["summary"], stream=True):  # recorded as defr's: no refusal
+        pass
+
+
+# --- disk errors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_disk_error_is_one_line_and_leaves_nothing_half_written(tmp_path, code):
+    (tmp_path / "a.json").write_text("old")
+    with (
+        pytest.raises(WriteError, match="cannot write .*a.json.*nothing half-written") as e,
+        OutputSet({"a": tmp_path / "a.json", "b": tmp_path / "b.json"}) as paths,
+    ):
+        _write(paths, a="new")
+        raise OSError(code, os.strerror(code))
+    assert isinstance(e.value, OSError) and e.value.errno == code and "\n" not in str(e.value)
+    assert (tmp_path / "a.json").read_text() == "old" and not (tmp_path / "b.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+
+def test_write_with_surfaces_the_disk_error_a_library_hides(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    class Full:  # a disk that fills up after 500 bytes
+        def __init__(self, f):
+            self.f, self.n = f, 0
+
+        def write(self, data):
+            self.n += len(data)
+            if self.n > 500:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+    monkeypatch.setattr(files, "open", lambda path, mode: Full(open(path, mode)), raising=False)  # noqa: SIM115
+    with pytest.raises(RuntimeError, match="unexpected pos"), open(tmp_path / "plain.pt", "wb") as f:
+        torch.save({"w": torch.zeros(1000)}, Full(f))
+    (tmp_path / "plain.pt").unlink()
+    with pytest.raises(WriteError, match="state.pt: No space left on device; nothing half-written"):
+        write_with(tmp_path / "state.pt", lambda f: torch.save({"w": torch.zeros(1000)}, f))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_stream_leaves_its_files_as_defr_s_and_frees_them(tmp_path, monkeypatch):
+    summary = tmp_path / "run.summary.json"
+    OutputSet({"summary": summary}, defaults=["summary"], stream=True).__enter__()  # then killed
+    summary.write_text('{"complete": false}')
+    monkeypatch.setattr(files, "process_alive", lambda pid: False)
+    with OutputSet({"summary": summary}, defaults=["summary"], stream=True):  # not busy, not refused
+        summary.write_text('{"complete": true}')
