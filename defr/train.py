@@ -49,15 +49,19 @@ from defr.errors import ConfigError, DefrError
 from defr.eval.classification import evaluate_model
 from defr.files import atomic_path
 from defr.losses import LOSSES
+from defr.machine import check_device, check_seed
 from defr.model import DEFR, DEFRConfig, build_model, save_checkpoint
 from defr.model.checkpoint import checkpoint_metadata
 from defr.model.factory import INITS
+from defr.typecheck import check_field_types
 
 CHECKPOINT = "model.safetensors"
 TRAIN_STATE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = "train.lock"
 RUN_FILES = (TRAIN_STATE, CHECKPOINT, METRICS_FILE)
+MAX_EPOCHS = 100_000
+MAX_WORKERS = 256  # DataLoader worker processes
 
 
 class ResumeError(DefrError, ValueError):
@@ -94,6 +98,7 @@ class TrainConfig:
     output: str = "runs/defr"
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # a YAML ``epochs: "3"`` or ``image_size: [64]`` is refused by name
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset must be one of {list(DATASETS)}, not {self.dataset!r}")
         if self.loss not in LOSSES:
@@ -103,8 +108,20 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accumulate", "image_size", "restart_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.logit_scale is not None and not self.logit_scale > 0:
-            raise ConfigError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if self.logit_scale is not None and not (self.logit_scale > 0 and math.isfinite(self.logit_scale)):
+            raise ConfigError(f"logit_scale must be a finite number > 0, got {self.logit_scale}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(f"epochs must be <= {MAX_EPOCHS}, got {self.epochs}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be in [0, {MAX_WORKERS}], got {self.workers}")
+        if self.min_positives < 0:
+            raise ConfigError(f"min_positives must be >= 0, got {self.min_positives}")
+        check_seed(self.seed)
+        check_device(self.device, allow_auto=True)
 
     @property
     def learning_rate(self) -> float:
@@ -121,12 +138,16 @@ def load_config(path_or_preset: str, overrides: dict) -> TrainConfig:
     """A YAML file, or a packaged preset by name (``table4/clip-language-lse``), then ``overrides``."""
     path = Path(path_or_preset)
     if path.is_file():
-        text = path.read_text()
+        data = path.read_bytes()
     else:
         preset = resources.files("defr.configs").joinpath(f"{path_or_preset}.yaml")
         if not preset.is_file():
             raise ConfigError(f"config {path_or_preset!r}: no such file or packaged preset")
-        text = preset.read_text()
+        data = preset.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path_or_preset!r}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -151,13 +172,39 @@ class Distributed:
         return self.rank == 0
 
 
+def distributed_env() -> Distributed:
+    """This process's place from ``torchrun``'s variables (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), checked
+    before anything runs: ConfigError naming the variable and its value for one that is not a whole number,
+    a ``RANK`` outside [0, WORLD_SIZE), or a ``WORLD_SIZE`` > 1 without ``RANK``."""
+    env = {}
+    for name, default in (("WORLD_SIZE", "1"), ("RANK", None), ("LOCAL_RANK", "0")):
+        text = os.environ.get(name, default)
+        if text is not None and not (text.strip().isascii() and text.strip().isdigit()):
+            raise ConfigError(f"environment variable {name}={text!r} is not a whole number >= 0")
+        env[name] = None if text is None else int(text)
+    world, rank = env["WORLD_SIZE"], env["RANK"]
+    if world < 1:
+        raise ConfigError(f"environment variable WORLD_SIZE={world} must be >= 1")
+    if world > 1 and rank is None:
+        raise ConfigError(f"WORLD_SIZE={world} without RANK: launch multi-process runs with torchrun")
+    rank = rank or 0
+    if rank >= world:
+        raise ConfigError(f"environment variable RANK={rank} must be below WORLD_SIZE={world}")
+    return Distributed(rank, world, env["LOCAL_RANK"])
+
+
+def distributed_rank() -> int:
+    """This process's rank (0 outside ``torchrun``); ConfigError as ``distributed_env``."""
+    return distributed_env().rank
+
+
 def init_distributed(device: torch.device) -> Distributed:
     """Join the ``torchrun`` process group when launched by it (NCCL on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    env = distributed_env()
+    if env.world == 1:
         return Distributed()
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed(dist.get_rank(), env.world, env.local_rank)
 
 
 def pick_device(name: str, ddp_local_rank: int) -> torch.device:

@@ -17,6 +17,7 @@ from defr.commands.options import (
     PRECISION_OPTION,
     RAY_OPTION,
     RUNTIME_OPTION,
+    SEED,
     model_source,
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
@@ -104,7 +105,7 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--ratios", default="0,0.05,0.1,0.2", show_default=True, callback=_ratios)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @DEVICE_OPTION
 @MASK_MODE_OPTION
