@@ -9,7 +9,7 @@ from defr.commands.options import SEED, DeviceType, FiniteFloat
 from defr.data import DATASETS
 from defr.losses import LOSSES
 from defr.model.factory import INITS
-from defr.train import MAX_EPOCHS, MAX_WORKERS, TrainConfig, distributed_rank, load_config, train
+from defr.train import MAX_EPOCHS, MAX_WORKERS, TrainConfig, distributed_rank, load_config, resume_config, train
 
 
 @click.command("train")
@@ -48,7 +48,10 @@ def train_command(config_path: str | None, resume: bool, overwrite: bool, **opti
     """
     overrides = {k: v for k, v in options.items() if v is not None}
     with one_line_errors():
-        cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
+        if resume:  # the run's recorded settings, then what is given (train refuses what a resume may not change)
+            cfg = resume_config(overrides.pop("output", TrainConfig.output), config_path, overrides)
+        else:
+            cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
         path = train(cfg, resume=resume, overwrite=overwrite)
     if distributed_rank() == 0:
         click.echo(f"checkpoint: {path}")
