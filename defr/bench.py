@@ -41,7 +41,7 @@ from defr.choices import check_mask_mode, resolve_mask_mode
 from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.export.int8 import INT8_FILE
-from defr.machine import machine_info
+from defr.machine import check_device, machine_info
 from defr.model import create_model, load_model, save_checkpoint
 from defr.model.pair_attention import ATTENTION_BACKENDS
 from defr.runtime import PairBackend, TorchBackend, load_backend
@@ -59,6 +59,10 @@ OPENVINO_BACKENDS = {  # name → (file of the export, precision: None is the fi
 }
 INT8_CALIBRATION_IMAGES = 8
 SETTLE_S = 0.05  # pause before each timed call of side-by-side timing (time_side_by_side)
+
+
+MAX_THREADS = 1024  # more threads than any machine has cores only thrashes (and 100,000 fails in the runtimes)
+MAX_PAIRS_PER_CALL = 65_536  # 256 images × 225 pairs fits; 64 × 100,000 would allocate tens of GB
 
 
 @dataclass
@@ -81,8 +85,15 @@ class BenchConfig:
             raise ConfigError(f"batch sizes must be >= 1, got {list(self.batches)}")
         if not self.pairs or min(self.pairs) < 0:
             raise ConfigError(f"pair counts must be >= 0, got {list(self.pairs)}")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, not {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ConfigError(f"threads must be in [1, {MAX_THREADS}], not {self.threads}")
+        biggest = max(self.batches) * max(self.pairs)
+        if biggest > MAX_PAIRS_PER_CALL:
+            raise ConfigError(
+                f"batch {max(self.batches)} × pairs {max(self.pairs)} = {biggest} pairs in one call, more than "
+                f"{MAX_PAIRS_PER_CALL}: lower --batch or --pairs"
+            )
+        check_device(self.device)
         if self.warmup < 0 or self.repeats < 1:
             raise ConfigError(f"need warmup >= 0 and repeats >= 1, got {self.warmup} and {self.repeats}")
         unknown = set(self.backends) - set(BACKENDS)

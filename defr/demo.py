@@ -68,9 +68,9 @@ from defr.video.evaluation import (
     false_events_line,
     format_event_table,
     in_truth_ids,
-    read_jsonl,
     track_identity,
 )
+from defr.video.event_files import read_events, read_frame_lines, read_truth_lines
 from defr.video.events import EventConfig
 from defr.video.pipeline import StreamConfig
 from defr.video.run import VideoOutputs, run_video
@@ -416,10 +416,10 @@ def choose_video_thresholds(
         clip = generate_synthetic_video(
             out / f"{name}.mp4", frames, fps, width, vseed, setting, overwrite=True
         )  # the demo's own folder
-        lines, truth = read_jsonl(clip.detections), read_jsonl(clip.events)
+        lines, truth = read_truth_lines(clip.detections), read_events(clip.events, predicted=False)
         outputs = VideoOutputs(frames=out / f"{name}.frames.jsonl", summary=out / f"{name}.summary.json")
         _stream(clip.video, oracle_detections(lines, noise, vseed), hoi, outputs, EventConfig(), batch, progress)
-        runs.append(ValidationRun(read_jsonl(outputs.frames), lines, truth))
+        runs.append(ValidationRun(read_frame_lines(outputs.frames), lines, truth))
     events, chosen = choose_event_config(runs, list(hoi.meta.class_names), SmoothingConfig())
     record = {"validation_seeds": list(seeds), "on": events.on, "off": events.off, "min_frames": events.min_frames}
     return events, {**record, "validation": chosen}
@@ -467,7 +467,7 @@ def run_video_demo(
         out / "synthetic.mp4", frames, fps, width, seed, setting, overwrite=True
     )  # the demo's own folder
     render_s = time.perf_counter() - start
-    lines, truth = read_jsonl(synthetic.detections), read_jsonl(synthetic.events)
+    lines, truth = read_truth_lines(synthetic.detections), read_events(synthetic.events, predicted=False)
     outputs = VideoOutputs(
         video=out / "annotated.mp4",
         frames=out / "frames.jsonl",
@@ -475,7 +475,7 @@ def run_video_demo(
         summary=out / "summary.json",
     )
     summary = _stream(synthetic.video, oracle_detections(lines, noise, seed), hoi, outputs, events, batch, progress)
-    frame_lines, predicted = read_jsonl(outputs.frames), read_jsonl(outputs.events)
+    frame_lines, predicted = read_frame_lines(outputs.frames), read_events(outputs.events, predicted=True)
     scored = evaluate_run(frame_lines, predicted, lines, truth, names)
     # a diagnostic, not a result: the best the threshold grid could do were it chosen on the scored clip itself
     best, best_score = choose_event_config([ValidationRun(frame_lines, lines, truth)], names, SmoothingConfig())

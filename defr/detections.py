@@ -244,6 +244,42 @@ class Detections:
             )
 
 
+def check_boxes(value, name: str, key: str = "boxes") -> np.ndarray:
+    """``value`` as boxes [N, 4] float64 under the box rules above (numbers, four a box, finite, not inverted),
+    for records that carry boxes without labels or scores (a video run's pair boxes); DetectionError naming
+    ``name`` and ``key`` otherwise."""
+    boxes = _numbers(value, name, key)
+    if boxes.size == 0:
+        boxes = boxes.reshape(0, 4)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise DetectionError(f"{name}: {key} must have shape [N, 4] (x1, y1, x2, y2), got {list(boxes.shape)}")
+    bad = ~np.isfinite(boxes).all(axis=1) | (np.abs(boxes) > np.finfo(np.float32).max).any(axis=1)
+    if bad.any():
+        raise DetectionError(f"{name}: {key} has NaN or inf (or a value beyond float32) at {_first(bad)}")
+    inverted = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if inverted.any():
+        i = int(np.flatnonzero(inverted)[0])
+        raise DetectionError(f"{name}: {key}[{i}] = {boxes[i].tolist()} is inverted (x2 < x1 or y2 < y1)")
+    return boxes
+
+
+def whole_numbers(value, name: str, key: str, low: int | None = None) -> np.ndarray:
+    """``value`` (a list of numbers) as int64 [N] if every entry is a whole number (``>= low`` when given);
+    DetectionError naming ``name``, ``key`` and the first that is not."""
+    values = _whole(_numbers(value, name, key), name, key).reshape(-1)
+    if low is not None and (values < low).any():
+        raise DetectionError(f"{name}: {key} must be >= {low}, got {int(values.min())}")
+    return values
+
+
+def finite_numbers(value, name: str, key: str) -> np.ndarray:
+    """``value`` (a list of numbers) as float64 [N], finite; DetectionError naming ``name`` and ``key`` otherwise."""
+    values = _numbers(value, name, key).reshape(-1).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise DetectionError(f"{name}: {key} has NaN or inf at {_first(~np.isfinite(values))}")
+    return values
+
+
 def as_detections(value, label_space: str = DEFAULT_LABEL_SPACE, name: str = "detections") -> Detections:
     """A ``Detections`` as is, or a dict (``Detections.from_dict``) in ``label_space``."""
     if isinstance(value, Detections):

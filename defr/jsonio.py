@@ -7,7 +7,7 @@ is later made a float, ``1e400`` becomes ``inf``, ``NaN`` / ``Infinity`` are acc
 nested brackets raise ``RecursionError``. Here each of those is refused while parsing, with a
 ``JsonInputError`` (a ``ConfigError``) that names the file or field: integers must fit in 64 bits,
 floats must be finite, the non-standard constants are refused, nesting deep enough to exhaust the
-parser's recursion is refused, and text must be UTF-8.
+parser's recursion is refused, a key given twice in one object is refused, and text must be UTF-8.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,20 @@ def _parse_float(text: str) -> float:
     return value
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object; a key given twice is refused (``json`` would keep the last silently: one image of a
+    results file given twice would lose its first entry)."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = key if len(key) <= 60 else key[:60] + "..."
+                raise _Refused(f"key {shown!r} appears twice in one object")
+            seen.add(key)
+    return out
+
+
 def _parse_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
 
@@ -59,7 +74,13 @@ def parse_json(text: str | bytes, where: str) -> Any:
         except UnicodeDecodeError as e:
             raise JsonInputError(f"{where}: not UTF-8 text (byte {e.start})") from None
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        value = json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_parse_constant,
+            object_pairs_hook=_object,
+        )
     except _Refused as e:
         raise JsonInputError(f"{where}: {e}") from None
     except RecursionError:
@@ -76,3 +97,24 @@ def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     if max_bytes is not None and path.stat().st_size > max_bytes:
         raise JsonInputError(f"{path}: {path.stat().st_size} bytes, more than the {max_bytes} allowed")
     return parse_json(path.read_bytes(), str(path))
+
+
+def read_jsonl(path: str | os.PathLike, max_bytes: int | None = None) -> Iterator[tuple[str, dict]]:
+    """The JSON objects of the JSON-lines file ``path``, one a line, as ``(where, object)`` with ``where``
+    ``"<path>, line <n>"`` (for messages); blank lines are skipped.
+
+    Each line must be UTF-8 (refused naming the line and byte) and one JSON object read with
+    ``parse_json``'s bounds; ``max_bytes`` refuses larger files before reading them. JsonInputError naming
+    the file and line otherwise; OSError for a file that cannot be read.
+    """
+    path = Path(path)
+    if max_bytes is not None and path.stat().st_size > max_bytes:
+        raise JsonInputError(f"{path}: {path.stat().st_size} bytes, more than the {max_bytes} allowed")
+    for n, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {n}"
+        row = parse_json(line, where)  # UTF-8 checked per line, so the message names the line
+        if not isinstance(row, dict):
+            raise JsonInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, row

@@ -9,7 +9,39 @@ from pathlib import Path
 
 import torch
 
+from defr.errors import ConfigError
+
 PACKAGES = ("defr", "torch", "triton", "onnx", "onnxscript", "onnxruntime", "openvino", "tensorrt")
+
+
+SEED_MAX = 2**32 - 1  # seeds are numpy's: [0, 2**32 - 1]
+
+
+def check_device(name: str, allow_auto: bool = False) -> str:
+    """``name`` if it is a device this machine has: ``cpu``, ``cuda`` / ``cuda:N`` with CUDA present (``auto``
+    too when ``allow_auto``); ConfigError naming the value otherwise, before anything is built on it."""
+    if allow_auto and name == "auto":
+        return name
+    forms = "cpu, cuda, cuda:N" + (", auto" if allow_auto else "")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {name!r} is not a device ({forms})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r}: CUDA is not available on this machine (use cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type != "cpu":
+        raise ConfigError(f"device {name!r} is not supported ({forms})")
+    return name
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if it is an int in [0, ``SEED_MAX``]; ConfigError naming it otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"{name} must be an integer in [0, 2**32 - 1], got {seed!r}")
+    return seed
 
 
 def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:

@@ -32,6 +32,7 @@ import math
 import os
 import random
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -48,16 +49,25 @@ from defr.data import DATASETS, DatasetError, build_dataset, oversampling_indice
 from defr.errors import ConfigError, DefrError
 from defr.eval.classification import evaluate_model
 from defr.files import atomic_path, write_with
+from defr.jsonio import JsonInputError, parse_json
 from defr.losses import LOSSES
+from defr.machine import check_device, check_seed
 from defr.model import DEFR, DEFRConfig, build_model, save_checkpoint
 from defr.model.checkpoint import checkpoint_metadata
 from defr.model.factory import INITS
+from defr.model.state_dicts import state_dict_problems
+from defr.typecheck import check_field_types
 
 CHECKPOINT = "model.safetensors"
 TRAIN_STATE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
 LOCK_FILE = "train.lock"
 RUN_FILES = (TRAIN_STATE, CHECKPOINT, METRICS_FILE)
+MAX_EPOCHS = 100_000
+# What a resume may change: more (or as many) epochs, and how it runs; everything else (image size, loss, lr,
+# data, model, seed, ...) is part of the run and is refused when it differs from the recorded settings.
+RESUMABLE = ("epochs", "workers", "device", "output")
+MAX_WORKERS = 256  # DataLoader worker processes
 
 
 class ResumeError(DefrError, ValueError):
@@ -94,6 +104,7 @@ class TrainConfig:
     output: str = "runs/defr"
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # a YAML ``epochs: "3"`` or ``image_size: [64]`` is refused by name
         if self.dataset not in DATASETS:
             raise ConfigError(f"dataset must be one of {list(DATASETS)}, not {self.dataset!r}")
         if self.loss not in LOSSES:
@@ -103,8 +114,20 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "accumulate", "image_size", "restart_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.logit_scale is not None and not self.logit_scale > 0:
-            raise ConfigError(f"logit_scale must be > 0, got {self.logit_scale}")
+        if self.logit_scale is not None and not (self.logit_scale > 0 and math.isfinite(self.logit_scale)):
+            raise ConfigError(f"logit_scale must be a finite number > 0, got {self.logit_scale}")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.epochs > MAX_EPOCHS:
+            raise ConfigError(f"epochs must be <= {MAX_EPOCHS}, got {self.epochs}")
+        if not 0 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be in [0, {MAX_WORKERS}], got {self.workers}")
+        if self.min_positives < 0:
+            raise ConfigError(f"min_positives must be >= 0, got {self.min_positives}")
+        check_seed(self.seed)
+        check_device(self.device, allow_auto=True)
 
     @property
     def learning_rate(self) -> float:
@@ -119,14 +142,41 @@ def is_clip_backbone(name: str) -> bool:
 
 def load_config(path_or_preset: str, overrides: dict) -> TrainConfig:
     """A YAML file, or a packaged preset by name (``table4/clip-language-lse``), then ``overrides``."""
+    return TrainConfig(**{**config_values(path_or_preset), **overrides})
+
+
+def resume_config(output: str, config_path: str | None, overrides: dict) -> TrainConfig:
+    """The settings to continue the run in ``output`` with: those it recorded, then the config file's and
+    ``overrides`` (``train(resume=True)`` refuses any that change what a resume may not: ``RESUMABLE``)."""
+    recorded = _recorded_settings(Path(output))
+    values = {**recorded, **(config_values(config_path) if config_path else {}), **overrides, "output": output}
+    return TrainConfig(**values)
+
+
+def _recorded_settings(out: Path) -> dict:
+    """The training settings recorded with the run in ``out`` (its checkpoint's header, else its train state)."""
+    _check_resumable(out)
+    recorded = _published_settings(out / CHECKPOINT)
+    if recorded is None:
+        recorded = _state_settings(_load_state(out / TRAIN_STATE), out / TRAIN_STATE)
+    known = {f.name for f in fields(TrainConfig)}
+    return {k: v for k, v in recorded.items() if k in known}
+
+
+def config_values(path_or_preset: str) -> dict:
+    """The settings of a YAML config file or packaged preset (checked against TrainConfig's field names)."""
     path = Path(path_or_preset)
     if path.is_file():
-        text = path.read_text()
+        data = path.read_bytes()
     else:
         preset = resources.files("defr.configs").joinpath(f"{path_or_preset}.yaml")
         if not preset.is_file():
             raise ConfigError(f"config {path_or_preset!r}: no such file or packaged preset")
-        text = preset.read_text()
+        data = preset.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path_or_preset!r}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
         values = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
@@ -137,7 +187,7 @@ def load_config(path_or_preset: str, overrides: dict) -> TrainConfig:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"config {path_or_preset!r}: unknown keys {unknown}")
-    return TrainConfig(**{**values, **overrides})
+    return values
 
 
 @dataclass
@@ -151,13 +201,39 @@ class Distributed:
         return self.rank == 0
 
 
+def distributed_env() -> Distributed:
+    """This process's place from ``torchrun``'s variables (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``), checked
+    before anything runs: ConfigError naming the variable and its value for one that is not a whole number,
+    a ``RANK`` outside [0, WORLD_SIZE), or a ``WORLD_SIZE`` > 1 without ``RANK``."""
+    env = {}
+    for name, default in (("WORLD_SIZE", "1"), ("RANK", None), ("LOCAL_RANK", "0")):
+        text = os.environ.get(name, default)
+        if text is not None and not (text.strip().isascii() and text.strip().isdigit()):
+            raise ConfigError(f"environment variable {name}={text!r} is not a whole number >= 0")
+        env[name] = None if text is None else int(text)
+    world, rank = env["WORLD_SIZE"], env["RANK"]
+    if world < 1:
+        raise ConfigError(f"environment variable WORLD_SIZE={world} must be >= 1")
+    if world > 1 and rank is None:
+        raise ConfigError(f"WORLD_SIZE={world} without RANK: launch multi-process runs with torchrun")
+    rank = rank or 0
+    if rank >= world:
+        raise ConfigError(f"environment variable RANK={rank} must be below WORLD_SIZE={world}")
+    return Distributed(rank, world, env["LOCAL_RANK"])
+
+
+def distributed_rank() -> int:
+    """This process's rank (0 outside ``torchrun``); ConfigError as ``distributed_env``."""
+    return distributed_env().rank
+
+
 def init_distributed(device: torch.device) -> Distributed:
     """Join the ``torchrun`` process group when launched by it (NCCL on CUDA, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    env = distributed_env()
+    if env.world == 1:
         return Distributed()
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Distributed(dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
+    return Distributed(dist.get_rank(), env.world, env.local_rank)
 
 
 def pick_device(name: str, ddp_local_rank: int) -> torch.device:
@@ -276,7 +352,7 @@ def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrit
     if resume:
         _check_resumable(out)
         _hold_output(held, out, ddp, resume, overwrite)  # ``_resume`` repairs files: under the lock
-        model, start_epoch, state = _resume(out)
+        model, start_epoch, state = _resume(out, cfg)
         history = _metric_history(state)
     else:
         probe = build_dataset(cfg.dataset, cfg.data_root, "train", 32, (0, 0, 0), (1, 1, 1), **split)
@@ -297,10 +373,9 @@ def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrit
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=cfg.restart_every * steps_per_epoch)
     amp_dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and amp_dtype == torch.float16)
+    run_id = uuid.uuid4().hex if state is None else state.get("run_id") or uuid.uuid4().hex
     if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        _load_optimizer_state(optimizer, scheduler, scaler, state, out / TRAIN_STATE)
     loss_fn = make_loss(cfg, targets)
     if not resume:  # the data and model are ready: this run starts writing
         _hold_output(held, out, ddp, resume, overwrite)
@@ -330,7 +405,7 @@ def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrit
             if len(val_set):
                 record.update({f"val_{k}": v for k, v in _validate(model, val_set, device).items()})
             history.append(record)
-            state = _train_state(model, optimizer, scheduler, scaler, epoch + 1, cfg, history)
+            state = _train_state(model, optimizer, scheduler, scaler, epoch + 1, cfg, history, run_id)
             _write_epoch(out, model, state)
             tqdm.write(json.dumps(record))
         if ddp.world > 1:
@@ -369,10 +444,13 @@ def _validate(model: DEFR, dataset, device: torch.device) -> dict:
     return {k: metrics[k] for k in ("mAP", "few@1", "few@5", "few@10") if k in metrics}
 
 
-def _train_state(model: DEFR, optimizer, scheduler, scaler, epoch: int, cfg: TrainConfig, history: list) -> dict:
+def _train_state(
+    model: DEFR, optimizer, scheduler, scaler, epoch: int, cfg: TrainConfig, history: list, run_id: str
+) -> dict:
     """Everything ``--resume`` needs after ``epoch`` epochs, for one file (``history``: the metrics
-    record of every epoch so far)."""
+    record of every epoch so far; ``run_id``: made when the run started, kept by its resumes)."""
     return {
+        "run_id": run_id,
         "epoch": epoch,
         "metrics": json.dumps(history),
         "config": json.dumps(model.cfg.to_dict()),
@@ -408,7 +486,7 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def _publish(out: Path, model: DEFR, state: dict) -> None:
-    metadata = {"epoch": state["epoch"], "train": json.loads(state["train"])}
+    metadata = {"epoch": state["epoch"], "train": json.loads(state["train"]), "run_id": state.get("run_id")}
     save_checkpoint(model, out / CHECKPOINT, metadata=metadata)
 
 
@@ -417,10 +495,7 @@ def _check_resumable(out: Path) -> None:
         raise ResumeError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
 
 
-def _resume(out: Path) -> tuple[DEFR, int, dict]:
-    """The model and train state of the last completed epoch in ``out``; repairs what a kill left behind."""
-    state_path = out / TRAIN_STATE
-    _check_resumable(out)
+def _load_state(state_path: Path) -> dict:
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # a file torch cannot read, or pickled code that weights_only refuses
@@ -430,12 +505,101 @@ def _resume(out: Path) -> tuple[DEFR, int, dict]:
             f"--resume: {state_path} does not hold the model weights with the optimizer state "
             "(written by an older defr); start the run again"
         )
-    model = DEFR(DEFRConfig.from_dict(json.loads(state["config"])))
+    return state
+
+
+def _state_json(state: dict, key: str, state_path: Path) -> dict:
+    try:
+        value = parse_json(state[key], f"--resume: {state_path}: its {key!r} record")
+    except (JsonInputError, TypeError) as e:
+        raise ResumeError(str(e) if isinstance(e, JsonInputError) else f"--resume: {state_path}: bad {key!r}") from None
+    if not isinstance(value, dict):
+        raise ResumeError(f"--resume: {state_path}: its {key!r} record is not a JSON object")
+    return value
+
+
+def _state_settings(state: dict, state_path: Path) -> dict:
+    return _state_json(state, "train", state_path) if "train" in state else {}
+
+
+def _published_settings(path: Path) -> dict | None:
+    try:
+        recorded = checkpoint_metadata(path).get("train")
+    except DefrError:
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _check_state(state: dict, state_path: Path, cfg: TrainConfig) -> DEFRConfig:
+    """The state's model config, after checking the state against this run's settings, before anything is
+    allocated: its epoch, the settings it recorded (``RESUMABLE``), and its tensors' shapes against its config
+    (on the ``meta`` device, so a config claiming a huge model costs nothing)."""
+    epoch = state["epoch"]
+    if type(epoch) is not int or epoch < 0:
+        raise ResumeError(f"--resume: {state_path}: 'epoch' must be a whole number >= 0, got {epoch!r}")
+    if epoch > cfg.epochs:
+        raise ResumeError(
+            f"--resume: {state_path} has {epoch} epochs done, more than epochs={cfg.epochs}: ask for more epochs"
+        )
+    recorded = _state_settings(state, state_path)
+    now = json.loads(json.dumps(asdict(cfg)))
+    changed = [
+        f"{k} {recorded[k]!r} -> {now[k]!r}"
+        for k in now
+        if k not in RESUMABLE and k in recorded and recorded[k] != now[k]
+    ]
+    if changed:
+        raise ResumeError(
+            f"--resume: settings differ from the run's ({'; '.join(changed)}); a resume may change only "
+            f"{', '.join(RESUMABLE)}: start a new run (another --output) for other settings"
+        )
+    try:
+        model_cfg = DEFRConfig.from_dict(_state_json(state, "config", state_path))
+    except (DefrError, ValueError, TypeError, KeyError) as e:
+        raise ResumeError(f"--resume: {state_path}: its model config is not valid ({e})") from None
+    if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise ResumeError(f"--resume: {state_path}: 'model' is not a dict of tensors")
+    with torch.device("meta"):
+        skeleton = DEFR(model_cfg)
+    problems = state_dict_problems(skeleton, state["model"])
+    if problems:
+        raise ResumeError(f"--resume: {state_path}: the weights do not match the run's model: {problems}")
+    return model_cfg
+
+
+def _load_optimizer_state(optimizer, scheduler, scaler, state: dict, state_path: Path) -> None:
+    """The optimizer, schedule and scaler of the state; ResumeError for another model's (other shapes)."""
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        raise ResumeError(f"--resume: {state_path}: optimizer state of another model ({e})") from None
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            moments = [v for v in optimizer.state.get(p, {}).values() if isinstance(v, torch.Tensor) and v.dim()]
+            if any(m.shape != p.shape for m in moments):
+                raise ResumeError(f"--resume: {state_path}: optimizer state of another model (moment shapes differ)")
+
+
+def _resume(out: Path, cfg: TrainConfig) -> tuple[DEFR, int, dict]:
+    """The model and train state of the last completed epoch in ``out``, checked against this run's settings
+    (``_check_state``); repairs what a kill left behind."""
+    state_path = out / TRAIN_STATE
+    _check_resumable(out)
+    state = _load_state(state_path)
+    model = DEFR(_check_state(state, state_path, cfg))
     model.load_state_dict(state["model"])
+    published = out / CHECKPOINT
+    published_run = _published_run(published)
+    if published_run is not None and state.get("run_id") is not None and published_run != state["run_id"]:
+        raise ResumeError(
+            f"--resume: {published.name} and {TRAIN_STATE} in {out} are of different runs (run ids "
+            f"{published_run} and {state['run_id']}); nothing was changed: start a new run in another folder"
+        )
     if "metrics" not in state:  # written before the state carried the metrics: keep the lines it covers
         state["metrics"] = json.dumps(_metric_lines(out / METRICS_FILE, state["epoch"]))
     _write_metrics(out / METRICS_FILE, _metric_history(state))
-    published = out / CHECKPOINT
     epoch = _published_epoch(published)
     if epoch != state["epoch"]:
         tqdm.write(
@@ -444,6 +608,13 @@ def _resume(out: Path) -> tuple[DEFR, int, dict]:
         )
         _publish(out, model, state)
     return model, state["epoch"], state
+
+
+def _published_run(path: Path) -> str | None:
+    try:
+        return checkpoint_metadata(path).get("run_id")
+    except DefrError:
+        return None
 
 
 def _published_epoch(path: Path) -> int | None:

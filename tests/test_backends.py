@@ -314,9 +314,10 @@ def test_non_finite_outputs_fail_verification_and_the_runtime(export, detect_inp
     result = compare_with_torch(path, load_model(checkpoint), "fp32")
     assert not result.passed and max(result.max_abs.values()) == float("inf")
     sidecar = json.loads((tmp_path / "export" / "model.json").read_text())
-    from defr.runtime.sidecar import sha256
+    from defr.runtime.sidecar import own_digest, sha256
 
     sidecar["files"]["model.onnx"]["sha256"] = sha256(path)
+    sidecar["sidecar_sha256"] = own_digest(sidecar)  # re-sealed: this test is about the graph's outputs
     (tmp_path / "export" / "model.json").write_text(json.dumps(sidecar))
     detector = HOIDetector.from_onnx(path, ["CPUExecutionProvider"])
     image = np.zeros((40, 50, 3), np.uint8)
@@ -329,3 +330,20 @@ def test_non_finite_outputs_fail_verification_and_the_runtime(export, detect_inp
          str(folder / "dets.jsonl"), "--out", str(tmp_path / "out.json")],
     )  # fmt: skip
     assert r.exit_code == 1 and "NaN or inf logits" in r.output and not (tmp_path / "out.json").exists()
+
+
+@pytest.mark.slow
+def test_a_sidecar_edited_after_export_is_refused_at_load(export, tmp_path):
+    """Issue 28 item 11: a changed mean or reversed class_objects passed every field check and changed results."""
+    checkpoint, folder = export
+    for edit in ("mean", "class_objects"):
+        copy = tmp_path / edit
+        shutil.copytree(folder, copy)
+        d = json.loads((copy / "model.json").read_text())
+        if edit == "mean":
+            d["input"]["mean"] = [0.5, 0.5, 0.5]
+        else:
+            d["class_objects"] = d["class_objects"][::-1]
+        (copy / "model.json").write_text(json.dumps(d, indent=2))
+        with pytest.raises(SidecarError, match="edited after export"):
+            load_detector(copy / "model.onnx")

@@ -100,7 +100,7 @@ def test_bench_exported_onnx(tmp_path):
         (["--model", "tiny-vit", "--image-size", "64", "--batch", "0"], "batch sizes must be >= 1"),
         (["--model", "tiny-vit", "--image-size", "64", "--pairs", "a,b"], "comma-separated integers"),
         (["--model", "tiny-vit", "--image-size", "64", "--backends", "torch,tensorrt"], "backends must be among"),
-        (["--model", "tiny-vit", "--image-size", "64", "--threads", "0"], "threads must be >= 1"),
+        (["--model", "tiny-vit", "--image-size", "64", "--threads", "0"], "0 is not in the range 1<=x<=1024"),
     ],
 )
 def test_bad_arguments(tmp_path, args, message):
@@ -112,3 +112,13 @@ def test_bad_arguments(tmp_path, args, message):
 def test_config_rejects_bad_repeats():
     with pytest.raises(ValueError, match="repeats >= 1"):
         BenchConfig("tiny-vit", 64, repeats=0)
+
+
+def test_config_bounds_threads_and_pairs_per_call():
+    """Issue 28 item 9: --threads 100000 and --pairs 100000 --batch 64 are refused, naming the values."""
+    with pytest.raises(ValueError, match=r"threads must be in \[1, 1024\], not 100000"):
+        BenchConfig("tiny-vit", 64, threads=100_000)
+    with pytest.raises(ValueError, match="batch 64 × pairs 100000 = 6400000 pairs in one call"):
+        BenchConfig("tiny-vit", 64, batches=(64,), pairs=(100_000,))
+    with pytest.raises(ValueError, match="device 'banana' is not a device"):
+        BenchConfig("tiny-vit", 64, device="banana")

@@ -263,7 +263,7 @@ def test_list_files_that_are_not_utf8_are_named(tmp_path):
     """Issue 18, case 18: a Latin-1 list file is one error naming it, not a UnicodeDecodeError."""
     root = write_jsonl(tmp_path, [{"image": "img/0.jpg", "labels": [0]}], [{"image": "img/0.jpg", "labels": []}])
     (root / "train.jsonl").write_bytes('{"image": "img/caf\u00e9.jpg", "labels": [0]}\n'.encode("latin-1"))
-    with pytest.raises(DatasetError, match=r"train\.jsonl: not UTF-8 text \(byte 18\)"):
+    with pytest.raises(DatasetError, match=r"train\.jsonl, line 1: not UTF-8 text \(byte 18\)"):
         build(root, "train", name="jsonl")
     (root / "train.jsonl").write_text('{"image": "img/0.jpg", "labels": [' + "9" * 400 + "]}\n")
     with pytest.raises(DatasetError, match=r"train\.jsonl, line 1: .*does not fit in 64 bits"):

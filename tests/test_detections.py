@@ -249,3 +249,35 @@ def test_bad_files_are_named(tmp_path):
         load_frame_detections(keyed)
     with pytest.raises(ConfigError, match="label space"):
         load_frame_detections(keyed, "voc")
+
+
+def test_two_images_of_one_stem_are_refused_with_a_detections_folder(tmp_path):
+    """Issue 28 item 7: a.jpg and a.png would both take a.json's boxes."""
+    folder = tmp_path / "dets"
+    folder.mkdir()
+    (folder / "a.json").write_text(json.dumps({"boxes": BOXES, "labels": [PERSON, BICYCLE], "scores": [0.9, 0.5]}))
+    with pytest.raises(InputFileError, match=r"images 'a.jpg' and 'a.png' would both take a.json"):
+        load_detections(folder, ["a.jpg", "a.png"])
+    assert list(load_detections(folder, ["a.jpg"])) == ["a.jpg"]
+
+
+@pytest.mark.slow
+def test_detect_refuses_an_ambiguous_stem_in_one_line(tmp_path, tiny_model):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from defr.cli import main
+    from defr.model import save_checkpoint
+
+    checkpoint = tmp_path / "model.safetensors"
+    save_checkpoint(tiny_model, checkpoint)
+    images, dets = tmp_path / "images", tmp_path / "dets"
+    images.mkdir()
+    dets.mkdir()
+    Image.new("RGB", (32, 32)).save(images / "a.jpg")
+    Image.new("RGB", (32, 32)).save(images / "a.png")
+    (dets / "a.json").write_text('{"boxes": [], "labels": [], "scores": []}')
+    args = ["detect", "--checkpoint", str(checkpoint), "--images", str(images), "--detections", str(dets)]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out.json")])
+    assert result.exit_code == 1 and "would both take a.json" in result.output, result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "out.json").exists()

@@ -579,3 +579,40 @@ def test_results_the_official_format_does_not_allow_are_refused(tmp_path):
     r = CliRunner().invoke(main, ["eval-hicodet", "--annotations", str(tmp_path / "instances_test2015.json"),
                                   "--results", str(path), "--allow-empty"])  # fmt: skip
     assert r.exit_code == 0 and "0.00" in r.output
+
+
+# --- hostile annotations and results (issue 28, item 6) ----------------------------------------------------------
+
+
+def _eval_cli(tmp_path, annotations_text: str, results: dict | str):
+    (tmp_path / "instances_test2015.json").write_text(annotations_text)
+    (tmp_path / "r.json").write_text(results if isinstance(results, str) else json.dumps(results))
+    args = ["eval-hicodet", "--annotations", str(tmp_path / "instances_test2015.json"), "--results"]
+    return CliRunner().invoke(main, [*args, str(tmp_path / "r.json")])
+
+
+_GOOD = instances([[(0, [1, 1, 10, 10], [20, 20, 30, 30])], [(0, [1, 1, 10, 10], [20, 20, 30, 30])]], [0], rare=[])
+_DETS = detections((0, 0, [0, 0, 9, 9], [19, 19, 29, 29], 0.9))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.replace('"size"', '"big": ' + "9" * 5000 + ', "size"'), "does not fit in 64 bits"),
+        (lambda t: t.replace("20.0, 20.0, 30.0", "20.0, 20.0, 3" + "0" * 400), "instances_test2015.json"),
+        (lambda t: t.replace('"size"', '"deep": ' + "[" * 100_000 + "]" * 100_000 + ', "size"'), "nested too deeply"),
+        (lambda t: t.replace("[20.0, 20.0, 30.0, 30.0]", "[30.0, 20.0, 20.0, 30.0]", 1), "is inverted"),
+        (lambda t: t.replace('"img1.jpg"', '"img0.jpg"'), "file name 'img0.jpg' appears twice"),
+        (lambda t: t.replace('"img1.jpg"', "7"), "file names must be non-empty strings, got 7"),
+    ],
+)
+def test_hostile_annotations_are_refused_naming_the_annotations_file(tmp_path, edit, message):
+    r = _eval_cli(tmp_path, edit(json.dumps(_GOOD)), _DETS)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert "instances_test2015.json" in r.output and message in r.output and "r.json" not in r.output, r.output
+
+
+def test_results_with_one_image_twice_are_refused(tmp_path):
+    entry = json.dumps(_DETS["img0.jpg"])
+    r = _eval_cli(tmp_path, json.dumps(_GOOD), f'{{"img0.jpg": {entry}, "img0.jpg": {entry}}}')
+    assert r.exit_code == 1 and "r.json" in r.output and "key 'img0.jpg' appears twice" in r.output, r.output

@@ -65,7 +65,7 @@ def test_export_writes_onnx_fp16_and_sidecar(checkpoint, model, tmp_path):
     assert sidecar["input"]["image_size"] == 64 and sidecar["input"]["patch_size"] == 16
     assert sidecar["input"]["mean"] == list(model.cfg.backbone.mean)
     assert sidecar["head"]["logit_scale"] == pytest.approx(float(model.logit_scale.exp()))
-    assert sidecar["format"] == "defr-export/2" and "score_rule" not in sidecar  # no defaults nothing reads
+    assert sidecar["format"] == "defr-export/3" and "score_rule" not in sidecar  # no defaults nothing reads
     assert Sidecar.from_dict(sidecar).to_dict() == sidecar  # the typed record round-trips the file
     assert sidecar["graph"]["opset"] == 18 and sidecar["graph"]["plugin"] is False
     assert sidecar["exporter"]["onnx"] == onnx.__version__ and sidecar["exporter"]["torch"] is not None

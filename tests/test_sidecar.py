@@ -105,7 +105,7 @@ CASES = [
     ("engine.profile", {"images": [[1, 3, 64, 64]]}, "engine.profile must give (min, opt, max) shapes"),
     ("engine.plugin", "jit", "engine.plugin must be one of ['qdp-aot', 'library'], not 'jit'"),
     ("int8", [], "int8 must be a JSON object or null"),
-    ("surprise", 1, "key(s) ['surprise'] are not part of format defr-export/2"),
+    ("surprise", 1, "key(s) ['surprise'] are not part of format defr-export/3"),
 ]
 
 
@@ -153,3 +153,46 @@ def test_file_checks_cover_external_data(sidecar, tmp_path):
     (tmp_path / "weights.bin").unlink()
     with pytest.raises(SidecarError, match="weights.bin: missing"):
         checked.check_file(tmp_path / "model.onnx")
+
+
+# --- the record covers itself (issue 28, item 11) ---------------------------------------------------------------
+
+
+def _edit_mean(d):
+    d["input"]["mean"] = [0.5, 0.5, 0.5]
+
+
+def _reverse_class_objects(d):
+    d["class_objects"] = d["class_objects"][::-1]
+
+
+def _claim_int8(d):
+    d["files"]["model.onnx"]["precision"] = "int8"
+
+
+def _claim_hard(d):
+    d["graph"]["mask_mode"] = "hard"
+
+
+@pytest.mark.parametrize("edit", [_edit_mean, _reverse_class_objects, _claim_int8, _claim_hard])
+def test_an_edited_sidecar_is_refused(sidecar, tmp_path, edit):
+    """Fields that pass every check but change results (or claim another graph) no longer match the digest."""
+    d = sidecar.to_dict()
+    (tmp_path / "model.json").write_text(json.dumps(d, indent=2))
+    assert read_sidecar(tmp_path / "model.onnx") == sidecar
+    edit(d)
+    (tmp_path / "model.json").write_text(json.dumps(d, indent=2))
+    with pytest.raises(SidecarError, match="edited after export"):
+        read_sidecar(tmp_path / "model.onnx")
+    del d["sidecar_sha256"]
+    (tmp_path / "model.json").write_text(json.dumps(d))
+    with pytest.raises(SidecarError, match="sidecar_sha256 is missing"):
+        read_sidecar(tmp_path / "model.onnx")
+
+
+def test_format_2_files_are_read_without_a_digest(sidecar, tmp_path):
+    d = sidecar.to_dict()
+    del d["sidecar_sha256"]
+    d["format"] = "defr-export/2"
+    (tmp_path / "model.json").write_text(json.dumps(d))
+    assert read_sidecar(tmp_path / "model.onnx") == sidecar

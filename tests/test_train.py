@@ -1,6 +1,7 @@
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from killkit import run_and_kill
 from safetensors.torch import load_file
 
 from defr.cli import main
-from defr.train import Distributed, TrainConfig, epoch_indices, load_config, train
+from defr.train import Distributed, ResumeError, TrainConfig, epoch_indices, load_config, train
 
 
 @pytest.fixture(scope="module")
@@ -406,3 +407,82 @@ def test_training_killed_at_random_instants_resumes_bit_exactly(crash_root, tmp_
         args = {"config": asdict(cfg), "resume": False}
         run_and_kill(TRAIN_CHILD, args, rng.uniform(1.0, 2.0 * duration + 4))
         assert _same_weights(straight, _resume_until_done(cfg)), f"kill {k}"
+
+
+# --- resume checks the state against its run (issue 28, item 8) -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(synth_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "run"
+    train(tiny_config(synth_root, out, epochs=1))
+    return out
+
+
+def _copy_run(src: Path, dst: Path, edit=None) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    if edit is not None:
+        state = torch.load(dst / "train_state.pt", weights_only=True)
+        edit(state)
+        torch.save(state, dst / "train_state.pt")
+    return dst
+
+
+def _wider(state):
+    config = json.loads(state["config"])
+    config["backbone"]["vit"]["width"] = 12_288  # heads 3 divide it: a valid config, 2.7 GB if allocated
+    state["config"] = json.dumps(config)
+
+
+def _foreign_weights(state):
+    key = next(k for k, v in state["model"].items() if v.dim() == 2)
+    state["model"][key] = torch.zeros(3, 3)
+
+
+def _foreign_optimizer(state):
+    for moments in state["optimizer"]["state"].values():
+        moments["exp_avg"] = torch.zeros(7)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.update(epoch="1"), "'epoch' must be a whole number >= 0, got '1'"),
+        (lambda s: s.update(epoch=10**9), "has 1000000000 epochs done, more than epochs=2"),
+        (_wider, "the weights do not match the run's model"),
+        (_foreign_weights, "the weights do not match the run's model"),
+        (lambda s: s.update(config="[" * 100_000 + "]" * 100_000), "nested too deeply"),
+        (_foreign_optimizer, "optimizer state of another model"),
+    ],
+)
+def test_resume_refuses_a_state_that_is_not_this_runs(synth_root, one_epoch_run, tmp_path, edit, message):
+    out = _copy_run(one_epoch_run, tmp_path / "run", edit)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ResumeError, match=re.escape(message)):
+        train(tiny_config(synth_root, out), resume=True)
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_resume_refuses_changed_settings_and_another_runs_state(synth_root, one_epoch_run, tmp_path):
+    out = _copy_run(one_epoch_run, tmp_path / "run")
+    with pytest.raises(ResumeError, match=re.escape("loss 'lse-sign' -> 'bce'; image_size 64 -> 32; lr 0.001 -> 0.5")):
+        train(tiny_config(synth_root, out, image_size=32, lr=0.5, loss="bce"), resume=True)
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", "--resume", "--output", str(out), "--image-size", "32"])
+    assert r.exit_code == 1 and "image_size 64 -> 32" in r.output and r.output.count("\n") == 1, r.output
+    other = tmp_path / "other"
+    train(tiny_config(synth_root, other, epochs=1, seed=6))
+    (out / "train_state.pt").write_bytes((other / "train_state.pt").read_bytes())
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ResumeError, match="are of different runs"):
+        train(tiny_config(synth_root, out, seed=6), resume=True)
+    assert (out / "model.safetensors").read_bytes() == before
+    # the command resumes with the run's recorded settings: only --output (and more --epochs) given
+    fresh = _copy_run(one_epoch_run, tmp_path / "again")
+    r = runner.invoke(main, ["train", "--resume", "--output", str(fresh), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert _epochs(fresh) == [1, 2]

@@ -328,4 +328,145 @@ def test_eval_events_command(tmp_path):
     assert (tmp_path / "eval" / "timeline.png").is_file() and (tmp_path / "eval" / "events_table.md").is_file()
     write("events.jsonl", [{"human_id": 7}])
     r = CliRunner().invoke(main, args)
-    assert r.exit_code == 1 and "line 1 of" in r.output and "missing key" in r.output
+    assert r.exit_code == 1 and "events.jsonl, line 1: missing key" in r.output
+
+
+# --- reading the files: typed records, bounds (issue 28, item 5) ------------------------------------------------
+
+_GOOD_FRAME = _run(1)[0]
+_GOOD_TRUTH = _truth_lines(1)[0]
+
+
+@pytest.mark.parametrize(
+    ("kind", "row", "message"),
+    [
+        ("events", {**_event(7, 8, 0, 9), "start_frame": "3"}, "'start_frame' must be a whole number"),
+        ("events", {**_event(7, 8, 0, 9), "start_frame": 3.5}, "'start_frame' must be a whole number"),
+        ("events", {**_event(7, 8, 0, 9), "end_frame": 10**12}, "'end_frame' must be in 0..10000000"),
+        ("events", {**_event(7, 8, 0, 9), "start_frame": -2}, "'start_frame' must be in 0.."),
+        ("events", _event(7, 8, 9, 2), "'start_frame' 9 is after 'end_frame' 2"),
+        ("events", {**_event(7, 8, 0, 9), "human_id": "a"}, "'human_id' must be an integer >= 0"),
+        ("events", {**_event(7, 8, 0, 9), "object_id": [1, 2]}, "'object_id' must be an integer >= 0"),
+        ("events", {**_event(7, 8, 0, 9), "peak_score": "high"}, "'peak_score' must be a finite number"),
+        ("frames", {**_GOOD_FRAME, "human_id": [7, 9, 6, 1]}, "lists of different lengths"),
+        ("frames", {**_GOOD_FRAME, "boxes_h": [[1, 2, 3]] * 3}, "boxes_h must have shape [N, 4]"),
+        ("frames", {**_GOOD_FRAME, "boxes_o": [[5, 5, 1, 9]] * 3}, "boxes_o[0] = [5.0, 5.0, 1.0, 9.0] is inverted"),
+        ("frames", {**_GOOD_FRAME, "frame": True}, "'frame' must be a whole number"),
+        ("truth", {**_GOOD_TRUTH, "ids": [1, 2, 3, 4, 5]}, "lists of different lengths"),
+        ("truth", {**_GOOD_TRUTH, "labels": [49, 1]}, "lists of different lengths"),
+        ("truth", {**_GOOD_TRUTH, "boxes": [[1, 2]] * 4}, "boxes must have shape [N, 4]"),
+        ("truth", {**_GOOD_TRUTH, "ids": [1, 1, 3, 4]}, "'ids' gives an id twice"),
+        ("truth", {**_GOOD_TRUTH, "ids": ["a", 2, 3, 4]}, "ids is not a numeric array"),
+    ],
+)
+def test_eval_events_refuses_a_bad_line_naming_file_line_and_field(tmp_path, kind, row, message):
+    files = {"frames": [_GOOD_FRAME], "events": [_event(7, 8, 0, 9)], "truth": [_GOOD_TRUTH]}
+    files[kind] = [files[kind][0], row] if kind != "events" else [row]
+    if kind in ("frames", "truth") and row.get("frame") == 0:
+        files[kind] = [row]
+    r = _invoke_eval_events(tmp_path, files)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    line = 1 if len(files[kind]) == 1 else 2
+    assert f"{kind}.jsonl, line {line}" in r.output and message in r.output, r.output
+    assert r.output.count("\n") == 1
+
+
+def _invoke_eval_events(tmp_path, files: dict, truth_events=TRUTH):
+    for name, rows in files.items():
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "gt.events.jsonl").write_text("".join(json.dumps(r) + "\n" for r in truth_events))
+    args = ["eval-events", "--frames", str(tmp_path / "frames.jsonl"), "--events", str(tmp_path / "events.jsonl"),
+            "--truth-detections", str(tmp_path / "truth.jsonl"),
+            "--events-truth", str(tmp_path / "gt.events.jsonl"), "--out", str(tmp_path / "eval")]  # fmt: skip
+    return CliRunner().invoke(main, args)
+
+
+def test_eval_events_refuses_duplicated_frames_and_non_utf8(tmp_path):
+    files = {"frames": [_GOOD_FRAME, _GOOD_FRAME], "events": [_event(7, 8, 0, 9)], "truth": [_GOOD_TRUTH]}
+    r = _invoke_eval_events(tmp_path, files)
+    assert r.exit_code == 1 and "frames.jsonl: frame 0 has a second line" in r.output
+    files = {"frames": [_GOOD_FRAME], "events": [_event(7, 8, 0, 9)], "truth": [_GOOD_TRUTH, _GOOD_TRUTH]}
+    assert "truth.jsonl: frame 0 has a second line" in _invoke_eval_events(tmp_path, files).output
+    files["truth"] = [_GOOD_TRUTH]
+    _invoke_eval_events(tmp_path, files)
+    (tmp_path / "events.jsonl").write_bytes(b'{"verb": "\xff"}\n')
+    args = ["eval-events", "--frames", str(tmp_path / "frames.jsonl"), "--events", str(tmp_path / "events.jsonl"),
+            "--truth-detections", str(tmp_path / "truth.jsonl"),
+            "--events-truth", str(tmp_path / "gt.events.jsonl"), "--out", str(tmp_path / "eval")]  # fmt: skip
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "events.jsonl, line 1: not UTF-8 text (byte 10)" in r.output
+
+
+def _matches_by_scan(predicted, truth, t_iou, identity=None):
+    """The greedy match as the scan over every pair did it (the reference for the indexed one)."""
+    used, matched = set(), 0
+    for p in sorted(predicted, key=lambda e: -e["peak_score"]):
+        best, best_iou = None, t_iou
+        for j, g in enumerate(truth):
+            if j in used or (p["verb"], p["object"]) != (g["verb"], g["object"]):
+                continue
+            if identity is not None and (
+                identity.get(p["human_id"]) != g["human_id"] or identity.get(p["object_id"]) != g["object_id"]
+            ):
+                continue
+            iou = temporal_iou(p, g)
+            if iou >= best_iou:
+                best, best_iou = j, iou
+        if best is not None:
+            used.add(best)
+            matched += 1
+    return matched
+
+
+def _random_events(rng, n: int, peak: bool) -> list[dict]:
+    out = []
+    for _ in range(n):
+        start = int(rng.integers(0, 400))
+        e = {"human_id": int(rng.integers(0, 4)), "object_id": int(rng.integers(4, 7)), "hoi": 0,
+             "verb": str(rng.choice(["ride", "hold"])), "object": "bicycle",
+             "start_frame": start, "end_frame": start + int(rng.integers(0, 40))}  # fmt: skip
+        if peak:
+            e["peak_score"] = float(rng.choice([0.5, 0.7, 0.9]))  # ties: the order must be kept
+        out.append(e)
+    return out
+
+
+def test_indexed_matching_equals_the_scan_over_every_pair():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        predicted, truth = _random_events(rng, 60, True), _random_events(rng, 50, False)
+        identity = {i: i for i in range(7)}
+        for t in (0.1, 0.5, 0.9):
+            assert evaluate_events(predicted, truth, t)["matched"] == _matches_by_scan(predicted, truth, t)
+            assert evaluate_events(predicted, truth, t, identity)["matched"] == _matches_by_scan(
+                predicted, truth, t, identity
+            )
+
+
+def test_thousands_of_events_are_matched_in_well_under_a_second(tmp_path):
+    """3,000 × 3,000 events (the scan took minutes); ids that never appear in frames; spans of 10^6 frames."""
+    import time
+
+    rng_events = [
+        {**_event(10 + i, 5000 + i, 100 * i, 100 * i + 60), "peak_score": 0.5 + (i % 7) / 20} for i in range(3000)
+    ]
+    truth = [{k: v for k, v in e.items() if k != "peak_score"} for e in rng_events]
+    long = {**_event(7, 8, 0, 1_000_000)}
+    start = time.perf_counter()
+    report = evaluate_run(_run(), [*rng_events, long], _truth_lines(20), truth)
+    assert time.perf_counter() - start < 5.0
+    assert report["events_any_track"]["matched"] == 3000 and len(report["table"]) == 3000
+
+
+def test_timeline_size_is_bounded(tmp_path):
+    from PIL import Image
+
+    from defr.video.timeline import MAX_ROWS
+
+    many = [_event(i, 10_000 + i, i, i + 5) for i in range(1000)]
+    relabelled = [{**e, "human_track": e["human_id"], "object_track": e["object_id"]} for e in many]
+    path = plot_timeline(relabelled, [], tmp_path / "timeline.png")
+    width, height = Image.open(path).size
+    assert width == 1100 and height <= 110 * (0.45 * MAX_ROWS + 1.2) + 1

@@ -123,15 +123,17 @@ def test_video_demo_stage(tmp_path):
     assert sum(report["false_events"].values()) == report["events"]["predicted"] - report["events"]["matched"]
     assert "event precision" in video_demo_line(report)
     # the stream's events are what its own frame lines replay to (the reference the thresholds are chosen on)
-    from defr.video.evaluation import read_jsonl, replay_events
+    from defr.video.evaluation import replay_events
+    from defr.video.event_files import EVENT_KEYS, read_events, read_frame_lines
     from defr.video.events import EventConfig
     from defr.video.smoothing import SmoothingConfig
 
     t = report["thresholds"]
     names = list(load_detector(checkpoint).meta.class_names)
-    replayed = replay_events(read_jsonl(tmp_path / "demo" / "frames.jsonl"), names, SmoothingConfig(),
+    replayed = replay_events(read_frame_lines(tmp_path / "demo" / "frames.jsonl"), names, SmoothingConfig(),
                              EventConfig(on=t["on"], off=t["off"], min_frames=t["min_frames"]))  # fmt: skip
-    assert replayed == read_jsonl(tmp_path / "demo" / "events.jsonl")
+    written = read_events(tmp_path / "demo" / "events.jsonl", predicted=True)
+    assert [{k: e[k] for k in (*EVENT_KEYS, "peak_score")} for e in replayed] == [dict(e) for e in written]
     assert (tmp_path / "demo" / "timeline.png").is_file() and report["frame_hicodet"]["frames"] == 40
 
 

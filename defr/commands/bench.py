@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from defr.bench import BACKENDS, DEFAULT_BACKENDS, BenchConfig, BenchRow, format_table, run_bench
+from defr.bench import BACKENDS, DEFAULT_BACKENDS, MAX_THREADS, BenchConfig, BenchRow, format_table, run_bench
 from defr.commands import int_list, one_line_errors
 from defr.commands.options import ATTENTION_OPTION, DEVICE_OPTION, MASK_MODE_OPTION, RUNTIME_OPTION
 from defr.files import OutputSet, write_json
@@ -25,7 +25,11 @@ from defr.files import OutputSet, write_json
 @click.option("--warmup", default=BenchConfig.warmup, show_default=True, type=int)
 @click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)
 @DEVICE_OPTION
-@click.option("--threads", type=int, help="CPU threads of PyTorch, ONNX Runtime and OpenVINO (default: theirs).")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, MAX_THREADS),
+    help="CPU threads of PyTorch, ONNX Runtime and OpenVINO (default: theirs).",
+)
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Results JSON [default: bench.json].")
 @click.option("--overwrite", is_flag=True, help="Replace a bench.json (the default name) that defr did not write.")
 @MASK_MODE_OPTION

@@ -17,6 +17,7 @@ from defr.commands.options import (
     PRECISION_OPTION,
     RAY_OPTION,
     RUNTIME_OPTION,
+    SEED,
     model_inputs,
     model_source,
 )
@@ -111,7 +112,7 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option(
     "--overwrite", is_flag=True, help="Replace box_noise.json / box_noise.png in OUT that defr did not write."
 )
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @DEVICE_OPTION
 @MASK_MODE_OPTION

@@ -8,15 +8,8 @@ import click
 
 from defr.commands import one_line_errors
 from defr.files import OutputSet, write_json
-from defr.video.evaluation import (
-    EVENT_KEYS,
-    evaluate_run,
-    false_events_line,
-    format_event_table,
-    in_truth_ids,
-    read_jsonl,
-    track_identity,
-)
+from defr.video.evaluation import evaluate_run, false_events_line, format_event_table, in_truth_ids, track_identity
+from defr.video.event_files import read_events, read_frame_lines, read_truth_lines
 from defr.video.timeline import plot_timeline
 
 FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
@@ -58,10 +51,10 @@ def eval_events_command(
 
 def _evaluate(frames_path, events_path, truth_detections, events_truth, t_iou, min_iou, staged) -> tuple[dict, str]:
     """Read the four files, score, and write the three outputs to their ``staged`` paths → (report, table)."""
-    frames = read_jsonl(frames_path, ("frame", "boxes_h", "boxes_o", "human_id", "object_id"))
-    predicted = read_jsonl(events_path, EVENT_KEYS + ("peak_score",))
-    truth_lines = read_jsonl(truth_detections, ("frame", "boxes", "labels", "ids"))
-    truth = read_jsonl(events_truth, EVENT_KEYS)
+    frames = read_frame_lines(frames_path)
+    predicted = read_events(events_path, predicted=True)
+    truth_lines = read_truth_lines(truth_detections)
+    truth = read_events(events_truth, predicted=False)
     report = evaluate_run(frames, predicted, truth_lines, truth, t_iou=t_iou, min_iou=min_iou)
     relabelled = in_truth_ids(predicted, track_identity(frames, truth_lines, min_iou))
     write_json(report, staged["events_eval.json"], indent=2)

@@ -12,7 +12,9 @@ from pathlib import Path
 import click
 
 from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION, MASK_MODES, TORCH_PRECISIONS
+from defr.errors import ConfigError
 from defr.kernels import ATTENTION_BACKENDS
+from defr.machine import SEED_MAX, check_device
 from defr.runtime.openvino_backend import ONNX_RUNTIMES
 
 
@@ -46,7 +48,42 @@ PRECISION_OPTION = click.option(
     help="Compute precision of a checkpoint (fp16 needs CUDA); an exported model keeps its own.",
 )
 
-DEVICE_OPTION = click.option("--device", default="cpu", show_default=True, help="Torch device: cpu, cuda, cuda:1, ...")
+
+class DeviceType(click.ParamType):
+    """A torch device this machine has (``defr.machine.check_device``): ``banana``, or ``cuda`` without CUDA,
+    is refused while the options are parsed, before a model is loaded."""
+
+    name = "device"
+
+    def __init__(self, allow_auto: bool = False):
+        self.allow_auto = allow_auto
+
+    def convert(self, value, param, ctx):
+        try:
+            return check_device(str(value), self.allow_auto)
+        except ConfigError as e:
+            self.fail(str(e), param, ctx)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite: click's FloatRange lets ``nan`` through (every comparison
+    with it is false)."""
+
+    def convert(self, value, param, ctx):
+        number = click.FLOAT.convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+# defr synth: the long image side / frame width, and a video's frames (10^5 frames: 1.9 hours at 15 fps)
+MIN_SIZE, MAX_SIZE, MAX_FRAMES = 32, 4096, 100_000
+
+SEED = click.IntRange(0, SEED_MAX)  # numpy's seeds; -1 or 2**70 refused by name
+
+DEVICE_OPTION = click.option(
+    "--device", default="cpu", show_default=True, type=DeviceType(), help="Torch device: cpu, cuda, cuda:1, ..."
+)
 
 
 def MODEL_FILE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)

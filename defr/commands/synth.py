@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from defr.commands import one_line_errors
+from defr.commands.options import MAX_FRAMES, MAX_SIZE, MIN_SIZE, SEED, FiniteFloat
 from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_video
 from defr.data.synth.settings import SETTINGS
 
@@ -15,15 +16,21 @@ from defr.data.synth.settings import SETTINGS
 @click.command("synth")
 @click.argument("out", required=False, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--images", default=600, show_default=True, help="Images in all (about 25 % become the test split).")
-@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed writes identical files.")
-@click.option("--size", type=int, help="Long image side in pixels [128]; with --video the frame width [256].")
+@click.option(
+    "--seed", default=0, show_default=True, type=SEED, help="Random seed; the same seed writes identical files."
+)
+@click.option(
+    "--size",
+    type=click.IntRange(MIN_SIZE, MAX_SIZE),
+    help="Long image side in pixels [128]; with --video the frame width [256].",
+)
 @click.option(
     "--video",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write a synthetic video (OUT.mp4) with OUT.detections.jsonl and OUT.events.jsonl beside it instead.",
 )
-@click.option("--frames", default=150, show_default=True, help="Video frames.")
-@click.option("--fps", default=15.0, show_default=True, help="Video frame rate.")
+@click.option("--frames", default=150, show_default=True, type=click.IntRange(1, MAX_FRAMES), help="Video frames.")
+@click.option("--fps", default=15.0, show_default=True, type=FiniteFloat(1, 240), help="Video frame rate.")
 @click.option(
     "--overwrite",
     is_flag=True,

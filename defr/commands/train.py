@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from defr.commands import one_line_errors
+from defr.commands.options import SEED, DeviceType, FiniteFloat
 from defr.data import DATASETS
 from defr.files import OutputSet
 from defr.losses import LOSSES
 from defr.model.factory import INITS
-from defr.train import CHECKPOINT, METRICS_FILE, TRAIN_STATE, TrainConfig, load_config, train
+from defr.train import (
+    CHECKPOINT,
+    MAX_EPOCHS,
+    MAX_WORKERS,
+    METRICS_FILE,
+    TRAIN_STATE,
+    TrainConfig,
+    distributed_rank,
+    load_config,
+    resume_config,
+    train,
+)
 
 
 @click.command("train")
@@ -25,14 +36,18 @@ from defr.train import CHECKPOINT, METRICS_FILE, TRAIN_STATE, TrainConfig, load_
 @click.option("--text-encoder", help="minilm, clip:<model>[:<tag>], hf:<repo> or a local model directory.")
 @click.option("--loss", type=click.Choice(sorted(LOSSES)))
 @click.option("--logit-scale", type=float, help="γ of the cosine logits (default 100; the CLIP head: exp(4.61)).")
-@click.option("--epochs", type=int)
+@click.option("--epochs", type=click.IntRange(1, MAX_EPOCHS))
 @click.option("--batch-size", type=int)
 @click.option("--accumulate", type=int, help="Micro-batches per optimizer step (gradient accumulation).")
 @click.option("--image-size", type=int)
-@click.option("--lr", type=float, help="Base learning rate (default 1.5e-5 for CLIP backbones, 1e-4 otherwise).")
-@click.option("--seed", type=int)
-@click.option("--workers", type=int, help="DataLoader worker processes.")
-@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option(
+    "--lr",
+    type=FiniteFloat(0, min_open=True),
+    help="Base learning rate (default 1.5e-5 for CLIP backbones, 1e-4 otherwise).",
+)
+@click.option("--seed", type=SEED)
+@click.option("--workers", type=click.IntRange(0, MAX_WORKERS), help="DataLoader worker processes.")
+@click.option("--device", type=DeviceType(allow_auto=True), help="auto, cpu, cuda or cuda:N.")
 @click.option("--output", type=click.Path(file_okay=False))
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last epoch.")
 @click.option(
@@ -47,11 +62,14 @@ def train_command(config_path: str | None, resume: bool, overwrite: bool, **opti
     """
     overrides = {k: v for k, v in options.items() if v is not None}
     with one_line_errors():
-        cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
+        if resume:  # the run's recorded settings, then what is given (train refuses what a resume may not change)
+            cfg = resume_config(overrides.pop("output", TrainConfig.output), config_path, overrides)
+        else:
+            cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
         # the run's own lock and write order stay train's (defr.train); the seam refuses a file of the run that
         # is an input (the config, local pretrained weights) or not a regular file (a device, a FIFO)
         run_files = {name: Path(cfg.output) / name for name in (CHECKPOINT, TRAIN_STATE, METRICS_FILE)}
         OutputSet(run_files, inputs=[config_path, cfg.pretrained])  # names that are not files are no inputs
         path = train(cfg, resume=resume, overwrite=overwrite)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if distributed_rank() == 0:
         click.echo(f"checkpoint: {path}")

@@ -15,6 +15,7 @@ from defr.commands.options import (
     PRECISION_OPTION,
     RAY_OPTION,
     RUNTIME_OPTION,
+    FiniteFloat,
     model_inputs,
     model_source,
 )
@@ -85,7 +86,7 @@ def _outputs(out, events, frames, summary) -> list[tuple[str, Path]]:
 @DEVICE_OPTION
 @PRECISION_OPTION
 @MASK_MODE_OPTION
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), help="Frame rate of an image folder (default 30).")
+@click.option("--fps", type=FiniteFloat(0.001, 1000), help="Frame rate of an image folder (default 30).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
 @click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "window", "none"]))
 @click.option("--alpha", default=0.5, show_default=True, help="EMA weight of the newest score.")

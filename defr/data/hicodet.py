@@ -4,12 +4,13 @@ released DEFR / hts code) or the official ``anno_bbox.mat`` (ho-rcnn), into one 
 GT boxes stay as the files give them: 1-based inclusive pixels ``[x1, y1, x2, y2]`` (the evaluator,
 ``defr.eval.hicodet``, shifts detections by +1 to match). Rare classes (< 10 training instances) come
 from the JSON's ``rare`` list or are counted from the ``.mat`` file's ``bbox_train``. A malformed file is
-an ``AnnotationError`` naming the file and the field.
+an ``AnnotationError`` naming the file and the field: the JSON file is read with ``defr.jsonio`` (huge
+numbers, deep nesting and repeated keys refused), file names must be distinct non-empty strings, and GT
+boxes follow ``defr.detections.check_boxes`` (four finite numbers, not inverted).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,9 @@ import numpy as np
 import scipy.io
 
 from defr import vocab
+from defr.detections import DetectionError, check_boxes
 from defr.errors import DefrError
+from defr.jsonio import JsonInputError, read_json
 
 RARE_BELOW = 10  # classes with fewer training instances are "rare"
 
@@ -76,9 +79,11 @@ def load_annotations(path: str | os.PathLike) -> HICODetAnnotations:
 
 def _read_json_annotations(path: Path) -> HICODetAnnotations:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AnnotationError(f"{path}: not readable JSON ({e})") from None
+        data = read_json(path)
+    except JsonInputError as e:
+        raise AnnotationError(str(e)) from None
+    except OSError as e:
+        raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
     required = ("annotation", "filenames", "size", "correspondence", "rare", "non_rare")
     missing = [k for k in required if not isinstance(data, dict) or k not in data]
     if missing:
@@ -90,6 +95,7 @@ def _read_json_annotations(path: Path) -> HICODetAnnotations:
         raise AnnotationError(
             f"{path}: {len(filenames)} filenames, {len(images)} annotations and {len(sizes)} sizes must match"
         )
+    _check_filenames(filenames, f"{path}: 'filenames'")
     class_objects = _class_objects_from_correspondence(data["correspondence"], path)
     num_classes = len(class_objects)
     boxes_h, boxes_o, hoi, objects = [], [], [], []
@@ -100,7 +106,7 @@ def _read_json_annotations(path: Path) -> HICODetAnnotations:
         hoi.append(c)
         objects.append(obj)
     return HICODetAnnotations(
-        filenames=[str(f) for f in filenames],
+        filenames=list(filenames),
         sizes=_sizes(sizes, path),
         boxes_h=boxes_h,
         boxes_o=boxes_o,
@@ -129,10 +135,16 @@ def _json_pairs(image, where: str, num_classes: int) -> tuple[np.ndarray, ...]:
     if not isinstance(image, dict) or any(k not in image for k in ("boxes_h", "boxes_o", "hoi", "object")):
         raise AnnotationError(f"{where}: an annotation needs boxes_h, boxes_o, hoi and object")
     try:
-        boxes_h, boxes_o = box_array(image["boxes_h"]), box_array(image["boxes_o"])
+        boxes_h, boxes_o = (
+            check_boxes(image["boxes_h"], where, "boxes_h"),
+            check_boxes(image["boxes_o"], where, "boxes_o"),
+        )
+    except DetectionError as e:
+        raise AnnotationError(str(e)) from None
+    try:
         hoi = np.asarray(image["hoi"], dtype=np.int64).reshape(-1)
         obj = np.asarray(image["object"], dtype=np.int64).reshape(-1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise AnnotationError(f"{where}: boxes must be [G, 4] numbers, hoi and object [G] integers") from None
     if not len(boxes_h) == len(boxes_o) == len(hoi) == len(obj):
         raise AnnotationError(
@@ -146,6 +158,18 @@ def _json_pairs(image, where: str, num_classes: int) -> tuple[np.ndarray, ...]:
     if (obj < 0).any():
         raise AnnotationError(f"{where}: negative object ids")
     return boxes_h, boxes_o, hoi, obj
+
+
+def _check_filenames(filenames: list, where: str) -> None:
+    """Results are keyed by file name: each must be a non-empty string, each once."""
+    bad = [f for f in filenames if not isinstance(f, str) or not f]
+    if bad:
+        raise AnnotationError(f"{where}: file names must be non-empty strings, got {bad[0]!r}")
+    seen: set[str] = set()
+    for f in filenames:
+        if f in seen:
+            raise AnnotationError(f"{where}: file name {f!r} appears twice (results are keyed by file name)")
+        seen.add(f)
 
 
 def box_array(value) -> np.ndarray:
@@ -207,6 +231,13 @@ def _read_mat_annotations(path: Path) -> HICODetAnnotations:
         boxes_h.append(h)
         boxes_o.append(o)
         hoi.append(c)
+    _check_filenames(filenames, f"{path}: bbox_test")
+    for name, h, o in zip(filenames, boxes_h, boxes_o, strict=True):
+        try:
+            check_boxes(h, f"{path}: {name}", "bboxhuman")
+            check_boxes(o, f"{path}: {name}", "bboxobject")
+        except DetectionError as e:
+            raise AnnotationError(str(e)) from None
     counts = _mat_train_counts(mat["bbox_train"], num_classes, path)
     return HICODetAnnotations(
         filenames=filenames,

@@ -23,7 +23,8 @@ from defr.data.hico import (
     few_shot_classes,
     split_indices,
 )
-from defr.jsonio import JsonInputError, parse_json, read_json
+from defr.jsonio import JsonInputError, read_json
+from defr.jsonio import read_jsonl as read_json_lines
 
 
 def load_jsonl(
@@ -67,31 +68,23 @@ def read_jsonl(path: Path, root: Path, num_classes: int) -> tuple[list[Path], np
     """(image paths, labels [N, C] float32 of 1 / -1); blank lines are skipped."""
     if not path.is_file():
         raise DatasetError(f"{path}: no such file")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text (byte {e.start}); save the list as UTF-8") from None
     paths, rows = [], []
-    for line_no, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {line_no}"
-        try:
-            record = parse_json(line, where)
-        except JsonInputError as e:
-            raise DatasetError(str(e)) from None
-        image, ids = _parse_record(record, where, num_classes)
-        paths.append(Path(image) if Path(image).is_absolute() else root / image)
-        row = np.full(num_classes, -1.0, dtype=np.float32)
-        row[ids] = 1.0
-        rows.append(row)
+    try:
+        for where, record in read_json_lines(path):
+            image, ids = _parse_record(record, where, num_classes)
+            paths.append(Path(image) if Path(image).is_absolute() else root / image)
+            row = np.full(num_classes, -1.0, dtype=np.float32)
+            row[ids] = 1.0
+            rows.append(row)
+    except JsonInputError as e:
+        raise DatasetError(str(e)) from None
     if not rows:
         raise DatasetError(f"{path}: no records")
     return paths, np.stack(rows)
 
 
 def _parse_record(record, where: str, num_classes: int) -> tuple[str, list[int]]:
-    if not isinstance(record, dict) or not isinstance(record.get("image"), str) or not record["image"]:
+    if not isinstance(record.get("image"), str) or not record["image"]:
         raise DatasetError(f'{where}: expected an object {{"image": "path", "labels": [class ids]}}')
     ids = record.get("labels")
     if not isinstance(ids, list) or not all(type(c) is int for c in ids):

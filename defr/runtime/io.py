@@ -9,7 +9,8 @@ Detections files: the one reader of both layouts, each entry ``{"boxes": [[x1, y
 ``defr.jsonio`` (huge integers, ``1e400``, NaN, deep nesting refused by name):
 
 - by image (``defr detect``, ``load_detections``): a directory of JSON files named like the image with
-  ``.json`` (``HICO_test2015_00000001.json``), or one JSONL file with a ``"filename"`` key per line;
+  ``.json`` (``HICO_test2015_00000001.json``; two images of one stem, ``a.jpg`` and ``a.png``, are
+  refused), or one JSONL file with a ``"filename"`` key per line;
 - by frame (``defr video --detector detections:FILE``, ``load_frame_detections``): JSONL with a
   ``"frame"`` key per line, or JSON (a list of such objects, or an object keyed by frame number).
 
@@ -29,7 +30,7 @@ from PIL import Image
 from defr.detections import DEFAULT_LABEL_SPACE, DetectionError, Detections, check_label_space
 from defr.errors import DefrError
 from defr.images import ImageInputError, decode_image
-from defr.jsonio import JsonInputError, parse_json, read_json
+from defr.jsonio import JsonInputError, read_json, read_jsonl
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -94,6 +95,7 @@ def load_detections(
     source = Path(source)
     filenames = list(filenames)
     if source.is_dir():
+        _check_stems(source, filenames)
         out, missing = {}, []
         for name in filenames:
             path = source / (Path(name).stem + ".json")
@@ -103,11 +105,7 @@ def load_detections(
             out[name] = _detections(_read_json(path), str(path), label_space)
     elif source.is_file():
         entries = _read_jsonl(source, "filename")
-        out = {
-            n: _detections(entries[n][1], f"{source}, {entries[n][0]} ({n})", label_space)
-            for n in filenames
-            if n in entries
-        }
+        out = {n: _detections(entries[n][1], f"{entries[n][0]} ({n})", label_space) for n in filenames if n in entries}
         missing = [n for n in filenames if n not in entries]
     else:
         raise InputFileError(f"{source}: no such detections directory or JSONL file")
@@ -118,6 +116,20 @@ def load_detections(
             + " (write an entry with empty boxes/labels/scores for images without detections)"
         )
     return out
+
+
+def _check_stems(source: Path, filenames: list[str]) -> None:
+    """A detections folder gives one ``STEM.json`` per image: two images of one stem (``a.jpg``, ``a.png``)
+    would both take its boxes, so they are refused."""
+    first: dict[str, str] = {}
+    for name in filenames:
+        stem = Path(name).stem
+        if stem in first:
+            raise InputFileError(
+                f"{source}: images {first[stem]!r} and {name!r} would both take {stem}.json; rename one, "
+                "or give the detections as a JSONL file keyed by file name"
+            )
+        first[stem] = name
 
 
 def load_frame_detections(path: str | os.PathLike, label_space: str = DEFAULT_LABEL_SPACE) -> dict[int, Detections]:
@@ -135,19 +147,19 @@ def load_frame_detections(path: str | os.PathLike, label_space: str = DEFAULT_LA
     else:
         data = _read_json(path)
         if isinstance(data, dict):
-            entries = [(f"frame {k!r}", _keyed_frame(k, v, path)) for k, v in data.items()]
+            entries = [(f"{path}, frame {k!r}", _keyed_frame(k, v, path)) for k, v in data.items()]
         elif isinstance(data, list):
-            entries = [(f"entry {n}", e) for n, e in enumerate(data)]
+            entries = [(f"{path}, entry {n}", e) for n, e in enumerate(data)]
         else:
             raise InputFileError(f"{path}: expected a list of frames or an object keyed by frame number")
     out: dict[int, Detections] = {}
     for where, entry in entries:
         if not isinstance(entry, dict) or "frame" not in entry:
-            raise InputFileError(f"{path}, {where}: needs 'frame', 'boxes', 'labels' and 'scores'")
-        frame = _frame(entry["frame"], f"{path}, {where}")
+            raise InputFileError(f"{where}: needs 'frame', 'boxes', 'labels' and 'scores'")
+        frame = _frame(entry["frame"], where)
         if frame in out:
-            raise InputFileError(f"{path}, {where}: frame {frame} appears twice")
-        out[frame] = _detections(entry, f"{path}, {where} (frame {frame})", label_space)
+            raise InputFileError(f"{where}: frame {frame} appears twice")
+        out[frame] = _detections(entry, f"{where} (frame {frame})", label_space)
     return out
 
 
@@ -183,31 +195,26 @@ def _read_json(path: Path):
 
 
 def _read_jsonl(path: Path, key: str) -> dict:
-    """``{entry[key]: (where, entry)}`` of a JSONL file (blank lines skipped); ``key`` must be a string
-    (``filename``: its base name is the key) or a frame number, once each."""
+    """``{entry[key]: (where, entry)}`` of a JSONL file (``defr.jsonio.read_jsonl``: blank lines skipped);
+    ``key`` must be a string (``filename``: its base name is the key) or a frame number, once each."""
     entries: dict = {}
     try:
-        data = path.read_bytes()
+        for where, entry in read_jsonl(path):
+            if key == "filename":
+                if not isinstance(entry.get("filename"), str):
+                    raise InputFileError(f"{where}: each line needs a string 'filename' key")
+                name = Path(entry["filename"]).name
+            else:
+                if "frame" not in entry:
+                    raise InputFileError(f"{where}: needs 'frame', 'boxes', 'labels' and 'scores'")
+                name = _frame(entry["frame"], where)
+            if name in entries:
+                what = name if key == "filename" else f"frame {name}"
+                first = entries[name][0].removeprefix(f"{path}, ")
+                raise InputFileError(f"{where}: second entry for {what} (first at {first})")
+            entries[name] = (where, entry)
+    except JsonInputError as e:
+        raise InputFileError(str(e)) from None
     except OSError as e:
         raise InputFileError(f"{path}: cannot read ({e.strerror or e})") from None
-    for i, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"line {i}"
-        try:
-            entry = parse_json(line, f"{path}, {where}")
-        except JsonInputError as e:
-            raise InputFileError(str(e)) from None
-        if key == "filename":
-            if not isinstance(entry, dict) or not isinstance(entry.get("filename"), str):
-                raise InputFileError(f"{path}, {where}: each line needs a string 'filename' key")
-            name = Path(entry["filename"]).name
-        else:
-            if not isinstance(entry, dict) or "frame" not in entry:
-                raise InputFileError(f"{path}, {where}: needs 'frame', 'boxes', 'labels' and 'scores'")
-            name = _frame(entry["frame"], f"{path}, {where}")
-        if name in entries:
-            what = name if key == "filename" else f"frame {name}"
-            raise InputFileError(f"{path}, {where}: second entry for {what} (first at {entries[name][0]})")
-        entries[name] = (where, entry)
     return entries

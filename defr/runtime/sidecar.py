@@ -15,13 +15,19 @@ Backends read it from the folder of the file they load (``read_sidecar``) and re
 checksum, or whose external data's checksum, does not match (``Sidecar.check_file``). The writer
 is ``defr.export.sidecar``.
 
-Format ``defr-export/2``; ``defr-export/1`` files (before this record: a ``score_rule`` block with
-defaults nothing read, no external-data entries) are read too.
+The record covers itself too: ``sidecar_sha256`` is the SHA-256 of the rest of the record (canonical JSON,
+``own_digest``), so an edited ``mean`` or reordered ``class_objects`` — which change results, not the
+graph — is refused at load like an edited graph (``read_sidecar``).
+
+Format ``defr-export/3`` (with ``sidecar_sha256``); ``defr-export/2`` and ``/1`` files (before it; ``/1``
+also had a ``score_rule`` block with defaults nothing read, no external-data entries) are read too, their own
+fields unchecked: export again to have them covered.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -36,8 +42,9 @@ from defr.jsonio import JsonInputError, read_json
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, RuntimeMeta
 
 SIDECAR_NAME = "model.json"
-SIDECAR_FORMAT = "defr-export/2"
-READABLE_FORMATS = ("defr-export/1", SIDECAR_FORMAT)
+SIDECAR_FORMAT = "defr-export/3"
+READABLE_FORMATS = ("defr-export/1", "defr-export/2", SIDECAR_FORMAT)
+OWN_DIGEST = "sidecar_sha256"  # the record's digest of its other fields (format 3 on)
 ENGINE_PLUGINS = ("qdp-aot", "library")  # how an engine runs the plugin node: built in (AOT) or a library
 PREPROCESS = "RGB, resize to image_size × image_size (bicubic, aspect not kept), /255, (x - mean) / std"
 MAX_SIDECAR_BYTES = 64 << 20
@@ -156,6 +163,11 @@ class Sidecar:
     # --- the file ---
 
     def to_dict(self) -> dict:
+        """The ``model.json`` record, ``sidecar_sha256`` included (``own_digest`` of the rest)."""
+        d = self._fields()
+        return {**d, OWN_DIGEST: own_digest(d)}
+
+    def _fields(self) -> dict:
         m, s = self.meta, self.meta.image_size
         classes = len(m.class_names)
         return {
@@ -231,6 +243,28 @@ class Sidecar:
         return baked
 
 
+def own_digest(d: dict) -> str:
+    """SHA-256 of the record ``d`` without ``sidecar_sha256``, as canonical JSON (sorted keys, no spaces, UTF-8):
+    the same for the dict written and the dict read back."""
+    rest = {k: v for k, v in d.items() if k != OWN_DIGEST}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_own_digest(d: dict, path: Path) -> None:
+    """SidecarError when a format-3 record lacks its digest or its fields no longer match it."""
+    if d.get("format") != SIDECAR_FORMAT:
+        return  # formats 1 and 2 predate the digest
+    recorded = d.get(OWN_DIGEST)
+    if not isinstance(recorded, str) or not _SHA256.fullmatch(recorded):
+        raise SidecarError(f"{path}: {OWN_DIGEST} is missing or not a SHA-256; export the model again")
+    if own_digest(d) != recorded:
+        raise SidecarError(
+            f"{path}: edited after export (its fields no longer match {OWN_DIGEST}: a changed mean, class order or "
+            "mask mode changes results silently); export the model again"
+        )
+
+
 def graph_inputs(image_size: int) -> dict[str, list]:
     """The graph inputs' shapes as ``model.json`` records them (B and P dynamic)."""
     return {"images": ["B", 3, image_size, image_size], "boxes_h": ["P", 4], "boxes_o": ["P", 4], "pair_index": ["P"]}
@@ -247,7 +281,9 @@ def read_sidecar(model_path: str | os.PathLike) -> Sidecar:
         raise SidecarError(str(e)) from None
     except OSError as e:
         raise SidecarError(f"{path}: cannot read ({e.strerror})") from None
-    return Sidecar.from_dict(d, str(path))
+    sidecar = Sidecar.from_dict(d, str(path))  # fields first: a malformed field is named as such
+    _check_own_digest(d, path)
+    return sidecar
 
 
 # --- validation ----------------------------------------------------------------------------------------------------
@@ -301,7 +337,7 @@ class _Reader:
                 f"{self.where}: not a defr-export sidecar (format {fmt!r}, expected one of {list(READABLE_FORMATS)})"
             )
         known = {"format", "classes", "class_objects", "input", "head", "graph", "engine", "int8", "files"}
-        unknown = set(d) - known - {"exporter", "source"} - _LEGACY_KEYS.get(fmt, set())
+        unknown = set(d) - known - {"exporter", "source", OWN_DIGEST} - _LEGACY_KEYS.get(fmt, set())
         if unknown:
             raise self.fail(f"key(s) {sorted(unknown)}", f"are not part of format {fmt}")
         meta = self.meta(d)

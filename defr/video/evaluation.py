@@ -33,21 +33,20 @@ rare / non-rare are not reported: ``full`` is the mean AP over the classes with 
 
 from __future__ import annotations
 
-import os
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from defr import vocab
 from defr.data.hicodet import HICODetAnnotations
-from defr.errors import ConfigError, DefrError
+from defr.errors import ConfigError
 from defr.eval.hicodet import evaluate_hicodet
-from defr.jsonio import parse_json
+from defr.video.event_files import EVENT_KEYS, EventsFileError
 from defr.video.events import EventConfig, EventDetector
-from defr.video.scoring import evaluate_events, temporal_iou
+from defr.video.scoring import evaluate_events, greedy_matches, index_by, pair_key, temporal_iou
 from defr.video.smoothing import ScoreSmoother, SmoothingConfig
 
 # Event thresholds tried by ``choose_event_config``: (on, off as a share of on, min_frames).
@@ -55,28 +54,7 @@ EVENT_GRID = tuple(
     (on, share, m) for on in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5) for share in (0.5, 0.75) for m in (1, 5)
 )
 FALSE_EVENT_CAUSES = ("no_track", "other_pair", "other_class", "off_in_time")
-EVENT_KEYS = ("human_id", "object_id", "hoi", "verb", "object", "start_frame", "end_frame")
-
-
-class EventsFileError(DefrError, ValueError):
-    """An events, frames or ground-truth file that cannot be evaluated; the message names the file and line."""
-
-
-def read_jsonl(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict]:
-    """The objects of a JSON-lines file (blank lines skipped); EventsFileError naming the line otherwise."""
-    path = Path(path)
-    rows = []
-    for n, text in enumerate(path.read_text().splitlines(), 1):
-        if not text.strip():
-            continue
-        row = parse_json(text, f"line {n} of {path}")
-        if not isinstance(row, dict):
-            raise EventsFileError(f"line {n} of {path}: expected a JSON object, got {type(row).__name__}")
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise EventsFileError(f"line {n} of {path}: missing key(s) {missing}")
-        rows.append(row)
-    return rows
+__all__ = ["EVENT_KEYS", "EventsFileError"]  # re-exported: the records and their reader live in event_files
 
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -114,14 +92,22 @@ def track_identity(frames: Sequence[Mapping], truth: Sequence[Mapping], min_iou:
 
 def in_truth_ids(events: Sequence[Mapping], owners: Mapping) -> list[dict]:
     """Events with ``human_id`` / ``object_id`` replaced by the entity each track carried most often during the
-    event (-1 if never); the original ids are kept as ``human_track`` / ``object_track``."""
+    event (-1 if never; the earliest on ties); the original ids are kept as ``human_track`` / ``object_track``.
+    Each event costs the frames its tracks were seen in, not the length of its span."""
+    seen: dict[int, list[tuple[int, int]]] = {}
+    for (frame, track), entity in owners.items():
+        seen.setdefault(track, []).append((frame, entity))
+    by_track = {}
+    for track, rows in seen.items():
+        rows.sort()
+        by_track[track] = ([f for f, _ in rows], [e for _, e in rows])
     out = []
     for e in events:
         ids = {}
         for key in ("human_id", "object_id"):
-            votes = Counter(
-                owners[(t, e[key])] for t in range(e["start_frame"], e["end_frame"] + 1) if (t, e[key]) in owners
-            )
+            frames, entities = by_track.get(e[key], ((), ()))
+            lo, hi = bisect_left(frames, e["start_frame"]), bisect_right(frames, e["end_frame"])
+            votes = Counter(entities[lo:hi])
             ids[key] = votes.most_common(1)[0][0] if votes else -1
         out.append({**e, **ids, "human_track": e["human_id"], "object_track": e["object_id"]})
     return out
@@ -130,12 +116,20 @@ def in_truth_ids(events: Sequence[Mapping], owners: Mapping) -> list[dict]:
 def event_table(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float = 0.5) -> list[dict]:
     """One row per true event (see the module docstring); ``relabelled``: predicted events in truth ids."""
     counted = set(_matches(relabelled, truth, t_iou).values())
+    same_pair = index_by(relabelled, pair_key)
+    same_class = index_by(relabelled, lambda p: (p["verb"], p["object"]))
+    first_peak: dict[tuple, int] = {}  # per class, the first prediction of highest peak: the best at tIoU 0
+    for i, p in enumerate(relabelled):
+        k = (p["verb"], p["object"])
+        if k not in first_peak or p["peak_score"] > relabelled[first_peak[k]]["peak_score"]:
+            first_peak[k] = i
     rows = []
     for j, g in enumerate(truth):
-        same = [p for p in relabelled if (p["verb"], p["object"]) == (g["verb"], g["object"])]
-        match = [p for p in same if (p["human_id"], p["object_id"]) == (g["human_id"], g["object_id"])]
-        pool = [p for p in match if temporal_iou(p, g) > 0] or same
-        best = max(pool, key=lambda p: (temporal_iou(p, g), p["peak_score"]), default=None)
+        best = _best_overlap(relabelled, g, same_pair.get(pair_key(g)))
+        if best is None:
+            best = _best_overlap(relabelled, g, same_class.get((g["verb"], g["object"])))
+        if best is None and (g["verb"], g["object"]) in first_peak:
+            best = relabelled[first_peak[(g["verb"], g["object"])]]
         row = {
             "truth": {k: g[k] for k in EVENT_KEYS},
             "predicted": None if best is None else {k: best[k] for k in (*EVENT_KEYS, "human_track", "object_track")},
@@ -149,25 +143,20 @@ def event_table(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: 
     return rows
 
 
+def _best_overlap(predicted: Sequence[Mapping], g: Mapping, index) -> Mapping | None:
+    """Of the predictions in ``index`` that overlap ``g``, the one of highest (tIoU, peak), the first on ties."""
+    if index is None:
+        return None
+    ranked = [
+        (temporal_iou(predicted[i], g), predicted[i]["peak_score"], -i)
+        for i in index.overlapping(g["start_frame"], g["end_frame"])
+    ]
+    return predicted[-max(ranked)[2]] if ranked else None
+
+
 def _matches(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float) -> dict[int, int]:
     """{predicted index: true index} of the pairs ``evaluate_events`` matches (with identity), in its greedy order."""
-    used: dict[int, int] = {}
-    for i in sorted(range(len(relabelled)), key=lambda i: -relabelled[i]["peak_score"]):
-        p, best, best_iou = relabelled[i], None, t_iou
-        for j, g in enumerate(truth):
-            if j in used.values() or (p["verb"], p["object"], p["human_id"], p["object_id"]) != (
-                g["verb"],
-                g["object"],
-                g["human_id"],
-                g["object_id"],
-            ):
-                continue
-            iou = temporal_iou(p, g)
-            if iou >= best_iou:
-                best, best_iou = j, iou
-        if best is not None:
-            used[i] = best
-    return used
+    return greedy_matches(relabelled, truth, t_iou, pair_key, pair_key)
 
 
 def false_events(relabelled: Sequence[Mapping], truth: Sequence[Mapping], t_iou: float = 0.5) -> dict[str, int]:
@@ -252,9 +241,11 @@ def frame_annotations(
     model_class = dict(zip(map(id, truth_events), class_index(class_names, truth_events), strict=True))
     objects_of = class_objects(class_names)
     boxes_h, boxes_o, hoi, objects, sizes = [], [], [], [], []
+    spans = index_by(truth_events, lambda e: None).get(None)
     for line in frames:
         where = {i: b for i, b in zip(line["ids"], line["boxes"], strict=True)}
-        running = [e for e in truth_events if e["start_frame"] <= line["frame"] <= e["end_frame"]]
+        at = sorted(spans.overlapping(line["frame"], line["frame"])) if spans else []
+        running = [truth_events[j] for j in at]
         running = [e for e in running if e["human_id"] in where and e["object_id"] in where]
         boxes_h.append(np.asarray([where[e["human_id"]] for e in running], dtype=np.float64).reshape(-1, 4) + 1)
         boxes_o.append(np.asarray([where[e["object_id"]] for e in running], dtype=np.float64).reshape(-1, 4) + 1)

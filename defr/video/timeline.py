@@ -5,6 +5,9 @@ predicted events whose tracks matched no entity get rows of their own, by track 
 true spans are wide light bars labelled with their verb, the predicted spans narrow bars over them:
 green where ``evaluate_events`` counted the prediction (same class, same entities, temporal IoU
 >= the threshold), red otherwise.
+
+The picture is bounded whatever the files hold: at most ``MAX_ROWS`` rows are drawn (the first seen: true
+pairs first), the others counted in the title, so 1,000 pairs give a picture of the same size as 100.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from defr.files import atomic_path
-from defr.video.scoring import temporal_iou
+from defr.video.scoring import index_by, pair_key, temporal_iou
+
+MAX_ROWS = 100  # 100 rows: 1100 × ~5100 px at the figure's size and dpi
 
 
 def _row(e: Mapping, tracks: bool = False) -> str:
@@ -23,12 +28,10 @@ def _row(e: Mapping, tracks: bool = False) -> str:
     return f"h{e['human_id']} / o{e['object_id']}"
 
 
-def _counted(p: Mapping, truth: Sequence[Mapping], t_iou: float) -> bool:
-    return any(
-        (p["verb"], p["object"], p["human_id"], p["object_id"])
-        == (g["verb"], g["object"], g["human_id"], g["object_id"])
-        and temporal_iou(p, g) >= t_iou
-        for g in truth
+def _counted(p: Mapping, truth: Sequence[Mapping], index: Mapping, t_iou: float) -> bool:
+    spans = index.get(pair_key(p))
+    return spans is not None and any(
+        temporal_iou(p, truth[j]) >= t_iou for j in spans.overlapping(p["start_frame"], p["end_frame"])
     )
 
 
@@ -52,16 +55,24 @@ def plot_timeline(
 
     keys = [_row(e) for e in truth] + [_row(p, tracks=p["human_id"] < 0 or p["object_id"] < 0) for p in relabelled]
     rows = list(dict.fromkeys(keys))  # first-seen order: the true pairs, then unmatched tracks
+    left_out = len(rows) - MAX_ROWS
+    rows = rows[:MAX_ROWS]
     end = frames or max([e["end_frame"] + 1 for e in (*truth, *relabelled)], default=1)
     fig, ax = plt.subplots(figsize=(10, 0.45 * max(len(rows), 2) + 1.2))
     y = {name: i for i, name in enumerate(rows)}
+    index = index_by(truth, pair_key)
     for g in truth:
+        if _row(g) not in y:
+            continue
         i = y[_row(g)]
         ax.broken_barh([(g["start_frame"], g["end_frame"] - g["start_frame"] + 1)], (i - 0.4, 0.8), color="#c9d7f0")
         ax.text(g["start_frame"] + 0.5, i + 0.28, f"{g['verb']} {g['object']}", fontsize=7, va="center")
     for p in relabelled:
-        i = y[_row(p, tracks=p["human_id"] < 0 or p["object_id"] < 0)]
-        colour = "#2e9d4a" if _counted(p, truth, t_iou) else "#d1453b"
+        row = _row(p, tracks=p["human_id"] < 0 or p["object_id"] < 0)
+        if row not in y:
+            continue
+        i = y[row]
+        colour = "#2e9d4a" if _counted(p, truth, index, t_iou) else "#d1453b"
         ax.broken_barh([(p["start_frame"], p["end_frame"] - p["start_frame"] + 1)], (i - 0.22, 0.3), color=colour)
         ax.text(p["start_frame"] + 0.5, i - 0.07, f"{p['verb']} {p['object']}", fontsize=6, va="center", color="white")
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
@@ -69,7 +80,10 @@ def plot_timeline(
     ax.invert_yaxis()
     ax.set_xlim(0, end)
     ax.set_xlabel("frame")
-    ax.set_title(title or "true spans (light) and predicted events (green: counted, red: not)", fontsize=9)
+    title = title or "true spans (light) and predicted events (green: counted, red: not)"
+    if left_out > 0:
+        title += f"; {left_out} more rows not drawn"
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
