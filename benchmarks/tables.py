@@ -530,8 +530,35 @@ def serve_parts_table(r: dict) -> str:
     )
 
 
+def pretrain_log_table(r: dict) -> str:
+    """``defr pretrain``'s log (benchmarks/results/pretrain_log.json): losses and zero-shot scores per logged step."""
+    m, cfg = r["machine"], r["config"]
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}"
+
+    lines = [
+        f"`{r['command']}` (commit {r['commit'][:7]}): batch {cfg['batch_size']} at {cfg['image_size']} px, lr "
+        f"{cfg['lr']}, {cfg['steps']} steps — {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch thread)",
+        "",
+        "| step | images seen | wall s | loss image ↔ caption | loss pair ↔ clause | zero-shot mAP, seen | "
+        "held-out | pair top-1, seen | held-out |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in r["log"]:
+        losses = " | ".join(f"{e[k]:.3f}" if k in e else "" for k in ("loss_image", "loss_pair"))
+        scores = " | ".join(
+            pct(e.get(k))
+            for k in ("zero_shot_mAP_seen", "zero_shot_mAP_held_out", "pair_top1_seen", "pair_top1_held_out")
+        )
+        lines.append(f"| {e['step']} | {e['images_seen']:,} | {e['seconds']:.0f} | {losses} | {scores} |")
+    return "\n".join(lines)
+
+
 def table(path: Path) -> str:
     r = json.loads(path.read_text())
+    if "log" in r and "config" in r and "commit" in r:
+        return pretrain_log_table(r)
     if r.get("benchmark") == "serve":
         return serve_table(r)
     if r.get("benchmark") == "serve_parts":
