@@ -188,7 +188,9 @@ def test_eval_events_on_a_full_disk_leaves_the_previous_set_whole(tmp_path, monk
     import defr.commands.events as events
 
     report = {"table": [], "events": {}, "events_any_track": {}, "false_events": {}}
-    monkeypatch.setattr(events, "read_jsonl", lambda *a: [])
+    for reader in ("read_frame_lines", "read_truth_lines"):
+        monkeypatch.setattr(events, reader, lambda *a: [])
+    monkeypatch.setattr(events, "read_events", lambda *a, **k: [])
     monkeypatch.setattr(events, "evaluate_run", lambda *a, **k: report)
     monkeypatch.setattr(events, "track_identity", lambda *a: {})
     monkeypatch.setattr(events, "in_truth_ids", lambda *a: [])
