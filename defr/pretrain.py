@@ -50,7 +50,7 @@ from defr.data.synth.pretraining import (
 )
 from defr.errors import ConfigError, DefrError
 from defr.eval.ap import average_precision_11
-from defr.files import atomic_path, write_json
+from defr.files import OutputSet, atomic_path, write_json
 from defr.images import resize_normalise, rgb_tensor
 from defr.machine import machine_info
 from defr.model.backbones import tiny_vit_spec
@@ -418,10 +418,18 @@ def write_weights(
 
     state = {k: v.detach().half().contiguous() for k, v in model.vit.state_dict().items()}
     state["proj"] = model.proj.detach().half().contiguous()
-    with atomic_path(path) as tmp:
-        save_file(state, tmp)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    sidecar = {
+    # one set through the seam: never new weights beside an old sidecar (or the reverse)
+    with OutputSet({"weights": path, "sidecar": path.with_suffix(".json")}) as staged:
+        save_file(state, str(staged["weights"]))
+        sidecar = _sidecar(path, staged["weights"], cfg, log, command, commit)
+        write_json(sidecar, staged["sidecar"], indent=1)
+    return path
+
+
+def _sidecar(path: Path, staged: Path, cfg: PretrainConfig, log: list[dict], command: str | None, commit) -> dict:
+    """What the weights file is and how it was made; ``staged``: the bytes that become ``path``."""
+    digest = hashlib.sha256(staged.read_bytes()).hexdigest()
+    return {
         "format": "defr-pretrained/1",
         "name": "defr-synth",
         "backbone": "tiny-vit",
@@ -430,7 +438,7 @@ def write_weights(
         "templates": ["{}"],
         "file": path.name,
         "sha256": digest,
-        "bytes": path.stat().st_size,
+        "bytes": staged.stat().st_size,
         "command": command,
         "commit": commit,
         "seeds": {
@@ -443,5 +451,3 @@ def write_weights(
         "seconds": log[-1].get("seconds") if log else None,
         "machine": machine_info(),
     }
-    write_json(sidecar, path.with_suffix(".json"), indent=1)
-    return path
