@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import onnx
+import onnx.reference
 import pytest
 import torch
 from click.testing import CliRunner
@@ -25,7 +26,7 @@ from defr.export.calibration import (
     load_calibration_set,
 )
 from defr.export.cli import main
-from defr.export.int8 import NODE_GROUPS, Int8Config, downstream_nodes, node_groups, prepare
+from defr.export.int8 import NODE_GROUPS, Int8Config, downstream_nodes, node_groups, prepare, separate_conv_bias
 from defr.export.onnx_export import export_onnx
 from defr.export.sidecar import file_entry, model_sidecar, write_sidecar
 from defr.export.verify import feeds as as_feeds
@@ -103,6 +104,33 @@ def test_node_groups_of_the_pair_graph(model, tmp_path):
     assert box_only and not box_only & {n for g in NODE_GROUPS for n in groups[g]}
     softmaxes = {n.name for n in prepared.graph.node if n.op_type == "Softmax"}
     assert len(softmaxes & set(groups["norm"])) == blocks - 1  # the pair softmax (mask's -inf) is not a candidate
+
+
+def test_conv_bias_becomes_a_float_add_with_the_same_result():
+    """OpenVINO dropped a quantized Conv's bias (docs/export.md § INT8): the bias is written as an Add."""
+    rng = np.random.default_rng(0)
+    weight, bias = rng.normal(size=(4, 3, 1, 1)).astype(np.float32), rng.normal(size=4).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv"),
+            helper.make_node("Conv", ["y", "w2"], ["z"], name="conv_no_bias"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 2, 2])],
+        [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [1, 4, 2, 2])],
+        [
+            onnx.numpy_helper.from_array(weight, "w"),
+            onnx.numpy_helper.from_array(bias, "b"),
+            onnx.numpy_helper.from_array(rng.normal(size=(4, 4, 1, 1)).astype(np.float32), "w2"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = {"x": rng.normal(size=(1, 3, 2, 2)).astype(np.float32)}
+    want = onnx.reference.ReferenceEvaluator(model).run(None, x)[0]
+    assert separate_conv_bias(model.graph) == 1
+    assert [(n.op_type, len(n.input)) for n in model.graph.node] == [("Conv", 2), ("Add", 2), ("Conv", 2)]
+    onnx.checker.check_model(model)
+    np.testing.assert_allclose(onnx.reference.ReferenceEvaluator(model).run(None, x)[0], want, rtol=1e-5, atol=1e-5)
 
 
 def test_int8_config_rejects_bad_values():

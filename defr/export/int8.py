@@ -23,7 +23,8 @@ Which nodes are quantized is decided per *group* (``node_groups``), by measureme
 slower and less accurate, ``head`` added error for no speed. Never quantized: the box → patch-mask
 arithmetic and the attention bias (they do not depend on the image: every node outside the image's
 data flow is left alone), the GELU, residual additions and the feature normalisation (no quantized
-kernel would run them faster).
+kernel would run them faster), and the Conv biases: each is a float ``Add`` after its Conv
+(``separate_conv_bias``), because OpenVINO dropped a quantized Conv's int32 bias.
 """
 
 from __future__ import annotations
@@ -156,10 +157,44 @@ def _head_matmuls(graph: onnx.GraphProto) -> set[str]:
 def prepare(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
     """ONNX Runtime's pre-processing for quantization: ONNX shape inference and the basic graph
     optimisations (constant folding, standard ops only), so weights computed from weights become
-    constants and every tensor has a shape."""
+    constants and every tensor has a shape; then each Conv's bias as a separate float Add
+    (``separate_conv_bias``)."""
     quantization = import_quantization()
     quantization.quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
+    model = onnx.load(str(out_path))
+    if separate_conv_bias(model.graph):
+        onnx.save(model, str(out_path))
     return Path(out_path)
+
+
+def separate_conv_bias(graph: onnx.GraphProto) -> int:
+    """Every ``Conv`` with a constant bias becomes ``Conv`` (no bias) → ``Add`` (the bias as ``[1, C, 1, 1]``),
+    in place; returns how many. The ``Add`` stays float (it is in no node group).
+
+    Why: with the bias inside the quantized Conv, ONNX Runtime's quantizer writes it as an int32
+    ``DequantizeLinear`` input, and OpenVINO (2026.4, CPU) drops that bias when the Conv's output is
+    also read by a ``ShapeOf`` (its shape optimisations take the batch size from the stem's last Conv
+    once the graph reads it from the image): the int8 file then computed the model without tiny-vit's
+    stem bias, mean |Δ pair logit| 0.9 against ONNX Runtime's 0.08 (``benchmarks/int8_nodes.py``,
+    docs/export.md § INT8). A float ``Add`` after the Conv is computed by both runtimes as written.
+    """
+    constants = {t.name: t for t in graph.initializer}
+    nodes, count = [], 0
+    for node in graph.node:
+        nodes.append(node)
+        if node.op_type != "Conv" or len(node.input) < 3 or node.input[2] not in constants:
+            continue
+        bias = onnx.numpy_helper.to_array(constants[node.input[2]])
+        bias_4d = f"{node.input[2]}_as_add"
+        graph.initializer.append(onnx.numpy_helper.from_array(bias.reshape(1, -1, 1, 1), bias_4d))
+        output, without = node.output[0], f"{node.output[0]}_without_bias"
+        del node.input[2]
+        node.output[0] = without
+        nodes.append(onnx.helper.make_node("Add", [without, bias_4d], [output], name=f"{node.name}_bias"))
+        count += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return count
 
 
 def quantize(
@@ -219,6 +254,7 @@ def quantize(
         "format": "QDQ" if cfg.method == "static" else "QOperator (MatMulInteger)",
         "weights": "int8, symmetric, " + ("per output channel" if cfg.per_channel else "per tensor"),
         "activations": "uint8, asymmetric, per tensor, " + ("calibrated" if cfg.method == "static" else "per call"),
+        "conv_bias": "float Add after the Conv",
         "quantized": {g: counts[g] for g in wanted},
         "kept_float": {g: counts[g] for g in NODE_GROUPS if g not in wanted},
     }
