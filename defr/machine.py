@@ -65,6 +65,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_has_int8_dot_product() -> bool:
+    """Whether the CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX int8): without one,
+    ONNX Runtime's u8 × s8 kernels (AVX2 ``vpmaddubsw``) saturate 16-bit sums with full 8-bit weights."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return True  # not Linux: assume a current CPU; the export's sanity check still guards the file
+    flags = next((line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")), "").split()
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
 def machine_info(device: str | torch.device = "cpu") -> dict:
     """CPU, cores, PyTorch threads, platform, Python, package versions; and the GPU, driver and CUDA on CUDA."""
     info = {

@@ -225,7 +225,7 @@ def test_tag_errors(clip_backbone):
     with pytest.raises(PretrainedWeightsError, match="no such weights file"):
         load_pretrained(net, spec, "/nonexistent/weights.safetensors")
     tiny = backbone_spec("tiny-vit", 64)
-    with pytest.raises(PretrainedWeightsError, match="'tiny-vit' has no pretrained tags"):
+    with pytest.raises(PretrainedWeightsError, match="'tiny-vit' has no packaged weights 'openai'.*defr-synth"):
         load_pretrained(build_backbone(tiny), tiny, "openai")
 
 

@@ -505,13 +505,22 @@ def stalled_request(port: int) -> socket.socket:
 
 
 def status_line(sock: socket.socket) -> tuple[int, bytes]:
+    """(status, the whole answer): headers, then the body up to its Content-Length (it may come later)."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _content_length(data):
         chunk = sock.recv(4096)
         if not chunk:
             break
         data += chunk
     return int(data.split(b" ", 2)[1]), data
+
+
+def _content_length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    for line in head.split(b"\r\n"):
+        if line.startswith(b"content-length:"):
+            return int(line.split(b":", 1)[1])
+    return 0
 
 
 @pytest.mark.slow

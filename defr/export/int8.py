@@ -40,6 +40,7 @@ import numpy as np
 import onnx
 
 from defr.export.errors import ExportError
+from defr.machine import cpu_has_int8_dot_product
 from defr.optional import require
 
 INT8_FILE = "model.int8.onnx"
@@ -59,13 +60,20 @@ class Int8Config:
     method: ``static`` (calibrated QDQ) or ``dynamic`` (no calibration); groups: the node groups to
     quantize (``NODE_GROUPS``; dynamic quantization takes ``linear`` and ``head`` only);
     calibration_method: ``minmax``, ``percentile`` (99.999th) or ``entropy``; per_channel: int8
-    weights per output channel (else per tensor).
+    weights per output channel (else per tensor); reduce_range: 7-bit weights (ONNX Runtime's
+    ``reduce_range``), None: on when the exporting CPU has no int8 dot-product instruction (VNNI, AMX),
+    whose u8 × s8 kernels saturate with full 8-bit weights (docs/export.md, INT8).
     """
 
     method: str = "static"
     groups: tuple[str, ...] = DEFAULT_GROUPS
     calibration_method: str = "minmax"
     per_channel: bool = True
+    reduce_range: bool | None = None
+
+    @property
+    def reduced_range(self) -> bool:
+        return (not cpu_has_int8_dot_product()) if self.reduce_range is None else self.reduce_range
 
     def __post_init__(self) -> None:
         if self.method not in QUANT_METHODS:
@@ -84,6 +92,7 @@ class Int8Config:
             "groups": list(self.groups),
             "calibration_method": self.calibration_method if self.method == "static" else None,
             "per_channel": self.per_channel,
+            "reduce_range": self.reduced_range,
         }
 
 
@@ -238,6 +247,7 @@ def quantize(
                 op_types_to_quantize=list(LINEAR_OPS),
                 nodes_to_quantize=nodes,
                 per_channel=cfg.per_channel,
+                reduce_range=cfg.reduced_range,
                 weight_type=quantization.QuantType.QInt8,
             )
     _check_scales(out_path)
@@ -252,7 +262,9 @@ def quantize(
     return {
         **cfg.to_dict(),
         "format": "QDQ" if cfg.method == "static" else "QOperator (MatMulInteger)",
-        "weights": "int8, symmetric, " + ("per output channel" if cfg.per_channel else "per tensor"),
+        "weights": ("int8 in a 7-bit range" if cfg.reduced_range else "int8")
+        + ", symmetric, "
+        + ("per output channel" if cfg.per_channel else "per tensor"),
         "activations": "uint8, asymmetric, per tensor, " + ("calibrated" if cfg.method == "static" else "per call"),
         "conv_bias": "float Add after the Conv",
         "quantized": {g: counts[g] for g in wanted},
@@ -269,6 +281,7 @@ def _quantize_static(quantization, prepared, out_path, cfg, calibration, nodes, 
         op_types_to_quantize=sorted(_op_types(wanted)),  # also what is calibrated: only these
         nodes_to_quantize=nodes,
         per_channel=cfg.per_channel,
+        reduce_range=cfg.reduced_range,
         activation_type=quantization.QuantType.QUInt8,
         weight_type=quantization.QuantType.QInt8,
         calibrate_method=_calibrate_method(quantization, cfg.calibration_method),

@@ -74,6 +74,8 @@ def failure_line(error: BaseException) -> str:
             error = error.cause
         elif error.__cause__ is not None:
             error = error.__cause__
+        elif error.__context__ is not None and not error.__suppress_context__:
+            error = error.__context__  # Ray Data's UserCodeException is raised while handling the UDF's error
         else:
             break
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
@@ -88,11 +90,19 @@ class _ImageDetector:
         self.detector = load_detector(model, **load)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """→ {"name", "result" (JSON text), "error"}: bad input (a ``DefrError`` / ``OSError``) comes back as
+        its one line in ``error``, as data, since Ray Data's own wrapping of a raised error loses its cause."""
         paths = [str(p) for p in batch["path"]]
-        images = [read_image(p) for p in paths]
-        dets = [Detections.from_dict(parse_json(d, p), name=p) for d, p in zip(batch["detections"], paths, strict=True)]
-        results = self.detector.detect(images, dets, names=paths)
-        return {"name": batch["name"], "result": np.array([json.dumps(r.to_json()) for r in results])}
+        try:
+            images = [read_image(p) for p in paths]
+            dets = [
+                Detections.from_dict(parse_json(d, p), name=p) for d, p in zip(batch["detections"], paths, strict=True)
+            ]
+            results = [json.dumps(r.to_json()) for r in self.detector.detect(images, dets, names=paths)]
+            errors = [""] * len(paths)
+        except (DefrError, OSError) as e:
+            results, errors = [""] * len(paths), [failure_line(e)] * len(paths)
+        return {"name": batch["name"], "result": np.array(results), "error": np.array(errors)}
 
 
 def detect_images_ray(
@@ -138,6 +148,8 @@ def detect_images_ray(
         try:
             for row in out.iter_rows():
                 name = str(row["name"])
+                if row["error"]:
+                    raise BatchJobError(f"the Ray job failed: {row['error']}")
                 if name in results:
                     raise BatchJobError(f"{name}: came back twice from the Ray job (a retried batch was not replaced)")
                 results[name] = parse_json(row["result"], f"result of {name}")
