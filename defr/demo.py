@@ -45,7 +45,7 @@ from defr.data.synth.stats import distinct_boxes, scene_stats
 from defr.detections import Detections
 from defr.errors import ConfigError
 from defr.eval.ap import mean_ap
-from defr.eval.classification import evaluate_model
+from defr.eval.classification import evaluate_model, zero_shot_setup
 from defr.eval.gt_detections import image_paths, noisy_gt_detections
 from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics
 from defr.export import ExportConfig, export_model
@@ -53,7 +53,6 @@ from defr.export.exporter import ONNX_FILES
 from defr.export.verify import compare_detections
 from defr.files import OutputSet, write_json
 from defr.model import load_model
-from defr.model.factory import zero_shot_model
 from defr.model.pretrained import builtin_sidecar
 from defr.runtime import HOIDetector, TorchBackend, load_detector
 from defr.runtime.detect import run_detection
@@ -214,10 +213,7 @@ def pretrained_record(tag: str) -> dict:
 
 def zero_shot_demo(tag: str, data: Path, image_size: int) -> dict:
     """Zero-shot classification of the packaged weights on the demo's test split (no DEFR training)."""
-    test = build_dataset("synth", data, "test", image_size, (0.5,) * 3, (0.5,) * 3)
-    model = zero_shot_model("tiny-vit", tag, "minilm", test.class_names, image_size)
-    spec = model.cfg.backbone
-    test = build_dataset("synth", data, "test", spec.image_size, spec.mean, spec.std)
+    model, test = zero_shot_setup("tiny-vit", tag, "minilm", "synth", data, "test", image_size)
     return classification_row(evaluate_model(model, test), test)
 
 

@@ -49,7 +49,8 @@ from defr.data.synth.pretraining import (
     draw_zero_shot_split,
 )
 from defr.errors import ConfigError, DefrError
-from defr.eval.ap import average_precision_11
+from defr.eval.ap import mean_ap
+from defr.eval.classification import image_class_aps
 from defr.files import OutputSet, atomic_path, write_json
 from defr.images import resize_normalise, rgb_tensor
 from defr.machine import machine_info
@@ -214,22 +215,14 @@ def zero_shot_scores(model: AlignedTower, batches: list[Batch], text: torch.Tens
         top1.append((F.normalize(pair_f, dim=-1) @ weights.t()).argmax(-1))
         pair_class.append(b.pair_class)
     model.train()
-    scores, labels = torch.cat(image_scores).numpy(), torch.cat(image_labels).numpy()
-    aps = [
-        average_precision_11(scores[:, c], labels[:, c], int(labels[:, c].sum())) if labels[:, c].any() else None
-        for c in range(text.shape[0])
-    ]
+    labels = torch.cat(image_labels).numpy()
+    aps = image_class_aps(torch.cat(image_scores).numpy(), labels, np.ones_like(labels))
     hits, truth = torch.cat(top1), torch.cat(pair_class)
     held = torch.isin(truth, torch.tensor(HELD_OUT_CLASSES))
-
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return float(np.mean(values)) if values else None
-
     return {
-        "zero_shot_mAP": mean(aps),
-        "zero_shot_mAP_seen": mean(aps[c] for c in PRETRAIN_CLASSES),
-        "zero_shot_mAP_held_out": mean(aps[c] for c in HELD_OUT_CLASSES),
+        "zero_shot_mAP": mean_ap(aps, range(len(aps))),
+        "zero_shot_mAP_seen": mean_ap(aps, PRETRAIN_CLASSES),
+        "zero_shot_mAP_held_out": mean_ap(aps, HELD_OUT_CLASSES),
         "pair_top1_seen": float((hits == truth)[~held].float().mean()),
         "pair_top1_held_out": float((hits == truth)[held].float().mean()) if held.any() else None,
     }

@@ -9,11 +9,10 @@ import click
 from defr.commands import one_line_errors
 from defr.data import DATASETS, SPLITS, build_dataset
 from defr.data.hicodet import load_annotations
-from defr.eval.classification import evaluate_model
+from defr.eval.classification import evaluate_model, zero_shot_setup
 from defr.eval.hicodet import SETTINGS, SUMMARY_KEYS, evaluate_hicodet, load_results
 from defr.files import OutputSet, write_json
 from defr.model import load_model
-from defr.model.factory import zero_shot_model
 
 
 def percent(fraction: float | None) -> str:
@@ -66,8 +65,9 @@ def evaluate_command(
     inputs = [checkpoint] if checkpoint is not None else []
     with one_line_errors(), OutputSet({"--json": json_out}, inputs=inputs) as staged:
         if zero_shot:
+            check_zero_shot_options(checkpoint, backbone, pretrained)
             model, dataset = zero_shot_setup(
-                backbone, pretrained, text_encoder, image_size, checkpoint, dataset_name, data_root, split
+                backbone, pretrained, text_encoder, dataset_name, data_root, split, image_size
             )
             name = f"zero-shot {backbone} --pretrained {pretrained} ({text_encoder})"
         else:
@@ -92,16 +92,11 @@ def evaluate_command(
             write_json({**source, "split": split, **metrics}, staged["--json"])
 
 
-def zero_shot_setup(backbone, pretrained, text_encoder, image_size, checkpoint, dataset_name, data_root, split):
-    """(model, dataset) for ``--zero-shot``: the options it needs checked, the model over the dataset's classes."""
+def check_zero_shot_options(checkpoint: Path | None, backbone: str | None, pretrained: str | None) -> None:
     if checkpoint is not None:
         raise click.UsageError("--zero-shot scores pretrained weights without a checkpoint: drop --checkpoint")
     if not backbone or not pretrained:
         raise click.UsageError("--zero-shot needs --backbone and --pretrained (e.g. tiny-vit, defr-synth)")
-    names = build_dataset(dataset_name, data_root, split, 16, (0.5,) * 3, (0.5,) * 3).class_names
-    model = zero_shot_model(backbone, pretrained, text_encoder, names, image_size)
-    spec = model.cfg.backbone
-    return model, build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
 
 
 @click.command("eval-hicodet")

@@ -128,3 +128,24 @@ def evaluate_model(
     logits = predict_logits(model, dataset, batch_size, device, num_workers)
     scores = logits[:, dataset_columns(model.cfg.class_names, dataset.class_names)]
     return hico_metrics(scores, dataset.labels, dataset.class_objects, dataset.few_shot)
+
+
+def zero_shot_setup(
+    backbone: str,
+    pretrained: str,
+    text_encoder: str,
+    dataset_name: str,
+    data_root,
+    split: str,
+    image_size: int | None = None,
+):
+    """(model, dataset) for zero-shot scoring: language-aligned ``pretrained`` weights whose classifier is the
+    dataset's class sentences through their projection, untrained (``zero_shot_model``), and the split at
+    the model's input size and normalisation."""
+    from defr.data import build_dataset
+    from defr.model.factory import zero_shot_model
+
+    names = build_dataset(dataset_name, data_root, split, 16, (0.5,) * 3, (0.5,) * 3).class_names
+    model = zero_shot_model(backbone, pretrained, text_encoder, names, image_size)
+    spec = model.cfg.backbone
+    return model, build_dataset(dataset_name, data_root, split, spec.image_size, spec.mean, spec.std)
