@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defr.errors import DefrError
+from defr.jsonio import dump_json
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
@@ -58,9 +59,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
 
 
 def write_json(obj, path: str | os.PathLike, indent: int | None = None) -> Path:
-    """``obj`` as JSON at ``path``, atomically; numpy scalars become floats."""
+    """``obj`` as JSON at ``path``, atomically, through ``defr.jsonio.dump_json`` (numpy scalars become
+    floats; a NaN or Infinity is refused naming its key path, before anything is written)."""
+    text = dump_json(obj, str(path), indent=indent)
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump(obj, f, indent=indent, default=float)
+        f.write(text)
     return Path(path)
 
 

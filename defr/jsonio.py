@@ -8,6 +8,9 @@ nested brackets raise ``RecursionError``. Here each of those is refused while pa
 ``JsonInputError`` (a ``ConfigError``) that names the file or field: integers must fit in 64 bits,
 floats must be finite, the non-standard constants are refused, nesting deep enough to exhaust the
 parser's recursion is refused, a key given twice in one object is refused, and text must be UTF-8.
+
+``dump_json`` is the one JSON writer: it refuses what the reader refuses (NaN, Infinity: ``json.dumps``
+would write them, and the file could not be read back), naming the key path of the first such value.
 """
 
 from __future__ import annotations
@@ -63,6 +66,41 @@ def _object(pairs: list[tuple[str, Any]]) -> dict:
 
 def _parse_constant(name: str) -> Any:
     raise _Refused(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
+
+
+def dump_json(obj: Any, where: str, indent: int | None = None) -> str:
+    """``obj`` as JSON text (numpy scalars as numbers); ConfigError naming ``where`` and the key path
+    (``['results'][3]['scores'][0]``) of the first NaN or Infinity, which JSON cannot hold."""
+    try:
+        return json.dumps(obj, indent=indent, default=float, allow_nan=False)
+    except ValueError:
+        path = _first_non_finite(obj, "")
+        if path is None:
+            raise
+        key, value = path
+        shown = key or "the value"
+        raise ConfigError(f"cannot write {where}: {shown} is {value} (JSON has no NaN or Infinity)") from None
+
+
+def _first_non_finite(obj: Any, key: str) -> tuple[str, float] | None:
+    """(key path, value) of the first non-finite number in ``obj``, depth first; None if every number is finite."""
+    if isinstance(obj, dict):
+        items = ((f"{key}[{k!r}]", v) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = ((f"{key}[{i}]", v) for i, v in enumerate(obj))
+    else:
+        if isinstance(obj, (str, bool, int)) or obj is None:
+            return None
+        try:
+            number = float(obj)  # floats and numpy scalars, as the writer's ``default=float``
+        except (TypeError, ValueError):
+            return None
+        return None if math.isfinite(number) else (key, number)
+    for k, v in items:
+        found = _first_non_finite(v, k)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_json(text: str | bytes, where: str) -> Any:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 
 from defr.errors import ConfigError
+from defr.files import write_json
 from defr.jsonio import JsonInputError, parse_json, read_json
 
 
@@ -59,3 +62,26 @@ def test_size_limit_is_checked_before_reading(tmp_path):
 def test_missing_file_is_an_os_error(tmp_path):
     with pytest.raises(OSError):
         read_json(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(
+    "obj, key",
+    [
+        ({"results": [{"scores": [0.5, float("nan")]}]}, "['results'][0]['scores'][1] is nan"),
+        ({"ap": float("inf")}, "['ap'] is inf"),
+        ([1, {"x": np.float32("-inf")}], "[1]['x'] is -inf"),
+        (float("nan"), "the value is nan"),
+    ],
+)
+def test_write_json_refuses_non_finite_numbers_by_key_path(tmp_path, obj, key):
+    """``json.dump`` wrote ``NaN`` / ``Infinity``: a file no JSON reader (ours included) accepts."""
+    path = tmp_path / "out.json"
+    with pytest.raises(ConfigError, match=re.escape(key)) as info:
+        write_json(obj, path)
+    assert str(info.value).startswith(f"cannot write {path}: ") and "\n" not in str(info.value)
+    assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_write_json_writes_numpy_scalars_as_numbers(tmp_path):
+    path = write_json({"a": np.float32(0.5), "b": [np.int64(3)]}, tmp_path / "out.json", indent=2)
+    assert read_json(path) == {"a": 0.5, "b": [3.0]}
