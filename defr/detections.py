@@ -37,6 +37,7 @@ import torch
 
 from defr import vocab
 from defr.errors import ConfigError, DefrError
+from defr.typecheck import json_numbers
 
 LabelSpace = Literal["hico", "coco80", "coco91"]
 LABEL_SPACES: tuple[str, ...] = ("hico", "coco80", "coco91")
@@ -244,6 +245,19 @@ class Detections:
             )
 
 
+def box_iou_inclusive(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes (x1, y1, x2, y2) in inclusive pixels, areas (x2 - x1 + 1)·(y2 - y1 + 1) (HICO-DET's rule):
+    a, b: [K, 4] row against row, or [4] against [K, 4] (broadcast) → [K]; 0 where they do not overlap."""
+    a, b = np.broadcast_arrays(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+    iw = np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]) + 1
+    ih = np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]) + 1
+    overlaps = (iw > 0) & (ih > 0)
+    inter = iw * ih
+    area_a = (a[..., 2] - a[..., 0] + 1) * (a[..., 3] - a[..., 1] + 1)
+    area_b = (b[..., 2] - b[..., 0] + 1) * (b[..., 3] - b[..., 1] + 1)
+    return np.divide(inter, area_a + area_b - inter, out=np.zeros(iw.shape), where=overlaps)
+
+
 def check_boxes(value, name: str, key: str = "boxes") -> np.ndarray:
     """``value`` as boxes [N, 4] float64 under the box rules above (numbers, four a box, finite, not inverted),
     for records that carry boxes without labels or scores (a video run's pair boxes); DetectionError naming
@@ -308,15 +322,7 @@ def _numbers(value: Any, name: str, key: str) -> np.ndarray:
             return np.zeros(value.shape, np.float64)
     if not isinstance(value, (list, tuple)):
         raise DetectionError(f"{name}: {key} must be a list, array or tensor of numbers, not {type(value).__name__}")
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, float, np.integer, np.floating)):
-            raise DetectionError(
-                f"{name}: {key} is not a numeric array: {item!r} ({type(item).__name__}) is not a number"
-            )
+    json_numbers(value, f"{name}: {key}", error=DetectionError)
     try:
         return np.asarray(value, dtype=np.float64)
     except (ValueError, OverflowError) as e:

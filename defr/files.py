@@ -18,7 +18,6 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
-import json
 import os
 import shutil
 import stat
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from defr.errors import DefrError
-from defr.jsonio import dump_json
+from defr.jsonio import dump_json, read_json
 
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
@@ -462,7 +461,7 @@ def _file_record(path: Path, token: str | None) -> dict | None:
 def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     try:
-        data = json.loads(path.read_text())
+        data = read_json(path)
     except FileNotFoundError:
         return {"format": MANIFEST_FORMAT, "files": {}, "sets": {}}
     except (OSError, ValueError) as e:

@@ -137,13 +137,16 @@ def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
     return parse_json(path.read_bytes(), str(path))
 
 
-def read_jsonl(path: str | os.PathLike, max_bytes: int | None = None) -> Iterator[tuple[str, dict]]:
+def read_jsonl(
+    path: str | os.PathLike, max_bytes: int | None = None, skip_invalid: bool = False
+) -> Iterator[tuple[str, dict]]:
     """The JSON objects of the JSON-lines file ``path``, one a line, as ``(where, object)`` with ``where``
     ``"<path>, line <n>"`` (for messages); blank lines are skipped.
 
     Each line must be UTF-8 (refused naming the line and byte) and one JSON object read with
     ``parse_json``'s bounds; ``max_bytes`` refuses larger files before reading them. JsonInputError naming
-    the file and line otherwise; OSError for a file that cannot be read.
+    the file and line otherwise (``skip_invalid``: such lines are skipped, as a log a kill cut short needs);
+    OSError for a file that cannot be read.
     """
     path = Path(path)
     if max_bytes is not None and path.stat().st_size > max_bytes:
@@ -152,7 +155,12 @@ def read_jsonl(path: str | os.PathLike, max_bytes: int | None = None) -> Iterato
         if not line.strip():
             continue
         where = f"{path}, line {n}"
-        row = parse_json(line, where)  # UTF-8 checked per line, so the message names the line
-        if not isinstance(row, dict):
-            raise JsonInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        try:
+            row = parse_json(line, where)  # UTF-8 checked per line, so the message names the line
+            if not isinstance(row, dict):
+                raise JsonInputError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        except JsonInputError:
+            if skip_invalid:
+                continue
+            raise
         yield where, row

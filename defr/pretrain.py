@@ -53,6 +53,7 @@ from defr.eval.ap import mean_ap
 from defr.eval.classification import image_class_aps
 from defr.files import OutputSet, atomic_path, write_json
 from defr.images import resize_normalise, rgb_tensor
+from defr.jsonio import parse_json
 from defr.machine import machine_info
 from defr.model.backbones import tiny_vit_spec
 from defr.model.pair_attention import cls_attention_bias, pair_cls_features_standard_ops, pair_masks
@@ -338,8 +339,8 @@ def _save_state(path: Path, cfg, model, opt, step: int, seconds: float, log: lis
 def _load_state(path: Path, cfg: PretrainConfig, model: AlignedTower, opt) -> tuple[int, float, list]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        saved = json.loads(state["config"])
-        step, seconds, log = int(state["step"]), float(state["seconds"]), json.loads(state["log"])
+        saved = parse_json(state["config"], f"{path}: its config")
+        step, seconds, log = int(state["step"]), float(state["seconds"]), parse_json(state["log"], f"{path}: its log")
     except Exception as e:  # unreadable or foreign: one line, never a traceback
         raise PretrainError(f"{path}: not a pretraining state ({type(e).__name__}: {e})") from None
     changed = {

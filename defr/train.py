@@ -49,7 +49,7 @@ from defr.data import DATASETS, DatasetError, build_dataset, oversampling_indice
 from defr.errors import ConfigError, DefrError
 from defr.eval.classification import evaluate_model
 from defr.files import atomic_path, write_with
-from defr.jsonio import JsonInputError, parse_json
+from defr.jsonio import JsonInputError, dump_json, parse_json, read_jsonl
 from defr.losses import LOSSES
 from defr.machine import check_device, check_seed
 from defr.model import DEFR, DEFRConfig, build_model, save_checkpoint
@@ -470,7 +470,7 @@ def _write_epoch(out: Path, model: DEFR, state: dict) -> None:
         # write_with keeps the OSError that torch.save would turn into its "unexpected pos" RuntimeError
         write_with(out / TRAIN_STATE, lambda f: torch.save(state, f))
         _publish(out, model, state)
-        _write_metrics(out / METRICS_FILE, json.loads(state["metrics"]))
+        _write_metrics(out / METRICS_FILE, parse_json(state["metrics"], "the train state's metrics"))
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -486,7 +486,11 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
 
 
 def _publish(out: Path, model: DEFR, state: dict) -> None:
-    metadata = {"epoch": state["epoch"], "train": json.loads(state["train"]), "run_id": state.get("run_id")}
+    metadata = {
+        "epoch": state["epoch"],
+        "train": parse_json(state["train"], "the train state's settings"),
+        "run_id": state.get("run_id"),
+    }
     save_checkpoint(model, out / CHECKPOINT, metadata=metadata)
 
 
@@ -542,7 +546,7 @@ def _check_state(state: dict, state_path: Path, cfg: TrainConfig) -> DEFRConfig:
             f"--resume: {state_path} has {epoch} epochs done, more than epochs={cfg.epochs}: ask for more epochs"
         )
     recorded = _state_settings(state, state_path)
-    now = json.loads(json.dumps(asdict(cfg)))
+    now = parse_json(dump_json(asdict(cfg), "the settings"), "the settings")  # as the state records them
     changed = [
         f"{k} {recorded[k]!r} -> {now[k]!r}"
         for k in now
@@ -625,18 +629,13 @@ def _published_epoch(path: Path) -> int | None:
 
 
 def _metric_history(state: dict) -> list[dict]:
-    return json.loads(state["metrics"])
+    return parse_json(state["metrics"], "the train state's metrics")
 
 
 def _metric_lines(path: Path, epochs: int) -> list[dict]:
     """The metric lines of epochs up to ``epochs`` (a run killed between the writes left later ones)."""
-    kept = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                record = json.loads(line)
-                if record["epoch"] <= epochs:
-                    kept.append(record)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue  # a line cut short by a kill
-    return kept
+    if not path.is_file():
+        return []
+    # a line cut short by a kill is skipped
+    records = (record for _, record in read_jsonl(path, skip_invalid=True))
+    return [r for r in records if type(r.get("epoch")) is int and r["epoch"] <= epochs]

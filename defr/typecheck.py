@@ -8,6 +8,7 @@ int, ``"22"`` or ``true`` for a number). These checks refuse them with the field
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import types
 import typing
 from typing import Any, Union
@@ -63,18 +64,18 @@ def _describe(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def json_numbers(value: Any, where: str, integers: bool = False) -> Any:
-    """``value`` unchanged if it is a number or a (nested) list of numbers as JSON gives them: ints
-    and floats, not booleans or strings; ConfigError naming ``where`` otherwise. ``integers``:
-    only whole numbers (``22`` or ``22.0``)."""
+def json_numbers(value: Any, where: str, integers: bool = False, error: type[Exception] = ConfigError) -> Any:
+    """``value`` unchanged if it is a number or a (nested) list / tuple of numbers: real numbers (ints,
+    floats, numpy's), not booleans or strings; ``error`` (a ConfigError) naming ``where`` otherwise.
+    ``integers``: only whole numbers (``22`` or ``22.0``). The one walk over nested numbers."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, (list, tuple)):
             stack.extend(item)
             continue
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            raise ConfigError(f"{where} is not a numeric array: {item!r} ({type(item).__name__}) is not a number")
+        if isinstance(item, bool) or not isinstance(item, numbers.Real):  # numpy's bool_ is no Real
+            raise error(f"{where} is not a numeric array: {item!r} ({type(item).__name__}) is not a number")
         if integers and not float(item).is_integer():
-            raise ConfigError(f"{where} must be whole numbers, got {item!r}")
+            raise error(f"{where} must be whole numbers, got {item!r}")
     return value

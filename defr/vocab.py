@@ -11,10 +11,11 @@ sentence names both parties and no action, which is what the class means.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+
+from defr.jsonio import parse_json
 
 NUM_CLASSES = 600
 NUM_OBJECTS = 80
@@ -86,7 +87,9 @@ def _with_article(noun: str) -> str:
 @cache
 def hico() -> Vocabulary:
     """The 600-class HICO vocabulary shipped with the package."""
-    raw = json.loads(resources.files("defr.assets").joinpath("hico_vocabulary.json").read_text())
+    raw = parse_json(
+        resources.files("defr.assets").joinpath("hico_vocabulary.json").read_bytes(), "hico_vocabulary.json"
+    )
     return Vocabulary(
         verbs=raw["verbs"],
         objects=raw["objects"],

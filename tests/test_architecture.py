@@ -64,8 +64,9 @@ def test_model_imports_neither_runtime_nor_export():
 
 
 def test_leaves_import_nothing_from_defr():
-    for leaf in ("defr.errors", "defr.vocab", "defr.signals"):
+    for leaf in ("defr.errors", "defr.signals"):
         assert GRAPH[leaf] == set(), leaf
+    assert GRAPH["defr.vocab"] <= {"defr.jsonio"}  # its packaged table, read by the one reader
     assert GRAPH["defr.files"] <= {"defr.errors", "defr.jsonio"}  # writes JSON through the one writer
     leaves = (
         "defr.images",
@@ -82,6 +83,34 @@ def test_leaves_import_nothing_from_defr():
     assert GRAPH["defr.detections"] <= {"defr.vocab", "defr.errors", "defr.typecheck", "defr.jsonio"}
     leaves = {"defr.vocab", "defr.errors", "defr.jsonio", "defr.kernels.spec", "defr.choices"}
     assert GRAPH["defr.runtime.sidecar"] <= {"defr.runtime.contract", *leaves}
+
+
+JSON_PARSERS = {"load", "loads", "JSONDecoder", "raw_decode"}
+
+
+def _json_parsers(tree: ast.AST) -> list[int]:
+    """Lines that parse JSON without ``defr.jsonio``: ``json.load(s)`` / a decoder, or ``from json import`` one."""
+    lines = []
+    for node in ast.walk(tree):
+        named = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "json"
+        if named and node.attr in JSON_PARSERS:
+            lines.append(node.lineno)
+        if isinstance(node, ast.ImportFrom) and node.module == "json":
+            lines += [node.lineno for a in node.names if a.name in JSON_PARSERS]
+    return sorted(lines)
+
+
+def test_json_is_parsed_only_in_jsonio():
+    """Every JSON text defr reads (files, headers, answers, its own assets) goes through ``defr.jsonio``,
+    so every one gets its bounds (64-bit integers, finite floats, nesting, repeated keys, UTF-8)."""
+    found = {name: _json_parsers(ast.parse(path.read_text())) for name, path in MODULES.items()}
+    assert {name: lines for name, lines in found.items() if lines and name != "defr.jsonio"} == {}
+    assert _json_parsers(ast.parse(MODULES["defr.jsonio"].read_text()))  # the scan sees the one parser
+
+
+def test_the_json_scan_finds_a_parser():
+    assert _json_parsers(ast.parse("import json\nx = json.loads(t)\nfrom json import load\n")) == [2, 3]
+    assert _json_parsers(ast.parse("import json\nx = json.dumps(t)\n")) == []
 
 
 def test_kernels_sit_below_the_model():

@@ -85,3 +85,26 @@ def test_write_json_refuses_non_finite_numbers_by_key_path(tmp_path, obj, key):
 def test_write_json_writes_numpy_scalars_as_numbers(tmp_path):
     path = write_json({"a": np.float32(0.5), "b": [np.int64(3)]}, tmp_path / "out.json", indent=2)
     assert read_json(path) == {"a": 0.5, "b": [3.0]}
+
+
+@pytest.mark.parametrize("bad", ['{"x": NaN}', "[1, 2]", '{"a": 1, "a": 2}', "\xff"])
+def test_every_jsonl_reader_names_file_and_line_the_same_way(tmp_path, bad):
+    """Detections (runtime), events (video) and a dataset's records (data) are read by ``read_jsonl``: the same
+    bad line gives the same one-line message, ``<path>, line <n>: ...``, whichever reader meets it."""
+    from defr.data.jsonl import read_jsonl as read_dataset_lines
+    from defr.runtime.io import load_frame_detections
+    from defr.video.event_files import read_events
+
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b"\n" + bad.encode("latin-1") + b"\n")
+    readers = [
+        lambda: load_frame_detections(path),
+        lambda: read_events(path, predicted=True),
+        lambda: read_dataset_lines(path, tmp_path, 3),
+    ]
+    messages = set()
+    for read in readers:
+        with pytest.raises(ValueError) as info:
+            read()
+        messages.add(str(info.value))
+    assert len(messages) == 1 and messages.pop().startswith(f"{path}, line 2: ")

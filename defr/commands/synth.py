@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -11,6 +10,7 @@ from defr.commands import one_line_errors
 from defr.commands.options import MAX_FRAMES, MAX_SIZE, MIN_SIZE, SEED, FiniteFloat
 from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_video
 from defr.data.synth.settings import SETTINGS
+from defr.jsonio import read_json
 
 
 @click.command("synth")
@@ -75,7 +75,7 @@ def synth_command(
             )
             return
         generate_synthetic(out, images=images, seed=seed, size=size or 128, overwrite=overwrite, setting=setting)
-        few = json.loads((out / "few_shot_classes.json").read_text())
+        few = read_json(out / "few_shot_classes.json")
     click.echo(
         f"wrote {images} images ({len(CLASSES)} classes; few@1/5/10: {len(few['few_1'])}/{len(few['few_5'])}/"
         f"{len(few['few_10'])} classes) to {out}"

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from defr.data.hicodet import HICODetAnnotations, box_array
+from defr.detections import box_iou_inclusive
 from defr.errors import ConfigError, DefrError
 from defr.eval.ap import mean_ap, precision_recall, voc_ap_11
 from defr.jsonio import JsonInputError, read_json
@@ -295,15 +296,3 @@ def true_positives(candidate: np.ndarray, overlap: np.ndarray, rank: np.ndarray)
     is_tp = np.zeros(len(candidate), dtype=bool)
     is_tp[first] = True
     return is_tp
-
-
-def box_iou_inclusive(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise IoU of a, b: [K, 4] (x1, y1, x2, y2) inclusive pixels, areas (x2 - x1 + 1)·(y2 - y1 + 1) → [K]."""
-    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1
-    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1
-    overlaps = (iw > 0) & (ih > 0)
-    inter = iw * ih
-    area_a = (a[:, 2] - a[:, 0] + 1) * (a[:, 3] - a[:, 1] + 1)
-    area_b = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
-    union = area_a + area_b - inter
-    return np.divide(inter, union, out=np.zeros(len(a)), where=overlaps)

@@ -27,7 +27,6 @@ layouts raise ``CalibrationError`` naming the file.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -46,6 +45,7 @@ from defr.errors import DefrError
 from defr.eval.gt_detections import noisy_gt_detections
 from defr.export.errors import CalibrationError
 from defr.images import ImageInputError, decode_image
+from defr.jsonio import read_json
 from defr.runtime.contract import INPUT_NAMES, RuntimeMeta
 from defr.runtime.detector import HOIDetector
 from defr.runtime.io import IMAGE_SUFFIXES, list_images, load_detections, read_image
@@ -230,7 +230,7 @@ def _detections_beside(root: Path) -> tuple[Path | None, Path | None]:
 def hicodet_class_names(path: Path, num_classes: int) -> list[str]:
     """The "verb object" name of each class of a HICO-DET instances file (its ``verbs``, ``objects`` and
     ``correspondence``); HICO's 600 names when the file does not list them."""
-    data = json.loads(path.read_text())
+    data = read_json(path)
     verbs, objects, table = data.get("verbs"), data.get("objects"), data.get("correspondence")
     if isinstance(verbs, list) and isinstance(objects, list) and isinstance(table, list):
         names = [""] * num_classes

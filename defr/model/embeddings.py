@@ -21,6 +21,7 @@ import torch
 
 from defr import vocab
 from defr.files import atomic_path
+from defr.jsonio import parse_json
 from defr.model.text import TextEncoderError, class_embeddings, class_prompts, first_line, load_text_encoder
 
 EMBEDDINGS_FORMAT = "defr-embeddings/1"
@@ -67,7 +68,8 @@ def load_embeddings(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
     if emb is None:
         raise TextEncoderError(f"{path}: not a defr embeddings file (header format {header.get('format')!r})")
     try:
-        meta = {**header, "class_names": json.loads(header["class_names"]), "prompts": json.loads(header["prompts"])}
+        names, prompts = (parse_json(header[k], f"{path}: header {k!r}") for k in ("class_names", "prompts"))
+        meta = {**header, "class_names": names, "prompts": prompts}
     except (KeyError, ValueError) as e:
         raise TextEncoderError(f"{path}: broken defr embeddings header ({first_line(e)})") from None
     return emb.float(), meta

@@ -10,7 +10,6 @@ says to pass a local file.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from defr.jsonio import read_json
 from defr.model.backbones import (
     BackboneSpec,
     PretrainedWeightsError,
@@ -99,7 +99,7 @@ def builtin_sidecar(name: str, tag: str) -> dict:
         raise PretrainedWeightsError(f"backbone {name!r} has no packaged weights {tag!r} (packaged: {known})")
     path = _asset(BUILTIN_WEIGHTS[name, tag]).with_suffix(".json")
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except (OSError, ValueError) as e:
         raise PretrainedWeightsError(f"{path}: the packaged weights' sidecar cannot be read ({e})") from None
 

@@ -21,7 +21,6 @@ Every encoder returns float32 rows of unit L2 norm, computed in eval mode on the
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from importlib import resources
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 
 from defr import vocab
 from defr.errors import DefrError
+from defr.jsonio import read_json
 from defr.model.pretrained import hub_reachable
 
 if TYPE_CHECKING:
@@ -189,7 +189,7 @@ def local_encoder(path: Path, name: str, pooling: str | None = None) -> Transfor
 def sentence_transformers_layout(path: Path) -> tuple[Path, str, int | None]:
     """A sentence-transformers directory → (transformer directory, pooling, max sequence length or None)."""
     try:
-        modules = json.loads((path / "modules.json").read_text())
+        modules = read_json(path / "modules.json")
         kinds = {m["type"].rsplit(".", 1)[-1]: path / m.get("path", "") for m in modules}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise TextEncoderError(f"{path}/modules.json: not a sentence-transformers module list ({e})") from None
@@ -212,7 +212,7 @@ def sentence_transformers_layout(path: Path) -> tuple[Path, str, int | None]:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except (OSError, ValueError) as e:
         raise TextEncoderError(f"{path}: cannot read JSON ({e})") from None
 

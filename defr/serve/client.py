@@ -144,6 +144,6 @@ class DetectClient:
 def _message(data: bytes) -> str | None:
     """The API's one-line ``error`` of an answer; None for anything else (a proxy's plain text)."""
     try:
-        return str(json.loads(data)["error"])
+        return str(parse_json(data, "answer")["error"])
     except (ValueError, KeyError, TypeError):
         return None

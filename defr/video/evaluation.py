@@ -42,6 +42,7 @@ import numpy as np
 
 from defr import vocab
 from defr.data.hicodet import HICODetAnnotations
+from defr.detections import box_iou_inclusive
 from defr.errors import ConfigError
 from defr.eval.hicodet import evaluate_hicodet
 from defr.video.event_files import EVENT_KEYS, EventsFileError
@@ -55,16 +56,6 @@ EVENT_GRID = tuple(
 )
 FALSE_EVENT_CAUSES = ("no_track", "other_pair", "other_class", "off_in_time")
 __all__ = ["EVENT_KEYS", "EventsFileError"]  # re-exported: the records and their reader live in event_files
-
-
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """[4] vs [K, 4] → [K] IoU, inclusive pixels."""
-    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]) + 1
-    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]) + 1
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
-    areas = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-    return inter / (area + areas - inter)
 
 
 def track_identity(frames: Sequence[Mapping], truth: Sequence[Mapping], min_iou: float = 0.5) -> dict:
@@ -84,7 +75,7 @@ def track_identity(frames: Sequence[Mapping], truth: Sequence[Mapping], min_iou:
             for box, track in zip(line[key], line[ids_key], strict=True):
                 if track < 0 or (line["frame"], track) in out:
                     continue
-                iou = _iou(np.asarray(box, dtype=np.float64), boxes[wanted])
+                iou = box_iou_inclusive(box, boxes[wanted])
                 if iou.max() >= min_iou:
                     out[(line["frame"], track)] = int(ids[wanted][int(iou.argmax())])
     return out

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from defr.detections import box_iou_inclusive
+
 # HICO-DET annotates one person once per pair, often with slightly different boxes: boxes overlapping
 # this much are one entity.
 DISTINCT_IOU = 0.7
@@ -25,20 +27,11 @@ DISTINCT_IOU = 0.7
 Scene = tuple[tuple[int, int], np.ndarray, np.ndarray]  # ((width, height), boxes_h [G, 4], boxes_o [G, 4])
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[4] vs [K, 4] → [K] IoU (inclusive pixels)."""
-    iw = np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]) + 1
-    ih = np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]) + 1
-    inter = np.clip(iw, 0, None) * np.clip(ih, 0, None)
-    area = lambda x: (x[..., 2] - x[..., 0] + 1) * (x[..., 3] - x[..., 1] + 1)  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
-
-
 def distinct_boxes(boxes: np.ndarray, same: float = DISTINCT_IOU) -> np.ndarray:
     """The boxes with those overlapping an earlier one by IoU >= ``same`` dropped (one entity annotated twice)."""
     kept: list[np.ndarray] = []
     for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        if not kept or _iou(box, np.asarray(kept)).max() < same:
+        if not kept or box_iou_inclusive(box, np.asarray(kept)).max() < same:
             kept.append(box)
     return np.asarray(kept, dtype=np.float64).reshape(-1, 4)
 
