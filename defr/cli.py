@@ -38,7 +38,7 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt:
             # Ctrl-C before a command's own handling (importing it and torch takes seconds): the line and exit
-            # code every command gives (defr.commands.one_line_errors), not click's "Aborted!" and 1
+            # code every command gives (defr.clikit.one_line_errors), not click's "Aborted!" and 1
             click.echo("interrupted (SIGINT)", err=True)
             raise SystemExit(130) from None
 

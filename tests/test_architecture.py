@@ -16,7 +16,7 @@ import defr
 from defr.errors import DefrError
 
 ROOT = Path(defr.__file__).parent
-COMMAND_MODULES = {"defr.cli", "defr.export.cli"}  # besides defr.commands.*
+COMMAND_MODULES = {"defr.cli", "defr.clikit", "defr.export.cli"}  # besides defr.commands.*
 
 
 def _module_name(path: Path) -> str:
@@ -243,6 +243,27 @@ def test_no_import_cycles_between_files():
             visit(name, [name])
     cycles = [c for c in cycles if not all(MODULES[m].name == "__init__.py" or m == c[0] for m in c)]
     assert not cycles
+
+
+def _signal_handlers(tree: ast.AST) -> list[int]:
+    """Lines that install a signal handler: ``signal.signal(...)`` or ``from signal import signal``."""
+    lines = []
+    for node in ast.walk(tree):
+        func = node.func if isinstance(node, ast.Call) else None
+        if isinstance(func, ast.Attribute) and func.attr == "signal" and getattr(func.value, "id", None) == "signal":
+            lines.append(node.lineno)
+        if isinstance(node, ast.ImportFrom) and node.module == "signal":
+            lines += [node.lineno for a in node.names if a.name == "signal"]
+    return sorted(lines)
+
+
+def test_signal_handlers_are_installed_only_in_signals():
+    """One way to stop: SIGTERM as Ctrl-C, video's frame-boundary guard and serve's flag are all ``defr.signals``."""
+    found = {name: _signal_handlers(ast.parse(path.read_text())) for name, path in MODULES.items()}
+    assert {name: lines for name, lines in found.items() if lines and name != "defr.signals"} == {}
+    assert found["defr.signals"]
+    assert _signal_handlers(ast.parse("import signal\nsignal.signal(signal.SIGTERM, f)\n")) == [2]
+    assert not any(d.startswith("defr.commands") for m, deps in GRAPH.items() if m == "defr.export.cli" for d in deps)
 
 
 def test_click_only_in_command_modules():

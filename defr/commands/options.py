@@ -11,25 +11,12 @@ from pathlib import Path
 
 import click
 
-from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION, MASK_MODES, TORCH_PRECISIONS
+from defr.choices import DEFAULT_PRECISION, TORCH_PRECISIONS
+from defr.clikit import mask_mode_option
 from defr.errors import ConfigError
 from defr.kernels import ATTENTION_BACKENDS
 from defr.machine import SEED_MAX, check_device
 from defr.runtime.openvino_backend import ONNX_RUNTIMES
-
-
-def mask_mode_option(default: str | None = None, help: str | None = None) -> Callable:  # noqa: A002 (click's name)
-    """``--mask-mode``, one of ``MASK_MODES``; default None: the file's own, else the library's default."""
-    return click.option(
-        "--mask-mode",
-        type=click.Choice(MASK_MODES),
-        default=default,
-        show_default=default is not None,
-        help=help
-        or "How a pair's boxes mask the CLS attention: hard (the paper) or released (the released code's +1 bias). "
-        f"A checkpoint runs in either (default {DEFAULT_MASK_MODE}); an exported file keeps its own.",
-    )
-
 
 MASK_MODE_OPTION = mask_mode_option()
 

@@ -1,6 +1,6 @@
 """``defr-export``: the command over ``defr.export.export_model``.
 
-Errors are one line (``defr.commands.one_line_errors``, as for ``defr``). Exit codes: 0 done; 1
+Errors are one line (``defr.clikit.one_line_errors``, as for ``defr``). Exit codes: 0 done; 1
 verification failed (including the int8 accuracy gate); 2 bad input (bad calibration data
 included), a file that cannot be read or written, or TensorRT missing for ``--engine`` (the ONNX
 files and sidecar are written first); 128 + the signal's number when interrupted (Ctrl-C, or
@@ -10,14 +10,12 @@ export or the new one, never a mix).
 
 from __future__ import annotations
 
-import signal
 from pathlib import Path
 
 import click
 
 from defr.choices import ENGINE_PRECISIONS
-from defr.commands import one_line_errors
-from defr.commands.options import mask_mode_option
+from defr.clikit import mask_mode_option, one_line_errors
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
 from defr.export.errors import VerificationError
@@ -25,7 +23,6 @@ from defr.export.exporter import ONNX_FILES, ExportConfig, export_model
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
 from defr.files import OutputSet
-from defr.signals import sigterm_as_interrupt
 
 EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 
@@ -95,7 +92,8 @@ def main(
 ) -> None:
     """Export a DEFR checkpoint (ours or the released .pth) to ONNX, float16 and int8 ONNX and a TensorRT engine."""
     log = click.echo
-    with one_line_errors(EXIT_CODES):
+    left = f"nothing half-written: {out_dir} holds the previous export (or none), or this one if it had been moved in"
+    with one_line_errors(EXIT_CODES, interrupted=left):
         cfg = ExportConfig(
             opset=opset,
             image_size=image_size,
@@ -117,18 +115,7 @@ def main(
         names += [f"model.{engine}.engine"] if engine else []
         calibration_path = Path(calibration) if calibration and Path(calibration).exists() else None
         OutputSet({n: out_dir / n for n in names}, inputs=[checkpoint, plugin_library, calibration_path])
-        received: list[int] = []
-        try:
-            with sigterm_as_interrupt() as received:
-                result = export_model(checkpoint, out_dir, cfg, log=log)
-        except KeyboardInterrupt:
-            signum = received[0] if received else signal.SIGINT
-            error = click.ClickException(
-                f"interrupted ({signal.Signals(signum).name}), nothing half-written: {out_dir} holds the previous "
-                "export (or none), or this one if it had been moved in"
-            )
-            error.exit_code = 128 + signum
-            raise error from None
+        result = export_model(checkpoint, out_dir, cfg, log=log)
     log("")
     log(result.table())
     log(f"wrote {', '.join(result.files)} and {SIDECAR_NAME} to {result.out_dir}")

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from defr.errors import DefrError
 from defr.optional import import_ray
 from defr.serve.api import is_loopback
+from defr.signals import keep_handler
 
 ray = import_ray()
 CONNECT_TIMEOUT_S = 5.0
@@ -67,29 +67,27 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     from ray._private import ray_constants  # the switch Ray reads when it resolves a node's address
 
     local = address in (None, "local")
-    main_thread = threading.current_thread() is threading.main_thread()
-    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     previous = ray_constants.ENABLE_RAY_CLUSTER
     if local or is_loopback(address.rpartition(":")[0]):  # a cluster on this machine's loopback stays there
         ray_constants.ENABLE_RAY_CLUSTER = False
+    # ray.init installs a SIGTERM handler of its own: a handler of ours (a command's) is set back after it
     try:
-        if local:
-            # "local", not None: None joins whatever cluster RAY_ADDRESS or a `ray start` on this machine
-            # advertises, and a server meant to own its Ray would then die with somebody else's
-            _ray_init(
-                address="local",
-                num_cpus=num_cpus,
-                include_dashboard=False,
-                _node_ip_address="127.0.0.1",
-                log_to_driver=False,
-            )
-        else:
-            check_reachable(address)  # with the switch set as ray.init will see it (it resolves 127.0.0.1 by it)
-            _ray_init(address=address, log_to_driver=False)
+        with keep_handler(signal.SIGTERM):
+            if local:
+                # "local", not None: None joins whatever cluster RAY_ADDRESS or a `ray start` on this machine
+                # advertises, and a server meant to own its Ray would then die with somebody else's
+                _ray_init(
+                    address="local",
+                    num_cpus=num_cpus,
+                    include_dashboard=False,
+                    _node_ip_address="127.0.0.1",
+                    log_to_driver=False,
+                )
+            else:
+                check_reachable(address)  # with the switch set as ray.init will see it (it resolves 127.0.0.1 by it)
+                _ray_init(address=address, log_to_driver=False)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = previous
-        if callable(sigterm):  # a handler of ours (not the default, which Ray's own cleanup then replaces)
-            signal.signal(signal.SIGTERM, sigterm)
 
 
 def _ray_init(**options) -> None:

@@ -14,7 +14,6 @@ joins the user's cluster and removes only its own application, leaving the clust
 from __future__ import annotations
 
 import dataclasses
-import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from defr.runtime import load_detector
 from defr.serve.api import ModelPin, check_device, check_port_free
 from defr.serve.connect import init_ray
 from defr.serve.deployment import APP_NAME, ServeConfig, build_app
+from defr.signals import on_signals
 
 HEALTH_EVERY_S = 5.0  # how often the console hears about a replica's health (only changes are printed)
 
@@ -92,34 +92,32 @@ def run_server(
     if config.pin is None:
         log(f"defr serve: {config.model} is not readable here: replicas will not check it against a pinned SHA-256")
     init_ray(address, num_cpus)
-    # after ray.init, which installs handlers of its own; only the main thread may set them
-    main_thread = threading.current_thread() is threading.main_thread()
-    signals = (signal.SIGTERM, signal.SIGINT) if main_thread else ()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in signals}
-    try:
-        serve.start(http_options={"host": host, "port": port})
+    # after ray.init, which installs handlers of its own; restored after ray.shutdown
+    with on_signals(lambda _signum: stop.set()):
         try:
-            serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
-        except RuntimeError as e:  # Serve's word for "the replicas did not start" (their error inside)
-            raise ServeStartError(f"the defr application did not start on Ray Serve: {_first_line(e)}") from None
-        pinned = f", SHA-256 {config.pin.sha256[:12]}..." if config.pin else ""
-        log(f"defr serve: {config.model}{pinned} on http://{host}:{port}/v1/detect ({config.replicas} replica(s))")
-        model = serve.get_deployment_handle("DefrModel", APP_NAME)
-        said = _say_health(model, log, None)
-        while not stop.wait(HEALTH_EVERY_S):
-            said = _say_health(model, log, said)
-        log("defr serve: draining in-flight requests")
-        ingress = serve.get_deployment_handle("DefrIngress", APP_NAME)
-        left = ingress.drain.remote(config.request_timeout_s).result(timeout_s=config.request_timeout_s + 10)
-        if left:
-            log(f"defr serve: {left} request(s) still in flight after {config.request_timeout_s} s; stopping anyway")
-    finally:
-        try:
-            serve.delete(APP_NAME)  # waits for the replicas' in-flight requests (graceful shutdown)
-            if address in (None, "local"):
-                serve.shutdown()
+            serve.start(http_options={"host": host, "port": port})
+            try:
+                serve.run(build_app(config), name=APP_NAME, route_prefix="/", blocking=False)
+            except RuntimeError as e:  # Serve's word for "the replicas did not start" (their error inside)
+                raise ServeStartError(f"the defr application did not start on Ray Serve: {_first_line(e)}") from None
+            pinned = f", SHA-256 {config.pin.sha256[:12]}..." if config.pin else ""
+            log(f"defr serve: {config.model}{pinned} on http://{host}:{port}/v1/detect ({config.replicas} replica(s))")
+            model = serve.get_deployment_handle("DefrModel", APP_NAME)
+            said = _say_health(model, log, None)
+            while not stop.wait(HEALTH_EVERY_S):
+                said = _say_health(model, log, said)
+            log("defr serve: draining in-flight requests")
+            ingress = serve.get_deployment_handle("DefrIngress", APP_NAME)
+            left = ingress.drain.remote(config.request_timeout_s).result(timeout_s=config.request_timeout_s + 10)
+            if left:
+                log(
+                    f"defr serve: {left} request(s) still in flight after {config.request_timeout_s} s; stopping anyway"
+                )
         finally:
-            ray.shutdown()
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+            try:
+                serve.delete(APP_NAME)  # waits for the replicas' in-flight requests (graceful shutdown)
+                if address in (None, "local"):
+                    serve.shutdown()
+            finally:
+                ray.shutdown()
     log("defr serve: stopped" + ("" if address in (None, "local") else f" (the cluster at {address} keeps running)"))

@@ -44,10 +44,10 @@ from tqdm import tqdm
 from defr.errors import ConfigError
 from defr.files import OutputRefused, OutputSet, write_json
 from defr.runtime import HOIDetector
+from defr.signals import Interrupted, InterruptGuard
 from defr.video.annotate import annotate_frame
 from defr.video.detectors import ObjectDetector
 from defr.video.errors import OutputError
-from defr.video.interrupts import Interrupted, InterruptGuard
 from defr.video.pipeline import HOIStream, StreamConfig
 from defr.video.records import FrameResult, Interaction
 from defr.video.writers import VIDEO_CONTAINERS, JsonlWriter, VideoWriter, clean_stale_temporaries

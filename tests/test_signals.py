@@ -1,4 +1,5 @@
-"""InterruptGuard: a SIGINT or SIGTERM inside hold() waits for the step's end; elsewhere it is delivered at once."""
+"""defr.signals, the one place signals are taken: InterruptGuard (a SIGINT or SIGTERM inside hold() waits for the
+step's end; elsewhere it is delivered at once), one_line_errors' SIGTERM, the serve handlers."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from defr.video.interrupts import InterruptGuard
+from defr.signals import InterruptGuard
 
-INTERRUPTS = Path(__file__).resolve().parents[1] / "defr" / "video" / "interrupts.py"
+INTERRUPTS = Path(__file__).resolve().parents[1] / "defr" / "signals.py"
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +126,35 @@ def test_a_signal_held_with_deliver_false_is_dropped():
             signal.raise_signal(signal.SIGINT)
         with pytest.raises(KeyboardInterrupt), guard.hold():
             signal.raise_signal(signal.SIGINT)
+
+
+def test_an_interrupted_command_says_what_it_left_in_one_line():
+    """defr-export's note (what the output folder holds) comes through the one ``one_line_errors``: one line on
+    stderr, exit 128 + the signal (it had its own SIGTERM handler and message before)."""
+    import click
+    from click.testing import CliRunner
+
+    from defr.clikit import one_line_errors
+
+    @click.command()
+    def stopped() -> None:
+        with one_line_errors(interrupted="out holds the previous export"):
+            signal.raise_signal(signal.SIGTERM)
+
+    r = CliRunner().invoke(stopped, [])
+    assert r.exit_code == 128 + signal.SIGTERM
+    assert r.output == "interrupted (SIGTERM), out holds the previous export\n"
+
+
+def test_serve_handlers_are_set_and_restored_here():
+    from defr.signals import keep_handler, on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    got = []
+    with on_signals(got.append):
+        signal.raise_signal(signal.SIGTERM)
+        mine = signal.getsignal(signal.SIGTERM)
+        with keep_handler(signal.SIGTERM):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # what a library such as ray.init does
+        assert signal.getsignal(signal.SIGTERM) is mine
+    assert got == [signal.SIGTERM] and signal.getsignal(signal.SIGTERM) is before

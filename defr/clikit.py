@@ -1,0 +1,56 @@
+"""What every command shares, ``defr``'s (``defr.commands``) and ``defr-export``'s (``defr.export.cli``): errors
+as one line, interruptions as one line and 128 + the signal, and the ``--mask-mode`` option.
+
+The bottom of the command layer: it imports click and leaves only, so ``defr.export.cli`` needs nothing
+from ``defr.commands`` (checked by ``tests/test_architecture.py``).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+
+import click
+
+from defr.choices import DEFAULT_MASK_MODE, MASK_MODES
+from defr.errors import DefrError
+from defr.signals import Interrupted, sigterm_as_interrupt
+
+
+@contextmanager
+def one_line_errors(
+    exit_codes: Mapping[type[BaseException], int] | None = None, interrupted: str | None = None
+) -> Iterator[None]:
+    """Project errors and file-system errors become ``click.ClickException`` (one line, exit 1, or the
+    code of the first class of ``exit_codes`` the error is an instance of). Inside, SIGTERM is handled
+    like Ctrl-C (``defr.signals``); either ends the command with one line, ``interrupted (SIGTERM)``
+    followed by ``interrupted`` (what the command left behind) when given, and exit code 128 + the
+    signal (130 for Ctrl-C, 143 for SIGTERM), as any program's. Anything else is a bug and keeps its
+    traceback."""
+    try:
+        with sigterm_as_interrupt():
+            yield
+    except (DefrError, OSError) as e:
+        error = click.ClickException(str(e))
+        error.exit_code = next((code for cls, code in (exit_codes or {}).items() if isinstance(e, cls)), 1)
+        raise error from None
+    except KeyboardInterrupt as e:
+        # SIGTERM here, or a video run's guard (StreamInterrupted), name their signal; a bare one is Ctrl-C
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        note = f", {interrupted}" if interrupted else ""
+        click.echo(f"interrupted ({signal.Signals(signum).name}){note}", err=True)
+        raise SystemExit(128 + signum) from None
+
+
+def mask_mode_option(default: str | None = None, help: str | None = None) -> Callable:  # noqa: A002 (click's name)
+    """``--mask-mode``, one of ``MASK_MODES``; default None: the file's own, else the library's default."""
+    return click.option(
+        "--mask-mode",
+        type=click.Choice(MASK_MODES),
+        default=default,
+        show_default=default is not None,
+        help=help
+        or "How a pair's boxes mask the CLS attention: hard (the paper) or released (the released code's +1 bias). "
+        f"A checkpoint runs in either (default {DEFAULT_MASK_MODE}); an exported file keeps its own.",
+    )
