@@ -8,7 +8,7 @@ settings (``defr.demo.DemoConfig``) once per (init, loss) row, where init is the
 1. **mask effect** (the language + LSE-Sign model): HICO-DET full / rare / non-rare with the hard mask,
    the released additive mask and no mask (every pair scored with its image's logits), on the test
    split and on its images with >= 2 people; same model, same noisy ground-truth boxes
-   (``defr.demo.mask_effect``). Headline: hard − none full mAP on the >= 2-people images.
+   (``defr.eval.mask_effect``). Headline: hard − none full mAP on the >= 2-people images.
 2. **init/loss effect**: classification mAP, rare (classes with < 10 training images) and Few@1/5/10
    for language + LSE-Sign, language + BCE, random + LSE-Sign, random + BCE. Headline: language +
    LSE-Sign − random + BCE on the few-shot classes (Few@10: the classes with <= 10 training images,
@@ -41,14 +41,15 @@ from pathlib import Path
 from defr.data import build_dataset, generate_synthetic, hicodet_files
 from defr.data.hicodet import load_annotations
 from defr.data.synth.pretraining import HELD_OUT_CLASSES
-from defr.demo import STUDY_MASK_MODES as MASK_MODES
-from defr.demo import DemoConfig, mask_effect
+from defr.demo import DemoConfig
 from defr.eval.ap import mean_ap
 from defr.eval.classification import evaluate_model
+from defr.eval.mask_effect import mask_effect
 from defr.files import write_json
 from defr.jsonio import read_json
 from defr.machine import machine_info
 from defr.model import load_model
+from defr.runtime.whole_image import STUDY_MASK_MODES as MASK_MODES
 from defr.train import TrainConfig, train
 
 ROWS = ("language+lse-sign", "language+bce", "random+lse-sign", "random+bce")

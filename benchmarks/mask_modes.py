@@ -26,14 +26,14 @@ import torch
 import torch.nn.functional as F
 
 from defr.data import hicodet_files
-from defr.demo import STUDY_MASK_MODES as MODES
-from defr.demo import WholeImageBackend
 from defr.eval.box_noise import box_noise_study
 from defr.files import write_json
 from defr.images import resize_normalise, rgb_tensor, to_rgb
 from defr.machine import machine_info
 from defr.model import load_model
 from defr.runtime import HOIDetector, TorchBackend
+from defr.runtime.whole_image import STUDY_MASK_MODES as MODES
+from defr.runtime.whole_image import WholeImageBackend
 
 RATIOS = (0.0, 0.05, 0.1)
 

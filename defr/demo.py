@@ -3,7 +3,9 @@
 synthesise → train tiny-vit (MiniLM language init, LSE-Sign) → HICO-style evaluation →
 HOI detection with noisy GT boxes as the detector + HICO-DET evaluation → ONNX export and an
 ONNX Runtime check against PyTorch → HOI on a synthetic video (events scored against the true
-spans). Each stage is a function here; ``run_demo`` runs them.
+spans). Each stage is a function here over library calls; ``run_demo`` runs them. The mask study is
+``defr.eval.mask_effect`` (its no-mask baseline ``defr.runtime.whole_image``), the video's oracle detector and
+threshold choice ``defr.video.oracle``, the printed report ``defr.demo_report``.
 
 The video stage: ``run_video_demo`` renders a synthetic HOI video in the demo's setting at the model's
 input size (``defr.data.synth.generate_synthetic_video``), turns its ground-truth boxes into an oracle
@@ -31,48 +33,46 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from defr.choices import MASK_MODES
 from defr.data import build_dataset, generate_synthetic, hicodet_files
-from defr.data.hicodet import HICODetAnnotations, load_annotations
+from defr.data.hicodet import load_annotations
 from defr.data.synth import generate_synthetic_video
 from defr.data.synth.pretraining import HELD_OUT_CLASSES
-from defr.data.synth.stats import distinct_boxes, scene_stats
-from defr.detections import Detections
+from defr.data.synth.stats import scene_stats
+from defr.demo_report import seed_row
 from defr.errors import ConfigError
 from defr.eval.ap import mean_ap
 from defr.eval.classification import evaluate_model, zero_shot_setup
 from defr.eval.gt_detections import image_paths, noisy_gt_detections
 from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics
+from defr.eval.mask_effect import mask_effect
 from defr.export import ExportConfig, export_model
 from defr.export.exporter import ONNX_FILES
 from defr.export.verify import compare_detections
 from defr.files import OutputSet, write_json
 from defr.model import load_model
 from defr.model.pretrained import builtin_sidecar
-from defr.runtime import HOIDetector, TorchBackend, load_detector
+from defr.runtime import HOIDetector, load_detector
 from defr.runtime.detect import run_detection
 from defr.runtime.draw import save_result_images
 from defr.runtime.io import read_image
 from defr.train import TrainConfig, train
-from defr.video.detectors import PrecomputedDetector
 from defr.video.evaluation import (
     ValidationRun,
     choose_event_config,
     evaluate_run,
-    false_events_line,
     format_event_table,
     in_truth_ids,
     track_identity,
 )
 from defr.video.event_files import read_events, read_frame_lines, read_truth_lines
 from defr.video.events import EventConfig
-from defr.video.pipeline import StreamConfig
-from defr.video.run import VideoOutputs, run_video
+from defr.video.oracle import choose_video_thresholds, oracle_detections, stream_with_oracle, video_scale_stats
+from defr.video.run import VideoOutputs
 from defr.video.smoothing import SmoothingConfig
 from defr.video.timeline import plot_timeline
 
@@ -185,7 +185,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         ]  # fmt: skip
         report["video"] = runs[0]
         report["video"]["training_scale"] = training_scale(data)
-        report["video_seeds"] = [_seed_row(r) for r in runs]
+        report["video_seeds"] = [seed_row(r) for r in runs]
         report["video_seconds"] = _lap(timer)
 
     with OutputSet({"demo.json": out / "demo.json"}) as staged:
@@ -250,70 +250,6 @@ def run_detection_demo(checkpoint: Path, synth_root: Path, out_dir: Path, noise:
     }
 
 
-STUDY_MASK_MODES = (*MASK_MODES, "none")  # the two masks, and no mask at all
-
-
-class WholeImageBackend:
-    """A ``TorchBackend`` whose pair logits are each pair's image logits: no mask at all (every pair of an
-    image scored alike), what detection would be without DEFR's masking."""
-
-    def __init__(self, backend: TorchBackend):
-        self.backend = backend
-        self.name, self.precision, self.meta = "torch-no-mask", backend.precision, backend.meta
-        self.accepts_no_pairs, self.device, self.mask_mode = True, backend.device, "none"
-
-    def __call__(self, images, boxes_h, boxes_o, pair_index):
-        _, image_logits = self.backend(images, boxes_h, boxes_o, pair_index)
-        return image_logits[pair_index.to(image_logits.device)], image_logits
-
-
-def images_with_people(annotations: HICODetAnnotations, people: int = 2) -> HICODetAnnotations:
-    """The annotations of the images holding at least ``people`` distinct human boxes (``distinct_boxes``)."""
-    keep = [i for i, b in enumerate(annotations.boxes_h) if len(distinct_boxes(b)) >= people]
-    pick = lambda xs: [xs[i] for i in keep]  # noqa: E731
-    return replace(
-        annotations,
-        filenames=pick(annotations.filenames),
-        sizes=annotations.sizes[keep],
-        boxes_h=pick(annotations.boxes_h),
-        boxes_o=pick(annotations.boxes_o),
-        hoi=pick(annotations.hoi),
-        object=pick(annotations.object),
-    )
-
-
-def mask_effect(checkpoint: str | os.PathLike, synth_root: Path, noise: float = 0.05, seed: int = 0) -> dict:
-    """HICO-DET full / rare / non-rare with the hard mask, the released additive mask and no mask, on the test
-    split of ``synth_root`` and on its images with >= 2 people: same model, same (noisy GT) boxes.
-
-    Returns {"all": {mode: metrics}, "two_plus_people": {mode: metrics}, "images", "images_two_plus_people",
-    "hard_minus_none": {"all", "two_plus_people"} (mAP points)}.
-    """
-    annotations_path, images_dir = hicodet_files(synth_root, "test")
-    annotations = load_annotations(annotations_path)
-    crowded = images_with_people(annotations)
-    paths = image_paths(annotations, images_dir)
-    dets = noisy_gt_detections(annotations, noise, seed)
-    model = load_model(checkpoint)
-    report: dict = {"noise": noise, "images": annotations.num_images, "images_two_plus_people": crowded.num_images}
-    for mode in STUDY_MASK_MODES:
-        backend = TorchBackend(model, mask_mode="hard" if mode == "none" else mode)
-        detector = HOIDetector(WholeImageBackend(backend) if mode == "none" else backend)
-        results = run_detection(detector, paths, dets, progress=False)
-        for name, subset in (("all", annotations), ("two_plus_people", crowded)):
-            kept = {f: results[f] for f in subset.filenames}
-            metrics = hicodet_metrics(subset, kept) if subset.num_images else {}
-            report.setdefault(name, {})[mode] = {k: metrics.get(k) for k in SUMMARY_KEYS}
-    report["hard_minus_none"] = {
-        name: _points(report[name]["hard"]["full"], report[name]["none"]["full"]) for name in ("all", "two_plus_people")
-    }
-    return report
-
-
-def _points(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else 100.0 * (a - b)
-
-
 def export_and_check(
     checkpoint: str | os.PathLike, out_dir: str | os.PathLike, synth_root: Path | None = None, max_images: int = 16
 ) -> dict:
@@ -354,71 +290,6 @@ def _compare_on_synthetic(checkpoint: Path, onnx_path: Path, synth_root: Path, m
 
 
 # --- the video stage --------------------------------------------------------------------------------------------
-
-
-def oracle_detections(lines: list[dict], ratio: float, seed: int) -> dict[int, Detections]:
-    """GT detection lines → {frame: Detections}: every box jittered by N(0, r·W), N(0, r·H) per coordinate,
-    scores drawn from U(0.8, 1); the noisy boxes may leave the frame (``in_image=False``)."""
-    rng = np.random.default_rng(seed)
-    by_frame = {}
-    for line in lines:
-        boxes = np.asarray(line["boxes"], dtype=np.float64).reshape(-1, 4)
-        w, h = boxes[:, 2] - boxes[:, 0] + 1, boxes[:, 3] - boxes[:, 1] + 1
-        noisy = boxes + rng.normal(0.0, 1.0, boxes.shape) * ratio * np.stack([w, h, w, h], axis=1)
-        noisy = np.concatenate([np.minimum(noisy[:, :2], noisy[:, 2:]), np.maximum(noisy[:, :2], noisy[:, 2:])], 1)
-        scores = rng.uniform(0.8, 1.0, len(boxes))
-        by_frame[line["frame"]] = Detections(
-            noisy, line["labels"], scores, name=f"frame {line['frame']}", in_image=False
-        )
-    return by_frame
-
-
-def video_scale_stats(lines: list[dict], truth: list[dict], width: int, height: int) -> dict:
-    """``scene_stats`` of a synthetic video: each frame a scene, its pairs the true events running there."""
-    scenes = []
-    for line in lines:
-        where = dict(zip(line["ids"], line["boxes"], strict=True))
-        running = [e for e in truth if e["start_frame"] <= line["frame"] <= e["end_frame"]]
-        if running:
-            scenes.append(
-                ((width, height), [where[e["human_id"]] for e in running], [where[e["object_id"]] for e in running])
-            )
-    return scene_stats(scenes)
-
-
-def _stream(video: Path, by_frame: dict, hoi, outputs: VideoOutputs, events: EventConfig, batch: int, progress: bool):
-    config = StreamConfig(batch=batch, smoothing=SmoothingConfig(), events=events)
-    return run_video(video, PrecomputedDetector(by_frame), hoi, outputs, config, progress=progress).to_dict()
-
-
-def choose_video_thresholds(
-    hoi,
-    out_dir: str | os.PathLike,
-    seeds: Sequence[int],
-    frames: int,
-    fps: float,
-    width: int,
-    noise: float,
-    setting: str,
-    batch: int = 8,
-    progress: bool = False,
-) -> tuple[EventConfig, dict]:
-    """Event thresholds for ``hoi`` chosen on validation clips (one per seed in ``seeds``, never a scored
-    clip; their events pooled, ``choose_event_config``) → (config, {"validation_seeds", "on", "off",
-    "min_frames", "validation": the pooled scores}). Clips and runs go to ``out_dir/validation_SEED.*``."""
-    out, runs = Path(out_dir), []
-    for vseed in seeds:
-        name = f"validation_{vseed}"
-        clip = generate_synthetic_video(
-            out / f"{name}.mp4", frames, fps, width, vseed, setting, overwrite=True
-        )  # the demo's own folder
-        lines, truth = read_truth_lines(clip.detections), read_events(clip.events, predicted=False)
-        outputs = VideoOutputs(frames=out / f"{name}.frames.jsonl", summary=out / f"{name}.summary.json")
-        _stream(clip.video, oracle_detections(lines, noise, vseed), hoi, outputs, EventConfig(), batch, progress)
-        runs.append(ValidationRun(read_frame_lines(outputs.frames), lines, truth))
-    events, chosen = choose_event_config(runs, list(hoi.meta.class_names), SmoothingConfig())
-    record = {"validation_seeds": list(seeds), "on": events.on, "off": events.off, "min_frames": events.min_frames}
-    return events, {**record, "validation": chosen}
 
 
 def run_video_demo(
@@ -470,7 +341,9 @@ def run_video_demo(
         events=out / "events.jsonl",
         summary=out / "summary.json",
     )
-    summary = _stream(synthetic.video, oracle_detections(lines, noise, seed), hoi, outputs, events, batch, progress)
+    summary = stream_with_oracle(
+        synthetic.video, oracle_detections(lines, noise, seed), hoi, outputs, events, batch, progress
+    )
     frame_lines, predicted = read_frame_lines(outputs.frames), read_events(outputs.events, predicted=True)
     scored = evaluate_run(frame_lines, predicted, lines, truth, names)
     # a diagnostic, not a result: the best the threshold grid could do were it chosen on the scored clip itself
@@ -515,29 +388,6 @@ def training_scale(synth_root: Path) -> dict:
     return scene_stats(zip(sizes, annotations.boxes_h, annotations.boxes_o, strict=True))
 
 
-def _seed_row(report: dict) -> dict:
-    return {
-        "seed": report["seed"],
-        "events": report["events"],
-        "events_any_track": report["events_any_track"],
-        "false_events": report["false_events"],
-        "frame_hicodet_full": report["frame_hicodet"]["full"],
-        "thresholds": report.get("thresholds"),
-        "thresholds_chosen_on_this_clip": report["thresholds_chosen_on_this_clip"],
-    }
-
-
-def video_demo_line(report: dict) -> str:
-    """One line for the demo's printout."""
-    e, a = report["events"], report["events_any_track"]
-    return (
-        f"video ({report['frames']} frames, {report['fps']:.1f} fps): event precision {e['precision']:.3f}, "
-        f"recall {e['recall']:.3f} with identity at tIoU 0.5 ({e['matched']}/{e['truth']} spans; any track: "
-        f"{a['precision']:.3f} / {a['recall']:.3f}); frame-level HICO-DET mAP {_fmt(report['frame_hicodet']['full'])}"
-        f"\n  false events: {false_events_line(report['false_events'])}"
-    )
-
-
 def _chance_map(labels) -> float:
     """Expected mAP of random scores: per class, the fraction of positives among evaluated images."""
     evaluated = labels != 0  # ambiguous entries are not evaluated; NaN counts as negative
@@ -549,55 +399,3 @@ def _chance_map(labels) -> float:
 
 def _lap(start: float) -> float:
     return round(time.perf_counter() - start, 1)
-
-
-def _fmt(x) -> str:
-    return "n/a" if x is None else f"{x:.4f}"
-
-
-def summary(report: dict) -> str:
-    """The demo's report as the lines the command prints."""
-    c = report["classification"]
-    keys = ("mAP", "chance_mAP", "few@1", "few@5", "few@10", "ko_mAP", "held_out_mAP")
-    lines = [""]
-    if "zero_shot" in report:
-        z, p = report["zero_shot"], report["pretrained"]
-        lines += [
-            f"zero-shot, {p['name']} (sha256 {p['sha256'][:12]}…) with MiniLM class embeddings, before any training:",
-            "  " + "   ".join(f"{k} {_fmt(z[k])}" for k in keys),
-        ]
-    lines += [
-        "HICO-style classification on the synthetic test split (fractions), fine-tuned:",
-        "  " + "   ".join(f"{k} {_fmt(c[k])}" for k in keys),
-    ]
-    if "detection" in report:
-        d = report["detection"]
-        lines.append(
-            "HICO-DET-style detection (noisy GT boxes as the detector): "
-            + "   ".join(f"{k} {_fmt(d[k])}" for k in ("full", "rare", "non_rare"))
-        )
-        if "mask_effect" in d:
-            m = d["mask_effect"]
-            lines.append(
-                "mask effect (full mAP, hard / released / none): "
-                + "; ".join(
-                    f"{name} ({m[key]}) " + " / ".join(_fmt(m[name][mode]["full"]) for mode in STUDY_MASK_MODES)
-                    for name, key in (("all", "images"), ("two_plus_people", "images_two_plus_people"))
-                )
-            )
-    if "export" in report:
-        lines.append(f"export: {_export_line(report['export'])}")
-    if "video" in report:
-        lines.append(video_demo_line(report["video"]))
-        for row in report.get("video_seeds", [])[1:]:
-            e = row["events"]
-            lines.append(
-                f"  video seed {row['seed']}: precision {e['precision']:.3f}, recall {e['recall']:.3f} with identity"
-            )
-    stages = [k for k in report if k.endswith("_seconds")]
-    lines.append("seconds: " + ", ".join(f"{k.removesuffix('_seconds')} {report[k]}" for k in stages))
-    return "\n".join(lines)
-
-
-def _export_line(e: dict) -> str:
-    return ", ".join(f"{k} {v:.2e}" for k, v in e.items() if k.startswith("max_") and isinstance(v, float))

@@ -67,7 +67,8 @@ def test_leaves_import_nothing_from_defr():
     for leaf in ("defr.errors", "defr.signals"):
         assert GRAPH[leaf] == set(), leaf
     assert GRAPH["defr.vocab"] <= {"defr.jsonio"}  # its packaged table, read by the one reader
-    assert GRAPH["defr.files"] <= {"defr.errors", "defr.jsonio"}  # writes JSON through the one writer
+    assert GRAPH["defr.atomic"] <= {"defr.jsonio"}  # writes JSON through the one writer
+    assert GRAPH["defr.files"] <= {"defr.errors", "defr.jsonio", "defr.atomic"}
     leaves = (
         "defr.images",
         "defr.typecheck",

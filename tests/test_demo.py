@@ -64,7 +64,7 @@ def test_images_with_people_counts_distinct_people():
     import numpy as np
 
     from defr.data.hicodet import HICODetAnnotations
-    from defr.demo import images_with_people
+    from defr.eval.mask_effect import images_with_people
 
     one = np.array([[1, 1, 20, 40], [1, 1, 20, 41]], dtype=float)
     two = np.array([[1, 1, 20, 40], [50, 1, 70, 40]], dtype=float)

@@ -338,9 +338,9 @@ import json, os, signal, sys
 args = json.loads(sys.argv[1])
 import defr.export.exporter as e
 if args.get("kill_after_swap"):
-    from defr import files
+    from defr import atomic
     def killing_replace(new, target):
-        files._exchange(new, target)
+        atomic._exchange(new, target)
         os.kill(os.getpid(), signal.SIGKILL)
     e.replace_dir = killing_replace
 e.export_model(args["checkpoint"], args["out"], e.ExportConfig(verify=False), log=lambda m: None)

@@ -109,7 +109,8 @@ def test_synth_command_writes_a_video(tmp_path):
 @pytest.mark.slow
 def test_video_demo_stage(tmp_path):
     """run_video_demo end to end on a random tiny model: it runs, writes its files and scores its events."""
-    from defr.demo import run_video_demo, video_demo_line
+    from defr.demo import run_video_demo
+    from defr.demo_report import video_demo_line
     from defr.model import create_model, save_checkpoint
     from defr.runtime import load_detector
 
@@ -173,7 +174,8 @@ def test_crowded_video_has_the_training_images_scale(tmp_path):
     """At the training images' long side, the video's people and objects have the still images' size relative
     to the frame (median width and height within a factor 1.5, areas 1.5²), and up to three people share a frame."""
     from defr.data import generate_synthetic
-    from defr.demo import training_scale, video_scale_stats
+    from defr.demo import training_scale
+    from defr.video.oracle import video_scale_stats
 
     stills = training_scale(generate_synthetic(tmp_path / "d", images=80, seed=0, size=128, setting="crowded"))
     clip = generate_synthetic_video(tmp_path / "c.mp4", frames=300, fps=15, width=128, seed=0, setting="crowded")

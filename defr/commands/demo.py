@@ -8,7 +8,8 @@ import click
 
 from defr.commands import one_line_errors
 from defr.data.synth.settings import SETTINGS
-from defr.demo import DemoConfig, run_demo, summary
+from defr.demo import DemoConfig, run_demo
+from defr.demo_report import summary
 
 
 @click.command("demo")
