@@ -30,7 +30,6 @@ from defr.errors import DefrError
 from defr.jsonio import read_json
 
 __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where callers have always found them
-    "OutputBusy",
     "OutputRefused",
     "OutputSet",
     "WriteError",
@@ -55,10 +54,6 @@ _STAGED = ".defr-"  # staged file of NAME: ``.NAME.defr-PID-TOKEN.SUFFIX``
 class OutputRefused(DefrError, ValueError):
     """An output a command will not write (it would destroy an input, another output, a device, or a
     file defr did not write); the message names it and what to do."""
-
-
-class OutputBusy(DefrError, RuntimeError):
-    """An output another live defr process is writing right now (the one-line message names its pid)."""
 
 
 class WriteError(DefrError, OSError):
@@ -181,7 +176,7 @@ class OutputSet:
     - is default-named (``defaults``: a name the user did not give) and exists but was not written
       by defr (no matching record in the folder's manifest), unless ``overwrite``.
 
-    ``with OutputSet(...) as paths:`` takes the outputs (``OutputBusy`` if a live defr process is
+    ``with OutputSet(...) as paths:`` takes the outputs (``OutputRefused`` if a live defr process is
     writing one of them: the second writer is refused at once) and gives, by label, a staged path
     beside each target to write (``.NAME.defr-PID-TOKEN.SUFFIX``: same folder, same suffix). When the
     block ends without error the set is swapped in: the manifest first says ``"swapping"`` (the
@@ -387,7 +382,7 @@ def _refuse_busy(m: dict, outs: list[_Output]) -> None:
             continue
         for name in s["files"]:
             if name in names:
-                raise OutputBusy(
+                raise OutputRefused(
                     f"{names[name].path} is being written by another defr process (pid {s['pid']}): wait for it "
                     "to finish or write elsewhere"
                 )

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from defr.errors import ConfigError, DefrError
+from defr.errors import ConfigError
 
 _INT_LIMIT = 2**63
 
@@ -31,22 +31,18 @@ class JsonInputError(ConfigError):
     """JSON text that is not valid, or holds values no ``defr`` file may hold; the message names where."""
 
 
-class _Refused(DefrError):
-    """Raised inside the decoder's hooks; turned into a JsonInputError naming the source."""
-
-
 def _parse_int(text: str) -> int:
     digits = text.lstrip("-")
     if len(digits) > 19 or abs(int(text)) >= _INT_LIMIT:
         shown = text if len(text) <= 24 else f"{text[:20]}... ({len(digits)} digits)"
-        raise _Refused(f"integer {shown} does not fit in 64 bits")
+        raise JsonInputError(f"integer {shown} does not fit in 64 bits")
     return int(text)
 
 
 def _parse_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Refused(f"number {text[:24]} is out of range (not a finite float)")
+        raise JsonInputError(f"number {text[:24]} is out of range (not a finite float)")
     return value
 
 
@@ -59,13 +55,13 @@ def _object(pairs: list[tuple[str, Any]]) -> dict:
         for key, _ in pairs:
             if key in seen:
                 shown = key if len(key) <= 60 else key[:60] + "..."
-                raise _Refused(f"key {shown!r} appears twice in one object")
+                raise JsonInputError(f"key {shown!r} appears twice in one object")
             seen.add(key)
     return out
 
 
 def _parse_constant(name: str) -> Any:
-    raise _Refused(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
+    raise JsonInputError(f"{name} is not a JSON number (NaN and Infinity are not allowed)")
 
 
 def dump_json(obj: Any, where: str, indent: int | None = None) -> str:
@@ -119,7 +115,7 @@ def parse_json(text: str | bytes, where: str) -> Any:
             parse_constant=_parse_constant,
             object_pairs_hook=_object,
         )
-    except _Refused as e:
+    except JsonInputError as e:
         raise JsonInputError(f"{where}: {e}") from None
     except RecursionError:
         raise JsonInputError(f"{where}: nested too deeply to read") from None

@@ -48,7 +48,7 @@ from defr.data.synth.pretraining import (
     draw_pretraining_batch,
     draw_zero_shot_split,
 )
-from defr.errors import ConfigError, DefrError
+from defr.errors import ConfigError
 from defr.eval.ap import mean_ap
 from defr.eval.classification import image_class_aps
 from defr.files import OutputSet, atomic_path, write_json
@@ -62,10 +62,6 @@ from defr.model.vit import VisionTransformer
 WEIGHTS_NAME = "tiny-vit-defr-synth.safetensors"
 STATE_NAME = "pretrain_state.pt"
 LOG_NAME = "pretrain_log.jsonl"
-
-
-class PretrainError(DefrError, ValueError):
-    """A pretraining config or output folder that cannot be used."""
 
 
 @dataclass
@@ -258,9 +254,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, command: str | None = No
     out = Path(cfg.output)
     state_path = out / STATE_NAME
     if state_path.exists() and not resume:
-        raise PretrainError(f"{out}: holds a pretraining run ({STATE_NAME}); pass --resume to continue it")
+        raise ConfigError(f"{out}: holds a pretraining run ({STATE_NAME}); pass --resume to continue it")
     if resume and not state_path.is_file():
-        raise PretrainError(f"{out}: no {STATE_NAME} to resume")
+        raise ConfigError(f"{out}: no {STATE_NAME} to resume")
     out.mkdir(parents=True, exist_ok=True)
     commit = _commit()  # the code that runs: HEAD may move while a long run goes on
     encoder = load_text_encoder(cfg.text_encoder)
@@ -292,7 +288,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, command: str | None = No
         losses = pretrain_losses(model, batch, text)
         loss = losses["image"] + cfg.pair_loss_weight * losses["pair"]
         if not torch.isfinite(loss):
-            raise PretrainError(f"loss is {loss.item()} at step {step}: lower --lr")
+            raise ConfigError(f"loss is {loss.item()} at step {step}: lower --lr")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -342,17 +338,17 @@ def _load_state(path: Path, cfg: PretrainConfig, model: AlignedTower, opt) -> tu
         saved = parse_json(state["config"], f"{path}: its config")
         step, seconds, log = int(state["step"]), float(state["seconds"]), parse_json(state["log"], f"{path}: its log")
     except Exception as e:  # unreadable or foreign: one line, never a traceback
-        raise PretrainError(f"{path}: not a pretraining state ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"{path}: not a pretraining state ({type(e).__name__}: {e})") from None
     changed = {
         k: (saved.get(k), v) for k, v in asdict(cfg).items() if k not in ("output", "workers") and saved.get(k) != v
     }
     if changed:
-        raise PretrainError(f"{path}: resume with the run's own settings; changed: {changed}")
+        raise ConfigError(f"{path}: resume with the run's own settings; changed: {changed}")
     try:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        raise PretrainError(f"{path}: the saved state does not fit the model ({e})") from None
+        raise ConfigError(f"{path}: the saved state does not fit the model ({e})") from None
     return step, seconds, log
 
 

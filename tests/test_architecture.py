@@ -298,6 +298,29 @@ def test_every_error_class_derives_from_defr_error():
     assert [c.__qualname__ for c in classes if not issubclass(c, DefrError)] == []
 
 
+def _error_classes() -> dict[str, str]:
+    """{class: module} of every class in ``defr`` that derives, at any depth, from ``DefrError`` (read from the
+    source: a base named ``DefrError`` or another such class) or whose name ends in ``Error``."""
+    bases = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                names = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
+                bases[node.name] = (name, names)
+    found = {"DefrError": "defr.errors"}
+    while grown := {c: m for c, (m, b) in bases.items() if c not in found and (b & set(found) or c.endswith("Error"))}:
+        found.update(grown)
+    return found
+
+
+def test_few_error_classes():
+    """A class only where a caller handles it differently (issue 29: 40 classes in 25 modules before)."""
+    classes = _error_classes()
+    assert len(classes) <= 30, sorted(classes.items(), key=lambda kv: kv[1])
+    assert {"DefrError", "ConfigError", "JsonInputError", "OutputRefused", "WriteError"} <= set(classes)
+    assert "Interrupted" not in classes  # an interruption is no error
+
+
 def test_project_deprecations_are_errors_in_tests():
     """pyproject.toml's filterwarnings: a test that calls a deprecated defr API fails (no API is
     deprecated today; the next one to be warns with this class)."""

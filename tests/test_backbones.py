@@ -14,15 +14,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from defr.errors import ConfigError
 from defr.model import DEFR, DEFRConfig, VisionTransformer
 from defr.model import text as text_module
-from defr.model.backbones import (
-    PretrainedWeightsError,
-    UnknownBackboneError,
-    UnsupportedBackboneError,
-    backbone_spec,
-    build_backbone,
-)
+from defr.model.backbones import UnsupportedBackboneError, backbone_spec, build_backbone
 from defr.model.factory import build_model, clip_head_weights, language_classifier
 from defr.model.pretrained import hub_reachable, load_pretrained, load_state_strict, vit_state
 from defr.model.vit import resize_positional_embedding
@@ -178,9 +173,9 @@ def test_unsupported_architectures_are_clear_errors(name, match):
 
 
 def test_unknown_names(timm):
-    with pytest.raises(UnknownBackboneError, match="unknown timm model 'not_a_model'"):
+    with pytest.raises(ConfigError, match="unknown timm model 'not_a_model'"):
         backbone_spec("timm/not_a_model", 224)
-    with pytest.raises(UnknownBackboneError, match="unknown backbone 'ViT-Q-99'"):
+    with pytest.raises(ConfigError, match="unknown backbone 'ViT-Q-99'"):
         backbone_spec("ViT-Q-99", 224)
 
 
@@ -195,7 +190,7 @@ def test_offline_tag_fails_fast_with_a_clear_error(monkeypatch, name, tag):
     spec = backbone_spec(name, 224, pretrained=tag)
     net = build_backbone(spec)
     start = time.monotonic()
-    with pytest.raises(PretrainedWeightsError, match="could not fetch pretrained weights.*pass the local file") as e:
+    with pytest.raises(ConfigError, match="could not fetch pretrained weights.*pass the local file") as e:
         load_pretrained(net, spec, tag)
     assert time.monotonic() - start < 10
     assert "\n" not in str(e.value)
@@ -210,22 +205,22 @@ def test_unreachable_hub_without_offline_flag_fails_fast(monkeypatch, timm):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(pretrained.socket, "create_connection", no_network)
     spec = backbone_spec("timm/vit_tiny_patch16_224", 224)
-    with pytest.raises(PretrainedWeightsError, match="huggingface.co unreachable and not in the cache"):
+    with pytest.raises(ConfigError, match="huggingface.co unreachable and not in the cache"):
         load_pretrained(build_backbone(spec), spec, "timm")
 
 
 @pytest.mark.slow
 def test_tag_errors(clip_backbone):
     spec, net, _ = clip_backbone
-    with pytest.raises(PretrainedWeightsError, match="no pretrained tag 'nope'.*openai"):
+    with pytest.raises(ConfigError, match="no pretrained tag 'nope'.*openai"):
         load_pretrained(net, spec, "nope")
     # the spec was built without the tag: GELU, but OpenAI's weights need QuickGELU
-    with pytest.raises(PretrainedWeightsError, match="trained with QuickGELU"):
+    with pytest.raises(ConfigError, match="trained with QuickGELU"):
         load_pretrained(net, spec, "openai")
-    with pytest.raises(PretrainedWeightsError, match="no such weights file"):
+    with pytest.raises(ConfigError, match="no such weights file"):
         load_pretrained(net, spec, "/nonexistent/weights.safetensors")
     tiny = backbone_spec("tiny-vit", 64)
-    with pytest.raises(PretrainedWeightsError, match="'tiny-vit' has no packaged weights 'openai'.*defr-synth"):
+    with pytest.raises(ConfigError, match="'tiny-vit' has no packaged weights 'openai'.*defr-synth"):
         load_pretrained(build_backbone(tiny), tiny, "openai")
 
 
@@ -237,11 +232,11 @@ def test_mismatched_weights_list_missing_and_unexpected_keys(clip_model, clip_ba
     state["extra.weight"] = torch.zeros(3)
     state["ln_post.bias"] = torch.zeros(5)
     save_file(state, str(tmp_path / "bad.safetensors"))
-    with pytest.raises(PretrainedWeightsError, match=r"missing 1 \[transformer.resblocks.\*.ln_1.weight\]") as e:
+    with pytest.raises(ConfigError, match=r"missing 1 \[transformer.resblocks.\*.ln_1.weight\]") as e:
         load_pretrained(net, spec, str(tmp_path / "bad.safetensors"))
     assert "unexpected 1 [extra.weight]" in str(e.value) and "ln_post.bias (5,) vs (768,)" in str(e.value)
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(PretrainedWeightsError, match="junk.pt: cannot read weights"):
+    with pytest.raises(ConfigError, match="junk.pt: cannot read weights"):
         load_pretrained(net, spec, str(tmp_path / "junk.pt"))
 
 

@@ -11,7 +11,8 @@ import scipy.io
 from click.testing import CliRunner
 
 from defr.cli import main
-from defr.data.hicodet import AnnotationError, load_annotations
+from defr.data.hico import DatasetError
+from defr.data.hicodet import load_annotations
 from defr.eval.ap import RECALL_THRESHOLDS
 from defr.eval.hicodet import ResultsError, box_iou_inclusive, evaluate_hicodet, load_results
 
@@ -413,12 +414,12 @@ def test_load_annotations_errors(tmp_path):
     path = tmp_path / "instances.json"
     for data, message in cases:
         path.write_text(json.dumps(data))
-        with pytest.raises(AnnotationError, match=message):
+        with pytest.raises(DatasetError, match=message):
             load_annotations(path)
-    with pytest.raises(AnnotationError, match="no such annotation file"):
+    with pytest.raises(DatasetError, match="no such annotation file"):
         load_annotations(tmp_path / "missing.json")
     (tmp_path / "anno.txt").write_text("x")
-    with pytest.raises(AnnotationError, match="expected an instances"):
+    with pytest.raises(DatasetError, match="expected an instances"):
         load_annotations(tmp_path / "anno.txt")
 
 
@@ -505,17 +506,17 @@ def test_anno_bbox_mat_reader(tmp_path):
     assert evaluate_hicodet(ann, results) == evaluate_hicodet(write_annotations(tmp_path, as_json), results)
 
     scipy.io.savemat(path, {"bbox_test": test, "list_action": actions})
-    with pytest.raises(AnnotationError, match="no 'bbox_train'.*instances_test2015.json"):
+    with pytest.raises(DatasetError, match="no 'bbox_train'.*instances_test2015.json"):
         load_annotations(path)
     scipy.io.savemat(path, {"bbox_test": test, "bbox_train": train})
-    with pytest.raises(AnnotationError, match=r"missing field\(s\) \['list_action'\]"):
+    with pytest.raises(DatasetError, match=r"missing field\(s\) \['list_action'\]"):
         load_annotations(path)
     broken = struct_array([{"filename": "a.jpg", "size": 3.0, "hoi": test[0, 0]["hoi"]}])
     scipy.io.savemat(path, {"bbox_test": broken, "bbox_train": train, "list_action": actions})
-    with pytest.raises(AnnotationError, match=r"bbox_test\(1\): malformed entry"):
+    with pytest.raises(DatasetError, match=r"bbox_test\(1\): malformed entry"):
         load_annotations(path)
     path.write_bytes(b"not a mat file")
-    with pytest.raises(AnnotationError, match="not a readable MATLAB file"):
+    with pytest.raises(DatasetError, match="not a readable MATLAB file"):
         load_annotations(path)
 
 

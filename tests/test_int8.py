@@ -18,7 +18,7 @@ from defr import vocab
 from defr.data import generate_synthetic
 from defr.export import ExportConfig, verify
 from defr.export import exporter as exporter_module
-from defr.export.accuracy import AccuracyGateError, GateResult, accuracy_gate
+from defr.export.accuracy import GateResult, accuracy_gate
 from defr.export.calibration import (
     CalibrationError,
     GraphFeeds,
@@ -26,6 +26,7 @@ from defr.export.calibration import (
     load_calibration_set,
 )
 from defr.export.cli import main
+from defr.export.errors import VerificationError
 from defr.export.int8 import NODE_GROUPS, Int8Config, downstream_nodes, node_groups, prepare, separate_conv_bias
 from defr.export.onnx_export import export_onnx
 from defr.export.sidecar import file_entry, model_sidecar, write_sidecar
@@ -226,7 +227,7 @@ def test_no_verify_skips_the_gate(checkpoint, tmp_path):
 @pytest.mark.slow
 def test_failed_gate_exits_1_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
     def failing_gate(files, held_out, max_drop, log):
-        raise AccuracyGateError(f"model.int8.onnx: int8 loses 3.00 hico_mAP points, more than {max_drop:g}")
+        raise VerificationError(f"model.int8.onnx: int8 loses 3.00 hico_mAP points, more than {max_drop:g}")
 
     monkeypatch.setattr(exporter_module, "accuracy_gate", failing_gate)
     # the random-input sanity bound is not what this test is about (2 calibration images can exceed it)
@@ -277,7 +278,7 @@ def test_gate_fails_when_int8_loses_accuracy(model, meta, synth, tmp_path):
     passed = accuracy_gate({"fp32": fp32, "int8": same}, held_out, 1.0, log=lambda m: None)
     assert passed.passed and passed.drop == {"hico_mAP": 0.0} and passed.metrics["fp32"]["hico_mAP"] == 1.0
     assert passed.logits["int8"]["max_abs_pair"] == 0.0 and passed.logits["int8"]["top1_agreement"] == 1.0
-    with pytest.raises(AccuracyGateError, match=r"loses \d+\.\d\d hico_mAP points .* more than --int8-max-drop 1"):
+    with pytest.raises(VerificationError, match=r"loses \d+\.\d\d hico_mAP points .* more than --int8-max-drop 1"):
         accuracy_gate({"fp32": fp32, "int8": tmp_path / "negated.onnx"}, held_out, 1.0, log=print)
 
 

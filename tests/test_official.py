@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from released_reference import released_image_logits, released_pair_logits
 
 from defr import vocab
+from defr.errors import ConfigError
 from defr.model import load_checkpoint, save_checkpoint
-from defr.model.official import OfficialCheckpointError, is_official_checkpoint, load_official_checkpoint
+from defr.model.official import is_official_checkpoint, load_official_checkpoint
 
 open_clip = pytest.importorskip("open_clip")
 
@@ -98,34 +99,34 @@ def test_is_official_checkpoint(official_file, tmp_path):
 
 def test_wrong_files_are_clear_errors(reference, tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(OfficialCheckpointError, match="junk.pth: not a released DEFR checkpoint"):
+    with pytest.raises(ConfigError, match="junk.pth: not a released DEFR checkpoint"):
         load_official_checkpoint(tmp_path / "junk.pth")
-    with pytest.raises(OfficialCheckpointError, match="no such file"):
+    with pytest.raises(ConfigError, match="no such file"):
         load_official_checkpoint(tmp_path / "missing.pth")
     torch.save({"state_dict": {}}, tmp_path / "other.pth")
-    with pytest.raises(OfficialCheckpointError, match="no 'model_state_dict'"):
+    with pytest.raises(ConfigError, match="no 'model_state_dict'"):
         load_official_checkpoint(tmp_path / "other.pth")
 
     state = released_state(reference)
     del state["module.classifier"]
     torch.save({"model_state_dict": state}, tmp_path / "no_classifier.pth")
-    with pytest.raises(OfficialCheckpointError, match=r"missing \['classifier'\]"):
+    with pytest.raises(ConfigError, match=r"missing \['classifier'\]"):
         load_official_checkpoint(tmp_path / "no_classifier.pth")
 
     torch.save({"model_state_dict": released_state(reference, classes=117)}, tmp_path / "verbs.pth")
-    with pytest.raises(OfficialCheckpointError, match=r"shape \(117, 64\), expected \[600, D\]"):
+    with pytest.raises(ConfigError, match=r"shape \(117, 64\), expected \[600, D\]"):
         load_official_checkpoint(tmp_path / "verbs.pth")
 
     state = released_state(reference)
     del state["module.visual_encoder.visual.transformer.resblocks.1.mlp.c_fc.bias"]
     torch.save({"model_state_dict": state}, tmp_path / "partial.pth")
-    with pytest.raises(OfficialCheckpointError, match=r"missing 1 \[transformer.resblocks.\*.mlp.c_fc.bias\]"):
+    with pytest.raises(ConfigError, match=r"missing 1 \[transformer.resblocks.\*.mlp.c_fc.bias\]"):
         load_official_checkpoint(tmp_path / "partial.pth")
 
 
 def test_pickled_code_is_refused(tmp_path):
     torch.save({"model_state_dict": {"module.classifier": torch.zeros(1)}, "cfg": _Config()}, tmp_path / "code.pth")
-    with pytest.raises(OfficialCheckpointError, match="not a released DEFR checkpoint"):
+    with pytest.raises(ConfigError, match="not a released DEFR checkpoint"):
         load_official_checkpoint(tmp_path / "code.pth")
 
 

@@ -11,7 +11,7 @@ import socket
 import pytest
 
 import defr.files as files
-from defr.files import MANIFEST, OutputBusy, OutputRefused, OutputSet, WriteError, write_with
+from defr.files import MANIFEST, OutputRefused, OutputSet, WriteError, write_with
 
 
 def _write(paths: dict, **texts: str) -> None:
@@ -184,7 +184,7 @@ def test_stale_staging_of_a_killed_run_is_removed_by_the_next_run(tmp_path, monk
 def test_a_second_writer_of_the_same_output_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "results.json"
     with OutputSet({"--out": out}) as paths:
-        with pytest.raises(OutputBusy, match=f"pid {os.getpid()}"), OutputSet({"--out": out}):
+        with pytest.raises(OutputRefused, match=f"pid {os.getpid()}"), OutputSet({"--out": out}):
             pass
         with OutputSet({"--out": tmp_path / "other.json"}) as other:  # another output of the folder is free
             other["--out"].write_text("y")

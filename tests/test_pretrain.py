@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from defr.cli import main
 from defr.data import generate_synthetic
-from defr.data.synth import CLASSES, SynthError, class_counts
+from defr.data.synth import CLASSES, class_counts
 from defr.data.synth.pretraining import (
     HELD_OUT,
     HELD_OUT_CLASSES,
@@ -28,11 +28,11 @@ from defr.data.synth.pretraining import (
     hard_negative,
 )
 from defr.demo import DemoConfig
+from defr.errors import ConfigError
 from defr.model import build_model
 from defr.model import pretrained as pretrained_module
-from defr.model.backbones import PretrainedWeightsError
 from defr.model.factory import zero_shot_model
-from defr.pretrain import PretrainConfig, PretrainError, pretrain
+from defr.pretrain import PretrainConfig, pretrain
 from defr.vocab import hoi_phrase
 
 ROOT = Path(__file__).parents[1]
@@ -55,14 +55,14 @@ def test_evaluation_data_never_uses_a_pretraining_seed():
 
 
 def test_generators_refuse_a_pretraining_seed(tmp_path):
-    with pytest.raises(SynthError, match="reserved for pretraining"):
+    with pytest.raises(ConfigError, match="reserved for pretraining"):
         generate_synthetic(tmp_path / "d", images=8, seed=PRETRAIN_SEED_START, size=64)
     assert not (tmp_path / "d").exists()
     from defr.data.synth import generate_synthetic_video
 
-    with pytest.raises(SynthError, match="reserved for pretraining"):
+    with pytest.raises(ConfigError, match="reserved for pretraining"):
         generate_synthetic_video(tmp_path / "v.mp4", frames=10, seed=ZERO_SHOT_SEED_START, width=64)
-    with pytest.raises(SynthError, match="pretraining seeds are in"):
+    with pytest.raises(ConfigError, match="pretraining seeds are in"):
         draw_pretraining_batch(5, 4, 64)
 
 
@@ -134,16 +134,16 @@ def test_a_changed_or_truncated_weights_file_is_refused(packaged_copy):
     data = bytearray(packaged_copy.read_bytes())
     data[-100] ^= 0xFF
     packaged_copy.write_bytes(bytes(data))
-    with pytest.raises(PretrainedWeightsError, match="were changed") as e:
+    with pytest.raises(ConfigError, match="were changed") as e:
         build_model("tiny-vit", ["ride bicycle"], 128, pretrained="defr-synth", init="random")
     assert "\n" not in str(e.value)
     packaged_copy.write_bytes(bytes(data[:-100]))
-    with pytest.raises(PretrainedWeightsError, match="changed or truncated"):
+    with pytest.raises(ConfigError, match="changed or truncated"):
         build_model("tiny-vit", ["ride bicycle"], 128, pretrained="defr-synth", init="random")
 
 
 def test_an_unknown_packaged_tag_is_refused():
-    with pytest.raises(PretrainedWeightsError, match="no packaged weights 'defr-real'"):
+    with pytest.raises(ConfigError, match="no packaged weights 'defr-real'"):
         build_model("tiny-vit", ["ride bicycle"], 128, pretrained="defr-real", init="random")
 
 
@@ -207,8 +207,8 @@ def test_a_tiny_pretraining_run_writes_loadable_weights_and_resumes_only_unchang
     assert [e["step"] for e in log] == [0, 1, 2] and all("zero_shot_mAP" in e for e in log)
     model = build_model("tiny-vit", ["ride bicycle"], 64, pretrained=str(weights), init="random")
     assert model.backbone.cfg.image_size == 64  # positional embedding resized from 128
-    with pytest.raises(PretrainError, match="pass --resume"):
+    with pytest.raises(ConfigError, match="pass --resume"):
         pretrain(cfg)
     changed = PretrainConfig(**{**cfg.__dict__, "lr": 1e-2})
-    with pytest.raises(PretrainError, match="changed: {'lr'"):
+    with pytest.raises(ConfigError, match="changed: {'lr'"):
         pretrain(changed, resume=True)

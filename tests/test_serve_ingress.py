@@ -153,7 +153,7 @@ def test_a_failed_ray_task_is_its_cause_in_one_line():
     import ray
 
     from defr.serve.batch import VideoJobsFailed, failure_line
-    from defr.video import VideoError
+    from defr.video.errors import VideoError
 
     cause = VideoError("broken.mp4: cannot open the video (InvalidDataError: ...)")
     remote = ray.exceptions.RayTaskError("run_one_video", "Traceback (most recent call last):\n" * 75, cause)
@@ -191,7 +191,7 @@ def test_init_ray_puts_our_sigterm_handler_back_and_a_failed_start_is_one_line(m
             raise Exception("The current node timed out during startup. This could happen because ...\nmore")
 
         monkeypatch.setattr(connect.ray, "init", timed_out)
-        with pytest.raises(connect.RayStartError, match=r"^Ray \(local\) did not start: The current node timed out"):
+        with pytest.raises(connect.ServeStartError, match=r"^Ray \(local\) did not start: The current node timed out"):
             connect.init_ray(num_cpus=1)
     finally:
         signal.signal(signal.SIGTERM, previous)

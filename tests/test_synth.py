@@ -11,9 +11,10 @@ from PIL import Image
 from defr import vocab
 from defr.cli import main
 from defr.data import build_dataset, generate_synthetic, synth
-from defr.data.synth import CLASSES, SynthError
+from defr.data.synth import CLASSES
 from defr.data.synth.dataset import MARKER, is_synthetic_set
 from defr.data.synth.stats import format_stats_table, scene_stats
+from defr.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -186,13 +187,13 @@ def test_every_class_draws_its_verb(cls):
 
 
 def test_invalid_arguments_and_output(tmp_path):
-    with pytest.raises(SynthError, match="images must be >= 8"):
+    with pytest.raises(ConfigError, match="images must be >= 8"):
         generate_synthetic(tmp_path / "x", images=7)
-    with pytest.raises(SynthError, match="size must be >= 32"):
+    with pytest.raises(ConfigError, match="size must be >= 32"):
         generate_synthetic(tmp_path / "x", images=8, size=31)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(SynthError, match=r"not empty \(notes.txt\) and not a defr synth output"):
+    with pytest.raises(ConfigError, match=r"not empty \(notes.txt\) and not a defr synth output"):
         generate_synthetic(tmp_path / "mine", images=8)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
@@ -239,7 +240,7 @@ def test_synth_never_removes_what_it_did_not_write(tmp_path):
     (copied / "anno.mat").write_bytes((earlier / "anno.mat").read_bytes())
     (copied / "my_labels.txt").write_text("x")
     before = digests(copied)
-    with pytest.raises(SynthError, match="not a defr synth output"):
+    with pytest.raises(ConfigError, match="not a defr synth output"):
         generate_synthetic(copied, images=8, size=32)
     assert digests(copied) == before
 
@@ -297,7 +298,7 @@ def test_scene_stats_by_hand():
 
 
 def test_unknown_setting_is_refused(tmp_path):
-    with pytest.raises(SynthError, match="crowded"):
+    with pytest.raises(ConfigError, match="crowded"):
         generate_synthetic(tmp_path / "x", images=8, setting="busy")
     r = CliRunner().invoke(main, ["synth", str(tmp_path / "y"), "--setting", "busy"])
     assert r.exit_code == 2

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from defr import vocab
 from defr.cli import main
+from defr.errors import ConfigError
 from defr.model import embeddings, text
 from defr.model.embedding_plot import tsne_2d
-from defr.model.text import TextEncoderError
 
 SENTENCES = ["a person riding a bicycle", "a person riding a bike", "a dog eating a banana", "a person and a toaster"]
 CLASSES = ["ride bicycle", "ride horse", "ride motorcycle", "hold cup", "hold umbrella", "eat pizza", "jump skis"]
@@ -61,7 +61,7 @@ def test_batches_match_one_sentence_at_a_time(minilm):
     sentences = [*SENTENCES, "a person " + "holding a very long umbrella " * 12]
     one_by_one = text.TransformersTextEncoder("x", minilm.model, minilm.tokenizer, "mean", batch_size=1)
     torch.testing.assert_close(minilm.encode(sentences), one_by_one.encode(sentences), atol=1e-5, rtol=0)
-    with pytest.raises(TextEncoderError, match="list of strings"):
+    with pytest.raises(ConfigError, match="list of strings"):
         minilm.encode("a person riding a bicycle")
 
 
@@ -98,9 +98,9 @@ def test_local_directories_and_pooling(minilm, tmp_path):
 
     modules.append({"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"})
     (st / "modules.json").write_text(json.dumps(modules))
-    with pytest.raises(TextEncoderError, match="Dense.*not supported"):
+    with pytest.raises(ConfigError, match="Dense.*not supported"):
         text.load_text_encoder(str(st))
-    with pytest.raises(TextEncoderError, match="no config.json"):
+    with pytest.raises(ConfigError, match="no config.json"):
         text.load_text_encoder(str(tmp_path))
 
 
@@ -121,7 +121,7 @@ def test_hf_repo_from_the_cache(minilm, tmp_path, monkeypatch):
 def test_hf_repo_not_cached_fails_fast_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
-    with pytest.raises(TextEncoderError, match=r"hf:defr-test/no-such-model.*could not be found offline.*local"):
+    with pytest.raises(ConfigError, match=r"hf:defr-test/no-such-model.*could not be found offline.*local"):
         text.load_text_encoder("hf:defr-test/no-such-model#cls")
     assert time.perf_counter() - start < 5
 
@@ -152,25 +152,25 @@ def test_clip_weights_file(tmp_path):
 
     pickled = tmp_path / "pickled.pt"
     torch.save({"state_dict": {"x": torch.zeros(1)}, "code": Path("/")}, pickled)
-    with pytest.raises(TextEncoderError, match="cannot load"):
+    with pytest.raises(ConfigError, match="cannot load"):
         text.load_text_encoder(f"clip:ViT-S-32:{pickled}")
-    with pytest.raises(TextEncoderError, match="no such weights file"):
+    with pytest.raises(ConfigError, match="no such weights file"):
         text.load_text_encoder(f"clip:ViT-S-32:{tmp_path / 'missing' / 'clip.pt'}")
 
 
 def test_clip_names_that_cannot_load(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(TextEncoderError, match="unknown open_clip model 'ViT-Nope'"):
+    with pytest.raises(ConfigError, match="unknown open_clip model 'ViT-Nope'"):
         text.load_text_encoder("clip:ViT-Nope")
-    with pytest.raises(TextEncoderError, match="no tag 'nope' for ViT-B-32.*openai"):
+    with pytest.raises(ConfigError, match="no tag 'nope' for ViT-B-32.*openai"):
         text.load_text_encoder("clip:ViT-B-32:nope")
-    with pytest.raises(TextEncoderError, match="could not fetch the weights of tag 'openai'.*pass the file"):
+    with pytest.raises(ConfigError, match="could not fetch the weights of tag 'openai'.*pass the file"):
         text.load_text_encoder("clip:ViT-B-32")
 
 
 @pytest.mark.parametrize("name", ["bogus", "", "hf:org/model#max"])
 def test_unknown_encoder_names(name):
-    with pytest.raises(TextEncoderError, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown"):
         text.load_text_encoder(name)
 
 
@@ -186,9 +186,9 @@ def test_class_prompts_use_the_vocabulary_phrases():
         ["a person painting a wall", "a photo of a person painting a wall."],
         ["a person sitting on a park bench", "a photo of a person sitting on a park bench."],
     ]
-    with pytest.raises(TextEncoderError, match="'jump' is not 'verb object'"):
+    with pytest.raises(ConfigError, match="'jump' is not 'verb object'"):
         text.class_prompts(["jump"])
-    with pytest.raises(TextEncoderError, match="has no '{}'"):
+    with pytest.raises(ConfigError, match="has no '{}'"):
         text.class_prompts(["ride bicycle"], ("a photo",))
 
 
@@ -201,7 +201,7 @@ def test_class_embeddings_average_the_templates(minilm):
     torch.testing.assert_close(emb, by_hand, atol=1e-6, rtol=0)
     ragged = text.class_embeddings(minilm, [prompts[0], prompts[1][:1]])
     torch.testing.assert_close(ragged, torch.stack([by_hand[0], minilm.encode(prompts[1][:1])[0]]), atol=1e-6, rtol=0)
-    with pytest.raises(TextEncoderError, match="at least one prompt"):
+    with pytest.raises(ConfigError, match="at least one prompt"):
         text.class_embeddings(minilm, [prompts[0], []])
 
 
@@ -234,7 +234,7 @@ def test_projection_identity_and_padding():
     padded = text.project_embeddings(emb, 16)
     assert padded.shape == (6, 16) and padded[:, 10:].abs().max() == 0
     torch.testing.assert_close(padded[:, :10], emb)
-    with pytest.raises(TextEncoderError, match=r"\[C, T\]"):
+    with pytest.raises(ConfigError, match=r"\[C, T\]"):
         text.project_embeddings(emb[0], 4)
 
 
@@ -259,7 +259,7 @@ def test_embeddings_file_round_trip(tmp_path):
     torch.testing.assert_close(loaded, emb)
     assert meta == {"format": "defr-embeddings/1", "encoder": "minilm", "class_names": CLASSES, "prompts": prompts}
     assert os.listdir(tmp_path) == ["emb.safetensors"]
-    with pytest.raises(TextEncoderError, match="do not match 6 class names"):
+    with pytest.raises(ConfigError, match="do not match 6 class names"):
         embeddings.save_embeddings(path, emb, prompts, CLASSES[:6], "minilm")
 
 
@@ -284,18 +284,18 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
 def test_bad_embeddings_files(tmp_path):
     from safetensors.torch import save_file
 
-    with pytest.raises(TextEncoderError, match="no such embeddings file"):
+    with pytest.raises(ConfigError, match="no such embeddings file"):
         embeddings.load_embeddings(tmp_path / "missing.safetensors")
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file at all")
-    with pytest.raises(TextEncoderError, match="not a defr embeddings file \\(not safetensors"):
+    with pytest.raises(ConfigError, match="not a defr embeddings file \\(not safetensors"):
         embeddings.load_embeddings(garbage)
     other = tmp_path / "other.safetensors"
     save_file({"embeddings": torch.zeros(2, 3)}, str(other), metadata={"format": "defr-checkpoint/1"})
-    with pytest.raises(TextEncoderError, match="header format 'defr-checkpoint/1'"):
+    with pytest.raises(ConfigError, match="header format 'defr-checkpoint/1'"):
         embeddings.load_embeddings(other)
     save_file({"embeddings": torch.zeros(2, 3)}, str(other), metadata={"format": "defr-embeddings/1"})
-    with pytest.raises(TextEncoderError, match="broken defr embeddings header"):
+    with pytest.raises(ConfigError, match="broken defr embeddings header"):
         embeddings.load_embeddings(other)
 
 

@@ -19,7 +19,8 @@ from killkit import run_and_kill
 from safetensors.torch import load_file
 
 from defr.cli import main
-from defr.train import Distributed, ResumeError, TrainConfig, epoch_indices, load_config, train
+from defr.errors import ConfigError
+from defr.train import Distributed, TrainConfig, epoch_indices, load_config, train
 
 
 @pytest.fixture(scope="module")
@@ -176,13 +177,13 @@ def _temporaries(out: Path) -> list[str]:
 
 
 def test_an_output_holding_a_run_is_refused_without_resume_or_overwrite(synth_root, tmp_path):
-    from defr.train import TrainOutputError
+    from defr.files import OutputRefused
 
     out = tmp_path / "run"
     train(tiny_config(synth_root, out, epochs=1))
     (out / "notes.txt").write_text("mine")
     first = (out / "model.safetensors").read_bytes()
-    with pytest.raises(TrainOutputError, match="holds a training run .*--resume.*--overwrite"):
+    with pytest.raises(OutputRefused, match="holds a training run .*--resume.*--overwrite"):
         train(tiny_config(synth_root, out, epochs=1))
     assert (out / "model.safetensors").read_bytes() == first and _epochs(out) == [1]
     result = CliRunner().invoke(
@@ -198,11 +199,12 @@ def test_an_output_holding_a_run_is_refused_without_resume_or_overwrite(synth_ro
 
 
 def test_a_second_run_into_one_output_names_the_holder_and_a_dead_holder_is_taken_over(synth_root, tmp_path):
-    from defr.train import TrainOutputError, run_lock
+    from defr.files import OutputRefused
+    from defr.train import run_lock
 
     out = tmp_path / "run"
     busy = rf"another defr train \(pid {os.getpid()}\) is writing"
-    with run_lock(out), pytest.raises(TrainOutputError, match=busy):
+    with run_lock(out), pytest.raises(OutputRefused, match=busy):
         train(tiny_config(synth_root, out, epochs=1))
     assert not (out / "model.safetensors").exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -219,7 +221,7 @@ def test_a_full_disk_stops_training_in_one_line_and_the_last_epoch_resumes(synth
     import errno
 
     import defr.files
-    from defr.train import TrainOutputError
+    from defr.files import OutputRefused
 
     writes = []
 
@@ -248,7 +250,7 @@ def test_a_full_disk_stops_training_in_one_line_and_the_last_epoch_resumes(synth
 
     out = tmp_path / "run"
     monkeypatch.setattr(defr.files, "open", opened, raising=False)
-    with pytest.raises(TrainOutputError, match=r"disk is full .* epoch 2; .*--resume"):
+    with pytest.raises(OutputRefused, match=r"disk is full .* epoch 2; .*--resume"):
         train(tiny_config(synth_root, out))
     assert _temporaries(out) == [] and _epochs(out) == [1]
     assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1
@@ -330,12 +332,13 @@ import json, os, signal, sys
 args = json.loads(sys.argv[1])
 import defr.train as t
 if args.get("kill_between_writes"):
-    publish = t._publish
+    import defr.train.run_folder as run_folder  # where the checkpoint is published
+    publish = run_folder._publish
     def killing_publish(out, model, state):
         if state["epoch"] == args["kill_between_writes"]:
             os.kill(os.getpid(), signal.SIGKILL)
         publish(out, model, state)
-    t._publish = killing_publish
+    run_folder._publish = killing_publish
 t.train(t.TrainConfig(**args["config"]), resume=args["resume"])
 """
 
@@ -461,7 +464,7 @@ def _foreign_optimizer(state):
 def test_resume_refuses_a_state_that_is_not_this_runs(synth_root, one_epoch_run, tmp_path, edit, message):
     out = _copy_run(one_epoch_run, tmp_path / "run", edit)
     before = (out / "model.safetensors").read_bytes()
-    with pytest.raises(ResumeError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         train(tiny_config(synth_root, out), resume=True)
     assert (out / "model.safetensors").read_bytes() == before
 
@@ -469,7 +472,7 @@ def test_resume_refuses_a_state_that_is_not_this_runs(synth_root, one_epoch_run,
 @pytest.mark.slow
 def test_resume_refuses_changed_settings_and_another_runs_state(synth_root, one_epoch_run, tmp_path):
     out = _copy_run(one_epoch_run, tmp_path / "run")
-    with pytest.raises(ResumeError, match=re.escape("loss 'lse-sign' -> 'bce'; image_size 64 -> 32; lr 0.001 -> 0.5")):
+    with pytest.raises(ConfigError, match=re.escape("loss 'lse-sign' -> 'bce'; image_size 64 -> 32; lr 0.001 -> 0.5")):
         train(tiny_config(synth_root, out, image_size=32, lr=0.5, loss="bce"), resume=True)
     runner = CliRunner()
     r = runner.invoke(main, ["train", "--resume", "--output", str(out), "--image-size", "32"])
@@ -478,7 +481,7 @@ def test_resume_refuses_changed_settings_and_another_runs_state(synth_root, one_
     train(tiny_config(synth_root, other, epochs=1, seed=6))
     (out / "train_state.pt").write_bytes((other / "train_state.pt").read_bytes())
     before = (out / "model.safetensors").read_bytes()
-    with pytest.raises(ResumeError, match="are of different runs"):
+    with pytest.raises(ConfigError, match="are of different runs"):
         train(tiny_config(synth_root, out, seed=6), resume=True)
     assert (out / "model.safetensors").read_bytes() == before
     # the command resumes with the run's recorded settings: only --output (and more --epochs) given

@@ -14,7 +14,6 @@ from defr.detections import DetectionError, Detections
 from defr.errors import ConfigError
 from defr.runtime.io import InputFileError
 from defr.video import (
-    DetectorError,
     PrecomputedDetector,
     SupervisionDetector,
     UltralyticsDetector,
@@ -22,6 +21,7 @@ from defr.video import (
     detections_from_supervision,
     make_detector,
 )
+from defr.video.errors import VideoError
 
 HICO = vocab.hico()
 BICYCLE, BALL = HICO.objects.index("bicycle"), HICO.objects.index("sports_ball")
@@ -45,13 +45,13 @@ def test_torchvision_detector_from_a_weights_file(tmp_path):
         assert dets.labels.min() >= 0 and dets.labels.max() < vocab.NUM_OBJECTS
         assert (dets.boxes[:, 2] <= 96).all() and (dets.boxes[:, 3] <= 72).all()  # original pixels
     (tmp_path / "bad.pth").write_bytes(b"not weights")
-    with pytest.raises(DetectorError, match="not weights of torchvision:"):
+    with pytest.raises(VideoError, match="not weights of torchvision:"):
         build_torchvision_detector(name, tmp_path / "bad.pth")
 
 
 def test_torchvision_without_cached_weights_says_how_to_provide_them(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with pytest.raises(DetectorError) as e:
+    with pytest.raises(VideoError) as e:
         make_detector("torchvision:fasterrcnn_resnet50_fpn")
     message = str(e.value)
     assert "--detector-weights PATH" in message and "fasterrcnn_resnet50_fpn_coco" in message and "\n" not in message
@@ -125,7 +125,7 @@ def test_supervision_detections():
     calls = []
     detector = SupervisionDetector(lambda f: calls.append(f.shape) or d, "coco80")
     assert len(detector(frames(3), [0, 1, 2])) == 3 and calls == [(72, 96, 3)] * 3
-    with pytest.raises(DetectorError, match="without class_id"):
+    with pytest.raises(VideoError, match="without class_id"):
         detections_from_supervision(sv.Detections(xyxy=np.zeros((1, 4))))
 
 
@@ -142,7 +142,7 @@ def test_precomputed_jsonl_and_json(tmp_path):
         det = make_detector(f"detections:{path}")
         out = det([None, None], [2, 1])
         assert [len(d) for d in out] == [1, 0] and out[0].labels.tolist() == [49]
-    with pytest.raises(DetectorError, match=r"no detections for frame 7 \(the file covers frames 0..2\)"):
+    with pytest.raises(VideoError, match=r"no detections for frame 7 \(the file covers frames 0..2\)"):
         PrecomputedDetector.from_file(jsonl)([None], [7])
     coco = PrecomputedDetector.from_file(jsonl, "coco80")  # 49 in COCO-80 is an orange
     assert coco([None], [0])[0].labels.tolist() == [HICO.objects.index("orange")]

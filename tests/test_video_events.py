@@ -11,8 +11,8 @@ from defr import vocab
 from defr.cli import main
 from defr.errors import ConfigError
 from defr.video import EventConfig, EventDetector, ScoreSmoother, SmoothingConfig, evaluate_events
+from defr.video.errors import VideoError
 from defr.video.evaluation import (
-    EventsFileError,
     ValidationRun,
     choose_event_config,
     evaluate_run,
@@ -232,7 +232,7 @@ def test_frame_level_hicodet_against_a_hand_count():
     for line in frames[:10]:
         line["scores"][1] = 0.9
     assert frame_hicodet(frames, _truth_lines(20), TRUTH, names)["full"] == pytest.approx(2 / 3)
-    with pytest.raises(EventsFileError, match="not classes of the model"):
+    with pytest.raises(VideoError, match="not classes of the model"):
         frame_hicodet(frames, _truth_lines(20), TRUTH, ["hold sports_ball"])
 
 

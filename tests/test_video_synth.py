@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from defr import vocab
 from defr.cli import main
-from defr.data.synth import CLASSES, SynthError, generate_synthetic_video
+from defr.data.synth import CLASSES, generate_synthetic_video
+from defr.errors import ConfigError
 from defr.runtime.io import load_frame_detections
 from defr.video import ObjectTracker, PrecomputedDetector
 
@@ -91,9 +92,9 @@ def test_track_ids_are_stable_on_the_synthetic_video(synthetic):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(SynthError, match="frames must be >= 10"):
+    with pytest.raises(ConfigError, match="frames must be >= 10"):
         generate_synthetic_video(tmp_path / "x.mp4", frames=3)
-    with pytest.raises(SynthError, match="written as .mp4"):
+    with pytest.raises(ConfigError, match="written as .mp4"):
         generate_synthetic_video(tmp_path / "x.avi")
 
 
@@ -165,7 +166,7 @@ def test_crowded_video_brings_people_close(tmp_path):
             assert all(0 <= b[0] <= b[2] < 128 for b in line["boxes"])
         gaps[setting] = min(closest) if closest else float("inf")
     assert gaps["crowded"] < gaps["default"]
-    with pytest.raises(SynthError, match="crowded"):
+    with pytest.raises(ConfigError, match="crowded"):
         generate_synthetic_video(tmp_path / "x.mp4", frames=20, width=128, setting="busy")
 
 

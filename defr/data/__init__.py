@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from defr.data.hico import SPLITS, DatasetError, HOIDataset, hicodet_files, load_hico
-from defr.data.hicodet import AnnotationError, HICODetAnnotations, load_annotations
+from defr.data.hicodet import HICODetAnnotations, load_annotations
 from defr.data.jsonl import load_jsonl
 from defr.data.sampling import oversampling_indices
 from defr.data.synth import generate_synthetic
@@ -15,7 +15,6 @@ from defr.errors import ConfigError
 DATASETS = ("hico", "jsonl", "synth")
 
 __all__ = [
-    "AnnotationError",
     "DATASETS",
     "SPLITS",
     "DatasetError",

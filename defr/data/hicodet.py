@@ -4,7 +4,7 @@ released DEFR / hts code) or the official ``anno_bbox.mat`` (ho-rcnn), into one 
 GT boxes stay as the files give them: 1-based inclusive pixels ``[x1, y1, x2, y2]`` (the evaluator,
 ``defr.eval.hicodet``, shifts detections by +1 to match). Rare classes (< 10 training instances) come
 from the JSON's ``rare`` list or are counted from the ``.mat`` file's ``bbox_train``. A malformed file is
-an ``AnnotationError`` naming the file and the field: the JSON file is read with ``defr.jsonio`` (huge
+an ``DatasetError`` naming the file and the field: the JSON file is read with ``defr.jsonio`` (huge
 numbers, deep nesting and repeated keys refused), file names must be distinct non-empty strings, and GT
 boxes follow ``defr.detections.check_boxes`` (four finite numbers, not inverted).
 """
@@ -19,15 +19,11 @@ import numpy as np
 import scipy.io
 
 from defr import vocab
+from defr.data.hico import DatasetError
 from defr.detections import DetectionError, check_boxes
-from defr.errors import DefrError
 from defr.jsonio import JsonInputError, read_json
 
 RARE_BELOW = 10  # classes with fewer training instances are "rare"
-
-
-class AnnotationError(DefrError, ValueError):
-    """A malformed annotation file; the message names the file and the field."""
 
 
 @dataclass
@@ -69,30 +65,30 @@ def load_annotations(path: str | os.PathLike) -> HICODetAnnotations:
     """
     path = Path(path)
     if not path.is_file():
-        raise AnnotationError(f"{path}: no such annotation file")
+        raise DatasetError(f"{path}: no such annotation file")
     if path.suffix == ".json":
         return _read_json_annotations(path)
     if path.suffix == ".mat":
         return _read_mat_annotations(path)
-    raise AnnotationError(f"{path}: expected an instances_*.json or anno_bbox.mat file (by suffix)")
+    raise DatasetError(f"{path}: expected an instances_*.json or anno_bbox.mat file (by suffix)")
 
 
 def _read_json_annotations(path: Path) -> HICODetAnnotations:
     try:
         data = read_json(path)
     except JsonInputError as e:
-        raise AnnotationError(str(e)) from None
+        raise DatasetError(str(e)) from None
     except OSError as e:
-        raise AnnotationError(f"{path}: cannot read ({e.strerror or e})") from None
+        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
     required = ("annotation", "filenames", "size", "correspondence", "rare", "non_rare")
     missing = [k for k in required if not isinstance(data, dict) or k not in data]
     if missing:
-        raise AnnotationError(f"{path}: not a HICO-DET instances file, missing key(s) {missing}")
+        raise DatasetError(f"{path}: not a HICO-DET instances file, missing key(s) {missing}")
     images, filenames, sizes = data["annotation"], data["filenames"], data["size"]
     if not all(isinstance(v, list) for v in (images, filenames, sizes)):
-        raise AnnotationError(f"{path}: 'annotation', 'filenames' and 'size' must be lists")
+        raise DatasetError(f"{path}: 'annotation', 'filenames' and 'size' must be lists")
     if not len(images) == len(filenames) == len(sizes):
-        raise AnnotationError(
+        raise DatasetError(
             f"{path}: {len(filenames)} filenames, {len(images)} annotations and {len(sizes)} sizes must match"
         )
     _check_filenames(filenames, f"{path}: 'filenames'")
@@ -123,9 +119,9 @@ def _class_objects_from_correspondence(correspondence, path: Path) -> np.ndarray
     try:
         table = np.asarray(correspondence, dtype=np.int64).reshape(len(correspondence), 3)
     except (TypeError, ValueError):
-        raise AnnotationError(f"{path}: 'correspondence' must be a list of [hoi, object, verb] integers") from None
+        raise DatasetError(f"{path}: 'correspondence' must be a list of [hoi, object, verb] integers") from None
     if len(table) == 0 or sorted(table[:, 0].tolist()) != list(range(len(table))) or (table[:, 1] < 0).any():
-        raise AnnotationError(f"{path}: 'correspondence' must list each hoi id 0..C-1 once, with object ids >= 0")
+        raise DatasetError(f"{path}: 'correspondence' must list each hoi id 0..C-1 once, with object ids >= 0")
     class_objects = np.empty(len(table), dtype=np.int64)
     class_objects[table[:, 0]] = table[:, 1]
     return class_objects
@@ -133,30 +129,30 @@ def _class_objects_from_correspondence(correspondence, path: Path) -> np.ndarray
 
 def _json_pairs(image, where: str, num_classes: int) -> tuple[np.ndarray, ...]:
     if not isinstance(image, dict) or any(k not in image for k in ("boxes_h", "boxes_o", "hoi", "object")):
-        raise AnnotationError(f"{where}: an annotation needs boxes_h, boxes_o, hoi and object")
+        raise DatasetError(f"{where}: an annotation needs boxes_h, boxes_o, hoi and object")
     try:
         boxes_h, boxes_o = (
             check_boxes(image["boxes_h"], where, "boxes_h"),
             check_boxes(image["boxes_o"], where, "boxes_o"),
         )
     except DetectionError as e:
-        raise AnnotationError(str(e)) from None
+        raise DatasetError(str(e)) from None
     try:
         hoi = np.asarray(image["hoi"], dtype=np.int64).reshape(-1)
         obj = np.asarray(image["object"], dtype=np.int64).reshape(-1)
     except (TypeError, ValueError, OverflowError):
-        raise AnnotationError(f"{where}: boxes must be [G, 4] numbers, hoi and object [G] integers") from None
+        raise DatasetError(f"{where}: boxes must be [G, 4] numbers, hoi and object [G] integers") from None
     if not len(boxes_h) == len(boxes_o) == len(hoi) == len(obj):
-        raise AnnotationError(
+        raise DatasetError(
             f"{where}: {len(boxes_h)} human boxes, {len(boxes_o)} object boxes, {len(hoi)} hoi, {len(obj)} object"
         )
     if not (np.isfinite(boxes_h).all() and np.isfinite(boxes_o).all()):
-        raise AnnotationError(f"{where}: non-finite box coordinates")
+        raise DatasetError(f"{where}: non-finite box coordinates")
     outside = sorted(set(hoi[(hoi < 0) | (hoi >= num_classes)].tolist()))
     if outside:
-        raise AnnotationError(f"{where}: hoi ids {outside[:5]} outside [0, {num_classes})")
+        raise DatasetError(f"{where}: hoi ids {outside[:5]} outside [0, {num_classes})")
     if (obj < 0).any():
-        raise AnnotationError(f"{where}: negative object ids")
+        raise DatasetError(f"{where}: negative object ids")
     return boxes_h, boxes_o, hoi, obj
 
 
@@ -164,11 +160,11 @@ def _check_filenames(filenames: list, where: str) -> None:
     """Results are keyed by file name: each must be a non-empty string, each once."""
     bad = [f for f in filenames if not isinstance(f, str) or not f]
     if bad:
-        raise AnnotationError(f"{where}: file names must be non-empty strings, got {bad[0]!r}")
+        raise DatasetError(f"{where}: file names must be non-empty strings, got {bad[0]!r}")
     seen: set[str] = set()
     for f in filenames:
         if f in seen:
-            raise AnnotationError(f"{where}: file name {f!r} appears twice (results are keyed by file name)")
+            raise DatasetError(f"{where}: file name {f!r} appears twice (results are keyed by file name)")
         seen.add(f)
 
 
@@ -186,12 +182,12 @@ def _sizes(sizes, path: Path) -> np.ndarray:
     try:
         return np.asarray(sizes, dtype=np.int64).reshape(len(sizes), 2)
     except (TypeError, ValueError):
-        raise AnnotationError(f"{path}: 'size' must be a list of [width, height]") from None
+        raise DatasetError(f"{path}: 'size' must be a list of [width, height]") from None
 
 
 def _class_list(ids, num_classes: int, where: str) -> list[int]:
     if not isinstance(ids, list) or not all(type(c) is int and 0 <= c < num_classes for c in ids):
-        raise AnnotationError(f"{where} must be a list of class ids in [0, {num_classes})")
+        raise DatasetError(f"{where} must be a list of class ids in [0, {num_classes})")
     return list(ids)
 
 
@@ -204,14 +200,14 @@ def _read_mat_annotations(path: Path) -> HICODetAnnotations:
     try:
         mat = scipy.io.loadmat(str(path))
     except NotImplementedError:  # MATLAB v7.3 files are HDF5
-        raise AnnotationError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; save it with -v7") from None
+        raise DatasetError(f"{path}: MATLAB v7.3 (HDF5) files are not supported; save it with -v7") from None
     except (ValueError, TypeError, OSError, scipy.io.matlab.MatReadError) as e:
-        raise AnnotationError(f"{path}: not a readable MATLAB file ({e})") from None
+        raise DatasetError(f"{path}: not a readable MATLAB file ({e})") from None
     missing = [k for k in ("bbox_test", "list_action") if k not in mat]
     if missing:
-        raise AnnotationError(f"{path}: not HICO-DET's anno_bbox.mat, missing field(s) {missing}")
+        raise DatasetError(f"{path}: not HICO-DET's anno_bbox.mat, missing field(s) {missing}")
     if "bbox_train" not in mat:
-        raise AnnotationError(
+        raise DatasetError(
             f"{path}: no 'bbox_train' to count rare classes from; use instances_test2015.json, which lists them"
         )
     class_objects = _mat_class_objects(mat["list_action"], path)
@@ -225,9 +221,9 @@ def _read_mat_annotations(path: Path) -> HICODetAnnotations:
             sizes.append((_mat_scalar(size["width"]), _mat_scalar(size["height"])))
             h, o, c = _mat_pairs(entry["hoi"])
         except (KeyError, IndexError, ValueError, TypeError) as e:
-            raise AnnotationError(f"{where}: malformed entry ({type(e).__name__}: {e})") from None
+            raise DatasetError(f"{where}: malformed entry ({type(e).__name__}: {e})") from None
         if ((c < 0) | (c >= num_classes)).any():
-            raise AnnotationError(f"{where}: hoi ids outside 1..{num_classes}")
+            raise DatasetError(f"{where}: hoi ids outside 1..{num_classes}")
         boxes_h.append(h)
         boxes_o.append(o)
         hoi.append(c)
@@ -237,7 +233,7 @@ def _read_mat_annotations(path: Path) -> HICODetAnnotations:
             check_boxes(h, f"{path}: {name}", "bboxhuman")
             check_boxes(o, f"{path}: {name}", "bboxobject")
         except DetectionError as e:
-            raise AnnotationError(str(e)) from None
+            raise DatasetError(str(e)) from None
     counts = _mat_train_counts(mat["bbox_train"], num_classes, path)
     return HICODetAnnotations(
         filenames=filenames,
@@ -258,10 +254,10 @@ def _mat_class_objects(actions: np.ndarray, path: Path) -> np.ndarray:
     try:
         names = [_mat_string(a["nname"]) for a in _records(actions)]
     except (KeyError, IndexError, ValueError, TypeError):
-        raise AnnotationError(f"{path}: 'list_action' must be a struct array with a string field nname") from None
+        raise DatasetError(f"{path}: 'list_action' must be a struct array with a string field nname") from None
     unknown = sorted({n for n in names if n not in objects})
     if not names or unknown:
-        raise AnnotationError(f"{path}: 'list_action' names objects that are not HICO's: {unknown[:5]}")
+        raise DatasetError(f"{path}: 'list_action' names objects that are not HICO's: {unknown[:5]}")
     return np.array([objects[n] for n in names], dtype=np.int64)
 
 
@@ -292,7 +288,7 @@ def _mat_train_counts(bbox_train: np.ndarray, num_classes: int, path: Path) -> n
                     c = int(_mat_scalar(hoi["id"])) - 1
                     counts[c] += np.asarray(hoi["connection"]).reshape(-1, 2).shape[0]
         except (KeyError, IndexError, ValueError, TypeError) as e:
-            raise AnnotationError(f"{path}: bbox_train({i + 1}): malformed entry ({type(e).__name__}: {e})") from None
+            raise DatasetError(f"{path}: bbox_train({i + 1}): malformed entry ({type(e).__name__}: {e})") from None
     return counts
 
 

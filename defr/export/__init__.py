@@ -6,13 +6,7 @@ engine); ``exporter`` runs them (``export_model``); ``cli`` is the command; ``er
 every error they raise.
 """
 
-from defr.export.errors import (
-    AccuracyGateError,
-    CalibrationError,
-    EngineNotBuiltError,
-    ExportError,
-    VerificationError,
-)
+from defr.export.errors import CalibrationError, ExportError, VerificationError
 from defr.export.exporter import ExportConfig, ExportResult, export_model
 from defr.export.fp16 import convert_to_fp16
 from defr.export.onnx_export import export_onnx
@@ -21,10 +15,8 @@ from defr.export.verify import compare_with_torch
 from defr.runtime.sidecar import Sidecar, SidecarError, read_sidecar
 
 __all__ = [
-    "AccuracyGateError",
     "CalibrationError",
     "EngineConfig",
-    "EngineNotBuiltError",
     "ExportConfig",
     "ExportError",
     "ExportResult",

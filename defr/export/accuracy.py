@@ -39,7 +39,7 @@ import torch
 from defr.eval.classification import hico_metrics
 from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
-from defr.export.errors import AccuracyGateError
+from defr.export.errors import VerificationError
 from defr.optional import MissingDependency, import_openvino
 from defr.runtime.backends import load_backend
 from defr.runtime.contract import INPUT_NAMES
@@ -115,7 +115,7 @@ def accuracy_gate(
     """Compare the exported ``files`` (name → path, each listed in the ``model.json`` beside it;
     ``fp32`` and ``int8`` required) on ``held_out``.
 
-    Returns the measurements; raises ``AccuracyGateError`` when a gated metric drops by more than
+    Returns the measurements; raises ``VerificationError`` when a gated metric drops by more than
     ``max_drop`` points (the caller writes nothing then).
     """
     backends = {p: load_backend(path, "cpu") for p, path in files.items()}
@@ -164,7 +164,7 @@ def accuracy_gate(
     log(f"accuracy gate: {result.summary()} -> " + ("passed" if result.passed else "FAILED"))
     if not result.passed:
         worst = max(result.drop, key=result.drop.get)
-        raise AccuracyGateError(
+        raise VerificationError(
             f"{Path(files['int8']).name}: int8 loses {result.drop[worst]:.2f} {worst} points against fp32 on "
             f"{result.images} held-out calibration images, more than --int8-max-drop {max_drop:g}; calibrate on "
             "more or more representative data (--calibration, --calibration-images), or allow a larger drop"

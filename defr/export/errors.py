@@ -1,12 +1,11 @@
 """The errors of ``defr-export``, in one module (every step raises these; the command maps them to exit codes).
 
 - ``ExportError``: an export that cannot be done as asked (bad arguments, a checkpoint that is not a
-  model, an output folder that cannot be written, TensorRT failing to parse or build); exit 2.
+  model, an output folder that cannot be written, TensorRT failing to parse or build; ``--engine``
+  without a usable TensorRT, after the ONNX files and ``model.json`` are written); exit 2.
 - ``CalibrationError``: int8 calibration data that cannot be used; exit 2.
-- ``EngineNotBuiltError``: ``--engine`` without a usable TensorRT: the ONNX files and ``model.json``
-  are written, the engine is not; exit 2.
-- ``VerificationError``: a graph that is invalid or disagrees with PyTorch beyond tolerance;
-  ``AccuracyGateError``: int8 losing more than ``--int8-max-drop``; nothing is written; exit 1.
+- ``VerificationError``: a graph that is invalid or disagrees with PyTorch beyond tolerance, or
+  int8 losing more than ``--int8-max-drop`` (the accuracy gate); nothing is written; exit 1.
 """
 
 from __future__ import annotations
@@ -19,16 +18,9 @@ class ExportError(DefrError, ValueError):
 
 
 class CalibrationError(ExportError):
-    """Calibration data that cannot be used: the message names the folder or file and what is wrong."""
-
-
-class EngineNotBuiltError(ExportError):
-    """The TensorRT engine was asked for but cannot be built here (TensorRT missing); the ONNX files are written."""
+    """Calibration data that cannot be used: the message names the folder or file and what is wrong. Its own
+    class because ``defr.export.calibration`` prefixes a dataset reader's error with "calibration data" once."""
 
 
 class VerificationError(ExportError):
     """An exported graph that is invalid or disagrees with PyTorch beyond tolerance."""
-
-
-class AccuracyGateError(VerificationError):
-    """The int8 graph loses more accuracy than ``--int8-max-drop`` allows."""

@@ -21,7 +21,7 @@ from defr.choices import DEFAULT_MASK_MODE, ENGINE_PRECISIONS, MASK_MODES
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
-from defr.export.errors import EngineNotBuiltError, ExportError, VerificationError
+from defr.export.errors import ExportError, VerificationError
 from defr.export.fp16 import convert_to_fp16
 from defr.export.int8 import INT8_FILE, Int8Config
 from defr.export.int8 import quantize as quantize_int8
@@ -143,7 +143,7 @@ def export_model(
 
     Raises ``ExportError`` for bad input, an output folder that cannot be written (checked before
     any work) or a graph that fails verification (``VerificationError``) — nothing written;
-    ``EngineNotBuiltError`` when an engine was asked for and TensorRT is missing (after the ONNX
+    ``ExportError`` when an engine was asked for and TensorRT is missing (after the ONNX
     files and sidecar are written). All from ``defr.export.errors``.
     """
     cfg = cfg or ExportConfig()
@@ -230,7 +230,7 @@ def _export_into(
     checkpoint: Path,
     cfg: ExportConfig,
     log: Callable[[str], None],
-) -> tuple[ExportResult, EngineNotBuiltError | None]:
+) -> tuple[ExportResult, ExportError | None]:
     """Every file of the export, written into ``staging``; the missing-TensorRT error is returned, not raised."""
     paths = {precision: staging / name for precision, name in ONNX_FILES.items()}
     log(
@@ -266,7 +266,7 @@ def _export_into(
             engine = _build_engine(staging, out_dir, model, cfg, log)
             files[engine.file] = file_entry(staging / engine.file, cfg.engine)
         except MissingDependency as e:
-            missing = EngineNotBuiltError(f"ONNX files written to {out_dir}, engine not built: {e}")
+            missing = ExportError(f"ONNX files written to {out_dir}, engine not built: {e}")
     sidecar = dataclasses.replace(sidecar, files=files, engine=engine, int8=int8)
     write_sidecar(sidecar, staging / SIDECAR_NAME)
     return ExportResult(out_dir, files, {k: c.to_dict() for k, c in comparisons.items()}, sidecar), missing

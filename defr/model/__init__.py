@@ -5,19 +5,13 @@ Front doors: ``build_model`` (for training: pretrained backbone, language-initia
 ``.pth``), ``save_checkpoint``.
 """
 
-from defr.model.backbones import (
-    BackboneSpec,
-    UnknownBackboneError,
-    UnsupportedBackboneError,
-    backbone_spec,
-    build_backbone,
-)
+from defr.model.backbones import BackboneSpec, UnsupportedBackboneError, backbone_spec, build_backbone
 from defr.model.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
 from defr.model.defr import DEFR, DEFRConfig
 from defr.model.factory import build_model, clip_head_weights, create_model
-from defr.model.official import OfficialCheckpointError, is_official_checkpoint, load_official_checkpoint
+from defr.model.official import is_official_checkpoint, load_official_checkpoint
 from defr.model.pair_attention import pair_masks
-from defr.model.pretrained import PretrainedWeightsError, load_pretrained
+from defr.model.pretrained import load_pretrained
 from defr.model.vit import VisionTransformer, ViTConfig
 
 __all__ = [
@@ -35,12 +29,9 @@ __all__ = [
     "load_model",
     "save_checkpoint",
     "pair_masks",
-    "PretrainedWeightsError",
-    "UnknownBackboneError",
     "UnsupportedBackboneError",
     "load_pretrained",
     "clip_head_weights",
-    "OfficialCheckpointError",
     "is_official_checkpoint",
     "load_official_checkpoint",
 ]

@@ -34,16 +34,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
-class UnknownBackboneError(DefrError, ValueError):
-    pass
-
-
 class UnsupportedBackboneError(DefrError, ValueError, TypeError):
     """A known model whose architecture our ViT cannot represent (layer scale, register tokens, …)."""
-
-
-class PretrainedWeightsError(DefrError, ValueError):
-    """Weights that cannot be fetched, read, or do not fit the backbone."""
 
 
 SOURCES = ("builtin", "open_clip", "timm", "defr-official")
@@ -142,7 +134,7 @@ def backbone_spec(name: str, image_size: int, pretrained: str | None = None) -> 
         return timm_spec(name, image_size)
     if _open_clip_config(name) is not None:
         return open_clip_spec(name, image_size, pretrained)
-    raise UnknownBackboneError(
+    raise ConfigError(
         f"unknown backbone {name!r}: use 'tiny-vit', an open_clip ViT name such as 'ViT-B-16', "
         "or 'timm/<model>' such as 'timm/vit_base_patch16_224' or 'timm/resnet50'"
     )
@@ -185,7 +177,7 @@ def open_clip_tag_cfg(name: str, tag: str) -> dict:
     cfg = open_clip.get_pretrained_cfg(name, tag)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(name)
-        raise PretrainedWeightsError(
+        raise ConfigError(
             f"open_clip has no pretrained tag {tag!r} for {name}: known tags {tags}, or pass a local weights file"
         )
     return cfg
@@ -197,7 +189,7 @@ def open_clip_spec(name: str, image_size: int, pretrained: str | None = None) ->
 
     cfg = _open_clip_config(name)
     if cfg is None:
-        raise UnknownBackboneError(f"unknown open_clip model {name!r}")
+        raise ConfigError(f"unknown open_clip model {name!r}")
     v = dict(cfg["vision_cfg"])
     if v.get("timm_model_name"):
         raise UnsupportedBackboneError(
@@ -257,7 +249,7 @@ def timm_meta_model(timm_name: str) -> nn.Module:
             return timm.create_model(timm_name, pretrained=False)
     except RuntimeError as e:
         if "Unknown model" in str(e):
-            raise UnknownBackboneError(f"unknown timm model {timm_name!r} (backbone 'timm/{timm_name}')") from None
+            raise ConfigError(f"unknown timm model {timm_name!r} (backbone 'timm/{timm_name}')") from None
         raise
 
 

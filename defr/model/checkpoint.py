@@ -148,7 +148,8 @@ def load_model(path: str | os.PathLike, image_size: int | None = None) -> DEFR:
     image_size: input size in px (None: the file's); another size interpolates the positional
     embedding. Raises ``CheckpointError`` naming the file and why it is neither kind.
     """
-    from defr.model.official import OfficialCheckpointError, is_official_checkpoint, load_official_checkpoint
+    from defr.errors import ConfigError
+    from defr.model.official import is_official_checkpoint, load_official_checkpoint
 
     path = Path(path)
     if not path.is_file():
@@ -156,7 +157,7 @@ def load_model(path: str | os.PathLike, image_size: int | None = None) -> DEFR:
     if is_official_checkpoint(path):
         try:
             model = load_official_checkpoint(path)
-        except OfficialCheckpointError as e:
+        except ConfigError as e:
             raise CheckpointError(str(e)) from None
     else:
         try:

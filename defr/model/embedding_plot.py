@@ -8,8 +8,8 @@ from collections import Counter
 import numpy as np
 import torch
 
+from defr.errors import ConfigError
 from defr.files import atomic_path
-from defr.model.text import TextEncoderError
 
 
 def tsne_2d(emb: torch.Tensor, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
@@ -17,7 +17,7 @@ def tsne_2d(emb: torch.Tensor, perplexity: float = 30.0, seed: int = 0) -> np.nd
     from sklearn.manifold import TSNE
 
     if not 0 < perplexity < emb.shape[0]:
-        raise TextEncoderError(f"perplexity must be in (0, {emb.shape[0]}) (the number of classes), not {perplexity}")
+        raise ConfigError(f"perplexity must be in (0, {emb.shape[0]}) (the number of classes), not {perplexity}")
     tsne = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed)
     return tsne.fit_transform(emb.double().numpy())
 

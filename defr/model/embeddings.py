@@ -7,7 +7,7 @@
 - A class file is plain text, one "verb object" class name per line; blank lines are skipped,
   duplicates refused.
 
-Errors are ``TextEncoderError`` naming the file.
+Errors are ``ConfigError`` naming the file.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from defr import vocab
+from defr.errors import ConfigError
 from defr.files import atomic_path
 from defr.jsonio import parse_json
-from defr.model.text import TextEncoderError, class_embeddings, class_prompts, first_line, load_text_encoder
+from defr.model.text import class_embeddings, class_prompts, first_line, load_text_encoder
 
 EMBEDDINGS_FORMAT = "defr-embeddings/1"
 
@@ -38,7 +39,7 @@ def save_embeddings(
     from safetensors.torch import save_file
 
     if emb.ndim != 2 or not emb.shape[0] == len(prompts) == len(class_names):
-        raise TextEncoderError(
+        raise ConfigError(
             f"embeddings {tuple(emb.shape)} do not match {len(class_names)} class names and {len(prompts)} prompt lists"
         )
     header = {
@@ -58,20 +59,20 @@ def load_embeddings(path: str | os.PathLike) -> tuple[torch.Tensor, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise TextEncoderError(f"{path}: no such embeddings file")
+        raise ConfigError(f"{path}: no such embeddings file")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
             emb = f.get_tensor("embeddings") if header.get("format") == EMBEDDINGS_FORMAT else None
     except Exception as e:  # safetensors raises its own error types for non-safetensors files
-        raise TextEncoderError(f"{path}: not a defr embeddings file (not safetensors: {e})") from None
+        raise ConfigError(f"{path}: not a defr embeddings file (not safetensors: {e})") from None
     if emb is None:
-        raise TextEncoderError(f"{path}: not a defr embeddings file (header format {header.get('format')!r})")
+        raise ConfigError(f"{path}: not a defr embeddings file (header format {header.get('format')!r})")
     try:
         names, prompts = (parse_json(header[k], f"{path}: header {k!r}") for k in ("class_names", "prompts"))
         meta = {**header, "class_names": names, "prompts": prompts}
     except (KeyError, ValueError) as e:
-        raise TextEncoderError(f"{path}: broken defr embeddings header ({first_line(e)})") from None
+        raise ConfigError(f"{path}: broken defr embeddings header ({first_line(e)})") from None
     return emb.float(), meta
 
 
@@ -80,12 +81,12 @@ def read_class_names(path: Path) -> list[str]:
     try:
         names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     except OSError as e:
-        raise TextEncoderError(f"{path}: cannot read class names ({e.strerror})") from None
+        raise ConfigError(f"{path}: cannot read class names ({e.strerror})") from None
     if not names:
-        raise TextEncoderError(f"{path}: no class names")
+        raise ConfigError(f"{path}: no class names")
     duplicates = sorted(n for n, k in Counter(names).items() if k > 1)
     if duplicates:
-        raise TextEncoderError(f"{path}: duplicate class names {duplicates}")
+        raise ConfigError(f"{path}: duplicate class names {duplicates}")
     return names
 
 

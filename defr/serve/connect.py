@@ -10,7 +10,7 @@ machine's 127.0.0.1) is joined on loopback too.
 Joining is bounded: Ray itself retries a cluster that does not answer for minutes, inside native code
 where neither Ctrl-C nor SIGTERM gets through. So the address is resolved and its port tried with a
 plain TCP connect first (``CONNECT_TIMEOUT_S``, interruptible); one that does not answer is one line
-(``RayConnectError``). ``ray.init`` replaces the SIGTERM handler with one that exits 1 (its own node's
+(``ServeStartError``). ``ray.init`` replaces the SIGTERM handler with one that exits 1 (its own node's
 cleanup); the handler that was there before (``defr.signals``: SIGTERM as Ctrl-C, exit 143) is put back.
 """
 
@@ -27,19 +27,17 @@ from defr.serve.api import is_loopback
 from defr.signals import keep_handler
 
 ray = import_ray()
+
+
+class ServeStartError(DefrError, RuntimeError):
+    """The application could not be deployed (a replica failed to load the model, no resources)."""
+
+
 CONNECT_TIMEOUT_S = 5.0
 
 
-class RayConnectError(DefrError, ConnectionError):
-    """No Ray cluster answers at the address given (``--ray ADDRESS``, ``defr serve --address``)."""
-
-
-class RayStartError(DefrError, RuntimeError):
-    """``ray.init`` failed (a local Ray that did not come up in time on an overloaded machine, a refused join)."""
-
-
 def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-    """RayConnectError (one line) unless a TCP connect to the cluster at ``address`` (``auto``, ``HOST:PORT``,
+    """ServeStartError (one line) unless a TCP connect to the cluster at ``address`` (``auto``, ``HOST:PORT``,
     ``ray://HOST:PORT``) succeeds within ``timeout_s``."""
     from ray._private.services import canonicalize_bootstrap_address  # how ray.init resolves it
 
@@ -47,15 +45,15 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     try:
         target = target if address.startswith("ray://") else canonicalize_bootstrap_address(address)
     except (ValueError, ConnectionError) as e:
-        raise RayConnectError(f"Ray address {address!r}: {e}") from None
+        raise ServeStartError(f"Ray address {address!r}: {e}") from None
     host, _, port = (target or "").rpartition(":")
     if not port.isdigit():
-        raise RayConnectError(f"Ray address {address!r}: no running Ray cluster found (`ray start --head` starts one)")
+        raise ServeStartError(f"Ray address {address!r}: no running Ray cluster found (`ray start --head` starts one)")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
     except OSError as e:
         why = "no answer" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
-        raise RayConnectError(
+        raise ServeStartError(
             f"no Ray cluster answers at {address} ({why}, tried for up to {timeout_s:g} s); start one "
             "(`ray start --head`) or leave the address out for a local Ray"
         ) from None
@@ -97,7 +95,7 @@ def _ray_init(**options) -> None:
         # Ray's own words for a node that did not start or a join it refused; one line, not its traceback
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         where = options["address"]
-        raise RayStartError(f"Ray ({where}) did not start: {lines[0] if lines else type(e).__name__}") from None
+        raise ServeStartError(f"Ray ({where}) did not start: {lines[0] if lines else type(e).__name__}") from None
 
 
 @contextmanager

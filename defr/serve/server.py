@@ -22,15 +22,11 @@ from defr.errors import DefrError
 from defr.optional import import_ray, import_ray_serve
 from defr.runtime import load_detector
 from defr.serve.api import ModelPin, check_device, check_port_free
-from defr.serve.connect import init_ray
+from defr.serve.connect import ServeStartError, init_ray
 from defr.serve.deployment import APP_NAME, ServeConfig, build_app
 from defr.signals import on_signals
 
 HEALTH_EVERY_S = 5.0  # how often the console hears about a replica's health (only changes are printed)
-
-
-class ServeStartError(DefrError, RuntimeError):
-    """The application could not be deployed (a replica failed to load the model, no resources)."""
 
 
 def _first_line(error: Exception) -> str:

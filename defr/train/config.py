@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from defr.data import DATASETS
-from defr.errors import ConfigError, DefrError
+from defr.errors import ConfigError
 from defr.losses import LOSSES
 from defr.machine import check_device, check_seed
 from defr.model.factory import INITS
@@ -42,15 +42,6 @@ RESUMABLE = ("epochs", "workers", "device", "output")
 
 
 MAX_WORKERS = 256  # DataLoader worker processes
-
-
-class ResumeError(DefrError, ValueError):
-    """A run folder that ``--resume`` cannot continue from; the message says what is missing or differs."""
-
-
-class TrainOutputError(DefrError, RuntimeError):
-    """An output folder this run may not or cannot write: it holds another run, another process is
-    writing it, or the disk is full; the message says what to do."""
 
 
 @dataclass

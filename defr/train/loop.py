@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from defr.data import DatasetError, build_dataset, oversampling_indices
+from defr.data import build_dataset, oversampling_indices
+from defr.data.hico import DatasetError
 from defr.errors import ConfigError
 from defr.eval.classification import evaluate_model
 from defr.losses import LOSSES
@@ -143,8 +144,8 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False) -> Pa
 
     resume: continue the run in ``cfg.output`` from its last completed epoch. overwrite: replace
     the run in ``cfg.output`` (module docstring). Raises ``DatasetError`` / ``ConfigError`` for bad
-    data or settings (before anything is written), ``ResumeError`` when the run folder cannot be
-    continued, ``TrainOutputError`` for an output that holds a run (neither flag), that another
+    data or settings (before anything is written), ``ConfigError`` when the run folder cannot be
+    continued, ``OutputRefused`` for an output that holds a run (neither flag), that another
     process is writing, or that cannot be written (a full disk).
     """
     if resume and overwrite:

@@ -33,8 +33,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from defr.errors import DefrError
-from defr.files import atomic_path, write_with
+from defr.errors import ConfigError, DefrError
+from defr.files import OutputRefused, atomic_path, write_with
 from defr.jsonio import JsonInputError, dump_json, parse_json, read_jsonl
 from defr.model import DEFR, DEFRConfig, save_checkpoint
 from defr.model.checkpoint import checkpoint_metadata
@@ -46,9 +46,7 @@ from defr.train.config import (
     RESUMABLE,
     RUN_FILES,
     TRAIN_STATE,
-    ResumeError,
     TrainConfig,
-    TrainOutputError,
     config_values,
 )
 
@@ -83,7 +81,7 @@ def hold_output(held: ExitStack, out: Path, main: bool, resume: bool, overwrite:
 @contextmanager
 def run_lock(out: Path) -> Iterator[None]:
     """Hold ``OUTPUT/train.lock`` (an exclusive ``flock``, with this pid written in it) while inside;
-    TrainOutputError naming the holder's pid when another process holds it. Temporaries that a
+    OutputRefused naming the holder's pid when another process holds it. Temporaries that a
     killed run left in ``OUTPUT`` are removed once the lock is held (no other run writes there)."""
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
@@ -92,7 +90,7 @@ def run_lock(out: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise TrainOutputError(
+            raise OutputRefused(
                 f"{out}: another defr train (pid {holder}) is writing this output; wait for it to end "
                 "or choose another --output"
             ) from None
@@ -109,7 +107,7 @@ def run_lock(out: Path) -> Iterator[None]:
 def check_fresh_output(out: Path, overwrite: bool) -> None:
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not overwrite:
-        raise TrainOutputError(
+        raise OutputRefused(
             f"{out}: holds a training run ({', '.join(held)}); continue it with --resume, replace it with "
             "--overwrite, or choose another --output"
         )
@@ -135,7 +133,7 @@ def make_state(
 
 def write_epoch(out: Path, model: DEFR, state: dict) -> None:
     """The train state, then the published checkpoint, then the metrics lines (the order ``resume_run``
-    relies on); TrainOutputError when the disk is full (the previous epoch's files stay intact)."""
+    relies on); OutputRefused when the disk is full (the previous epoch's files stay intact)."""
     out.mkdir(parents=True, exist_ok=True)
     try:
         # write_with keeps the OSError that torch.save would turn into its "unexpected pos" RuntimeError
@@ -145,7 +143,7 @@ def write_epoch(out: Path, model: DEFR, state: dict) -> None:
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise TrainOutputError(
+        raise OutputRefused(
             f"{out}: the disk is full ({e.strerror}) while writing epoch {state['epoch']}; the last finished "
             "epoch's files are intact: free space and continue with --resume"
         ) from None
@@ -167,16 +165,16 @@ def _publish(out: Path, model: DEFR, state: dict) -> None:
 
 def check_resumable(out: Path) -> None:
     if not (out / TRAIN_STATE).is_file():
-        raise ResumeError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
+        raise ConfigError(f"--resume: {out} has no {CHECKPOINT} and {TRAIN_STATE} to resume from (no epoch completed)")
 
 
 def _load_state(state_path: Path) -> dict:
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as e:  # a file torch cannot read, or pickled code that weights_only refuses
-        raise ResumeError(f"--resume: {state_path}: cannot read ({type(e).__name__}: {e})") from None
+        raise ConfigError(f"--resume: {state_path}: cannot read ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or not {"epoch", "model", "config", "optimizer"} <= set(state):
-        raise ResumeError(
+        raise ConfigError(
             f"--resume: {state_path} does not hold the model weights with the optimizer state "
             "(written by an older defr); start the run again"
         )
@@ -187,9 +185,9 @@ def _state_json(state: dict, key: str, state_path: Path) -> dict:
     try:
         value = parse_json(state[key], f"--resume: {state_path}: its {key!r} record")
     except (JsonInputError, TypeError) as e:
-        raise ResumeError(str(e) if isinstance(e, JsonInputError) else f"--resume: {state_path}: bad {key!r}") from None
+        raise ConfigError(str(e) if isinstance(e, JsonInputError) else f"--resume: {state_path}: bad {key!r}") from None
     if not isinstance(value, dict):
-        raise ResumeError(f"--resume: {state_path}: its {key!r} record is not a JSON object")
+        raise ConfigError(f"--resume: {state_path}: its {key!r} record is not a JSON object")
     return value
 
 
@@ -211,9 +209,9 @@ def _check_state(state: dict, state_path: Path, cfg: TrainConfig) -> DEFRConfig:
     (on the ``meta`` device, so a config claiming a huge model costs nothing)."""
     epoch = state["epoch"]
     if type(epoch) is not int or epoch < 0:
-        raise ResumeError(f"--resume: {state_path}: 'epoch' must be a whole number >= 0, got {epoch!r}")
+        raise ConfigError(f"--resume: {state_path}: 'epoch' must be a whole number >= 0, got {epoch!r}")
     if epoch > cfg.epochs:
-        raise ResumeError(
+        raise ConfigError(
             f"--resume: {state_path} has {epoch} epochs done, more than epochs={cfg.epochs}: ask for more epochs"
         )
     recorded = _state_settings(state, state_path)
@@ -224,37 +222,37 @@ def _check_state(state: dict, state_path: Path, cfg: TrainConfig) -> DEFRConfig:
         if k not in RESUMABLE and k in recorded and recorded[k] != now[k]
     ]
     if changed:
-        raise ResumeError(
+        raise ConfigError(
             f"--resume: settings differ from the run's ({'; '.join(changed)}); a resume may change only "
             f"{', '.join(RESUMABLE)}: start a new run (another --output) for other settings"
         )
     try:
         model_cfg = DEFRConfig.from_dict(_state_json(state, "config", state_path))
     except (DefrError, ValueError, TypeError, KeyError) as e:
-        raise ResumeError(f"--resume: {state_path}: its model config is not valid ({e})") from None
+        raise ConfigError(f"--resume: {state_path}: its model config is not valid ({e})") from None
     if not isinstance(state["model"], dict) or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
-        raise ResumeError(f"--resume: {state_path}: 'model' is not a dict of tensors")
+        raise ConfigError(f"--resume: {state_path}: 'model' is not a dict of tensors")
     with torch.device("meta"):
         skeleton = DEFR(model_cfg)
     problems = state_dict_problems(skeleton, state["model"])
     if problems:
-        raise ResumeError(f"--resume: {state_path}: the weights do not match the run's model: {problems}")
+        raise ConfigError(f"--resume: {state_path}: the weights do not match the run's model: {problems}")
     return model_cfg
 
 
 def load_optimizer_state(optimizer, scheduler, scaler, state: dict, state_path: Path) -> None:
-    """The optimizer, schedule and scaler of the state; ResumeError for another model's (other shapes)."""
+    """The optimizer, schedule and scaler of the state; ConfigError for another model's (other shapes)."""
     try:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
     except (ValueError, KeyError, TypeError, RuntimeError) as e:
-        raise ResumeError(f"--resume: {state_path}: optimizer state of another model ({e})") from None
+        raise ConfigError(f"--resume: {state_path}: optimizer state of another model ({e})") from None
     for group in optimizer.param_groups:
         for p in group["params"]:
             moments = [v for v in optimizer.state.get(p, {}).values() if isinstance(v, torch.Tensor) and v.dim()]
             if any(m.shape != p.shape for m in moments):
-                raise ResumeError(f"--resume: {state_path}: optimizer state of another model (moment shapes differ)")
+                raise ConfigError(f"--resume: {state_path}: optimizer state of another model (moment shapes differ)")
 
 
 def resume_run(out: Path, cfg: TrainConfig) -> tuple[DEFR, int, dict]:
@@ -268,7 +266,7 @@ def resume_run(out: Path, cfg: TrainConfig) -> tuple[DEFR, int, dict]:
     published = out / CHECKPOINT
     published_run = _published_run(published)
     if published_run is not None and state.get("run_id") is not None and published_run != state["run_id"]:
-        raise ResumeError(
+        raise ConfigError(
             f"--resume: {published.name} and {TRAIN_STATE} in {out} are of different runs (run ids "
             f"{published_run} and {state['run_id']}); nothing was changed: start a new run in another folder"
         )

@@ -18,7 +18,7 @@ from defr.video.detectors import (
     detections_from_ultralytics,
     make_detector,
 )
-from defr.video.errors import DetectorError, OutputError, VideoError
+from defr.video.errors import OutputError, VideoError
 from defr.video.events import EventConfig, EventDetector
 from defr.video.pipeline import HOIStream, StreamConfig
 from defr.video.records import Frame, FrameResult, Interaction, Skipped
@@ -30,7 +30,6 @@ from defr.video.tracking import ObjectTracker, TrackerConfig
 
 __all__ = [
     "DEFAULT_DETECTOR",
-    "DetectorError",
     "EventConfig",
     "EventDetector",
     "Frame",

@@ -35,7 +35,7 @@ from defr.detections import DEFAULT_LABEL_SPACE, Detections
 from defr.errors import ConfigError
 from defr.optional import import_ultralytics
 from defr.runtime.io import load_frame_detections
-from defr.video.errors import DetectorError
+from defr.video.errors import VideoError
 from defr.video.records import FrameImage, as_numpy, as_tensor
 
 DETECTOR_KINDS = ("torchvision", "ultralytics", "detections")
@@ -94,7 +94,7 @@ def build_torchvision_detector(
 ) -> TorchvisionDetector:
     """torchvision detection model ``name`` with COCO weights from ``weights`` or torch's local cache.
 
-    Nothing is downloaded: without a weights file, ``DetectorError`` says where to put one.
+    Nothing is downloaded: without a weights file, ``VideoError`` says where to put one.
     ``model_kw`` go to the model builder (e.g. ``min_size``, ``box_score_thresh``).
     """
     import torchvision
@@ -106,7 +106,7 @@ def build_torchvision_detector(
     if weights is None:
         cached, url = torchvision_weights_file(name)
         if not cached.is_file():
-            raise DetectorError(
+            raise VideoError(
                 f"torchvision:{name} needs its COCO weights and none are in the local cache ({cached}); "
                 f"download {url} and pass --detector-weights PATH (or put the file at {cached})"
             )
@@ -117,7 +117,7 @@ def build_torchvision_detector(
         model.load_state_dict(state)
     except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DetectorError(f"{weights}: not weights of torchvision:{name} ({first})") from None
+        raise VideoError(f"{weights}: not weights of torchvision:{name} ({first})") from None
     return TorchvisionDetector(model, device=device, min_score=min_score)
 
 
@@ -164,7 +164,7 @@ class SupervisionDetector:
 def detections_from_supervision(detections, label_space: str = "coco80", name: str = "frame") -> Detections:
     """``supervision.Detections`` → HICO detections; no ``confidence`` means 1, no ``class_id`` is an error."""
     if detections.class_id is None:
-        raise DetectorError("supervision Detections without class_id: the HOI model needs object classes")
+        raise VideoError("supervision Detections without class_id: the HOI model needs object classes")
     n = len(detections)
     scores = np.ones(n, dtype=np.float32) if detections.confidence is None else detections.confidence
     return Detections.from_label_space(detections.xyxy, detections.class_id, scores, label_space, name=name)
@@ -187,7 +187,7 @@ class PrecomputedDetector:
         for i in indices:
             if i not in self.by_frame:
                 covered = f"frames {min(self.by_frame)}..{max(self.by_frame)}" if self.by_frame else "no frame"
-                raise DetectorError(
+                raise VideoError(
                     f"{self.name}: no detections for frame {i} (the file covers {covered}); "
                     "write an entry with empty lists for frames without detections"
                 )

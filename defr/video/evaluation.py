@@ -45,7 +45,8 @@ from defr.data.hicodet import HICODetAnnotations
 from defr.detections import box_iou_inclusive
 from defr.errors import ConfigError
 from defr.eval.hicodet import evaluate_hicodet
-from defr.video.event_files import EVENT_KEYS, EventsFileError
+from defr.video.errors import VideoError
+from defr.video.event_files import EVENT_KEYS
 from defr.video.events import EventConfig, EventDetector
 from defr.video.scoring import evaluate_events, greedy_matches, index_by, pair_key, temporal_iou
 from defr.video.smoothing import ScoreSmoother, SmoothingConfig
@@ -55,7 +56,7 @@ EVENT_GRID = tuple(
     (on, share, m) for on in (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5) for share in (0.5, 0.75) for m in (1, 5)
 )
 FALSE_EVENT_CAUSES = ("no_track", "other_pair", "other_class", "off_in_time")
-__all__ = ["EVENT_KEYS", "EventsFileError"]  # re-exported: the records and their reader live in event_files
+__all__ = ["EVENT_KEYS", "VideoError"]  # re-exported: the records and their reader live in event_files
 
 
 def track_identity(frames: Sequence[Mapping], truth: Sequence[Mapping], min_iou: float = 0.5) -> dict:
@@ -209,11 +210,11 @@ def false_events_line(causes: Mapping[str, int]) -> str:
 
 
 def class_index(class_names: Sequence[str], events: Sequence[Mapping]) -> list[int]:
-    """Each event's class in the model's ``class_names`` ("verb object"); EventsFileError for a class it lacks."""
+    """Each event's class in the model's ``class_names`` ("verb object"); VideoError for a class it lacks."""
     index = {name: i for i, name in enumerate(class_names)}
     missing = sorted({f"{e['verb']} {e['object']}" for e in events} - set(index))
     if missing:
-        raise EventsFileError(f"true event class(es) {missing[:5]} are not classes of the model")
+        raise VideoError(f"true event class(es) {missing[:5]} are not classes of the model")
     return [index[f"{e['verb']} {e['object']}"] for e in events]
 
 

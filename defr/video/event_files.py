@@ -27,16 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from defr.detections import DetectionError, check_boxes, finite_numbers, whole_numbers
-from defr.errors import DefrError
 from defr.jsonio import JsonInputError, read_jsonl
+from defr.video.errors import VideoError
 
 # The largest frame number a file may give: 10^7 frames is 4.6 days at 25 fps. Bounds the work of
 # anything that walks a span (and refuses a typo like 10^12 before it costs anything).
 MAX_FRAME = 10_000_000
-
-
-class EventsFileError(DefrError, ValueError):
-    """An events, frames or ground-truth file that cannot be evaluated; the message names the file and line."""
 
 
 class _Record(Mapping):
@@ -103,46 +99,46 @@ class TruthLine(_Record):
 def _frame(row: Mapping, key: str, where: str) -> int:
     value = row[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-        raise EventsFileError(f"{where}: '{key}' must be a whole number, got {value!r}")
+        raise VideoError(f"{where}: '{key}' must be a whole number, got {value!r}")
     if not 0 <= value <= MAX_FRAME:
-        raise EventsFileError(f"{where}: '{key}' must be in 0..{MAX_FRAME}, got {value!r}")
+        raise VideoError(f"{where}: '{key}' must be in 0..{MAX_FRAME}, got {value!r}")
     return int(value)
 
 
 def _int(row: Mapping, key: str, where: str, low: int) -> int:
     value = row[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise EventsFileError(f"{where}: '{key}' must be an integer >= {low}, got {value!r}")
+        raise VideoError(f"{where}: '{key}' must be an integer >= {low}, got {value!r}")
     return value
 
 
 def _text(row: Mapping, key: str, where: str) -> str:
     value = row[key]
     if not isinstance(value, str) or not value:
-        raise EventsFileError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
+        raise VideoError(f"{where}: '{key}' must be a non-empty string, got {value!r}")
     return value
 
 
 def _missing(row: Mapping, keys: tuple[str, ...], where: str) -> None:
     missing = [k for k in keys if k not in row]
     if missing:
-        raise EventsFileError(f"{where}: missing key(s) {missing}")
+        raise VideoError(f"{where}: missing key(s) {missing}")
 
 
 EVENT_KEYS = ("human_id", "object_id", "hoi", "verb", "object", "start_frame", "end_frame")
 
 
 def event_from_dict(row: Mapping, where: str, predicted: bool) -> Event:
-    """An ``Event`` from one JSON object (``predicted``: ``peak_score`` required); EventsFileError naming ``where``."""
+    """An ``Event`` from one JSON object (``predicted``: ``peak_score`` required); VideoError naming ``where``."""
     _missing(row, EVENT_KEYS + (("peak_score",) if predicted else ()), where)
     start, end = _frame(row, "start_frame", where), _frame(row, "end_frame", where)
     if start > end:
-        raise EventsFileError(f"{where}: 'start_frame' {start} is after 'end_frame' {end}")
+        raise VideoError(f"{where}: 'start_frame' {start} is after 'end_frame' {end}")
     peak = None
     if predicted:
         peak = row["peak_score"]
         if isinstance(peak, bool) or not isinstance(peak, (int, float)) or not math.isfinite(peak):
-            raise EventsFileError(f"{where}: 'peak_score' must be a finite number, got {peak!r}")
+            raise VideoError(f"{where}: 'peak_score' must be a finite number, got {peak!r}")
         peak = float(peak)
     return Event(
         _int(row, "human_id", where, 0), _int(row, "object_id", where, 0), _int(row, "hoi", where, 0),
@@ -157,11 +153,11 @@ def _boxes(value, where: str, key: str) -> tuple[tuple[float, ...], ...]:
 def _same_length(where: str, lists: dict[str, tuple]) -> None:
     lengths = {k: len(v) for k, v in lists.items()}
     if len(set(lengths.values())) > 1:
-        raise EventsFileError(f"{where}: lists of different lengths: {lengths}")
+        raise VideoError(f"{where}: lists of different lengths: {lengths}")
 
 
 def frame_line_from_dict(row: Mapping, where: str) -> FrameLine:
-    """A ``FrameLine`` from one JSON object; EventsFileError naming ``where`` and the field."""
+    """A ``FrameLine`` from one JSON object; VideoError naming ``where`` and the field."""
     _missing(row, ("frame", "boxes_h", "boxes_o", "hoi", "scores", "human_id", "object_id"), where)
     try:
         lists = {
@@ -174,14 +170,14 @@ def frame_line_from_dict(row: Mapping, where: str) -> FrameLine:
         }
         time_s = float(finite_numbers([row.get("time_s", 0.0)], where, "time_s")[0])
     except DetectionError as e:
-        raise EventsFileError(str(e)) from None
+        raise VideoError(str(e)) from None
     _same_length(where, lists)
     size = {k: _int(row, k, where, 0) for k in ("width", "height") if k in row}
     return FrameLine(frame=_frame(row, "frame", where), time_s=time_s, **size, **lists)
 
 
 def truth_line_from_dict(row: Mapping, where: str) -> TruthLine:
-    """A ``TruthLine`` from one JSON object; EventsFileError naming ``where`` and the field."""
+    """A ``TruthLine`` from one JSON object; VideoError naming ``where`` and the field."""
     _missing(row, ("frame", "boxes", "labels", "ids"), where)
     try:
         lists = {
@@ -190,10 +186,10 @@ def truth_line_from_dict(row: Mapping, where: str) -> TruthLine:
             "ids": tuple(whole_numbers(row["ids"], where, "ids", low=0).tolist()),
         }
     except DetectionError as e:
-        raise EventsFileError(str(e)) from None
+        raise VideoError(str(e)) from None
     _same_length(where, lists)
     if len(set(lists["ids"])) != len(lists["ids"]):
-        raise EventsFileError(f"{where}: 'ids' gives an id twice: {list(lists['ids'])}")
+        raise VideoError(f"{where}: 'ids' gives an id twice: {list(lists['ids'])}")
     return TruthLine(frame=_frame(row, "frame", where), **lists)
 
 
@@ -201,14 +197,14 @@ def _read(path: str | os.PathLike, parse) -> list:
     try:
         return [parse(row, where) for where, row in read_jsonl(path)]
     except JsonInputError as e:
-        raise EventsFileError(str(e)) from None
+        raise VideoError(str(e)) from None
 
 
 def _unique_frames(lines: list, path: str | os.PathLike) -> list:
     seen: set[int] = set()
     for n, line in enumerate(lines):
         if line.frame in seen:
-            raise EventsFileError(f"{path}: frame {line.frame} has a second line (entry {n + 1})")
+            raise VideoError(f"{path}: frame {line.frame} has a second line (entry {n + 1})")
         seen.add(line.frame)
     return lines
 

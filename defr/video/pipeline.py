@@ -18,7 +18,7 @@ latency log forget what they no longer need.
 
 Frames that cannot be used (undecodable, detector output with NaN, a frame the HOI stage rejects)
 come out as ``FrameResult``s with ``skipped`` set and are counted in ``HOIStream.skips``. What cannot go
-on raises (``VideoError`` for the source, ``DetectorError`` for a detections file, or the error as it
+on raises (``VideoError`` for the source, ``VideoError`` for a detections file, or the error as it
 is) once the frames before it are out: the worker threads are stopped and the error reaches the
 caller. A stream with no decodable frame raises ``VideoError`` at its end.
 """

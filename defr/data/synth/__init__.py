@@ -15,11 +15,11 @@ anno_train/test), ``images/{train,test}2015/*.jpg``, ``instances_{train,test}201
 One module per idea: ``shapes`` (drawing primitives), ``figure`` (the human), ``objects`` (the
 object catalogue), ``scenes`` (one pair per verb), ``images`` (still images), ``dataset`` (the data
 set writer and class frequencies), ``video`` (moving scenes, their boxes and interaction spans),
-``classes`` (the class list and ``SynthError``), ``settings`` (``default`` and ``crowded`` scenes),
+``classes`` (the class list and ``ConfigError``), ``settings`` (``default`` and ``crowded`` scenes),
 ``stats`` (scene statistics: pairs, people, box sizes, spacing).
 """
 
-from defr.data.synth.classes import CLASSES, SynthError
+from defr.data.synth.classes import CLASSES
 from defr.data.synth.dataset import (
     TEST_TAIL,
     TRAIN_TAIL,
@@ -35,7 +35,6 @@ __all__ = [
     "TEST_TAIL",
     "TRAIN_TAIL",
     "Annotation",
-    "SynthError",
     "SyntheticVideo",
     "VideoScript",
     "assign_classes",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from defr.errors import DefrError
-
 # (verb, object) in decreasing train frequency: the body follows a power law, the last len(TRAIN_TAIL) are pinned.
 CLASSES = (
     ("ride", "bicycle"),
@@ -35,7 +33,3 @@ CLASSES = (
     ("ride", "motorcycle"),
     ("drag", "suitcase"),
 )
-
-
-class SynthError(DefrError, ValueError):
-    """Invalid arguments or output folder for the synthetic data generator."""

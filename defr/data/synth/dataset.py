@@ -20,10 +20,11 @@ import scipy.io
 from tqdm import tqdm
 
 from defr import vocab
-from defr.data.synth.classes import CLASSES, SynthError
+from defr.data.synth.classes import CLASSES
 from defr.data.synth.images import Annotation, draw_image
 from defr.data.synth.pretraining import check_evaluation_seed
 from defr.data.synth.settings import SETTINGS, SceneSetting, scene_setting
+from defr.errors import ConfigError
 from defr.files import atomic_path, clean_stale_staging, replace_dir, staging_dir, write_json
 
 TRAIN_TAIL = (9, 7, 5, 3, 2, 1, 1, 1)  # train images of the rarest classes at full size
@@ -99,13 +100,13 @@ def generate_synthetic(
 
     Deterministic for a seed. ``out`` must be missing, empty or a previous synthetic set unless
     ``overwrite`` (module docstring: only the set's own entries are ever replaced). Raises
-    SynthError for a folder it may not write, before anything is written.
+    ConfigError for a folder it may not write, before anything is written.
     """
     check_evaluation_seed(seed)
     if images < 8:
-        raise SynthError(f"images must be >= 8, got {images}")
+        raise ConfigError(f"images must be >= 8, got {images}")
     if size < 32:
-        raise SynthError(f"size must be >= 32 pixels, got {size}")
+        raise ConfigError(f"size must be >= 32 pixels, got {size}")
     scenes = scene_setting(setting)
     out = Path(out)
     whole = _check_output(out, overwrite)
@@ -127,16 +128,16 @@ def generate_synthetic(
 
 def _check_output(out: Path, overwrite: bool) -> bool:
     """Whether ``out`` can be replaced as a whole (missing, empty, or a synthetic set and nothing
-    else); SynthError for a folder synth may not write."""
+    else); ConfigError for a folder synth may not write."""
     if out.exists() and not out.is_dir():
-        raise SynthError(f"{out}: exists and is not a folder")
+        raise ConfigError(f"{out}: exists and is not a folder")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     foreign = [name for name in held if name not in (*SET_ENTRIES, MARKER)]
     if not held or (is_synthetic_set(out) and not foreign):
         return True
     if not is_synthetic_set(out) and not overwrite:
         shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-        raise SynthError(
+        raise ConfigError(
             f"{out}: not empty ({shown}) and not a defr synth output; choose another folder, or --overwrite "
             f"to replace only {', '.join(SET_ENTRIES)} there and keep everything else"
         )

@@ -25,9 +25,10 @@ import numpy as np
 from PIL import Image
 
 from defr import vocab
-from defr.data.synth.classes import CLASSES, SynthError
+from defr.data.synth.classes import CLASSES
 from defr.data.synth.images import Annotation, draw_image
 from defr.data.synth.settings import SETTINGS
+from defr.errors import ConfigError
 
 PRETRAIN_SEED_START = 1_000_000_000
 ZERO_SHOT_SEED_START = 1_500_000_000
@@ -68,7 +69,7 @@ class CaptionedImage:
 def check_evaluation_seed(seed: int) -> None:
     """Refuse a seed reserved for pretraining in a data set or video that a model is trained or scored on."""
     if seed >= PRETRAIN_SEED_START:
-        raise SynthError(
+        raise ConfigError(
             f"seed {seed} is reserved for pretraining (seeds >= {PRETRAIN_SEED_START}): data sets and videos use "
             "smaller seeds, so that no pretraining image is ever trained or scored on"
         )
@@ -76,7 +77,7 @@ def check_evaluation_seed(seed: int) -> None:
 
 def check_pretraining_seed(seed: int) -> None:
     if not PRETRAIN_SEED_START <= seed < SEED_END:
-        raise SynthError(f"pretraining seeds are in [{PRETRAIN_SEED_START}, {SEED_END}), got {seed}")
+        raise ConfigError(f"pretraining seeds are in [{PRETRAIN_SEED_START}, {SEED_END}), got {seed}")
 
 
 def draw_pretraining_batch(seed: int, batch_size: int, size: int) -> list[CaptionedImage]:
@@ -87,7 +88,7 @@ def draw_pretraining_batch(seed: int, batch_size: int, size: int) -> list[Captio
     """
     check_pretraining_seed(seed)
     if batch_size < 2 or batch_size % 2:
-        raise SynthError(f"batch_size must be an even number >= 2, got {batch_size}")
+        raise ConfigError(f"batch_size must be an even number >= 2, got {batch_size}")
     rng = np.random.default_rng(seed)
     anchors = [_scene(rng) for _ in range(batch_size // 2)]
     siblings = []

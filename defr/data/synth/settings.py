@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from defr.data.synth.classes import SynthError
+from defr.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,9 @@ class SceneSetting:
 
     def __post_init__(self) -> None:
         if abs(sum(self.pairs_per_image) - 1.0) > 1e-9 or min(self.pairs_per_image) < 0:
-            raise SynthError(f"pairs_per_image must be probabilities summing to 1, got {self.pairs_per_image}")
+            raise ConfigError(f"pairs_per_image must be probabilities summing to 1, got {self.pairs_per_image}")
         if self.layout not in ("cells", "row"):
-            raise SynthError(f"layout must be 'cells' or 'row', got {self.layout!r}")
+            raise ConfigError(f"layout must be 'cells' or 'row', got {self.layout!r}")
 
 
 SETTINGS = {
@@ -40,7 +40,7 @@ SETTINGS = {
 
 
 def scene_setting(name: str) -> SceneSetting:
-    """The setting called ``name`` (``SETTINGS``); SynthError naming the choices otherwise."""
+    """The setting called ``name`` (``SETTINGS``); ConfigError naming the choices otherwise."""
     if name not in SETTINGS:
-        raise SynthError(f"unknown synthetic setting {name!r}; choose one of {', '.join(SETTINGS)}")
+        raise ConfigError(f"unknown synthetic setting {name!r}; choose one of {', '.join(SETTINGS)}")
     return SETTINGS[name]

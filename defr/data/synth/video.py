@@ -38,13 +38,14 @@ import numpy as np
 from PIL import Image
 
 from defr import vocab
-from defr.data.synth.classes import CLASSES, SynthError
+from defr.data.synth.classes import CLASSES
 from defr.data.synth.dataset import TRAIN_TAIL
 from defr.data.synth.figure import random_look
 from defr.data.synth.images import background, drawn_box, placement, row_cells
 from defr.data.synth.pretraining import check_evaluation_seed
 from defr.data.synth.scenes import SCENES
 from defr.data.synth.shapes import render
+from defr.errors import ConfigError
 from defr.files import OutputSet
 from defr.optional import import_av
 
@@ -95,7 +96,7 @@ def make_script(rng: np.random.Generator, frames: int, fps: float, width: int, s
     """Actors for each lane: spans of 2-5 s (at least 8 frames), 1-2 s gaps (longer than the tracker keeps a lost
     track, so a newcomer is a new track), classes of the learnable body."""
     if setting not in LAYOUT:
-        raise SynthError(f"unknown video setting {setting!r}; choose one of {', '.join(LAYOUT)}")
+        raise ConfigError(f"unknown video setting {setting!r}; choose one of {', '.join(LAYOUT)}")
     height = 2 * round(width * 3 / 8)
     actors, next_id = [], 1
     classes = len(CLASSES) - len(TRAIN_TAIL)  # the rarest classes are barely learned by small models
@@ -235,18 +236,18 @@ def generate_synthetic_video(
 
     The three files are one set (``defr.files.OutputSet``): staged, then swapped in together. The
     detections and events files are named by us: one that exists and was not written by defr is
-    refused (``OutputRefused``) unless ``overwrite``. Raises ``SynthError`` for bad arguments and
+    refused (``OutputRefused``) unless ``overwrite``. Raises ``ConfigError`` for bad arguments and
     when PyAV is missing.
     """
     if frames < 10:
-        raise SynthError(f"frames must be >= 10, got {frames}")
+        raise ConfigError(f"frames must be >= 10, got {frames}")
     if not fps > 0:
-        raise SynthError(f"fps must be > 0, got {fps}")
+        raise ConfigError(f"fps must be > 0, got {fps}")
     if width < 64:
-        raise SynthError(f"width must be >= 64 pixels, got {width}")
+        raise ConfigError(f"width must be >= 64 pixels, got {width}")
     out = Path(out)
     if out.suffix.lower() != ".mp4":
-        raise SynthError(f"{out}: the synthetic video is written as .mp4")
+        raise ConfigError(f"{out}: the synthetic video is written as .mp4")
     av = import_av("writing the synthetic video")
     check_evaluation_seed(seed)
     script = make_script(np.random.default_rng(seed), frames, fps, width, setting)
