@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from defr.errors import ConfigError
+from defr.errors import ConfigError, DefrError
 
 _INT_LIMIT = 2**63
 
@@ -124,10 +124,21 @@ def parse_json(text: str | bytes, where: str) -> Any:
     return value
 
 
-def read_json(path: str | os.PathLike, max_bytes: int | None = None) -> Any:
+def read_json(path: str | os.PathLike, max_bytes: int | None = None, error: type[DefrError] | None = None) -> Any:
     """Read and parse the JSON file ``path`` (refusals as ``parse_json``); ``max_bytes`` refuses larger files
-    before reading them. OSError for a file that cannot be read."""
-    path = Path(path)
+    before reading them. OSError for a file that cannot be read. ``error``: the reader's own class instead, for
+    both (``<path>: cannot read (<why>)``), so every reader names a file the same way."""
+    if error is None:
+        return _read_json(Path(path), max_bytes)
+    try:
+        return _read_json(Path(path), max_bytes)
+    except JsonInputError as e:
+        raise error(str(e)) from None
+    except OSError as e:
+        raise error(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def _read_json(path: Path, max_bytes: int | None) -> Any:
     if max_bytes is not None and path.stat().st_size > max_bytes:
         raise JsonInputError(f"{path}: {path.stat().st_size} bytes, more than the {max_bytes} allowed")
     return parse_json(path.read_bytes(), str(path))

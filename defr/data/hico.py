@@ -19,11 +19,14 @@ from PIL import Image
 from defr import vocab
 from defr.errors import ConfigError, DefrError
 from defr.images import ImageInputError, decode_image
-from defr.jsonio import JsonInputError, read_json
+from defr.jsonio import read_json
 
 ANNO = "anno.mat"
 FEW_SHOT_FILE = "few_shot_classes.json"
 SPLITS = ("train", "val", "test")
+
+
+Transform = Callable[[Image.Image], torch.Tensor]  # a PIL image → the model's [3, S, S] input
 
 
 class DatasetError(DefrError, ValueError):
@@ -45,7 +48,7 @@ class HOIDataset(torch.utils.data.Dataset):
         class_names: list[str],
         class_objects: list[int],
         few_shot: dict[int, list[int]],
-        transform: Callable[[Image.Image], torch.Tensor],
+        transform: Transform,
     ) -> None:
         labels = np.asarray(labels, dtype=np.float32)
         if labels.shape != (len(image_paths), len(class_names)):
@@ -91,11 +94,7 @@ def load_image(path: Path) -> Image.Image:
 
 
 def load_hico(
-    root: str | Path,
-    split: str,
-    transform: Callable[[Image.Image], torch.Tensor],
-    val_fraction: float = 0.1,
-    seed: int = 0,
+    root: str | Path, split: str, transform: Transform, val_fraction: float = 0.1, seed: int = 0
 ) -> HOIDataset:
     """The ``split`` of a HICO-layout dataset at ``root`` ("train"/"val": seeded split of the official train list)."""
     root = Path(root)
@@ -234,10 +233,7 @@ def count_few_shot(train_positives: np.ndarray) -> dict[int, list[int]]:
 
 
 def _read_few_shot(path: Path, num_classes: int) -> dict[int, list[int]]:
-    try:
-        raw = read_json(path)
-    except JsonInputError as e:
-        raise DatasetError(str(e)) from None
+    raw = read_json(path, error=DatasetError)
     few = {}
     for k in vocab.FEW_SHOT_SIZES:
         ids = raw.get(f"few_{k}") if isinstance(raw, dict) else None

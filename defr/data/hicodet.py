@@ -21,7 +21,7 @@ import scipy.io
 from defr import vocab
 from defr.data.hico import DatasetError
 from defr.detections import DetectionError, check_boxes
-from defr.jsonio import JsonInputError, read_json
+from defr.jsonio import read_json
 
 RARE_BELOW = 10  # classes with fewer training instances are "rare"
 
@@ -74,12 +74,7 @@ def load_annotations(path: str | os.PathLike) -> HICODetAnnotations:
 
 
 def _read_json_annotations(path: Path) -> HICODetAnnotations:
-    try:
-        data = read_json(path)
-    except JsonInputError as e:
-        raise DatasetError(str(e)) from None
-    except OSError as e:
-        raise DatasetError(f"{path}: cannot read ({e.strerror or e})") from None
+    data = read_json(path, error=DatasetError)
     required = ("annotation", "filenames", "size", "correspondence", "rare", "non_rare")
     missing = [k for k in required if not isinstance(data, dict) or k not in data]
     if missing:

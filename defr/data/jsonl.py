@@ -8,16 +8,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-from PIL import Image
 
 from defr.data.hico import (
     DatasetError,
     HOIDataset,
+    Transform,
     check_images_exist,
     class_objects,
     few_shot_classes,
@@ -28,11 +26,7 @@ from defr.jsonio import read_jsonl as read_json_lines
 
 
 def load_jsonl(
-    root: str | Path,
-    split: str,
-    transform: Callable[[Image.Image], torch.Tensor],
-    val_fraction: float = 0.1,
-    seed: int = 0,
+    root: str | Path, split: str, transform: Transform, val_fraction: float = 0.1, seed: int = 0
 ) -> HOIDataset:
     """The ``split`` of a JSONL dataset at ``root`` ("train"/"val": seeded split of ``train.jsonl``)."""
     root = Path(root)
@@ -52,10 +46,7 @@ def load_jsonl(
 def read_classes(path: Path) -> list[str]:
     if not path.is_file():
         raise DatasetError(f"{path}: no such file (expected a JSON list of class names)")
-    try:
-        names = read_json(path)
-    except JsonInputError as e:
-        raise DatasetError(str(e)) from None
+    names = read_json(path, error=DatasetError)
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise DatasetError(f'{path}: expected a non-empty JSON list of class names such as "ride bicycle"')
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -33,7 +33,7 @@ from defr.data.hicodet import HICODetAnnotations, box_array
 from defr.detections import box_iou_inclusive
 from defr.errors import ConfigError, DefrError
 from defr.eval.ap import mean_ap, precision_recall, voc_ap_11
-from defr.jsonio import JsonInputError, read_json
+from defr.jsonio import read_json
 from defr.runtime.detector import ImageResult
 from defr.typecheck import json_numbers
 
@@ -79,12 +79,7 @@ def load_results(
     (``{}``, or only empty entries) unless ``allow_empty`` (its mAP is 0).
     """
     path = Path(path)
-    try:
-        results = read_json(path)
-    except JsonInputError as e:
-        raise ResultsError(str(e)) from None
-    except OSError as e:
-        raise ResultsError(f"{path}: cannot read ({e.strerror or e})") from None
+    results = read_json(path, error=ResultsError)
     try:
         detections, _ = flatten_results(results, annotations)
     except ResultsError as e:

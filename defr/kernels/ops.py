@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from torch import Tensor
 
 from defr.errors import ConfigError
 from defr.kernels.reference import pair_attention_grouped
@@ -31,7 +32,7 @@ def triton_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _run_triton(q_cls, k, v, boxes_h, boxes_o, pair_index, op: PairOp) -> torch.Tensor:
+def _run_triton(q_cls, k, v, boxes_h, boxes_o, pair_index, op: PairOp) -> Tensor:
     import_triton("backend='triton' (or use backend='reference')")
     # Imported here: triton is optional, and the kernel module imports it at the top.
     from defr.kernels.triton_pair_attention import triton_pair_attention
@@ -39,7 +40,7 @@ def _run_triton(q_cls, k, v, boxes_h, boxes_o, pair_index, op: PairOp) -> torch.
     return triton_pair_attention(q_cls, k, v, boxes_h, boxes_o, pair_index, op)
 
 
-def _run_grouped(q_cls, k, v, boxes_h, boxes_o, pair_index, op: PairOp) -> torch.Tensor:
+def _run_grouped(q_cls, k, v, boxes_h, boxes_o, pair_index, op: PairOp) -> Tensor:
     if pair_index.device.type == "cpu":
         check_pair_index_values(pair_index, q_cls.shape[0])
     return pair_attention_grouped(q_cls, k, v, boxes_h, boxes_o, pair_index, op)
@@ -48,17 +49,17 @@ def _run_grouped(q_cls, k, v, boxes_h, boxes_o, pair_index, op: PairOp) -> torch
 # The custom op takes the ``PairOp`` as its scalars (a torch.library op has no dataclass arguments).
 @torch.library.custom_op("defr::pair_masked_attention", mutates_args=())
 def pair_masked_attention_op(
-    q_cls: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    boxes_h: torch.Tensor,
-    boxes_o: torch.Tensor,
-    pair_index: torch.Tensor,
+    q_cls: Tensor,
+    k: Tensor,
+    v: Tensor,
+    boxes_h: Tensor,
+    boxes_o: Tensor,
+    pair_index: Tensor,
     heads: int,
     grid_size: int,
     image_size: int,
     mask_mode: str,
-) -> torch.Tensor:
+) -> Tensor:
     """``defr::pair_masked_attention``; the default kernel (CPU and others): the grouped path."""
     args = (q_cls, k, v, boxes_h, boxes_o, pair_index, PairOp(heads, grid_size, image_size, mask_mode))
     check_inputs(*args)
@@ -79,16 +80,16 @@ def _fake(q_cls, k, v, boxes_h, boxes_o, pair_index, heads, grid_size, image_siz
 
 
 def pair_masked_attention(
-    q_cls: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    boxes_h: torch.Tensor,
-    boxes_o: torch.Tensor,
-    pair_index: torch.Tensor,
+    q_cls: Tensor,
+    k: Tensor,
+    v: Tensor,
+    boxes_h: Tensor,
+    boxes_o: Tensor,
+    pair_index: Tensor,
     op: PairOp,
     *,
     backend: str = "auto",
-) -> torch.Tensor:
+) -> Tensor:
     """Each pair's CLS attention over its image in the last ViT block, heads concatenated.
 
     ``out[p, h] = softmax(q_cls[b, h] · k[b, :, h]ᵀ / √dh + bias_p) · v[b, :, h]``, b = pair_index[p]

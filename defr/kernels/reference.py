@@ -15,19 +15,14 @@ Both compute in float32 and return the input dtype. Inputs are assumed valid
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from defr.kernels.spec import PairOp, pair_bias, pair_masks
 
 
 def pair_attention_reference(
-    q_cls: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    boxes_h: torch.Tensor,
-    boxes_o: torch.Tensor,
-    pair_index: torch.Tensor,
-    op: PairOp,
-) -> torch.Tensor:
+    q_cls: Tensor, k: Tensor, v: Tensor, boxes_h: Tensor, boxes_o: Tensor, pair_index: Tensor, op: PairOp
+) -> Tensor:
     """q_cls: [B, D]; k, v: [B, L, D], L = 1 + G²; boxes_h, boxes_o: [P, 4] float32 pixels of the
     S×S input; pair_index: [P] int64; op: the attributes → [P, D] in q_cls's dtype (heads concatenated)."""
     p, (_, seq, d), heads = pair_index.shape[0], k.shape, op.heads
@@ -42,14 +37,8 @@ def pair_attention_reference(
 
 
 def pair_attention_grouped(
-    q_cls: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    boxes_h: torch.Tensor,
-    boxes_o: torch.Tensor,
-    pair_index: torch.Tensor,
-    op: PairOp,
-) -> torch.Tensor:
+    q_cls: Tensor, k: Tensor, v: Tensor, boxes_h: Tensor, boxes_o: Tensor, pair_index: Tensor, op: PairOp
+) -> Tensor:
     """Same contract as ``pair_attention_reference``, O(B·L·D + P·L·D) work (module docstring).
 
     The pairs are put in image order first (only their boxes and indices move: the [P, H, L]

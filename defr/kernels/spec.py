@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from defr.choices import DEFAULT_MASK_MODE, MaskMode, check_mask_mode
 from defr.errors import ConfigError
@@ -71,7 +72,7 @@ class PairOp:
         return self.heads, self.grid_size, self.image_size, self.mask_mode
 
 
-def box_patch_ranges(boxes: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+def box_patch_ranges(boxes: Tensor, image_size: int, patch_size: int) -> Tensor:
     """boxes: [P, 4] float (x1, y1, x2, y2), pixels of the S×S input → [P, 4] long (c0, r0, c1, r1).
 
     ``c0 = floor(x1·G/S)``, ``c1 = ceil(x2·G/S)`` (rows alike), clamped to [0, G]; the box covers
@@ -85,7 +86,7 @@ def box_patch_ranges(boxes: torch.Tensor, image_size: int, patch_size: int) -> t
     return torch.cat([lo, hi], dim=1).clamp(0, grid).long()
 
 
-def box_masks(boxes: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+def box_masks(boxes: Tensor, image_size: int, patch_size: int) -> Tensor:
     """boxes: [P, 4] pixels of the S×S input → [P, G*G] bool, patches (row-major) inside each box."""
     grid = image_size // patch_size
     c0, r0, c1, r1 = box_patch_ranges(boxes, image_size, patch_size).unbind(1)
@@ -95,12 +96,12 @@ def box_masks(boxes: torch.Tensor, image_size: int, patch_size: int) -> torch.Te
     return (rows[:, :, None] & cols[:, None, :]).flatten(1)
 
 
-def pair_masks(boxes_h: torch.Tensor, boxes_o: torch.Tensor, image_size: int, patch_size: int) -> torch.Tensor:
+def pair_masks(boxes_h: Tensor, boxes_o: Tensor, image_size: int, patch_size: int) -> Tensor:
     """boxes_h, boxes_o: [P, 4] pixels of the S×S input → [P, G*G] bool, patches the pair's CLS may see."""
     return box_masks(boxes_h, image_size, patch_size) | box_masks(boxes_o, image_size, patch_size)
 
 
-def cls_attention_bias(visible: torch.Tensor, mask_mode: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def cls_attention_bias(visible: Tensor, mask_mode: str, dtype: torch.dtype = torch.float32) -> Tensor:
     """visible: [P, N] bool patches inside the pair's boxes → [P, 1 + N] additive bias of the CLS
     row's scores (column 0: the CLS key, always 0), for ``mask_mode`` (module docstring)."""
     outside = -float("inf") if check_mask_mode(mask_mode) == "hard" else 1.0
@@ -108,19 +109,13 @@ def cls_attention_bias(visible: torch.Tensor, mask_mode: str, dtype: torch.dtype
     return torch.cat([bias.new_zeros(bias.shape[0], 1), bias], dim=1)
 
 
-def pair_bias(boxes_h: torch.Tensor, boxes_o: torch.Tensor, op: PairOp) -> torch.Tensor:
+def pair_bias(boxes_h: Tensor, boxes_o: Tensor, op: PairOp) -> Tensor:
     """boxes_h, boxes_o: [P, 4] float32, pixels of the S×S input → [P, 1 + G²] float32 bias."""
     return cls_attention_bias(pair_masks(boxes_h, boxes_o, op.image_size, op.patch_size), op.mask_mode)
 
 
 def check_inputs(
-    q_cls: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    boxes_h: torch.Tensor,
-    boxes_o: torch.Tensor,
-    pair_index: torch.Tensor,
-    op: PairOp,
+    q_cls: Tensor, k: Tensor, v: Tensor, boxes_h: Tensor, boxes_o: Tensor, pair_index: Tensor, op: PairOp
 ) -> None:
     """Shapes, dtypes and devices of the op's tensor arguments (``op`` is valid by construction);
     ``ConfigError`` naming the argument.
@@ -158,7 +153,7 @@ def check_inputs(
         raise ConfigError(f"all inputs must be on one device, not {sorted(str(x) for x in devices)}")
 
 
-def check_pair_index_values(pair_index: torch.Tensor, batch: int) -> None:
+def check_pair_index_values(pair_index: Tensor, batch: int) -> None:
     """``ConfigError`` unless every ``pair_index`` lies in [0, B). Reads values: CPU tensors only,
     since on a GPU the check would stall the stream."""
     if pair_index.numel() and (int(pair_index.min()) < 0 or int(pair_index.max()) >= batch):

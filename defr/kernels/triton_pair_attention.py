@@ -39,9 +39,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 import triton
 import triton.language as tl
+from torch import Tensor
 
 from defr.errors import ConfigError
 from defr.kernels.spec import PairOp, box_scale_bits
@@ -212,14 +212,7 @@ def interpreted() -> bool:
 
 
 def launch(
-    q_cls: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    boxes_h: torch.Tensor,
-    boxes_o: torch.Tensor,
-    pair_index: torch.Tensor,
-    out: torch.Tensor,
-    op: PairOp,
+    q_cls: Tensor, k: Tensor, v: Tensor, boxes_h: Tensor, boxes_o: Tensor, pair_index: Tensor, out: Tensor, op: PairOp
 ) -> None:
     """Write the pair attention into ``out`` (contiguous [P, D], q_cls's dtype).
 
@@ -254,14 +247,8 @@ def launch(
 
 
 def triton_pair_attention(
-    q_cls: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    boxes_h: torch.Tensor,
-    boxes_o: torch.Tensor,
-    pair_index: torch.Tensor,
-    op: PairOp,
-) -> torch.Tensor:
+    q_cls: Tensor, k: Tensor, v: Tensor, boxes_h: Tensor, boxes_o: Tensor, pair_index: Tensor, op: PairOp
+) -> Tensor:
     """The pair attention by the Triton kernel → [P, D] in q_cls's dtype (see ``launch``)."""
     out = q_cls.new_empty(pair_index.shape[0], q_cls.shape[1])
     launch(q_cls, k, v, boxes_h, boxes_o, pair_index, out, op)

@@ -4,20 +4,7 @@ folder (``defr.train.run_folder``: files, lock, ``--resume``). The names below a
 
 from __future__ import annotations
 
-from defr.train.config import (
-    CHECKPOINT,
-    LOCK_FILE,
-    MAX_EPOCHS,
-    MAX_WORKERS,
-    METRICS_FILE,
-    RESUMABLE,
-    RUN_FILES,
-    TRAIN_STATE,
-    TrainConfig,
-    config_values,
-    is_clip_backbone,
-    load_config,
-)
+from defr.train.config import MAX_EPOCHS, MAX_WORKERS, TrainConfig, config_values, is_clip_backbone, load_config
 from defr.train.loop import (
     Distributed,
     build_training_model,
@@ -30,7 +17,16 @@ from defr.train.loop import (
     seed_everything,
     train,
 )
-from defr.train.run_folder import resume_config, run_lock
+from defr.train.run_folder import (
+    CHECKPOINT,
+    LOCK_FILE,
+    METRICS_FILE,
+    RESUMABLE,
+    RUN_FILES,
+    TRAIN_STATE,
+    resume_config,
+    run_lock,
+)
 
 __all__ = [
     "CHECKPOINT",

@@ -1,6 +1,4 @@
-"""``TrainConfig``, the settings of a training run (a YAML file or packaged preset, then overrides), and the
-names of the run folder's files.
-"""
+"""``TrainConfig``, the settings of a training run (a YAML file or packaged preset, then overrides)."""
 
 from __future__ import annotations
 
@@ -18,29 +16,7 @@ from defr.machine import check_device, check_seed
 from defr.model.factory import INITS
 from defr.typecheck import check_field_types
 
-CHECKPOINT = "model.safetensors"
-
-
-TRAIN_STATE = "train_state.pt"
-
-
-METRICS_FILE = "metrics.jsonl"
-
-
-LOCK_FILE = "train.lock"
-
-
-RUN_FILES = (TRAIN_STATE, CHECKPOINT, METRICS_FILE)
-
-
 MAX_EPOCHS = 100_000
-
-
-# What a resume may change: more (or as many) epochs, and how it runs; everything else (image size, loss, lr,
-# data, model, seed, ...) is part of the run and is refused when it differs from the recorded settings.
-RESUMABLE = ("epochs", "workers", "device", "output")
-
-
 MAX_WORKERS = 256  # DataLoader worker processes
 
 

@@ -31,13 +31,11 @@ from defr.errors import ConfigError
 from defr.eval.classification import evaluate_model
 from defr.losses import LOSSES
 from defr.model import DEFR, build_model
-from defr.train.config import (
+from defr.train.config import TrainConfig
+from defr.train.run_folder import (
     CHECKPOINT,
     RUN_FILES,
     TRAIN_STATE,
-    TrainConfig,
-)
-from defr.train.run_folder import (
     check_fresh_output,
     check_resumable,
     hold_output,

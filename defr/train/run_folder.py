@@ -39,16 +39,16 @@ from defr.jsonio import JsonInputError, dump_json, parse_json, read_jsonl
 from defr.model import DEFR, DEFRConfig, save_checkpoint
 from defr.model.checkpoint import checkpoint_metadata
 from defr.model.state_dicts import state_dict_problems
-from defr.train.config import (
-    CHECKPOINT,
-    LOCK_FILE,
-    METRICS_FILE,
-    RESUMABLE,
-    RUN_FILES,
-    TRAIN_STATE,
-    TrainConfig,
-    config_values,
-)
+from defr.train.config import TrainConfig, config_values
+
+CHECKPOINT = "model.safetensors"
+TRAIN_STATE = "train_state.pt"
+METRICS_FILE = "metrics.jsonl"
+LOCK_FILE = "train.lock"
+RUN_FILES = (TRAIN_STATE, CHECKPOINT, METRICS_FILE)
+# What a resume may change: more (or as many) epochs, and how it runs; everything else (image size, loss, lr,
+# data, model, seed, ...) is part of the run and is refused when it differs from the recorded settings.
+RESUMABLE = ("epochs", "workers", "device", "output")
 
 
 def resume_config(output: str, config_path: str | None, overrides: dict) -> TrainConfig:
