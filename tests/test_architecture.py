@@ -267,6 +267,61 @@ def test_signal_handlers_are_installed_only_in_signals():
     assert not any(d.startswith("defr.commands") for m, deps in GRAPH.items() if m == "defr.export.cli" for d in deps)
 
 
+DOCS = ROOT.parent / "docs" / "architecture.md"
+
+
+def _layer_table() -> list[tuple[str, list[str], set[str]]]:
+    """docs/architecture.md's layer table, top row first: (layer, modules and packages, layers it imports)."""
+    text = DOCS.read_text()
+    table = text[text.index("<!-- layers:") : text.index("<!-- /layers -->")]
+    rows = []
+    for line in table.splitlines()[3:]:
+        layer, modules, imports = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((layer, re.findall(r"`([\w.]+)`", modules), set(imports.split())))
+    return rows
+
+
+def _layer_of(module: str, rows: list[tuple[str, list[str], set[str]]]) -> str | None:
+    """The row naming ``module`` or the longest package above it (``defr`` itself names only the package)."""
+    found = [
+        (len(p), layer)
+        for layer, names, _ in rows
+        for p in names
+        if module == p or (p != "defr" and module.startswith(p + "."))
+    ]
+    return max(found)[1] if found else None
+
+
+def _upward_imports(graph: dict[str, set[str]], rows: list[tuple[str, list[str], set[str]]]) -> list[str]:
+    """``a -> b`` for every import of a module of a lower row by one of a higher row."""
+    rank = {layer: i for i, (layer, _, _) in enumerate(rows)}
+    return sorted(
+        f"{m} -> {d}" for m, deps in graph.items() for d in deps if rank[_layer_of(d, rows)] < rank[_layer_of(m, rows)]
+    )
+
+
+def test_the_layer_table_is_the_code():
+    """Every module is in one row of docs/architecture.md's table; imports point to its own row or below (no upward
+    import); and each row's ``imports`` column is exactly the rows its modules import (the table says what the
+    code does). With ``test_no_import_cycles_between_files``: 0 circles, 0 upward imports."""
+    rows = _layer_table()
+    layer = {m: _layer_of(m, rows) for m in MODULES}
+    assert [m for m, found in layer.items() if found is None] == []
+    assert _upward_imports(GRAPH, rows) == []
+    imported: dict[str, set[str]] = {name: set() for name, _, _ in rows}
+    for m, deps in GRAPH.items():
+        imported[layer[m]] |= {layer[d] for d in deps if layer[d] != layer[m] or layer[m] == "leaves"}
+    assert {name: imports for name, _, imports in rows} == imported
+
+
+def test_the_layer_check_finds_an_upward_import():
+    rows = [("top", ["defr.cli"], {"low"}), ("low", ["defr.model"], set())]
+    assert _layer_of("defr.model.vit", rows) == "low" and _layer_of("defr.cli", rows) == "top"
+    assert _layer_of("defr.runtime.io", rows) is None  # a module in no row is reported, not guessed
+    graph = {"defr.cli": {"defr.model.vit"}, "defr.model.vit": {"defr.cli"}}
+    assert _upward_imports(graph, rows) == ["defr.model.vit -> defr.cli"]
+
+
 def test_click_only_in_command_modules():
     users = {m for m in MODULES if "click" in _third_party_imports(m)}
     assert {m for m in users if not (m in COMMAND_MODULES or m.startswith("defr.commands"))} == set()
