@@ -69,8 +69,11 @@ def dump_json(obj: Any, where: str, indent: int | None = None) -> str:
     (``['results'][3]['scores'][0]``) of the first NaN or Infinity, which JSON cannot hold."""
     try:
         return json.dumps(obj, indent=indent, default=float, allow_nan=False)
-    except ValueError:
-        path = _first_non_finite(obj, "")
+    except ValueError as e:
+        try:
+            path = _first_non_finite(obj, "")
+        except RecursionError:  # a circular reference, which json.dumps reports itself
+            raise e from None
         if path is None:
             raise
         key, value = path
