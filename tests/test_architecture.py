@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import inspect
 import pkgutil
@@ -49,6 +50,12 @@ def _imports(name: str) -> set[str]:
 
 
 GRAPH = {name: _imports(name) for name in MODULES}
+
+
+@functools.cache
+def _tree(name: str) -> ast.Module:
+    """The parsed source of module ``name`` (parsed once for the source scans below)."""
+    return ast.parse(MODULES[name].read_text())
 
 
 def test_runtime_never_imports_export():
@@ -104,9 +111,9 @@ def _json_parsers(tree: ast.AST) -> list[int]:
 def test_json_is_parsed_only_in_jsonio():
     """Every JSON text defr reads (files, headers, answers, its own assets) goes through ``defr.jsonio``,
     so every one gets its bounds (64-bit integers, finite floats, nesting, repeated keys, UTF-8)."""
-    found = {name: _json_parsers(ast.parse(path.read_text())) for name, path in MODULES.items()}
+    found = {name: _json_parsers(_tree(name)) for name in MODULES}
     assert {name: lines for name, lines in found.items() if lines and name != "defr.jsonio"} == {}
-    assert _json_parsers(ast.parse(MODULES["defr.jsonio"].read_text()))  # the scan sees the one parser
+    assert _json_parsers(_tree("defr.jsonio"))  # the scan sees the one parser
 
 
 def test_the_json_scan_finds_a_parser():
@@ -260,7 +267,7 @@ def _signal_handlers(tree: ast.AST) -> list[int]:
 
 def test_signal_handlers_are_installed_only_in_signals():
     """One way to stop: SIGTERM as Ctrl-C, video's frame-boundary guard and serve's flag are all ``defr.signals``."""
-    found = {name: _signal_handlers(ast.parse(path.read_text())) for name, path in MODULES.items()}
+    found = {name: _signal_handlers(_tree(name)) for name in MODULES}
     assert {name: lines for name, lines in found.items() if lines and name != "defr.signals"} == {}
     assert found["defr.signals"]
     assert _signal_handlers(ast.parse("import signal\nsignal.signal(signal.SIGTERM, f)\n")) == [2]
@@ -357,8 +364,8 @@ def _error_classes() -> dict[str, str]:
     """{class: module} of every class in ``defr`` that derives, at any depth, from ``DefrError`` (read from the
     source: a base named ``DefrError`` or another such class) or whose name ends in ``Error``."""
     bases = {}
-    for name, path in MODULES.items():
-        for node in ast.walk(ast.parse(path.read_text())):
+    for name in MODULES:
+        for node in ast.walk(_tree(name)):
             if isinstance(node, ast.ClassDef):
                 names = {b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases}
                 bases[node.name] = (name, names)
