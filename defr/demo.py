@@ -54,10 +54,11 @@ from defr.export.verify import compare_detections
 from defr.files import OutputSet, write_json
 from defr.model import load_model
 from defr.model.pretrained import builtin_sidecar
-from defr.runtime import HOIDetector, TorchBackend, load_detector
+from defr.runtime import HOIDetector, ModelOptions, TorchBackend, load_detector
 from defr.runtime.detect import run_detection
 from defr.runtime.draw import save_result_images
 from defr.runtime.io import read_image
+from defr.runtime.registry import torch_backend
 from defr.train import TrainConfig, train
 from defr.video.detectors import PrecomputedDetector
 from defr.video.evaluation import (
@@ -297,7 +298,7 @@ def mask_effect(checkpoint: str | os.PathLike, synth_root: Path, noise: float = 
     model = load_model(checkpoint)
     report: dict = {"noise": noise, "images": annotations.num_images, "images_two_plus_people": crowded.num_images}
     for mode in STUDY_MASK_MODES:
-        backend = TorchBackend(model, mask_mode="hard" if mode == "none" else mode)
+        backend = torch_backend(model, ModelOptions(mask_mode=None if mode == "none" else mode))  # none: any mode
         detector = HOIDetector(WholeImageBackend(backend) if mode == "none" else backend)
         results = run_detection(detector, paths, dets, progress=False)
         for name, subset in (("all", annotations), ("two_plus_people", crowded)):
