@@ -177,6 +177,8 @@ def test_choices_are_defined_only_in_the_registry():
                         offenders.append(f"{where} {node.name}() defaults to {d.value!r}")
             if isinstance(node, ast.keyword) and node.arg == "default" and _literal_in(node.value, defaults):
                 offenders.append(f"{where} default={node.value.value!r}")
+            if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):  # ``mask_mode or "hard"``
+                offenders += [f"{where} or {v.value!r}" for v in node.values if _literal_in(v, values)]
     assert offenders == []
 
 

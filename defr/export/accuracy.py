@@ -67,7 +67,7 @@ class GateResult:
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     drop: dict[str, float] = field(default_factory=dict)
     note: str = ""
-    # --- OpenVINO rows (issue 21): precision → {logits, metrics, drop, passed}, as the fields above ---
+    # --- OpenVINO rows: precision → {logits, metrics, drop, passed}, as the fields above ---
     openvino: dict[str, dict] = field(default_factory=dict)
 
     @property
