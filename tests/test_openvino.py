@@ -305,7 +305,7 @@ def test_selection_through_load_detector(export):
     assert load_detector(folder / "model.onnx", runtime="onnxruntime").backend.name == "onnxruntime"
     with pytest.raises(ConfigError, match="exported .onnx"):
         load_detector(checkpoint, runtime="openvino")
-    with pytest.raises(ConfigError, match="CPU"):
+    with pytest.raises(ConfigError, match="OpenVINO runs on the CPU, not 'cuda'"):
         load_detector(folder / "model.onnx", device="cuda", runtime="openvino")
     with pytest.raises(ConfigError, match="providers is ONNX Runtime's option, not OpenVINO's"):
         HOIDetector.from_onnx(folder / "model.onnx", providers=["CPUExecutionProvider"], runtime="openvino")

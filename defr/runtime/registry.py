@@ -50,6 +50,7 @@ from defr.runtime.openvino_backend import OpenVinoBackend, OpenVinoConfig
 from defr.runtime.sidecar import Sidecar, read_sidecar
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
+DEVICE_WORDS = {"cpu": "the CPU", "cuda": "a CUDA device"}  # device types as messages name them
 CHECKPOINT = "checkpoint"  # the file kind of anything no row names by suffix: ours or the released .pth
 
 
@@ -243,7 +244,8 @@ def _check_row_options(row: Runtime, options: ModelOptions, path: Path) -> None:
                 raise ConfigError(f"{path}: {name} is {other.label}'s option, not {row.label}'s")
     device = torch.device(options.device).type
     if row.devices is not None and device not in row.devices:
-        raise ConfigError(f"{path}: {row.label} runs on {' or '.join(row.devices)}, not {options.device!r}")
+        where = " or ".join(DEVICE_WORDS.get(d, d) for d in row.devices)
+        raise ConfigError(f"{path}: {row.label} runs on {where}, not {options.device!r}")
 
 
 def _run_precision(row: Runtime, file_precision: Precision, requested: PrecisionRequest, path: object) -> Precision:
