@@ -61,7 +61,7 @@ PRECISION_OPTION = click.option(
     show_default=True,
     metavar="|".join((FILE_PRECISION, *PRECISIONS)),
     help=f"Compute precision; {FILE_PRECISION}: the model file's own ({DEFAULT_PRECISION} for a checkpoint). "
-    "Which ones a runtime runs a file at: docs/architecture.md (fp16 under PyTorch needs CUDA; bf16 of an "
+    "Which ones each runtime runs a file at: docs/export.md (fp16 under PyTorch needs CUDA; bf16 of an "
     "fp32 model.onnx: --runtime openvino).",
 )
 RUNTIME_OPTION = click.option(
