@@ -84,6 +84,8 @@ def test_each_file_kind_has_a_default_runtime_and_a_runtime_refuses_other_kinds(
     with pytest.raises(ConfigError, match="runtime 'torch' applies to checkpoints"):
         runtime_for("m.onnx", "torch")
     assert all(kind == CHECKPOINT or kind.startswith(".") for row in RUNTIMES.values() for kind in row.files)
+    with pytest.raises(ConfigError, match=r"runtime 'onnxruntime' applies to exported \.onnx files"):
+        HOIDetector.from_onnx(tmp_path / "c.safetensors")  # from_onnx means ONNX, never a checkpoint
 
 
 def test_precision_means_the_file_or_an_explicit_value(tmp_path):

@@ -112,14 +112,15 @@ class HOIDetector:
         threads: int | None = None,
         mask_mode: MaskMode | None = None,
         session: SessionConfig | None = None,
-        runtime: str | None = None,
+        runtime: str = "onnxruntime",
         precision: PrecisionRequest = FILE_PRECISION,
         openvino: OpenVinoConfig | None = None,
         **kw,
     ) -> HOIDetector:
         """From an exported ONNX model (``defr-export``: ``model.onnx``, ``model.fp16.onnx`` or
-        ``model.int8.onnx``): ``open`` with these ``ModelOptions``. runtime: None (ONNX Runtime) or
-        ``openvino``; providers and session: ONNX Runtime's; openvino: OpenVINO's ``OpenVinoConfig``."""
+        ``model.int8.onnx``): ``open`` with these ``ModelOptions``. runtime: ``onnxruntime`` or ``openvino``
+        (another file kind is refused); providers and session: ONNX Runtime's; openvino: OpenVINO's
+        ``OpenVinoConfig``."""
         options = ModelOptions(runtime, precision, mask_mode, threads=threads, providers=providers, session=session,
                                openvino=openvino)  # fmt: skip
         return cls.open(path, options, **kw)
