@@ -127,17 +127,14 @@ class Runtime:
 
 
 def _open_torch(o: Opening) -> PairBackend:
-    return torch_backend(load_model(o.path, o.options.image_size), o.options, o.precision, o.mask_mode)
+    return torch_backend(load_model(o.path, o.options.image_size), o.options)
 
 
-def torch_backend(
-    model: DEFR, options: ModelOptions, precision: Precision | None = None, mask_mode: MaskMode | None = None
-) -> TorchBackend:
-    """A model in memory as a PyTorch backend at ``options`` (the demo's mask study, tests); precision
-    and mask_mode: already resolved (``load_backend``), else resolved here as for a checkpoint."""
-    if precision is None:
-        precision = _run_precision(RUNTIMES["torch"], DEFAULT_PRECISION, options.precision, "the model")
-    mask_mode = mask_mode or resolve_mask_mode(None, options.mask_mode, "the model")
+def torch_backend(model: DEFR, options: ModelOptions) -> TorchBackend:
+    """A model in memory as a PyTorch backend at ``options`` (a checkpoint's, or the demo's mask study):
+    its precision and mask mode resolved as for a checkpoint."""
+    precision = _run_precision(RUNTIMES["torch"], DEFAULT_PRECISION, options.precision, "the model")
+    mask_mode = resolve_mask_mode(None, options.mask_mode, "the model")
     return TorchBackend(model, options.device, precision, mask_mode, options.attention or DEFAULT_ATTENTION)
 
 
