@@ -200,3 +200,27 @@ def _has(module: str) -> bool:
     except ImportError:
         return False
     return True
+
+
+def test_graph_facts_skip_the_weights_of_large_tensors(tmp_path, monkeypatch):
+    """Tensors over ``SMALL`` bytes (a real model's weights, as initializers or Constant nodes) are read up
+    to their header: their type still counts, their bytes are never parsed."""
+    import defr.runtime.graph_claims as claims
+
+    big16 = numpy_helper.from_array(np.zeros(40_000, np.float16), "w16")  # 80 kB
+    big32 = numpy_helper.from_array(np.zeros(40_000, np.float32), "w32")
+    scalars = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("zero", 0.0), ("outside", -np.inf))]
+    where = helper.make_node("Where", ["visible", "zero", "outside"], ["bias"])
+    constant = helper.make_node("Constant", [], ["c"], value=big16)
+    parsed = []
+    real = onnx.TensorProto.FromString
+    monkeypatch.setattr(onnx.TensorProto, "FromString", lambda data: parsed.append(len(data)) or real(data))
+    for name, nodes, inits, precision in (
+        ("init16.onnx", [where], [big16, *scalars], "fp16"),
+        ("const16.onnx", [where, constant], [big32, *scalars], "fp16"),
+        ("fp32.onnx", [where], [big32, *scalars], "fp32"),
+    ):
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])], [], inits)
+        onnx.save(helper.make_model(graph), str(tmp_path / name))
+        assert onnx_facts(str(tmp_path / name), name) == claims.GraphFacts(precision, frozenset({"hard"})), name
+    assert parsed and max(parsed) <= claims.SMALL
