@@ -218,9 +218,15 @@ def load_backend(path: str | os.PathLike, options: ModelOptions | None = None, *
     if row.needs is not None:
         row.needs()  # MissingDependency naming the extra, before anything is read
     _check_row_options(row, options, path)
-    if file_kind(path) == CHECKPOINT:
+    if file_kind(path) == CHECKPOINT:  # its choices checked before the weights are read
         precision = _run_precision(row, DEFAULT_PRECISION, options.precision, path)
         return row.open(Opening(path, precision, resolve_mask_mode(None, options.mask_mode, path), options))
+    return row.open(_opening(row, path, options))
+
+
+def _opening(row: Runtime, path: Path, options: ModelOptions) -> Opening:
+    """An exported file checked against its sidecar (checksums, the graph's own claims) with its mask
+    mode and precision resolved for ``row``."""
     if not path.is_file():
         raise BackendError(f"{path}: no such {path.suffix} file")
     sidecar = read_sidecar(path)
@@ -230,7 +236,7 @@ def load_backend(path: str | os.PathLike, options: ModelOptions | None = None, *
         check_claims(path, entry.sha256, entry.precision, sidecar.graph.mask_mode)
     mask_mode = resolve_mask_mode(sidecar.graph.mask_mode, options.mask_mode, path)
     precision = _run_precision(row, entry.precision, options.precision, path)
-    return row.open(Opening(path, precision, mask_mode, options, sidecar, entry.sha256))
+    return Opening(path, precision, mask_mode, options, sidecar, entry.sha256)
 
 
 def _check_row_options(row: Runtime, options: ModelOptions, path: Path) -> None:
