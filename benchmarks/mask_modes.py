@@ -31,7 +31,8 @@ from defr.files import write_json
 from defr.images import resize_normalise, rgb_tensor, to_rgb
 from defr.machine import machine_info
 from defr.model import load_model
-from defr.runtime import HOIDetector, TorchBackend
+from defr.runtime import HOIDetector, ModelOptions
+from defr.runtime.registry import torch_backend
 from defr.runtime.whole_image import STUDY_MASK_MODES as MODES
 from defr.runtime.whole_image import WholeImageBackend
 
@@ -43,7 +44,7 @@ def mask_study(checkpoint: Path, synth_root: Path, ratios, seed: int) -> list[di
     model = load_model(checkpoint)
     rows = []
     for mode in MODES:
-        backend = TorchBackend(model, mask_mode="hard" if mode == "none" else mode)
+        backend = torch_backend(model, ModelOptions(mask_mode=None if mode == "none" else mode))  # none: any mode
         detector = HOIDetector(WholeImageBackend(backend) if mode == "none" else backend)
         started = time.perf_counter()
         for row in box_noise_study(detector, annotations, images, ratios, seed=seed):

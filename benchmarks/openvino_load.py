@@ -29,8 +29,8 @@ from defr.files import write_json
 from defr.machine import machine_info
 from defr.model import create_model, save_checkpoint
 from defr.optional import import_openvino
-from defr.runtime import OnnxBackend
-from defr.runtime.openvino_backend import OpenVinoBackend, OpenVinoConfig
+from defr.runtime import load_backend
+from defr.runtime.openvino_backend import OpenVinoConfig
 
 
 def main() -> None:
@@ -51,7 +51,7 @@ def main() -> None:
         ov.save_model(ov.Core().read_model(str(onnx_path)), str(xml), compress_to_fp16=False)
         props = OpenVinoConfig(threads=args.threads).properties("fp32")
         cached = OpenVinoConfig(threads=args.threads, cache=True)
-        OpenVinoBackend(onnx_path, config=cached)  # writes the cache the "cache" variant reads
+        load_backend(onnx_path, runtime="openvino", openvino=cached)  # writes the cache the "cache" variant reads
 
         def read(path: Path):
             return lambda: ov.Core().read_model(str(path))
@@ -64,14 +64,14 @@ def main() -> None:
             "read ir": read(xml),
             "read + compile onnx": read_compile(onnx_path),
             "read + compile ir": read_compile(xml),
-            "OpenVinoBackend (sha256 + read onnx + compile)": lambda: OpenVinoBackend(
-                onnx_path, config=OpenVinoConfig(threads=args.threads)
+            "OpenVinoBackend (sha256 + read onnx + compile)": lambda: load_backend(
+                onnx_path, runtime="openvino", openvino=OpenVinoConfig(threads=args.threads)
             ),
-            "OpenVinoBackend, verified cache (sha256 + blob sha256 + import)": lambda: OpenVinoBackend(
-                onnx_path, config=cached
+            "OpenVinoBackend, verified cache (sha256 + blob sha256 + import)": lambda: load_backend(
+                onnx_path, runtime="openvino", openvino=cached
             ),
-            "OnnxBackend (sha256 + ONNX Runtime session)": lambda: OnnxBackend.from_file(
-                onnx_path, ["CPUExecutionProvider"], threads=args.threads
+            "OnnxBackend (sha256 + ONNX Runtime session)": lambda: load_backend(
+                onnx_path, providers=["CPUExecutionProvider"], threads=args.threads
             ),
         }
         times: dict[str, list[float]] = {name: [] for name in variants}

@@ -34,7 +34,7 @@ from defr.export.verify import feeds
 from defr.files import write_json
 from defr.machine import machine_info
 from defr.model import create_model, save_checkpoint
-from defr.runtime import OnnxBackend, TorchBackend
+from defr.runtime import TorchBackend, load_backend
 from defr.runtime.contract import OUTPUT_NAMES, example_inputs
 from defr.runtime.onnx_session import SessionConfig, session_options
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = BenchConfig(args.backbone, args.image_size, warmup=1, repeats=args.runs + 2, threads=1)
         backends = [
             TorchBackend(model),
-            OnnxBackend.from_file(tmp / "export" / "model.onnx", ["CPUExecutionProvider"], 1),
+            load_backend(tmp / "export" / "model.onnx", providers=["CPUExecutionProvider"], threads=1),
         ]
         times = time_side_by_side(backends, args.image_size, args.batch, args.pairs, cfg)
     report["torch_ms"], report["onnxruntime_ms"] = (1000 * statistics.median(t) for t in times)

@@ -34,7 +34,7 @@ from defr.export import ExportConfig, export_model
 from defr.files import write_json
 from defr.machine import machine_info
 from defr.model import create_model, save_checkpoint
-from defr.runtime import OnnxBackend
+from defr.runtime import OnnxBackend, load_backend
 from defr.runtime.contract import example_inputs, with_dummy_pair
 from defr.runtime.onnx_session import SessionConfig, cache_key, cache_path, make_session
 from defr.runtime.sidecar import read_sidecar, sha256
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         for precision, name in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
             path = tmp / "export" / name
             backends = {
-                k: OnnxBackend.from_file(path, ["CPUExecutionProvider"], session=cfg) for k, cfg in ONE_THREAD.items()
+                k: load_backend(path, providers=["CPUExecutionProvider"], session=cfg) for k, cfg in ONE_THREAD.items()
             }
             if precision == "fp32":
                 fused = tmp / "fused.onnx"
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             medians = {k: 1000 * statistics.median(t) for k, t in zip(backends, times, strict=True)}
             del backends
             cores = {
-                k: OnnxBackend.from_file(path, ["CPUExecutionProvider"], session=cfg) for k, cfg in ALL_CORES.items()
+                k: load_backend(path, providers=["CPUExecutionProvider"], session=cfg) for k, cfg in ALL_CORES.items()
             }
             times = time_paused(
                 list(cores.values()), args.image_size, args.batch, args.pairs, args.warmup, args.repeats

@@ -10,13 +10,14 @@ does not depend on the values.
 Runtime), an exported ``.onnx`` (ONNX Runtime, any precision: ``model.onnx``, ``model.fp16.onnx``,
 ``model.int8.onnx``) or ``.engine`` (TensorRT), or a backbone name such as ``tiny-vit`` or
 ``ViT-B-32`` with ``--image-size`` (random weights). For checkpoints and backbone names,
-``backends`` picks among ``torch`` (PyTorch eager, fp32), ``onnxruntime`` (the exported
+``backends`` picks among ``torch`` (PyTorch eager, at ``precision``), ``onnxruntime`` (the exported
 ``model.onnx``), ``onnxruntime-int8`` (``model.int8.onnx`` of the same export, statically
 quantized on ``INT8_CALIBRATION_IMAGES`` images of the built-in synthetic set, no accuracy gate:
 speed does not depend on the calibration), and the same files in OpenVINO: ``openvino``
 (``model.onnx``), ``openvino-bf16`` (``model.onnx`` with the bf16 inference-precision hint) and
-``openvino-int8`` (``model.int8.onnx``). An exported ``.onnx`` runs in ``runtime`` (ONNX Runtime
-or OpenVINO). Rows name the runtime and the precision (``openvino``, ``bf16``).
+``openvino-int8`` (``model.int8.onnx``). An exported model runs in ``runtime`` (default: the file
+kind's, ``defr.runtime.registry``) at ``precision``. Every backend is opened by the front door,
+``defr.runtime.load_backend``. Rows name the runtime and the precision (``openvino``, ``bf16``).
 
 The backends are timed side by side: for each (batch, pairs), one call of each backend in turn,
 ``repeats`` times, so a machine whose load changes during the run slows them all alike; each timed
@@ -37,26 +38,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defr.choices import check_mask_mode, resolve_mask_mode
+from defr.choices import FILE_PRECISION, MaskMode, PrecisionRequest, resolve_mask_mode
 from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.export.int8 import INT8_FILE
 from defr.machine import check_device, machine_info
-from defr.model import create_model, load_model, save_checkpoint
-from defr.model.pair_attention import ATTENTION_BACKENDS
-from defr.runtime import PairBackend, TorchBackend, load_backend
-from defr.runtime.backends import EXPORTED_SUFFIXES
+from defr.model import create_model, save_checkpoint
+from defr.runtime import PairBackend, load_backend
 from defr.runtime.contract import example_inputs, with_dummy_pair
-from defr.runtime.openvino_backend import ONNX_RUNTIMES, OpenVinoBackend, OpenVinoConfig
+from defr.runtime.registry import CHECKPOINT, ModelOptions, file_kind, runtime_for
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
-DEFAULT_BACKENDS = ("torch", "onnxruntime")
-ONNX_BACKENDS = {"onnxruntime": "model.onnx", "onnxruntime-int8": INT8_FILE}
-OPENVINO_BACKENDS = {  # name → (file of the export, precision: None is the file's)
-    "openvino": ("model.onnx", None),
-    "openvino-bf16": ("model.onnx", "bf16"),
-    "openvino-int8": (INT8_FILE, None),
+EXPORT_BACKENDS = {  # --backends name → (file of the export, runtime, precision)
+    "onnxruntime": ("model.onnx", "onnxruntime", FILE_PRECISION),
+    "onnxruntime-int8": (INT8_FILE, "onnxruntime", FILE_PRECISION),
+    "openvino": ("model.onnx", "openvino", FILE_PRECISION),
+    "openvino-bf16": ("model.onnx", "openvino", "bf16"),
+    "openvino-int8": (INT8_FILE, "openvino", FILE_PRECISION),
 }
+BACKENDS = ("torch", *EXPORT_BACKENDS)
+DEFAULT_BACKENDS = ("torch", "onnxruntime")
 INT8_CALIBRATION_IMAGES = 8
 SETTLE_S = 0.05  # pause before each timed call of side-by-side timing (time_side_by_side)
 
@@ -76,9 +76,10 @@ class BenchConfig:
     repeats: int = 10
     device: str = "cpu"
     threads: int | None = None  # CPU threads of both PyTorch and ONNX Runtime (None: their defaults)
-    mask_mode: str | None = None  # None: the file's for exported models, else the default (resolve_mask_mode)
-    runtime: str | None = None  # who runs an exported .onnx model (ONNX_RUNTIMES; None: ONNX Runtime)
-    attention: str = "auto"  # the pair attention of the PyTorch backend (defr.kernels)
+    mask_mode: MaskMode | None = None  # None: the file's for exported models, else the default (resolve_mask_mode)
+    runtime: str | None = None  # who runs an exported model (defr.runtime.RUNTIMES; None: the file kind's)
+    attention: str | None = None  # the pair attention of the PyTorch backend (defr.kernels; None: auto)
+    precision: PrecisionRequest = FILE_PRECISION  # of the torch backend and of an exported model
 
     def __post_init__(self) -> None:
         if not self.batches or min(self.batches) < 1:
@@ -99,17 +100,17 @@ class BenchConfig:
         unknown = set(self.backends) - set(BACKENDS)
         if unknown or not self.backends:
             raise ConfigError(f"backends must be among {BACKENDS}, got {list(self.backends)}")
-        if self.mask_mode is not None:
-            check_mask_mode(self.mask_mode)
-        if self.runtime is not None and self.runtime not in ONNX_RUNTIMES:
-            raise ConfigError(f"runtime must be one of {ONNX_RUNTIMES}, not {self.runtime!r}")
-        if self.runtime is not None and Path(self.model).suffix.lower() != ".onnx":
+        self.options()  # the model's choices: checked by their record
+        if self.runtime is not None and file_kind(self.model) == CHECKPOINT:
             raise ConfigError(
-                f"{self.model}: --runtime applies to an exported .onnx; for a checkpoint or backbone name "
-                "pick the runtimes with --backends (openvino, openvino-bf16, openvino-int8)"
+                f"{self.model}: --runtime applies to an exported model; for a checkpoint or backbone name "
+                f"pick the runtimes with --backends ({', '.join(BACKENDS)})"
             )
-        if self.attention not in ATTENTION_BACKENDS:
-            raise ConfigError(f"attention must be one of {ATTENTION_BACKENDS}, not {self.attention!r}")
+
+    def options(self, **changes) -> ModelOptions:
+        """The ``ModelOptions`` of the benchmarked model (``changes``: other values of its fields)."""
+        choices = {"runtime": self.runtime, "precision": self.precision, "mask_mode": self.mask_mode}
+        return ModelOptions(**{**choices, "device": self.device, "threads": self.threads, **changes})
 
 
 @dataclass
@@ -172,25 +173,22 @@ def row(name: str, precision: str, batch: int, pairs: int, times: list[float]) -
 
 
 def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, PairBackend]], int]:
-    """([(name, backend)], image size) for ``cfg.model``, every file opened by ``load_backend``;
+    """([(name, backend)], image size) for ``cfg.model``, every backend opened by ``load_backend``;
     checkpoints and backbone names are exported into ``workdir``."""
-    suffix = Path(cfg.model).suffix.lower()
-    if suffix == ".onnx" and cfg.runtime == "openvino":  # --- OpenVINO (issue 21) ---
-        backend = OpenVinoBackend(cfg.model, mask_mode=cfg.mask_mode, config=OpenVinoConfig(threads=cfg.threads))
-        return [("openvino", backend)], backend.meta.image_size
-    if suffix in EXPORTED_SUFFIXES:
-        device = cfg.device if suffix == ".onnx" or cfg.device.startswith("cuda") else "cuda"  # engines: CUDA
-        backend = load_backend(cfg.model, device, mask_mode=cfg.mask_mode, threads=cfg.threads)
-        return [(EXPORTED_SUFFIXES[suffix], backend)], backend.meta.image_size
+    if file_kind(cfg.model) != CHECKPOINT:
+        row = runtime_for(cfg.model, cfg.runtime)
+        device = cfg.device if row.devices is None or cfg.device.split(":")[0] in row.devices else row.devices[0]
+        backend = load_backend(cfg.model, cfg.options(device=device))
+        return [(row.name, backend)], backend.meta.image_size
     checkpoint = Path(cfg.model) if Path(cfg.model).is_file() else random_checkpoint(cfg, workdir)
-    model = load_model(checkpoint, cfg.image_size)
     mask_mode = resolve_mask_mode(None, cfg.mask_mode, checkpoint)  # a checkpoint runs in any mode
     backends: list[tuple[str, PairBackend]] = []
     if "torch" in cfg.backends:
-        backends.append(("torch", TorchBackend(model, cfg.device, mask_mode=mask_mode, attention=cfg.attention)))
-    onnx = [b for b in cfg.backends if b in ONNX_BACKENDS or b in OPENVINO_BACKENDS]
-    if onnx:
-        int8 = "onnxruntime-int8" in onnx or "openvino-int8" in onnx
+        torch_options = cfg.options(runtime="torch", attention=cfg.attention, image_size=cfg.image_size)
+        backends.append(("torch", load_backend(checkpoint, torch_options)))
+    exported = [b for b in cfg.backends if b in EXPORT_BACKENDS]
+    if exported:
+        int8 = any(EXPORT_BACKENDS[b][0] == INT8_FILE for b in exported)
         export = ExportConfig(
             image_size=cfg.image_size,
             verify=False,
@@ -199,15 +197,11 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
             calibration_images=INT8_CALIBRATION_IMAGES,
         )
         export_model(checkpoint, workdir / "onnx", export, log=_quiet)
-        for name in onnx:
-            if name in OPENVINO_BACKENDS:  # --- OpenVINO (issue 21) ---
-                file, precision = OPENVINO_BACKENDS[name]
-                ov = OpenVinoBackend(workdir / "onnx" / file, precision, config=OpenVinoConfig(threads=cfg.threads))
-                backends.append(("openvino", ov))
-                continue
-            path = workdir / "onnx" / ONNX_BACKENDS[name]
-            backends.append(("onnxruntime", load_backend(path, cfg.device, threads=cfg.threads)))
-    return backends, model.cfg.image_size
+        for name in exported:
+            file, runtime, precision = EXPORT_BACKENDS[name]
+            options = ModelOptions(runtime=runtime, precision=precision, device=cfg.device, threads=cfg.threads)
+            backends.append((runtime, load_backend(workdir / "onnx" / file, options)))
+    return backends, backends[0][1].meta.image_size
 
 
 def random_checkpoint(cfg: BenchConfig, workdir: Path) -> Path:

@@ -89,7 +89,7 @@ def test_leaves_import_nothing_from_defr():
     assert GRAPH["defr.kernels.spec"] <= {"defr.errors", "defr.choices"}
     assert GRAPH["defr.runtime.contract"] <= {"defr.vocab", "defr.errors"}
     assert GRAPH["defr.detections"] <= {"defr.vocab", "defr.errors", "defr.typecheck", "defr.jsonio"}
-    leaves = {"defr.vocab", "defr.errors", "defr.jsonio", "defr.kernels.spec", "defr.choices"}
+    leaves = {"defr.vocab", "defr.errors", "defr.jsonio", "defr.choices"}  # docs/architecture.md says the same
     assert GRAPH["defr.runtime.sidecar"] <= {"defr.runtime.contract", *leaves}
 
 
@@ -214,6 +214,8 @@ def test_choices_are_defined_only_in_the_registry():
                         offenders.append(f"{where} {node.name}() defaults to {d.value!r}")
             if isinstance(node, ast.keyword) and node.arg == "default" and _literal_in(node.value, defaults):
                 offenders.append(f"{where} default={node.value.value!r}")
+            if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):  # ``mask_mode or "hard"``
+                offenders += [f"{where} or {v.value!r}" for v in node.values if _literal_in(v, values)]
     assert offenders == []
 
 
@@ -471,3 +473,51 @@ def test_only_the_contract_modules_define_the_box_rules():
     found = {name: _box_rules(path.read_text()) for name, path in MODULES.items() if name not in BOX_RULE_MODULES}
     assert {name: rules for name, rules in found.items() if rules} == {}
     assert all(_box_rules(MODULES[name].read_text()) for name in BOX_RULE_MODULES)
+
+
+# The front door: the runtime table (defr.runtime.registry) is the one place that constructs the backend
+# classes it lists; elsewhere a backend class is built only by its own classmethods (``cls(...)``).
+DOOR = "defr.runtime.registry"
+
+
+def _constructions(text: str, names: set[str]) -> list[str]:
+    """``Name(`` calls of the classes ``names`` in source text: not their ``class Name(`` lines."""
+    pattern = re.compile(r"(?<!class )\b(" + "|".join(sorted(names)) + r")\(")
+    return [m.group(1) for m in pattern.finditer(text)]
+
+
+def test_the_construction_scan_finds_constructions():
+    names = {"TorchBackend", "OnnxBackend"}
+    old = 'backend = TorchBackend(model, mask_mode="hard")\nclass OnnxBackend:\nx = OnnxBackend(session, sc, "fp32")'
+    assert _constructions(old, names) == ["TorchBackend", "OnnxBackend"]
+    assert _constructions("class TorchBackend(Base):\n    return cls(engine)", names) == []
+
+
+def test_backend_classes_are_constructed_only_by_the_front_door():
+    from defr.runtime.registry import RUNTIMES
+
+    names = {row.backend.__name__ for row in RUNTIMES.values()}
+    offenders = {
+        name: found
+        for name, path in MODULES.items()
+        if name != DOOR and (found := _constructions(path.read_text(), names))
+    }
+    assert offenders == {}
+    assert set(_constructions(MODULES[DOOR].read_text(), names)) == {"TorchBackend"}  # the rest: their own open()
+
+
+def test_model_choices_are_checked_once():
+    """``check_mask_mode`` / ``check_precision`` are called where a record holding the choice is built
+    (``ModelOptions``, ``PairOp``, the export's configs, the mask-bias rule), nowhere else."""
+    allowed = {
+        "check_mask_mode": {
+            "defr.runtime.registry",
+            "defr.kernels.spec",
+            "defr.export.exporter",
+            "defr.export.onnx_export",
+        },
+        "check_precision": {"defr.runtime.registry"},
+    }
+    for check, modules in allowed.items():
+        users = {name for name, path in MODULES.items() if name != REGISTRY and f"{check}(" in path.read_text()}
+        assert users == modules, check

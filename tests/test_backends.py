@@ -25,9 +25,7 @@ from defr.optional import MissingDependency
 from defr.runtime import (
     BackendError,
     HOIDetector,
-    OnnxBackend,
     RuntimeMeta,
-    TensorRTBackend,
     load_backend,
     load_detector,
 )
@@ -82,11 +80,11 @@ def assert_same_results(want, got, tol: float):
 
 @pytest.mark.slow
 def test_onnx_backend_reads_the_sidecar(model, export):
-    backend = OnnxBackend.from_file(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
+    backend = load_backend(export[1] / "model.onnx", providers=["CPUExecutionProvider"])
     assert backend.meta == RuntimeMeta.from_model(model)
     assert backend.precision == "fp32" and backend.providers == ["CPUExecutionProvider"]
     assert backend.accepts_no_pairs is False
-    assert OnnxBackend.from_file(export[1] / "model.fp16.onnx", ["CPUExecutionProvider"]).precision == "fp16"
+    assert load_backend(export[1] / "model.fp16.onnx", providers=["CPUExecutionProvider"]).precision == "fp16"
 
 
 @pytest.mark.slow
@@ -127,7 +125,7 @@ def test_batch_without_pairs_never_calls_with_p0(export):
     checkpoint, folder = export
     images, detections = frames()
     want = HOIDetector.from_checkpoint(checkpoint).detect(images[1:], detections[1:])
-    backend = OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"])
+    backend = load_backend(folder / "model.onnx", providers=["CPUExecutionProvider"])
     seen = []
 
     def spy(images, boxes_h, boxes_o, pair_index):
@@ -148,20 +146,20 @@ def test_sidecar_guards(export, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(export[1], folder)
     with pytest.raises(BackendError, match="providers"):
-        OnnxBackend.from_file(folder / "model.onnx", providers=["NoSuchExecutionProvider"])
+        load_backend(folder / "model.onnx", providers=["NoSuchExecutionProvider"])
     (folder / "model.onnx").write_bytes((folder / "model.onnx").read_bytes() + b"\0")
     with pytest.raises(SidecarError, match="checksum differs"):
-        OnnxBackend.from_file(folder / "model.onnx")
+        load_backend(folder / "model.onnx")
     shutil.copy(folder / "model.fp16.onnx", folder / "renamed.onnx")
     with pytest.raises(SidecarError, match="not listed"):
-        OnnxBackend.from_file(folder / "renamed.onnx")
+        load_backend(folder / "renamed.onnx")
     sidecar = json.loads((folder / "model.json").read_text())
     (folder / "model.json").write_text(json.dumps({**sidecar, "format": "other/9"}))
     with pytest.raises(SidecarError, match="not a defr-export sidecar"):
-        OnnxBackend.from_file(folder / "model.fp16.onnx")
+        load_backend(folder / "model.fp16.onnx")
     (folder / "model.json").unlink()
     with pytest.raises(SidecarError, match="no model.json beside it"):
-        OnnxBackend.from_file(folder / "model.fp16.onnx")
+        load_backend(folder / "model.fp16.onnx")
 
 
 @pytest.mark.slow
@@ -181,10 +179,10 @@ def test_plugin_graph_runs_in_onnx_runtime(export, tmp_path):
 def test_missing_runtimes_name_the_package_and_extra(export, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependency, match=r"'onnxruntime' .*pip install \"defr\[export\]\""):
-        OnnxBackend.from_file(export[1] / "model.onnx")
+        load_backend(export[1] / "model.onnx")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(MissingDependency, match=r"TensorRT 10.x and 11.x.* 'tensorrt' .*pip install \"defr\[gpu\]\""):
-        TensorRTBackend.from_file(export[1] / "model.fp16.engine")
+        load_backend(export[1] / "model.fp16.engine")
     with pytest.raises(MissingDependency, match="tensorrt"):
         load_detector(export[1] / "model.fp16.engine")
 
@@ -227,9 +225,9 @@ def test_load_backend_is_the_one_front_door(export):
     )
     assert onnx_backend.sidecar == read_sidecar(folder / "model.fp16.onnx")
     for kwargs, message in [
-        ({"precision": "bf16"}, "precision applies to checkpoints"),
-        ({"attention": "triton"}, "attention applies to checkpoints"),
-        ({"image_size": 96}, "image size applies to checkpoints"),
+        ({"precision": "bf16"}, "ONNX Runtime runs this fp32 file at fp32, not bf16 \\(runtime openvino does\\)"),
+        ({"attention": "triton"}, "attention is PyTorch's option, not ONNX Runtime's"),
+        ({"image_size": 96}, "image_size is PyTorch's option, not ONNX Runtime's"),
     ]:
         with pytest.raises(ConfigError, match=message):
             load_backend(folder / "model.onnx", **kwargs)

@@ -221,7 +221,6 @@ def test_box_noise_replaces_its_json_and_plot_together(tmp_path, monkeypatch):
             return cls()
 
     row = {"ratio": 0.0, "full": 0.5, "rare": 0.5, "non_rare": 0.5}
-    monkeypatch.setattr(detect, "resolve_mask_mode", lambda *a: "hard")
     monkeypatch.setattr(detect, "HOIDetector", Detector)
     monkeypatch.setattr(detect, "box_noise_study", lambda *a, **k: [row])
 

@@ -11,11 +11,12 @@ from click.testing import CliRunner
 
 from defr import vocab
 from defr.cli import main
+from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.export.cli import main as export_main
 from defr.model import create_model, save_checkpoint
-from defr.runtime import HOIDetector, OnnxBackend
-from defr.runtime.sidecar import SidecarError, read_sidecar
+from defr.runtime import HOIDetector, load_backend
+from defr.runtime.sidecar import read_sidecar
 
 pytest.importorskip("onnxruntime")
 
@@ -51,9 +52,9 @@ def test_the_mode_is_recorded_and_enforced(exports):
     _, folders = exports
     for mode, folder in folders.items():
         assert read_sidecar(folder / "model.onnx").graph.mask_mode == mode
-        assert OnnxBackend.from_file(folder / "model.onnx", ["CPUExecutionProvider"]).mask_mode == mode
-    with pytest.raises(SidecarError, match="exported with mask_mode 'released', not 'hard'.*--mask-mode hard"):
-        OnnxBackend.from_file(folders["released"] / "model.onnx", ["CPUExecutionProvider"], mask_mode="hard")
+        assert load_backend(folder / "model.onnx", providers=["CPUExecutionProvider"]).mask_mode == mode
+    with pytest.raises(ConfigError, match="exported with mask_mode 'released', not 'hard'.*--mask-mode hard"):
+        load_backend(folders["released"] / "model.onnx", providers=["CPUExecutionProvider"], mask_mode="hard")
 
 
 @pytest.mark.slow

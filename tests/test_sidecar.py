@@ -4,6 +4,7 @@ line naming the file and the field (never a raw KeyError / TypeError, nor a valu
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 
@@ -50,6 +51,14 @@ def test_round_trip(sidecar):
     assert back == sidecar
     assert (back.engine.max_batch, back.engine.max_pairs, back.graph.mask_mode) == (4, 100, "released")
     assert back.files["model.onnx"].external_data == {"weights.bin": Digest(4, SHA)}
+    assert (back.source.checkpoint, back.source.sha256, d["source"]) == (
+        "tiny.safetensors",
+        SHA,
+        {"checkpoint": "tiny.safetensors", "sha256": SHA},
+    )
+    assert dict(back.exporter.versions) == d["exporter"] and "torch" in d["exporter"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        back.source.sha256 = "0" * 64  # records, not dicts: nothing edits them after validation
 
 
 def test_format_1_files_are_read(sidecar):
@@ -105,6 +114,11 @@ CASES = [
     ("engine.profile", {"images": [[1, 3, 64, 64]]}, "engine.profile must give (min, opt, max) shapes"),
     ("engine.plugin", "jit", "engine.plugin must be one of ['qdp-aot', 'library'], not 'jit'"),
     ("int8", [], "int8 must be a JSON object or null"),
+    ("exporter", [], "exporter must be a JSON object, not a list"),
+    ("exporter.torch", 2.4, "exporter.torch must be a string, not a number 2.4"),
+    ("source", "tiny", "source must be a JSON object, not a string 'tiny'"),
+    ("source.sha256", 7, "source.sha256 must be a string"),
+    ("source.init", [], "source.init must be a JSON object"),
     ("surprise", 1, "key(s) ['surprise'] are not part of format defr-export/3"),
 ]
 

@@ -13,6 +13,7 @@ from defr.export.errors import ExportError
 from defr.export.tensorrt_build import EngineConfig, build_engine, engine_info, optimization_profile_shapes
 from defr.kernels import PairOp
 from defr.optional import TENSORRT_WORDS, MissingDependency
+from defr.runtime import load_backend
 from defr.runtime.contract import BackendError
 from defr.runtime.tensorrt_backend import TensorRTBackend
 
@@ -77,7 +78,7 @@ def test_missing_tensorrt_names_the_package(monkeypatch, tmp_path):
     with pytest.raises(MissingDependency, match=r"'tensorrt' .*pip install \"defr\[gpu\]\"") as built:
         build_engine(tmp_path / "model.onnx", tmp_path / "model.fp32.engine", cfg, log=lambda m: None)
     with pytest.raises(MissingDependency, match=r"'tensorrt' .*pip install \"defr\[gpu\]\"") as loaded:
-        TensorRTBackend.from_file(tmp_path / "model.fp32.engine")
+        load_backend(tmp_path / "model.fp32.engine")
     for e in (built, loaded):
         assert TENSORRT_WORDS in str(e.value) and "TensorRT 10.x and 11.x" in str(e.value)
 

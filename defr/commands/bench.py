@@ -6,7 +6,7 @@ import click
 
 from defr.bench import BACKENDS, DEFAULT_BACKENDS, MAX_THREADS, BenchConfig, BenchRow, format_table, run_bench
 from defr.commands import int_list, one_line_errors
-from defr.commands.options import ATTENTION_OPTION, DEVICE_OPTION, MASK_MODE_OPTION, RUNTIME_OPTION
+from defr.commands.options import ATTENTION_OPTION, DEVICE_OPTION, MODEL_CHOICE_OPTIONS
 from defr.files import OutputSet, write_json
 
 
@@ -32,9 +32,8 @@ from defr.files import OutputSet, write_json
 )
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Results JSON [default: bench.json].")
 @click.option("--overwrite", is_flag=True, help="Replace a bench.json (the default name) that defr did not write.")
-@MASK_MODE_OPTION
+@MODEL_CHOICE_OPTIONS
 @ATTENTION_OPTION
-@RUNTIME_OPTION
 def bench_command(
     model,
     image_size,
@@ -50,6 +49,7 @@ def bench_command(
     mask_mode,
     attention,
     runtime,
+    precision,
 ) -> None:
     """Time the pair backends over batch sizes and pairs per image; print a table, write JSON."""
     defaults = [] if json_out else ["--json"]
@@ -67,8 +67,9 @@ def bench_command(
             device=device,
             threads=threads,
             mask_mode=mask_mode,
-            attention=attention or "auto",
+            attention=attention,
             runtime=runtime,
+            precision=precision,
         )
         result = run_bench(cfg, progress=lambda line: click.echo(line, err=True))
         write_json(result, staged["--json"])

@@ -7,19 +7,16 @@ from pathlib import Path
 
 import click
 
-from defr.choices import resolve_mask_mode
 from defr.commands import one_line_errors
 from defr.commands.options import (
     ATTENTION_OPTION,
     DEVICE_OPTION,
     MASK_MODE_OPTION,
-    MODEL_FILE_OPTIONS,
-    PRECISION_OPTION,
+    MODEL_OPTIONS,
     RAY_OPTION,
-    RUNTIME_OPTION,
     SEED,
     model_inputs,
-    model_source,
+    model_request,
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
@@ -30,7 +27,7 @@ from defr.runtime.io import list_images, load_detections
 
 
 @click.command("detect")
-@MODEL_FILE_OPTIONS
+@MODEL_OPTIONS
 @click.option("--images", required=True, type=click.Path(exists=True, path_type=Path), help="Folder or list file.")
 @click.option(
     "--detections",
@@ -41,14 +38,11 @@ from defr.runtime.io import list_images, load_detections
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Results JSON to write.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1))
 @DEVICE_OPTION
-@PRECISION_OPTION
 @click.option("--label-space", default=DEFAULT_LABEL_SPACE, show_default=True, type=click.Choice(LABEL_SPACES))
 @click.option("--top-k", default=None, type=click.IntRange(min=1), help="Keep at most N triplets per image.")
-@MASK_MODE_OPTION
 @ATTENTION_OPTION
 @RAY_OPTION
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1), help="--ray: detector actors.")
-@RUNTIME_OPTION
 def detect_command(
     checkpoint,
     model_file,
@@ -71,14 +65,16 @@ def detect_command(
     Every image needs detections (an entry with empty lists if there are none); images with no
     person detected get an empty result.
     """
-    model, kw = model_source(checkpoint, model_file, precision, runtime)
     with one_line_errors():
+        model, options = model_request(
+            checkpoint, model_file, runtime, precision, mask_mode, device=device, attention=attention
+        )
         paths = list_images(images)
         per_image = [detections / f"{p.stem}.json" for p in paths] if detections.is_dir() else []
         inputs = [images, *paths, detections, *per_image, *model_inputs(model)]
         with OutputSet({"--out": out}, inputs=inputs) as staged:  # refused before any work; a second writer too
             dets = load_detections(detections, [p.name for p in paths], label_space)
-            load = {"device": device, "mask_mode": mask_mode, "attention": attention, "top_k": top_k, **kw}
+            load = {"options": options, "top_k": top_k}
             if ray_address is None:
                 results = run_detection(load_detector(model, **load), paths, dets, batch_size=batch_size)
             else:
@@ -134,8 +130,7 @@ def box_noise_command(
 
 def _box_noise(checkpoint, annotations, images, ratios, seed, batch_size, device, mask_mode) -> dict:
     """The box-noise report: the study's rows and what produced them."""
-    mode = resolve_mask_mode(None, mask_mode, checkpoint)  # a checkpoint runs in any mode
-    detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mode)
+    detector = HOIDetector.from_checkpoint(checkpoint, device=device, mask_mode=mask_mode)
     rows = box_noise_study(detector, annotations, images, ratios, seed=seed, batch_size=batch_size)
     return {
         "checkpoint": str(checkpoint),

@@ -1,7 +1,10 @@
-"""Click options shared by ``defr detect``, ``video``, ``bench``, ``box-noise`` and ``defr-export``.
+"""Click options shared by ``defr detect``, ``video``, ``serve``, ``bench``, ``box-noise`` and ``defr-export``.
 
-Choices and defaults are read from the library (``defr.choices``, ``defr.kernels``), never retyped
-here, so a new mode or precision reaches every command at once.
+Choices and defaults are read from the library (``defr.choices``, ``defr.kernels``, the runtime table
+``defr.runtime.registry.RUNTIMES``), never retyped here, so a new runtime, mode or precision reaches
+every command at once. The model choices (``--runtime``, ``--precision``, ``--mask-mode``) are taken
+as text and checked once, by the record they build (``model_request`` → ``ModelOptions``), so a bad
+value gives the same one line from every command and from the Python API.
 """
 
 from __future__ import annotations
@@ -11,14 +14,11 @@ from pathlib import Path
 
 import click
 
-from defr.choices import DEFAULT_PRECISION, TORCH_PRECISIONS
-from defr.clikit import mask_mode_option
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION, FILE_PRECISION, MASK_MODES, PRECISIONS
 from defr.errors import ConfigError
 from defr.kernels import ATTENTION_BACKENDS
 from defr.machine import SEED_MAX, check_device
-from defr.runtime.openvino_backend import ONNX_RUNTIMES
-
-MASK_MODE_OPTION = mask_mode_option()
+from defr.runtime.registry import CHECKPOINT, RUNTIMES, ModelOptions, runtime_for
 
 ATTENTION_OPTION = click.option(
     "--attention",
@@ -27,13 +27,39 @@ ATTENTION_OPTION = click.option(
     "default), triton or reference.",
 )
 
+
+def _default_runtimes() -> str:
+    """ "torch for a checkpoint, onnxruntime for .onnx, ...": the first row of each file kind."""
+    kinds = dict.fromkeys(kind for row in RUNTIMES.values() for kind in row.files)
+    named = {kind: runtime_for(f"model{'' if kind == CHECKPOINT else kind}").name for kind in kinds}
+    return ", ".join(f"{name} for {'a checkpoint' if kind == CHECKPOINT else kind}" for kind, name in named.items())
+
+
+MASK_MODE_OPTION = click.option(
+    "--mask-mode",
+    metavar="|".join(MASK_MODES),
+    help="How a pair's boxes mask the CLS attention: hard (the paper) or released (the released code's +1 bias). "
+    f"A checkpoint runs in either (default {DEFAULT_MASK_MODE}); an exported file keeps its own.",
+)
 PRECISION_OPTION = click.option(
     "--precision",
-    default=DEFAULT_PRECISION,
+    default=FILE_PRECISION,
     show_default=True,
-    type=click.Choice(TORCH_PRECISIONS),
-    help="Compute precision of a checkpoint (fp16 needs CUDA); an exported model keeps its own.",
+    metavar="|".join((FILE_PRECISION, *PRECISIONS)),
+    help=f"Compute precision; {FILE_PRECISION}: the model file's own ({DEFAULT_PRECISION} for a checkpoint). "
+    "Which ones each runtime runs a file at: docs/export.md (fp16 under PyTorch needs CUDA; bf16 of an "
+    "fp32 model.onnx: --runtime openvino).",
 )
+RUNTIME_OPTION = click.option(
+    "--runtime",
+    metavar="|".join(RUNTIMES),
+    help=f"Who runs the model: {', '.join(RUNTIMES)}. Default by file kind: {_default_runtimes()}.",
+)
+
+
+def MODEL_CHOICE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)
+    """``--runtime``, ``--precision`` and ``--mask-mode``: how a model file is opened (``ModelOptions``)."""
+    return RUNTIME_OPTION(PRECISION_OPTION(MASK_MODE_OPTION(command)))
 
 
 class DeviceType(click.ParamType):
@@ -73,17 +99,19 @@ DEVICE_OPTION = click.option(
 )
 
 
-def MODEL_FILE_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)
-    """``--checkpoint CKPT`` or ``--model FILE`` (an exported ``.onnx`` / ``.engine``): give one."""
+def MODEL_OPTIONS(command: Callable) -> Callable:  # noqa: N802 (used as a decorator, like the others)
+    """The one option group of a command that opens a model: ``--checkpoint CKPT`` or ``--model FILE``
+    (an exported ``.onnx`` / ``.engine``; give one) and ``MODEL_CHOICE_OPTIONS``; read with ``model_request``."""
     command = click.option(
         "--model",
         "model_file",
         type=click.Path(dir_okay=False, path_type=Path),
         help="Alternative to --checkpoint: an exported model.onnx or model.engine.",
     )(command)
-    return click.option(
+    command = click.option(
         "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), help="DEFR checkpoint (ours or .pth)."
     )(command)
+    return MODEL_CHOICE_OPTIONS(command)
 
 
 RAY_OPTION = click.option(
@@ -96,34 +124,16 @@ RAY_OPTION = click.option(
     "HOST:PORT); same outputs as without it. Needs the serve extra; docs/serving.md.",
 )
 
-RUNTIME_OPTION = click.option(
-    "--runtime",
-    type=click.Choice(ONNX_RUNTIMES),
-    help="Who runs an exported .onnx given with --model: onnxruntime (default) or openvino (CPU; with "
-    "--precision bf16, OpenVINO's bf16 inference-precision hint on model.onnx).",
-)
 
-
-def model_source(
-    checkpoint: Path | None, model_file: Path | None, precision: str, runtime: str | None = None
-) -> tuple[Path, dict]:
-    """(the model path, ``load_detector`` keywords) from ``MODEL_FILE_OPTIONS``, ``PRECISION_OPTION`` and
-    ``RUNTIME_OPTION``; ``click.UsageError`` unless exactly one of the two files is given, and for a
-    precision of an exported model (except bf16 for one run by OpenVINO: its inference-precision hint)."""
+def model_request(
+    checkpoint: Path | None, model_file: Path | None, runtime: str | None, precision: str, mask_mode: str | None, **more
+) -> tuple[Path, ModelOptions]:
+    """(the model path, its ``ModelOptions``) from ``MODEL_OPTIONS``; ``more``: other ``ModelOptions``
+    fields (device, attention, ...). Call it inside ``one_line_errors``: a bad choice is the record's
+    ``ConfigError``, one line. ``click.UsageError`` unless exactly one of the two files is given."""
     if (checkpoint is None) == (model_file is None):
         raise click.UsageError("give exactly one of --checkpoint and --model")
-    if model_file is None:
-        return checkpoint, {"precision": precision, "runtime": runtime}
-    if runtime == "openvino":
-        if precision not in (DEFAULT_PRECISION, "bf16"):
-            raise click.UsageError("--model with --runtime openvino takes --precision fp32 (the file's) or bf16")
-        return model_file, {"precision": precision, "runtime": runtime}
-    if precision != DEFAULT_PRECISION:
-        raise click.UsageError(
-            "--precision applies to --checkpoint (and bf16 to --model with --runtime openvino); "
-            "an exported model keeps its own precision"
-        )
-    return model_file, {"runtime": runtime}
+    return checkpoint or model_file, ModelOptions(runtime=runtime, precision=precision, mask_mode=mask_mode, **more)
 
 
 def model_inputs(model: Path) -> list[Path]:

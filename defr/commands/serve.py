@@ -8,9 +8,8 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from defr.choices import TORCH_PRECISIONS
 from defr.commands import one_line_errors
-from defr.commands.options import MASK_MODE_OPTION, MODEL_FILE_OPTIONS
+from defr.commands.options import MODEL_OPTIONS, model_request
 from defr.serve.api import Limits, check_exposure
 
 
@@ -21,7 +20,7 @@ def _finite(ctx, param, value: float) -> float:
 
 
 @click.command("serve")
-@MODEL_FILE_OPTIONS
+@MODEL_OPTIONS
 @click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1), help="Model replicas.")
 @click.option("--max-batch", default=16, show_default=True, type=click.IntRange(min=1), help="Frames per model call.")
 @click.option(
@@ -33,8 +32,6 @@ def _finite(ctx, param, value: float) -> float:
     help="A batch waits this long for more frames.",
 )
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--precision", type=click.Choice(TORCH_PRECISIONS), help="Of a checkpoint [fp32].")
-@MASK_MODE_OPTION
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
 @click.option(
     "--num-cpus-per-replica",
@@ -111,7 +108,8 @@ def serve_command(
     max_batch: int,
     batch_wait_ms: float,
     device: str,
-    precision: str | None,
+    runtime: str | None,
+    precision: str,
     mask_mode: str | None,
     top_k: int | None,
     num_cpus_per_replica: float,
@@ -134,9 +132,8 @@ def serve_command(
 
     Runs until SIGTERM or Ctrl-C, then drains in-flight requests and stops what it started.
     """
-    if (checkpoint is None) == (model_file is None):
-        raise click.UsageError("give exactly one of --checkpoint and --model")
-    model = checkpoint or model_file
+    with one_line_errors():  # the model's choices: checked before anything else, Ray included
+        model, options = model_request(checkpoint, model_file, runtime, precision, mask_mode, device=device)
     if address is None and not model.is_file():
         raise click.UsageError(f"{model}: no such model file")
     if token is not None and click.get_current_context().get_parameter_source("token") == ParameterSource.COMMANDLINE:
@@ -151,9 +148,7 @@ def serve_command(
             replicas=replicas,
             max_batch=max_batch,
             batch_wait_ms=batch_wait_ms,
-            device=device,
-            precision=precision,
-            mask_mode=mask_mode,
+            options=options,
             top_k=top_k,
             num_cpus=num_cpus_per_replica,
             num_gpus=num_gpus_per_replica,

@@ -10,14 +10,11 @@ import click
 from defr.commands import one_line_errors
 from defr.commands.options import (
     DEVICE_OPTION,
-    MASK_MODE_OPTION,
-    MODEL_FILE_OPTIONS,
-    PRECISION_OPTION,
+    MODEL_OPTIONS,
     RAY_OPTION,
-    RUNTIME_OPTION,
     FiniteFloat,
     model_inputs,
-    model_source,
+    model_request,
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.errors import DefrError
@@ -47,7 +44,7 @@ def _outputs(out, events, frames, summary) -> list[tuple[str, Path]]:
 @click.command("video")
 @click.argument("source", metavar="INPUT")
 @click.argument("more", nargs=-1, metavar="[INPUT]...")
-@MODEL_FILE_OPTIONS
+@MODEL_OPTIONS
 @click.option(
     "--detector",
     default="torchvision:fasterrcnn_resnet50_fpn",
@@ -84,8 +81,6 @@ def _outputs(out, events, frames, summary) -> list[tuple[str, Path]]:
     help="A batch waits at most this long after its first frame.",
 )
 @DEVICE_OPTION
-@PRECISION_OPTION
-@MASK_MODE_OPTION
 @click.option("--fps", type=FiniteFloat(0.001, 1000), help="Frame rate of an image folder (default 30).")
 @click.option("--top-k", type=click.IntRange(min=1), help="Keep at most N triplets per frame.")
 @click.option("--smoothing", default="ema", show_default=True, type=click.Choice(["ema", "window", "none"]))
@@ -97,7 +92,6 @@ def _outputs(out, events, frames, summary) -> list[tuple[str, Path]]:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @RAY_OPTION
 @click.option("--concurrency", default=2, show_default=True, type=click.IntRange(min=1), help="--ray: videos at once.")
-@RUNTIME_OPTION
 def video_command(
     source,
     more,
@@ -139,7 +133,8 @@ def video_command(
     and --summary are then folders that get STEM.mp4, STEM.events.jsonl, STEM.frames.jsonl and
     STEM.summary.json, and "{stem}" in --detector becomes each video's stem.
     """
-    model, kw = model_source(checkpoint, model_file, precision, runtime)
+    with one_line_errors():
+        model, options = model_request(checkpoint, model_file, runtime, precision, mask_mode, device=device)
     if out is None and events is None and frames is None:
         raise click.UsageError("give at least one output: --out, --events or --frames")
     if more and ray_address is None:
@@ -155,7 +150,7 @@ def video_command(
         if Path(ray_address).exists():
             raise click.UsageError(f"--ray took {ray_address} as the address: write --ray=ADDRESS or --ray local")
         job_options = {"device": device, "weights": detector_weights, "label_space": label_space}
-        load = {"device": device, "mask_mode": mask_mode, "top_k": top_k, **kw}
+        load = {"options": options, "top_k": top_k}
         with one_line_errors():
             from defr.serve.batch import VideoJob, list_videos, run_videos_ray  # imports Ray
             from defr.serve.connect import ray_session
@@ -190,7 +185,7 @@ def video_command(
             written.enter_context(OutputSet(labelled, inputs, defaults, overwrite, stream=True))
         except (DefrError, OSError) as e:
             raise click.ClickException(str(e)) from None
-        result = _run(source, detector, detector_weights, label_space, device, model, mask_mode, top_k, kw, outputs,
+        result = _run(source, detector, detector_weights, label_space, device, model, options, top_k, outputs,
                       config, fps, progress)  # fmt: skip
     named = [str(p) for p in (out, events, frames) if p is not None]
     skipped = f"; {result.skipped} frame(s) skipped" if result.skipped else ""
@@ -200,12 +195,12 @@ def video_command(
     )
 
 
-def _run(source, detector, weights, label_space, device, model, mask_mode, top_k, kw, outputs, config, fps, progress):
+def _run(source, detector, weights, label_space, device, model, options, top_k, outputs, config, fps, progress):
     """Load the detectors and run the video → its ``Summary``; errors as one line naming the summary."""
     summary = outputs.summary
     try:
         objects = make_detector(detector, device=device, weights=weights, label_space=label_space)
-        hoi = load_detector(model, device=device, mask_mode=mask_mode, top_k=top_k, **kw)
+        hoi = load_detector(model, options, top_k=top_k)
         return run_video(source, objects, hoi, outputs, config, fps=fps, progress=progress)
     except StreamInterrupted as e:
         click.echo(f"interrupted after {e.summary.frames} frames ({e}); outputs finalised, summary {summary}", err=True)

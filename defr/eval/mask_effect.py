@@ -15,8 +15,9 @@ from defr.data.synth.stats import distinct_boxes
 from defr.eval.gt_detections import image_paths, noisy_gt_detections
 from defr.eval.hicodet import SUMMARY_KEYS, hicodet_metrics
 from defr.model import load_model
-from defr.runtime import HOIDetector, TorchBackend
+from defr.runtime import HOIDetector, ModelOptions
 from defr.runtime.detect import run_detection
+from defr.runtime.registry import torch_backend
 from defr.runtime.whole_image import STUDY_MASK_MODES, WholeImageBackend
 
 
@@ -50,7 +51,7 @@ def mask_effect(checkpoint: str | os.PathLike, synth_root: Path, noise: float = 
     model = load_model(checkpoint)
     report: dict = {"noise": noise, "images": annotations.num_images, "images_two_plus_people": crowded.num_images}
     for mode in STUDY_MASK_MODES:
-        backend = TorchBackend(model, mask_mode="hard" if mode == "none" else mode)
+        backend = torch_backend(model, ModelOptions(mask_mode=None if mode == "none" else mode))  # none: any mode
         detector = HOIDetector(WholeImageBackend(backend) if mode == "none" else backend)
         results = run_detection(detector, paths, dets, progress=False)
         for name, subset in (("all", annotations), ("two_plus_people", crowded)):

@@ -41,7 +41,7 @@ from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
 from defr.export.errors import VerificationError
 from defr.optional import MissingDependency, import_openvino
-from defr.runtime.backends import load_backend
+from defr.runtime import load_backend
 from defr.runtime.contract import INPUT_NAMES
 from defr.runtime.detect import run_detection
 from defr.runtime.detector import HOIDetector
@@ -67,7 +67,7 @@ class GateResult:
     metrics: dict[str, dict[str, float | None]] = field(default_factory=dict)
     drop: dict[str, float] = field(default_factory=dict)
     note: str = ""
-    # --- OpenVINO rows (issue 21): precision → {logits, metrics, drop, passed}, as the fields above ---
+    # --- OpenVINO rows: precision → {logits, metrics, drop, passed}, as the fields above ---
     openvino: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -118,7 +118,7 @@ def accuracy_gate(
     Returns the measurements; raises ``VerificationError`` when a gated metric drops by more than
     ``max_drop`` points (the caller writes nothing then).
     """
-    backends = {p: load_backend(path, "cpu") for p, path in files.items()}
+    backends = {p: load_backend(path) for p, path in files.items()}
     notes: list[str] = []
     ov_backends = openvino_backends(files, notes)
     every = {**backends, **ov_backends}
@@ -189,9 +189,9 @@ def openvino_backends(files: dict[str, str | os.PathLike], notes: list[str]) -> 
     except MissingDependency:
         notes.append('OpenVINO rows not run: openvino is not installed (pip install "defr[openvino]")')
         return {}
-    rows = {f"{OPENVINO_ROW}int8": OpenVinoBackend(files["int8"])}
+    rows = {f"{OPENVINO_ROW}int8": load_backend(files["int8"], runtime="openvino")}
     if cpu_has_bf16(ov.Core()):
-        rows[f"{OPENVINO_ROW}bf16"] = OpenVinoBackend(files["fp32"], "bf16")
+        rows[f"{OPENVINO_ROW}bf16"] = load_backend(files["fp32"], runtime="openvino", precision="bf16")
     else:
         notes.append("OpenVINO bf16 row not run: this CPU has no bf16 instructions")
     return rows

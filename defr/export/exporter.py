@@ -17,7 +17,7 @@ from pathlib import Path
 
 import onnx
 
-from defr.choices import DEFAULT_MASK_MODE, ENGINE_PRECISIONS, MASK_MODES
+from defr.choices import DEFAULT_MASK_MODE, ENGINE_PRECISIONS, check_mask_mode
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
@@ -80,8 +80,7 @@ class ExportConfig:
             raise ExportError("--int8 quantizes the plain graph; export it without --plugin")
         if self.calibration == NO_CALIBRATION and self.quantization.method == "static":
             self.quantization = dataclasses.replace(self.quantization, method="dynamic")
-        if self.mask_mode not in MASK_MODES:
-            raise ExportError(f"mask mode must be one of {MASK_MODES}, not {self.mask_mode!r}")
+        check_mask_mode(self.mask_mode)
         check_limits(self.image_size if self.image_size is not None else 1, self.max_batch, self.max_pairs)
         if self.engine is not None and self.engine not in ENGINE_PRECISIONS:
             raise ExportError(f"engine precision must be one of {ENGINE_PRECISIONS}, not {self.engine!r}")

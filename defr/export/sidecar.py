@@ -19,7 +19,17 @@ from defr.files import write_json
 from defr.machine import package_versions
 from defr.model import DEFR
 from defr.runtime.contract import RuntimeMeta
-from defr.runtime.sidecar import SIDECAR_FORMAT, SIDECAR_NAME, Digest, EngineInfo, FileEntry, GraphInfo, Sidecar
+from defr.runtime.sidecar import (
+    SIDECAR_FORMAT,
+    SIDECAR_NAME,
+    Digest,
+    EngineInfo,
+    ExporterInfo,
+    FileEntry,
+    GraphInfo,
+    Sidecar,
+    SourceInfo,
+)
 
 __all__ = [
     "SIDECAR_FORMAT",
@@ -92,8 +102,8 @@ def build_sidecar(
         files=dict(files),
         engine=engine,
         int8=int8,
-        exporter=package_versions(),
-        source=source,
+        exporter=ExporterInfo(tuple(package_versions().items())),
+        source=SourceInfo(**source),
     )
 
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from defr.choices import DEFAULT_MASK_MODE, check_mask_mode
+from defr.choices import DEFAULT_MASK_MODE
 from defr.errors import ConfigError
 from defr.model.backbones import BackboneSpec, UnsupportedBackboneError, build_backbone
 from defr.model.pair_attention import cls_attention_bias, pair_cls_features, pair_masks
@@ -126,7 +126,6 @@ class DEFR(nn.Module):
         """
         vit = self.vit
         s, p = vit.cfg.image_size, vit.cfg.patch_size
-        check_mask_mode(mask_mode)
         tokens = vit.tokens(images, num_blocks=len(vit.blocks) - 1)
         index = pair_index.long()
         if with_image_logits:  # a whole-image box: every patch visible, a zero bias in either mode
@@ -165,7 +164,6 @@ class DEFR(nn.Module):
         Same arguments as ``forward_pairs``; memory O(P·L²). mask-1 equals ``forward_pairs``.
         """
         vit = self.vit
-        check_mask_mode(mask_mode)
         if not 1 <= masked_layers <= len(vit.blocks):
             raise ConfigError(f"masked_layers must be in [1, {len(vit.blocks)}], not {masked_layers}")
         if masked_layers > 1 and vit.cfg.cls_reads == "last_block":

@@ -13,24 +13,20 @@ discarded (``defr.runtime.contract.with_dummy_pair``).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from defr.choices import DEFAULT_MASK_MODE, DEFAULT_PRECISION
+from defr.choices import FILE_PRECISION, MaskMode, PrecisionRequest
 from defr.detections import DEFAULT_LABEL_SPACE, DetectionError, Detections, as_detections, check_label_space
 from defr.errors import ConfigError
 from defr.images import ImageInputError, resize_normalise, rgb_tensor
-from defr.model import load_model
-from defr.runtime.backends import OnnxBackend, TorchBackend, load_backend
 from defr.runtime.contract import BackendError, PairBackend, RuntimeMeta, with_dummy_pair
 from defr.runtime.onnx_session import SessionConfig
-from defr.runtime.openvino_backend import ONNX_RUNTIMES, OpenVinoBackend, OpenVinoConfig
+from defr.runtime.openvino_backend import OpenVinoConfig
 from defr.runtime.pairing import PairConfig, Pairs, make_pairs, pair_priors
-from defr.runtime.tensorrt_backend import TensorRTBackend
+from defr.runtime.registry import MODEL_OPTION_NAMES, ModelOptions, load_backend
 
 
 @dataclass
@@ -69,7 +65,7 @@ class HOIDetector:
         top_k: keep at most that many triplets per image (None: all).
         min_score: keep triplets scoring above it.
 
-    The backend's device is where it computes (``load_detector(path, device=...)``).
+    The backend's device is where it computes (``HOIDetector.open(path, device=...)``).
     """
 
     def __init__(
@@ -92,21 +88,21 @@ class HOIDetector:
         self.class_objects = torch.tensor(self.meta.class_objects, dtype=torch.long)
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        path: str | os.PathLike,
-        device: str = "cpu",
-        precision: str = DEFAULT_PRECISION,
-        mask_mode: str = DEFAULT_MASK_MODE,
-        attention: str = "auto",
-        **kw,
-    ) -> HOIDetector:
-        """From a DEFR checkpoint (``defr.model.save_checkpoint``) or the released ``.pth``.
+    def open(cls, path: str | os.PathLike, options: ModelOptions | None = None, **kw) -> HOIDetector:
+        """A detector from any model file, for any runtime and precision, through the front door
+        (``defr.runtime.registry.load_backend``).
 
-        mask_mode: ``hard`` (the paper, default) or ``released`` (the released code's arithmetic);
-        attention: ``auto``, ``triton`` or ``reference`` (``TorchBackend``).
+        options: ``ModelOptions`` (runtime, precision, mask_mode, device, ...); ``kw``: its field names
+        (they replace its values) and ``HOIDetector``'s own (``pairs``, ``top_k``, ``min_score``, ``meta``).
         """
-        return cls(TorchBackend(load_model(path), device, precision, mask_mode, attention), **kw)
+        fields = {k: kw.pop(k) for k in list(kw) if k in MODEL_OPTION_NAMES}
+        return cls(load_backend(path, options, **fields), **kw)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", **kw) -> HOIDetector:
+        """From a DEFR checkpoint (``defr.model.save_checkpoint``) or the released ``.pth``, in PyTorch:
+        ``open`` with ``runtime="torch"`` (precision, mask_mode, attention, image_size in ``kw``)."""
+        return cls.open(path, runtime="torch", device=device, **kw)
 
     @classmethod
     def from_onnx(
@@ -114,45 +110,25 @@ class HOIDetector:
         path: str | os.PathLike,
         providers: list[str] | None = None,
         threads: int | None = None,
-        mask_mode: str | None = None,
+        mask_mode: MaskMode | None = None,
         session: SessionConfig | None = None,
         runtime: str = "onnxruntime",
-        precision: str | None = None,
+        precision: PrecisionRequest = FILE_PRECISION,
         openvino: OpenVinoConfig | None = None,
         **kw,
     ) -> HOIDetector:
         """From an exported ONNX model (``defr-export``: ``model.onnx``, ``model.fp16.onnx`` or
-        ``model.int8.onnx``) run by ``runtime``; mask_mode: None or the file's.
-
-        runtime ``onnxruntime``: providers and session (ONNX Runtime's session options,
-        ``OnnxBackend``); the file's precision. runtime ``openvino`` (``OpenVinoBackend``, CPU):
-        precision None (the file's) or ``bf16`` for ``model.onnx``; openvino: its threads, streams,
-        hint and cache (``OpenVinoConfig``; ``threads``, when given, overrides its threads).
-        """
-        # --- runtime selection (issue 21): OpenVINO beside ONNX Runtime ---
-        if runtime not in ONNX_RUNTIMES:
-            raise ConfigError(f"runtime must be one of {ONNX_RUNTIMES}, not {runtime!r}")
-        if runtime == "openvino":
-            if providers is not None or session is not None:
-                raise ConfigError("providers and session are ONNX Runtime's; OpenVINO takes openvino=OpenVinoConfig")
-            config = openvino or OpenVinoConfig()
-            if threads is not None:
-                config = dataclasses.replace(config, threads=threads)
-            return cls(OpenVinoBackend(path, precision, mask_mode, config), **kw)
-        if precision is not None or openvino is not None:
-            raise ConfigError(
-                f"{path}: ONNX Runtime runs the file at its own precision; precision and openvino "
-                "are for runtime='openvino'"
-            )
-        # --- end runtime selection ---
-        return cls(OnnxBackend.from_file(path, providers, threads, mask_mode, session), **kw)
+        ``model.int8.onnx``): ``open`` with these ``ModelOptions``. runtime: ``onnxruntime`` or ``openvino``
+        (another file kind is refused); providers and session: ONNX Runtime's; openvino: OpenVINO's
+        ``OpenVinoConfig``."""
+        options = ModelOptions(runtime, precision, mask_mode, threads=threads, providers=providers, session=session,
+                               openvino=openvino)  # fmt: skip
+        return cls.open(path, options, **kw)
 
     @classmethod
-    def from_engine(
-        cls, path: str | os.PathLike, device: str = "cuda", mask_mode: str | None = None, **kw
-    ) -> HOIDetector:
-        """From a TensorRT engine built by ``defr-export``, run on CUDA ``device``; mask_mode: None or the engine's."""
-        return cls(TensorRTBackend.from_file(path, device, mask_mode), **kw)
+    def from_engine(cls, path: str | os.PathLike, device: str = "cuda", **kw) -> HOIDetector:
+        """From a TensorRT engine built by ``defr-export``, on CUDA ``device``: ``open`` with ``runtime="tensorrt"``."""
+        return cls.open(path, runtime="tensorrt", device=device, **kw)
 
     # --- inputs -----------------------------------------------------------------------------------------------
 
@@ -327,35 +303,6 @@ def _finite_per_image(pair_logits: torch.Tensor, counts: torch.Tensor) -> torch.
     return torch.bincount(index[bad_rows], minlength=len(counts)) == 0
 
 
-def load_detector(
-    path: str | os.PathLike,
-    device: str = "cpu",
-    precision: str | None = None,
-    mask_mode: str | None = None,
-    attention: str | None = None,
-    runtime: str | None = None,
-    **kw,
-) -> HOIDetector:
-    """A detector from a model file through ``load_backend`` (by suffix: ``.onnx`` ONNX Runtime, or OpenVINO
-    with ``runtime="openvino"``; ``.engine`` TensorRT; anything else a checkpoint, ours or the released one).
-
-    precision and attention: for checkpoints (defaults fp32, auto); exported files keep their own,
-    and asking for another is a ``ConfigError`` — except ``bf16`` for ``model.onnx`` in OpenVINO
-    (its inference-precision hint). runtime: who runs an ``.onnx`` file (``ONNX_RUNTIMES``; None:
-    ONNX Runtime). mask_mode: None = ``hard`` for checkpoints, the file's for exports (another than
-    the file's is refused). ``kw`` go to ``HOIDetector``.
-    """
-    suffix = Path(path).suffix.lower()
-    # --- runtime selection (issue 21): OpenVINO beside ONNX Runtime ---
-    if runtime is not None and suffix != ".onnx":
-        raise ConfigError(f"{path}: runtime {runtime!r} applies to exported .onnx files")
-    if runtime == "openvino":
-        if torch.device(device).type != "cpu":
-            raise ConfigError(f"{path}: the OpenVINO runtime runs on the CPU, not {device!r}")
-        if attention not in (None, "auto"):
-            raise ConfigError(f"{path}: attention applies to checkpoints; an exported model has its own graph")
-        ov_precision = None if precision in (None, "fp32") else precision
-        return HOIDetector.from_onnx(path, runtime="openvino", precision=ov_precision, mask_mode=mask_mode, **kw)
-    # --- end runtime selection ---
-    backend = load_backend(path, device, precision=precision, mask_mode=mask_mode, attention=attention)
-    return HOIDetector(backend, **kw)
+def load_detector(path: str | os.PathLike, options: ModelOptions | None = None, **kw) -> HOIDetector:
+    """``HOIDetector.open``: a detector from any model file through the front door (``load_backend``)."""
+    return HOIDetector.open(path, options, **kw)

@@ -5,8 +5,9 @@ OpenVINO reads the exported ONNX graphs as they are, the dynamic batch and pair 
 there is no second file format: ``docs/export.md`` § Which CPU runtime to pick says when it pays.
 What this module adds around ``openvino.Core``:
 
-- the export's sidecar first: ``model.json`` beside the file is read and the file's SHA-256 checked
-  against it before OpenVINO reads anything (``defr.runtime.sidecar``), as ``OnnxBackend`` does;
+- nothing unchecked: the front door (``defr.runtime.registry.load_backend``) reads ``model.json``
+  beside the file and checks the file's SHA-256 against it before OpenVINO reads anything, as for
+  every exported runtime, and resolves the precision (the file's, or bf16 for an fp32 file);
 - the precision is always set, never left to OpenVINO: its CPU plugin defaults to bf16 on CPUs
   with native bf16 (AMX), so fp32 mode sets ``INFERENCE_PRECISION_HINT`` to f32 explicitly. bf16
   on a CPU whose OpenVINO reports no ``BF16`` capability is a ``BackendError`` in one line (OpenVINO
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from defr.choices import OPENVINO_FILE_PRECISIONS
+from defr.choices import Precision
 from defr.errors import ConfigError
 from defr.files import atomic_path, write_json
 from defr.jsonio import JsonInputError, read_json
@@ -50,10 +51,9 @@ from defr.machine import cpu_name
 from defr.optional import import_openvino
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, BackendError, RuntimeMeta
 from defr.runtime.onnx_session import _cpu_flags  # the CPU features that decide the kernels
-from defr.runtime.sidecar import read_sidecar
+from defr.runtime.sidecar import Sidecar
 from defr.runtime.tensorrt_backend import check_pairs
 
-ONNX_RUNTIMES = ("onnxruntime", "openvino")  # who runs an exported .onnx file (``--runtime``)
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # INFERENCE_PRECISION_HINT; int8: the unquantized ops
 CACHE_TAG = "ov"
@@ -100,56 +100,48 @@ def cpu_has_bf16(core) -> bool:
 
 
 class OpenVinoBackend:
-    """An exported ``model.onnx`` (``precision`` ``fp32`` or ``bf16``) or ``model.int8.onnx`` run by OpenVINO.
+    """An exported ``model.onnx`` (run at ``fp32``, or ``bf16`` by OpenVINO's hint) or ``model.int8.onnx``
+    run by OpenVINO on the CPU: a compiled model, the export's ``Sidecar`` and the precision it runs at.
 
-    Args:
-        path: the exported file; ``model.json`` beside it is read and the file's SHA-256 checked first.
-        precision: None (the file's: ``fp32`` for ``model.onnx``, ``int8`` for ``model.int8.onnx``),
-            ``fp32``, or ``bf16`` (``model.onnx`` only: OpenVINO's inference-precision hint, no
-            calibration). ``model.fp16.onnx`` is refused (a GPU file; on the CPU use ``model.onnx``).
-        mask_mode: None takes the file's; another than the file's is refused (it is baked into the graph).
-        config: threads, streams, performance hint, cache (``OpenVinoConfig``).
-
-    Raises:
-        MissingDependency: ``openvino`` is not installed (``pip install "defr[openvino]"``).
-        BackendError: bf16 asked on a CPU without bf16 instructions; a file OpenVINO cannot compile.
-        SidecarError: no ``model.json``, or the file's checksum differs from it.
+    ``OpenVinoBackend.open`` compiles a file the front door (``defr.runtime.registry.load_backend``,
+    ``runtime="openvino"``) has checked against its sidecar, at the precision the door resolved.
     """
 
     accepts_no_pairs = False
     name = "openvino"
 
-    def __init__(
-        self,
-        path: str | os.PathLike,
-        precision: str | None = None,
-        mask_mode: str | None = None,
-        config: OpenVinoConfig | None = None,
-    ):
-        ov = import_openvino("the OpenVINO backend (--runtime openvino)")
-        path = Path(path)
-        if not path.is_file():
-            raise BackendError(f"{path}: no such ONNX file")
-        sidecar = read_sidecar(path)
-        entry = sidecar.check_file(path)
-        self.precision = _precision(path, entry.precision, precision)
-        self.mask_mode = sidecar.mask_mode(mask_mode, path)
+    def __init__(self, compiled, sidecar: Sidecar, precision: Precision, config: OpenVinoConfig):
+        self.compiled = compiled
+        self.sidecar = sidecar
         self.meta: RuntimeMeta = sidecar.meta
-        self.config = config or OpenVinoConfig()
+        self.mask_mode = sidecar.graph.mask_mode
+        self.precision = precision
+        self.config = config
         self.device = torch.device("cpu")
-        core = ov.Core()
-        if self.precision == "bf16" and not cpu_has_bf16(core):
+        self._idle: list = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike, sidecar: Sidecar, sha256: str, precision: Precision, config: OpenVinoConfig
+    ) -> OpenVinoBackend:
+        """``path`` compiled for the CPU at ``precision`` (its SHA-256, checked by the door: ``sha256``).
+
+        Raises ``BackendError`` for bf16 on a CPU without bf16 instructions (OpenVINO would silently
+        run fp32), a file OpenVINO cannot compile, or a compiled precision other than the one asked.
+        """
+        core = import_openvino("the OpenVINO backend (--runtime openvino)").Core()
+        if precision == "bf16" and not cpu_has_bf16(core):
             raise BackendError(
                 f"{path}: bf16 asked, but this CPU ({cpu_name()}) has no bf16 instructions (OpenVINO lists "
                 f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}), so it would run fp32; "
                 "use precision fp32, or model.int8.onnx"
             )
-        self.compiled = _compile(core, path, entry.sha256, self.precision, self.config)
-        got = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        if got != OV_PRECISION[self.precision]:
-            raise BackendError(f"{path}: asked OpenVINO for {self.precision}, it compiled for {got}")
-        self._idle: list = []
-        self._lock = threading.Lock()
+        compiled = _compile(core, Path(path), sha256, precision, config)
+        got = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if got != OV_PRECISION[precision]:
+            raise BackendError(f"{path}: asked OpenVINO for {precision}, it compiled for {got}")
+        return cls(compiled, sidecar, precision, config)
 
     def __call__(self, images, boxes_h, boxes_o, pair_index) -> tuple[torch.Tensor, torch.Tensor]:
         check_pairs(images.shape[0], pair_index.shape[0])
@@ -170,24 +162,6 @@ class OpenVinoBackend:
         finally:
             with self._lock:
                 self._idle.append(request)
-
-
-def _precision(path: Path, file_precision: str, requested: str | None) -> str:
-    """The precision to run ``path`` at: the file's, or bf16 for an fp32 file; ConfigError otherwise."""
-    if file_precision not in OPENVINO_FILE_PRECISIONS:
-        raise ConfigError(
-            f"{path}: a {file_precision} file; OpenVINO on the CPU runs model.onnx (fp32, or bf16) and model.int8.onnx"
-        )
-    if requested is None or requested == file_precision:
-        return file_precision
-    if requested == "bf16" and file_precision == "fp32":
-        return "bf16"
-    raise ConfigError(
-        f"{path}: an {file_precision} file runs in OpenVINO at {file_precision}"
-        + (" or bf16" if file_precision == "fp32" else "")
-        + f", not {requested}"
-        + ("; for int8 load model.int8.onnx" if requested == "int8" else "")
-    )
 
 
 def compile_model(core, path: str | os.PathLike, precision: str, config: OpenVinoConfig):

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from defr import vocab
-from defr.choices import DEFAULT_MASK_MODE, FILE_PRECISIONS, MASK_MODES
+from defr.choices import DEFAULT_MASK_MODE, FILE_PRECISIONS, MASK_MODES, MaskMode, Precision
 from defr.errors import DefrError
 from defr.jsonio import JsonInputError, read_json
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, RuntimeMeta
@@ -87,7 +87,7 @@ class FileEntry:
     """One file of the export: its precision (``FILE_PRECISIONS``), digest, and the external-data files
     it loads (name in the export folder → digest; ONNX files over 2 GB keep their weights there)."""
 
-    precision: str
+    precision: Precision
     digest: Digest
     external_data: dict[str, Digest] = field(default_factory=dict)
 
@@ -109,7 +109,7 @@ class GraphInfo:
 
     opset: int
     plugin: bool
-    mask_mode: str
+    mask_mode: MaskMode
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,30 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
+class SourceInfo:
+    """Where the exported weights came from: the checkpoint's file name and SHA-256, its backbone and
+    its head's initialisation (a record for people: nothing branches on it; None: not recorded)."""
+
+    checkpoint: str | None = None
+    sha256: str | None = None
+    backbone: str | None = None
+    init: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class ExporterInfo:
+    """The versions of the packages the export ran with (package → version, None: not installed)."""
+
+    versions: tuple[tuple[str, str | None], ...] = ()
+
+    def to_dict(self) -> dict:
+        return dict(self.versions)
+
+
+@dataclass(frozen=True)
 class Sidecar:
     """``model.json`` as a typed record (module docstring). meta: preprocessing and classes; head: the
     classifier's type; logit_scale: γ (not its log); files: file name → ``FileEntry``; engine: when an
@@ -157,8 +181,8 @@ class Sidecar:
     files: dict[str, FileEntry]
     engine: EngineInfo | None = None
     int8: dict | None = None
-    exporter: dict = field(default_factory=dict)
-    source: dict = field(default_factory=dict)
+    exporter: ExporterInfo = field(default_factory=ExporterInfo)
+    source: SourceInfo = field(default_factory=SourceInfo)
 
     # --- the file ---
 
@@ -192,8 +216,8 @@ class Sidecar:
             "engine": self.engine.to_dict() if self.engine is not None else None,
             "int8": self.int8,
             "files": {name: entry.to_dict() for name, entry in self.files.items()},
-            "exporter": self.exporter,
-            "source": self.source,
+            "exporter": self.exporter.to_dict(),
+            "source": self.source.to_dict(),
         }
 
     @classmethod
@@ -231,16 +255,6 @@ class Sidecar:
                     "was changed after export"
                 )
         return entry
-
-    def mask_mode(self, requested: str | None, path: str | os.PathLike) -> str:
-        """The mask mode baked into the export; SidecarError when ``requested`` (None: take the file's) differs."""
-        baked = self.graph.mask_mode
-        if requested is not None and requested != baked:
-            raise SidecarError(
-                f"{path}: exported with mask_mode {baked!r}, not {requested!r}; the mode is part of the graph: "
-                f"export again with --mask-mode {requested}"
-            )
-        return baked
 
 
 def own_digest(d: dict) -> str:
@@ -347,10 +361,7 @@ class _Reader:
         int8 = d.get("int8")
         if int8 is not None and not isinstance(int8, dict):
             raise self.fail("int8", f"must be a JSON object or null, not {_kind(int8)}")
-        exporter, source = d.get("exporter", {}), d.get("source", {})
-        for key, value in (("exporter", exporter), ("source", source)):
-            if not isinstance(value, dict):
-                raise self.fail(key, f"must be a JSON object, not {_kind(value)}")
+        exporter, source = self.exporter(d.get("exporter", {})), self.source(d.get("source", {}))
         files = self.files(self.obj(d, "files"))
         engine = None if engine is None else self.engine(engine, meta.image_size, files)
         return Sidecar(
@@ -364,6 +375,26 @@ class _Reader:
             exporter=exporter,
             source=source,
         )
+
+    def exporter(self, d: Any) -> ExporterInfo:
+        if not isinstance(d, dict):
+            raise self.fail("exporter", f"must be a JSON object, not {_kind(d)}")
+        for name, version in d.items():
+            if version is not None:
+                self.string(version, f"exporter.{name}")
+        return ExporterInfo(tuple(d.items()))
+
+    def source(self, d: Any) -> SourceInfo:
+        if not isinstance(d, dict):
+            raise self.fail("source", f"must be a JSON object, not {_kind(d)}")
+        known = {f: d.get(f) for f in ("checkpoint", "sha256", "backbone")}
+        for name, value in known.items():
+            if value is not None:
+                self.string(value, f"source.{name}")
+        init = d.get("init")
+        if init is not None and not isinstance(init, dict):
+            raise self.fail("source.init", f"must be a JSON object, not {_kind(init)}")
+        return SourceInfo(**known, init=init)
 
     def meta(self, d: dict) -> RuntimeMeta:
         inp = self.obj(d, "input")

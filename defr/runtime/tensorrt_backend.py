@@ -16,7 +16,7 @@ import torch
 from defr.errors import DefrError
 from defr.optional import import_tensorrt
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, BackendError
-from defr.runtime.sidecar import Sidecar, read_sidecar
+from defr.runtime.sidecar import Sidecar
 
 
 def load_plugin_library(trt, logger, path: str | os.PathLike) -> None:
@@ -51,8 +51,8 @@ class TensorRTBackend:
     """A ``model.<precision>.engine`` built by ``defr-export --engine``, run on a CUDA ``device``.
 
     Built from a deserialized engine, the export's ``Sidecar`` (preprocessing, classes, the profile's
-    limits, the baked-in mask mode) and the file's ``precision``; ``TensorRTBackend.from_file``
-    opens an engine file (checked against its sidecar).
+    limits, the baked-in mask mode) and the file's ``precision``; ``TensorRTBackend.open`` deserializes
+    an engine file the front door (``defr.runtime.registry.load_backend``) checked against its sidecar.
     """
 
     accepts_no_pairs = False
@@ -73,25 +73,19 @@ class TensorRTBackend:
         self.dtypes = {n: _torch_dtype(engine.get_tensor_dtype(n)) for n in (*INPUT_NAMES, *OUTPUT_NAMES)}
 
     @classmethod
-    def from_file(
-        cls, path: str | os.PathLike, device: str | torch.device = "cuda", mask_mode: str | None = None
+    def open(
+        cls, path: str | os.PathLike, sidecar: Sidecar, precision: str, device: str | torch.device
     ) -> TensorRTBackend:
-        """Deserialize an engine file after checking it against ``model.json`` beside it; mask_mode: None
-        takes the engine's, another is refused. The plugin the sidecar names (built in or a library) is
-        registered first. Raises ``MissingDependency`` without TensorRT, ``BackendError`` without CUDA
-        or when TensorRT cannot load the engine, ``SidecarError`` for a sidecar that disagrees."""
+        """Deserialize the engine ``path`` on CUDA ``device``; the plugin the sidecar names (built in
+        or a library) is registered first. Raises ``BackendError`` without CUDA, for an engine the
+        sidecar does not record, or one TensorRT cannot load."""
         trt = import_tensorrt()
         path = Path(path)
-        if not path.is_file():
-            raise BackendError(f"{path}: no such engine file")
         device = torch.device(device)
         if device.type != "cuda" or not torch.cuda.is_available():
             raise BackendError(
                 f"TensorRT engines run on a CUDA device, not {device} (CUDA available: {torch.cuda.is_available()})"
             )
-        sidecar = read_sidecar(path)
-        entry = sidecar.check_file(path)
-        sidecar.mask_mode(mask_mode, path)
         if sidecar.engine is None or sidecar.engine.file != path.name:
             raise BackendError(f"{path}: model.json records no such engine (export again with --engine)")
         logger = trt.Logger(trt.Logger.WARNING)
@@ -102,7 +96,7 @@ class TensorRTBackend:
         engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
         if engine is None:
             raise BackendError(f"{path}: TensorRT cannot load the engine (built by another TensorRT version or GPU?)")
-        return cls(engine, sidecar, entry.precision, device)
+        return cls(engine, sidecar, precision, device)
 
     def __call__(self, images, boxes_h, boxes_o, pair_index) -> tuple[torch.Tensor, torch.Tensor]:
         check_pairs(images.shape[0], pair_index.shape[0], self.max_batch, self.max_pairs)

@@ -4,7 +4,8 @@
   per frame to the model deployment, so that the batcher can put frames of different callers (one
   per camera) into one batch.
 - ``DefrModel`` (``ServeConfig.replicas`` replicas, each ``num_cpus`` / ``num_gpus``): one
-  ``HOIDetector`` from ``defr.runtime.load_detector`` (checkpoint, ONNX, int8 ONNX or engine);
+  ``HOIDetector`` opened by the front door, ``HOIDetector.open`` (any model file, runtime and precision:
+  ``ServeConfig.options``);
   ``@serve.batch`` collects up to ``max_batch`` frames, waiting at most ``batch_wait_ms`` after the
   first, into one ``HOIDetector.detect`` call (``defr.serve.api.detect_frames``).
 
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 
 from defr.errors import ConfigError
 from defr.optional import import_ray, import_ray_serve, require
-from defr.runtime import load_detector
+from defr.runtime import HOIDetector, ModelOptions
 from defr.serve.api import (
     DETECT_PATH,
     GET_PATHS,
@@ -72,9 +73,10 @@ UNAVAILABLE = (
 class ServeConfig:
     """One ``defr serve`` application.
 
-    model: any file ``load_detector`` loads; replicas: model replicas; max_batch: frames per backend
+    model: any file ``HOIDetector.open`` opens; options: how (runtime, precision, mask mode, device:
+    ``ModelOptions``, checked when built); replicas: model replicas; max_batch: frames per backend
     call (1 turns batching off); batch_wait_ms: how long a batch waits for more frames after its
-    first; device / precision / mask_mode / top_k: as ``load_detector``; num_cpus / num_gpus: what
+    first; top_k: triplets kept per frame; num_cpus / num_gpus: what
     Ray reserves per model replica (a GPU replica needs ``device="cuda"``); token: required bearer
     token (None: none); request_timeout_s: the longest a request may wait for its frames;
     body_timeout_s: the longest its body may take to arrive (408 after); pin: the model file's SHA-256
@@ -85,9 +87,7 @@ class ServeConfig:
     replicas: int = 1
     max_batch: int = 16
     batch_wait_ms: float = 5.0
-    device: str = "cpu"
-    precision: str | None = None
-    mask_mode: str | None = None
+    options: ModelOptions = field(default_factory=ModelOptions)
     top_k: int | None = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
@@ -108,13 +108,16 @@ class ServeConfig:
         bad = {k: v for k, v in timeouts.items() if not (math.isfinite(v) and v > 0)}
         if bad:
             raise ConfigError(f"{bad} must be finite and > 0")
-        if self.num_gpus > 0 and not self.device.startswith("cuda"):
-            raise ConfigError(f"GPU replicas (num_gpus={self.num_gpus}) need device 'cuda', not {self.device!r}")
+        if self.num_gpus > 0 and not self.options.device.startswith("cuda"):
+            raise ConfigError(
+                f"GPU replicas (num_gpus={self.num_gpus}) need device 'cuda', not {self.options.device!r}"
+            )
         if self.token is not None:
             check_token(self.token)
 
     def load_options(self) -> dict:
-        return {"device": self.device, "precision": self.precision, "mask_mode": self.mask_mode, "top_k": self.top_k}
+        """``HOIDetector.open``'s keywords for this application's model."""
+        return {"options": self.options, "top_k": self.top_k}
 
 
 @serve.deployment(name="DefrModel")
@@ -131,7 +134,7 @@ class DefrModel:
         try:
             if pin is not None:
                 pin.check()
-            self.detector = load_detector(model, **load)
+            self.detector = HOIDetector.open(model, **load)
             if pin is not None:
                 pin.check()  # the file did not change while it loaded
             self.health = ModelHealth()

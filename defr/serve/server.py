@@ -20,7 +20,7 @@ from pathlib import Path
 
 from defr.errors import DefrError
 from defr.optional import import_ray, import_ray_serve
-from defr.runtime import load_detector
+from defr.runtime import HOIDetector
 from defr.serve.api import ModelPin, check_device, check_port_free
 from defr.serve.connect import ServeStartError, init_ray
 from defr.serve.deployment import APP_NAME, ServeConfig, build_app
@@ -44,9 +44,9 @@ def check_before_ray(config: ServeConfig, host: str, port: int, address: str | N
     """
     if address in (None, "local"):
         check_port_free(host, port)
-        check_device(config.device)
+        check_device(config.options.device)
         try:
-            load_detector(config.model, **config.load_options())  # loaded and dropped: the check is that it loads
+            HOIDetector.open(config.model, **config.load_options())  # loaded and dropped: the check is that it loads
         except DefrError:
             raise
         except Exception as e:  # torch's and the runtimes' own errors: one line, before Ray
