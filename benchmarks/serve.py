@@ -22,9 +22,10 @@ batch size, batching on vs ``--max-batch 1``, beside the local HOI stage on the 
    (one hop: HTTP proxy → replica) and a ``two_hop`` ingress that reads the body and passes it to a model
    deployment that answers at once (proxy → ingress → model, as ``defr serve``); then ``defr serve``'s
    ``batched`` application at one stream, asking for its ``Server-Timing`` stages (``X-Defr-Timing``).
-   Beside them, in this process, our own parts of a request (``parse_request``, ``detect_frames`` on one
-   frame, the answer; as ``benchmarks/serve_parts.py``): the target is one stream's p50 ≤ the two-hop
-   floor + those parts + 3 ms. ``--floor-only`` skips steps 4's streams.
+   Our own parts of a request are read from those stages (``parse`` in the ingress, ``model``: decoding
+   and the model call in the replica, ``answer``), not timed in this process (whose torch threads would
+   compete with the replica's): the target is one stream's p50 ≤ the two-hop floor + those parts + 3 ms.
+   ``--floor-only`` skips step 4's streams.
 
     .venv/bin/python benchmarks/serve.py --backbone tiny-vit --image-size 224 \\
         --out benchmarks/results/serve_tiny-vit_224.json
@@ -159,33 +160,9 @@ def floor_apps(serve, responses) -> dict:
     return {"echo": Echo.bind(), "two_hop": HopIngress.bind(Instant.bind())}
 
 
-def our_parts(hoi, bodies: list[bytes]) -> dict:
-    """Median ms of our parts of a one-frame request, in this process: parse, model call, answer."""
-    from defr.serve.api import Limits, detect_frames, json_body, parse_request, response_entries
-
-    limits = Limits()
-    requests = [parse_request(b, limits) for b in bodies]
-    outcomes = [detect_frames(hoi, list(r.frames)) for r in requests]
-
-    def median_ms(fn) -> float:
-        fn(0)
-        times = []
-        for i in range(len(bodies)):
-            start = time.perf_counter()
-            fn(i)
-            times.append(time.perf_counter() - start)
-        return round(statistics.median(times) * 1e3, 2)
-
-    parts = {
-        "parse": median_ms(lambda i: parse_request(bodies[i], limits)),
-        "model": median_ms(lambda i: detect_frames(hoi, list(requests[i].frames))),
-        "answer": median_ms(lambda i: json_body({"results": response_entries(outcomes[i], None)})),
-    }
-    return {**parts, "sum": round(sum(parts.values()), 2)}
-
-
-def measure_floor(base: str, hoi, bodies: list[bytes], rounds: int, n: int) -> dict:
-    """Rounds of echo, two-hop and ``defr serve`` at one stream, interleaved, beside our parts → best p50s."""
+def measure_floor(base: str, bodies: list[bytes], rounds: int, n: int) -> dict:
+    """Rounds of echo, two-hop and ``defr serve`` at one stream, interleaved → best p50s, and our parts of
+    ``defr serve``'s requests (its Server-Timing: parse, model, answer) against the target."""
     rows = []
     for rnd in range(rounds):
         for kind, url, headers in (
@@ -196,14 +173,13 @@ def measure_floor(base: str, hoi, bodies: list[bytes], rounds: int, n: int) -> d
             load = os.getloadavg()[0]
             rows.append({"round": rnd, "kind": kind, **sequential(url, bodies, n, headers), "load_1min_before": load})
             print(rows[-1], flush=True)
-        rows.append({"round": rnd, "kind": "parts", "median_ms": our_parts(hoi, bodies)})
-        print(rows[-1], flush=True)
 
     def best(kind: str) -> dict:
         return min((r for r in rows if r["kind"] == kind), key=lambda r: r["p50_ms"])
 
-    parts = min((r["median_ms"] for r in rows if r["kind"] == "parts"), key=lambda p: p["sum"])
     echo, two_hop, defr = best("echo"), best("two_hop"), best("defr")
+    parts = {k: defr["stages_ms"][k] for k in ("parse", "model", "answer")}
+    parts["sum"] = round(sum(parts.values()), 2)
     target = round(two_hop["p50_ms"] + parts["sum"] + 3, 2)
     return {
         "requests": n,
@@ -302,7 +278,7 @@ def main() -> None:
             for name in ("echo", "two_hop"):
                 sequential(f"http://127.0.0.1:{port}/{name}", bodies, 8)
             local_stage(hoi, images, dets, args.local_batch, 2 * args.local_batch)
-            floor = measure_floor(f"http://127.0.0.1:{port}", hoi, bodies, args.floor_rounds, args.floor_requests)
+            floor = measure_floor(f"http://127.0.0.1:{port}", bodies, args.floor_rounds, args.floor_requests)
             for rnd in range(0 if args.floor_only else args.rounds):
                 for n in streams:
                     load = os.getloadavg()[0]

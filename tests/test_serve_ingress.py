@@ -140,6 +140,17 @@ def test_a_lone_frame_skips_the_batch_wait_and_timing_is_opt_in():
     assert stages == list(TIMING_STAGES) and json.loads(timed.body) == json.loads(plain.body)
 
 
+def test_model_replicas_get_passive_openmp_threads_unless_the_user_set_a_policy(monkeypatch):
+    from defr.serve.deployment import ServeConfig, build_app, replica_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert replica_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    model = build_app(ServeConfig("m.onnx"))._bound_deployment.init_args[0]._bound_deployment  # DefrModel
+    assert model.ray_actor_options["runtime_env"] == {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert replica_env() == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
 def test_model_failures_and_unexpected_errors_are_one_json_line():
     def failing(frame):
         return RequestError(500, "the model failed: BackendError: NaN logits")

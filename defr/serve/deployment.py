@@ -344,12 +344,24 @@ def _api_path(scope: dict) -> str:
     return path.rstrip("/") or "/"
 
 
+def replica_env() -> dict[str, str]:
+    """Environment of a model replica: OpenMP threads that sleep when idle (``OMP_WAIT_POLICY=PASSIVE``) unless
+    ``OMP_WAIT_POLICY`` is set here. By default they spin after each parallel region, taking the cores the
+    proxy and the ingress need to pass the answer on (a machine shared with them; measured on 2 busy
+    cores: tiny-vit's call 50-85 ms passive against 115-790 ms by default, docs/benchmarks.md §8)."""
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
 def build_app(config: ServeConfig):
     """The bound Serve application (``serve.run`` it, or compose it with your own deployments)."""
     model = DefrModel.options(
         num_replicas=config.replicas,
         max_ongoing_requests=4 * config.max_batch,
-        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        ray_actor_options={
+            "num_cpus": config.num_cpus,
+            "num_gpus": config.num_gpus,
+            "runtime_env": {"env_vars": replica_env()},
+        },
         graceful_shutdown_timeout_s=config.request_timeout_s,
     ).bind(config.model, config.load_options(), config.max_batch, config.batch_wait_ms / 1000, config.pin)
     return DefrIngress.options(
