@@ -131,10 +131,12 @@ def test_a_lone_frame_skips_the_batch_wait_and_timing_is_opt_in():
         await app(request("/v1/detect", "POST", two_frames()))
         app.frames_out = 1  # another request's frame is with the model: this one may find company
         await app(request("/v1/detect", "POST", detect_body()))
+        app.frames_out, app.detecting = 0, 1  # another request is still being read or parsed: it may join
+        await app(request("/v1/detect", "POST", detect_body()))
         return model.calls, plain, timed
 
     calls, plain, timed = asyncio.run(run())
-    assert calls == ["alone", "alone", "batched", "batched", "batched"]
+    assert calls == ["alone", "alone", "batched", "batched", "batched", "batched"]
     assert plain.status_code == timed.status_code == 200 and "server-timing" not in plain.headers
     stages = [part.split(";dur=")[0] for part in timed.headers["server-timing"].split(", ")]
     assert stages == list(TIMING_STAGES) and json.loads(timed.body) == json.loads(plain.body)

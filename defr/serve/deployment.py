@@ -284,9 +284,11 @@ class DefrIngress:
             self.detecting -= 1
 
     async def _detect(self, request: DetectRequest, marks: dict[str, float]) -> list[FrameOutcome]:
-        # A lone frame (nothing else in flight to the model) goes at once: a batch wait could only delay it.
-        # A request's several frames, or frames beside others, are batched.
-        alone = len(request.frames) == 1 and self.frames_out == 0
+        # A lone frame goes at once: one frame, no other detect request in the ingress (reading, parsing or
+        # waiting) and no frame with the model, so a batch wait could only delay it. A request's several
+        # frames, or frames beside others, are batched: streams answered together come back together, and
+        # sending the first of them alone would split them into batches of one from then on.
+        alone = len(request.frames) == 1 and self.frames_out == 0 and self.detecting == 1
         method = self.model.detect_alone if alone else self.model.detect_frame
         self.frames_out += len(request.frames)
         marks["sent"] = time.monotonic()
