@@ -16,6 +16,16 @@ batch size, batching on vs ``--max-batch 1``, beside the local HOI stage on the 
    answer (``DetectClient``, HTTP on 127.0.0.1). Recorded: aggregate frames/s (all frames / wall
    time), request latency p50 / p99, mean formed batch (``/v1/stats`` before and after), the 1-minute
    load average before each measurement (other work on the machine shows there).
+5. the floor, in the same Ray (``--floor-rounds`` rounds, each ``--floor-requests`` sequential requests of
+   each kind, one connection per request as ``DetectClient`` makes, the same ~65 KB body of one frame):
+   Ray Serve's own cost per request, an ``echo`` deployment that reads the body and answers its length
+   (one hop: HTTP proxy → replica) and a ``two_hop`` ingress that reads the body and passes it to a model
+   deployment that answers at once (proxy → ingress → model, as ``defr serve``); then ``defr serve``'s
+   ``batched`` application at one stream, asking for its ``Server-Timing`` stages (``X-Defr-Timing``).
+   Our own parts of a request are read from those stages (``parse`` in the ingress, ``model``: decoding
+   and the model call in the replica, ``answer``), not timed in this process (whose torch threads would
+   compete with the replica's): the target is one stream's p50 ≤ the two-hop floor + those parts + 3 ms.
+   ``--floor-only`` skips step 4's streams.
 
     .venv/bin/python benchmarks/serve.py --backbone tiny-vit --image-size 224 \\
         --out benchmarks/results/serve_tiny-vit_224.json
@@ -25,6 +35,8 @@ batch size, batching on vs ``--max-batch 1``, beside the local HOI stage on the 
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import socket
 import statistics
@@ -89,6 +101,101 @@ def run_streams(url: str, n: int, frames: list[str], dets: list[dict], per_strea
     }
 
 
+def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[float, int, str]:
+    """One POST on a new connection (as ``DetectClient``) → (seconds, status, its Server-Timing header)."""
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, _, port = host_port.partition(":")
+    start = time.perf_counter()
+    conn = http.client.HTTPConnection(host, int(port), timeout=120)
+    try:
+        conn.request("POST", "/" + path, body=body, headers={"Content-Type": "application/json", **headers})
+        response = conn.getresponse()
+        response.read()
+        return time.perf_counter() - start, response.status, response.getheader("Server-Timing") or ""
+    finally:
+        conn.close()
+
+
+def sequential(url: str, bodies: list[bytes], n: int, headers: dict[str, str] | None = None) -> dict:
+    """``n`` requests one after the other (bodies in turn) → p50 / p90 ms and the median of each Server-Timing stage."""
+    latencies, stages = [], {}
+    for i in range(n):
+        seconds, status, timing = post(url, bodies[i % len(bodies)], headers or {})
+        if status != 200:
+            raise SystemExit(f"{url}: HTTP {status}")
+        latencies.append(seconds)
+        for part in filter(None, (p.strip() for p in timing.split(","))):
+            name, _, dur = part.partition(";dur=")
+            stages.setdefault(name, []).append(float(dur))
+    row = {"requests": n, "p50_ms": round(percentile(latencies, 50) * 1e3, 2)}
+    row["p90_ms"] = round(percentile(latencies, 90) * 1e3, 2)
+    if stages:
+        row["stages_ms"] = {k: round(statistics.median(v), 2) for k, v in stages.items()}
+    return row
+
+
+def floor_apps(serve, responses) -> dict:
+    """Ray Serve's floor: ``echo`` (one hop) and ``two_hop`` (an ingress and a model that answers at once)."""
+
+    @serve.deployment(name="Echo", ray_actor_options={"num_cpus": 0})
+    class Echo:
+        async def __call__(self, request):
+            body = await request.body()
+            return responses.Response(json.dumps({"bytes": len(body)}), media_type="application/json")
+
+    @serve.deployment(name="Instant", ray_actor_options={"num_cpus": 0})
+    class Instant:
+        async def __call__(self, body: bytes) -> dict:
+            return {"bytes": len(body)}
+
+    @serve.deployment(name="HopIngress", ray_actor_options={"num_cpus": 0})
+    class HopIngress:
+        def __init__(self, model):
+            self.model = model
+
+        async def __call__(self, request):
+            answer = await self.model.remote(await request.body())
+            return responses.Response(json.dumps(answer), media_type="application/json")
+
+    return {"echo": Echo.bind(), "two_hop": HopIngress.bind(Instant.bind())}
+
+
+def measure_floor(base: str, bodies: list[bytes], rounds: int, n: int) -> dict:
+    """Rounds of echo, two-hop and ``defr serve`` at one stream, interleaved → best p50s, and our parts of
+    ``defr serve``'s requests (its Server-Timing: parse, model, answer) against the target."""
+    rows = []
+    for rnd in range(rounds):
+        for kind, url, headers in (
+            ("echo", f"{base}/echo", None),
+            ("two_hop", f"{base}/two_hop", None),
+            ("defr", f"{base}/batched/v1/detect", {"X-Defr-Timing": "1"}),
+        ):
+            load = os.getloadavg()[0]
+            rows.append({"round": rnd, "kind": kind, **sequential(url, bodies, n, headers), "load_1min_before": load})
+            print(rows[-1], flush=True)
+
+    def best(kind: str) -> dict:
+        return min((r for r in rows if r["kind"] == kind), key=lambda r: r["p50_ms"])
+
+    echo, two_hop, defr = best("echo"), best("two_hop"), best("defr")
+    parts = {k: defr["stages_ms"][k] for k in ("parse", "model", "answer")}
+    parts["sum"] = round(sum(parts.values()), 2)
+    target = round(two_hop["p50_ms"] + parts["sum"] + 3, 2)
+    return {
+        "requests": n,
+        "rounds": rounds,
+        "body_bytes": len(bodies[0]),
+        "echo": {k: echo[k] for k in ("p50_ms", "p90_ms")},
+        "two_hop": {k: two_hop[k] for k in ("p50_ms", "p90_ms")},
+        "defr": {k: defr[k] for k in ("p50_ms", "p90_ms", "stages_ms") if k in defr},
+        "parts_ms": parts,
+        "target_p50_ms": target,
+        "target_met": defr["p50_ms"] <= target,
+        "over_two_hop_and_parts_ms": round(defr["p50_ms"] - two_hop["p50_ms"] - parts["sum"], 2),
+        "rows": rows,
+    }
+
+
 def local_stage(hoi, images: list, dets: list[dict], batch: int, frames: int) -> dict:
     """Frames/s of ``hoi.detect`` over ``frames`` frames in batches of ``batch`` (defr video's HOI stage)."""
     start = time.perf_counter()
@@ -114,6 +221,9 @@ def main() -> None:
     parser.add_argument("--local-batch", type=int, default=8)
     parser.add_argument("--replica-cpus", type=int, default=2)
     parser.add_argument("--ray-cpus", type=int, default=4, help="Logical CPUs of the local Ray (2 replicas).")
+    parser.add_argument("--floor-requests", type=int, default=60, help="Sequential requests per floor measurement.")
+    parser.add_argument("--floor-rounds", type=int, default=3)
+    parser.add_argument("--floor-only", action="store_true", help="Only the floor (step 5), not the streams.")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     streams = [int(s) for s in args.streams.split(",")]
@@ -124,6 +234,7 @@ def main() -> None:
     from defr.data.synth import generate_synthetic_video
     from defr.machine import machine_info
     from defr.model import create_model, save_checkpoint
+    from defr.optional import require
     from defr.runtime import load_detector
     from defr.runtime.io import load_frame_detections
     from defr.serve.client import detections_json, encode_image
@@ -141,6 +252,10 @@ def main() -> None:
         dets = [by_frame[f.index].to_dict() for f in decoded]
         encoded = [encode_image(im) for im in images]
         wire_dets = [detections_json(d) for d in dets]
+        bodies = [  # what DetectClient.detect sends for one frame
+            json.dumps({"frames": [{"image": im, "detections": d}], "label_space": "hico"}).encode()
+            for im, d in zip(encoded, wire_dets, strict=True)
+        ]
         checkpoint = tmp / "model.safetensors"
         save_checkpoint(create_model(args.backbone, args.image_size, seed=0), checkpoint)
         hoi = load_detector(checkpoint)
@@ -155,10 +270,16 @@ def main() -> None:
             for mode, max_batch in modes.items():
                 config = ServeConfig(str(checkpoint), max_batch=max_batch, **common)
                 serve.run(build_app(config), name=mode, route_prefix=f"/{mode}")
+            responses = require("starlette.responses", "benchmarks/serve.py", "serve", package="ray[serve]")
+            for name, app in floor_apps(serve, responses).items():
+                serve.run(app, name=name, route_prefix=f"/{name}")
             for mode in modes:  # warm-up: first calls load lazily initialised kernels
                 run_streams(f"http://127.0.0.1:{port}/{mode}", 2, encoded, wire_dets, 4)
+            for name in ("echo", "two_hop"):
+                sequential(f"http://127.0.0.1:{port}/{name}", bodies, 8)
             local_stage(hoi, images, dets, args.local_batch, 2 * args.local_batch)
-            for rnd in range(args.rounds):
+            floor = measure_floor(f"http://127.0.0.1:{port}", bodies, args.floor_rounds, args.floor_requests)
+            for rnd in range(0 if args.floor_only else args.rounds):
                 for n in streams:
                     load = os.getloadavg()[0]
                     row = {"round": rnd, "streams": n, "mode": "local", "load_1min_before": load}
@@ -173,7 +294,7 @@ def main() -> None:
             ray.shutdown()
 
     summary = []
-    for n in streams:
+    for n in streams if rows else ():
         best = {
             mode: max(r["fps"] for r in rows if r["streams"] == n and r["mode"] == mode)
             for mode in ("local", "batched", "single")
@@ -207,10 +328,12 @@ def main() -> None:
         "note": "best of the interleaved rounds; load_1min says whether the machine was shared",
         "summary": summary,
         "rows": rows,
+        "floor": floor,
     }
     write_json(report, args.out, indent=2)
     for s in summary:
         print(s)
+    print({k: v for k, v in floor.items() if k != "rows"})
 
 
 if __name__ == "__main__":

@@ -515,6 +515,44 @@ def serve_table(r: dict) -> str:
             f"| {s['served_over_local']}× | {s['batched_p50_ms']} / {s['batched_p99_ms']} "
             f"| {s['single_p50_ms']} / {s['single_p99_ms']} | {s['mean_batch']} |"
         )
+    if "floor" in r:
+        lines += ["", serve_floor_table(r["floor"])]
+    return "\n".join(lines)
+
+
+def serve_floor_table(f: dict) -> str:
+    """benchmarks/serve.py's floor: Ray Serve's own cost per request beside ``defr serve`` at one stream."""
+    parts, stages = f["parts_ms"], f["defr"].get("stages_ms", {})
+
+    def p50_p90(kind: str) -> str:
+        return f"{f[kind]['p50_ms']} / {f[kind]['p90_ms']}"
+
+    rows = [
+        ("Ray Serve echo (proxy → replica; 1 hop)", p50_p90("echo")),
+        ("Ray Serve ingress → model answering at once (2 hops)", p50_p90("two_hop")),
+        ("`defr serve`, one stream", p50_p90("defr")),
+        (
+            f"our parts (its stages): parse {parts['parse']} + model {parts['model']} + answer {parts['answer']}",
+            f"{parts['sum']}",
+        ),
+        ("target: two-hop p50 + our parts + 3 ms", f"{f['target_p50_ms']} ({'met' if f['target_met'] else 'not met'})"),
+    ]
+    lines = [
+        f"One stream, {f['requests']} sequential requests of {f['body_bytes'] / 1000:.0f} KB each per measurement, "
+        f"best p50 of {f['rounds']} interleaved rounds:",
+        "",
+        "| request | p50 / p90 ms |",
+        "|---|---:|",
+        *(f"| {name} | {value} |" for name, value in rows),
+    ]
+    if stages:
+        lines += [
+            "",
+            "`defr serve`'s stages (`Server-Timing`, median ms of the best round): "
+            + ", ".join(f"{k} {v}" for k, v in stages.items())
+            + f"; p50 minus their sum (HTTP and Serve's proxy, roughly): "
+            f"{f['defr']['p50_ms'] - sum(stages.values()):.1f}",
+        ]
     return "\n".join(lines)
 
 

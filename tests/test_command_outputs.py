@@ -64,6 +64,34 @@ def test_detect_refuses_an_output_that_is_one_of_its_inputs(detect_case, out):
     assert _snapshot(*inputs) == before
 
 
+def test_detect_ray_refuses_its_input_as_out_before_ray_starts(detect_case):
+    d = detect_case
+    args = ["detect", "--checkpoint", d / "model.safetensors", "--images", d / "images", "--detections",
+            d / "dets.jsonl", "--ray", "local", "--out", d / "dets.jsonl"]  # fmt: skip
+    before = _snapshot(d / "dets.jsonl")
+    assert "is the input" in _run(args) and _snapshot(d / "dets.jsonl") == before
+
+
+@pytest.mark.slow  # imports Ray (starts none)
+def test_video_ray_outputs_are_sets_refused_before_ray_starts(tmp_path):
+    ray = pytest.importorskip("ray")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    (clips / "a.mp4").write_bytes(b"not read: refused first")
+    (clips / "a.frames.jsonl").write_text("the detections, under the name of an output")
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    base = ["video", clips, "--checkpoint", tmp_path / "model.safetensors", "--no-progress", "--ray", "local"]
+    spec = ["--detector", f"detections:{clips}/{{stem}}.frames.jsonl"]
+    assert "is the input" in _run([*base, *spec, "--frames", clips])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.summary.json").write_text("my notes")  # named as defr would name a's summary, not defr's
+    output = _run([*base, "--detector", f"detections:{clips}/{{stem}}.jsonl", "--frames", out])
+    assert "a.summary.json" in output and "not written by defr" in output and "--overwrite" in output
+    assert (clips / "a.frames.jsonl").read_text().startswith("the detections") and not ray.is_initialized()
+    assert [p.name for p in out.iterdir()] == ["a.summary.json"]  # nothing staged, nothing taken
+
+
 def test_detect_refuses_a_second_writer_of_its_output(detect_case):
     from defr.files import OutputSet
 

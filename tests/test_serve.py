@@ -8,6 +8,7 @@ import contextlib
 import copy
 import http.server
 import io
+import ipaddress
 import json
 import os
 import pickle
@@ -15,6 +16,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_parse_request_decodes_frames_and_detections():
     req = parse_request(body(images, dets, top_k=5), Limits())
     assert req.top_k == 5 and [f.name for f in req.frames] == ["frames[0]", "frames[1]"]
     for frame, image, det in zip(req.frames, images, dets, strict=True):
-        np.testing.assert_array_equal(frame.image, image)  # PNG is lossless: the same pixels
+        np.testing.assert_array_equal(frame.decode(), image)  # PNG is lossless: the same pixels
         np.testing.assert_allclose(frame.detections.boxes, np.asarray(det["boxes"], np.float32))
     coco = parse_request(body(images[:1], [{**dets[0], "labels": [0, 2, 39]}], label_space="coco80"), Limits())
     converted = coco.frames[0].detections.labels.tolist()
@@ -167,7 +169,7 @@ def test_line_wrapped_base64_is_accepted_with_the_same_pixels():
     flat = encode_image(images[0])
     wrapped = "\n".join(flat[i : i + 76] for i in range(0, len(flat), 76)) + "\r\n"
     req = parse_request(json.dumps({"frames": [{"image": wrapped, "detections": dets[0]}]}).encode(), Limits())
-    np.testing.assert_array_equal(req.frames[0].image, images[0])
+    np.testing.assert_array_equal(req.frames[0].decode(), images[0])
     with pytest.raises(RequestError, match="not valid base64"):
         parse_request(json.dumps({"frames": [{"image": flat[:-4] + "*==", "detections": dets[0]}]}).encode(), Limits())
 
@@ -205,6 +207,20 @@ def test_detect_frames_equals_in_process_and_isolates_a_bad_frame(detector):
     assert (restored.status, str(restored)) == (400, str(outcomes[1]))
     with pytest.raises(RequestError, match="outside the decoded"):
         response_entries([want[0], outcomes[1]], None)
+
+
+def test_an_image_cut_short_behind_a_good_header_is_refused_by_the_replica_for_its_frame_alone(detector):
+    images, dets = scene(2, 2)
+    flat = encode_image(images[1])
+    cut = base64.b64encode(base64.b64decode(flat)[:200]).decode()  # the header reads, the pixels do not
+    raw = json.dumps({"frames": [{"image": encode_image(images[0]), "detections": dets[0]},
+                                 {"image": cut, "detections": dets[1]}]}).encode()  # fmt: skip
+    frames = parse_request(raw, Limits()).frames  # the ingress reads headers only: it passes
+    outcomes = detect_frames(detector, list(frames))
+    assert isinstance(outcomes[1], RequestError) and outcomes[1].status == 400
+    assert str(outcomes[1]).startswith("frames[1].image: cannot read image")
+    want = detector.detect(images[:1], [as_arrays(dets[0])])[0].to_json()
+    assert_same([outcomes[0]], [want])
 
 
 def test_a_model_that_yields_nan_is_a_500_with_its_cause_and_unhealthy(tiny_model):
@@ -460,6 +476,37 @@ def test_served_results_equal_in_process_and_batch_across_callers(served):
     frames, batches = after["frames"] - before["frames"], after["batches"] - before["batches"]
     assert frames == 12 and batches < frames  # frames of different callers shared backend calls
     assert_same(client.detect(*callers[0], top_k=3), [{k: v[:3] for k, v in r.items()} for r in answers[0]])
+
+
+def listening(pid: int) -> list[str]:
+    """The local addresses of the TCP sockets process ``pid`` listens on (/proc: its fds' inodes in net/tcp*)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    found = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                raw = bytes.fromhex(fields[1].split(":")[0])
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # little-endian words
+                found.append(str(ipaddress.ip_address(words)))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_the_model_replica_listens_on_loopback_only(served):
+    """Serve binds each replica's inter-deployment gRPC server to [::]; on a local Ray defr binds it to 127.0.0.1."""
+    pid = DetectClient(served["url"], token=TOKEN).stats()["pid"]
+    addresses = listening(pid)
+    assert len(addresses) >= 2, addresses  # the core worker's and the inter-deployment gRPC server
+    for address in addresses:
+        ip = ipaddress.ip_address(address)
+        assert (ip.ipv4_mapped if ip.version == 6 and ip.ipv4_mapped else ip).is_loopback, addresses
 
 
 @pytest.mark.slow

@@ -179,8 +179,9 @@ def test_video_ray_equals_local_video_per_clip(local_ray, model, clips, tmp_path
         assert_frames_equal(frames_of(out / f"{clip}.frames.jsonl"), frames_of(tmp_path / f"{clip}.local.jsonl"))
         assert json.loads((out / f"{clip}.summary.json").read_text())["frames"] == 24
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{c}.{k}" for c in ("clip0", "clip1") for k in ("frames.jsonl", "events.jsonl", "summary.json")
-    )  # no staging folder left behind
+        [".defr-outputs.json"]
+        + [f"{c}.{k}" for c in ("clip0", "clip1") for k in ("frames.jsonl", "events.jsonl", "summary.json")]
+    )  # no staged file left behind
 
 
 def test_video_ray_a_corrupt_clip_fails_alone_and_reruns_write_into_the_folder(local_ray, model, clips, tmp_path):
@@ -200,7 +201,7 @@ def test_video_ray_a_corrupt_clip_fails_alone_and_reruns_write_into_the_folder(l
     assert r.exit_code == 1, r.output
     assert "broken.mp4: failed: " in r.output and "1 of 2 videos failed" in r.output, r.output
     assert "Traceback" not in r.output and isinstance(r.exception, SystemExit)
-    assert sorted(p.name for p in out.iterdir()) == ["clip0.frames.jsonl", "clip0.summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".defr-outputs.json", "clip0.frames.jsonl", "clip0.summary.json"]
     first = (out / "clip0.frames.jsonl").read_text()
     r = CliRunner().invoke(main, video_args(model, folder, str(folder / "clip0.mp4"), "--frames", str(out), "--ray"))
     assert r.exit_code == 0 and "1 videos, 24 frames" in r.output, r.output
@@ -223,8 +224,8 @@ def test_video_ray_task_killed_mid_video_is_retried(local_ray, model, tmp_path):
 
     def mid_video() -> bool:  # a staged frames file holds a frame: the worker is inside run_video
         try:
-            return any(p.stat().st_size > 0 for p in out.glob(".*/*.frames.jsonl"))
-        except OSError:  # the staging folder went as it was read
+            return any(p.stat().st_size > 0 for p in out.glob(".clip*.frames.jsonl.defr-*"))
+        except OSError:  # the staged file went as it was read
             return False
 
     killed: list[int] = []
@@ -237,6 +238,7 @@ def test_video_ray_task_killed_mid_video_is_retried(local_ray, model, tmp_path):
         lines = frames_of(out / f"{clip}.frames.jsonl")
         assert [f["frame"] for f in lines] == list(range(48))  # each frame once, in order
     assert sorted(p.name for p in out.iterdir()) == [
+        ".defr-outputs.json",
         "clip0.frames.jsonl",
         "clip0.summary.json",
         "clip1.frames.jsonl",

@@ -11,7 +11,7 @@ import json
 import pytest
 from servekit import checkpoint, scene
 
-from defr.serve.api import Limits, ModelPin, RequestError
+from defr.serve.api import TIMING_STAGES, FrameOutcome, Limits, ModelPin, RequestError
 from defr.serve.client import encode_image
 
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
@@ -49,13 +49,24 @@ class StandInModel:
         self.check = _Method(lambda: health)
         self.facts = _Method(facts or (lambda: (200, {"classes": 600})))
         self.stats = _Method(lambda: {"batches": 0})
-        self.detect_frame = _Method(frame or (lambda f: {"boxes_h": [], "boxes_o": [], "hoi": [], "scores": []}))
+        frame = frame or (lambda f: {"boxes_h": [], "boxes_o": [], "hoi": [], "scores": []})
+        self.calls: list[str] = []
+
+        def answer(method: str):
+            def run(f) -> FrameOutcome:
+                self.calls.append(method)
+                return FrameOutcome(frame(f), 1.0, 1.0, 1.0, 1.0)
+
+            return run
+
+        self.detect_frame = _Method(answer("batched"))
+        self.detect_alone = _Method(answer("alone"))
 
 
-def request(path: str, method: str = "GET", body: bytes | None = None, stall: bool = False):
+def request(path: str, method: str = "GET", body: bytes | None = None, stall: bool = False, timing: bool = False):
     from starlette.requests import Request
 
-    headers = [(b"authorization", f"bearer {TOKEN}".encode())]
+    headers = [(b"authorization", f"bearer {TOKEN}".encode())] + [(b"x-defr-timing", b"1")] * timing
     if body is not None or stall:
         headers.append((b"content-length", str(100_000 if stall else len(body)).encode()))
     sent = []
@@ -106,6 +117,42 @@ def test_stalled_bodies_take_at_most_the_slots_get_408_and_health_answers():
     assert ok[0] == 200 and len(ok[1]["results"]) == 1  # the slots are free again
 
 
+def test_a_lone_frame_skips_the_batch_wait_and_timing_is_opt_in():
+    def two_frames() -> bytes:
+        images, dets = scene(0, 2)
+        frames = [{"image": encode_image(im), "detections": d} for im, d in zip(images, dets, strict=True)]
+        return json.dumps({"frames": frames}).encode()
+
+    async def run():
+        model = StandInModel()
+        app = ingress(model)
+        plain = await app(request("/v1/detect", "POST", detect_body()))
+        timed = await app(request("/v1/detect", "POST", detect_body(), timing=True))
+        await app(request("/v1/detect", "POST", two_frames()))
+        app.frames_out = 1  # another request's frame is with the model: this one may find company
+        await app(request("/v1/detect", "POST", detect_body()))
+        app.frames_out, app.detecting = 0, 1  # another request is still being read or parsed: it may join
+        await app(request("/v1/detect", "POST", detect_body()))
+        return model.calls, plain, timed
+
+    calls, plain, timed = asyncio.run(run())
+    assert calls == ["alone", "alone", "batched", "batched", "batched", "batched"]
+    assert plain.status_code == timed.status_code == 200 and "server-timing" not in plain.headers
+    stages = [part.split(";dur=")[0] for part in timed.headers["server-timing"].split(", ")]
+    assert stages == list(TIMING_STAGES) and json.loads(timed.body) == json.loads(plain.body)
+
+
+def test_model_replicas_get_passive_openmp_threads_unless_the_user_set_a_policy(monkeypatch):
+    from defr.serve.deployment import ServeConfig, build_app, replica_env
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert replica_env() == {"OMP_WAIT_POLICY": "PASSIVE"}
+    model = build_app(ServeConfig("m.onnx"))._bound_deployment.init_args[0]._bound_deployment  # DefrModel
+    assert model.ray_actor_options["runtime_env"] == {"env_vars": {"OMP_WAIT_POLICY": "PASSIVE"}}
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert replica_env() == {"OMP_WAIT_POLICY": "ACTIVE"}
+
+
 def test_model_failures_and_unexpected_errors_are_one_json_line():
     def failing(frame):
         return RequestError(500, "the model failed: BackendError: NaN logits")
@@ -144,8 +191,8 @@ def test_a_replica_whose_file_changed_loads_nothing_and_refuses(tmp_path):
     status, body = replica.check()
     assert status == 503 and "changed since defr serve started" in body["error"]
     assert replica.facts() == (status, body)
-    batch = DefrModel.func_or_class.detect_frame.__wrapped__  # the batch body, without Serve's batcher
-    outcomes = asyncio.run(batch(replica, [None, None]))
+    batch = DefrModel.func_or_class._batch.__wrapped__  # the batch body, without Serve's batcher
+    outcomes = [o.result for o in asyncio.run(batch(replica, [(None, 0.0), (None, 0.0)]))]
     assert [o.status for o in outcomes] == [503, 503] and "changed since" in str(outcomes[0])
 
 

@@ -70,7 +70,10 @@ def _outputs(out, events, frames, summary) -> list[tuple[str, Path]]:
     help="Run summary JSON [default: NAME.summary.json beside the first output].",
 )
 @click.option(
-    "--overwrite", is_flag=True, help="Replace a default-named summary that exists and was not written by defr."
+    "--overwrite",
+    is_flag=True,
+    help="Replace a default-named output that exists and was not written by defr (the summary; with --ray, "
+    "every STEM.* output).",
 )
 @click.option("--batch", default=8, show_default=True, type=click.IntRange(min=1), help="Frames per batch.")
 @click.option(
@@ -152,13 +155,17 @@ def video_command(
         job_options = {"device": device, "weights": detector_weights, "label_space": label_space}
         load = {"options": options, "top_k": top_k}
         with one_line_errors():
-            from defr.serve.batch import VideoJob, list_videos, run_videos_ray  # imports Ray
+            from defr.serve.batch import VideoJob, VideoOutputSets, list_videos, run_videos_ray  # imports Ray
             from defr.serve.connect import ray_session
 
             folders = {"video_dir": out, "frames_dir": frames, "events_dir": events, "summary_dir": summary}
-            job = VideoJob(str(model), load, detector, job_options, config, fps, **folders)
+            inputs = tuple(str(p) for p in (detector_weights, *model_inputs(model)) if p is not None)
+            job = VideoJob(
+                str(model), load, detector, job_options, config, fps, **folders, inputs=inputs, overwrite=overwrite
+            )
             videos = list_videos([source, *more])
-            with ray_session(ray_address):
+            # every video's outputs checked and taken before Ray starts: a refusal costs no work
+            with VideoOutputSets(videos, job) as outputs, ray_session(ray_address):
                 done = run_videos_ray(
                     videos,
                     job,
@@ -166,6 +173,7 @@ def video_command(
                     1 if device.startswith("cuda") else 0,
                     progress=progress,
                     on_failed=lambda video, why: click.echo(f"{video}: failed: {why}", err=True),
+                    outputs=outputs,
                 )
         click.echo(f"{len(done)} videos, {sum(s['frames'] for s in done)} frames; outputs in {out or frames or events}")
         return

@@ -8,10 +8,13 @@ API (JSON both ways):
   | "coco91" (optional, default hico), "top_k": N (optional)}`` → ``{"results": [entry, ...]}``, one
   entry per frame in order, each exactly the per-image object of ``defr detect``'s results file
   (``ImageResult.to_json``: ``boxes_h``, ``boxes_o`` in the frame's pixels, ``hoi``, ``scores``).
+  The ingress reads each image's header (format, size against the limits); the model replica decodes it.
 - ``GET /v1/health`` → ``{"status": "ok"}`` when a model replica answers and its model works (503 with
   the reason when its last call failed or its file no longer matches the pinned SHA-256); ``GET
   /v1/model`` → the model's facts (``model_facts``: with the pinned file and its SHA-256); ``GET
   /v1/stats`` → batches formed by the replica that answers.
+- Timing (opt-in): a request with the header ``X-Defr-Timing: 1`` gets a ``Server-Timing`` header with the
+  milliseconds of each stage in the ingress and the model replica (``TIMING_STAGES``).
 - Errors: ``{"error": "<one line>"}`` with 400 (bad input: the runtime's message), 401 (token), 404,
   405, 408 (the body did not arrive within ``body_timeout_s``), 413 (body larger than
   ``Limits.max_body_bytes``), 500 (the model failed: its cause), 503 (no replica could answer, too many
@@ -56,6 +59,12 @@ GET_PATHS = (HEALTH_PATH, MODEL_PATH, STATS_PATH)
 # What a replica's detect step may refuse as the caller's fault (400); anything else is a server error.
 INPUT_ERRORS = (ImageInputError, DetectionError, InputFileError)
 HASH_CHUNK = 2**20
+IMAGE_FORMATS = ("PNG", "JPEG")
+TIMING_HEADER = "x-defr-timing"
+# The stages of a detect request that ``Server-Timing`` reports, in order (ms): reading the body, parsing it,
+# ingress → model replica, waiting there for the batch or the model, the thread hop, the model call, the way
+# back, building the answer. Whatever the client sees beyond their sum is HTTP and Serve's proxy.
+TIMING_STAGES = ("body", "parse", "hop", "wait", "thread", "model", "back", "answer")
 
 
 class RequestError(DefrError, ValueError):
@@ -97,12 +106,21 @@ class Limits:
 
 @dataclass(frozen=True)
 class Frame:
-    """One frame of a request: image [H, W, 3] uint8 RGB; its detections (frame pixels, HICO labels),
-    parsed by ``defr.detections.Detections.from_dict``."""
+    """One frame of a request: its image file's bytes (PNG or JPEG, its size checked from the header
+    against the limits); its detections (frame pixels, HICO labels), parsed by
+    ``defr.detections.Detections.from_dict``; its name in messages (``frames[i]``).
 
-    image: np.ndarray
+    The image travels to the model replica as its file and is decoded there (``decode``): the file is a
+    fraction of the decoded pixels (65 KB against 147 KB for a 256×192 frame), and Ray moves arguments
+    over 100 KB through its object store, which cost ~3 ms more per request here (docs/benchmarks.md §8)."""
+
+    data: bytes
     detections: Detections
     name: str
+
+    def decode(self) -> np.ndarray:
+        """The image, [H, W, 3] uint8 RGB; ImageInputError naming the frame for a file cut short or corrupt."""
+        return np.array(decode_image(self.data, f"{self.name}.image", formats=IMAGE_FORMATS), dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -197,15 +215,7 @@ def _frame(entry, i: int, label_space: str, budget: _PixelBudget) -> Frame:
     try:
         # line-wrapped base64 (MIME, `base64` without -w0) is accepted: whitespace is dropped, nothing else
         data = base64.b64decode("".join(entry["image"].split()), validate=True)
-        image = np.array(
-            decode_image(
-                data,
-                f"{name}.image",
-                formats=("PNG", "JPEG"),
-                check_size=lambda w, h: budget.take(f"{name}.image", w, h),
-            ),
-            dtype=np.uint8,
-        )
+        _check_header(data, f"{name}.image", budget)
     except binascii.Error as e:
         raise RequestError(400, f"{name}.image: not valid base64 ({e})") from None
     except ImageInputError as e:
@@ -217,29 +227,90 @@ def _frame(entry, i: int, label_space: str, budget: _PixelBudget) -> Frame:
         detections = Detections.from_dict(entry["detections"], label_space, f"{name}.detections")
     except DetectionError as e:
         raise RequestError(400, str(e)) from None
-    return Frame(image, detections, name)
+    return Frame(data, detections, name)
+
+
+class _HeaderChecked(ImageInputError):
+    """Stops ``decode_image`` once an image's header passed the limits: the replica decodes it."""
+
+
+def _check_header(data: bytes, name: str, budget: _PixelBudget) -> None:
+    """ImageInputError unless ``data`` is a PNG or JPEG whose header ``decode_image`` reads and whose size
+    ``budget`` takes; its pixels are not decoded here (``Frame.decode``, in the model replica)."""
+
+    def take(width: int, height: int) -> None:
+        budget.take(name, width, height)
+        raise _HeaderChecked(name)
+
+    try:
+        decode_image(data, name, formats=IMAGE_FORMATS, check_size=take)
+    except _HeaderChecked:
+        return
+
+
+@dataclass(frozen=True)
+class FrameOutcome:
+    """A model replica's answer for one frame: its results entry or that frame's RequestError, and
+    ``time.monotonic()`` stamps (one clock for every process of a Linux machine) of when the frame reached
+    the replica, when its model call was given the model (batch formed, model free), when the call began in
+    its thread and when it ended."""
+
+    result: dict | RequestError
+    arrived: float = 0.0
+    batched: float = 0.0
+    started: float = 0.0
+    done: float = 0.0
+
+
+def server_timing(marks: dict[str, float], outcome: FrameOutcome) -> str:
+    """A ``Server-Timing`` header value (``TIMING_STAGES`` in ms) from the ingress's ``time.monotonic()`` marks
+    (``start``, ``body``, ``parse``, ``sent``, ``received``, ``answer``) and the frame that finished last."""
+    ms = {
+        "body": marks["body"] - marks["start"],
+        "parse": marks["parse"] - marks["body"],
+        "hop": outcome.arrived - marks["sent"],
+        "wait": outcome.batched - outcome.arrived,
+        "thread": outcome.started - outcome.batched,
+        "model": outcome.done - outcome.started,
+        "back": marks["received"] - outcome.done,
+        "answer": marks["answer"] - marks["received"],
+    }
+    return ", ".join(f"{k};dur={1e3 * ms[k]:.2f}" for k in TIMING_STAGES)
 
 
 def detect_frames(detector: HOIDetector, frames: list[Frame]) -> list[dict | RequestError]:
-    """One ``detector.detect`` call for frames of many requests → per frame its results entry
-    (``ImageResult.to_json``) or the RequestError of that frame alone: 400 for an input the runtime
-    refuses, 500 naming the cause when the model itself fails (``BackendError``: NaN logits, a backend
-    that cannot run).
+    """Each frame's image decoded (``Frame.decode``), then one ``detector.detect`` call for frames of many
+    requests → per frame its results entry (``ImageResult.to_json``) or the RequestError of that frame
+    alone: 400 for an image that does not decode or an input the runtime refuses, 500 naming the cause
+    when the model itself fails (``BackendError``: NaN logits, a backend that cannot run).
 
     A batch mixes callers, so one caller's bad frame must not fail the others: when the batch call
     refuses an input or fails, each frame is run alone (the results do not depend on the batch).
     """
-    images, dets, names = [f.image for f in frames], [f.detections for f in frames], [f.name for f in frames]
-    try:
-        return [r.to_json() for r in detector.detect(images, dets, names=names)]
-    except (*INPUT_ERRORS, BackendError):
-        pass
-    return [_detect_one(detector, f) for f in frames]
+    outcomes: list[dict | RequestError | None] = [None] * len(frames)
+    images: dict[int, np.ndarray] = {}
+    for i, frame in enumerate(frames):
+        try:
+            images[i] = frame.decode()
+        except ImageInputError as e:  # a file cut short or corrupt behind a header that read
+            outcomes[i] = RequestError(400, str(e))
+    if images:
+        ok = list(images)
+        try:
+            results = detector.detect(
+                [images[i] for i in ok], [frames[i].detections for i in ok], names=[frames[i].name for i in ok]
+            )
+            for i, result in zip(ok, results, strict=True):
+                outcomes[i] = result.to_json()
+        except (*INPUT_ERRORS, BackendError):
+            for i in ok:
+                outcomes[i] = _detect_one(detector, frames[i], images[i])
+    return outcomes
 
 
-def _detect_one(detector: HOIDetector, frame: Frame) -> dict | RequestError:
+def _detect_one(detector: HOIDetector, frame: Frame, image: np.ndarray) -> dict | RequestError:
     try:
-        return detector.detect([frame.image], [frame.detections], names=[frame.name])[0].to_json()
+        return detector.detect([image], [frame.detections], names=[frame.name])[0].to_json()
     except INPUT_ERRORS as e:
         return RequestError(400, str(e))
     except BackendError as e:

@@ -7,10 +7,14 @@ that dies and re-runs its batches; the driver checks that every image comes back
 writes the same results file as the local command (``defr.files.write_json``: atomic).
 
 Videos: a video's frames stay in order on one worker (tracking needs them), so each video is one
-Ray task running ``defr.video.run_video``: it writes into a staging folder beside the outputs and
-moves each finished file into place, so a task that dies leaves no partial output and its retry
-(``max_retries``) starts afresh. Per video ``STEM.mp4`` / ``STEM.frames.jsonl`` /
-``STEM.events.jsonl`` / ``STEM.summary.json`` land in the folders given for those outputs.
+Ray task running ``defr.video.run_video``. Per video ``STEM.mp4`` / ``STEM.frames.jsonl`` /
+``STEM.events.jsonl`` / ``STEM.summary.json`` land in the folders given for those outputs, written
+through ``defr.files.OutputSet`` as the local commands' outputs are (``VideoOutputSets``): every
+video's set is checked and taken by the driver before any task runs (an output that is an input,
+one that is not a regular file, a file of those names that defr did not write unless ``overwrite``,
+another run writing them: refused, one line); a task writes its video's staged files, and the driver
+swaps the set in when the task succeeds, or drops it when the task fails (the old files stay). A
+task that dies is retried (``max_retries``) and rewrites its staged files from the start.
 
 A task that fails (a truncated image, a missing detections file, a corrupt video) is one line naming
 its cause (``failure_line``), as the local run's, not Ray's remote traceback. One video that fails does
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,18 +38,21 @@ from tqdm import tqdm
 
 from defr.detections import Detections
 from defr.errors import ConfigError, DefrError
-from defr.files import clean_stale_staging, staging_dir
+from defr.files import OutputSet
 from defr.jsonio import parse_json
 from defr.optional import import_ray, require
 from defr.runtime import load_detector
 from defr.runtime.io import read_image
 from defr.video import StreamConfig, VideoOutputs, make_detector, run_video
+from defr.video.run import OUTPUT_NAMES
 
 ray = import_ray()
 ray_data = require("ray.data", "--ray batch jobs (Ray Data)", "serve", package="ray[data]")
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".webm")
-STAGING_KIND = "ray-video"
+# Per video output: the file name after the stem, and the option that names its folder (messages say it).
+OUTPUT_FILES = {"video": ".mp4", "frames": ".frames.jsonl", "events": ".events.jsonl", "summary": ".summary.json"}
+OUTPUT_OPTIONS = {"video": "--out", "frames": "--frames", "events": "--events", "summary": "--summary"}
 
 
 class BatchJobError(DefrError, RuntimeError):
@@ -167,7 +173,9 @@ class VideoJob:
     """What every video's task needs: the HOI model and its ``load_detector`` options, the object
     detector spec (``{stem}`` in it becomes each video's file name without suffix, e.g.
     ``detections:clips/{stem}.detections.jsonl``) and options, the stream config, and output folders
-    (None: that output is not written)."""
+    (None: that output is not written; the summary goes beside the first of them without its own).
+    inputs: files every video's run reads (the model's files, the detector's weights), which no output
+    may be; overwrite: replace files of the outputs' names that defr did not write."""
 
     model: str
     load: dict
@@ -179,10 +187,58 @@ class VideoJob:
     frames_dir: Path | None = None
     events_dir: Path | None = None
     summary_dir: Path | None = None
+    inputs: tuple[str, ...] = ()
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.video_dir is None and self.frames_dir is None and self.events_dir is None:
             raise ConfigError("a video job needs at least one output folder (video, frames or events)")
+
+    def outputs(self, video: Path) -> OutputSet:
+        """The output set of one video (checked now; taken when entered): names defr chose in the job's folders."""
+        stem = video.stem
+        first = next(d for d in (self.frames_dir, self.events_dir, self.video_dir) if d is not None)
+        folders = {"video": self.video_dir, "frames": self.frames_dir, "events": self.events_dir}
+        folders["summary"] = self.summary_dir or first
+        named = {OUTPUT_OPTIONS[k]: Path(d) / f"{stem}{OUTPUT_FILES[k]}" for k, d in folders.items() if d is not None}
+        kind, _, detections = self.detector.replace("{stem}", stem).partition(":")
+        inputs = [video, *self.inputs, *([detections] if kind == "detections" else [])]
+        return OutputSet(named, inputs=inputs, defaults=named, overwrite=self.overwrite)
+
+
+class VideoOutputSets:
+    """The outputs of every video of a job, one ``OutputSet`` each (``VideoJob.outputs``), checked when made.
+
+    Entered (before any task runs) it takes every set (``OutputRefused`` / ``OutputBusy`` as the local
+    command's); ``staged[video]`` gives each output's staged path by option; ``finish(video)`` swaps a
+    video's set in, ``finish(video, error)`` drops it. Leaving the block drops the sets not finished."""
+
+    def __init__(self, videos: Sequence[str | os.PathLike], job: VideoJob):
+        self.sets = {str(v): job.outputs(Path(v)) for v in videos}
+        self.staged: dict[str, dict[str, str]] = {}
+        self._open: dict[str, OutputSet] = {}
+
+    def __enter__(self) -> VideoOutputSets:
+        try:
+            for video, outputs in self.sets.items():
+                self.staged[video] = {label: str(path) for label, path in outputs.__enter__().items()}
+                self._open[video] = outputs
+        except BaseException as e:
+            self.__exit__(type(e), e, e.__traceback__)
+            raise
+        return self
+
+    def finish(self, video: str, error: BaseException | None = None) -> None:
+        """End ``video``'s set as its ``with`` block would: swapped in without ``error``, dropped with one."""
+        outputs = self._open.pop(video)
+        if error is None:
+            outputs.__exit__(None, None, None)
+        else:
+            outputs.__exit__(type(error), error, error.__traceback__)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        for video in list(self._open):
+            self.finish(video, exc if isinstance(exc, Exception) else BatchJobError("the job stopped"))
 
 
 def list_videos(sources: Sequence[str | os.PathLike]) -> list[Path]:
@@ -205,37 +261,15 @@ def list_videos(sources: Sequence[str | os.PathLike]) -> list[Path]:
     return videos
 
 
-def run_one_video(source: str, job: VideoJob) -> dict:
-    """One video through ``run_video`` into a staging folder, then each output moved into place → its summary
-    (with ``video`` and the Ray ``node_id`` it ran on)."""
+def run_one_video(source: str, job: VideoJob, staged: dict[str, str]) -> dict:
+    """One video through ``run_video`` into its staged outputs (by option, ``VideoOutputSets.staged``) → its
+    summary (with ``video`` and the Ray ``node_id`` it ran on)."""
     stem = Path(source).stem
-    first = next(d for d in (job.frames_dir, job.events_dir, job.video_dir) if d is not None)
-    summary_dir = job.summary_dir or first
-    staging = staging_dir(Path(first) / stem, STAGING_KIND)
-    try:
-        names = {
-            "video": f"{stem}.mp4",
-            "frames": f"{stem}.frames.jsonl",
-            "events": f"{stem}.events.jsonl",
-            "summary": f"{stem}.summary.json",
-        }
-        targets = {
-            "video": job.video_dir,
-            "frames": job.frames_dir,
-            "events": job.events_dir,
-            "summary": summary_dir,
-        }
-        outputs = VideoOutputs(**{k: staging / names[k] if targets[k] else None for k in names})
-        objects = make_detector(job.detector.replace("{stem}", stem), **job.detector_options)
-        hoi = load_detector(job.model, **job.load)
-        summary = run_video(source, objects, hoi, outputs, job.config, fps=job.fps, progress=False)
-        for key, folder in targets.items():
-            if folder is not None:
-                Path(folder).mkdir(parents=True, exist_ok=True)
-                os.replace(staging / names[key], Path(folder) / names[key])
-        return {"video": str(source), "node_id": ray.get_runtime_context().get_node_id(), **summary.to_dict()}
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    outputs = VideoOutputs(**{k: staged.get(OUTPUT_OPTIONS[k]) for k in OUTPUT_NAMES})
+    objects = make_detector(job.detector.replace("{stem}", stem), **job.detector_options)
+    hoi = load_detector(job.model, **job.load)
+    summary = run_video(source, objects, hoi, outputs, job.config, fps=job.fps, progress=False)
+    return {"video": str(source), "node_id": ray.get_runtime_context().get_node_id(), **summary.to_dict()}
 
 
 def run_videos_ray(
@@ -247,15 +281,23 @@ def run_videos_ray(
     progress: bool = True,
     on_done: Callable[[dict], None] | None = None,
     on_failed: Callable[[str, str], None] | None = None,
+    outputs: VideoOutputSets | None = None,
 ) -> list[dict]:
     """Each video as one Ray task (``run_one_video``; at most ``concurrency`` at once, retried up to
     ``max_retries`` times when its worker dies) → the summaries in the order of ``videos``.
     Needs a connected Ray (``defr.serve.connect.ray_session``).
 
+    outputs: the entered ``VideoOutputSets`` of ``videos`` (a command takes them before Ray starts);
+    None: made and entered here. Each video's outputs are swapped in when its task ends.
     A video whose task fails is reported to ``on_failed(video, one line)`` and the others go on;
     then ``VideoJobsFailed`` (with the summaries of those written) is raised."""
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, not {concurrency}")
+    if outputs is None:
+        with VideoOutputSets(videos, job) as outputs:
+            return run_videos_ray(
+                videos, job, concurrency, num_gpus, max_retries, progress, on_done, on_failed, outputs
+            )
     task = ray.remote(run_one_video).options(num_cpus=1, num_gpus=num_gpus, max_retries=max_retries)
     pending = [str(v) for v in videos]
     running: dict = {}
@@ -265,22 +307,21 @@ def run_videos_ray(
         while pending or running:
             while pending and len(running) < concurrency:
                 video = pending.pop(0)
-                running[task.remote(video, job)] = video
+                running[task.remote(video, job, outputs.staged[video])] = video
             done, _ = ray.wait(list(running), num_returns=1)
             video = running.pop(done[0])
             try:
                 summaries[video] = ray.get(done[0])
             except ray.exceptions.RayError as e:
                 failures[video] = failure_line(e)
+                outputs.finish(video, BatchJobError(failures[video]))
                 if on_failed is not None:
                     on_failed(video, failures[video])
             else:
+                outputs.finish(video)
                 if on_done is not None:
                     on_done(summaries[video])
             bar.update()
-    for folder in {d for d in (job.frames_dir, job.events_dir, job.video_dir) if d is not None}:
-        for stem in (Path(v).stem for v in videos):
-            clean_stale_staging(Path(folder) / stem, STAGING_KIND)
     done = [summaries[str(v)] for v in videos if str(v) in summaries]
     if failures:
         raise VideoJobsFailed(done, failures)

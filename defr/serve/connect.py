@@ -12,6 +12,13 @@ where neither Ctrl-C nor SIGTERM gets through. So the address is resolved and it
 plain TCP connect first (``CONNECT_TIMEOUT_S``, interruptible); one that does not answer is one line
 (``ServeStartError``). ``ray.init`` replaces the SIGTERM handler with one that exits 1 (its own node's
 cleanup); the handler that was there before (``defr.signals``: SIGTERM as Ctrl-C, exit 143) is put back.
+
+Ray Serve 2.60 binds each replica's inter-deployment gRPC server to ``[::]`` (hard-coded in
+``ray.serve._private.replica``; no option or variable changes it). ``keep_replica_grpc_on_loopback``,
+run in every replica that imports ``defr.serve.deployment``, binds it to 127.0.0.1 instead when the
+replica's node address is loopback (a local Ray, or a cluster on this machine's 127.0.0.1): nothing
+outside the machine could reach it through Ray anyway. On a node with a network address it is left as
+Ray binds it (other nodes may call it).
 """
 
 from __future__ import annotations
@@ -57,6 +64,29 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
             f"no Ray cluster answers at {address} ({why}, tried for up to {timeout_s:g} s); start one "
             "(`ray start --head`) or leave the address out for a local Ray"
         ) from None
+
+
+def keep_replica_grpc_on_loopback() -> bool:
+    """Make Serve's replica code bind its inter-deployment gRPC server to 127.0.0.1, not ``[::]``, on a node
+    whose address is loopback → whether Ray's function was there to wrap (False: another Ray version; its
+    own binding stays, as docs/serving.md says)."""
+    from ray.serve._private import replica  # where Serve 2.60 looks the function up when a replica starts
+
+    bind = getattr(replica, "add_port_to_grpc_server", None)
+    if bind is None:
+        return False
+    if getattr(bind, "defr_loopback", False):
+        return True
+
+    def bind_on_loopback(server, address: str):
+        host, _, port = address.rpartition(":")
+        if host == "[::]" and is_loopback(ray.util.get_node_ip_address()):
+            address = f"127.0.0.1:{port}"
+        return bind(server, address)
+
+    bind_on_loopback.defr_loopback = True
+    replica.add_port_to_grpc_server = bind_on_loopback
+    return True
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:

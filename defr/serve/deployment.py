@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import time
 from dataclasses import dataclass, field
 
 from defr.errors import ConfigError
@@ -35,8 +36,10 @@ from defr.serve.api import (
     GET_PATHS,
     HEALTH_PATH,
     MODEL_PATH,
+    TIMING_HEADER,
     DetectRequest,
     Frame,
+    FrameOutcome,
     Limits,
     ModelChangedError,
     ModelHealth,
@@ -51,11 +54,14 @@ from defr.serve.api import (
     model_facts,
     parse_request,
     response_entries,
+    server_timing,
 )
+from defr.serve.connect import keep_replica_grpc_on_loopback
 
 ray = import_ray()
 serve = import_ray_serve()
 responses = require("starlette.responses", "defr serve (Ray Serve)", "serve", package="ray[serve]")
+keep_replica_grpc_on_loopback()  # each replica imports this module before Serve binds its gRPC server
 
 APP_NAME = "defr"
 # The model deployment could not answer: the caller may retry (Serve restarts dead replicas).
@@ -126,8 +132,9 @@ class DefrModel:
     breaks the pin loads nothing and answers every call with the reason (503)."""
 
     def __init__(self, model: str, load: dict, max_batch: int, batch_wait_s: float, pin: ModelPin | None = None):
-        self.detect_frame.set_max_batch_size(max_batch)
-        self.detect_frame.set_batch_wait_timeout_s(batch_wait_s)
+        self.model_lock = asyncio.Lock()
+        self._batch.set_max_batch_size(max_batch)
+        self._batch.set_batch_wait_timeout_s(batch_wait_s)
         self.batches = 0
         self.frames = 0
         self.pin, self.detector = pin, None
@@ -142,16 +149,32 @@ class DefrModel:
             print(f"defr serve: {e}", flush=True)  # the replica's log; run_server's console says it too
             self.health = ModelHealth(refused=str(e))
 
+    async def detect_frame(self, frame: Frame) -> FrameOutcome:
+        """One frame, batched with other callers' frames (``@serve.batch``: up to ``max_batch``, waiting up
+        to ``batch_wait_ms`` after the first)."""
+        return await self._batch((frame, time.monotonic()))
+
+    async def detect_alone(self, frame: Frame) -> FrameOutcome:
+        """One frame at once, no batch wait: the ingress sends this way a frame with no other in flight
+        (one stream), whose batch could only wait ``batch_wait_ms`` for company that is not coming."""
+        return (await self._run([frame], [time.monotonic()]))[0]
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def detect_frame(self, frames: list[Frame]) -> list:
-        if self.detector is None:
-            return [RequestError(503, self.health.refused)] * len(frames)
-        self.batches += 1
-        self.frames += len(frames)
-        # off the event loop, so that the next batch gathers while this one computes
-        outcomes = await asyncio.to_thread(detect_frames, self.detector, frames)
-        self.health.record(outcomes)
-        return outcomes
+    async def _batch(self, items: list[tuple[Frame, float]]) -> list[FrameOutcome]:
+        return await self._run([frame for frame, _ in items], [arrived for _, arrived in items])
+
+    async def _run(self, frames: list[Frame], arrived: list[float]) -> list[FrameOutcome]:
+        async with self.model_lock:  # a lone frame and a batch take turns: each call gets every core
+            batched = time.monotonic()
+            if self.detector is None:
+                results = [RequestError(503, self.health.refused)] * len(frames)
+                return [FrameOutcome(r, a, batched, batched, batched) for r, a in zip(results, arrived, strict=True)]
+            self.batches += 1
+            self.frames += len(frames)
+            # off the event loop, so that the next batch gathers while this one computes
+            started, results, done = await asyncio.to_thread(_timed_detect, self.detector, frames)
+        self.health.record(results)
+        return [FrameOutcome(r, a, batched, started, done) for r, a in zip(results, arrived, strict=True)]
 
     def check(self) -> tuple[int, dict]:
         """``GET /v1/health`` of this replica: (status, body)."""
@@ -173,6 +196,13 @@ class DefrModel:
         }
 
 
+def _timed_detect(detector, frames: list[Frame]) -> tuple[float, list[dict | RequestError], float]:
+    """``detect_frames`` with ``time.monotonic()`` at its start and end (in the thread that runs it)."""
+    started = time.monotonic()
+    results = detect_frames(detector, frames)
+    return started, results, time.monotonic()
+
+
 # Room above Limits.max_in_flight for what must keep answering while detect requests fill theirs: health,
 # model, stats and the drain call.
 GET_ROOM = 64
@@ -187,6 +217,7 @@ class DefrIngress:
         self.body_timeout_s = body_timeout_s
         self.in_flight = 0
         self.detecting = 0
+        self.frames_out = 0  # frames sent to the model deployment and not answered yet
         self.draining = False
 
     async def __call__(self, request):
@@ -235,26 +266,46 @@ class DefrIngress:
         if self.detecting >= self.limits.max_in_flight:
             raise RequestError(503, f"{self.detecting} requests in flight, the limit max_in_flight; retry")
         self.detecting += 1
+        marks = {"start": time.monotonic()}
         try:
             try:
                 body = await asyncio.wait_for(self._body(request), self.body_timeout_s)
             except asyncio.TimeoutError:
                 late = f"the request body did not arrive within body_timeout_s={self.body_timeout_s}"
                 raise RequestError(408, late) from None
+            marks["body"] = time.monotonic()
             parsed = await asyncio.to_thread(parse_request, body, self.limits)
-            return self._json(200, {"results": await self._detect(parsed)})
+            marks["parse"] = time.monotonic()
+            outcomes = await self._detect(parsed, marks)
+            answer = json_body({"results": response_entries([o.result for o in outcomes], parsed.top_k)})
+            marks["answer"] = time.monotonic()
+            headers = None
+            if request.headers.get(TIMING_HEADER, "0") not in ("", "0"):
+                headers = {"Server-Timing": server_timing(marks, max(outcomes, key=lambda o: o.done))}
+            return responses.Response(answer, status_code=200, media_type="application/json", headers=headers)
         finally:
             self.detecting -= 1
 
-    async def _detect(self, request: DetectRequest) -> list[dict]:
-        calls = [self.model.detect_frame.remote(frame) for frame in request.frames]
+    async def _detect(self, request: DetectRequest, marks: dict[str, float]) -> list[FrameOutcome]:
+        # A lone frame goes at once: one frame, no other detect request in the ingress (reading, parsing or
+        # waiting) and no frame with the model, so a batch wait could only delay it. A request's several
+        # frames, or frames beside others, are batched: streams answered together come back together, and
+        # sending the first of them alone would split them into batches of one from then on.
+        alone = len(request.frames) == 1 and self.frames_out == 0 and self.detecting == 1
+        method = self.model.detect_alone if alone else self.model.detect_frame
+        self.frames_out += len(request.frames)
+        marks["sent"] = time.monotonic()
+        calls = [method.remote(frame) for frame in request.frames]
         try:
             outcomes = await asyncio.wait_for(asyncio.gather(*calls), self.timeout_s)
         except BaseException:
             for call in calls:
                 call.cancel()
             raise
-        return response_entries(outcomes, request.top_k)
+        finally:
+            self.frames_out -= len(request.frames)
+        marks["received"] = time.monotonic()
+        return outcomes
 
     async def _body(self, request) -> bytes:
         declared = request.headers.get("content-length")
@@ -298,12 +349,24 @@ def _api_path(scope: dict) -> str:
     return path.rstrip("/") or "/"
 
 
+def replica_env() -> dict[str, str]:
+    """Environment of a model replica: OpenMP threads that sleep when idle (``OMP_WAIT_POLICY=PASSIVE``) unless
+    ``OMP_WAIT_POLICY`` is set here. By default they spin after each parallel region, taking the cores the
+    proxy and the ingress need to pass the answer on (a machine shared with them; measured on 2 busy
+    cores: tiny-vit's call 50-85 ms passive against 115-790 ms by default, docs/benchmarks.md §8)."""
+    return {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
 def build_app(config: ServeConfig):
     """The bound Serve application (``serve.run`` it, or compose it with your own deployments)."""
     model = DefrModel.options(
         num_replicas=config.replicas,
         max_ongoing_requests=4 * config.max_batch,
-        ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
+        ray_actor_options={
+            "num_cpus": config.num_cpus,
+            "num_gpus": config.num_gpus,
+            "runtime_env": {"env_vars": replica_env()},
+        },
         graceful_shutdown_timeout_s=config.request_timeout_s,
     ).bind(config.model, config.load_options(), config.max_batch, config.batch_wait_ms / 1000, config.pin)
     return DefrIngress.options(
