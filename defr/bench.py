@@ -31,7 +31,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ from defr.choices import check_mask_mode, resolve_mask_mode
 from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.export.int8 import INT8_FILE
+from defr.export.nncf_int8 import NNCF_FILE
 from defr.machine import check_device, machine_info
 from defr.model import create_model, load_model, save_checkpoint
 from defr.model.pair_attention import ATTENTION_BACKENDS
@@ -49,7 +50,8 @@ from defr.runtime.backends import EXPORTED_SUFFIXES
 from defr.runtime.contract import example_inputs, with_dummy_pair
 from defr.runtime.openvino_backend import ONNX_RUNTIMES, OpenVinoBackend, OpenVinoConfig
 
-BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8")
+NNCF_BACKENDS = {"openvino-nncf": "openvino", "onnxruntime-nncf": "onnxruntime"}  # NNCF's int8 file: who runs it
+BACKENDS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino", "openvino-bf16", "openvino-int8", *NNCF_BACKENDS)
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
 ONNX_BACKENDS = {"onnxruntime": "model.onnx", "onnxruntime-int8": INT8_FILE}
 OPENVINO_BACKENDS = {  # name → (file of the export, precision: None is the file's)
@@ -189,7 +191,7 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
     if "torch" in cfg.backends:
         backends.append(("torch", TorchBackend(model, cfg.device, mask_mode=mask_mode, attention=cfg.attention)))
     onnx = [b for b in cfg.backends if b in ONNX_BACKENDS or b in OPENVINO_BACKENDS]
-    if onnx:
+    if onnx or any(b in NNCF_BACKENDS for b in cfg.backends):
         int8 = "onnxruntime-int8" in onnx or "openvino-int8" in onnx
         export = ExportConfig(
             image_size=cfg.image_size,
@@ -207,7 +209,24 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
                 continue
             path = workdir / "onnx" / ONNX_BACKENDS[name]
             backends.append(("onnxruntime", load_backend(path, cfg.device, threads=cfg.threads)))
+        backends += _nncf_backends(cfg, checkpoint, replace(export, int8=True), workdir)
     return backends, model.cfg.image_size
+
+
+def _nncf_backends(cfg: BenchConfig, checkpoint: Path, export: ExportConfig, workdir: Path) -> list:
+    """The ``*-nncf`` backends of ``cfg``: ``defr-export --int8 --quantizer nncf``'s file (a second export,
+    calibrated on the same images as ``onnxruntime-int8``'s), each row named by its ``--backends`` name."""
+    names = [b for b in cfg.backends if b in NNCF_BACKENDS]
+    if not names:
+        return []
+    export_model(checkpoint, workdir / "nncf", replace(export, quantizer="nncf"), log=_quiet)
+    path, backends = workdir / "nncf" / NNCF_FILE, []
+    for name in names:
+        if NNCF_BACKENDS[name] == "openvino":
+            backends.append((name, OpenVinoBackend(path, config=OpenVinoConfig(threads=cfg.threads))))
+        else:
+            backends.append((name, load_backend(path, cfg.device, threads=cfg.threads)))
+    return backends
 
 
 def random_checkpoint(cfg: BenchConfig, workdir: Path) -> Path:

@@ -4,6 +4,7 @@ driven by the gate, the gate's verdict on the OpenVINO row, and the option check
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 
 import numpy as np
@@ -11,6 +12,8 @@ import onnx
 import pytest
 import torch
 
+from defr import bench
+from defr.bench import BenchConfig
 from defr.export import ExportConfig, export_model
 from defr.export import accuracy as accuracy_module
 from defr.export.accuracy import GateResult
@@ -74,7 +77,7 @@ def test_nncf_export_sidecar_accuracy_control_and_openvino(tmp_path, monkeypatch
         scored.append(args[0].name)
         return gate_score(*args)
 
-    monkeypatch.setattr("defr.export.exporter.gate_score", counting_score)
+    monkeypatch.setattr(accuracy_module, "gate_score", counting_score)
     cfg = ExportConfig(int8=True, quantizer="nncf", calibration_images=4, int8_max_drop=100)
     out = tmp_path / "export"
     result = export_model(tmp_path / "tiny.safetensors", out, cfg, log=lambda m: None)
@@ -108,3 +111,22 @@ def test_nncf_export_sidecar_accuracy_control_and_openvino(tmp_path, monkeypatch
         std = float(np.std(r))
         assert np.abs(g - r).mean() <= OV_VS_ORT_MEAN_REL * std
         assert np.abs(g - r).max() <= OV_VS_ORT_MAX_REL * std
+
+    # defr bench: the -nncf backends run the file of a --quantizer nncf export, rows named by their --backends name
+    exported = []
+
+    def fake_export(checkpoint, out_dir, cfg, log):  # the export above stands in for bench's own
+        exported.append(cfg)
+        shutil.copytree(out, out_dir)
+
+    monkeypatch.setattr(bench, "export_model", fake_export)
+    cfg = BenchConfig("tiny", backends=("openvino-nncf", "onnxruntime-nncf"), threads=1)
+    export_cfg = ExportConfig(verify=False, int8=True, calibration_images=bench.INT8_CALIBRATION_IMAGES)
+    backends = bench._nncf_backends(cfg, tmp_path / "tiny.safetensors", export_cfg, tmp_path / "bench")
+    assert [(name, b.name, b.precision) for name, b in backends] == [
+        ("openvino-nncf", "openvino", "int8"),
+        ("onnxruntime-nncf", "onnxruntime", "int8"),
+    ]
+    assert exported[0].quantizer == "nncf" and exported[0].int8
+    times = bench.time_side_by_side([b for _, b in backends], 64, 1, 4, cfg)
+    assert len(times) == 2 and all(len(t) == cfg.repeats for t in times)

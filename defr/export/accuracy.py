@@ -38,15 +38,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from defr.eval.classification import hico_metrics
 from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
 from defr.export.errors import AccuracyGateError
+from defr.export.nncf_int8 import AccuracyControl, OpenVinoGraph
 from defr.optional import MissingDependency, import_openvino
 from defr.runtime.backends import load_backend
-from defr.runtime.contract import INPUT_NAMES, PairBackend
+from defr.runtime.contract import INPUT_NAMES, PairBackend, RuntimeMeta
 from defr.runtime.detect import run_detection
 from defr.runtime.detector import HOIDetector
 from defr.runtime.openvino_backend import OpenVinoBackend, cpu_has_bf16
@@ -226,15 +228,34 @@ def gate_score(backend: PairBackend, held_out: CalibrationSet, reference: dict[s
     return 1.0 - max(drop.values()) / 100, run.outputs["candidate"]
 
 
+def nncf_accuracy_control(
+    fp32_path: str | os.PathLike, held_out: CalibrationSet, meta: RuntimeMeta, mask_mode: str, max_drop: float
+) -> AccuracyControl | None:
+    """NNCF's accuracy control by ``gate_score`` against the float32 graph's metrics (run in OpenVINO, as
+    the candidates are) on ``held_out``; None for held-out images without labels or ground truth (no mAP)."""
+    if held_out.labels is None and held_out.annotations is None:
+        return None
+    fp32 = OpenVinoGraph(onnx.load(str(fp32_path)), meta, mask_mode)
+    reference = run_held_out({"fp32": fp32}, held_out).metrics["fp32"]
+    return AccuracyControl(
+        feeds=list(GraphFeeds(held_out, meta)),
+        score=lambda backend: gate_score(backend, held_out, reference),
+        max_drop=max_drop,
+        meta=meta,
+        mask_mode=mask_mode,
+    )
+
+
 OPENVINO_ROW = "openvino-"  # prefix of the OpenVINO rows among the gate's outputs
 
 
 def openvino_backends(
     files: dict[str, str | os.PathLike], notes: list[str], required: bool = False
 ) -> dict[str, OpenVinoBackend]:
-    """``openvino-int8`` (the int8 file) and ``openvino-bf16`` (the fp32 file, bf16 hint), each checked
-    against the ``model.json`` beside it; what cannot run here (no ``openvino``, no bf16 instructions)
-    is said in ``notes``. required: MissingDependency without ``openvino`` (the gate's verdict is its row)."""
+    """``openvino-int8`` (the int8 file; ``openvino-NAME`` for every other int8 file NAME of ``files``) and
+    ``openvino-bf16`` (the fp32 file, bf16 hint), each checked against the ``model.json`` beside it; what
+    cannot run here (no ``openvino``, no bf16 instructions) is said in ``notes``. required:
+    MissingDependency without ``openvino`` (the gate's verdict is its row)."""
     try:
         ov = import_openvino("the accuracy gate's OpenVINO rows")
     except MissingDependency:
@@ -242,7 +263,7 @@ def openvino_backends(
             raise
         notes.append('OpenVINO rows not run: openvino is not installed (pip install "defr[openvino]")')
         return {}
-    rows = {f"{OPENVINO_ROW}int8": OpenVinoBackend(files["int8"])}
+    rows = {f"{OPENVINO_ROW}{p}": OpenVinoBackend(path) for p, path in files.items() if p not in ("fp32", "fp16")}
     if cpu_has_bf16(ov.Core()):
         rows[f"{OPENVINO_ROW}bf16"] = OpenVinoBackend(files["fp32"], "bf16")
     else:

@@ -19,13 +19,13 @@ import onnx
 
 from defr.choices import DEFAULT_MASK_MODE, ENGINE_PRECISIONS, MASK_MODES
 from defr.errors import DefrError
-from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate, gate_score, run_held_out
+from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate, nncf_accuracy_control
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
 from defr.export.errors import EngineNotBuiltError, ExportError, VerificationError
 from defr.export.fp16 import convert_to_fp16
 from defr.export.int8 import INT8_FILE, QUANTIZERS, Int8Config
 from defr.export.int8 import quantize as quantize_int8
-from defr.export.nncf_int8 import NNCF_FILE, AccuracyControl, NncfConfig, OpenVinoGraph, quantize_nncf
+from defr.export.nncf_int8 import NNCF_FILE, AccuracyControl, NncfConfig, quantize_nncf
 from defr.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx
 from defr.export.sidecar import SIDECAR_NAME, file_entry, model_sidecar, write_sidecar
 from defr.export.tensorrt_build import (
@@ -328,22 +328,12 @@ def _quantize(
 def _nncf_control(
     fp32_path: Path, held_out: CalibrationSet, meta: RuntimeMeta, cfg: ExportConfig, log: Callable[[str], None]
 ) -> AccuracyControl | None:
-    """NNCF's accuracy control by the gate's score against float32 (run in OpenVINO, as the candidates);
-    None with ``--no-verify`` or held-out images without labels or ground truth (no mAP to keep)."""
+    """NNCF's accuracy control by the gate (``nncf_accuracy_control``); None with ``--no-verify`` or
+    held-out images without labels or ground truth (no mAP to keep)."""
     if not cfg.verify:
         log("int8: NNCF without accuracy control (--no-verify)")
         return None
-    if held_out.labels is None and held_out.annotations is None:
-        return None
-    fp32 = OpenVinoGraph(onnx.load(str(fp32_path)), meta, cfg.mask_mode)
-    reference = run_held_out({"fp32": fp32}, held_out).metrics["fp32"]
-    return AccuracyControl(
-        feeds=list(GraphFeeds(held_out, meta)),
-        score=lambda backend: gate_score(backend, held_out, reference),
-        max_drop=cfg.int8_max_drop,
-        meta=meta,
-        mask_mode=cfg.mask_mode,
-    )
+    return nncf_accuracy_control(fp32_path, held_out, meta, cfg.mask_mode, cfg.int8_max_drop)
 
 
 def _gate(
