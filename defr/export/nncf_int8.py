@@ -97,22 +97,23 @@ class NncfConfig:
 class AccuracyControl:
     """NNCF's accuracy control, driven by the accuracy gate.
 
-    feeds: the held-out images' graph feeds (``GraphFeeds``), in the order ``score`` measures them;
-    score: a candidate backend → (minus its worst gated drop against float32, higher is better; its
-    [pair logits, image logits] per held-out image), ``defr.export.accuracy.gate_score``;
+    images: how many held-out images (NNCF's validation items are their indices); score: (a candidate
+    backend, image indices) → (the gate on those images as one number, higher is better; one value per
+    image for NNCF's choice of the images it ranks quantizers on), ``defr.export.accuracy.gate_score``;
     max_drop: mAP points; meta, mask_mode: of the exported graph.
     """
 
-    feeds: Sequence[dict[str, np.ndarray]]
-    score: Callable[[PairBackend], tuple[float | None, list[list[np.ndarray]]]]
+    images: int
+    score: Callable[[PairBackend, list[int]], tuple[float, list[float]]]
     max_drop: float
     meta: RuntimeMeta
     mask_mode: str
 
-    def validate(self, model: onnx.ModelProto) -> tuple[float, list[list[np.ndarray]]]:
-        """NNCF's ``validation_fn``: the candidate graph run by OpenVINO (the runtime it is made for)."""
-        value, outputs = self.score(OpenVinoGraph(model, self.meta, self.mask_mode))
-        return (0.0 if value is None else value), outputs
+    def validate(self, model: onnx.ModelProto, items) -> tuple[float, list[float]]:
+        """NNCF's ``validation_fn`` on the held-out images ``items`` (indices): the candidate graph run by
+        OpenVINO, the runtime it is made for. NNCF ranks quantizers on subsets by this metric (its ranking
+        by output error supports only its OpenVINO backend, not the ONNX one used here)."""
+        return self.score(OpenVinoGraph(model, self.meta, self.mask_mode), [int(i) for i in items])
 
 
 class OpenVinoGraph:
@@ -174,12 +175,11 @@ def quantize_nncf(
     else:
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-        # NNCF ranks the quantizers by how far they move the outputs of these feeds, then reverts the worst
         quantized = nncf.quantize_with_accuracy_control(
             graph,
             dataset,
-            nncf.Dataset(control.feeds),
-            lambda model, _items: control.validate(model),  # the gate measures every held-out image itself
+            nncf.Dataset(list(range(control.images))),
+            control.validate,
             max_drop=control.max_drop / 100,
             drop_type=nncf.DropType.ABSOLUTE,
             advanced_quantization_parameters=advanced,
