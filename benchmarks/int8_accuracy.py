@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         train = load_calibration_set(args.data, args.calibration_images, meta, tmp, split="train")
         calibrate, held = train.split(args.calibration_images)
         report["calibration"] = calibrate.describe()
-        report["quantize_seconds"] = {}
+        report["quantize_seconds"], report["quantization"] = {}, {}
         for name in args.variants:
             start = time.perf_counter()
             files[name] = tmp / "export" / f"{name.replace(' ', '_')}.onnx"
@@ -96,9 +96,10 @@ def main(argv: list[str] | None = None) -> None:
             if isinstance(cfg, NncfConfig):
                 mask_mode = read_sidecar(files["fp32"]).graph.mask_mode
                 control = nncf_accuracy_control(files["fp32"], held, meta, mask_mode, MAX_DROP)
-                quantize_nncf(files["fp32"], files[name], cfg, GraphFeeds(calibrate, meta), control, log=print)
+                record = quantize_nncf(files["fp32"], files[name], cfg, GraphFeeds(calibrate, meta), control, log=print)
             else:
-                quantize(files["fp32"], files[name], cfg, GraphFeeds(calibrate, meta), log=print)
+                record = quantize(files["fp32"], files[name], cfg, GraphFeeds(calibrate, meta), log=print)
+            report["quantization"][name] = record  # what the sidecar would record (NNCF: what it reverted)
             report["quantize_seconds"][name] = round(time.perf_counter() - start, 1)
         test = load_calibration_set(args.data, 10**9, meta, tmp, split="test")  # every test image
         test.detections = noisy_gt_detections(load_annotations(hicodet_files(args.data, "test")[0]), args.noise, 0)

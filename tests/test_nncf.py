@@ -93,6 +93,7 @@ def test_nncf_export_sidecar_accuracy_control_and_openvino(tmp_path, monkeypatch
     assert int8["quantizer"] == "nncf" and int8["format"] == "QDQ" and int8["model_type"] == "transformer"
     assert int8["overflow_fix"] in ("enable", "disable") and int8["smooth_quant_alpha"] == 0.95
     assert int8["accuracy_control"]["max_drop"] == 100 and int8["quantized_nodes"] > 0
+    assert any(line.startswith("Accuracy drop:") for line in int8["accuracy_control"]["log"])  # NNCF's own verdict
     assert int8["calibration"]["images"] == 4 and int8["held_out"]["images"] == 4
     gate = int8["gate"]
     assert gate["runtime"] == "openvino" and gate["passed"] and "int8" in gate["openvino"]

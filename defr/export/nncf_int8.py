@@ -21,6 +21,7 @@ quantizers that cost most to float until the gated metric drops by no more than 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -155,7 +156,6 @@ def quantize_nncf(
     gate (None: plain ``nncf.quantize``). Returns what the sidecar records.
     """
     nncf = import_nncf()
-    logging.getLogger("nncf").setLevel(logging.ERROR)  # its per-step INFO lines; the export logs its own
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="defr-nncf-") as tmp:
         # constant folding (the classifier's normalised weight becomes a constant), Conv biases as float Adds
@@ -170,24 +170,27 @@ def quantize_nncf(
     )
     advanced = _advanced(nncf, cfg)
     dataset = nncf.Dataset(calibration)
+    restorer: list[str] = []
     if control is None:
-        quantized = nncf.quantize(graph, dataset, advanced_parameters=advanced, **kwargs)
+        with _nncf_messages([]):
+            quantized = nncf.quantize(graph, dataset, advanced_parameters=advanced, **kwargs)
     else:
         from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-        quantized = nncf.quantize_with_accuracy_control(
-            graph,
-            dataset,
-            nncf.Dataset(list(range(control.images))),
-            control.validate,
-            max_drop=control.max_drop / 100,
-            drop_type=nncf.DropType.ABSOLUTE,
-            advanced_quantization_parameters=advanced,
-            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=cfg.max_reverted
-            ),
-            **kwargs,
-        )
+        with _nncf_messages(restorer):
+            quantized = nncf.quantize_with_accuracy_control(
+                graph,
+                dataset,
+                nncf.Dataset(list(range(control.images))),
+                control.validate,
+                max_drop=control.max_drop / 100,
+                drop_type=nncf.DropType.ABSOLUTE,
+                advanced_quantization_parameters=advanced,
+                advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                    max_num_iterations=cfg.max_reverted
+                ),
+                **kwargs,
+            )
     onnx.save(quantized, str(out_path))
     counts = _counts(quantized)
     log(
@@ -197,6 +200,8 @@ def quantize_nncf(
         + (", accuracy control" if control else ", no accuracy control (no labels to score)")
         + f"); kept in float: the classifier and the box arithmetic ({len(ignored)} nodes)"
     )
+    for message in restorer:
+        log(f"  NNCF accuracy control: {message[:200]}")
     return {
         **cfg.to_dict(),
         "nncf": nncf.__version__,
@@ -207,9 +212,55 @@ def quantize_nncf(
         "conv_bias": "float, in the Conv (NNCF quantizes no bias)",
         "accuracy_control": None
         if control is None
-        else {"validation": "the accuracy gate's worst gated mAP drop, in OpenVINO", "max_drop": control.max_drop},
+        else {
+            "validation": "the accuracy gate's worst gated mAP drop, in OpenVINO",
+            "max_drop": control.max_drop,
+            "log": restorer,
+        },
         **counts,
     }
+
+
+class _Messages(logging.Handler):
+    def __init__(self, into: list[str]):
+        super().__init__(logging.INFO)
+        self.into = into
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if any(word in message for word in RESTORER_WORDS):
+            self.into.append(" ".join(message.split()))  # NNCF lists reverted operations on lines of their own
+
+
+RESTORER_WORDS = (
+    "Metric of",
+    "Accuracy drop",
+    "quantized operations",
+    "everted",
+    "Algorithm completed",
+    "could not",
+    "Maximum number",
+)
+
+
+@contextlib.contextmanager
+def _nncf_messages(into: list[str]):
+    """NNCF's own log lines silenced (the export logs its own), its accuracy-control results kept in ``into``."""
+    logger = logging.getLogger("nncf")
+    levels = [(h, h.level) for h in logger.handlers]
+    old_level = logger.level
+    for h, _ in levels:
+        h.setLevel(logging.ERROR)
+    handler = _Messages(into)
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        for h, level in levels:
+            h.setLevel(level)
 
 
 def _advanced(nncf, cfg: NncfConfig):
