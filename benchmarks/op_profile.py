@@ -84,7 +84,7 @@ def ov_profile(path: Path, inputs: dict, threads: int, runs: int) -> dict:
     }
     request = compiled.create_infer_request()
     request.infer(inputs)  # warm-up
-    time_us, flop, precisions = defaultdict(float), defaultdict(float), defaultdict(set)
+    time_us, flop, by_exec = defaultdict(float), defaultdict(float), defaultdict(lambda: defaultdict(float))
     for _ in range(runs):
         request.infer(inputs)
         for info in request.profiling_info:
@@ -94,7 +94,7 @@ def ov_profile(path: Path, inputs: dict, threads: int, runs: int) -> dict:
             k = ov_kind(layer_type)
             time_us[k] += info.real_time.total_seconds() * 1e6
             flop[k] += node_flops
-            precisions[k].add(info.exec_type.rsplit("_", 1)[-1])  # e.g. brgemm_avx2_I8 -> I8
+            by_exec[k][info.exec_type] += info.real_time.total_seconds() * 1e6  # e.g. brgemm_avx2_I8
     total = sum(time_us.values())
     return {
         "kernel_ms": total / 1000 / runs,
@@ -104,7 +104,8 @@ def ov_profile(path: Path, inputs: dict, threads: int, runs: int) -> dict:
                 "share": time_us[k] / max(total, 1),
                 "gflop": flop[k] / runs / 1e9,
                 "gflop_per_s": (flop[k] / time_us[k] / 1e3) if time_us[k] and flop[k] else None,
-                "exec_precisions": sorted(precisions[k]),
+                # which kernels ran the group, ms each: an int8 group partly run in f32 shows here
+                "exec_ms": {e: t / 1000 / runs for e, t in sorted(by_exec[k].items(), key=lambda x: -x[1])},
             }
             for k in sorted(time_us, key=time_us.get, reverse=True)
         },

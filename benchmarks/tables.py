@@ -234,7 +234,8 @@ def op_profile_table(r: dict) -> str:
         f"**{r['backbone']} at {r['image_size']} px**, batch {r['batch']}, {r['pairs']} pairs / image, "
         f"{r['threads']} thread(s), {r['runs']} run(s) — {m['cpu']}, {r['cpu_isa']}; load average "
         f"{r['loadavg']['before'][0]:.1f} → {r['loadavg']['after'][0]:.1f}\n\n"
-        "| runtime | file | op group | ms | % of call | GFLOP/s | executed as |\n|---|---|---|---:|---:|---:|---|\n"
+        "| runtime | file | op group | ms | % of call | GFLOP/s | OpenVINO kernels (ms) |\n"
+        "|---|---|---|---:|---:|---:|---|\n"
     )
     rows = []
     for runtime in ("onnxruntime", "openvino"):
@@ -242,7 +243,7 @@ def op_profile_table(r: dict) -> str:
             rows.append(f"| {runtime} | {precision} | **all** | **{p['kernel_ms']:.2f}** | 100 | | |")
             for k, v in p["by_kind"].items():
                 rate = f"{v['gflop_per_s']:.1f}" if v["gflop_per_s"] else "—"
-                execs = ", ".join(v.get("exec_precisions", [])) or "—"
+                execs = ", ".join(f"{e} {t:.1f}" for e, t in list(v.get("exec_ms", {}).items())[:3]) or "—"
                 share = f"{100 * v['share']:.1f}"
                 rows.append(f"| {runtime} | {precision} | {k} | {v['ms']:.2f} | {share} | {rate} | {execs} |")
     return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"

@@ -254,7 +254,7 @@ OPENVINO_ROW = "openvino-"  # prefix of the OpenVINO rows among the gate's outpu
 def openvino_backends(
     files: dict[str, str | os.PathLike], notes: list[str], required: bool = False
 ) -> dict[str, OpenVinoBackend]:
-    """``openvino-int8`` (the int8 file; ``openvino-NAME`` for every other int8 file NAME of ``files``) and
+    """``openvino-int8`` (the int8 file; ``openvino-NAME`` for every other file NAME ``int8…`` of ``files``) and
     ``openvino-bf16`` (the fp32 file, bf16 hint), each checked against the ``model.json`` beside it; what
     cannot run here (no ``openvino``, no bf16 instructions) is said in ``notes``. required:
     MissingDependency without ``openvino`` (the gate's verdict is its row)."""
@@ -265,7 +265,7 @@ def openvino_backends(
             raise
         notes.append('OpenVINO rows not run: openvino is not installed (pip install "defr[openvino]")')
         return {}
-    rows = {f"{OPENVINO_ROW}{p}": OpenVinoBackend(path) for p, path in files.items() if p not in ("fp32", "fp16")}
+    rows = {f"{OPENVINO_ROW}{p}": OpenVinoBackend(path) for p, path in files.items() if p.startswith("int8")}
     if cpu_has_bf16(ov.Core()):
         rows[f"{OPENVINO_ROW}bf16"] = OpenVinoBackend(files["fp32"], "bf16")
     else:
