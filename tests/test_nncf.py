@@ -4,8 +4,11 @@ driven by the gate, the gate's verdict on the OpenVINO row, and the option check
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -14,8 +17,7 @@ import torch
 
 from defr import bench
 from defr.bench import BenchConfig
-from defr.export import ExportConfig, export_model
-from defr.export import accuracy as accuracy_module
+from defr.export import ExportConfig
 from defr.export.accuracy import GateResult
 from defr.export.errors import ExportError
 from defr.export.nncf_int8 import NNCF_FILE, NncfConfig, import_nncf
@@ -70,30 +72,31 @@ def test_nncf_export_sidecar_accuracy_control_and_openvino(tmp_path, monkeypatch
     pytest.importorskip("onnxruntime.quantization")
     # two blocks and a patch stem: NNCF matches its patterns on the whole graph, in time that grows with it
     save_checkpoint(create_model("tiny-vit", 64, layers=2, stem="patch"), tmp_path / "tiny.safetensors")
-    scored = []
-    gate_score = accuracy_module.gate_score
-
-    def counting_score(*args):
-        scored.append(args[0].name)
-        return gate_score(*args)
-
-    monkeypatch.setattr(accuracy_module, "gate_score", counting_score)
-    cfg = ExportConfig(int8=True, quantizer="nncf", calibration_images=4, int8_max_drop=100)
     out = tmp_path / "export"
-    result = export_model(tmp_path / "tiny.safetensors", out, cfg, log=lambda m: None)
-    assert sorted(p.name for p in out.iterdir()) == sorted(["model.onnx", "model.fp16.onnx", NNCF_FILE, "model.json"])
-    # NNCF's accuracy control asked the gate for the float32 graph and for the quantized candidate, in OpenVINO
-    assert len(scored) >= 2 and set(scored) == {"openvino"}
+    # In a process of its own, the command users run: after this export ran inside the pytest process, a later
+    # test's SIGTERM to that process (tests/test_export_cli.py) crashed it with a segfault (cause not found).
+    cmd = [sys.executable, "-m", "defr.export.cli", str(tmp_path / "tiny.safetensors"), "-o", str(out), "--int8"]
+    cmd += ["--quantizer", "nncf", "--calibration-images", "4", "--int8-max-drop", "100"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "accuracy control" in run.stdout and "accuracy gate:" in run.stdout
+    files = ["model.onnx", "model.fp16.onnx", NNCF_FILE]
+    assert sorted(p.name for p in out.iterdir()) == sorted([*files, "model.json"])
 
     sidecar = json.loads((out / "model.json").read_text())
-    for name in result.files:
+    for name in files:
         assert sidecar["files"][name]["sha256"] == sha256(out / name)
     assert sidecar["files"][NNCF_FILE]["precision"] == "int8"
     int8 = sidecar["int8"]
     assert int8["quantizer"] == "nncf" and int8["format"] == "QDQ" and int8["model_type"] == "transformer"
     assert int8["overflow_fix"] in ("enable", "disable") and int8["smooth_quant_alpha"] == 0.95
     assert int8["accuracy_control"]["max_drop"] == 100 and int8["quantized_nodes"] > 0
-    assert any(line.startswith("Accuracy drop:") for line in int8["accuracy_control"]["log"])  # NNCF's own verdict
+    # NNCF's accuracy control scored the float32 graph and the quantized one with the gate (its own log of them)
+    control_log = int8["accuracy_control"]["log"]
+    assert any(line.startswith("Metric of initial model") for line in control_log)
+    assert any(line.startswith("Metric of quantized model") for line in control_log)
+    assert any(line.startswith("Accuracy drop:") for line in control_log)
     assert int8["calibration"]["images"] == 4 and int8["held_out"]["images"] == 4
     gate = int8["gate"]
     assert gate["runtime"] == "openvino" and gate["passed"] and "int8" in gate["openvino"]
@@ -121,13 +124,20 @@ def test_nncf_export_sidecar_accuracy_control_and_openvino(tmp_path, monkeypatch
         shutil.copytree(out, out_dir)
 
     monkeypatch.setattr(bench, "export_model", fake_export)
-    cfg = BenchConfig("tiny", backends=("openvino-nncf", "onnxruntime-nncf"), threads=1)
+    cfg = BenchConfig("tiny", backends=("onnxruntime-nncf",), threads=1)
     export_cfg = ExportConfig(verify=False, int8=True, calibration_images=bench.INT8_CALIBRATION_IMAGES)
     backends = bench._nncf_backends(cfg, tmp_path / "tiny.safetensors", export_cfg, tmp_path / "bench")
-    assert [(name, b.name, b.precision) for name, b in backends] == [
-        ("openvino-nncf", "openvino", "int8"),
-        ("onnxruntime-nncf", "onnxruntime", "int8"),
-    ]
+    assert [(name, b.name, b.precision) for name, b in backends] == [("onnxruntime-nncf", "onnxruntime", "int8")]
     assert exported[0].quantizer == "nncf" and exported[0].int8
     times = bench.time_side_by_side([b for _, b in backends], 64, 1, 4, cfg)
-    assert len(times) == 2 and all(len(t) == cfg.repeats for t in times)
+    assert len(times) == 1 and len(times[0]) == cfg.repeats
+    # OpenVINO on it through defr bench, in a process of its own: an OpenVINO model compiled by defr bench in the
+    # pytest process made that process crash on a later test's SIGTERM to itself (tests/test_export_cli.py; seen
+    # here, cause not found)
+    defr = str(Path(sys.executable).with_name("defr"))
+    cmd = [defr, "bench", "--model", str(out / NNCF_FILE), "--runtime", "openvino"]
+    cmd += ["--batch", "1", "--pairs", "4", "--warmup", "0", "--repeats", "1", "--json", str(tmp_path / "b.json")]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["backend"], r["precision"]) for r in rows] == [("openvino", "int8")]
