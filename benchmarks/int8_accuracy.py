@@ -8,13 +8,17 @@ annotation file's order as the demo draws them, so the fp32 row is the demo's de
 
 Per file: max / mean |Δ| of pair and image logits against fp32, top-1 agreement of pair classes,
 HICO mAP (image logits, the HICO protocol), HICO-DET mAP full / rare / non-rare (official protocol).
-The same for OpenVINO (the gate's OpenVINO rows, ``defr.export.accuracy``): the default int8 file run
-by OpenVINO, and ``model.onnx`` with OpenVINO's bf16 hint (only on a CPU with bf16 instructions; the
-report's ``note`` says when it was not run). The table printed last: fp32 / ORT int8 / OV int8 / OV bf16.
+The same for OpenVINO (the gate's OpenVINO rows, ``defr.export.accuracy``): every int8 file run by
+OpenVINO, and ``model.onnx`` with OpenVINO's bf16 hint (only on a CPU with bf16 instructions; the
+report's ``note`` says when it was not run). ``int8 nncf`` is ``defr-export --int8 --quantizer nncf``'s
+file (NNCF, ``defr.export.nncf_int8``), with accuracy control by the gate on the train images that
+calibration did not use (as the export does with its held-out images), so both runtimes run it beside
+ONNX Runtime's quantization. The table printed last: fp32 / each file in ONNX Runtime / in OpenVINO.
 
     .venv/bin/defr demo                                   # trains the demo model (demo-output/)
     .venv/bin/python benchmarks/int8_accuracy.py --checkpoint demo-output/run/model.safetensors \\
         --data demo-output/data --out benchmarks/results/int8_accuracy.json
+    .venv/bin/python benchmarks/int8_accuracy.py ... --variants int8 "int8 nncf"   # ORT's and NNCF's quantizer
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from defr.data import hicodet_files
 from defr.data.hicodet import load_annotations
 from defr.eval.gt_detections import noisy_gt_detections
 from defr.export import ExportConfig, export_model
-from defr.export.accuracy import accuracy_gate
+from defr.export.accuracy import accuracy_gate, nncf_accuracy_control
 from defr.export.calibration import GraphFeeds, load_calibration_set
 from defr.export.int8 import Int8Config, quantize
+from defr.export.nncf_int8 import NncfConfig, quantize_nncf
 from defr.export.sidecar import file_entry, write_sidecar
 from defr.files import write_json
 from defr.machine import machine_info
@@ -50,7 +55,9 @@ VARIANTS = {
     "int8 percentile": Int8Config(calibration_method="percentile"),
     "int8 per-tensor weights": Int8Config(per_channel=False),
     "int8 dynamic": Int8Config(method="dynamic", groups=("linear",)),
+    "int8 nncf": NncfConfig(),  # defr-export --int8 --quantizer nncf
 }
+MAX_DROP = 1.0  # mAP points: NNCF's accuracy control, as defr-export's default gate
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,13 +86,20 @@ def main(argv: list[str] | None = None) -> None:
         export_model(args.checkpoint, tmp / "export", ExportConfig(verify=False), log=lambda m: None)
         files = {"fp32": tmp / "export" / "model.onnx", "fp16": tmp / "export" / "model.fp16.onnx"}
         train = load_calibration_set(args.data, args.calibration_images, meta, tmp, split="train")
-        calibrate, _ = train.split(args.calibration_images)
+        calibrate, held = train.split(args.calibration_images)
         report["calibration"] = calibrate.describe()
-        report["quantize_seconds"] = {}
+        report["quantize_seconds"], report["quantization"] = {}, {}
         for name in args.variants:
             start = time.perf_counter()
             files[name] = tmp / "export" / f"{name.replace(' ', '_')}.onnx"
-            quantize(files["fp32"], files[name], VARIANTS[name], GraphFeeds(calibrate, meta), log=print)
+            cfg = VARIANTS[name]
+            if isinstance(cfg, NncfConfig):
+                mask_mode = read_sidecar(files["fp32"]).graph.mask_mode
+                control = nncf_accuracy_control(files["fp32"], held, meta, mask_mode, MAX_DROP)
+                record = quantize_nncf(files["fp32"], files[name], cfg, GraphFeeds(calibrate, meta), control, log=print)
+            else:
+                record = quantize(files["fp32"], files[name], cfg, GraphFeeds(calibrate, meta), log=print)
+            report["quantization"][name] = record  # what the sidecar would record (NNCF: what it reverted)
             report["quantize_seconds"][name] = round(time.perf_counter() - start, 1)
         test = load_calibration_set(args.data, 10**9, meta, tmp, split="test")  # every test image
         test.detections = noisy_gt_detections(load_annotations(hicodet_files(args.data, "test")[0]), args.noise, 0)
@@ -107,12 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     report["openvino"] = gate.openvino  # precision → logits, metrics, drop against ONNX Runtime fp32, verdict
     report["note"] = gate.note
     write_json(report, args.out, indent=2)
-    rows = {"fp32 (ONNX Runtime)": gate.metrics["fp32"], "int8 (ONNX Runtime)": gate.metrics["int8"]}
+    rows = {f"{p} (ONNX Runtime)": m for p, m in gate.metrics.items()}
     rows.update({f"{p} (OpenVINO)": row["metrics"] for p, row in gate.openvino.items()})
-    print(f"{'':<22} {'HICO mAP':>9} {'full':>7} {'rare':>7} {'non-rare':>9}")
+    print(f"{'':<30} {'HICO mAP':>9} {'full':>7} {'rare':>7} {'non-rare':>9}")
     for name, m in rows.items():
         cells = [m.get(k) for k in ("hico_mAP", "hicodet_full", "hicodet_rare", "hicodet_non_rare")]
-        print(f"{name:<22} " + " ".join(f"{'n/a' if v is None else f'{100 * v:.2f}':>8}" for v in cells))
+        print(f"{name:<30} " + " ".join(f"{'n/a' if v is None else f'{100 * v:.2f}':>8}" for v in cells))
     if gate.note:
         print(gate.note)
     print(f"wrote {args.out}")

@@ -227,6 +227,28 @@ def int8_accuracy_table(r: dict) -> str:
     return head + "\n".join(rows) + note + f"\n\nCommand: `{r['command']}`"
 
 
+def op_profile_table(r: dict) -> str:
+    """benchmarks/op_profile.py output: per op group, ms / % of the call / GFLOP/s in each runtime and file."""
+    m = r["machine"]
+    head = (
+        f"**{r['backbone']} at {r['image_size']} px**, batch {r['batch']}, {r['pairs']} pairs / image, "
+        f"{r['threads']} thread(s), {r['runs']} run(s) — {m['cpu']}, {r['cpu_isa']}; load average "
+        f"{r['loadavg']['before'][0]:.1f} → {r['loadavg']['after'][0]:.1f}\n\n"
+        "| runtime | file | op group | ms | % of call | GFLOP/s | OpenVINO kernels (ms) |\n"
+        "|---|---|---|---:|---:|---:|---|\n"
+    )
+    rows = []
+    for runtime in ("onnxruntime", "openvino"):
+        for precision, p in r[runtime].items():
+            rows.append(f"| {runtime} | {precision} | **all** | **{p['kernel_ms']:.2f}** | 100 | | |")
+            for k, v in p["by_kind"].items():
+                rate = f"{v['gflop_per_s']:.1f}" if v["gflop_per_s"] else "—"
+                execs = ", ".join(f"{e} {t:.1f}" for e, t in list(v.get("exec_ms", {}).items())[:3]) or "—"
+                share = f"{100 * v['share']:.1f}"
+                rows.append(f"| {runtime} | {precision} | {k} | {v['ms']:.2f} | {share} | {rate} | {execs} |")
+    return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
+
+
 def int8_speed_table(r: dict) -> str:
     """benchmarks/int8_speed.py output: median ms per backend / int8 variant, side by side."""
     m = r["machine"]
@@ -599,6 +621,8 @@ def table(path: Path) -> str:
         return pretrain_log_table(r)
     if r.get("benchmark") == "serve":
         return serve_table(r)
+    if r.get("benchmark") == "op_profile":
+        return op_profile_table(r)
     if r.get("benchmark") == "serve_parts":
         return serve_parts_table(r)
     if "mask" in r and "init" in r:

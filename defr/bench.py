@@ -32,7 +32,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ from defr.choices import FILE_PRECISION, MaskMode, PrecisionRequest, resolve_mas
 from defr.errors import ConfigError
 from defr.export import ExportConfig, export_model
 from defr.export.int8 import INT8_FILE
+from defr.export.nncf_int8 import NNCF_FILE
 from defr.machine import check_device, machine_info
 from defr.model import create_model, save_checkpoint
 from defr.runtime import PairBackend, load_backend
@@ -54,6 +55,8 @@ EXPORT_BACKENDS = {  # --backends name → (file of the export, runtime, precisi
     "openvino": ("model.onnx", "openvino", FILE_PRECISION),
     "openvino-bf16": ("model.onnx", "openvino", "bf16"),
     "openvino-int8": (INT8_FILE, "openvino", FILE_PRECISION),
+    "openvino-nncf": (NNCF_FILE, "openvino", FILE_PRECISION),  # NNCF's int8 file (a second export)
+    "onnxruntime-nncf": (NNCF_FILE, "onnxruntime", FILE_PRECISION),
 }
 BACKENDS = ("torch", *EXPORT_BACKENDS)
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
@@ -197,10 +200,14 @@ def build_backends(cfg: BenchConfig, workdir: Path) -> tuple[list[tuple[str, Pai
             calibration_images=INT8_CALIBRATION_IMAGES,
         )
         export_model(checkpoint, workdir / "onnx", export, log=_quiet)
+        if any(EXPORT_BACKENDS[b][0] == NNCF_FILE for b in exported):  # calibrated on the same images
+            export_model(checkpoint, workdir / "nncf", replace(export, int8=True, quantizer="nncf"), log=_quiet)
         for name in exported:
             file, runtime, precision = EXPORT_BACKENDS[name]
+            folder = workdir / ("nncf" if file == NNCF_FILE else "onnx")
             options = ModelOptions(runtime=runtime, precision=precision, device=cfg.device, threads=cfg.threads)
-            backends.append((runtime, load_backend(workdir / "onnx" / file, options)))
+            # NNCF rows by their --backends name: the same runtime also runs ONNX Runtime's int8 file
+            backends.append((name if file == NNCF_FILE else runtime, load_backend(folder / file, options)))
     return backends, backends[0][1].meta.image_size
 
 

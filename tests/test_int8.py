@@ -226,7 +226,7 @@ def test_no_verify_skips_the_gate(checkpoint, tmp_path):
 
 @pytest.mark.slow
 def test_failed_gate_exits_1_and_writes_nothing(checkpoint, tmp_path, monkeypatch):
-    def failing_gate(files, held_out, max_drop, log):
+    def failing_gate(files, held_out, max_drop, log, runtime="onnxruntime"):
         raise VerificationError(f"model.int8.onnx: int8 loses 3.00 hico_mAP points, more than {max_drop:g}")
 
     monkeypatch.setattr(exporter_module, "accuracy_gate", failing_gate)

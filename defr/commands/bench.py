@@ -19,8 +19,8 @@ from defr.files import OutputSet, write_json
     "--backends",
     default=",".join(DEFAULT_BACKENDS),
     show_default=True,
-    help=f"For checkpoints and backbone names, among {', '.join(BACKENDS)} (the -int8 ones run model.int8.onnx; "
-    "openvino-bf16 runs model.onnx with OpenVINO's bf16 hint).",
+    help=f"For checkpoints and backbone names, among {', '.join(BACKENDS)} (the -int8 ones run model.int8.onnx, "
+    "the -nncf ones NNCF's model.int8.nncf.onnx; openvino-bf16 runs model.onnx with OpenVINO's bf16 hint).",
 )
 @click.option("--warmup", default=BenchConfig.warmup, show_default=True, type=int)
 @click.option("--repeats", default=BenchConfig.repeats, show_default=True, type=int)

@@ -22,8 +22,12 @@ says so in its ``note`` (it passes).
 OpenVINO rows (``openvino``; when the package is installed): the same images, metrics and drops
 against ONNX Runtime's float32 for ``model.int8.onnx`` run by OpenVINO (``int8``) and ``model.onnx``
 with OpenVINO's bf16 inference-precision hint (``bf16``; only on a CPU with bf16 instructions, else
-the note says it was not run). Each row has its own verdict; the export fails only on ONNX Runtime's
-int8 row (the file is the same; the verdict tells whether to run it in OpenVINO on this CPU).
+the note says it was not run). Each row has its own verdict; the export fails only on the int8 row of
+the runtime the file is made for (``runtime``): ONNX Runtime's for ``model.int8.onnx`` (the other
+verdicts tell whether to run it in OpenVINO on this CPU), OpenVINO's for NNCF's ``model.int8.nncf.onnx``.
+
+``run_held_out`` is the measurement and ``gate_score`` the gate as one number: NNCF's accuracy control
+(``defr.export.nncf_int8``) scores its candidates with it.
 """
 
 from __future__ import annotations
@@ -34,20 +38,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 
 from defr.eval.classification import hico_metrics
 from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
 from defr.export.errors import VerificationError
+from defr.export.nncf_int8 import AccuracyControl, OpenVinoGraph
 from defr.optional import MissingDependency, import_openvino
 from defr.runtime import load_backend
-from defr.runtime.contract import INPUT_NAMES
+from defr.runtime.contract import INPUT_NAMES, PairBackend, RuntimeMeta
 from defr.runtime.detect import run_detection
 from defr.runtime.detector import HOIDetector
-from defr.runtime.openvino_backend import OpenVinoBackend, cpu_has_bf16
+from defr.runtime.openvino_backend import cpu_has_bf16
 
 GATED_METRICS = ("hico_mAP", "hicodet_full")
+RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 DEFAULT_MAX_DROP = 1.0  # mAP points
 
 
@@ -70,9 +77,16 @@ class GateResult:
     # --- OpenVINO rows: precision → {logits, metrics, drop, passed}, as the fields above ---
     openvino: dict[str, dict] = field(default_factory=dict)
 
+    runtime: str = "onnxruntime"  # whose int8 row is the verdict: onnxruntime, or openvino (an NNCF file)
+
+    @property
+    def gated_drop(self) -> dict[str, float]:
+        """The drops the verdict rests on: the int8 row of the runtime the file is made for."""
+        return self.openvino["int8"]["drop"] if self.runtime == "openvino" else self.drop
+
     @property
     def passed(self) -> bool:
-        return all(d <= self.max_drop for d in self.drop.values())
+        return all(d <= self.max_drop for d in self.gated_drop.values())
 
     def to_dict(self) -> dict:
         return {**asdict(self), "passed": self.passed}
@@ -111,43 +125,26 @@ def accuracy_gate(
     held_out: CalibrationSet,
     max_drop: float = DEFAULT_MAX_DROP,
     log: Callable[[str], None] = print,
+    runtime: str = "onnxruntime",
 ) -> GateResult:
     """Compare the exported ``files`` (name → path, each listed in the ``model.json`` beside it;
     ``fp32`` and ``int8`` required) on ``held_out``.
 
+    runtime: whose int8 row the verdict is (the runtime the int8 file is made for): ``onnxruntime``
+    (ONNX Runtime's quantizer), or ``openvino`` (NNCF's file; OpenVINO is then required).
     Returns the measurements; raises ``VerificationError`` when a gated metric drops by more than
     ``max_drop`` points (the caller writes nothing then).
     """
     backends = {p: load_backend(path) for p, path in files.items()}
     notes: list[str] = []
-    ov_backends = openvino_backends(files, notes)
-    every = {**backends, **ov_backends}
-    meta = backends["fp32"].meta
-    outputs: dict[str, list[list[np.ndarray]]] = {p: [] for p in every}
-    real_pairs = []
-    for feeds in GraphFeeds(held_out, meta):
-        real_pairs.append(_real_pairs(feeds, meta.image_size))
-        inputs = [torch.from_numpy(feeds[name]) for name in INPUT_NAMES]
-        for p, backend in every.items():
-            outputs[p].append([y.numpy() for y in backend(*inputs)])
-    result = GateResult(images=len(held_out), pairs=sum(real_pairs), max_drop=max_drop)
+    ov_backends = openvino_backends(files, notes, required=runtime == "openvino")
+    run = run_held_out({**backends, **ov_backends}, held_out)
+    outputs, real_pairs, metrics = run.outputs, run.real_pairs, run.metrics
+    notes += run.notes
+    result = GateResult(images=len(held_out), pairs=sum(real_pairs), max_drop=max_drop, runtime=runtime)
     for p in backends:
         if p != "fp32":
             result.logits[p] = _logit_agreement(outputs[p], outputs["fp32"], real_pairs)
-    metrics: dict[str, dict[str, float | None]] = {p: {} for p in every}
-    if held_out.labels is not None:
-        columns = _shared_classes(meta.class_names, held_out.class_names or [])
-        for p in every:
-            scores = np.stack([out[1][0] for out in outputs[p]])
-            metrics[p]["hico_mAP"] = _hico_map(scores, held_out, columns)
-    else:
-        notes.append("no image labels in the calibration data: no mAP, the gate rests on the logits")
-    if held_out.annotations is not None:
-        for p, backend in every.items():
-            results = run_detection(HOIDetector(backend), held_out.paths, held_out.detections, progress=False)
-            results = _to_dataset_classes(results, meta.class_names, held_out.class_names or [])
-            m = hicodet_metrics(held_out.annotations, results)
-            metrics[p].update({f"hicodet_{k}": m.get(k) for k in ("full", "rare", "non_rare")})
     result.metrics = {p: metrics[p] for p in backends}
     result.drop = _drops(metrics["fp32"], metrics["int8"])
     for p in ov_backends:
@@ -163,9 +160,11 @@ def accuracy_gate(
     result.note = "; ".join(notes)
     log(f"accuracy gate: {result.summary()} -> " + ("passed" if result.passed else "FAILED"))
     if not result.passed:
-        worst = max(result.drop, key=result.drop.get)
+        drop = result.gated_drop
+        worst = max(drop, key=drop.get)
         raise VerificationError(
-            f"{Path(files['int8']).name}: int8 loses {result.drop[worst]:.2f} {worst} points against fp32 on "
+            f"{Path(files['int8']).name}: int8 in {RUNTIME_NAMES[runtime]} loses {drop[worst]:.2f} {worst} points "
+            f"against fp32 on "
             f"{result.images} held-out calibration images, more than --int8-max-drop {max_drop:g}; calibrate on "
             "more or more representative data (--calibration, --calibration-images), or allow a larger drop"
         )
@@ -177,19 +176,100 @@ def _drops(ref: dict[str, float | None], got: dict[str, float | None]) -> dict[s
     return {m: 100 * (ref[m] - got[m]) for m in GATED_METRICS if ref.get(m) is not None and got.get(m) is not None}
 
 
+@dataclass
+class HeldOutRun:
+    """What every backend gave on the held-out images: outputs (backend → one [pair logits, image
+    logits] per image), the real pairs of each image (no dummy pair), metrics (backend → the
+    ``GateResult.metrics`` keys) and notes on what could not be measured."""
+
+    outputs: dict[str, list[list[np.ndarray]]]
+    real_pairs: list[int]
+    metrics: dict[str, dict[str, float | None]]
+    notes: list[str]
+
+
+def run_held_out(backends: dict[str, PairBackend], held_out: CalibrationSet) -> HeldOutRun:
+    """The gate's measurement: every backend on every held-out image, one graph call each with its pairs
+    as the runtime makes them (logits), then the HICO mAP of the image logits and the HICO-DET mAP of
+    ``run_detection`` where the data has labels / ground truth (module docstring)."""
+    meta = next(iter(backends.values())).meta
+    outputs: dict[str, list[list[np.ndarray]]] = {p: [] for p in backends}
+    real_pairs, notes = [], []
+    for feeds in GraphFeeds(held_out, meta):
+        real_pairs.append(_real_pairs(feeds, meta.image_size))
+        inputs = [torch.from_numpy(feeds[name]) for name in INPUT_NAMES]
+        for p, backend in backends.items():
+            outputs[p].append([y.numpy() for y in backend(*inputs)])
+    metrics: dict[str, dict[str, float | None]] = {p: {} for p in backends}
+    if held_out.labels is not None:
+        columns = _shared_classes(meta.class_names, held_out.class_names or [])
+        for p in backends:
+            scores = np.stack([out[1][0] for out in outputs[p]])
+            metrics[p]["hico_mAP"] = _hico_map(scores, held_out, columns)
+    else:
+        notes.append("no image labels in the calibration data: no mAP, the gate rests on the logits")
+    if held_out.annotations is not None:
+        for p, backend in backends.items():
+            results = run_detection(HOIDetector(backend), held_out.paths, held_out.detections, progress=False)
+            results = _to_dataset_classes(results, meta.class_names, held_out.class_names or [])
+            m = hicodet_metrics(held_out.annotations, results)
+            metrics[p].update({f"hicodet_{k}": m.get(k) for k in ("full", "rare", "non_rare")})
+    return HeldOutRun(outputs, real_pairs, metrics, notes)
+
+
+def gate_score(backend: PairBackend, reference: PairBackend, held_out: CalibrationSet) -> tuple[float, list[float]]:
+    """The gate as one number, for NNCF's accuracy control: 1 − the worst drop of a gated metric of
+    ``backend`` against ``reference`` (float32) on ``held_out`` (a fraction: 0.99 = one mAP point lost;
+    1 when the images give no gated metric), and per image minus the mean |Δ pair logit| against it."""
+    run = run_held_out({"fp32": reference, "candidate": backend}, held_out)
+    drop = _drops(run.metrics["fp32"], run.metrics["candidate"])
+    got, ref = run.outputs["candidate"], run.outputs["fp32"]
+    per_image = [
+        -float(np.abs(g[0][:n] - r[0][:n]).mean()) if n else 0.0
+        for g, r, n in zip(got, ref, run.real_pairs, strict=True)
+    ]
+    return 1.0 - max(drop.values(), default=0.0) / 100, per_image
+
+
+def nncf_accuracy_control(
+    fp32_path: str | os.PathLike, held_out: CalibrationSet, meta: RuntimeMeta, mask_mode: str, max_drop: float
+) -> AccuracyControl | None:
+    """NNCF's accuracy control by ``gate_score`` against the float32 graph's metrics (run in OpenVINO, as
+    the candidates are) on ``held_out``; None for held-out images without labels or ground truth (no mAP)."""
+    if held_out.labels is None and held_out.annotations is None:
+        return None
+    fp32 = OpenVinoGraph(onnx.load(str(fp32_path)), meta, mask_mode)
+    return AccuracyControl(
+        images=len(held_out),
+        score=lambda backend, index: gate_score(backend, fp32, held_out.subset(index)),
+        max_drop=max_drop,
+        meta=meta,
+        mask_mode=mask_mode,
+    )
+
+
 OPENVINO_ROW = "openvino-"  # prefix of the OpenVINO rows among the gate's outputs
 
 
-def openvino_backends(files: dict[str, str | os.PathLike], notes: list[str]) -> dict[str, OpenVinoBackend]:
-    """``openvino-int8`` (the int8 file) and ``openvino-bf16`` (the fp32 file, bf16 hint), each checked
-    against the ``model.json`` beside it; what cannot run here (no ``openvino``, no bf16 instructions)
-    is said in ``notes``."""
+def openvino_backends(
+    files: dict[str, str | os.PathLike], notes: list[str], required: bool = False
+) -> dict[str, PairBackend]:
+    """``openvino-int8`` (the int8 file; ``openvino-NAME`` for every other file NAME ``int8…`` of ``files``) and
+    ``openvino-bf16`` (the fp32 file, bf16 hint), each checked against the ``model.json`` beside it; what
+    cannot run here (no ``openvino``, no bf16 instructions) is said in ``notes``. required:
+    MissingDependency without ``openvino`` (the gate's verdict is its row)."""
     try:
         ov = import_openvino("the accuracy gate's OpenVINO rows")
     except MissingDependency:
+        if required:
+            raise
         notes.append('OpenVINO rows not run: openvino is not installed (pip install "defr[openvino]")')
         return {}
-    rows = {f"{OPENVINO_ROW}int8": load_backend(files["int8"], runtime="openvino")}
+    rows = {
+        f"{OPENVINO_ROW}{p}": load_backend(path, runtime="openvino")
+        for p, path in files.items()
+        if p.startswith("int8")
+    }
     if cpu_has_bf16(ov.Core()):
         rows[f"{OPENVINO_ROW}bf16"] = load_backend(files["fp32"], runtime="openvino", precision="bf16")
     else:

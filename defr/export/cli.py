@@ -19,7 +19,8 @@ from defr.clikit import mask_mode_option, one_line_errors
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
 from defr.export.errors import VerificationError
-from defr.export.exporter import ONNX_FILES, ExportConfig, export_model
+from defr.export.exporter import INT8_FILES, ONNX_FILES, ExportConfig, export_model
+from defr.export.int8 import QUANTIZERS
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
 from defr.files import OutputSet
@@ -43,7 +44,15 @@ EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
     default=ExportConfig.mask_mode,
     help="Baked into the graph: hard (the paper) or released (the released code's +1 bias); in model.json.",
 )
-@click.option("--int8", is_flag=True, help="Also write model.int8.onnx (ONNX Runtime quantization, accuracy-gated).")
+@click.option("--int8", is_flag=True, help="Also write an int8 file (accuracy-gated; --quantizer says which).")
+@click.option(
+    "--quantizer",
+    type=click.Choice(QUANTIZERS),
+    default=ExportConfig.quantizer,
+    show_default=True,
+    help="--int8: 'ort' writes model.int8.onnx for ONNX Runtime; 'nncf' writes model.int8.nncf.onnx for OpenVINO "
+    '(NNCF, with accuracy control by the gate; pip install "defr[nncf]").',
+)
 @click.option(
     "--calibration",
     metavar="DATA",
@@ -84,6 +93,7 @@ def main(
     plugin_library: Path | None,
     mask_mode: str,
     int8: bool,
+    quantizer: str,
     calibration: str | None,
     calibration_images: int,
     calibration_split: str,
@@ -105,13 +115,14 @@ def main(
             verify=not no_verify,
             mask_mode=mask_mode,
             int8=int8,
+            quantizer=quantizer,
             calibration=calibration,
             calibration_images=calibration_images,
             calibration_split=calibration_split,
             int8_max_drop=int8_max_drop,
         )
         # the folder is swapped in whole (export_model); the seam refuses files of it that are inputs or devices
-        names = [*ONNX_FILES.values(), SIDECAR_NAME, *(["model.int8.onnx"] if int8 else [])]
+        names = [*ONNX_FILES.values(), SIDECAR_NAME, *([INT8_FILES[quantizer]] if int8 else [])]
         names += [f"model.{engine}.engine"] if engine else []
         calibration_path = Path(calibration) if calibration and Path(calibration).exists() else None
         OutputSet({n: out_dir / n for n in names}, inputs=[checkpoint, plugin_library, calibration_path])

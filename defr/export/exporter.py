@@ -19,12 +19,13 @@ import onnx
 
 from defr.choices import DEFAULT_MASK_MODE, ENGINE_PRECISIONS, check_mask_mode
 from defr.errors import DefrError
-from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate
+from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate, nncf_accuracy_control
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
 from defr.export.errors import ExportError, VerificationError
 from defr.export.fp16 import convert_to_fp16
-from defr.export.int8 import INT8_FILE, Int8Config
+from defr.export.int8 import INT8_FILE, QUANTIZERS, Int8Config
 from defr.export.int8 import quantize as quantize_int8
+from defr.export.nncf_int8 import NNCF_FILE, AccuracyControl, NncfConfig, quantize_nncf
 from defr.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx
 from defr.export.sidecar import SIDECAR_NAME, file_entry, model_sidecar, write_sidecar
 from defr.export.tensorrt_build import (
@@ -44,6 +45,8 @@ from defr.runtime.sidecar import EngineInfo, FileEntry, Sidecar, sha256
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 STAGING_KIND = "export"  # staging folders: .OUT.export-PID-XXXX beside the output folder
 NO_CALIBRATION = "none"  # --calibration none: dynamic int8 quantization
+INT8_FILES = {"ort": INT8_FILE, "nncf": NNCF_FILE}  # the int8 file each quantizer writes
+INT8_RUNTIMES = {"ort": "onnxruntime", "nncf": "openvino"}  # the runtime each quantizer's file is made for
 
 
 @dataclass
@@ -65,6 +68,8 @@ class ExportConfig:
     calibration_split: str = "test"  # split of a dataset with splits
     int8_max_drop: float = DEFAULT_MAX_DROP  # mAP points int8 may lose against fp32 on the held-out images
     quantization: Int8Config = field(default_factory=Int8Config)  # method "static" unless calibration is "none"
+    quantizer: str = "ort"  # "ort": ONNX Runtime's (model.int8.onnx), "nncf": NNCF for OpenVINO (model.int8.nncf.onnx)
+    nncf: NncfConfig = field(default_factory=NncfConfig)  # how NNCF quantizes (quantizer "nncf")
 
     def __post_init__(self) -> None:
         check_opset(self.opset)
@@ -78,6 +83,12 @@ class ExportConfig:
             raise ExportError("--calibration applies to --int8")
         if self.int8 and self.plugin:
             raise ExportError("--int8 quantizes the plain graph; export it without --plugin")
+        if self.quantizer not in QUANTIZERS:
+            raise ExportError(f"--quantizer must be one of {QUANTIZERS}, not {self.quantizer!r}")
+        if self.quantizer != "ort" and not self.int8:
+            raise ExportError(f"--quantizer {self.quantizer} applies to --int8")
+        if self.quantizer == "nncf" and self.calibration == NO_CALIBRATION:
+            raise ExportError("--quantizer nncf calibrates (static quantization only); drop --calibration none")
         if self.calibration == NO_CALIBRATION and self.quantization.method == "static":
             self.quantization = dataclasses.replace(self.quantization, method="dynamic")
         check_mask_mode(self.mask_mode)
@@ -101,7 +112,7 @@ class ExportResult:
         """The summary: file, size, max |Δ| of both outputs vs PyTorch, ONNX Runtime CPU latency."""
         rows = [("file", "precision", "size", "max |Δ| pair", "max |Δ| image", "error / tol", "latency")]
         for name, entry in self.files.items():
-            c = self.comparisons.get(entry.precision) if name in (*ONNX_FILES.values(), INT8_FILE) else None
+            c = self.comparisons.get(entry.precision) if name in (*ONNX_FILES.values(), *INT8_FILES.values()) else None
             rows.append(_table_row(name, entry, c))
         widths = [max(len(r[k]) for r in rows) for k in range(len(rows[0]))]
         lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows]
@@ -242,7 +253,7 @@ def _export_into(
     onnx.save(convert_to_fp16(onnx.load(str(paths["fp32"]))), str(paths["fp16"]))
     int8 = None
     if calibration is not None:
-        paths["int8"] = staging / INT8_FILE
+        paths["int8"] = staging / INT8_FILES[cfg.quantizer]
         int8 = _quantize(paths, meta, calibration, cfg, log)
     comparisons = _verify(paths, model, cfg, log) if cfg.verify else {}
     files = {path.name: file_entry(path, precision) for precision, path in paths.items()}
@@ -301,11 +312,27 @@ def _quantize(
 ) -> dict:
     calibrate, held_out = calibration
     feeds = GraphFeeds(calibrate, meta) if calibrate is not None else None
-    log(f"quantizing to int8 ({cfg.quantization.method}) ...")
-    record = quantize_int8(paths["fp32"], paths["int8"], cfg.quantization, feeds, log)
+    if cfg.quantizer == "nncf":
+        log("quantizing to int8 with NNCF (for OpenVINO) ...")
+        control = _nncf_control(paths["fp32"], held_out, meta, cfg, log)
+        record = quantize_nncf(paths["fp32"], paths["int8"], cfg.nncf, feeds, control, log)
+    else:
+        log(f"quantizing to int8 ({cfg.quantization.method}) ...")
+        record = {"quantizer": "ort", **quantize_int8(paths["fp32"], paths["int8"], cfg.quantization, feeds, log)}
     record["calibration"] = calibrate.describe() if calibrate is not None else None
     record["held_out"] = held_out.describe()
     return record
+
+
+def _nncf_control(
+    fp32_path: Path, held_out: CalibrationSet, meta: RuntimeMeta, cfg: ExportConfig, log: Callable[[str], None]
+) -> AccuracyControl | None:
+    """NNCF's accuracy control by the gate (``nncf_accuracy_control``); None with ``--no-verify`` or
+    held-out images without labels or ground truth (no mAP to keep)."""
+    if not cfg.verify:
+        log("int8: NNCF without accuracy control (--no-verify)")
+        return None
+    return nncf_accuracy_control(fp32_path, held_out, meta, cfg.mask_mode, cfg.int8_max_drop)
 
 
 def _gate(
@@ -314,7 +341,7 @@ def _gate(
     if not cfg.verify:
         log("int8: accuracy gate skipped (--no-verify)")
         return None
-    return accuracy_gate(paths, held_out, cfg.int8_max_drop, log).to_dict()
+    return accuracy_gate(paths, held_out, cfg.int8_max_drop, log, runtime=INT8_RUNTIMES[cfg.quantizer]).to_dict()
 
 
 def _verify(paths: dict[str, Path], model: DEFR, cfg: ExportConfig, log: Callable[[str], None]) -> dict:

@@ -44,6 +44,7 @@ from defr.machine import cpu_has_int8_dot_product
 from defr.optional import require
 
 INT8_FILE = "model.int8.onnx"
+QUANTIZERS = ("ort", "nncf")  # --quantizer: ONNX Runtime's (this module) or NNCF (defr.export.nncf_int8)
 QUANT_METHODS = ("static", "dynamic")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 NODE_GROUPS = ("conv", "linear", "attention", "head", "norm")
@@ -125,7 +126,7 @@ def node_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
     constants.update(o for n in graph.node if n.op_type == "Constant" for o in n.output)
     on_image = downstream_nodes(graph, ("images",))  # the rest is box arithmetic or weight preparation
     on_boxes = downstream_nodes(graph, ("boxes_h", "boxes_o"))
-    head = _head_matmuls(graph)
+    head = head_matmuls(graph)
     groups: dict[str, list[str]] = {g: [] for g in NODE_GROUPS}
     for node in graph.node:
         if node.name not in on_image:
@@ -142,7 +143,7 @@ def node_groups(model: onnx.ModelProto) -> dict[str, list[str]]:
     return groups
 
 
-def _head_matmuls(graph: onnx.GraphProto) -> set[str]:
+def head_matmuls(graph: onnx.GraphProto) -> set[str]:
     """The MatMul / Gemm nodes that reach a graph output through no other MatMul: the classifier."""
     producer = {o: n for n in graph.node for o in n.output}
     found, seen = set(), set()
@@ -163,15 +164,15 @@ def _head_matmuls(graph: onnx.GraphProto) -> set[str]:
 # --- quantization ----------------------------------------------------------------------------------------------
 
 
-def prepare(fp32_path: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+def prepare(fp32_path: str | os.PathLike, out_path: str | os.PathLike, conv_bias_as_add: bool = True) -> Path:
     """ONNX Runtime's pre-processing for quantization: ONNX shape inference and the basic graph
     optimisations (constant folding, standard ops only), so weights computed from weights become
-    constants and every tensor has a shape; then each Conv's bias as a separate float Add
-    (``separate_conv_bias``)."""
+    constants and every tensor has a shape; then, with ``conv_bias_as_add``, each Conv's bias as a
+    separate float Add (``separate_conv_bias``: for ONNX Runtime's quantizer, which quantizes biases)."""
     quantization = import_quantization()
     quantization.quant_pre_process(str(fp32_path), str(out_path), skip_symbolic_shape=True)
     model = onnx.load(str(out_path))
-    if separate_conv_bias(model.graph):
+    if conv_bias_as_add and separate_conv_bias(model.graph):
         onnx.save(model, str(out_path))
     return Path(out_path)
 
