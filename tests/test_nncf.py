@@ -124,11 +124,11 @@ def test_nncf_export_sidecar_accuracy_control_and_openvino(tmp_path, monkeypatch
         shutil.copytree(out, out_dir)
 
     monkeypatch.setattr(bench, "export_model", fake_export)
-    cfg = BenchConfig("tiny", backends=("onnxruntime-nncf",), threads=1)
-    export_cfg = ExportConfig(verify=False, int8=True, calibration_images=bench.INT8_CALIBRATION_IMAGES)
-    backends = bench._nncf_backends(cfg, tmp_path / "tiny.safetensors", export_cfg, tmp_path / "bench")
+    cfg = BenchConfig(str(tmp_path / "tiny.safetensors"), backends=("onnxruntime-nncf",), threads=1)
+    backends, _ = bench.build_backends(cfg, tmp_path / "bench")
     assert [(name, b.name, b.precision) for name, b in backends] == [("onnxruntime-nncf", "onnxruntime", "int8")]
-    assert exported[0].quantizer == "nncf" and exported[0].int8
+    assert exported[-1].quantizer == "nncf" and exported[-1].int8
+    assert exported[-1].calibration_images == bench.INT8_CALIBRATION_IMAGES  # the same images as onnxruntime-int8
     times = bench.time_side_by_side([b for _, b in backends], 64, 1, 4, cfg)
     assert len(times) == 1 and len(times[0]) == cfg.repeats
     # OpenVINO on it through defr bench, in a process of its own: an OpenVINO model compiled by defr bench in the
