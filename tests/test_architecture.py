@@ -521,3 +521,15 @@ def test_model_choices_are_checked_once():
     for check, modules in allowed.items():
         users = {name for name, path in MODULES.items() if name != REGISTRY and f"{check}(" in path.read_text()}
         assert users == modules, check
+
+
+MAX_MODULE_LINES = 500  # issue 29: past this a module mixes ideas; split it by idea
+
+
+def test_no_module_is_over_500_lines():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in ROOT.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines: {long}"

@@ -15,13 +15,10 @@ Backends read it from the folder of the file they load (``read_sidecar``) and re
 checksum, or whose external data's checksum, does not match (``Sidecar.check_file``). The writer
 is ``defr.export.sidecar``.
 
-The record covers itself too: ``sidecar_sha256`` is the SHA-256 of the rest of the record (canonical JSON,
-``own_digest``), so an edited ``mean`` or reordered ``class_objects`` — which change results, not the
-graph — is refused at load like an edited graph (``read_sidecar``).
-
-Format ``defr-export/3`` (with ``sidecar_sha256``); ``defr-export/2`` and ``/1`` files (before it; ``/1``
-also had a ``score_rule`` block with defaults nothing read, no external-data entries) are read too, their own
-fields unchecked: export again to have them covered.
+The record covers itself too (format ``defr-export/3``): ``sidecar_sha256`` is the SHA-256 of the rest of the
+record (``own_digest``), so an edited ``mean`` or reordered ``class_objects`` — which change results, not the
+graph — is refused at load like an edited graph. Formats ``/2`` and ``/1`` (``/1`` had an unread ``score_rule``
+block and no external-data entries) are read too, their own fields unchecked: export again to cover them.
 """
 
 from __future__ import annotations
@@ -38,7 +35,7 @@ from typing import Any
 from defr import vocab
 from defr.choices import DEFAULT_MASK_MODE, FILE_PRECISIONS, MASK_MODES, MaskMode, Precision
 from defr.errors import DefrError
-from defr.jsonio import JsonInputError, read_json
+from defr.jsonio import read_json
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, RuntimeMeta
 
 SIDECAR_NAME = "model.json"
@@ -289,12 +286,7 @@ def read_sidecar(model_path: str | os.PathLike) -> Sidecar:
     path = Path(model_path).parent / SIDECAR_NAME
     if not path.is_file():
         raise SidecarError(f"{model_path}: no {SIDECAR_NAME} beside it (written by defr-export with the model)")
-    try:
-        d = read_json(path, max_bytes=MAX_SIDECAR_BYTES)
-    except JsonInputError as e:
-        raise SidecarError(str(e)) from None
-    except OSError as e:
-        raise SidecarError(f"{path}: cannot read ({e.strerror})") from None
+    d = read_json(path, max_bytes=MAX_SIDECAR_BYTES, error=SidecarError)
     sidecar = Sidecar.from_dict(d, str(path))  # fields first: a malformed field is named as such
     _check_own_digest(d, path)
     return sidecar
