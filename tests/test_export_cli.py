@@ -384,7 +384,7 @@ def test_export_killed_at_random_instants_leaves_the_old_or_the_new_set(two_chec
     states = {_sha(old): "old", _sha(new): "new"}
     seen = []
     rng = random.Random(3)
-    for delay in [rng.uniform(0.5, duration) for _ in range(2)]:
+    for delay in [rng.uniform(0.5, duration)]:  # one random instant: each run is a full export (CI time)
         run_and_kill(EXPORT_CHILD, {"checkpoint": str(new), "out": str(out)}, delay)
         seen.append(states[_export_state(out)])
         assert (out / "notes.txt").read_text() == "mine"
