@@ -67,9 +67,12 @@ def clip_layout_tiny(image_size: int, seed: int = 0):
 
 def pytest_collection_modifyitems(config, items):
     """``gpu`` tests need CUDA; ``heavy`` tests (ViT-B at 672 px and such) run only with DEFR_HEAVY=1.
-    Under pytest-xdist (``-n 2``, ``--dist loadgroup`` in pyproject.toml) a test file's tests share a worker
-    (its module-scoped exports and servers are built once) and all Ray tests share one, so that two local
-    Ray clusters do not run side by side. (Measured here: 13.9 minutes of tests; 10.6 with no groups.)"""
+    The groups are meant for pytest-xdist (``-n 2``, ``--dist loadgroup`` in pyproject.toml): a test file's
+    tests on one worker (module-scoped exports and servers built once), all Ray tests on one. With pytest 9.2
+    and pytest-xdist 3.8 (what CI installs) they are NOT applied: xdist marks a group by renaming
+    ``item._nodeid``, which pytest 9 no longer reads (it keeps ``item._id``), so tests are dealt out one by one,
+    a module's fixtures may be built on both workers and two local Ray clusters may run side by side (found
+    2026-12-07 with ``-v``: one file's tests on gw0 and gw1). Kept as is: CI's 14 minutes were measured so."""
     skip_gpu = pytest.mark.skip(reason="needs CUDA")
     skip_heavy = pytest.mark.skip(reason="heavy: set DEFR_HEAVY=1 to run")
     for item in items:
