@@ -11,6 +11,8 @@ default, in one place. Validation, the click options and the docs read these tup
   sidecar records each exported file's precision in it. A request is a ``Precision`` or
   ``FILE_PRECISION`` ("the file's own": a checkpoint's is ``DEFAULT_PRECISION``); which precisions a
   runtime runs a file of a given precision at is its row in ``defr.runtime.registry``.
+- **Quantizers** (``Quantizer``, ``defr-export --quantizer``): whose int8 file: ``ort`` (ONNX Runtime's
+  quantizer, ``model.int8.onnx``, the default) or ``nncf`` (OpenVINO's NNCF, ``model.int8.nncf.onnx``).
 
 Each ``check_*`` is the one check of its choice, called where a record holding it is built; its
 message is the one every entry point prints.
@@ -36,6 +38,10 @@ FilePrecision = Literal["file"]
 FILE_PRECISION: FilePrecision = "file"  # a request for the model file's own precision
 PrecisionRequest = Precision | FilePrecision
 PRECISION_REQUESTS: tuple[PrecisionRequest, ...] = (FILE_PRECISION, *PRECISIONS)
+
+Quantizer = Literal["ort", "nncf"]
+QUANTIZERS: tuple[Quantizer, ...] = get_args(Quantizer)
+DEFAULT_QUANTIZER: Quantizer = "ort"
 
 # What each runtime runs a file of a given precision at (file precision → run precisions): the
 # ``runs`` of the rows of ``defr.runtime.registry.RUNTIMES``. A checkpoint's weights are fp32.

@@ -90,7 +90,8 @@ def test_leaves_import_nothing_from_defr():
     assert GRAPH["defr.runtime.contract"] <= {"defr.vocab", "defr.errors"}
     assert GRAPH["defr.detections"] <= {"defr.vocab", "defr.errors", "defr.typecheck", "defr.jsonio"}
     leaves = {"defr.vocab", "defr.errors", "defr.jsonio", "defr.choices"}  # docs/architecture.md says the same
-    assert GRAPH["defr.runtime.sidecar"] <= {"defr.runtime.contract", *leaves}
+    assert GRAPH["defr.runtime.provenance"] <= {"defr.choices"}
+    assert GRAPH["defr.runtime.sidecar"] <= {"defr.runtime.contract", "defr.runtime.provenance", *leaves}
 
 
 JSON_PARSERS = {"load", "loads", "JSONDecoder", "raw_decode"}

@@ -11,6 +11,7 @@ import re
 import pytest
 
 from defr.export.sidecar import model_sidecar
+from defr.runtime.provenance import Int8Info
 from defr.runtime.sidecar import (
     SIDECAR_FORMAT,
     Digest,
@@ -41,7 +42,16 @@ def sidecar(request) -> Sidecar:
     }
     engine = EngineInfo("model.fp16.engine", profile, "qdp-aot", None)
     source = {"checkpoint": "tiny.safetensors", "sha256": SHA}
-    return model_sidecar(model, files, opset=18, plugin=False, mask_mode="released", source=source, engine=engine)
+    int8 = Int8Info(
+        "nncf",
+        {"method": "static", "smooth_quant_alpha": 0.95, "accuracy_control": {"reverted": ["/stem/Conv"]}},
+        calibration={"source": "synthetic", "images": 8},
+        held_out={"source": "synthetic", "images": 8},
+        gate={"passed": True, "runtime": "openvino"},
+    )
+    return model_sidecar(
+        model, files, opset=18, plugin=False, mask_mode="released", source=source, engine=engine, int8=int8
+    )
 
 
 def test_round_trip(sidecar):
@@ -57,8 +67,23 @@ def test_round_trip(sidecar):
         {"checkpoint": "tiny.safetensors", "sha256": SHA},
     )
     assert dict(back.exporter.versions) == d["exporter"] and "torch" in d["exporter"]
+    assert (back.int8.quantizer, back.int8.gate["passed"], back.int8.settings["smooth_quant_alpha"]) == (
+        "nncf",
+        True,
+        0.95,
+    )
+    assert d["int8"]["smooth_quant_alpha"] == 0.95  # the file keeps one flat int8 object
     with pytest.raises(dataclasses.FrozenInstanceError):
         back.source.sha256 = "0" * 64  # records, not dicts: nothing edits them after validation
+
+
+def test_int8_record_without_quantizer_is_onnx_runtimes(sidecar):
+    """Format 2 exports had only ONNX Runtime's quantizer and did not name it; no gate: --no-verify."""
+    d = sidecar.to_dict()
+    d["format"] = "defr-export/2"
+    d["int8"] = {"method": "static", "calibration": None, "held_out": {"images": 4}}
+    back = Sidecar.from_dict(d)
+    assert (back.int8.quantizer, back.int8.settings, back.int8.gate) == ("ort", {"method": "static"}, None)
 
 
 def test_format_1_files_are_read(sidecar):
@@ -114,6 +139,9 @@ CASES = [
     ("engine.profile", {"images": [[1, 3, 64, 64]]}, "engine.profile must give (min, opt, max) shapes"),
     ("engine.plugin", "jit", "engine.plugin must be one of ['qdp-aot', 'library'], not 'jit'"),
     ("int8", [], "int8 must be a JSON object or null"),
+    ("int8.quantizer", "trt", "int8.quantizer must be one of ['ort', 'nncf'], not 'trt'"),
+    ("int8.gate", [], "int8.gate must be a JSON object or null, not a list"),
+    ("int8.held_out", "8 images", "int8.held_out must be a JSON object or null"),
     ("exporter", [], "exporter must be a JSON object, not a list"),
     ("exporter.torch", 2.4, "exporter.torch must be a string, not a number 2.4"),
     ("source", "tiny", "source must be a JSON object, not a string 'tiny'"),

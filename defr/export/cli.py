@@ -14,13 +14,12 @@ from pathlib import Path
 
 import click
 
-from defr.choices import ENGINE_PRECISIONS
+from defr.choices import ENGINE_PRECISIONS, QUANTIZERS
 from defr.clikit import mask_mode_option, one_line_errors
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
 from defr.export.errors import VerificationError
 from defr.export.exporter import INT8_FILES, ONNX_FILES, ExportConfig, export_model
-from defr.export.int8 import QUANTIZERS
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
 from defr.files import OutputSet

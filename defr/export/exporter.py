@@ -17,13 +17,13 @@ from pathlib import Path
 
 import onnx
 
-from defr.choices import DEFAULT_MASK_MODE, ENGINE_PRECISIONS, check_mask_mode
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_QUANTIZER, ENGINE_PRECISIONS, QUANTIZERS, Quantizer, check_mask_mode
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate, nncf_accuracy_control
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
 from defr.export.errors import ExportError, VerificationError
 from defr.export.fp16 import convert_to_fp16
-from defr.export.int8 import INT8_FILE, QUANTIZERS, Int8Config
+from defr.export.int8 import INT8_FILE, Int8Config
 from defr.export.int8 import quantize as quantize_int8
 from defr.export.nncf_int8 import NNCF_FILE, AccuracyControl, NncfConfig, quantize_nncf
 from defr.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx
@@ -40,13 +40,15 @@ from defr.files import clean_stale_staging, replace_dir, staging_dir
 from defr.model import DEFR, CheckpointError, load_model
 from defr.optional import MissingDependency
 from defr.runtime.contract import RuntimeMeta
+from defr.runtime.provenance import Int8Info
 from defr.runtime.sidecar import EngineInfo, FileEntry, Sidecar, sha256
 
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
 STAGING_KIND = "export"  # staging folders: .OUT.export-PID-XXXX beside the output folder
 NO_CALIBRATION = "none"  # --calibration none: dynamic int8 quantization
-INT8_FILES = {"ort": INT8_FILE, "nncf": NNCF_FILE}  # the int8 file each quantizer writes
-INT8_RUNTIMES = {"ort": "onnxruntime", "nncf": "openvino"}  # the runtime each quantizer's file is made for
+INT8_FILES: dict[Quantizer, str] = {"ort": INT8_FILE, "nncf": NNCF_FILE}  # the int8 file each quantizer writes
+# the runtime each quantizer's file is made for
+INT8_RUNTIMES: dict[Quantizer, str] = {"ort": "onnxruntime", "nncf": "openvino"}
 
 
 @dataclass
@@ -68,7 +70,7 @@ class ExportConfig:
     calibration_split: str = "test"  # split of a dataset with splits
     int8_max_drop: float = DEFAULT_MAX_DROP  # mAP points int8 may lose against fp32 on the held-out images
     quantization: Int8Config = field(default_factory=Int8Config)  # method "static" unless calibration is "none"
-    quantizer: str = "ort"  # "ort": ONNX Runtime's (model.int8.onnx), "nncf": NNCF for OpenVINO (model.int8.nncf.onnx)
+    quantizer: Quantizer = DEFAULT_QUANTIZER  # whose int8 file: ort → model.int8.onnx, nncf → model.int8.nncf.onnx
     nncf: NncfConfig = field(default_factory=NncfConfig)  # how NNCF quantizes (quantizer "nncf")
 
     def __post_init__(self) -> None:
@@ -269,7 +271,7 @@ def _export_into(
     # Written now so that the int8 gate loads the files as every user does (load_backend, checksums included).
     write_sidecar(sidecar, staging / SIDECAR_NAME)
     if int8 is not None:
-        int8["gate"] = _gate(paths, calibration[1], cfg, log)
+        int8 = dataclasses.replace(int8, gate=_gate(paths, calibration[1], cfg, log))
     engine, missing = None, None
     if cfg.engine is not None:
         try:
@@ -309,19 +311,22 @@ def _quantize(
     calibration: tuple[CalibrationSet | None, CalibrationSet],
     cfg: ExportConfig,
     log: Callable[[str], None],
-) -> dict:
+) -> Int8Info:
     calibrate, held_out = calibration
     feeds = GraphFeeds(calibrate, meta) if calibrate is not None else None
     if cfg.quantizer == "nncf":
         log("quantizing to int8 with NNCF (for OpenVINO) ...")
         control = _nncf_control(paths["fp32"], held_out, meta, cfg, log)
-        record = quantize_nncf(paths["fp32"], paths["int8"], cfg.nncf, feeds, control, log)
+        settings = quantize_nncf(paths["fp32"], paths["int8"], cfg.nncf, feeds, control, log)
     else:
         log(f"quantizing to int8 ({cfg.quantization.method}) ...")
-        record = {"quantizer": "ort", **quantize_int8(paths["fp32"], paths["int8"], cfg.quantization, feeds, log)}
-    record["calibration"] = calibrate.describe() if calibrate is not None else None
-    record["held_out"] = held_out.describe()
-    return record
+        settings = quantize_int8(paths["fp32"], paths["int8"], cfg.quantization, feeds, log)
+    return Int8Info(
+        cfg.quantizer,
+        {k: v for k, v in settings.items() if k != "quantizer"},
+        calibration=calibrate.describe() if calibrate is not None else None,
+        held_out=held_out.describe(),
+    )
 
 
 def _nncf_control(

@@ -44,7 +44,6 @@ from defr.machine import cpu_has_int8_dot_product
 from defr.optional import require
 
 INT8_FILE = "model.int8.onnx"
-QUANTIZERS = ("ort", "nncf")  # --quantizer: ONNX Runtime's (this module) or NNCF (defr.export.nncf_int8)
 QUANT_METHODS = ("static", "dynamic")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 NODE_GROUPS = ("conv", "linear", "attention", "head", "norm")

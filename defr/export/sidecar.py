@@ -19,6 +19,7 @@ from defr.files import write_json
 from defr.machine import package_versions
 from defr.model import DEFR
 from defr.runtime.contract import RuntimeMeta
+from defr.runtime.provenance import Int8Info
 from defr.runtime.sidecar import (
     SIDECAR_FORMAT,
     SIDECAR_NAME,
@@ -84,15 +85,15 @@ def build_sidecar(
     files: dict[str, FileEntry],
     source: dict,
     engine: EngineInfo | None = None,
-    int8: dict | None = None,
+    int8: Int8Info | None = None,
 ) -> Sidecar:
     """The sidecar of one export.
 
     meta: preprocessing and classes; head, logit_scale: the classifier (γ, not its log); mask_mode:
     the pair mask baked into the graph (``hard`` or ``released``); files: ``{file name:
     file_entry(...)}``; source: where the weights came from; engine: when an engine was built; int8:
-    when ``model.int8.onnx`` was written, how it was quantized and calibrated and the accuracy gate's
-    measurements (``defr.export.int8``, ``defr.export.accuracy``).
+    when an int8 file was written, how it was quantized and calibrated and the accuracy gate's
+    measurements (``defr.export.int8`` or ``defr.export.nncf_int8``, ``defr.export.accuracy``).
     """
     return Sidecar(
         meta=meta,
@@ -116,7 +117,7 @@ def model_sidecar(
     mask_mode: str,
     source: dict,
     engine: EngineInfo | None = None,
-    int8: dict | None = None,
+    int8: Int8Info | None = None,
 ) -> Sidecar:
     """``build_sidecar`` for the graph of ``model`` (preprocessing, classes, head and γ from the model)."""
     return build_sidecar(

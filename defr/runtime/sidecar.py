@@ -33,10 +33,19 @@ from pathlib import Path
 from typing import Any
 
 from defr import vocab
-from defr.choices import DEFAULT_MASK_MODE, FILE_PRECISIONS, MASK_MODES, MaskMode, Precision
+from defr.choices import (
+    DEFAULT_MASK_MODE,
+    DEFAULT_QUANTIZER,
+    FILE_PRECISIONS,
+    MASK_MODES,
+    QUANTIZERS,
+    MaskMode,
+    Precision,
+)
 from defr.errors import DefrError
 from defr.jsonio import read_json
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, RuntimeMeta
+from defr.runtime.provenance import ExporterInfo, Int8Info, SourceInfo
 
 SIDECAR_NAME = "model.json"
 SIDECAR_FORMAT = "defr-export/3"
@@ -140,36 +149,12 @@ class EngineInfo:
 
 
 @dataclass(frozen=True)
-class SourceInfo:
-    """Where the exported weights came from: the checkpoint's file name and SHA-256, its backbone and
-    its head's initialisation (a record for people: nothing branches on it; None: not recorded)."""
-
-    checkpoint: str | None = None
-    sha256: str | None = None
-    backbone: str | None = None
-    init: dict | None = None
-
-    def to_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items() if v is not None}
-
-
-@dataclass(frozen=True)
-class ExporterInfo:
-    """The versions of the packages the export ran with (package → version, None: not installed)."""
-
-    versions: tuple[tuple[str, str | None], ...] = ()
-
-    def to_dict(self) -> dict:
-        return dict(self.versions)
-
-
-@dataclass(frozen=True)
 class Sidecar:
     """``model.json`` as a typed record (module docstring). meta: preprocessing and classes; head: the
     classifier's type; logit_scale: γ (not its log); files: file name → ``FileEntry``; engine: when an
-    engine was built; int8: how ``model.int8.onnx`` was quantized, calibrated and gated (a record for
-    people: nothing branches on it); exporter: package versions; source: the checkpoint's name,
-    SHA-256, backbone, init."""
+    engine was built; int8: how the int8 file was quantized, calibrated and gated; exporter: package
+    versions; source: the checkpoint's name, SHA-256, backbone, init (``defr.runtime.provenance``: records
+    for people, nothing branches on them)."""
 
     meta: RuntimeMeta
     head: str
@@ -177,7 +162,7 @@ class Sidecar:
     graph: GraphInfo
     files: dict[str, FileEntry]
     engine: EngineInfo | None = None
-    int8: dict | None = None
+    int8: Int8Info | None = None
     exporter: ExporterInfo = field(default_factory=ExporterInfo)
     source: SourceInfo = field(default_factory=SourceInfo)
 
@@ -211,7 +196,7 @@ class Sidecar:
                 "mask_mode": self.graph.mask_mode,
             },
             "engine": self.engine.to_dict() if self.engine is not None else None,
-            "int8": self.int8,
+            "int8": self.int8.to_dict() if self.int8 is not None else None,
             "files": {name: entry.to_dict() for name, entry in self.files.items()},
             "exporter": self.exporter.to_dict(),
             "source": self.source.to_dict(),
@@ -350,9 +335,7 @@ class _Reader:
         head = self.obj(d, "head")
         graph = self.graph(self.obj(d, "graph"), meta)
         engine = d.get("engine")
-        int8 = d.get("int8")
-        if int8 is not None and not isinstance(int8, dict):
-            raise self.fail("int8", f"must be a JSON object or null, not {_kind(int8)}")
+        int8 = None if d.get("int8") is None else self.int8(d["int8"])
         exporter, source = self.exporter(d.get("exporter", {})), self.source(d.get("source", {}))
         files = self.files(self.obj(d, "files"))
         engine = None if engine is None else self.engine(engine, meta.image_size, files)
@@ -367,6 +350,19 @@ class _Reader:
             exporter=exporter,
             source=source,
         )
+
+    def int8(self, d: Any) -> Int8Info:
+        if not isinstance(d, dict):
+            raise self.fail("int8", f"must be a JSON object or null, not {_kind(d)}")
+        # format 2 had ONNX Runtime's quantizer only, and did not name it
+        quantizer = self.string(d.get("quantizer", DEFAULT_QUANTIZER), "int8.quantizer", QUANTIZERS)
+        parts = {}
+        for name in ("calibration", "held_out", "gate"):
+            parts[name] = d.get(name)
+            if parts[name] is not None and not isinstance(parts[name], dict):
+                raise self.fail(f"int8.{name}", f"must be a JSON object or null, not {_kind(parts[name])}")
+        settings = {k: v for k, v in d.items() if k not in Int8Info.NAMED}
+        return Int8Info(quantizer, settings, **parts)
 
     def exporter(self, d: Any) -> ExporterInfo:
         if not isinstance(d, dict):
