@@ -11,6 +11,7 @@ import socket
 import pytest
 
 import defr.files as files
+import defr.output_manifest as output_manifest
 from defr.files import MANIFEST, OutputRefused, OutputSet, WriteError, write_with
 
 
@@ -158,7 +159,7 @@ def test_killed_between_renames_the_marker_says_incomplete_and_the_next_run_comp
     texts = sorted(p.read_text() for p in outputs.values())
     assert "old" in texts and any(t.startswith("new") for t in texts)  # a mix on disk ...
     assert [s["state"] for s in _manifest(tmp_path)["sets"].values()] == ["swapping"]  # ... not marked complete
-    monkeypatch.setattr(files, "process_alive", lambda pid: False)  # the killed run is gone
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)  # the killed run is gone
     with OutputSet({"other": tmp_path / "other.json"}) as paths:  # any next run into the folder
         paths["other"].write_text("x")
     assert {label: p.read_text() for label, p in outputs.items()} == {n: f"new {n}" for n in outputs}
@@ -173,7 +174,7 @@ def test_stale_staging_of_a_killed_run_is_removed_by_the_next_run(tmp_path, monk
     paths["a"].write_text("half")
     stray = tmp_path / ".a.json.defr-999999999-dead.json"  # a staged file no manifest knows
     stray.write_text("x")
-    monkeypatch.setattr(files, "process_alive", lambda pid: False)
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
     with OutputSet({"a": tmp_path / "a.json"}) as again:
         assert not paths["a"].exists() and not stray.exists()
         again["a"].write_text("new")
@@ -256,6 +257,6 @@ def test_a_killed_stream_leaves_its_files_as_defr_s_and_frees_them(tmp_path, mon
     summary = tmp_path / "run.summary.json"
     OutputSet({"summary": summary}, defaults=["summary"], stream=True).__enter__()  # then killed
     summary.write_text('{"complete": false}')
-    monkeypatch.setattr(files, "process_alive", lambda pid: False)
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
     with OutputSet({"summary": summary}, defaults=["summary"], stream=True):  # not busy, not refused
         summary.write_text('{"complete": true}')
