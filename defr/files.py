@@ -248,6 +248,8 @@ class OutputSet:
             folder = value if isinstance(value, Folder) else None
             path = Path(folder.path if folder else value)
             target = _resolve_output(path, _format_label(label), folder is not None)
+            if folder is not None:
+                _check_folder_entries(target, folder, _format_label(label))
             self.outputs.append(_Output(label, path, target, label in default_labels, folder))
         self.stream = stream
         self.token = f"{os.getpid()}-{os.urandom(4).hex()}"
@@ -394,6 +396,22 @@ def _check_folder_inputs(out: _Output, inputs: list[Path]) -> None:
             raise OutputRefused(
                 f"{_format_label(out.label)} {out.path} {'holds' if inside else 'is'} the input {p}: writing it "
                 "would destroy the input; write the output elsewhere"
+            )
+
+
+def _check_folder_entries(target: Path, folder: Folder, label: str) -> None:
+    """``OutputRefused`` for a device, FIFO or socket where the run writes an entry of the folder (it would
+    be dropped with the old folder, a FIFO's reader starved). A symlink there is replaced, its target kept."""
+    for name in folder.entries or ():
+        try:
+            mode = os.lstat(target / name).st_mode
+        except OSError:
+            continue
+        kind = None if stat.S_ISLNK(mode) else _kind(mode)
+        if kind not in (None, "a folder"):
+            raise OutputRefused(
+                f"{label} {target / name} is {kind}, not a regular file: defr writes outputs only to regular "
+                "files or new paths"
             )
 
 
