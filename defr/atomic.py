@@ -2,11 +2,11 @@
 
 - ``atomic_path``: one file, written to a temporary name in the same folder, renamed over the
   target when the block ends (removed on error).
-- ``staging_dir`` + ``replace_dir``: a set of files built in a staging folder beside the target,
-  then swapped in with one ``renameat2(RENAME_EXCHANGE)`` (Linux ≥ 3.15; a kill at any instant
-  leaves the old set or the new one), the old set removed after. ``clean_stale_staging`` removes
-  staging folders that killed runs left behind (their process is gone); ``carry_over`` links the
-  old folder's other entries into the new one first, where a swap must keep them.
+- ``replace_dir``: a folder built beside the target (``defr.files.Folder`` stages it), then swapped
+  in with one ``renameat2(RENAME_EXCHANGE)`` (Linux ≥ 3.15; a kill at any instant leaves the old
+  set or the new one), the old set removed after; ``carry_over`` links the old folder's other
+  entries into the new one first. ``clean_stale_staging`` removes the ``.NAME.KIND-PID-…`` staging
+  folders that killed runs of earlier versions left behind (their process is gone).
 
 Files and folders get the permissions of any other program's output (0666 / 0777 minus the
 umask), not the owner-only ones of ``tempfile``.
@@ -65,15 +65,6 @@ def write_json(obj, path: str | os.PathLike, indent: int | None = None) -> Path:
 def staging_prefix(target: Path, kind: str) -> str:
     """Name prefix of the staging folders of ``target``: ``.NAME.KIND-``; the process id follows."""
     return f".{target.name}.{kind}-"
-
-
-def staging_dir(target: str | os.PathLike, kind: str) -> Path:
-    """A new, empty folder beside ``target`` to build its replacement in (``.NAME.KIND-PID-XXXX``)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{staging_prefix(target, kind)}{os.getpid()}-"))
-    os.chmod(folder, 0o777 & ~umask())
-    return folder
 
 
 def clean_stale_staging(target: str | os.PathLike, kind: str) -> list[Path]:

@@ -20,13 +20,13 @@ from defr.atomic import (
     clean_stale_staging,
     process_alive,
     replace_dir,
-    staging_dir,
     staging_prefix,
     umask,
     write_json,
 )
 from defr.errors import DefrError
 from defr.output_manifest import (
+    HOST,
     MANIFEST,
     MANIFEST_FORMAT,
     STAGED,
@@ -51,7 +51,6 @@ __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where caller
     "clean_stale_staging",
     "process_alive",
     "replace_dir",
-    "staging_dir",
     "staging_prefix",
     "umask",
     "write_error",
@@ -227,9 +226,8 @@ class OutputSet:
 
     Each output folder holds the manifest ``.defr-outputs.json`` (``MANIFEST_FORMAT``): the files
     defr wrote there (inode, size, mtime: a file changed since is no longer defr's; a folder: its
-    inode) and the sets
-    being written or last written, with their state and pid. It is read and updated under an
-    exclusive ``flock`` of the folder.
+    inode) and the sets being written or last written, with their state, pid and host (a writer on
+    another machine counts as live). It is read and updated under an exclusive ``flock`` of the folder.
     """
 
     def __init__(
@@ -318,7 +316,7 @@ class OutputSet:
                     refuse_busy(m, {o.target.name: o.path for o in outs})
                     self._check_defaults(m, outs)
                     files = {o.target.name: None if self.stream else self._stage_name(o) for o in outs}
-                    m["sets"][self.token] = {"pid": os.getpid(), "state": "writing", "files": files}
+                    m["sets"][self.token] = {"pid": os.getpid(), "host": HOST, "state": "writing", "files": files}
                 self._claimed.append(folder)
             for out in self.outputs:
                 staged = out.target if self.stream else out.target.parent / self._stage_name(out)

@@ -9,6 +9,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import socket
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from defr.jsonio import read_json
 
 MANIFEST = ".defr-outputs.json"
 MANIFEST_FORMAT = "defr-outputs/1"
+HOST = socket.gethostname()  # a set's pid means something only on the machine that wrote it
 STAGED = ".defr-"  # staged file of NAME: ``.NAME.defr-PID-TOKEN.SUFFIX`` (a folder: ``.NAME.defr-PID-TOKEN``)
 
 
@@ -78,17 +80,24 @@ def refuse_busy(m: dict, paths: dict[str, Path]) -> None:
             continue
         for name in s["files"]:
             if name in paths:
+                host = "" if s.get("host", HOST) == HOST else f" on {s['host']}"
                 raise OutputRefused(
-                    f"{paths[name]} is being written by another defr process (pid {s['pid']}): wait for it "
+                    f"{paths[name]} is being written by another defr process (pid {s['pid']}{host}): wait for it "
                     "to finish or write elsewhere"
                 )
+
+
+def writer_alive(s: dict) -> bool:
+    """Whether the writer of set ``s`` may still run: its process on this machine, or any writer on another
+    machine (a folder shared over the network: its pid says nothing here; that machine's next run cleans up)."""
+    return s.get("host", HOST) != HOST or process_alive(s["pid"])
 
 
 def recover(folder: Path, m: dict) -> None:
     """Sets of processes that no longer run: a staging one's files removed, a swapping one finished,
     a streaming one's files recorded as defr's; then staged files no set owns are removed."""
     for token, s in list(m["sets"].items()):
-        if s["state"] == "complete" or process_alive(s["pid"]):
+        if s["state"] == "complete" or writer_alive(s):
             continue
         if s["state"] == "swapping":
             swap(folder, m, token)

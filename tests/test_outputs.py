@@ -383,3 +383,18 @@ def test_a_folder_that_is_or_holds_an_input_of_the_run_is_refused(tmp_path):
         with pytest.raises(OutputRefused, match="would destroy the input"):
             OutputSet({"OUT": files.Folder(out, entries=("a.txt", "sub"))}, inputs=[given])
     OutputSet({"OUT": files.Folder(out, entries=("a.txt", "sub"))}, inputs=[out / "notes.txt"])  # kept: allowed
+
+
+def test_a_writer_on_another_machine_counts_as_live(tmp_path, monkeypatch):
+    """A folder shared over the network: another machine's pid says nothing here, so its set is neither
+    taken for a dead run's (its staging kept) nor written over."""
+    out = tmp_path / "a.json"
+    OutputSet({"--out": out}).__enter__()  # then "killed"; its set is rewritten as another machine's
+    m = _manifest(tmp_path)
+    (s,) = m["sets"].values()
+    s["host"] = "elsewhere"
+    (tmp_path / MANIFEST).write_text(json.dumps(m))
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
+    with pytest.raises(OutputRefused, match=rf"pid {os.getpid()} on elsewhere"):
+        OutputSet({"--out": out}).__enter__()
+    assert [t["host"] for t in _manifest(tmp_path)["sets"].values()] == ["elsewhere"]
