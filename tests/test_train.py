@@ -199,24 +199,24 @@ def test_an_output_holding_a_run_is_refused_without_resume_or_overwrite(synth_ro
 
 
 def test_a_second_run_into_one_output_names_the_holder_and_a_dead_holder_is_taken_over(synth_root, tmp_path):
-    """The run folder is claimed on the output seam (a stream-style Folder output): a live claim refuses the
-    second run, naming its pid; the claim a killed run left is taken over, and the folder recorded as defr's."""
-    from defr.files import MANIFEST, OutputRefused
-    from defr.train import claim_output
+    """The run's files are claimed on the output seam (stream-style, the manifest in the run folder): a live
+    claim refuses the second run, naming its pid; the claim a killed run left is taken over, and the files
+    are recorded as defr's."""
+    from defr.files import MANIFEST, MANIFEST_FORMAT, OutputRefused
+    from defr.train import RUN_FILES, claim_output
 
     out = tmp_path / "run"
-    busy = rf"run is being written by another defr process \(pid {os.getpid()}\)"
+    busy = rf"train_state.pt is being written by another defr process \(pid {os.getpid()}\)"
     with claim_output(out), pytest.raises(OutputRefused, match=busy):
         train(tiny_config(synth_root, out, epochs=1))
     assert not (out / "model.safetensors").exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    manifest = json.loads((tmp_path / MANIFEST).read_text())
-    manifest["sets"]["killed"] = {"pid": int(dead.stdout), "state": "writing", "files": {"run": None}}
-    (tmp_path / MANIFEST).write_text(json.dumps(manifest))  # the claim of a run that was killed
+    claimed = {"pid": int(dead.stdout), "state": "writing", "files": dict.fromkeys(RUN_FILES)}
+    (out / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "sets": {"killed": claimed}}))  # a killed run's
     train(tiny_config(synth_root, out, epochs=1))
     assert _epochs(out) == [1] and not (out / "train.lock").exists()
-    manifest = json.loads((tmp_path / MANIFEST).read_text())
-    assert manifest["files"]["run"]["folder"] and [s["state"] for s in manifest["sets"].values()] == ["complete"]
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert set(manifest["files"]) == set(RUN_FILES) and [s["state"] for s in manifest["sets"].values()] == ["complete"]
 
 
 @pytest.mark.slow

@@ -11,12 +11,12 @@ the state, with a message.
 
 The output folder: a run refuses an ``OUTPUT`` that holds a run (any of the three files) unless
 ``resume`` (continue it) or ``overwrite`` (its three files are removed once the data and model
-are ready; nothing else in the folder is touched). ``OUTPUT`` is claimed on the output seam
-(``defr.files.OutputSet``, a ``Folder`` output written as the run goes, like ``defr video``'s stream)
-from the moment the run writes there (the data and model are ready; nothing is written before, so a
-run that fails on bad input leaves no folder) to its end: a second run into the same folder stops
-with an error naming the first one's pid; the claim of a process that died is free again, and the
-folder is recorded as defr's in its parent's manifest. A full disk stops the run with one line; the
+are ready; nothing else in the folder is touched). The run's files are claimed on the output seam
+(``defr.files.OutputSet`` with ``stream=True``: written as the run goes, like ``defr video``'s) from
+the moment the run writes there (the data and model are ready; nothing is written before, so a run
+that fails on bad input leaves no folder) to its end: a second run into the same folder stops with an
+error naming the first one's pid; the claim of a process that died is free again, and the files are
+recorded as defr's in the folder's manifest. A full disk stops the run with one line; the
 files of the last finished epoch stay intact and resumable.
 """
 
@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from defr.errors import ConfigError, DefrError
-from defr.files import Folder, OutputRefused, OutputSet, atomic_path, write_with
+from defr.files import OutputRefused, OutputSet, atomic_path, write_with
 from defr.jsonio import JsonInputError, dump_json, parse_json, read_jsonl
 from defr.model import DEFR, DEFRConfig, save_checkpoint
 from defr.model.checkpoint import checkpoint_metadata
@@ -78,11 +78,12 @@ def hold_output(held: ExitStack, out: Path, main: bool, resume: bool, overwrite:
 
 @contextmanager
 def claim_output(out: Path) -> Iterator[None]:
-    """Claim ``OUTPUT`` on the output seam while inside: a ``Folder`` output that the run writes as it goes
-    (``stream``: each file atomically, in ``write_epoch``'s order), not staged, because a run's epochs must
-    stay resumable after a kill. ``OutputRefused`` naming the pid of a live run that holds it. Temporaries
-    that a killed run left in ``OUTPUT`` are removed once it is claimed (no other run writes there)."""
-    with OutputSet({"--output": Folder(out, entries=RUN_FILES, guard=False)}, stream=True):
+    """Claim the run's files on the output seam while inside: written as the run goes (``stream``: each file
+    atomically, in ``write_epoch``'s order), not staged as one set, because every epoch must stay resumable
+    after a kill; the manifest is ``OUTPUT``'s own (a run needs only ``OUTPUT`` writable, not its parent: a
+    mounted volume's root). ``OutputRefused`` naming the pid of a live run that holds them. Temporaries that
+    a killed run left in ``OUTPUT`` are removed once they are claimed (no other run writes there)."""
+    with OutputSet({name: out / name for name in RUN_FILES}, stream=True):
         for name in RUN_FILES:
             for tmp in out.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
