@@ -1,6 +1,7 @@
 """The manifest of an output folder, ``.defr-outputs.json`` (``MANIFEST_FORMAT``), that ``defr.files.OutputSet``
-keeps: the files and folders defr wrote there and the sets being written, with their state and pid; the
-swap a set's journal drives, and the recovery of what a killed run left (docs/architecture.md, "One set").
+keeps: the files and folders defr wrote there and the sets being written, with their state, pid and host;
+the swap a set's journal drives, and the recovery of what a killed run left (docs/architecture.md, "One
+set", "A folder output", "Who is alive").
 """
 
 from __future__ import annotations
