@@ -2,10 +2,11 @@
 
 - ``atomic_path``: one file, written to a temporary name in the same folder, renamed over the
   target when the block ends (removed on error).
-- ``staging_dir`` + ``replace_dir``: a set of files built in a staging folder beside the target,
-  then swapped in with one ``renameat2(RENAME_EXCHANGE)`` (Linux ≥ 3.15; a kill at any instant
-  leaves the old set or the new one), the old set removed after. ``clean_stale_staging`` removes
-  staging folders that killed runs left behind (their process is gone).
+- ``replace_dir``: a folder built beside the target (``defr.files.Folder`` stages it), then swapped
+  in with one ``renameat2(RENAME_EXCHANGE)`` (Linux ≥ 3.15; a kill at any instant leaves the old
+  set or the new one), the old set removed after; ``carry_over`` links the old folder's other
+  entries into the new one first. ``clean_stale_staging`` removes the ``.NAME.KIND-PID-…`` staging
+  folders that killed runs of earlier versions left behind (their process is gone).
 
 Files and folders get the permissions of any other program's output (0666 / 0777 minus the
 umask), not the owner-only ones of ``tempfile``.
@@ -66,15 +67,6 @@ def staging_prefix(target: Path, kind: str) -> str:
     return f".{target.name}.{kind}-"
 
 
-def staging_dir(target: str | os.PathLike, kind: str) -> Path:
-    """A new, empty folder beside ``target`` to build its replacement in (``.NAME.KIND-PID-XXXX``)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(dir=target.parent, prefix=f"{staging_prefix(target, kind)}{os.getpid()}-"))
-    os.chmod(folder, 0o777 & ~umask())
-    return folder
-
-
 def clean_stale_staging(target: str | os.PathLike, kind: str) -> list[Path]:
     """Remove the staging folders of ``target`` whose process no longer runs (a killed run's)."""
     target = Path(target)
@@ -129,6 +121,31 @@ def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
     os.rename(target, old / target.name)
     os.rename(new, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def carry_over(old: str | os.PathLike, new: str | os.PathLike) -> None:
+    """Hard-link (or copy) the entries of folder ``old`` that folder ``new`` does not hold into ``new``
+    (folders as trees of hard links, symbolic links as links): what a folder swap keeps of the old one."""
+    old, new = Path(old), Path(new)
+    if not old.is_dir():
+        return
+    for path in old.iterdir():
+        target = new / path.name
+        if target.exists() or target.is_symlink():
+            continue
+        if path.is_symlink():
+            os.symlink(os.readlink(path), target)
+        elif path.is_dir():
+            shutil.copytree(path, target, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(path, target)
+
+
+def _link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _exchange(a: Path, b: Path) -> bool:

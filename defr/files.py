@@ -8,28 +8,42 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from defr.atomic import (
     atomic_path,
+    carry_over,
     clean_stale_staging,
     process_alive,
     replace_dir,
-    staging_dir,
     staging_prefix,
     umask,
     write_json,
 )
 from defr.errors import DefrError
-from defr.jsonio import read_json
+from defr.output_manifest import (
+    HOST,
+    MANIFEST,
+    MANIFEST_FORMAT,
+    STAGED,
+    OutputRefused,
+    file_record,
+    finish_staged,
+    manifest,
+    recover,
+    refuse_busy,
+    remove_staged,
+    swap,
+)
 
 __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where callers have always found them
+    "MANIFEST",
+    "MANIFEST_FORMAT",
+    "Folder",
     "OutputRefused",
     "OutputSet",
     "WriteError",
@@ -37,7 +51,6 @@ __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where caller
     "clean_stale_staging",
     "process_alive",
     "replace_dir",
-    "staging_dir",
     "staging_prefix",
     "umask",
     "write_error",
@@ -45,15 +58,7 @@ __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where caller
     "write_with",
 ]
 
-MANIFEST = ".defr-outputs.json"
-MANIFEST_FORMAT = "defr-outputs/1"
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
-_STAGED = ".defr-"  # staged file of NAME: ``.NAME.defr-PID-TOKEN.SUFFIX``
-
-
-class OutputRefused(DefrError, ValueError):
-    """An output a command will not write (it would destroy an input, another output, a device, or a
-    file defr did not write); the message names it and what to do."""
 
 
 class WriteError(DefrError, OSError):
@@ -122,9 +127,9 @@ def _kind(mode: int) -> str | None:
     return None if stat.S_ISREG(mode) else "not a regular file"
 
 
-def _resolve_output(path: Path, label: str) -> Path:
-    """The file an output path writes: a new path, a regular file, or a symlink's target (written
-    through); ``OutputRefused`` for anything else."""
+def _resolve_output(path: Path, label: str, folder: bool) -> Path:
+    """The file (or ``folder``) an output path writes: a new path, a regular file (a folder), or a
+    symlink's target (written through); ``OutputRefused`` for anything else."""
     try:
         st = os.stat(path)  # follows symlinks: /proc/self/fd/1 is the pipe or terminal behind it
     except FileNotFoundError:
@@ -136,7 +141,9 @@ def _resolve_output(path: Path, label: str) -> Path:
     except NotADirectoryError:
         raise OutputRefused(f"{label} {path}: its folder {path.parent} is not a directory") from None
     kind = _kind(st.st_mode)
-    if kind is not None:
+    if folder and kind != "a folder":
+        raise OutputRefused(f"{label} {path} is {kind or 'a regular file'}, not a folder: give a folder or a new path")
+    if kind is not None and not folder:
         raise OutputRefused(
             f"{label} {path} is {kind}, not a regular file: defr writes outputs only to regular files or new paths"
         )
@@ -152,11 +159,30 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 
 @dataclass(frozen=True)
+class Folder:
+    """A folder output, ``OutputSet({"OUT": Folder(path, ...)})``: staged as a folder beside ``path``
+    and swapped in whole (``replace_dir``) with the set. The entries of the old folder that the new one
+    does not hold are carried over (hard links): a run replaces only the entries it writes.
+
+    entries: the names the run writes in it (an input at or under one of them is refused); None: any
+    input inside the folder is refused. guard: an existing folder that is not empty and that defr did
+    not write (no record in the manifest, no ``marker`` file in it) is refused unless ``overwrite``.
+    marker: a file that makes a folder defr's without a manifest record (a set an earlier version wrote).
+    """
+
+    path: str | os.PathLike
+    entries: tuple[str, ...] | None = None
+    guard: bool = True
+    marker: str | None = None
+
+
+@dataclass(frozen=True)
 class _Output:
     label: str  # how the user knows it: "--out", "the summary"
     path: Path  # as given
     target: Path  # the file written (a symlink's target)
     default: bool  # named by defr, not by the user
+    folder: Folder | None = None  # a folder output's settings
 
 
 def _format_label(label: str) -> str:
@@ -174,7 +200,9 @@ class OutputSet:
     - exists and is not a regular file (a device, a FIFO, a socket, a folder). A symlink is written
       through: its target is replaced, the link stays; a symlink to a missing file is refused;
     - is default-named (``defaults``: a name the user did not give) and exists but was not written
-      by defr (no matching record in the folder's manifest), unless ``overwrite``.
+      by defr (no matching record in the folder's manifest), unless ``overwrite``;
+    - is a ``Folder`` and exists as something else, or holds an input (``Folder.entries``), or is
+      guarded and not defr's (``Folder``).
 
     ``with OutputSet(...) as paths:`` takes the outputs (``OutputRefused`` if a live defr process is
     writing one of them: the second writer is refused at once) and gives, by label, a staged path
@@ -188,19 +216,23 @@ class OutputSet:
     leaves the manifest saying ``"swapping"`` and the next run finishes the swap (every staged file
     was whole before the journal was written).
 
+    A ``Folder`` output is staged as a folder (``.NAME.defr-PID-TOKEN``, made on entering) and swapped
+    in by the same journal: its staged folder's inode is recorded with ``"swapping"``, so a run killed
+    after the exchange and before the old folder was removed is told from one killed before it.
+
     ``stream=True``: the block writes the targets themselves, as it goes (``defr video``: lines are
     readable while the run goes on; its own summary says whether the run completed); the set is
     still checked, taken, and recorded as defr's when the block ends.
 
     Each output folder holds the manifest ``.defr-outputs.json`` (``MANIFEST_FORMAT``): the files
-    defr wrote there (inode, size, mtime: a file changed since is no longer defr's) and the sets
-    being written or last written, with their state and pid. It is read and updated under an
-    exclusive ``flock`` of the folder.
+    defr wrote there (inode, size, mtime: a file changed since is no longer defr's; a folder: its
+    inode) and the sets being written or last written, with their state, pid and host (a writer on
+    another machine counts as live). It is read and updated under an exclusive ``flock`` of the folder.
     """
 
     def __init__(
         self,
-        outputs: dict[str, str | os.PathLike | None],
+        outputs: dict[str, str | os.PathLike | Folder | None],
         inputs: Iterable[str | os.PathLike | None] = (),
         defaults: Iterable[str] = (),
         overwrite: bool = False,
@@ -211,9 +243,12 @@ class OutputSet:
         for label, value in outputs.items():
             if value is None:
                 continue
-            path = Path(value)
-            target = _resolve_output(path, _format_label(label))
-            self.outputs.append(_Output(label, path, target, label in default_labels))
+            folder = value if isinstance(value, Folder) else None
+            path = Path(folder.path if folder else value)
+            target = _resolve_output(path, _format_label(label), folder is not None)
+            if folder is not None:
+                _check_folder_entries(target, folder, _format_label(label))
+            self.outputs.append(_Output(label, path, target, label in default_labels, folder))
         self.stream = stream
         self.token = f"{os.getpid()}-{os.urandom(4).hex()}"
         self.overwrite = overwrite
@@ -238,6 +273,8 @@ class OutputSet:
             if (key := _identity(p)) is not None:
                 ids.setdefault(key, p)
         for out in self.outputs:
+            if out.folder is not None:
+                _check_folder_inputs(out, inputs)
             source = ids.get(_identity(out.target)) if out.target.exists() else None
             if source is not None:
                 raise OutputRefused(
@@ -247,8 +284,12 @@ class OutputSet:
 
     def _check_defaults(self, m: dict, outs: list[_Output]) -> None:
         for out in outs:
+            if out.folder is not None:
+                if out.folder.guard and not self.overwrite and _foreign_folder(out, m):
+                    raise OutputRefused(_foreign_folder_message(out))
+                continue
             record = m["files"].get(out.target.name)
-            ours = record is not None and record == _file_record(out.target, record.get("set"))
+            ours = record is not None and record == file_record(out.target, record.get("set"))
             if out.default and out.target.exists() and not ours and not self.overwrite:
                 raise OutputRefused(
                     f"{out.path} ({out.label}, a name defr chose) exists and was not written by defr: move it, "
@@ -270,22 +311,25 @@ class OutputSet:
         try:
             for folder, outs in self._folders().items():
                 folder.mkdir(parents=True, exist_ok=True)
-                with _manifest(folder) as m:
-                    _recover(folder, m)
-                    _refuse_busy(m, outs)
+                with manifest(folder) as m:
+                    recover(folder, m)
+                    refuse_busy(m, {o.target.name: o.path for o in outs})
                     self._check_defaults(m, outs)
                     files = {o.target.name: None if self.stream else self._stage_name(o) for o in outs}
-                    m["sets"][self.token] = {"pid": os.getpid(), "state": "writing", "files": files}
+                    m["sets"][self.token] = {"pid": os.getpid(), "host": HOST, "state": "writing", "files": files}
                 self._claimed.append(folder)
+            for out in self.outputs:
+                staged = out.target if self.stream else out.target.parent / self._stage_name(out)
+                self._staged[out.label] = staged
+                if out.folder is not None:
+                    staged.mkdir(exist_ok=self.stream)  # 0777 minus the umask, as any folder
         except BaseException:
             self._release()
             raise
-        for out in self.outputs:
-            self._staged[out.label] = out.target if self.stream else out.target.parent / self._stage_name(out)
         return dict(self._staged)
 
     def _stage_name(self, out: _Output) -> str:
-        return f".{out.target.name}{_STAGED}{self.token}{out.target.suffix}"
+        return f".{out.target.name}{STAGED}{self.token}{out.target.suffix}"
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None and not self.stream:  # a stream's files are the run's whatever stopped it
@@ -307,142 +351,83 @@ class OutputSet:
         """Drop this set: its staged files removed, its claim on each folder's manifest dropped."""
         for path in self._staged.values():
             if not self.stream:
-                _remove_staged(path)
+                remove_staged(path)
         for folder in self._claimed:
-            with contextlib.suppress(OSError), _manifest(folder) as m:
+            with contextlib.suppress(OSError), manifest(folder) as m:
                 m["sets"].pop(self.token, None)
         self._claimed = []
 
     def _commit(self) -> None:
         try:
             if not self.stream:
-                for path in self._staged.values():
-                    _finish_staged(path)
+                for out in self.outputs:
+                    if out.folder is not None:  # the old folder's other entries stay
+                        carry_over(out.target, self._staged[out.label])
+                    else:
+                        finish_staged(self._staged[out.label])
             for folder in self._claimed:  # the journal: from here on the set is completed, even after a kill
-                with _manifest(folder) as m:
+                with manifest(folder) as m:
                     s = m["sets"][self.token]
                     s["state"] = "swapping"
                     for name, staged in s["files"].items():
                         if staged is not None and not (folder / staged).exists():
                             s["files"][name] = ""  # declared, not written: its old file goes
+                        elif staged is not None and (folder / staged).is_dir():
+                            s.setdefault("folders", {})[name] = os.stat(folder / staged).st_ino
         except BaseException:
             self._release()
             raise
         for folder in self._claimed:
-            with _manifest(folder) as m:
-                _swap(folder, m, self.token)
+            with manifest(folder) as m:
+                swap(folder, m, self.token)
         self._claimed = []
 
 
-def _file_record(path: Path, token: str | None) -> dict | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return {"ino": st.st_ino, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "set": token}
-
-
-def _read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    try:
-        data = read_json(path)
-    except FileNotFoundError:
-        return {"format": MANIFEST_FORMAT, "files": {}, "sets": {}}
-    except (OSError, ValueError) as e:
-        raise OutputRefused(f"{path}: unreadable defr output manifest ({e}); remove it") from None
-    if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
-        raise OutputRefused(f"{path}: not a {MANIFEST_FORMAT} manifest; remove it")
-    data.setdefault("files", {})
-    data.setdefault("sets", {})
-    return data
-
-
-@contextmanager
-def _manifest(folder: Path) -> Iterator[dict]:
-    """The folder's manifest, read and written back under an exclusive ``flock`` of the folder."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        m = _read_manifest(folder)
-        yield m
-        for name in [n for n in m["files"] if not (folder / n).exists()]:
-            del m["files"][name]
-        if m["files"] or m["sets"]:
-            write_json(m, folder / MANIFEST, indent=1)
-        else:  # nothing of defr's here (a run that failed before writing): no manifest left behind
-            (folder / MANIFEST).unlink(missing_ok=True)
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def _refuse_busy(m: dict, outs: list[_Output]) -> None:
-    names = {o.target.name: o for o in outs}
-    for s in m["sets"].values():
-        if s["state"] == "complete":
+def _check_folder_inputs(out: _Output, inputs: list[Path]) -> None:
+    """``OutputRefused`` for an input that is the folder, or lies in an entry the run writes there."""
+    for p in inputs:
+        real = Path(os.path.realpath(p))
+        if not real.is_relative_to(out.target):
             continue
-        for name in s["files"]:
-            if name in names:
-                raise OutputRefused(
-                    f"{names[name].path} is being written by another defr process (pid {s['pid']}): wait for it "
-                    "to finish or write elsewhere"
-                )
+        inside = real.relative_to(out.target).parts
+        if not inside or out.folder.entries is None or inside[0] in out.folder.entries:
+            raise OutputRefused(
+                f"{_format_label(out.label)} {out.path} {'holds' if inside else 'is'} the input {p}: writing it "
+                "would destroy the input; write the output elsewhere"
+            )
 
 
-def _recover(folder: Path, m: dict) -> None:
-    """Sets of processes that no longer run: a staging one's files removed, a swapping one finished,
-    a streaming one's files recorded as defr's; then staged files no set owns are removed."""
-    for token, s in list(m["sets"].items()):
-        if s["state"] == "complete" or process_alive(s["pid"]):
+def _check_folder_entries(target: Path, folder: Folder, label: str) -> None:
+    """``OutputRefused`` for a device, FIFO or socket where the run writes an entry of the folder (it would
+    be dropped with the old folder, a FIFO's reader starved). A symlink there is replaced, its target kept."""
+    for name in folder.entries or ():
+        try:
+            mode = os.lstat(target / name).st_mode
+        except OSError:
             continue
-        if s["state"] == "swapping":
-            _swap(folder, m, token)
-            continue
-        for name, staged in s["files"].items():
-            if staged is None:  # a stream writes its targets: what it left is defr's
-                if (record := _file_record(folder / name, token)) is not None:
-                    m["files"][name] = record
-            else:
-                _remove_staged(folder / staged)
-        del m["sets"][token]
-    owned = {staged for s in m["sets"].values() for staged in s["files"].values() if staged}
-    for path in folder.glob(f".*{_STAGED}*"):
-        pid = path.name.split(_STAGED, 1)[1].split("-", 1)[0]
-        if path.name not in owned and pid.isdigit() and not process_alive(int(pid)):
-            _remove_staged(path)
+        kind = None if stat.S_ISLNK(mode) else _kind(mode)
+        if kind not in (None, "a folder"):
+            raise OutputRefused(
+                f"{label} {target / name} is {kind}, not a regular file: defr writes outputs only to regular "
+                "files or new paths"
+            )
 
 
-def _swap(folder: Path, m: dict, token: str) -> None:
-    """Rename a set's staged files onto their targets (a missing one: the target goes), record them,
-    mark the set complete; the other complete sets whose files are all gone are forgotten."""
-    s = m["sets"][token]
-    for name, staged in s["files"].items():
-        target = folder / name
-        if staged == "":  # a declared output the run did not write: no old file beside the new set
-            target.unlink(missing_ok=True)
-        elif staged is not None and (folder / staged).exists():  # else renamed in before a kill
-            os.replace(folder / staged, target)
-        if (record := _file_record(target, token)) is not None:
-            m["files"][name] = record
-    s["state"] = "complete"
-    live = {r["set"] for r in m["files"].values()}
-    for other, t in list(m["sets"].items()):
-        if t["state"] == "complete" and other not in live and other != token:
-            del m["sets"][other]
+def _foreign_folder(out: _Output, m: dict) -> bool:
+    """Whether a ``Folder`` output exists, is not empty, and was not written by defr."""
+    if not out.target.is_dir() or next(out.target.iterdir(), None) is None:
+        return False
+    record = m["files"].get(out.target.name)
+    if record is not None and record == file_record(out.target, record.get("set")):
+        return False
+    return not (out.folder.marker and (out.target / out.folder.marker).is_file())
 
 
-def _finish_staged(path: Path) -> None:
-    """A staged file made durable and given any other output's permissions before it is swapped in."""
-    if not path.exists():
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o666 & ~umask())
-
-
-def _remove_staged(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-        if path.is_symlink() or path.is_file():
-            path.unlink()
+def _foreign_folder_message(out: _Output) -> str:
+    held = sorted(p.name for p in out.target.iterdir())
+    shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
+    replaced = f"only {', '.join(out.folder.entries)}" if out.folder.entries else "the entries this run writes"
+    return (
+        f"{out.path}: not empty ({shown}) and not written by defr; choose another folder, or --overwrite "
+        f"to replace {replaced} there and keep everything else"
+    )

@@ -75,7 +75,8 @@ def test_leaves_import_nothing_from_defr():
         assert GRAPH[leaf] == set(), leaf
     assert GRAPH["defr.vocab"] <= {"defr.jsonio"}  # its packaged table, read by the one reader
     assert GRAPH["defr.atomic"] <= {"defr.jsonio"}  # writes JSON through the one writer
-    assert GRAPH["defr.files"] <= {"defr.errors", "defr.jsonio", "defr.atomic"}
+    assert GRAPH["defr.output_manifest"] <= {"defr.errors", "defr.jsonio", "defr.atomic"}
+    assert GRAPH["defr.files"] <= {"defr.errors", "defr.jsonio", "defr.atomic", "defr.output_manifest"}
     leaves = (
         "defr.images",
         "defr.typecheck",

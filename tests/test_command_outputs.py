@@ -148,6 +148,24 @@ def test_export_refuses_a_fifo_among_its_files(tmp_path):
     assert result.exit_code == 2 and "model.onnx is a FIFO (named pipe), not a regular file" in result.output
 
 
+def test_export_writes_its_folder_through_the_seam(tmp_path):
+    """OUT_DIR is a Folder output: a checkpoint among the files it writes, and a folder another live export
+    is writing, are refused before any work."""
+    from defr.export.cli import main as export_main
+    from defr.files import Folder, OutputSet
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "model.json").write_bytes(b"weights")  # a checkpoint saved under a name the export writes
+    result = CliRunner().invoke(export_main, [str(out / "model.json"), "-o", str(out)])
+    assert result.exit_code == 2 and "holds the input" in result.output
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    with OutputSet({"--out-dir": Folder(out, guard=False)}):  # another export, still running
+        result = CliRunner().invoke(export_main, [str(tmp_path / "model.safetensors"), "-o", str(out)])
+    assert result.exit_code == 2 and "being written by another defr process" in result.output
+    assert (out / "model.json").read_bytes() == b"weights"
+
+
 # --- item 3: a default-named output that defr did not write ---------------------------------------------
 
 

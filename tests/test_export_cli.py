@@ -25,6 +25,7 @@ from defr.demo import export_and_check
 from defr.export import ExportConfig, ExportError, VerificationError, export_model, verify
 from defr.export.cli import main
 from defr.export.verify import feeds, ort_session
+from defr.files import MANIFEST
 from defr.model import create_model, save_checkpoint
 from defr.model.official import load_official_checkpoint
 from defr.runtime.contract import OUTPUT_NAMES, example_inputs
@@ -47,8 +48,8 @@ def checkpoint(model, tmp_path_factory):
 
 
 def _leftovers(folder) -> list[str]:
-    """Staging folders an export left beside its output."""
-    return [p.name for p in folder.iterdir() if p.name.startswith(".")]
+    """Staged folders an export left beside its output (the seam's manifest is no leftover)."""
+    return [p.name for p in folder.iterdir() if p.name.startswith(".") and p.name != MANIFEST]
 
 
 @pytest.mark.slow
@@ -246,7 +247,7 @@ def test_sigterm_during_export_is_handled_like_ctrl_c(checkpoint, tmp_path):
     cmd = [sys.executable, "-m", "defr.export.cli", str(checkpoint), "-o", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not any(p.is_dir() and (p / "model.onnx").exists() for p in tmp_path.glob(".export.export-*")):
+    while not any(p.is_dir() and (p / "model.onnx").exists() for p in tmp_path.glob(".export.defr-*")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
@@ -338,11 +339,11 @@ import json, os, signal, sys
 args = json.loads(sys.argv[1])
 import defr.export.exporter as e
 if args.get("kill_after_swap"):
-    from defr import atomic
+    from defr import atomic, output_manifest
     def killing_replace(new, target):
         atomic._exchange(new, target)
         os.kill(os.getpid(), signal.SIGKILL)
-    e.replace_dir = killing_replace
+    output_manifest.replace_dir = killing_replace
 e.export_model(args["checkpoint"], args["out"], e.ExportConfig(verify=False), log=lambda m: None)
 """
 
@@ -391,9 +392,9 @@ def test_export_killed_at_random_instants_leaves_the_old_or_the_new_set(two_chec
     args = {"checkpoint": str(new), "out": str(out), "kill_after_swap": True}
     assert run_and_kill(EXPORT_CHILD, args, delay=600) == -signal.SIGKILL
     assert states[_export_state(out)] == "new" and (out / "notes.txt").read_text() == "mine"
-    leftovers = list(tmp_path.glob(".export.export-*"))
+    leftovers = list(tmp_path.glob(".export.defr-*"))
     assert leftovers  # the killed runs left staging folders (one holds the old set)
     assert run_and_kill(EXPORT_CHILD, {"checkpoint": str(old), "out": str(out)}, delay=600) == 0
     assert states[_export_state(out)] == "old"
-    assert list(tmp_path.glob(".export.export-*")) == []  # stale staging folders of dead runs are removed
+    assert list(tmp_path.glob(".export.defr-*")) == []  # stale staged folders of dead runs are removed
     print("states after random kills:", seen)

@@ -7,10 +7,15 @@ import errno
 import json
 import os
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+import defr.atomic as atomic
 import defr.files as files
+import defr.output_manifest as output_manifest
 from defr.files import MANIFEST, OutputRefused, OutputSet, WriteError, write_with
 
 
@@ -158,7 +163,7 @@ def test_killed_between_renames_the_marker_says_incomplete_and_the_next_run_comp
     texts = sorted(p.read_text() for p in outputs.values())
     assert "old" in texts and any(t.startswith("new") for t in texts)  # a mix on disk ...
     assert [s["state"] for s in _manifest(tmp_path)["sets"].values()] == ["swapping"]  # ... not marked complete
-    monkeypatch.setattr(files, "process_alive", lambda pid: False)  # the killed run is gone
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)  # the killed run is gone
     with OutputSet({"other": tmp_path / "other.json"}) as paths:  # any next run into the folder
         paths["other"].write_text("x")
     assert {label: p.read_text() for label, p in outputs.items()} == {n: f"new {n}" for n in outputs}
@@ -173,7 +178,7 @@ def test_stale_staging_of_a_killed_run_is_removed_by_the_next_run(tmp_path, monk
     paths["a"].write_text("half")
     stray = tmp_path / ".a.json.defr-999999999-dead.json"  # a staged file no manifest knows
     stray.write_text("x")
-    monkeypatch.setattr(files, "process_alive", lambda pid: False)
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
     with OutputSet({"a": tmp_path / "a.json"}) as again:
         assert not paths["a"].exists() and not stray.exists()
         again["a"].write_text("new")
@@ -256,6 +261,140 @@ def test_a_killed_stream_leaves_its_files_as_defr_s_and_frees_them(tmp_path, mon
     summary = tmp_path / "run.summary.json"
     OutputSet({"summary": summary}, defaults=["summary"], stream=True).__enter__()  # then killed
     summary.write_text('{"complete": false}')
-    monkeypatch.setattr(files, "process_alive", lambda pid: False)
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
     with OutputSet({"summary": summary}, defaults=["summary"], stream=True):  # not busy, not refused
         summary.write_text('{"complete": true}')
+
+
+# --- a folder output ---------------------------------------------------------------------------------
+
+
+def _old_folder(tmp_path):
+    """``out/`` as an earlier run left it (``a.txt``, ``sub/``) with a file of the user's beside them."""
+    out = tmp_path / "out"
+    (out / "sub").mkdir(parents=True)
+    (out / "a.txt").write_text("old a")
+    (out / "sub" / "b.txt").write_text("old b")
+    (out / "notes.txt").write_text("mine")
+    return out
+
+
+def _write_folder(staged) -> None:
+    (staged / "sub").mkdir()
+    (staged / "a.txt").write_text("new a")
+    (staged / "sub" / "b.txt").write_text("new b")
+
+
+def _folder_state(out) -> tuple[str, str]:
+    return (out / "a.txt").read_text(), (out / "sub" / "b.txt").read_text()
+
+
+def test_a_folder_is_staged_beside_swapped_in_whole_and_recorded_by_inode(tmp_path):
+    out = _old_folder(tmp_path)
+    with OutputSet({"OUT": files.Folder(out, entries=("a.txt", "sub"), guard=False)}) as paths:
+        staged = paths["OUT"]
+        assert staged.parent == tmp_path and staged.name.startswith(".out.defr-") and staged.is_dir()
+        _write_folder(staged)
+        assert _folder_state(out) == ("old a", "old b")  # nothing visible before the block ends
+    assert _folder_state(out) == ("new a", "new b") and (out / "notes.txt").read_text() == "mine"
+    m = _manifest(tmp_path)
+    assert m["files"]["out"] == {"ino": os.stat(out).st_ino, "folder": True, "set": next(iter(m["sets"]))}
+    assert [s["state"] for s in m["sets"].values()] == ["complete"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "out"]  # no staged or old folder left
+
+
+@pytest.mark.slow  # spawns a process
+def test_a_folder_run_killed_before_its_swap_leaves_the_old_folder_and_the_next_run_cleans_up(tmp_path):
+    out = _old_folder(tmp_path)
+    script = (
+        "import sys, time; from pathlib import Path; from defr.files import Folder, OutputSet\n"
+        "paths = OutputSet({'OUT': Folder(sys.argv[1], guard=False)}).__enter__()\n"
+        "(paths['OUT'] / 'a.txt').write_text('new a'); print(paths['OUT'], flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(out)], stdout=subprocess.PIPE, text=True)
+    staged = Path(proc.stdout.readline().strip())
+    with pytest.raises(OutputRefused, match=f"being written by another defr process \\(pid {proc.pid}\\)"):
+        OutputSet({"OUT": files.Folder(out, guard=False)}).__enter__()  # a second live writer
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    assert staged.is_dir() and _folder_state(out) == ("old a", "old b")  # killed: the old folder, whole
+    with OutputSet({"OUT": files.Folder(out, guard=False)}) as paths:  # the next run: the dead run's staging goes
+        assert not staged.exists()
+        _write_folder(paths["OUT"])
+    assert _folder_state(out) == ("new a", "new b") and not list(tmp_path.glob(".*.defr-*"))
+
+
+def test_a_folder_run_killed_after_the_exchange_is_finished_not_undone(tmp_path, monkeypatch):
+    out = _old_folder(tmp_path)
+
+    def exchanged_then_killed(new, target):
+        assert atomic._exchange(Path(new), Path(target))  # the new folder is in; the old one sits at ``new``
+        raise KeyboardInterrupt  # killed before the old folder was removed
+
+    monkeypatch.setattr(output_manifest, "replace_dir", exchanged_then_killed)
+    with pytest.raises(KeyboardInterrupt), OutputSet({"OUT": files.Folder(out, guard=False)}) as paths:
+        _write_folder(paths["OUT"])
+    monkeypatch.undo()
+    assert [s["state"] for s in _manifest(tmp_path)["sets"].values()] == ["swapping"]
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
+    with OutputSet({"other": tmp_path / "other.json"}) as paths:  # any next run into the parent folder
+        paths["other"].write_text("x")
+    assert _folder_state(out) == ("new a", "new b")  # the old folder left at the staged name is not swapped back
+    assert not list(tmp_path.glob(".*.defr-*"))
+
+
+def test_a_folder_defr_did_not_write_is_refused_unless_overwrite_or_marked(tmp_path):
+    out = _old_folder(tmp_path)
+    with pytest.raises(OutputRefused, match=r"out: not empty \(a.txt, notes.txt, sub\) and not written by defr"):
+        OutputSet({"OUT": files.Folder(out, entries=("a.txt",))}).__enter__()
+    with OutputSet({"OUT": files.Folder(out, entries=("a.txt",))}, overwrite=True) as paths:
+        (paths["OUT"] / "a.txt").write_text("new a")
+    assert (out / "a.txt").read_text() == "new a" and (out / "notes.txt").read_text() == "mine"
+    (out / "later.txt").write_text("added by the user")  # the folder stays defr's: its inode is recorded
+    with OutputSet({"OUT": files.Folder(out)}):
+        pass
+    legacy = _old_folder(tmp_path / "legacy")
+    (legacy / "set.json").write_text("{}")  # an earlier version's marker, no manifest record
+    with OutputSet({"OUT": files.Folder(legacy, marker="set.json")}):
+        pass
+    with OutputSet({"OUT": files.Folder(tmp_path / "empty")}):  # a new (or empty) folder holds nothing to lose
+        pass
+
+
+def test_a_symlinked_folder_is_written_through_and_the_link_stays(tmp_path):
+    real = _old_folder(tmp_path / "disk")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    with OutputSet({"OUT": files.Folder(link, guard=False)}) as paths:
+        assert paths["OUT"].parent == real.parent  # staged beside the folder the link points to
+        _write_folder(paths["OUT"])
+    assert link.is_symlink() and link.resolve() == real and _folder_state(real) == ("new a", "new b")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputRefused, match="is a regular file, not a folder"):
+        OutputSet({"OUT": files.Folder(tmp_path / "file")})
+
+
+def test_a_folder_that_is_or_holds_an_input_of_the_run_is_refused(tmp_path):
+    out = _old_folder(tmp_path)
+    for given in (out, out / "sub" / "b.txt", tmp_path / "alias"):
+        if given.name == "alias":
+            given.symlink_to(out / "a.txt")
+        with pytest.raises(OutputRefused, match="would destroy the input"):
+            OutputSet({"OUT": files.Folder(out, entries=("a.txt", "sub"))}, inputs=[given])
+    OutputSet({"OUT": files.Folder(out, entries=("a.txt", "sub"))}, inputs=[out / "notes.txt"])  # kept: allowed
+
+
+def test_a_writer_on_another_machine_counts_as_live(tmp_path, monkeypatch):
+    """A folder shared over the network: another machine's pid says nothing here, so its set is neither
+    taken for a dead run's (its staging kept) nor written over."""
+    out = tmp_path / "a.json"
+    OutputSet({"--out": out}).__enter__()  # then "killed"; its set is rewritten as another machine's
+    m = _manifest(tmp_path)
+    (s,) = m["sets"].values()
+    s["host"] = "elsewhere"
+    (tmp_path / MANIFEST).write_text(json.dumps(m))
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
+    with pytest.raises(OutputRefused, match=rf"pid {os.getpid()} on elsewhere"):
+        OutputSet({"--out": out}).__enter__()
+    assert [t["host"] for t in _manifest(tmp_path)["sets"].values()] == ["elsewhere"]

@@ -15,6 +15,7 @@ from defr.data.synth import CLASSES
 from defr.data.synth.dataset import MARKER, is_synthetic_set
 from defr.data.synth.stats import format_stats_table, scene_stats
 from defr.errors import ConfigError
+from defr.files import MANIFEST, OutputRefused
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
     assert digests(a) == digests(b) and digests(a) != digests(c)
     assert generate_synthetic(a, images=12, seed=6, size=48) == a  # an earlier set is replaced
     assert digests(a) == digests(c)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != MANIFEST]  # no staging left
 
 
 def test_split_into_a_package_kept_the_files(tmp_path):
@@ -193,7 +194,7 @@ def test_invalid_arguments_and_output(tmp_path):
         generate_synthetic(tmp_path / "x", images=8, size=31)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match=r"not empty \(notes.txt\) and not a defr synth output"):
+    with pytest.raises(OutputRefused, match=r"not empty \(notes.txt\) and not written by defr"):
         generate_synthetic(tmp_path / "mine", images=8)
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
@@ -220,7 +221,7 @@ def test_synth_never_removes_what_it_did_not_write(tmp_path):
     (hico / "my_labels.txt").write_text("x")
     before = digests(hico)
     result = CliRunner().invoke(main, ["synth", str(hico), "--images", "8", "--size", "32"])
-    assert result.exit_code == 1 and "not a defr synth output" in result.output and "--overwrite" in result.output
+    assert result.exit_code == 1 and "not written by defr" in result.output and "--overwrite" in result.output
     assert digests(hico) == before
     result = CliRunner().invoke(main, ["synth", str(hico), "--images", "8", "--size", "32", "--overwrite"])
     assert result.exit_code == 0, result.output
@@ -232,7 +233,7 @@ def test_synth_never_removes_what_it_did_not_write(tmp_path):
     generate_synthetic(earlier, images=8, seed=2, size=32)
     assert (earlier / "notes.txt").read_text() == "mine"
     assert json.loads((earlier / MARKER).read_text())["seed"] == 2
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != MANIFEST]  # no staging left
 
     copied = tmp_path / "copied"  # the issue's case: synth's own anno.mat copied into a folder of one's own
     (copied / "images" / "train2015").mkdir(parents=True)
@@ -240,9 +241,22 @@ def test_synth_never_removes_what_it_did_not_write(tmp_path):
     (copied / "anno.mat").write_bytes((earlier / "anno.mat").read_bytes())
     (copied / "my_labels.txt").write_text("x")
     before = digests(copied)
-    with pytest.raises(ConfigError, match="not a defr synth output"):
+    with pytest.raises(OutputRefused, match="not written by defr"):
         generate_synthetic(copied, images=8, size=32)
     assert digests(copied) == before
+
+
+def test_synth_writes_its_set_as_a_folder_output_of_the_seam(tmp_path):
+    """Recorded as defr's in the parent's manifest; a killed run's staged folder is removed by the next run;
+    a set an earlier version wrote (its marker, no manifest record) is replaced without --overwrite."""
+    out = generate_synthetic(tmp_path / "set", images=8, seed=1, size=32)
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["files"]["set"]["folder"] and [s["state"] for s in manifest["sets"].values()] == ["complete"]
+    stale = tmp_path / ".set.defr-999999999-0badcafe"  # a staged folder whose run was killed (no such pid)
+    (stale / "images").mkdir(parents=True)
+    (tmp_path / MANIFEST).unlink()  # as an earlier version left it: the marker only
+    generate_synthetic(out, images=8, seed=2, size=32)
+    assert not stale.exists() and json.loads((out / MARKER).read_text())["seed"] == 2
 
 
 # --- the crowded setting and scene statistics ----------------------------------------------------------------------

@@ -199,19 +199,24 @@ def test_an_output_holding_a_run_is_refused_without_resume_or_overwrite(synth_ro
 
 
 def test_a_second_run_into_one_output_names_the_holder_and_a_dead_holder_is_taken_over(synth_root, tmp_path):
-    from defr.files import OutputRefused
-    from defr.train import run_lock
+    """The run's files are claimed on the output seam (stream-style, the manifest in the run folder): a live
+    claim refuses the second run, naming its pid; the claim a killed run left is taken over, and the files
+    are recorded as defr's."""
+    from defr.files import MANIFEST, MANIFEST_FORMAT, OutputRefused
+    from defr.train import RUN_FILES, claim_output
 
     out = tmp_path / "run"
-    busy = rf"another defr train \(pid {os.getpid()}\) is writing"
-    with run_lock(out), pytest.raises(OutputRefused, match=busy):
+    busy = rf"train_state.pt is being written by another defr process \(pid {os.getpid()}\)"
+    with claim_output(out), pytest.raises(OutputRefused, match=busy):
         train(tiny_config(synth_root, out, epochs=1))
     assert not (out / "model.safetensors").exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (out / "train.lock").write_text(dead.stdout)  # the lock file of a process that is gone
+    claimed = {"pid": int(dead.stdout), "state": "writing", "files": dict.fromkeys(RUN_FILES)}
+    (out / MANIFEST).write_text(json.dumps({"format": MANIFEST_FORMAT, "sets": {"killed": claimed}}))  # a killed run's
     train(tiny_config(synth_root, out, epochs=1))
-    assert _epochs(out) == [1]
-    assert (out / "train.lock").read_text().strip() == str(os.getpid())
+    assert _epochs(out) == [1] and not (out / "train.lock").exists()
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert set(manifest["files"]) == set(RUN_FILES) and [s["state"] for s in manifest["sets"].values()] == ["complete"]
 
 
 @pytest.mark.slow

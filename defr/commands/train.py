@@ -66,8 +66,9 @@ def train_command(config_path: str | None, resume: bool, overwrite: bool, **opti
             cfg = resume_config(overrides.pop("output", TrainConfig.output), config_path, overrides)
         else:
             cfg = load_config(config_path, overrides) if config_path else TrainConfig(**overrides)
-        # the run's own lock and write order stay train's (defr.train); the seam refuses a file of the run that
-        # is an input (the config, local pretrained weights) or not a regular file (a device, a FIFO)
+        # train claims the run folder on the seam while it writes (defr.train.run_folder.claim_output); here, before
+        # any work, the seam refuses a file of the run that is an input (the config, local pretrained weights)
+        # or not a regular file (a device, a FIFO): the run writes those files in place, epoch by epoch
         run_files = {name: Path(cfg.output) / name for name in (CHECKPOINT, TRAIN_STATE, METRICS_FILE)}
         OutputSet(run_files, inputs=[config_path, cfg.pretrained])  # names that are not files are no inputs
         path = train(cfg, resume=resume, overwrite=overwrite)

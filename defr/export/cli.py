@@ -4,8 +4,9 @@ Errors are one line (``defr.clikit.one_line_errors``, as for ``defr``). Exit cod
 verification failed (including the int8 accuracy gate); 2 bad input (bad calibration data
 included), a file that cannot be read or written, or TensorRT missing for ``--engine`` (the ONNX
 files and sidecar are written first); 128 + the signal's number when interrupted (Ctrl-C, or
-SIGTERM, handled alike: the staging folder is removed and the output folder keeps the previous
-export or the new one, never a mix).
+SIGTERM, handled alike: the staged folder is removed and the output folder keeps the previous
+export or the new one, never a mix). ``OUT_DIR`` is written through the output seam
+(``defr.files.Folder``: staged beside it, swapped in whole, recorded in its parent's manifest).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from defr.clikit import mask_mode_option, one_line_errors
 from defr.errors import DefrError
 from defr.export.accuracy import DEFAULT_MAX_DROP
 from defr.export.errors import VerificationError
-from defr.export.exporter import INT8_FILES, ONNX_FILES, ExportConfig, export_model
+from defr.export.exporter import ExportConfig, export_model
 from defr.export.onnx_export import DEFAULT_OPSET
 from defr.export.sidecar import SIDECAR_NAME
-from defr.files import OutputSet
 
 EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 
@@ -120,12 +120,7 @@ def main(
             calibration_split=calibration_split,
             int8_max_drop=int8_max_drop,
         )
-        # the folder is swapped in whole (export_model); the seam refuses files of it that are inputs or devices
-        names = [*ONNX_FILES.values(), SIDECAR_NAME, *([INT8_FILES[quantizer]] if int8 else [])]
-        names += [f"model.{engine}.engine"] if engine else []
-        calibration_path = Path(calibration) if calibration and Path(calibration).exists() else None
-        OutputSet({n: out_dir / n for n in names}, inputs=[checkpoint, plugin_library, calibration_path])
-        result = export_model(checkpoint, out_dir, cfg, log=log)
+        result = export_model(checkpoint, out_dir, cfg, log=log)  # OUT_DIR: a Folder output of the seam
     log("")
     log(result.table())
     log(f"wrote {', '.join(result.files)} and {SIDECAR_NAME} to {result.out_dir}")

@@ -1,8 +1,9 @@
 """``export_model``: checkpoint → ``model.onnx``, ``model.fp16.onnx``, ``model.json`` (+ ``model.int8.onnx``
 with ``int8``, + a TensorRT engine).
 
-Files are written into a staging folder beside ``OUT_DIR`` and moved in only when every step
-passed, so a failed export leaves nothing behind. The command is ``defr.export.cli``.
+``OUT_DIR`` is a ``defr.files.Folder`` output of the seam: the files are written into a staged folder
+beside it and swapped in only when every step passed, so a failed export leaves nothing behind. The
+command is ``defr.export.cli``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from defr.export.tensorrt_build import (
     engine_info,
 )
 from defr.export.verify import check_graph, compare_with_torch
-from defr.files import clean_stale_staging, replace_dir, staging_dir
+from defr.files import Folder, OutputSet, clean_stale_staging
 from defr.model import DEFR, CheckpointError, load_model
 from defr.optional import MissingDependency
 from defr.runtime.contract import RuntimeMeta
@@ -44,7 +45,7 @@ from defr.runtime.provenance import Int8Info
 from defr.runtime.sidecar import EngineInfo, FileEntry, Sidecar, sha256
 
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
-STAGING_KIND = "export"  # staging folders: .OUT.export-PID-XXXX beside the output folder
+LEGACY_STAGING = "export"  # staging folders of earlier versions: .OUT.export-PID-XXXX beside the output folder
 NO_CALIBRATION = "none"  # --calibration none: dynamic int8 quantization
 INT8_FILES: dict[Quantizer, str] = {"ort": INT8_FILE, "nncf": NNCF_FILE}  # the int8 file each quantizer writes
 # the runtime each quantizer's file is made for
@@ -146,12 +147,14 @@ def export_model(
 ) -> ExportResult:
     """Export ``checkpoint`` into ``out_dir``: ONNX (fp32, fp16), sidecar, and the engine if asked.
 
-    The files are built in a staging folder beside ``out_dir``, then the folder is swapped in as a
-    whole (``defr.files.replace_dir``): a reader or a kill at any instant sees the previous export
-    or the new one, never a mix. The other files and folders of an existing ``out_dir`` are kept
-    (hard-linked, or copied, into the new set). An ``out_dir`` that is a symbolic link (or lies
-    under one) is resolved first: the export goes into the folder it points to, and the link stays.
-    An interrupt (Ctrl-C, or SIGTERM turned into one by the command) removes the staging folder.
+    ``out_dir`` is a ``defr.files.Folder`` output: the files are built in a staged folder beside it,
+    then the folder is swapped in as a whole in the set's journal: a reader or a kill at any instant
+    sees the previous export or the new one, never a mix. The other files and folders of an existing
+    ``out_dir`` are kept (hard-linked, or copied, into the new set). An ``out_dir`` that is a symbolic
+    link (or lies under one) is resolved first: the export goes into the folder it points to, and the
+    link stays. An interrupt (Ctrl-C, or SIGTERM turned into one by the command) removes the staged
+    folder. ``OutputRefused`` (before any work) for an ``out_dir`` that is or holds the checkpoint, the
+    plugin library or the calibration data among the files it writes, or that another export is writing.
 
     Raises ``ExportError`` for bad input, an output folder that cannot be written (checked before
     any work) or a graph that fails verification (``VerificationError``) — nothing written;
@@ -162,25 +165,32 @@ def export_model(
     checkpoint, out_dir = Path(checkpoint), Path(out_dir).resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise ExportError(f"{out_dir}: exists and is not a directory")
+    calibration = Path(cfg.calibration) if cfg.calibration and Path(cfg.calibration).exists() else None
+    folder = Folder(out_dir, entries=export_entries(cfg), guard=False)  # OUT_DIR is the user's: kept but its files
+    outputs = OutputSet({"--out-dir": folder}, inputs=[checkpoint, cfg.plugin_library, calibration])
     check_writable(out_dir)
-    try:
-        model = load_model(checkpoint, cfg.image_size)
-        meta = RuntimeMeta.from_model(model)
-    except DefrError as e:  # not a model file, not a ViT, or class names that are not "verb object" of HICO
-        raise ExportError(str(e) if isinstance(e, CheckpointError) else f"{checkpoint}: {e}") from None
-    clean_stale_staging(out_dir, STAGING_KIND)
-    staging = staging_dir(out_dir, STAGING_KIND)
-    try:
+    with outputs as staged:  # taken before the work: a second export into the folder is refused at once
+        try:
+            model = load_model(checkpoint, cfg.image_size)
+            meta = RuntimeMeta.from_model(model)
+        except DefrError as e:  # not a model file, not a ViT, or class names that are not "verb object" of HICO
+            raise ExportError(str(e) if isinstance(e, CheckpointError) else f"{checkpoint}: {e}") from None
+        clean_stale_staging(out_dir, LEGACY_STAGING)  # what a killed run of an earlier version left
+        staging = staged["--out-dir"]
         result, missing = _export_into(staging, out_dir, model, meta, checkpoint, cfg, log)
         external = {name for entry in result.files.values() for name in entry.external_data}
         _prune(staging, keep={*result.files, *external, SIDECAR_NAME, TIMING_CACHE_NAME})
-        _keep_other_files(out_dir, staging)
-        replace_dir(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     if missing is not None:
         raise missing
     return result
+
+
+def export_entries(cfg: ExportConfig) -> tuple[str, ...]:
+    """The names an export with ``cfg`` writes in its folder (an input among them would be destroyed)."""
+    names = [*ONNX_FILES.values(), SIDECAR_NAME, TIMING_CACHE_NAME]
+    names += [INT8_FILES[cfg.quantizer]] if cfg.int8 else []
+    names += [f"model.{cfg.engine}.engine"] if cfg.engine else []
+    return tuple(names)
 
 
 def check_writable(out_dir: Path) -> None:
@@ -208,30 +218,6 @@ def _prune(staging: Path, keep: set[str]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-
-
-def _keep_other_files(out_dir: Path, staging: Path) -> None:
-    """Hard-link (or copy) the files and folders of ``out_dir`` that this export does not write into
-    ``staging`` (folders as trees of hard links; symbolic links as links)."""
-    if not out_dir.is_dir():
-        return
-    for path in out_dir.iterdir():
-        target = staging / path.name
-        if target.exists() or target.is_symlink():
-            continue
-        if path.is_symlink():
-            os.symlink(os.readlink(path), target)
-        elif path.is_dir():
-            shutil.copytree(path, target, symlinks=True, copy_function=_link_or_copy)
-        else:
-            _link_or_copy(path, target)
-
-
-def _link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    try:
-        os.link(src, dst, follow_symlinks=False)
-    except OSError:
-        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _export_into(

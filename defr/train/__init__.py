@@ -1,5 +1,6 @@
 """Training (``defr train``): the loop (``defr.train.loop``), its settings (``defr.train.config``) and its run
-folder (``defr.train.run_folder``: files, lock, ``--resume``). The names below are the public ones.
+folder (``defr.train.run_folder``: files, its claim on the output seam, ``--resume``). The names below are
+the public ones.
 """
 
 from __future__ import annotations
@@ -19,19 +20,17 @@ from defr.train.loop import (
 )
 from defr.train.run_folder import (
     CHECKPOINT,
-    LOCK_FILE,
     METRICS_FILE,
     RESUMABLE,
     RUN_FILES,
     TRAIN_STATE,
+    claim_output,
     resume_config,
-    run_lock,
 )
 
 __all__ = [
     "CHECKPOINT",
     "Distributed",
-    "LOCK_FILE",
     "MAX_EPOCHS",
     "MAX_WORKERS",
     "METRICS_FILE",
@@ -40,6 +39,7 @@ __all__ = [
     "TRAIN_STATE",
     "TrainConfig",
     "build_training_model",
+    "claim_output",
     "config_values",
     "distributed_env",
     "distributed_rank",
@@ -50,7 +50,6 @@ __all__ = [
     "make_loss",
     "pick_device",
     "resume_config",
-    "run_lock",
     "seed_everything",
     "train",
 ]

@@ -4,7 +4,7 @@ Determinism: the data order and the augmentation randomness of an epoch depend o
 (seed, epoch, rank), and a checkpoint is written at every epoch end, so ``--resume`` continues
 bit-for-bit on a CPU.
 
-The run folder (its files, their write order, the lock, ``--resume``): ``defr.train.run_folder``; the settings:
+The run folder (its files, their write order, its claim, ``--resume``): ``defr.train.run_folder``; the settings:
 ``defr.train.config``.
 """
 
@@ -164,7 +164,7 @@ def _train(cfg: TrainConfig, ddp: Distributed, out: Path, resume: bool, overwrit
     split = dict(val_fraction=cfg.val_fraction, seed=cfg.seed)
     if resume:
         check_resumable(out)
-        hold_output(held, out, ddp.main, resume, overwrite)  # ``resume_run`` repairs files: under the lock
+        hold_output(held, out, ddp.main, resume, overwrite)  # ``resume_run`` repairs files: under the claim
         model, start_epoch, state = resume_run(out, cfg)
         history = metric_history(state)
     else:

@@ -1,4 +1,4 @@
-"""The run folder of ``defr train``: its files, the order they are written in, its lock, and ``--resume``.
+"""The run folder of ``defr train``: its files, the order they are written in, its claim, and ``--resume``.
 
 Files in ``OUTPUT`` after each epoch, written in this order, each atomically:
 ``train_state.pt`` (epoch, optimizer, scheduler, scaler, the metrics of every epoch so far AND the
@@ -11,20 +11,19 @@ the state, with a message.
 
 The output folder: a run refuses an ``OUTPUT`` that holds a run (any of the three files) unless
 ``resume`` (continue it) or ``overwrite`` (its three files are removed once the data and model
-are ready; nothing else in the folder is touched). ``OUTPUT/train.lock`` is held (``flock``) from
+are ready; nothing else in the folder is touched). The run's files are claimed on the output seam
+(``defr.files.OutputSet`` with ``stream=True``: written as the run goes, like ``defr video``'s) from
 the moment the run writes there (the data and model are ready; nothing is written before, so a run
-that fails on bad input leaves no folder) to its end, and names its process: a second run into the
-same folder stops with an error naming that pid; the lock of a process that died is free again
-(the kernel releases it). A full disk stops the run with one line; the files of the last finished
-epoch stay intact and resumable.
+that fails on bad input leaves no folder) to its end: a second run into the same folder stops with an
+error naming the first one's pid; the claim of a process that died is free again, and the files are
+recorded as defr's in the folder's manifest. A full disk stops the run with one line; the
+files of the last finished epoch stay intact and resumable.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, fields
@@ -34,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from defr.errors import ConfigError, DefrError
-from defr.files import OutputRefused, atomic_path, write_with
+from defr.files import OutputRefused, OutputSet, atomic_path, write_with
 from defr.jsonio import JsonInputError, dump_json, parse_json, read_jsonl
 from defr.model import DEFR, DEFRConfig, save_checkpoint
 from defr.model.checkpoint import checkpoint_metadata
@@ -44,7 +43,6 @@ from defr.train.config import TrainConfig, config_values
 CHECKPOINT = "model.safetensors"
 TRAIN_STATE = "train_state.pt"
 METRICS_FILE = "metrics.jsonl"
-LOCK_FILE = "train.lock"
 RUN_FILES = (TRAIN_STATE, CHECKPOINT, METRICS_FILE)
 # What a resume may change: more (or as many) epochs, and how it runs; everything else (image size, loss, lr,
 # data, model, seed, ...) is part of the run and is refused when it differs from the recorded settings.
@@ -70,38 +68,26 @@ def _recorded_settings(out: Path) -> dict:
 
 
 def hold_output(held: ExitStack, out: Path, main: bool, resume: bool, overwrite: bool) -> None:
-    """Take ``OUTPUT``'s lock (rank 0) for the rest of the run; nothing is written into ``OUTPUT`` before."""
+    """Claim ``OUTPUT`` (rank 0) for the rest of the run; nothing is written into ``OUTPUT`` before."""
     if not main:
         return
-    held.enter_context(run_lock(out))
+    held.enter_context(claim_output(out))
     if not resume:
-        check_fresh_output(out, overwrite)  # again under the lock: a run may have finished meanwhile
+        check_fresh_output(out, overwrite)  # again under the claim: a run may have finished meanwhile
 
 
 @contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold ``OUTPUT/train.lock`` (an exclusive ``flock``, with this pid written in it) while inside;
-    OutputRefused naming the holder's pid when another process holds it. Temporaries that a
-    killed run left in ``OUTPUT`` are removed once the lock is held (no other run writes there)."""
-    out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-            raise OutputRefused(
-                f"{out}: another defr train (pid {holder}) is writing this output; wait for it to end "
-                "or choose another --output"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+def claim_output(out: Path) -> Iterator[None]:
+    """Claim the run's files on the output seam while inside: written as the run goes (``stream``: each file
+    atomically, in ``write_epoch``'s order), not staged as one set, because every epoch must stay resumable
+    after a kill; the manifest is ``OUTPUT``'s own (a run needs only ``OUTPUT`` writable, not its parent: a
+    mounted volume's root). ``OutputRefused`` naming the pid of a live run that holds them. Temporaries that
+    a killed run left in ``OUTPUT`` are removed once they are claimed (no other run writes there)."""
+    with OutputSet({name: out / name for name in RUN_FILES}, stream=True):
         for name in RUN_FILES:
             for tmp in out.glob(f".{name}.*.tmp"):
                 tmp.unlink(missing_ok=True)
         yield
-    finally:
-        os.close(fd)  # releases the lock; the file stays (removing it would race with a new holder)
 
 
 def check_fresh_output(out: Path, overwrite: bool) -> None:

@@ -1,18 +1,17 @@
 """The data set writer: class frequencies (power law, pinned tail), images, anno.mat, HICO-DET instances.
 
-The output folder: synth never removes what it did not write. A set is built in a staging folder
-beside ``out`` and moved in. ``out`` may be missing or empty; or a previous synthetic set (it holds
-``defr-synth.json``, the marker every set carries): then the set's own entries (``SET_ENTRIES``)
-are replaced and anything else in the folder is kept.
-Any other non-empty folder (a real HICO root, your files) is refused unless ``overwrite``, which
-replaces the set's entries the same way (``images/`` as a whole) and keeps everything else.
+The output folder is a ``defr.files.Folder`` output of the seam: built in a staged folder beside ``out``
+and swapped in whole, the set's journal in the parent folder's manifest; synth never removes what it did
+not write. ``out`` may be missing or empty, a set defr recorded there, or a set an earlier version wrote
+(it holds ``defr-synth.json``, the marker every set carries): the set's own entries (``SET_ENTRIES``) are
+replaced and anything else in the folder is kept (carried into the new folder as hard links). Any other
+non-empty folder (a real HICO root, your files) is refused unless ``overwrite``, which replaces the
+set's entries the same way (``images/`` as a whole) and keeps everything else.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from defr.data.synth.images import Annotation, draw_image
 from defr.data.synth.pretraining import check_evaluation_seed
 from defr.data.synth.settings import SETTINGS, SceneSetting, scene_setting
 from defr.errors import ConfigError
-from defr.files import atomic_path, clean_stale_staging, replace_dir, staging_dir, write_json
+from defr.files import Folder, OutputSet, atomic_path, clean_stale_staging, write_json
 
 TRAIN_TAIL = (9, 7, 5, 3, 2, 1, 1, 1)  # train images of the rarest classes at full size
 TEST_TAIL = (4, 4, 3, 3, 3, 2, 2, 2)
@@ -36,7 +35,8 @@ AMBIGUOUS = 0.04  # fraction of known negatives marked ambiguous (0), so loaders
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by defr synth"
 MARKER = "defr-synth.json"
 MARKER_FORMAT = "defr-synth/1"
-# Everything a set consists of; the marker last, so a folder holds it only once the set is whole.
+LEGACY_STAGING = "synth"  # staging folders of earlier versions: .OUT.synth-PID-XXXX beside the output folder
+# Everything a set consists of (the marker besides).
 SET_ENTRIES = ("images", "anno.mat", "instances_train2015.json", "instances_test2015.json", "few_shot_classes.json")
 
 
@@ -100,7 +100,8 @@ def generate_synthetic(
 
     Deterministic for a seed. ``out`` must be missing, empty or a previous synthetic set unless
     ``overwrite`` (module docstring: only the set's own entries are ever replaced). Raises
-    ConfigError for a folder it may not write, before anything is written.
+    ConfigError for bad settings and ``OutputRefused`` for a folder it may not write, before anything
+    is written.
     """
     check_evaluation_seed(seed)
     if images < 8:
@@ -109,58 +110,19 @@ def generate_synthetic(
         raise ConfigError(f"size must be >= 32 pixels, got {size}")
     scenes = scene_setting(setting)
     out = Path(out)
-    whole = _check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(out, "synth")
-    tmp = staging_dir(out, "synth")
-    try:
-        _write_set(tmp, images, seed, size, scenes)
+    folder = Folder(out, entries=(*SET_ENTRIES, MARKER), marker=MARKER)
+    with OutputSet({"data set": folder}, overwrite=overwrite) as staged:
+        clean_stale_staging(out, LEGACY_STAGING)  # what a killed run of an earlier version left
+        _write_set(staged["data set"], images, seed, size, scenes)
         marker = {"format": MARKER_FORMAT, "images": images, "seed": seed, "size": size, "setting": setting}
-        write_json(marker, tmp / MARKER)
-        if whole:
-            replace_dir(tmp, out)
-        else:
-            _replace_entries(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        write_json(marker, staged["data set"] / MARKER)
     return out
-
-
-def _check_output(out: Path, overwrite: bool) -> bool:
-    """Whether ``out`` can be replaced as a whole (missing, empty, or a synthetic set and nothing
-    else); ConfigError for a folder synth may not write."""
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"{out}: exists and is not a folder")
-    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    foreign = [name for name in held if name not in (*SET_ENTRIES, MARKER)]
-    if not held or (is_synthetic_set(out) and not foreign):
-        return True
-    if not is_synthetic_set(out) and not overwrite:
-        shown = ", ".join(held[:3]) + (", ..." if len(held) > 3 else "")
-        raise ConfigError(
-            f"{out}: not empty ({shown}) and not a defr synth output; choose another folder, or --overwrite "
-            f"to replace only {', '.join(SET_ENTRIES)} there and keep everything else"
-        )
-    return False
 
 
 def is_synthetic_set(folder: Path) -> bool:
     """Whether ``folder`` holds a set written by synth: its marker. (An ``anno.mat`` with synth's stamp
     is no proof: one copied into a real data folder must not make that folder synth's to replace.)"""
     return (folder / MARKER).is_file()
-
-
-def _replace_entries(new: Path, out: Path) -> None:
-    """Move the set's entries from ``new`` into ``out`` one by one, keeping ``out``'s other entries;
-    the marker goes first and comes back last, so an interrupted swap is not taken for a whole set."""
-    (out / MARKER).unlink(missing_ok=True)
-    for name in SET_ENTRIES:
-        target = out / name
-        if target.is_dir() and not target.is_symlink():
-            replace_dir(new / name, target)
-        else:
-            os.replace(new / name, target)
-    os.replace(new / MARKER, out / MARKER)
 
 
 def _write_set(root: Path, images: int, seed: int, size: int, setting: SceneSetting) -> None:
