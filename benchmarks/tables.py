@@ -250,7 +250,7 @@ def op_profile_table(r: dict) -> str:
                 rows.append(
                     f"| {runtime} | {precision} | {k} | {v['ms']:.2f} | {share} | {rate} | {of_floor} | {execs} |"
                 )
-    note = f"\n\nfp32 GEMM floor: {floor['gflop_per_s']:.1f} GFLOP/s ({floor['source']})" if floor else ""
+    note = f"\n\nfp32 GEMM floor: {floor['gflop_per_s']:.1f} GFLOP/s, {floor['source']}" if floor else ""
     return head + "\n".join(rows) + note + f"\n\nCommand: `{r['command']}`"
 
 
@@ -259,12 +259,12 @@ def throughput_table(r: dict) -> str:
     streams), per core and against the fp32 GEMM floor; then the best layout per (cores, batch, file, runtime)."""
     m = r["machine"]
     floor = r["fp32_floor"]
-    floors = ", ".join(f"{c} core(s) {f['gflop_per_s']:.0f} GFLOP/s ({f['source']})" for c, f in floor.items())
+    floors = "; ".join(f"{c} core(s) {f['gflop_per_s']:.0f} GFLOP/s, {f['source']}" for c, f in floor.items())
     head = (
         f"**{r['backbone']} at {r['image_size']} px**, {r['pairs']} pairs / image, {r['seconds']:g} s per row — "
         f"{m['cpu']} ({m['cores']} cores; this process on {r['affinity']}), {r['cpu_isa']}; "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k in ("onnxruntime", "openvino"))
-        + f"; fp32 GEMM floor {floors}; load average {r['loadavg']['before'][0]:.1f} → "
+        + f"; fp32 GEMM floor: {floors}; load average {r['loadavg']['before'][0]:.1f} → "
         f"{r['loadavg']['after'][0]:.1f}\n\n"
         "| cores | batch | file | runtime | layout | streams / requests | images/s | per core | median ms | p90 ms "
         "| GFLOP/s per core | % of fp32 floor |\n|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"

@@ -28,12 +28,12 @@ measured on this CPU, else measured here with ``matmul.py``'s ``gemm_rate`` (the
 are put against the fp32 floor too (``matmul.py`` has no int8 GEMM rate; on AVX2 without VNNI int8 has no
 separate floor worth the name: §9.7).
 
-    # one core (the documented rows; core 1 of the 2-core AMD EPYC):
-    taskset -c 1 python benchmarks/throughput.py --cores 1 --image-size 224 --batch 1 8 \\
+    # one core (the documented rows: core 1 of the shared 2-core AMD EPYC, about 9 minutes):
+    taskset -c 1 python benchmarks/throughput.py --cores 1 --image-size 224 --batch 1 8 --seconds 6 \\
         --out benchmarks/results/throughput_ViT-B-32_224_c1.json
-    # both cores, side by side with one core (idle machine, about 8 minutes):
-    python benchmarks/throughput.py --cores 1 2 --image-size 224 --batch 1 8 --seconds 4 \\
-        --out benchmarks/results/throughput_ViT-B-32_224_c2.json
+    # both cores beside one core, in one run (an idle 2-core machine, about 6-7 minutes):
+    python benchmarks/throughput.py --cores 1 2 --image-size 224 --batch 1 8 --streams 1 2 --seconds 3 \\
+        --files fp32 int8 --out benchmarks/results/throughput_ViT-B-32_224_c2.json
     python benchmarks/throughput.py --dry-run --out /tmp/throughput.json   # tiny-vit, 64 px, seconds (tests)
 
 ``--cores C`` needs C cores in the process's affinity (``taskset``), else it stops in one line.
