@@ -29,11 +29,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from defr.files import write_json
 from defr.jsonio import read_json
-from defr.machine import machine_info
+from defr.machine import cpu_name, machine_info
 from defr.model import create_model
 from defr.runtime.contract import example_inputs
 
 SQUARE = 1024
+SHAPES = {f"{SQUARE}^3": (SQUARE, SQUARE, SQUARE), "400x768 @ 768x3072": (400, 3072, 768)}  # name: (m, n, k)
 
 
 def cpu_has_bf16() -> bool:
@@ -54,16 +55,35 @@ def gemm_rate(m: int, n: int, k: int, dtype: torch.dtype, repeats: int) -> float
     return 2 * m * n * k / min(times) / 1e9
 
 
+RESULT = Path(__file__).with_name("results") / "matmul.json"
+
+
+def fp32_floor(threads: int, repeats: int, measured: Path = RESULT) -> dict:
+    """The fp32 GEMM rate at ``threads`` threads, the floor other scripts put their rates against:
+    ``measured``'s (this script's result file) when it was measured on this CPU, else measured now."""
+    if measured.is_file():
+        report = read_json(measured)
+        by_threads = report["gflop_per_s"].get(str(threads))
+        if report["machine"]["cpu"] == cpu_name() and by_threads:
+            return {"gflop_per_s": max(by_threads["fp32"].values()), "source": measured.name}
+    default = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        rate = max(gemm_rate(*shape, torch.float32, repeats) for shape in SHAPES.values())
+    finally:
+        torch.set_num_threads(default)
+    return {"gflop_per_s": rate, "source": f"measured now (best of {repeats}; {measured.name} is another CPU's)"}
+
+
 def rates(repeats: int) -> dict:
     """{threads: {dtype: {shape: GFLOP/s}}} for 1 thread and all cores."""
-    shapes = {f"{SQUARE}^3": (SQUARE, SQUARE, SQUARE), "400x768 @ 768x3072": (400, 3072, 768)}
     out = {}
     default = torch.get_num_threads()
     try:
         for threads in (1, os.cpu_count() or 1):
             torch.set_num_threads(threads)
             out[str(threads)] = {
-                name: {s: gemm_rate(*shape, dtype, repeats) for s, shape in shapes.items()}
+                name: {s: gemm_rate(*shape, dtype, repeats) for s, shape in SHAPES.items()}
                 for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))
             }
     finally:

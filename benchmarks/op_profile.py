@@ -7,7 +7,9 @@ copy of the graph reshaped to the call's static shapes so every node's shapes, a
 Op groups: ``linear`` (MatMul / Gemm / OpenVINO's FullyConnected with a weight), ``attention`` (MatMuls of
 two activations), ``conv``, ``softmax``, ``layernorm`` (OpenVINO: MVN), ``gelu``, ``other``. Per group:
 ms per call, % of the call's kernel time, GFLOP and the GFLOP/s reached (matrix products and the patch
-convolution; 2 × multiply-adds).
+convolution; 2 × multiply-adds), and that rate as a fraction of the fp32 GEMM floor at the same threads
+(``benchmarks/matmul.py``'s ``fp32_floor``: its result file when measured on this CPU, else measured now; int8
+groups too, against the fp32 floor: ``matmul.py`` has no int8 GEMM rate).
 
     python benchmarks/op_profile.py --backbone ViT-B-32 --image-size 224 \\
         --out benchmarks/results/op_profile_ViT-B-32_224.json
@@ -41,9 +43,9 @@ OV_KINDS = {"MatMul": "attention", "Convolution": "conv", "Softmax": "softmax", 
 FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 
 
-def _ort_profile():
-    """``benchmarks/ort_profile.py`` (its op groups, FLOPs and profiler reading), loaded as a module."""
-    spec = importlib.util.spec_from_file_location("ort_profile", Path(__file__).with_name("ort_profile.py"))
+def _script(name: str):
+    """A sibling script: ``ort_profile.py`` (its op groups, FLOPs and profiler reading), ``matmul.py`` (the floor)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.dry_run:
         args.backbone, args.image_size, args.runs = "tiny-vit", 64, 1
 
-    ort_profile = _ort_profile()
+    ort_profile = _script("ort_profile")
     inputs = feeds(example_inputs(args.image_size, args.batch, args.batch * args.pairs))
     report: dict = {
         "benchmark": "op_profile",
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         if cpu_has_int8_dot_product()
         else "no int8 dot product (no VNNI / AMX)",
         "loadavg": {"before": os.getloadavg()},
+        "fp32_floor": _script("matmul").fp32_floor(args.threads, 3 if args.dry_run else 10),
         "onnxruntime": {},
         "openvino": {},
     }

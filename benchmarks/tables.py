@@ -234,19 +234,75 @@ def op_profile_table(r: dict) -> str:
         f"**{r['backbone']} at {r['image_size']} px**, batch {r['batch']}, {r['pairs']} pairs / image, "
         f"{r['threads']} thread(s), {r['runs']} run(s) — {m['cpu']}, {r['cpu_isa']}; load average "
         f"{r['loadavg']['before'][0]:.1f} → {r['loadavg']['after'][0]:.1f}\n\n"
-        "| runtime | file | op group | ms | % of call | GFLOP/s | OpenVINO kernels (ms) |\n"
-        "|---|---|---|---:|---:|---:|---|\n"
+        "| runtime | file | op group | ms | % of call | GFLOP/s | % of fp32 floor | OpenVINO kernels (ms) |\n"
+        "|---|---|---|---:|---:|---:|---:|---|\n"
     )
+    floor = r.get("fp32_floor")  # older files have none
     rows = []
     for runtime in ("onnxruntime", "openvino"):
         for precision, p in r[runtime].items():
-            rows.append(f"| {runtime} | {precision} | **all** | **{p['kernel_ms']:.2f}** | 100 | | |")
+            rows.append(f"| {runtime} | {precision} | **all** | **{p['kernel_ms']:.2f}** | 100 | | | |")
             for k, v in p["by_kind"].items():
                 rate = f"{v['gflop_per_s']:.1f}" if v["gflop_per_s"] else "—"
+                of_floor = f"{100 * v['gflop_per_s'] / floor['gflop_per_s']:.0f}" if floor and v["gflop_per_s"] else "—"
                 execs = ", ".join(f"{e} {t:.1f}" for e, t in list(v.get("exec_ms", {}).items())[:3]) or "—"
                 share = f"{100 * v['share']:.1f}"
-                rows.append(f"| {runtime} | {precision} | {k} | {v['ms']:.2f} | {share} | {rate} | {execs} |")
-    return head + "\n".join(rows) + f"\n\nCommand: `{r['command']}`"
+                rows.append(
+                    f"| {runtime} | {precision} | {k} | {v['ms']:.2f} | {share} | {rate} | {of_floor} | {execs} |"
+                )
+    note = f"\n\nfp32 GEMM floor: {floor['gflop_per_s']:.1f} GFLOP/s, {floor['source']}" if floor else ""
+    return head + "\n".join(rows) + note + f"\n\nCommand: `{r['command']}`"
+
+
+def throughput_table(r: dict) -> str:
+    """benchmarks/throughput.py output: images/s per layout (ONNX Runtime sessions / runs, OpenVINO hints and
+    streams), per core and against the fp32 GEMM floor; then the best layout per (cores, batch, file, runtime)."""
+    m = r["machine"]
+    floor = r["fp32_floor"]
+    floors = "; ".join(f"{c} core(s) {f['gflop_per_s']:.0f} GFLOP/s, {f['source']}" for c, f in floor.items())
+    head = (
+        f"**{r['backbone']} at {r['image_size']} px**, {r['pairs']} pairs / image, {r['seconds']:g} s per row — "
+        f"{m['cpu']} ({m['cores']} cores; this process on {r['affinity']}), {r['cpu_isa']}; "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k in ("onnxruntime", "openvino"))
+        + f"; fp32 GEMM floor: {floors}; load average {r['loadavg']['before'][0]:.1f} → "
+        f"{r['loadavg']['after'][0]:.1f}\n\n"
+        "| cores | batch | file | runtime | layout | streams / requests | images/s | per core | median ms | p90 ms "
+        "| GFLOP/s per core | % of fp32 floor |\n|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    rows = []
+    for x in r["rows"]:
+        ov = f"{x['streams']} / {x['nireq']}" if "streams" in x else "—"
+        rows.append(
+            f"| {x['cores']} | {x['batch']} | {x['file']} | {x['runtime']} | {x['mode']} | {ov} | "
+            f"{x['images_per_s']:.2f} | {x['images_per_s_per_core']:.2f} | {x['median_ms']:.1f} | {x['p90_ms']:.1f} | "
+            f"{x['gflop_per_s_per_core']:.1f} | {100 * x['fraction_of_fp32_floor']:.0f} |"
+        )
+    return head + "\n".join(rows) + _throughput_best(r) + f"\n\nCommand: `{r['command']}`"
+
+
+def _throughput_best(r: dict) -> str:
+    """Per (cores, batch): each file and runtime's best layout, against ONNX Runtime fp32's one-caller row."""
+    best: dict = {}
+    for x in r["rows"]:
+        key = (x["cores"], x["batch"], x["file"], x["runtime"])
+        if key not in best or x["images_per_s"] > best[key]["images_per_s"]:
+            best[key] = x
+    lines = [
+        "\n\n| cores | batch | file | runtime | best layout | images/s | vs its latency layout "
+        "| vs ORT fp32, one caller |",
+        "|---:|---:|---|---|---|---:|---:|---:|",
+    ]
+    first = {}  # each group's first row: its one-caller (latency) layout
+    for x in r["rows"]:
+        first.setdefault((x["cores"], x["batch"], x["file"], x["runtime"]), x)
+    for (cores, batch, file, runtime), x in best.items():
+        own, base = first[(cores, batch, file, runtime)], first.get((cores, batch, "fp32", "onnxruntime"))
+        vs_base = f"{x['images_per_s'] / base['images_per_s']:.2f}×" if base else "—"
+        lines.append(
+            f"| {cores} | {batch} | {file} | {runtime} | {x['mode']} | {x['images_per_s']:.2f} | "
+            f"{x['images_per_s'] / own['images_per_s']:.2f}× | {vs_base} |"
+        )
+    return "\n".join(lines)
 
 
 def int8_speed_table(r: dict) -> str:
@@ -623,6 +679,8 @@ def table(path: Path) -> str:
         return serve_table(r)
     if r.get("benchmark") == "op_profile":
         return op_profile_table(r)
+    if r.get("benchmark") == "throughput":
+        return throughput_table(r)
     if r.get("benchmark") == "serve_parts":
         return serve_parts_table(r)
     if "mask" in r and "init" in r:

@@ -46,3 +46,17 @@ def test_bf16_rows_get_a_bf16_floor_only_on_a_cpu_with_bf16(tmp_path, bf16):
         assert bf16_row["fraction_of_bf16_floor"] == pytest.approx(bf16_row["bf16_floor_ms"] / 4.0)
     else:
         assert "bf16_floor_ms" not in bf16_row
+
+
+def test_fp32_floor_reads_the_result_file_only_when_it_is_this_cpus(tmp_path, monkeypatch):
+    """``matmul.fp32_floor``: the rate of ``matmul.json`` when it was measured on this CPU; another CPU's file
+    (the checked-in one is the earlier Xeon's) is not this machine's floor, so the rate is measured."""
+    matmul = _script("matmul")
+    monkeypatch.setattr(matmul, "gemm_rate", lambda m, n, k, dtype, repeats: 7.0)
+    result = tmp_path / "matmul.json"
+    rates = {"1": {"fp32": {"a": 100.0, "b": 120.0}, "bf16": {"a": 800.0}}}
+    result.write_text(json.dumps({"machine": {"cpu": matmul.cpu_name()}, "gflop_per_s": rates}))
+    assert matmul.fp32_floor(1, 3, result) == {"gflop_per_s": 120.0, "source": "matmul.json"}
+    result.write_text(json.dumps({"machine": {"cpu": "another CPU"}, "gflop_per_s": rates}))
+    assert matmul.fp32_floor(1, 3, result)["gflop_per_s"] == 7.0
+    assert matmul.fp32_floor(2, 3, tmp_path / "none.json")["gflop_per_s"] == 7.0  # no file: measured

@@ -26,6 +26,7 @@ def test_dry_run_profiles_both_runtimes(tmp_path):
     out = tmp_path / "op.json"
     report = _script("op_profile").main(["--dry-run", "--out", str(out)])
     assert out.is_file() and report["backbone"] == "tiny-vit" and report["threads"] == 1
+    assert report["fp32_floor"]["gflop_per_s"] > 0  # the yardstick of the "% of fp32 floor" column
     for runtime in ("onnxruntime", "openvino"):
         for precision in ("fp32", "int8"):
             p = report[runtime][precision]
@@ -35,3 +36,4 @@ def test_dry_run_profiles_both_runtimes(tmp_path):
             assert p["by_kind"]["linear"]["gflop"] > 0 and p["by_kind"]["linear"]["gflop_per_s"] > 0
     table = _script("tables").table(out)
     assert "| openvino | int8 | linear |" in table and "| onnxruntime | fp32 | **all** |" in table
+    assert "| % of fp32 floor |" in table and "fp32 GEMM floor: " in table
