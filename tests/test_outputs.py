@@ -398,3 +398,53 @@ def test_a_writer_on_another_machine_counts_as_live(tmp_path, monkeypatch):
     with pytest.raises(OutputRefused, match=rf"pid {os.getpid()} on elsewhere"):
         OutputSet({"--out": out}).__enter__()
     assert [t["host"] for t in _manifest(tmp_path)["sets"].values()] == ["elsewhere"]
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"a": {"state": "writing", "pid": 999999999, "files": {"x": "../victim.txt"}}},  # staged outside: removed
+        {"a": {"state": "swapping", "pid": 999999999, "files": {"../victim.txt": ""}}},  # unwritten: unlinked
+        {"a": {"state": "swapping", "pid": 999999999, "files": {"y": "../victim.txt"}}},  # renamed away
+        {"a": {"state": "writing", "pid": 999999999, "files": {"x": "/abs/victim.txt"}}},
+    ],
+)
+def test_a_manifest_naming_files_outside_its_folder_is_refused_and_destroys_nothing(tmp_path, sets):
+    """Round-4 probe: recovery removed or renamed whatever a damaged manifest named, outside the folder too."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    text = json.dumps({"format": files.MANIFEST_FORMAT, "files": {}, "sets": sets})
+    (folder / MANIFEST).write_text(text.replace("/abs/victim.txt", str(victim)))
+    refused = pytest.raises(OutputRefused, match="malformed defr output manifest .* not a file of this folder")
+    with refused, OutputSet({"--out": folder / "r.json"}) as paths:
+        paths["--out"].write_text("{}")
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"files": [], "sets": {}},
+        {"files": None, "sets": {}},
+        {"files": {}, "sets": []},
+        {"files": {"r.json": "x"}, "sets": {}},
+        {"files": {}, "sets": {"a": {}}},
+        {"files": {}, "sets": {"a": "x"}},
+        {"files": {}, "sets": {"a": {"state": "writing", "pid": "x", "files": {}}}},
+        {"files": {}, "sets": {"a": {"state": "writing", "pid": -1, "files": {}}}},  # kill(-1, 0): "alive"
+    ],
+)
+def test_a_manifest_with_fields_of_the_wrong_shape_is_one_line_not_a_traceback(tmp_path, body):
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": files.MANIFEST_FORMAT, **body}))
+    refused = pytest.raises(OutputRefused, match=r"malformed defr output manifest \(.*\); remove it")
+    with refused, OutputSet({"--out": tmp_path / "r.json"}):
+        pass
+
+
+def test_a_huge_manifest_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(output_manifest, "MAX_MANIFEST_BYTES", 1000)
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": files.MANIFEST_FORMAT, "pad": "x" * 2000}))
+    with pytest.raises(OutputRefused, match="more than the 1000 allowed"), OutputSet({"--out": tmp_path / "r.json"}):
+        pass
