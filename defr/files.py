@@ -130,6 +130,10 @@ def _kind(mode: int) -> str | None:
 def _resolve_output(path: Path, label: str, folder: bool) -> Path:
     """The file (or ``folder``) an output path writes: a new path, a regular file (a folder), or a
     symlink's target (written through); ``OutputRefused`` for anything else."""
+    if os.fspath(path) == "-":  # the usual name of stdout: a file called "-" would surprise whoever meant that
+        raise OutputRefused(
+            f"{label} -: defr does not write outputs to stdout; give a file name (for a file named -, its full path)"
+        )
     try:
         st = os.stat(path)  # follows symlinks: /proc/self/fd/1 is the pipe or terminal behind it
     except FileNotFoundError:

@@ -448,3 +448,13 @@ def test_a_huge_manifest_is_refused_before_it_is_read(tmp_path, monkeypatch):
     (tmp_path / MANIFEST).write_text(json.dumps({"format": files.MANIFEST_FORMAT, "pad": "x" * 2000}))
     with pytest.raises(OutputRefused, match="more than the 1000 allowed"), OutputSet({"--out": tmp_path / "r.json"}):
         pass
+
+
+def test_dash_is_refused_rather_than_written_as_a_file_named_dash(tmp_path, monkeypatch):
+    """Round-4 probe: ``detect --out -`` wrote a file named ``-`` and said ``wrote -``."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputRefused, match="does not write outputs to stdout"), OutputSet({"--out": Path("-")}):
+        pass
+    with OutputSet({"--out": tmp_path / "-"}) as paths:  # a file named "-" by its full path
+        paths["--out"].write_text("x")
+    assert (tmp_path / "-").read_text() == "x"
