@@ -151,7 +151,13 @@ def _resolve_output(path: Path, label: str, folder: bool) -> Path:
         raise OutputRefused(
             f"{label} {path} is {kind}, not a regular file: defr writes outputs only to regular files or new paths"
         )
-    return Path(os.path.realpath(path))
+    real = Path(os.path.realpath(path))
+    if folder and os.path.ismount(real):  # a folder output is swapped whole by a rename, which a mount point refuses
+        raise OutputRefused(
+            f"{label} {path} is a mount point: defr swaps a folder output in whole, which a mounted folder cannot "
+            "be; give a folder inside it"
+        )
+    return real
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

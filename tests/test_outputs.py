@@ -458,3 +458,18 @@ def test_dash_is_refused_rather_than_written_as_a_file_named_dash(tmp_path, monk
     with OutputSet({"--out": tmp_path / "-"}) as paths:  # a file named "-" by its full path
         paths["--out"].write_text("x")
     assert (tmp_path / "-").read_text() == "x"
+
+
+def test_a_folder_output_that_is_a_mount_point_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Round-4 probe: ``defr-export -o VOLUME`` (a mounted volume's root) ran the whole export, then failed with
+    EBUSY at the exchange, and its journal, left "swapping", made every later run into the parent fail."""
+    mounted = tmp_path / "volume"
+    mounted.mkdir()
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(mounted) or real_ismount(p))
+    with pytest.raises(OutputRefused, match="is a mount point: .* give a folder inside it"):
+        OutputSet({"OUT": files.Folder(mounted)})
+    assert not (tmp_path / MANIFEST).exists() and sorted(os.listdir(tmp_path)) == ["volume"]
+    with OutputSet({"OUT": files.Folder(mounted / "inside")}) as paths:  # a folder inside it is fine
+        (paths["OUT"] / "a.txt").write_text("x")
+    assert (mounted / "inside" / "a.txt").read_text() == "x"
