@@ -58,6 +58,7 @@ __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where caller
     "write_with",
 ]
 
+NAME_MAX = 255  # bytes of one file name (Linux, macOS)
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
 
 
@@ -339,7 +340,14 @@ class OutputSet:
         return dict(self._staged)
 
     def _stage_name(self, out: _Output) -> str:
-        return f".{out.target.name}{STAGED}{self.token}{out.target.suffix}"
+        """``.NAME.defr-PID-TOKEN.SUFFIX``, NAME shortened so that it fits a file name's 255 bytes (a target of
+        240 bytes is legal; its staged name must be too)."""
+        suffix = out.target.suffix if len(os.fsencode(out.target.suffix)) <= 32 else ""
+        tail = f"{STAGED}{self.token}{suffix}"
+        name = out.target.name
+        while len(os.fsencode(f".{name}{tail}")) > NAME_MAX:
+            name = name[:-1]
+        return f".{name}{tail}"
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None and not self.stream:  # a stream's files are the run's whatever stopped it

@@ -208,9 +208,12 @@ def finish_staged(path: Path) -> None:
 
 
 def remove_staged(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():  # a staged folder
-        shutil.rmtree(path, ignore_errors=True)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # gone, or a name no file can have (too long: an earlier version's staging of a long name)
         return
-    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-        if path.is_symlink() or path.is_file():
+    if stat.S_ISDIR(mode):  # a staged folder
+        shutil.rmtree(path, ignore_errors=True)
+    elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()

@@ -473,3 +473,26 @@ def test_a_folder_output_that_is_a_mount_point_is_refused_before_any_work(tmp_pa
     with OutputSet({"OUT": files.Folder(mounted / "inside")}) as paths:  # a folder inside it is fine
         (paths["OUT"] / "a.txt").write_text("x")
     assert (mounted / "inside" / "a.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_an_output_with_a_long_legal_name_is_written_and_leaves_its_folder_usable(tmp_path, folder):
+    """Round-4 probe: a 244-byte output name (legal) made its staged name too long: ENAMETOOLONG, a set left
+    "writing" in the manifest, and every later run into the folder failed with a traceback."""
+    name = "a" * 240 + ".json"
+    value = files.Folder(tmp_path / name) if folder else tmp_path / name
+    with OutputSet({"--out": value}) as paths:
+        (paths["--out"] / "x.txt" if folder else paths["--out"]).write_text("1")
+    assert (tmp_path / name / "x.txt" if folder else tmp_path / name).read_text() == "1"
+    with OutputSet({"--out": tmp_path / "next.json"}) as paths:
+        paths["--out"].write_text("2")
+    assert {s["state"] for s in _manifest(tmp_path)["sets"].values()} == {"complete"}
+
+
+def test_a_dead_set_whose_staged_name_is_too_long_does_not_block_the_folder(tmp_path):
+    staged = "." + "a" * 245 + ".json.defr-999999999-dead.json"  # what an earlier version recorded
+    sets = {"999999999-dead": {"pid": 999999999, "state": "writing", "files": {"a" * 245 + ".json": staged}}}
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": files.MANIFEST_FORMAT, "files": {}, "sets": sets}))
+    with OutputSet({"--out": tmp_path / "next.json"}) as paths:
+        paths["--out"].write_text("2")
+    assert "999999999-dead" not in _manifest(tmp_path)["sets"]
