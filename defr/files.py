@@ -321,14 +321,7 @@ class OutputSet:
     def __enter__(self) -> dict[str, Path]:
         try:
             for folder, outs in self._folders().items():
-                folder.mkdir(parents=True, exist_ok=True)
-                with manifest(folder) as m:
-                    recover(folder, m)
-                    refuse_busy(m, {o.target.name: o.path for o in outs})
-                    self._check_defaults(m, outs)
-                    files = {o.target.name: None if self.stream else self._stage_name(o) for o in outs}
-                    m["sets"][self.token] = {"pid": os.getpid(), "host": HOST, "state": "writing", "files": files}
-                self._claimed.append(folder)
+                self._claim(folder, outs)
             for out in self.outputs:
                 staged = out.target if self.stream else out.target.parent / self._stage_name(out)
                 self._staged[out.label] = staged
@@ -338,6 +331,25 @@ class OutputSet:
             self._release()
             raise
         return dict(self._staged)
+
+    def _claim(self, folder: Path, outs: list[_Output]) -> None:
+        """Record this set as being written in ``folder``'s manifest (after recovering what dead runs left);
+        ``OutputRefused`` naming the outputs for a folder that cannot be written (read-only, not ours)."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with manifest(folder) as m:
+                recover(folder, m)
+                refuse_busy(m, {o.target.name: o.path for o in outs})
+                self._check_defaults(m, outs)
+                files = {o.target.name: None if self.stream else self._stage_name(o) for o in outs}
+                m["sets"][self.token] = {"pid": os.getpid(), "host": HOST, "state": "writing", "files": files}
+        except OSError as e:  # else the message names the manifest's temporary file, not what the user gave
+            if (error := write_error(e, ", ".join(str(o.path) for o in outs))) is not e:
+                raise error from None
+            raise OutputRefused(
+                f"{', '.join(str(o.path) for o in outs)}: cannot write into {folder} ({e.strerror or e})"
+            ) from None
+        self._claimed.append(folder)
 
     def _stage_name(self, out: _Output) -> str:
         """``.NAME.defr-PID-TOKEN.SUFFIX``, NAME shortened so that it fits a file name's 255 bytes (a target of

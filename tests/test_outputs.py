@@ -496,3 +496,16 @@ def test_a_dead_set_whose_staged_name_is_too_long_does_not_block_the_folder(tmp_
     with OutputSet({"--out": tmp_path / "next.json"}) as paths:
         paths["--out"].write_text("2")
     assert "999999999-dead" not in _manifest(tmp_path)["sets"]
+
+
+def test_a_folder_that_cannot_be_written_is_refused_naming_the_output_not_a_temporary_file(tmp_path, monkeypatch):
+    """Round-4 probe: a read-only folder gave ``[Errno 30] Read-only file system: '.../..defr-outputs.json.x.tmp'``."""
+
+    def read_only(obj, path, indent=None):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path) + ".tmp")
+
+    monkeypatch.setattr(output_manifest, "write_json", read_only)
+    out = tmp_path / "r.json"
+    refused = pytest.raises(OutputRefused, match=rf"^{out}: cannot write into {tmp_path} \(Read-only file system\)$")
+    with refused, OutputSet({"--out": out}):
+        pass
