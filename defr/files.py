@@ -59,6 +59,8 @@ __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where caller
 ]
 
 NAME_MAX = 255  # bytes of one file name (Linux, macOS)
+# a staged name leaves room for the temporary name a writer may put beside it (atomic_path: .NAME.XXXXXXXX.tmp)
+STAGED_NAME_MAX = NAME_MAX - 16
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
 
 
@@ -352,12 +354,12 @@ class OutputSet:
         self._claimed.append(folder)
 
     def _stage_name(self, out: _Output) -> str:
-        """``.NAME.defr-PID-TOKEN.SUFFIX``, NAME shortened so that it fits a file name's 255 bytes (a target of
-        240 bytes is legal; its staged name must be too)."""
+        """``.NAME.defr-PID-TOKEN.SUFFIX``, NAME shortened so that it and a writer's temporary name beside it fit
+        a file name's 255 bytes (a target of 240 bytes is legal; its staged name must be too)."""
         suffix = out.target.suffix if len(os.fsencode(out.target.suffix)) <= 32 else ""
         tail = f"{STAGED}{self.token}{suffix}"
         name = out.target.name
-        while len(os.fsencode(f".{name}{tail}")) > NAME_MAX:
+        while len(os.fsencode(f".{name}{tail}")) > STAGED_NAME_MAX:
             name = name[:-1]
         return f".{name}{tail}"
 

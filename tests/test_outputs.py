@@ -482,8 +482,11 @@ def test_an_output_with_a_long_legal_name_is_written_and_leaves_its_folder_usabl
     name = "a" * 240 + ".json"
     value = files.Folder(tmp_path / name) if folder else tmp_path / name
     with OutputSet({"--out": value}) as paths:
-        (paths["--out"] / "x.txt" if folder else paths["--out"]).write_text("1")
-    assert (tmp_path / name / "x.txt" if folder else tmp_path / name).read_text() == "1"
+        if folder:
+            (paths["--out"] / "x.txt").write_text("1")
+        else:
+            files.write_json({"a": 1}, paths["--out"])  # atomic: its own temporary name beside the staged one
+    assert (tmp_path / name / "x.txt").read_text() == "1" if folder else json.loads((tmp_path / name).read_text())
     with OutputSet({"--out": tmp_path / "next.json"}) as paths:
         paths["--out"].write_text("2")
     assert {s["state"] for s in _manifest(tmp_path)["sets"].values()} == {"complete"}
