@@ -58,6 +58,9 @@ __all__ = [  # the atomic writes are re-exported: ``defr.files`` is where caller
     "write_with",
 ]
 
+NAME_MAX = 255  # bytes of one file name (Linux, macOS)
+# a staged name leaves room for the temporary name a writer may put beside it (atomic_path: .NAME.XXXXXXXX.tmp)
+STAGED_NAME_MAX = NAME_MAX - 16
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG})
 
 
@@ -130,6 +133,10 @@ def _kind(mode: int) -> str | None:
 def _resolve_output(path: Path, label: str, folder: bool) -> Path:
     """The file (or ``folder``) an output path writes: a new path, a regular file (a folder), or a
     symlink's target (written through); ``OutputRefused`` for anything else."""
+    if os.fspath(path) == "-":  # the usual name of stdout: a file called "-" would surprise whoever meant that
+        raise OutputRefused(
+            f"{label} -: defr does not write outputs to stdout; give a file name (for a file named -, its full path)"
+        )
     try:
         st = os.stat(path)  # follows symlinks: /proc/self/fd/1 is the pipe or terminal behind it
     except FileNotFoundError:
@@ -147,7 +154,13 @@ def _resolve_output(path: Path, label: str, folder: bool) -> Path:
         raise OutputRefused(
             f"{label} {path} is {kind}, not a regular file: defr writes outputs only to regular files or new paths"
         )
-    return Path(os.path.realpath(path))
+    real = Path(os.path.realpath(path))
+    if folder and os.path.ismount(real):  # a folder output is swapped whole by a rename, which a mount point refuses
+        raise OutputRefused(
+            f"{label} {path} is a mount point: defr swaps a folder output in whole, which a mounted folder cannot "
+            "be; give a folder inside it"
+        )
+    return real
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -310,14 +323,7 @@ class OutputSet:
     def __enter__(self) -> dict[str, Path]:
         try:
             for folder, outs in self._folders().items():
-                folder.mkdir(parents=True, exist_ok=True)
-                with manifest(folder) as m:
-                    recover(folder, m)
-                    refuse_busy(m, {o.target.name: o.path for o in outs})
-                    self._check_defaults(m, outs)
-                    files = {o.target.name: None if self.stream else self._stage_name(o) for o in outs}
-                    m["sets"][self.token] = {"pid": os.getpid(), "host": HOST, "state": "writing", "files": files}
-                self._claimed.append(folder)
+                self._claim(folder, outs)
             for out in self.outputs:
                 staged = out.target if self.stream else out.target.parent / self._stage_name(out)
                 self._staged[out.label] = staged
@@ -328,8 +334,34 @@ class OutputSet:
             raise
         return dict(self._staged)
 
+    def _claim(self, folder: Path, outs: list[_Output]) -> None:
+        """Record this set as being written in ``folder``'s manifest (after recovering what dead runs left);
+        ``OutputRefused`` naming the outputs for a folder that cannot be written (read-only, not ours)."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with manifest(folder) as m:
+                recover(folder, m)
+                refuse_busy(m, {o.target.name: o.path for o in outs})
+                self._check_defaults(m, outs)
+                files = {o.target.name: None if self.stream else self._stage_name(o) for o in outs}
+                m["sets"][self.token] = {"pid": os.getpid(), "host": HOST, "state": "writing", "files": files}
+        except OSError as e:  # else the message names the manifest's temporary file, not what the user gave
+            if (error := write_error(e, ", ".join(str(o.path) for o in outs))) is not e:
+                raise error from None
+            raise OutputRefused(
+                f"{', '.join(str(o.path) for o in outs)}: cannot write into {folder} ({e.strerror or e})"
+            ) from None
+        self._claimed.append(folder)
+
     def _stage_name(self, out: _Output) -> str:
-        return f".{out.target.name}{STAGED}{self.token}{out.target.suffix}"
+        """``.NAME.defr-PID-TOKEN.SUFFIX``, NAME shortened so that it and a writer's temporary name beside it fit
+        a file name's 255 bytes (a target of 240 bytes is legal; its staged name must be too)."""
+        suffix = out.target.suffix if len(os.fsencode(out.target.suffix)) <= 32 else ""
+        tail = f"{STAGED}{self.token}{suffix}"
+        name = out.target.name
+        while len(os.fsencode(f".{name}{tail}")) > STAGED_NAME_MAX:
+            name = name[:-1]
+        return f".{name}{tail}"
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc is not None and not self.stream:  # a stream's files are the run's whatever stopped it

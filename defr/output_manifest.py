@@ -23,6 +23,8 @@ from defr.jsonio import read_json
 MANIFEST = ".defr-outputs.json"
 MANIFEST_FORMAT = "defr-outputs/1"
 HOST = socket.gethostname()  # a set's pid means something only on the machine that wrote it
+MAX_MANIFEST_BYTES = 16 * 2**20  # a folder's records take ~150 bytes a file: far more than any run writes
+SET_STATES = ("writing", "swapping", "complete")
 STAGED = ".defr-"  # staged file of NAME: ``.NAME.defr-PID-TOKEN.SUFFIX`` (a folder: ``.NAME.defr-PID-TOKEN``)
 
 
@@ -44,7 +46,7 @@ def file_record(path: Path, token: str | None) -> dict | None:
 def read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     try:
-        data = read_json(path)
+        data = read_json(path, max_bytes=MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         return {"format": MANIFEST_FORMAT, "files": {}, "sets": {}}
     except (OSError, ValueError) as e:
@@ -53,7 +55,51 @@ def read_manifest(folder: Path) -> dict:
         raise OutputRefused(f"{path}: not a {MANIFEST_FORMAT} manifest; remove it")
     data.setdefault("files", {})
     data.setdefault("sets", {})
+    if (why := _malformed(data)) is not None:
+        raise OutputRefused(f"{path}: malformed defr output manifest ({why}); remove it")
     return data
+
+
+def _plain_name(name: object) -> bool:
+    """Whether ``name`` is one entry of the folder: recovery removes and renames what the manifest names, so
+    a name that leads elsewhere (``../x``, an absolute path) would let a damaged manifest destroy other files."""
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def _is_int(value: object, low: int = 0) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _malformed_set(token: str, s: object) -> str | None:
+    if not isinstance(s, dict):
+        return f"set {token!r} is not an object"
+    if s.get("state") not in SET_STATES:
+        return f"set {token!r}: state {s.get('state')!r} is not one of {', '.join(SET_STATES)}"
+    if not _is_int(s.get("pid"), 1) or not isinstance(s.get("host", HOST), str):
+        return f"set {token!r}: pid {s.get('pid')!r} is not a process id"  # pid 0 or -1 would signal a group
+    if not isinstance(s.get("files"), dict) or not isinstance(s.get("folders", {}), dict):
+        return f"set {token!r}: files is not an object"
+    for name, staged in s["files"].items():
+        if not _plain_name(name) or not (staged in (None, "") or (_plain_name(staged) and STAGED in staged)):
+            return f"set {token!r}: entry {name!r} → {staged!r} is not a file of this folder"
+    if not all(name in s["files"] and _is_int(ino) for name, ino in s.get("folders", {}).items()):
+        return f"set {token!r}: folders do not match its files"
+    return None
+
+
+def _malformed(data: dict) -> str | None:
+    """What is wrong with a manifest's fields, or None: it drives removals and renames, so it is checked whole."""
+    if not isinstance(data["files"], dict) or not isinstance(data["sets"], dict):
+        return "files and sets must be objects"
+    for name, record in data["files"].items():
+        if not _plain_name(name) or not isinstance(record, dict) or not _is_int(record.get("ino")):
+            return f"file {name!r}: not a file record of this folder"
+        if not isinstance(record.get("set"), (str, type(None))):
+            return f"file {name!r}: set is not a string"
+    for token, s in data["sets"].items():
+        if (why := _malformed_set(token, s)) is not None:
+            return why
+    return None
 
 
 @contextmanager
@@ -162,9 +208,12 @@ def finish_staged(path: Path) -> None:
 
 
 def remove_staged(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():  # a staged folder
-        shutil.rmtree(path, ignore_errors=True)
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:  # gone, or a name no file can have (too long: an earlier version's staging of a long name)
         return
-    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-        if path.is_symlink() or path.is_file():
+    if stat.S_ISDIR(mode):  # a staged folder
+        shutil.rmtree(path, ignore_errors=True)
+    elif stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+        with contextlib.suppress(FileNotFoundError):
             path.unlink()

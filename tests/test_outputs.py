@@ -398,3 +398,117 @@ def test_a_writer_on_another_machine_counts_as_live(tmp_path, monkeypatch):
     with pytest.raises(OutputRefused, match=rf"pid {os.getpid()} on elsewhere"):
         OutputSet({"--out": out}).__enter__()
     assert [t["host"] for t in _manifest(tmp_path)["sets"].values()] == ["elsewhere"]
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"a": {"state": "writing", "pid": 999999999, "files": {"x": "../victim.txt"}}},  # staged outside: removed
+        {"a": {"state": "swapping", "pid": 999999999, "files": {"../victim.txt": ""}}},  # unwritten: unlinked
+        {"a": {"state": "swapping", "pid": 999999999, "files": {"y": "../victim.txt"}}},  # renamed away
+        {"a": {"state": "writing", "pid": 999999999, "files": {"x": "/abs/victim.txt"}}},
+    ],
+)
+def test_a_manifest_naming_files_outside_its_folder_is_refused_and_destroys_nothing(tmp_path, sets):
+    """Round-4 probe: recovery removed or renamed whatever a damaged manifest named, outside the folder too."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    text = json.dumps({"format": files.MANIFEST_FORMAT, "files": {}, "sets": sets})
+    (folder / MANIFEST).write_text(text.replace("/abs/victim.txt", str(victim)))
+    refused = pytest.raises(OutputRefused, match="malformed defr output manifest .* not a file of this folder")
+    with refused, OutputSet({"--out": folder / "r.json"}) as paths:
+        paths["--out"].write_text("{}")
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"files": [], "sets": {}},
+        {"files": None, "sets": {}},
+        {"files": {}, "sets": []},
+        {"files": {"r.json": "x"}, "sets": {}},
+        {"files": {}, "sets": {"a": {}}},
+        {"files": {}, "sets": {"a": "x"}},
+        {"files": {}, "sets": {"a": {"state": "writing", "pid": "x", "files": {}}}},
+        {"files": {}, "sets": {"a": {"state": "writing", "pid": -1, "files": {}}}},  # kill(-1, 0): "alive"
+    ],
+)
+def test_a_manifest_with_fields_of_the_wrong_shape_is_one_line_not_a_traceback(tmp_path, body):
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": files.MANIFEST_FORMAT, **body}))
+    refused = pytest.raises(OutputRefused, match=r"malformed defr output manifest \(.*\); remove it")
+    with refused, OutputSet({"--out": tmp_path / "r.json"}):
+        pass
+
+
+def test_a_huge_manifest_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(output_manifest, "MAX_MANIFEST_BYTES", 1000)
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": files.MANIFEST_FORMAT, "pad": "x" * 2000}))
+    with pytest.raises(OutputRefused, match="more than the 1000 allowed"), OutputSet({"--out": tmp_path / "r.json"}):
+        pass
+
+
+def test_dash_is_refused_rather_than_written_as_a_file_named_dash(tmp_path, monkeypatch):
+    """Round-4 probe: ``detect --out -`` wrote a file named ``-`` and said ``wrote -``."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputRefused, match="does not write outputs to stdout"), OutputSet({"--out": Path("-")}):
+        pass
+    with OutputSet({"--out": tmp_path / "-"}) as paths:  # a file named "-" by its full path
+        paths["--out"].write_text("x")
+    assert (tmp_path / "-").read_text() == "x"
+
+
+def test_a_folder_output_that_is_a_mount_point_is_refused_before_any_work(tmp_path, monkeypatch):
+    """Round-4 probe: ``defr-export -o VOLUME`` (a mounted volume's root) ran the whole export, then failed with
+    EBUSY at the exchange, and its journal, left "swapping", made every later run into the parent fail."""
+    mounted = tmp_path / "volume"
+    mounted.mkdir()
+    real_ismount = os.path.ismount
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(mounted) or real_ismount(p))
+    with pytest.raises(OutputRefused, match="is a mount point: .* give a folder inside it"):
+        OutputSet({"OUT": files.Folder(mounted)})
+    assert not (tmp_path / MANIFEST).exists() and sorted(os.listdir(tmp_path)) == ["volume"]
+    with OutputSet({"OUT": files.Folder(mounted / "inside")}) as paths:  # a folder inside it is fine
+        (paths["OUT"] / "a.txt").write_text("x")
+    assert (mounted / "inside" / "a.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("folder", [False, True])
+def test_an_output_with_a_long_legal_name_is_written_and_leaves_its_folder_usable(tmp_path, folder):
+    """Round-4 probe: a 244-byte output name (legal) made its staged name too long: ENAMETOOLONG, a set left
+    "writing" in the manifest, and every later run into the folder failed with a traceback."""
+    name = "a" * 240 + ".json"
+    value = files.Folder(tmp_path / name) if folder else tmp_path / name
+    with OutputSet({"--out": value}) as paths:
+        if folder:
+            (paths["--out"] / "x.txt").write_text("1")
+        else:
+            files.write_json({"a": 1}, paths["--out"])  # atomic: its own temporary name beside the staged one
+    assert (tmp_path / name / "x.txt").read_text() == "1" if folder else json.loads((tmp_path / name).read_text())
+    with OutputSet({"--out": tmp_path / "next.json"}) as paths:
+        paths["--out"].write_text("2")
+    assert {s["state"] for s in _manifest(tmp_path)["sets"].values()} == {"complete"}
+
+
+def test_a_dead_set_whose_staged_name_is_too_long_does_not_block_the_folder(tmp_path):
+    staged = "." + "a" * 245 + ".json.defr-999999999-dead.json"  # what an earlier version recorded
+    sets = {"999999999-dead": {"pid": 999999999, "state": "writing", "files": {"a" * 245 + ".json": staged}}}
+    (tmp_path / MANIFEST).write_text(json.dumps({"format": files.MANIFEST_FORMAT, "files": {}, "sets": sets}))
+    with OutputSet({"--out": tmp_path / "next.json"}) as paths:
+        paths["--out"].write_text("2")
+    assert "999999999-dead" not in _manifest(tmp_path)["sets"]
+
+
+def test_a_folder_that_cannot_be_written_is_refused_naming_the_output_not_a_temporary_file(tmp_path, monkeypatch):
+    """Round-4 probe: a read-only folder gave ``[Errno 30] Read-only file system: '.../..defr-outputs.json.x.tmp'``."""
+
+    def read_only(obj, path, indent=None):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path) + ".tmp")
+
+    monkeypatch.setattr(output_manifest, "write_json", read_only)
+    out = tmp_path / "r.json"
+    refused = pytest.raises(OutputRefused, match=rf"^{out}: cannot write into {tmp_path} \(Read-only file system\)$")
+    with refused, OutputSet({"--out": out}):
+        pass

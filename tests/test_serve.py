@@ -299,6 +299,29 @@ def test_ctrl_c_while_a_command_loads_is_interrupted_sigint_130(monkeypatch):
     assert r.exit_code == 130 and "interrupted (SIGINT)" in r.output and "Aborted" not in r.output
 
 
+def test_ctrl_c_that_python_wraps_while_a_command_loads_is_interrupted_sigint_130(monkeypatch):
+    """Round-4 probe: Ctrl-C 6.5 s into ``defr eval-events`` landed in a class body torch was importing; Python
+    turned it into ``RuntimeError: Error calling __set_name__`` and the command printed a traceback, exit 1."""
+    import defr.cli
+
+    def interrupted(name):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise RuntimeError("Error calling __set_name__ on 'Field' instance 'globals'") from e
+
+    monkeypatch.setattr(defr.cli.importlib, "import_module", interrupted)
+    r = CliRunner().invoke(defr.cli.main, ["eval-events", "--help"])
+    assert r.exit_code == 130 and r.output == "interrupted (SIGINT)\n", r.output
+
+    def broken(name):
+        raise RuntimeError("a real error")  # not an interrupt: still an error
+
+    monkeypatch.setattr(defr.cli.importlib, "import_module", broken)
+    r = CliRunner().invoke(defr.cli.main, ["eval-events", "--help"])
+    assert r.exit_code == 1 and isinstance(r.exception, RuntimeError)
+
+
 def test_top_k_of_a_request_equals_a_top_k_detector(tiny_model):
     images, dets = scene(3, 2)
     full = detect_frames(

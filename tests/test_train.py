@@ -255,7 +255,9 @@ def test_a_full_disk_stops_training_in_one_line_and_the_last_epoch_resumes(synth
 
     out = tmp_path / "run"
     monkeypatch.setattr(defr.files, "open", opened, raising=False)
-    with pytest.raises(OutputRefused, match=r"disk is full .* epoch 2; .*--resume"):
+    with pytest.raises(
+        OutputRefused, match=r"disk is full \(No space left on device\) while writing epoch 2; .*--resume"
+    ):
         train(tiny_config(synth_root, out))
     assert _temporaries(out) == [] and _epochs(out) == [1]
     assert torch.load(out / "train_state.pt", weights_only=True)["epoch"] == 1

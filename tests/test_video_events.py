@@ -371,6 +371,16 @@ def test_eval_events_refuses_a_bad_line_naming_file_line_and_field(tmp_path, kin
     assert r.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("empty", ["frames", "truth"])
+def test_eval_events_refuses_events_without_any_frame_line(tmp_path, empty):
+    """Round-4 probe: an empty frames file beside 45 events exited 0 with precision 0."""
+    files = {"frames": [_GOOD_FRAME], "events": [_event(7, 8, 0, 9)], "truth": [_GOOD_TRUTH], empty: []}
+    r = _invoke_eval_events(tmp_path, files)
+    who = "the run has 1 events" if empty == "frames" else "the ground truth has 2 events"
+    assert r.exit_code == 1 and f"{who} but no frame lines" in r.output, r.output
+    assert r.output.count("\n") == 1 and not list((tmp_path / "eval").iterdir())
+
+
 def _invoke_eval_events(tmp_path, files: dict, truth_events=TRUTH):
     for name, rows in files.items():
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, fields
@@ -130,7 +131,7 @@ def write_epoch(out: Path, model: DEFR, state: dict) -> None:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise OutputRefused(
-            f"{out}: the disk is full ({e.strerror}) while writing epoch {state['epoch']}; the last finished "
+            f"{out}: the disk is full ({os.strerror(e.errno)}) while writing epoch {state['epoch']}; the last finished "
             "epoch's files are intact: free space and continue with --resume"
         ) from None
 

@@ -297,8 +297,17 @@ def evaluate_run(
     """Everything above for one run → {"events" (with identity), "events_any_track", "table", "false_events",
     "frame_hicodet"}.
 
-    ``frame_hicodet`` is left out without the model's ``class_names``.
+    ``frame_hicodet`` is left out without the model's ``class_names``. ``VideoError`` for events without any
+    frame line on their side (an empty frames file): who is who is then unknown, and every event would count as
+    false with exit 0.
     """
+    sides = (
+        (predicted, frames, "the run", "the frames file of the same run"),
+        (truth_events, truth_detections, "the ground truth", "its detections file of the same video"),
+    )
+    for events, lines, who, remedy in sides:
+        if events and not lines:
+            raise VideoError(f"{who} has {len(events)} events but no frame lines: give {remedy}")
     owners = track_identity(frames, truth_detections, min_iou)
     relabelled = in_truth_ids(predicted, owners)
     identity = {e[k]: e[k] for e in truth_events for k in ("human_id", "object_id")}
