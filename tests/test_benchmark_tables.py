@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
+from benchkit import load_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_docs_tables_are_in_step_with_their_result_files(tmp_path, monkeypatch):
     """Regenerating every ``<!-- benchmarks/results/... -->`` block of docs/benchmarks.md changes nothing: no
     number in the docs' tables was typed in or left behind by a newer run."""
-    tables = _script("tables")
+    tables = load_benchmark("tables")
     doc = tmp_path / "benchmarks.md"
     shutil.copy(REPO / "docs" / "benchmarks.md", doc)
     monkeypatch.chdir(REPO)  # the blocks name their files relative to the repository
@@ -32,7 +25,7 @@ def test_docs_tables_are_in_step_with_their_result_files(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("bf16", [True, False])
 def test_bf16_rows_get_a_bf16_floor_only_on_a_cpu_with_bf16(tmp_path, bf16):
-    matmul = _script("matmul")
+    matmul = load_benchmark("matmul")
     rows = [{"backend": "openvino", "precision": p, "batch": 1, "pairs": 2, "median_ms": 4.0} for p in ("fp32", "bf16")]
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"config": {"model": "tiny-vit", "image_size": 64, "threads": 1}, "rows": rows}))
@@ -51,7 +44,7 @@ def test_bf16_rows_get_a_bf16_floor_only_on_a_cpu_with_bf16(tmp_path, bf16):
 def test_fp32_floor_reads_the_result_file_only_when_it_is_this_cpus(tmp_path, monkeypatch):
     """``matmul.fp32_floor``: the rate of ``matmul.json`` when it was measured on this CPU; another CPU's file
     (the checked-in one is the earlier Xeon's) is not this machine's floor, so the rate is measured."""
-    matmul = _script("matmul")
+    matmul = load_benchmark("matmul")
     monkeypatch.setattr(matmul, "gemm_rate", lambda m, n, k, dtype, repeats: 7.0)
     result = tmp_path / "matmul.json"
     rates = {"1": {"fp32": {"a": 100.0, "b": 120.0}, "bf16": {"a": 800.0}}}

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-
-def _effects(name: str = "effects"):
-    path = Path(__file__).parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchkit import load_benchmark
 
 
 def test_mean_std_over_seeds_by_hand():
-    stats = _effects().mean_std([1.0, 3.0, None])
+    stats = load_benchmark("effects").mean_std([1.0, 3.0, None])
     assert stats == {"mean": 2.0, "std": 1.0, "values": [1.0, 3.0, None]}
 
 
 @pytest.mark.slow
 def test_quick_run_writes_the_schema(tmp_path):
     out = tmp_path / "effects.json"
-    _effects().main(["--quick", "--out", str(out)])
+    load_benchmark("effects").main(["--quick", "--out", str(out)])
     result = json.loads(out.read_text())
     assert result["quick"] and result["settings"]["setting"] == "crowded" and "load_average_1min" in result
     mask, init = result["mask"], result["init"]
@@ -44,21 +35,23 @@ def test_quick_run_writes_the_schema(tmp_path):
     for run in other["init"]["runs"] + other["mask"]["runs"]:
         run["seed"] = 1
     (tmp_path / "s1.json").write_text(json.dumps(other))
-    merged = _effects().main(["--merge", str(out), str(tmp_path / "s1.json"), "--out", str(tmp_path / "m.json")])
+    merged = load_benchmark("effects").main(
+        ["--merge", str(out), str(tmp_path / "s1.json"), "--out", str(tmp_path / "m.json")]
+    )
     assert merged["init"]["seeds"] == [0, 1] and len(merged["mask"]["hard_minus_none"]["values"]) == 2
     assert len(merged["earlier_parts"]) == 2
     with pytest.raises(SystemExit):  # the same seed twice
-        _effects().main(["--merge", str(out), str(out), "--out", str(tmp_path / "bad.json")])
+        load_benchmark("effects").main(["--merge", str(out), str(out), "--out", str(tmp_path / "bad.json")])
     assert result["settings"]["pretrained"] == "defr-synth" and "language_lse_minus_random_bce_held_out" in init
     assert set(init["language_lse_minus_random_bce_fewshot"]) == {"mean", "std", "values"}
-    text = _effects("tables").table(out)  # the docs' tables are made from the file
+    text = load_benchmark("tables").table(out)  # the docs' tables are made from the file
     assert "**Mask effect**" in text and "| random + bce |" in text and result["command"] in text
 
 
 @pytest.mark.slow
 def test_extend_adds_only_the_missing_runs(tmp_path):
     """A second part trains only the (row, seed) runs the first lacks and keeps the first's runs and records."""
-    effects, out = _effects(), tmp_path / "effects.json"
+    effects, out = load_benchmark("effects"), tmp_path / "effects.json"
     first = effects.main(["--quick", "--out", str(out)])
     second = effects.main(["--quick", "--extend", "--rows", "language+lse-sign", "random+lse-sign", "--out", str(out)])
     assert second["settings"]["rows"] == ["language+lse-sign", "random+lse-sign", "random+bce"]

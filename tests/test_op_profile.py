@@ -3,20 +3,10 @@ schema, and the table ``benchmarks/tables.py`` makes of it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
+from benchkit import load_benchmark
 
-REPO = Path(__file__).resolve().parents[1]
 GROUPS = {"linear", "attention", "conv", "softmax", "layernorm", "gelu", "other"}
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -24,7 +14,7 @@ def test_dry_run_profiles_both_runtimes(tmp_path):
     pytest.importorskip("openvino")
     pytest.importorskip("onnxruntime.quantization")
     out = tmp_path / "op.json"
-    report = _script("op_profile").main(["--dry-run", "--out", str(out)])
+    report = load_benchmark("op_profile").main(["--dry-run", "--out", str(out)])
     assert out.is_file() and report["backbone"] == "tiny-vit" and report["threads"] == 1
     assert report["fp32_floor"]["gflop_per_s"] > 0  # the yardstick of the "% of fp32 floor" column
     for runtime in ("onnxruntime", "openvino"):
@@ -34,6 +24,6 @@ def test_dry_run_profiles_both_runtimes(tmp_path):
             assert sum(v["share"] for v in p["by_kind"].values()) == pytest.approx(1.0)
             # the blocks' matrix products: FLOPs known from the shapes, so a rate
             assert p["by_kind"]["linear"]["gflop"] > 0 and p["by_kind"]["linear"]["gflop_per_s"] > 0
-    table = _script("tables").table(out)
+    table = load_benchmark("tables").table(out)
     assert "| openvino | int8 | linear |" in table and "| onnxruntime | fp32 | **all** |" in table
     assert "| % of fp32 floor |" in table and "fp32 GEMM floor: " in table

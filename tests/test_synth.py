@@ -320,13 +320,9 @@ def test_unknown_setting_is_refused(tmp_path):
 
 def test_hicodet_stats_script_prints_both_columns(tmp_path, capsys):
     """Synthetic columns always; HICO-DET's when ``../shared`` is there (skipped cleanly otherwise)."""
-    import importlib.util
+    from benchkit import load_benchmark
 
-    spec = importlib.util.spec_from_file_location(
-        "hicodet_stats", Path(__file__).parents[1] / "benchmarks" / "hicodet_stats.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("hicodet_stats")
     result = module.main(["--images", "40", "--size", "64", "--out", str(tmp_path / "s.json")])
     assert {"synth default", "synth crowded"} <= set(result["columns"])
     shared = Path(__file__).resolve().parents[2] / "shared" / "hicodet" / "instances_test2015.json"

@@ -4,18 +4,9 @@ OpenVINO's picks are recorded, and ``benchmarks/tables.py`` renders it."""
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchkit import load_benchmark
 
 
 @pytest.mark.slow
@@ -24,7 +15,7 @@ def test_dry_run_measures_every_layout_of_both_runtimes(tmp_path):
     pytest.importorskip("onnxruntime.quantization")
     files = ["fp32", "int8"] + (["int8 nncf"] if importlib.util.find_spec("nncf") else [])
     out = tmp_path / "throughput.json"
-    report = _script("throughput").main(["--dry-run", "--files", *files, "--out", str(out)])
+    report = load_benchmark("throughput").main(["--dry-run", "--files", *files, "--out", str(out)])
     assert out.is_file() and report["backbone"] == "tiny-vit" and report["cores"] == [1]
     assert report["fp32_floor"]["1"]["gflop_per_s"] > 0 and len(report["loadavg"]) == 2
     for file in files:
@@ -44,7 +35,7 @@ def test_dry_run_measures_every_layout_of_both_runtimes(tmp_path):
             )
         # OpenVINO's own picks: at one thread it runs one stream, whatever the sweep asks
         assert modes["throughput"]["streams"] == 1 and modes["streams=2"]["ov_threads"] == 1
-    table = _script("tables").table(out)
+    table = load_benchmark("tables").table(out)
     assert "| 1 | 1 | int8 | openvino | throughput, async queue | 1 / 1 |" in table
     # the best-layout table: ONNX Runtime fp32's one caller is its own baseline
     base = "| 1 | 1 | fp32 | onnxruntime | 1 session, threads=1 | "
@@ -53,5 +44,5 @@ def test_dry_run_measures_every_layout_of_both_runtimes(tmp_path):
 
 def test_more_cores_than_the_process_may_use_stop_in_one_line(capsys):
     with pytest.raises(SystemExit):
-        _script("throughput").parse(["--cores", "4096", "--out", "x.json"])
+        load_benchmark("throughput").parse(["--cores", "4096", "--out", "x.json"])
     assert "--cores 4096: this process may run on" in capsys.readouterr().err
