@@ -10,6 +10,8 @@ import importlib
 
 import click
 
+from defr.clikit import caused_by_interrupt
+
 # name → "module:attribute" of a click command
 COMMANDS = {
     "synth": "defr.commands.synth:synth_command",
@@ -29,18 +31,6 @@ COMMANDS = {
 }
 
 
-def _interrupted(e: BaseException) -> bool:
-    """Whether ``e`` was caused by a Ctrl-C: one inside a class body being imported reaches us as Python's
-    ``RuntimeError: Error calling __set_name__ ...`` (torch._dynamo's dataclasses), its cause the interrupt."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return True
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return False
-
-
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -49,7 +39,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except (Exception, KeyboardInterrupt) as e:
-            if not _interrupted(e):
+            if not caused_by_interrupt(e):
                 raise
             # Ctrl-C before a command's own handling (importing it and torch takes seconds): the line and exit
             # code every command gives (defr.clikit.one_line_errors), not click's "Aborted!" and 1

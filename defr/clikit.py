@@ -35,12 +35,28 @@ def one_line_errors(
         error = click.ClickException(str(e))
         error.exit_code = next((code for cls, code in (exit_codes or {}).items() if isinstance(e, cls)), 1)
         raise error from None
-    except KeyboardInterrupt as e:
+    except (Exception, KeyboardInterrupt) as e:
+        if not caused_by_interrupt(e):
+            raise
         # SIGTERM here, or a video run's guard (StreamInterrupted), name their signal; a bare one is Ctrl-C
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        interrupt = caused_by_interrupt(e)
+        signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
         note = f", {interrupted}" if interrupted else ""
         click.echo(f"interrupted ({signal.Signals(signum).name}){note}", err=True)
         raise SystemExit(128 + signum) from None
+
+
+def caused_by_interrupt(e: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM, ``defr.signals.Interrupted``) that ``e`` is or was caused by, else None. One
+    inside a class body being imported reaches us as Python's ``RuntimeError: Error calling __set_name__
+    ...`` (torch._dynamo's dataclasses), its cause the interrupt."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def mask_mode_option(default: str | None = None, help: str | None = None) -> Callable:  # noqa: A002 (click's name)

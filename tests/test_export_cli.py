@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -261,6 +262,53 @@ def test_sigterm_during_export_is_handled_like_ctrl_c(checkpoint, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
+def test_the_command_parses_its_options_before_torch_and_onnx_load():
+    """Round-4 probe: Ctrl-C in ``defr-export``'s first seconds printed a ``KeyboardInterrupt`` traceback, as the
+    console script imported torch and ONNX before the command could take the signal."""
+    code = "import sys, defr.export.cli; print(sorted({'torch', 'onnx', 'onnxruntime'} & set(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_exporter_imports_is_one_line_and_130(checkpoint, tmp_path):
+    out = tmp_path / "export"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    cmd = [sys.executable, "-m", "defr.export.cli", str(checkpoint), "-o", str(out)]
+    # SIG_DFL, not the SIG_IGN a background test run may pass on, so that Python installs its Ctrl-C handler
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    time.sleep(1.0)  # torch, ONNX and the exporter take seconds to import
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    assert stderr.strip().splitlines() == [stderr.strip()] and "interrupted (SIGINT)" in stderr, stderr
+    assert not out.exists() and _leftovers(tmp_path) == []
+
+
+def test_an_interrupt_python_wraps_during_the_exporters_import_is_one_line_and_130(monkeypatch, tmp_path):
+    """Ctrl-C inside a class body being imported reaches the command as ``RuntimeError`` caused by it."""
+
+    class Importing(types.ModuleType):
+        def __getattr__(self, name):
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as e:
+                raise RuntimeError("Error calling __set_name__ on 'Field' instance 'globals'") from e
+
+    monkeypatch.setitem(sys.modules, "defr.export.exporter", Importing("defr.export.exporter"))
+    r = CliRunner().invoke(main, [str(tmp_path / "m.safetensors"), "-o", str(tmp_path / "out")])
+    assert r.exit_code == 130 and r.output.startswith("interrupted (SIGINT), nothing half-written"), r.output
+
+
 def test_sigterm_swallowed_by_a_finalizer_still_interrupts():
     """A KeyboardInterrupt raised where Python ignores exceptions is raised again when the block ends."""
     previous = signal.getsignal(signal.SIGTERM)
@@ -398,3 +446,12 @@ def test_export_killed_at_random_instants_leaves_the_old_or_the_new_set(two_chec
     assert states[_export_state(out)] == "old"
     assert list(tmp_path.glob(".export.defr-*")) == []  # stale staged folders of dead runs are removed
     print("states after random kills:", seen)
+
+
+def test_every_name_defr_export_lists_loads_from_its_module():
+    import defr.export
+
+    for name in defr.export.__all__:
+        assert getattr(defr.export, name).__name__ == name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        defr.export.nope  # noqa: B018

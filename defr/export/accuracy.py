@@ -44,6 +44,7 @@ import torch
 from defr.eval.classification import hico_metrics
 from defr.eval.hicodet import hicodet_metrics
 from defr.export.calibration import CalibrationSet, GraphFeeds
+from defr.export.defaults import DEFAULT_MAX_DROP
 from defr.export.errors import VerificationError
 from defr.export.nncf_int8 import AccuracyControl, OpenVinoGraph
 from defr.optional import MissingDependency, import_openvino
@@ -55,7 +56,6 @@ from defr.runtime.openvino_backend import cpu_has_bf16
 
 GATED_METRICS = ("hico_mAP", "hicodet_full")
 RUNTIME_NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
-DEFAULT_MAX_DROP = 1.0  # mAP points
 
 
 @dataclass

@@ -7,6 +7,9 @@ files and sidecar are written first); 128 + the signal's number when interrupted
 SIGTERM, handled alike: the staged folder is removed and the output folder keeps the previous
 export or the new one, never a mix). ``OUT_DIR`` is written through the output seam
 (``defr.files.Folder``: staged beside it, swapped in whole, recorded in its parent's manifest).
+
+The module imports only what the options need (``defr.export.defaults``); the exporter loads inside
+``main``, where an interrupt is handled.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from pathlib import Path
 
 import click
 
-from defr.choices import ENGINE_PRECISIONS, QUANTIZERS
+from defr.choices import DEFAULT_MASK_MODE, DEFAULT_QUANTIZER, ENGINE_PRECISIONS, QUANTIZERS
 from defr.clikit import mask_mode_option, one_line_errors
 from defr.errors import DefrError
-from defr.export.accuracy import DEFAULT_MAX_DROP
+from defr.export.defaults import (
+    CALIBRATION_IMAGES,
+    CALIBRATION_SPLIT,
+    DEFAULT_MAX_DROP,
+    DEFAULT_OPSET,
+    MAX_BATCH,
+    MAX_PAIRS,
+)
 from defr.export.errors import VerificationError
-from defr.export.exporter import ExportConfig, export_model
-from defr.export.onnx_export import DEFAULT_OPSET
-from defr.export.sidecar import SIDECAR_NAME
 
 EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 
@@ -33,21 +40,21 @@ EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 @click.option("--engine", type=click.Choice(ENGINE_PRECISIONS), help="Also build a TensorRT engine.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18 or newer).")
 @click.option("--image-size", type=int, help="Input size S in px (default: the checkpoint's).")
-@click.option("--max-batch", type=int, default=ExportConfig.max_batch, show_default=True, help="Engine profile: max B.")
-@click.option("--max-pairs", type=int, default=ExportConfig.max_pairs, show_default=True, help="Engine profile: max P.")
+@click.option("--max-batch", type=int, default=MAX_BATCH, show_default=True, help="Engine profile: max B.")
+@click.option("--max-pairs", type=int, default=MAX_PAIRS, show_default=True, help="Engine profile: max P.")
 @click.option("--plugin", is_flag=True, help="Emit the masked pair attention as one defr::PairMaskedAttention node.")
 @click.option(
     "--plugin-library", type=click.Path(dir_okay=False, path_type=Path), help="TensorRT plugin library (--plugin)."
 )
 @mask_mode_option(
-    default=ExportConfig.mask_mode,
+    default=DEFAULT_MASK_MODE,
     help="Baked into the graph: hard (the paper) or released (the released code's +1 bias); in model.json.",
 )
 @click.option("--int8", is_flag=True, help="Also write an int8 file (accuracy-gated; --quantizer says which).")
 @click.option(
     "--quantizer",
     type=click.Choice(QUANTIZERS),
-    default=ExportConfig.quantizer,
+    default=DEFAULT_QUANTIZER,
     show_default=True,
     help="--int8: 'ort' writes model.int8.onnx for ONNX Runtime; 'nncf' writes model.int8.nncf.onnx for OpenVINO "
     '(NNCF, with accuracy control by the gate; pip install "defr[nncf]").',
@@ -61,14 +68,14 @@ EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 @click.option(
     "--calibration-images",
     type=int,
-    default=ExportConfig.calibration_images,
+    default=CALIBRATION_IMAGES,
     show_default=True,
     help="Calibrate on N images; up to N others are held out for the accuracy gate.",
 )
 @click.option(
     "--calibration-split",
     type=click.Choice(["train", "test"]),
-    default=ExportConfig.calibration_split,
+    default=CALIBRATION_SPLIT,
     show_default=True,
     help="Split of a --calibration dataset that has splits.",
 )
@@ -103,6 +110,10 @@ def main(
     log = click.echo
     left = f"nothing half-written: {out_dir} holds the previous export (or none), or this one if it had been moved in"
     with one_line_errors(EXIT_CODES, interrupted=left):
+        # here, not at the top: torch and ONNX take seconds to import, and Ctrl-C then must give one line
+        from defr.export.exporter import ExportConfig, export_model
+        from defr.export.sidecar import SIDECAR_NAME
+
         cfg = ExportConfig(
             opset=opset,
             image_size=image_size,

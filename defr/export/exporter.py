@@ -20,14 +20,22 @@ import onnx
 
 from defr.choices import DEFAULT_MASK_MODE, DEFAULT_QUANTIZER, ENGINE_PRECISIONS, QUANTIZERS, Quantizer, check_mask_mode
 from defr.errors import DefrError
-from defr.export.accuracy import DEFAULT_MAX_DROP, accuracy_gate, nncf_accuracy_control
+from defr.export.accuracy import accuracy_gate, nncf_accuracy_control
 from defr.export.calibration import SYNTHETIC, CalibrationSet, GraphFeeds, load_calibration_set
+from defr.export.defaults import (
+    CALIBRATION_IMAGES,
+    CALIBRATION_SPLIT,
+    DEFAULT_MAX_DROP,
+    DEFAULT_OPSET,
+    MAX_BATCH,
+    MAX_PAIRS,
+)
 from defr.export.errors import ExportError, VerificationError
 from defr.export.fp16 import convert_to_fp16
 from defr.export.int8 import INT8_FILE, Int8Config
 from defr.export.int8 import quantize as quantize_int8
 from defr.export.nncf_int8 import NNCF_FILE, AccuracyControl, NncfConfig, quantize_nncf
-from defr.export.onnx_export import DEFAULT_OPSET, check_opset, export_onnx
+from defr.export.onnx_export import check_opset, export_onnx
 from defr.export.sidecar import SIDECAR_NAME, file_entry, model_sidecar, write_sidecar
 from defr.export.tensorrt_build import (
     TIMING_CACHE_NAME,
@@ -59,16 +67,16 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
     image_size: int | None = None  # None: the checkpoint's
     engine: str | None = None  # None, "fp32" or "fp16"
-    max_batch: int = 8
-    max_pairs: int = 1024
+    max_batch: int = MAX_BATCH
+    max_pairs: int = MAX_PAIRS
     plugin: bool = False
     plugin_library: Path | None = None
     verify: bool = True
     mask_mode: str = DEFAULT_MASK_MODE  # baked into the graph; recorded in model.json
     int8: bool = False  # also write model.int8.onnx
     calibration: str | None = None  # a dataset folder, "synthetic" (None: the same) or "none" (dynamic int8)
-    calibration_images: int = 32  # calibrate on N images, gate on up to N others
-    calibration_split: str = "test"  # split of a dataset with splits
+    calibration_images: int = CALIBRATION_IMAGES
+    calibration_split: str = CALIBRATION_SPLIT
     int8_max_drop: float = DEFAULT_MAX_DROP  # mAP points int8 may lose against fp32 on the held-out images
     quantization: Int8Config = field(default_factory=Int8Config)  # method "static" unless calibration is "none"
     quantizer: Quantizer = DEFAULT_QUANTIZER  # whose int8 file: ort → model.int8.onnx, nncf → model.int8.nncf.onnx

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from defr.choices import DEFAULT_MASK_MODE, check_mask_mode
+from defr.export.defaults import DEFAULT_OPSET
 from defr.export.errors import ExportError
 from defr.export.plugin_node import PLUGIN_DOMAIN, plugin_function, translation_table
 from defr.model import DEFR, VisionTransformer
@@ -39,7 +40,6 @@ from defr.optional import import_onnxscript
 from defr.runtime.contract import INPUT_NAMES, OUTPUT_NAMES, example_inputs
 
 MIN_OPSET = 18  # the dynamo exporter's op library starts at 18
-DEFAULT_OPSET = 18  # parsed by TensorRT 10 and run by ONNX Runtime >= 1.14
 
 
 def max_opset() -> int:
