@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import socket
@@ -128,9 +129,10 @@ def refuse_busy(m: dict, paths: dict[str, Path]) -> None:
         for name in s["files"]:
             if name in paths:
                 host = "" if s.get("host", HOST) == HOST else f" on {s['host']}"
+                gone = f"; if it will never run again, remove its set from {MANIFEST} there" if host else ""
                 raise OutputRefused(
                     f"{paths[name]} is being written by another defr process (pid {s['pid']}{host}): wait for it "
-                    "to finish or write elsewhere"
+                    f"to finish or write elsewhere{gone}"
                 )
 
 
@@ -147,7 +149,10 @@ def recover(folder: Path, m: dict) -> None:
         if s["state"] == "complete" or writer_alive(s):
             continue
         if s["state"] == "swapping":
-            swap(folder, m, token)
+            try:
+                swap(folder, m, token)
+            except OSError as e:
+                abandon(folder, m, token, e)
             continue
         for name, staged in s["files"].items():
             if staged is None:  # a stream writes its targets: what it left is defr's
@@ -161,6 +166,18 @@ def recover(folder: Path, m: dict) -> None:
         pid = path.name.split(STAGED, 1)[1].split("-", 1)[0]
         if path.name not in owned and pid.isdigit() and not process_alive(int(pid)):
             remove_staged(path)
+
+
+def abandon(folder: Path, m: dict, token: str, error: OSError) -> None:
+    """A dead run's swap that fails again (the file system refuses it for good): forget the set, so that it
+    does not block the folder for ever, and say which outputs may now mix its files with older ones (its
+    staged files no set owns are then removed as any dead run's)."""
+    dead = m["sets"].pop(token)
+    names = ", ".join(str(folder / name) for name in dead["files"])
+    logging.getLogger(__name__).warning(
+        f"defr: could not finish an earlier run's output set (pid {dead['pid']}) in {folder} "
+        f"({error.strerror or error}); dropped it: check {names}, which may mix its files with older ones"
+    )
 
 
 def swap(folder: Path, m: dict, token: str) -> None:

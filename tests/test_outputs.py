@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -395,9 +396,14 @@ def test_a_writer_on_another_machine_counts_as_live(tmp_path, monkeypatch):
     s["host"] = "elsewhere"
     (tmp_path / MANIFEST).write_text(json.dumps(m))
     monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)
-    with pytest.raises(OutputRefused, match=rf"pid {os.getpid()} on elsewhere"):
+    with pytest.raises(OutputRefused, match=rf"pid {os.getpid()} on elsewhere.*remove its set from {MANIFEST}"):
         OutputSet({"--out": out}).__enter__()
     assert [t["host"] for t in _manifest(tmp_path)["sets"].values()] == ["elsewhere"]
+    m["sets"] = {}  # the way out the message names, for a machine that is gone
+    (tmp_path / MANIFEST).write_text(json.dumps(m))
+    with OutputSet({"--out": out}) as paths:
+        paths["--out"].write_text("x")
+    assert out.read_text() == "x" and not list(tmp_path.glob(".*.defr-*"))
 
 
 @pytest.mark.parametrize(
@@ -512,3 +518,32 @@ def test_a_folder_that_cannot_be_written_is_refused_naming_the_output_not_a_temp
     refused = pytest.raises(OutputRefused, match=rf"^{out}: cannot write into {tmp_path} \(Read-only file system\)$")
     with refused, OutputSet({"--out": out}):
         pass
+
+
+def test_a_dead_runs_swap_that_fails_for_good_is_dropped_naming_its_outputs(tmp_path, monkeypatch, caplog):
+    """Round-4 probe, left open then: a journal left "swapping" whose swap the file system refuses for good (as a
+    mount point did) made every later run into that folder fail. The next run now drops it, naming its outputs."""
+    outputs = {"a": tmp_path / "a.json", "b": tmp_path / "b.json"}
+    for p in outputs.values():
+        p.write_text("old")
+    real_replace = os.replace
+
+    def refused(src, dst):
+        if Path(dst).name == "b.json":
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(output_manifest.os, "replace", refused)
+    with pytest.raises(OSError, match="busy"), OutputSet(outputs) as paths:
+        for label, path in paths.items():
+            path.write_text(f"new {label}")
+    assert [s["state"] for s in _manifest(tmp_path)["sets"].values()] == ["swapping"]
+    monkeypatch.setattr(output_manifest, "process_alive", lambda pid: False)  # that run is gone; b stays refused
+    caplog.set_level(logging.WARNING, logger="defr.output_manifest")
+    with OutputSet({"other": tmp_path / "other.json"}) as paths:  # the next run into the folder goes on
+        paths["other"].write_text("x")
+    assert (tmp_path / "other.json").read_text() == "x"
+    assert "could not finish an earlier run's output set" in caplog.text and str(outputs["b"]) in caplog.text
+    assert {s["state"] for s in _manifest(tmp_path)["sets"].values()} == {"complete"}
+    assert not list(tmp_path.glob(".*.defr-*"))  # its staged b removed as any dead run's
+    assert outputs["a"].read_text() == "new a" and outputs["b"].read_text() == "old"  # the mix the warning names
