@@ -81,7 +81,9 @@ def test_video_file_frames_have_numbers_and_times(tmp_path):
 
 def corrupt_mjpeg(tmp_path: Path, n: int = 20, bad: int = 9) -> Path:
     """An MJPEG video (one JPEG per frame) whose frame ``bad`` is damaged in the middle of its data."""
-    path = write_video(tmp_path / "m.mkv", frames(n, (64, 48)), codec="mjpeg", pix_fmt="yuvj420p")
+    # 128 x 96: each JPEG outlasts the 900 bytes damaged below; at 64 x 48 one core's encoder made frame 9
+    # 729 bytes, and the demuxer then dropped the last six frames
+    path = write_video(tmp_path / "m.mkv", frames(n, (128, 96)), codec="mjpeg", pix_fmt="yuvj420p")
     data = bytearray(path.read_bytes())
     starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xD8]
     data[starts[bad] + 200 : starts[bad] + 900] = bytes(700)
