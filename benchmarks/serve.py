@@ -144,8 +144,8 @@ def summarize(results: list[tuple[float, int, str]], url: str) -> dict:
     timed = [(seconds * 1e3, stages_of(timing)) for seconds, _, timing in results if timing]
     if timed:
         row["stages_ms"] = {k: round(statistics.median(st[k] for _, st in timed), 2) for k in timed[0][1]}
-        ours = [ms - sum(st[k] for k in OUR_STAGES) for ms, st in timed]
-        row["path_p50_ms"] = round(percentile(ours, 50), 2)
+    if timed and set(OUR_STAGES) <= set(timed[0][1]):
+        row["path_p50_ms"] = round(percentile([ms - sum(st[k] for k in OUR_STAGES) for ms, st in timed], 50), 2)
     return row
 
 
@@ -161,16 +161,26 @@ def floor_apps(serve, responses) -> dict:
     @serve.deployment(name="Instant", ray_actor_options={"num_cpus": 0})
     class Instant:
         async def __call__(self, body: bytes) -> dict:
-            return {"bytes": len(body)}
+            return {"bytes": len(body), "arrived": time.monotonic()}
 
     @serve.deployment(name="HopIngress", ray_actor_options={"num_cpus": 0})
     class HopIngress:
+        """Its ``Server-Timing`` gives the floor's own body, hop and back (``defr serve``'s stages of those names)."""
+
         def __init__(self, model):
             self.model = model
 
         async def __call__(self, request):
-            answer = await self.model.remote(await request.body())
-            return responses.Response(json.dumps(answer), media_type="application/json")
+            start = time.monotonic()
+            body = await request.body()
+            sent = time.monotonic()
+            answer = await self.model.remote(body)
+            received = time.monotonic()
+            arrived = answer.pop("arrived")
+            ms = {"body": sent - start, "hop": arrived - sent, "back": received - arrived}
+            timing = ", ".join(f"{k};dur={1e3 * v:.2f}" for k, v in ms.items())
+            headers = {"Server-Timing": timing}
+            return responses.Response(json.dumps(answer), media_type="application/json", headers=headers)
 
     return {"echo": Echo.bind(), "two_hop": HopIngress.bind(Instant.bind())}
 
@@ -214,7 +224,7 @@ def measure_floor(base: str, bodies: list[bytes], rounds: int, n: int) -> dict:
         "interleaved": "request by request",
         "body_bytes": len(bodies[0]),
         "echo": {k: echo[k] for k in ("p50_ms", "p90_ms")},
-        "two_hop": {k: two_hop[k] for k in ("p50_ms", "p90_ms")},
+        "two_hop": {k: two_hop[k] for k in ("p50_ms", "p90_ms", "stages_ms") if k in two_hop},
         "defr": {k: defr[k] for k in ("p50_ms", "p90_ms", "stages_ms", "path_p50_ms") if k in defr},
         "parts_ms": parts,
         "target_p50_ms": target,

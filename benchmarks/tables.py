@@ -640,6 +640,13 @@ def serve_floor_table(f: dict) -> str:
             + f"; p50 minus their sum (HTTP and Serve's proxy, roughly): "
             f"{f['defr']['p50_ms'] - sum(stages.values()):.1f}",
         ]
+    if floor_stages := f["two_hop"].get("stages_ms"):
+        lines += [
+            "",
+            "The two-hop floor's own stages (same names, median ms of its best round): "
+            + ", ".join(f"{k} {v}" for k, v in floor_stages.items())
+            + f"; p50 minus their sum: {f['two_hop']['p50_ms'] - sum(floor_stages.values()):.1f}",
+        ]
     return "\n".join(lines)
 
 
