@@ -78,3 +78,13 @@ def test_a_cluster_that_does_not_answer_is_one_line_in_seconds(tmp_path):
     r = CliRunner().invoke(main, [*args, "--ray", "127.0.0.1:1"], catch_exceptions=False)
     assert r.exit_code == 1 and "Error: no Ray cluster answers at 127.0.0.1:1" in r.output, r.output
     assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("address", [":6379", "", "127.0.0.1", "http://127.0.0.1:1", "ray://:10001", "[]:1"])
+def test_a_malformed_cluster_address_is_one_line_without_ray_s_logged_traceback(address, capfd):
+    pytest.importorskip("ray")
+    from defr.serve.connect import ServeStartError, check_reachable
+
+    with pytest.raises(ServeStartError, match=r"not HOST:PORT, ray://HOST:PORT or auto$"):
+        check_reachable(address)
+    assert "Traceback" not in capfd.readouterr().err

@@ -49,6 +49,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     from ray._private.services import canonicalize_bootstrap_address  # how ray.init resolves it
 
     target = address.removeprefix("ray://")
+    if address != "auto":  # Ray's resolver logs its own traceback for an empty host (`:6379`) before it raises
+        host, colon, port = target.rpartition(":")
+        if not colon or "://" in host or not host.strip("[]") or not port.isdigit():
+            raise ServeStartError(f"Ray address {address!r}: not HOST:PORT, ray://HOST:PORT or auto")
     try:
         target = target if address.startswith("ray://") else canonicalize_bootstrap_address(address)
     except (ValueError, ConnectionError) as e:
