@@ -88,3 +88,26 @@ def test_a_malformed_cluster_address_is_one_line_without_ray_s_logged_traceback(
     with pytest.raises(ServeStartError, match=r"not HOST:PORT, ray://HOST:PORT or auto$"):
         check_reachable(address)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_sigterm_while_ray_starts_is_an_interrupt_and_stops_what_ray_started(monkeypatch):
+    """Ray's own SIGTERM handlers, installed inside ray.init, made a SIGTERM there exit 15 without a word and
+    leave the local node's agents running (round 5 probe r10); ours stays, and Ray is shut down."""
+    pytest.importorskip("ray")
+    import signal
+    import sys
+
+    from defr.serve import connect
+    from defr.signals import Interrupted, sigterm_as_interrupt
+
+    def ray_init(**options):  # what ray.init does at its start, then the signal arrives while the node starts
+        connect.ray._private.utils.set_sigterm_handler(lambda signum, _frame: sys.exit(signum))
+        signal.raise_signal(signal.SIGTERM)
+
+    shutdowns = []
+    monkeypatch.setattr(connect.ray, "init", ray_init)
+    monkeypatch.setattr(connect.ray, "shutdown", lambda: shutdowns.append(1))
+    with pytest.raises(Interrupted) as stopped, sigterm_as_interrupt():
+        connect.init_ray(None, 1)
+    assert stopped.value.signum == signal.SIGTERM and shutdowns == [1]
+    assert connect.ray._private.utils.set_sigterm_handler.__module__ == "ray._private.utils"
