@@ -28,16 +28,18 @@ def one_line_errors(
     followed by ``interrupted`` (what the command left behind) when given, and exit code 128 + the
     signal (130 for Ctrl-C, 143 for SIGTERM), as any program's. Anything else is a bug and keeps its
     traceback."""
+    received: list[int] = []
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt() as received:
             yield
     except (DefrError, OSError) as e:
         error = click.ClickException(str(e))
         error.exit_code = next((code for cls, code in (exit_codes or {}).items() if isinstance(e, cls)), 1)
         raise error from None
     except KeyboardInterrupt as e:
-        # SIGTERM here, or a video run's guard (StreamInterrupted), name their signal; a bare one is Ctrl-C
-        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        # SIGTERM here, or a video run's guard (StreamInterrupted), name their signal; a bare one is Ctrl-C unless
+        # a SIGTERM came first (Ray's ray.wait turns the Interrupted our handler raises into a bare one)
+        signum = e.signum if isinstance(e, Interrupted) else received[0] if received else signal.SIGINT
         note = f", {interrupted}" if interrupted else ""
         click.echo(f"interrupted ({signal.Signals(signum).name}){note}", err=True)
         raise SystemExit(128 + signum) from None
