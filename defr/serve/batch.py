@@ -65,10 +65,10 @@ class VideoJobsFailed(BatchJobError):
     ``failures``: {video: one line}."""
 
     def __init__(self, done: list[dict], failures: dict[str, str]):
-        first = next(iter(failures.items()))
+        video, why = next(iter(failures.items()))
+        named = why if why.startswith(f"{video}:") else f"{video}: {why}"  # a reader's line names its file already
         super().__init__(
-            f"{len(failures)} of {len(done) + len(failures)} videos failed (the others were written); "
-            f"first: {first[0]}: {first[1]}"
+            f"{len(failures)} of {len(done) + len(failures)} videos failed (the others were written); first: {named}"
         )
         self.done, self.failures = done, failures
 
