@@ -107,6 +107,34 @@ def test_yaml_configs_of_wrong_types_are_refused(tmp_path, text, needle):
     _refused(["train", "--config", str(path), "--output", str(tmp_path / "run")], needle)
 
 
+# Round-5 probe: each of these gave a traceback (TypeError, RecursionError, ValueError), a hang (the repr of a
+# billion list items that YAML aliases make of ten lines) or a silent choice (the last of two keys).
+ALIASES = (
+    "backbone: ["
+    + ", ".join(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10 if i else ["x"] * 10) + "]" for i in range(9))
+    + "]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"dataset: synth\n1: 2\nzz: 3\n", "c.yaml': unknown keys ['zz', 1]"),
+        (b"dataset: " + b"[" * 100000 + b"]" * 100000 + b"\n", "c.yaml': not valid YAML (nested too deeply)"),
+        (b"seed: " + b"9" * 5000 + b"\n", "c.yaml': not valid YAML (Exceeds the limit (4300 digits)"),
+        (b"epochs: 1\nepochs: 5\n", "c.yaml': not valid YAML (key 'epochs' appears twice in one mapping"),
+        (ALIASES.encode(), "TrainConfig.backbone must be str, got [['x', 'x', 'x', 'x', ...], [[...],"),
+        (b"dataset: !!python/object/apply:os.system [ls]\n", "could not determine a constructor for the tag"),
+    ],
+)
+def test_hostile_yaml_configs_are_one_line(tmp_path, text, needle):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=re.escape(needle)) as refused:
+        load_config(str(path), {})
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 400
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [

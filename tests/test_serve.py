@@ -310,7 +310,7 @@ def test_serve_command_refuses_odd_finite_settings_naming_the_option(tmp_path, m
     )
     assert "Invalid value for '--max-body-mb': 1e-09 MB is less than one byte" in serve("--max-body-mb", "1e-9")
     monkeypatch.setenv("DEFR_SERVE_TOKEN", "")
-    assert "$DEFR_SERVE_TOKEN is set but empty" in serve()
+    assert "$DEFR_SERVE_TOKEN is set but empty: give it the token, or unset it for none" in serve()
     monkeypatch.delenv("DEFR_SERVE_TOKEN")
     r = CliRunner().invoke(main, ["serve", "--checkpoint", "/dev/null"])
     assert r.exit_code == 2 and "/dev/null: not a regular file" in r.output

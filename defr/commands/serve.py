@@ -142,7 +142,7 @@ def serve_command(
     if address is None and not model.is_file():
         raise click.UsageError(f"{model}: {'not a regular file' if model.exists() else 'no such model file'}")
     if token is None and "DEFR_SERVE_TOKEN" in os.environ:  # click reads an empty variable as unset: no auth
-        raise click.UsageError("$DEFR_SERVE_TOKEN is set but empty: give it the token, or unset it to serve without one")
+        raise click.UsageError("$DEFR_SERVE_TOKEN is set but empty: give it the token, or unset it for none")
     if batch_wait_ms >= timeout_s * 1000:  # a batch of several frames would wait past every request's timeout
         raise click.BadParameter(
             f"{batch_wait_ms:g} ms is not shorter than --timeout-s {timeout_s:g} s", param_hint="'--batch-wait-ms'"
