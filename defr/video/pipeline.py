@@ -45,7 +45,6 @@ from defr.video.sources import FrameSource, open_source
 from defr.video.stats import SkipLog, StageTimes
 from defr.video.tracking import ObjectTracker, TrackerConfig
 
-
 # The longest a batch may wait for more frames: a minute. Waits of inf (or 1e300) ms overflowed the clock's
 # time_t in the queue's wait (a traceback), and no stream wants a batch later than that.
 MAX_LATENCY_MS = 60_000.0
