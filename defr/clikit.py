@@ -45,6 +45,19 @@ def one_line_errors(
         raise SystemExit(128 + signum) from None
 
 
+class OutputFolder(click.Path):
+    """``click.Path(file_okay=False)`` for an output folder that refuses an empty argument: click turns ``''``
+    (an unset shell variable, ``--out "$DIR"``) into ``.``, and the outputs landed in the current folder."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(file_okay=False, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: give a folder (. for the current one)", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def mask_mode_option(default: str | None = None, help: str | None = None) -> Callable:  # noqa: A002 (click's name)
     """``--mask-mode``, one of ``MASK_MODES``; default None: the file's own, else the library's default."""
     return click.option(

@@ -153,3 +153,24 @@ def test_distributed_variables_are_checked_at_start(tmp_path, monkeypatch, env, 
         distributed_env()
     _refused(["train", "--output", str(tmp_path / "run")], needle)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval-events", "--frames", "in/f", "--events", "in/f", "--truth-detections", "in/f", "--events-truth", "in/f"]
+        + ["--out"],
+        ["box-noise", "--checkpoint", "in/f", "--annotations", "in/f", "--images", "in", "--out"],
+        ["synth"],
+        ["train", "--output"],
+    ],
+)
+def test_an_empty_output_folder_is_refused_not_taken_as_the_current_one(tmp_path, monkeypatch, args):
+    """Round-5 probe: ``eval-events --out ''`` wrote its three files into the current folder (click reads '' as
+    '.'); an unset shell variable does that."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "f").write_text("{}\n")
+    r = CliRunner().invoke(main, [*args, ""])
+    assert r.exit_code == 2 and "is empty: give a folder (. for the current one)" in r.output, r.output
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from defr.clikit import OutputFolder
 from defr.commands import one_line_errors
 from defr.commands.options import (
     ATTENTION_OPTION,
@@ -104,7 +105,7 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--ratios", default="0,0.05,0.1,0.2", show_default=True, callback=_ratios)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", required=True, type=OutputFolder(path_type=Path), help="Output folder.")
 @click.option(
     "--overwrite", is_flag=True, help="Replace box_noise.json / box_noise.png in OUT that defr did not write."
 )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from defr.clikit import OutputFolder
 from defr.commands import one_line_errors
 from defr.commands.options import FiniteFloat
 from defr.files import OutputSet, write_json
@@ -26,7 +27,7 @@ FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 @click.option("--t-iou", default=0.5, show_default=True, type=FiniteFloat(0, 1, min_open=True))
 @click.option("--min-iou", default=0.5, show_default=True, type=FiniteFloat(0, 1, min_open=True),
               help="Box IoU that ties a track to an annotated entity in a frame.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputFolder(path_type=Path), required=True,
               help="Folder for events_eval.json, events_table.md and timeline.png.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace those three files in OUT when defr did not write them.")
 def eval_events_command(
