@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -21,6 +20,7 @@ from defr.commands.options import (
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
+from defr.eval.gt_detections import MAX_NOISE_RATIO
 from defr.files import OutputSet, write_json
 from defr.runtime import HOIDetector, load_detector
 from defr.runtime.detect import run_detection
@@ -95,8 +95,8 @@ def _ratios(ctx, param, value: str) -> list[float]:
         ratios = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
-    if not ratios or any(not math.isfinite(r) or r < 0 for r in ratios):
-        raise click.BadParameter(f"ratios must be finite numbers >= 0, got {value!r}")
+    if not ratios or any(not 0 <= r <= MAX_NOISE_RATIO for r in ratios):  # also nan
+        raise click.BadParameter(f"ratios must be numbers in [0, {MAX_NOISE_RATIO:g}], got {value!r}")
     return ratios
 
 
