@@ -125,7 +125,8 @@ def detect_images_ray(
     """``run_detection`` on Ray Data: the same results format ``{filename: entry}``, in the order of ``image_paths``.
 
     detections: ``{filename: Detections}`` (``defr.runtime.io.load_detections``);
-    load: ``load_detector`` options; concurrency: detector actors (each 1 CPU and ``num_gpus``).
+    load: ``load_detector`` options; concurrency: at most this many detector actors (each 1 CPU and
+    ``num_gpus``; fewer where the cluster cannot place more).
     Needs a connected Ray (``defr.serve.connect.ray_session``). Raises ``BatchJobError`` if an image comes
     back twice or never.
     """
@@ -145,7 +146,9 @@ def detect_images_ray(
         _ImageDetector,
         fn_constructor_args=(str(model), load or {}),
         batch_size=batch_size,
-        concurrency=concurrency,
+        # up to `concurrency` actors, as many as the cluster can place: a fixed pool larger than its CPUs
+        # waited for actors that could never start (`--concurrency 10000`: a hang; round-5 probe)
+        concurrency=(1, concurrency),
         num_cpus=1,
         num_gpus=num_gpus,
         batch_format="numpy",
