@@ -28,19 +28,20 @@ def one_line_errors(
     followed by ``interrupted`` (what the command left behind) when given, and exit code 128 + the
     signal (130 for Ctrl-C, 143 for SIGTERM), as any program's. Anything else is a bug and keeps its
     traceback."""
+    received: list[int] = []
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt() as received:
             yield
     except (DefrError, OSError) as e:
         error = click.ClickException(str(e))
         error.exit_code = next((code for cls, code in (exit_codes or {}).items() if isinstance(e, cls)), 1)
         raise error from None
     except (Exception, KeyboardInterrupt) as e:
-        if not caused_by_interrupt(e):
+        if (interrupt := caused_by_interrupt(e)) is None:
             raise
-        # SIGTERM here, or a video run's guard (StreamInterrupted), name their signal; a bare one is Ctrl-C
-        interrupt = caused_by_interrupt(e)
-        signum = interrupt.signum if isinstance(interrupt, Interrupted) else signal.SIGINT
+        # SIGTERM here, or a video run's guard (StreamInterrupted), name their signal; a bare one is Ctrl-C unless
+        # a SIGTERM came first (Ray's ray.wait turns the Interrupted our handler raises into a bare one)
+        signum = interrupt.signum if isinstance(interrupt, Interrupted) else received[0] if received else signal.SIGINT
         note = f", {interrupted}" if interrupted else ""
         click.echo(f"interrupted ({signal.Signals(signum).name}){note}", err=True)
         raise SystemExit(128 + signum) from None
@@ -57,6 +58,19 @@ def caused_by_interrupt(e: BaseException | None) -> KeyboardInterrupt | None:
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None
+
+
+class OutputFolder(click.Path):
+    """``click.Path(file_okay=False)`` for an output folder that refuses an empty argument: click turns ``''``
+    (an unset shell variable, ``--out "$DIR"``) into ``.``, and the outputs landed in the current folder."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(file_okay=False, **kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty: give a folder (. for the current one)", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def mask_mode_option(default: str | None = None, help: str | None = None) -> Callable:  # noqa: A002 (click's name)

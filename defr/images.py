@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -89,6 +90,11 @@ def decode_image(
     except IsADirectoryError:
         raise ImageInputError(f"{name}: is a folder, not an image file") from None
     except Image.DecompressionBombError as e:
+        claimed = re.search(r"\((\d+) pixels\)", str(e))
+        if max_pixels is not None and claimed:  # a server's caller cannot raise PIL's limit: name the one it meets
+            raise ImageInputError(
+                f"{name}: {claimed[1]} pixels, more than the {max_pixels} allowed (max_pixels)"
+            ) from None
         raise ImageInputError(
             f"{name}: refused as a decompression bomb ({e}); shrink the image, or raise PIL's "
             "Image.MAX_IMAGE_PIXELS if it is genuine"

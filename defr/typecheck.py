@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import reprlib
 import types
 import typing
 from typing import Any, Union
@@ -25,8 +26,19 @@ def check_field_types(obj: Any) -> None:
         if not _matches(value, hints[f.name]):
             raise ConfigError(
                 f"{type(obj).__name__}.{f.name} must be {_describe(hints[f.name])}, "
-                f"got {value!r} ({type(value).__name__})"
+                f"got {_short(value)} ({type(value).__name__})"
             )
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` in at most ~200 characters: YAML aliases nest a billion list items in a few lines, and
+    their full repr did not end (round-5 probe)."""
+    text = _REPR.repr(value)
+    return text if len(text) <= 200 else f"{text[:200]}..."
 
 
 def _matches(value: Any, hint: Any) -> bool:

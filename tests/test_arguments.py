@@ -107,6 +107,34 @@ def test_yaml_configs_of_wrong_types_are_refused(tmp_path, text, needle):
     _refused(["train", "--config", str(path), "--output", str(tmp_path / "run")], needle)
 
 
+# Round-5 probe: each of these gave a traceback (TypeError, RecursionError, ValueError), a hang (the repr of a
+# billion list items that YAML aliases make of ten lines) or a silent choice (the last of two keys).
+ALIASES = (
+    "backbone: ["
+    + ", ".join(f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 10 if i else ["x"] * 10) + "]" for i in range(9))
+    + "]\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"dataset: synth\n1: 2\nzz: 3\n", "c.yaml': unknown keys ['zz', 1]"),
+        (b"dataset: " + b"[" * 100000 + b"]" * 100000 + b"\n", "c.yaml': not valid YAML (nested too deeply)"),
+        (b"seed: " + b"9" * 5000 + b"\n", "c.yaml': not valid YAML (Exceeds the limit (4300 digits)"),
+        (b"epochs: 1\nepochs: 5\n", "c.yaml': not valid YAML (key 'epochs' appears twice in one mapping"),
+        (ALIASES.encode(), "TrainConfig.backbone must be str, got [['x', 'x', 'x', 'x', ...], [[...],"),
+        (b"dataset: !!python/object/apply:os.system [ls]\n", "could not determine a constructor for the tag"),
+    ],
+)
+def test_hostile_yaml_configs_are_one_line(tmp_path, text, needle):
+    path = tmp_path / "c.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError, match=re.escape(needle)) as refused:
+        load_config(str(path), {})
+    assert "\n" not in str(refused.value) and len(str(refused.value)) < 400
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
@@ -125,3 +153,24 @@ def test_distributed_variables_are_checked_at_start(tmp_path, monkeypatch, env, 
         distributed_env()
     _refused(["train", "--output", str(tmp_path / "run")], needle)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval-events", "--frames", "in/f", "--events", "in/f", "--truth-detections", "in/f", "--events-truth", "in/f"]
+        + ["--out"],
+        ["box-noise", "--checkpoint", "in/f", "--annotations", "in/f", "--images", "in", "--out"],
+        ["synth"],
+        ["train", "--output"],
+    ],
+)
+def test_an_empty_output_folder_is_refused_not_taken_as_the_current_one(tmp_path, monkeypatch, args):
+    """Round-5 probe: ``eval-events --out ''`` wrote its three files into the current folder (click reads '' as
+    '.'); an unset shell variable does that."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "f").write_text("{}\n")
+    r = CliRunner().invoke(main, [*args, ""])
+    assert r.exit_code == 2 and "is empty: give a folder (. for the current one)" in r.output, r.output
+    assert [p.name for p in tmp_path.iterdir()] == ["in"]

@@ -12,6 +12,7 @@ from defr import vocab
 from defr.cli import main
 from defr.data import generate_synthetic
 from defr.data.hicodet import HICODetAnnotations
+from defr.errors import ConfigError
 from defr.eval.gt_detections import add_box_noise, gt_detections, noisy_gt_detections
 from defr.model import create_model, save_checkpoint
 
@@ -23,7 +24,7 @@ def test_noise_is_scaled_by_box_size():
     assert noisy[0].tolist() == pytest.approx([1.0, 10.0, 11.0, 110.0])
     assert noisy[1].tolist() == [5.0, 5.0, 5.0, 5.0]  # a zero-size box has zero noise
     assert add_box_noise(boxes, 0.0, np.random.default_rng(0).standard_normal((2, 4))).tolist() == boxes.tolist()
-    with pytest.raises(ValueError, match=">= 0"):
+    with pytest.raises(ValueError, match=r"must be in \[0, 10\]"):
         add_box_noise(boxes, -0.1, eps)
 
 
@@ -88,3 +89,15 @@ def test_box_noise_cli_on_synthetic_data(tmp_path):
     released = [*args, "--images", images, "--ratios", "0", "--mask-mode", "released", "--out", str(out)]
     r = CliRunner().invoke(main, released)
     assert r.exit_code == 0 and json.loads((out / "box_noise.json").read_text())["mask_mode"] == "released"
+
+
+@pytest.mark.parametrize("ratio", [1e308, float("nan"), 10.5])
+def test_a_noise_ratio_past_ten_box_sizes_is_refused_naming_the_option(tmp_path, ratio):
+    """Round-5 probe: --ratios 1e308 made the boxes inf, and the run failed blaming an image's boxes after
+    creating an empty --out folder."""
+    with pytest.raises(ConfigError, match=r"noise ratio must be in \[0, 10\]"):
+        add_box_noise(np.array([[0.0, 0.0, 10.0, 10.0]]), ratio, np.ones((1, 4)))
+    args = ["box-noise", "--ratios", f"0,{ratio}", "--checkpoint", "c", "--annotations", "a", "--images", "i"]
+    r = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2 and "Invalid value for '--ratios': ratios must be numbers in [0, 10]" in r.output
+    assert not (tmp_path / "out").exists()

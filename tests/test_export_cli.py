@@ -455,3 +455,10 @@ def test_every_name_defr_export_lists_loads_from_its_module():
         assert getattr(defr.export, name).__name__ == name
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         defr.export.nope  # noqa: B018
+
+
+def test_an_empty_out_dir_is_refused_not_read_as_the_current_folder(checkpoint):
+    """Round-5 probe: ``-o ''`` (an unset shell variable) exported into the current folder, swapping it for a new one
+    under any process working in it."""
+    r = CliRunner().invoke(main, [str(checkpoint), "-o", ""])
+    assert r.exit_code == 2 and "is empty: give a folder" in r.output, r.output

@@ -246,3 +246,18 @@ def test_decode_image_limits_formats_and_pixels():
         decode_image(gif.getvalue(), "req.image", formats=("PNG", "JPEG"))
     with pytest.raises(ImageInputError, match=r"image bytes: cannot read image \(not an image file PIL can read\)"):
         decode_image(b"hello")
+
+
+def test_a_header_past_pils_limit_is_refused_by_the_callers_pixel_limit(tmp_path):
+    """Round-5 probe: a 100,000² PNG header sent to ``defr serve`` was refused with PIL's advice to raise
+    ``Image.MAX_IMAGE_PIXELS``, which a client cannot do; with a pixel limit, the limit is named."""
+    from defr.images import decode_image
+
+    bomb_png(tmp_path / "b.png", 100000, 100000)
+    data = (tmp_path / "b.png").read_bytes()
+    with pytest.raises(
+        ImageInputError, match=r"^f\.image: 10000000000 pixels, more than the 64 allowed \(max_pixels\)$"
+    ):
+        decode_image(data, "f.image", formats=("PNG", "JPEG"), max_pixels=64)
+    with pytest.raises(ImageInputError, match="refused as a decompression bomb"):  # no limit of the caller's
+        decode_image(data, "f.image")

@@ -285,7 +285,35 @@ def test_serve_command_refuses_infinite_timeouts_naming_the_option(tmp_path):
     (tmp_path / "m.safetensors").write_bytes(b"x")
     for option in ("--timeout-s", "--body-timeout-s", "--max-body-mb", "--batch-wait-ms"):
         r = CliRunner().invoke(main, ["serve", "--checkpoint", str(tmp_path / "m.safetensors"), option, "inf"])
-        assert r.exit_code == 2 and f"Invalid value for '{option}': must be a finite number, not inf" in r.output
+        why = "inf is not in the range 0<x<=86400" if "timeout" in option else "must be a finite number, not inf"
+        assert r.exit_code == 2 and f"Invalid value for '{option}': {why}" in r.output
+
+
+def test_serve_command_refuses_odd_finite_settings_naming_the_option(tmp_path, monkeypatch):
+    """Round-5 probe: --timeout-s 1e308 ended SIGTERM's drain in OverflowError (a traceback); --batch-wait-ms
+    1e9 made every batched request wait past its timeout; --max-body-mb 1e-9 was refused naming an internal
+    field; an empty $DEFR_SERVE_TOKEN served without a token; /dev/null was "no such model file"."""
+    from defr.cli import main
+
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+
+    def serve(*args: str) -> str:
+        r = CliRunner().invoke(main, ["serve", "--checkpoint", str(model), *args])
+        assert r.exit_code == 2 and r.output.count("\n") <= 5 and "Traceback" not in r.output, r.output
+        return " ".join(r.output.split())
+
+    for option in ("--timeout-s", "--body-timeout-s"):
+        assert f"Invalid value for '{option}': 1e+308 is not in the range 0<x<=86400" in serve(option, "1e308")
+    assert "Invalid value for '--batch-wait-ms': 1e+09 ms is not shorter than --timeout-s 60 s" in serve(
+        "--batch-wait-ms", "1e9"
+    )
+    assert "Invalid value for '--max-body-mb': 1e-09 MB is less than one byte" in serve("--max-body-mb", "1e-9")
+    monkeypatch.setenv("DEFR_SERVE_TOKEN", "")
+    assert "$DEFR_SERVE_TOKEN is set but empty: give it the token, or unset it for none" in serve()
+    monkeypatch.delenv("DEFR_SERVE_TOKEN")
+    r = CliRunner().invoke(main, ["serve", "--checkpoint", "/dev/null"])
+    assert r.exit_code == 2 and "/dev/null: not a regular file" in r.output
 
 
 def test_ctrl_c_while_a_command_loads_is_interrupted_sigint_130(monkeypatch):

@@ -78,3 +78,36 @@ def test_a_cluster_that_does_not_answer_is_one_line_in_seconds(tmp_path):
     r = CliRunner().invoke(main, [*args, "--ray", "127.0.0.1:1"], catch_exceptions=False)
     assert r.exit_code == 1 and "Error: no Ray cluster answers at 127.0.0.1:1" in r.output, r.output
     assert time.perf_counter() - start < 30
+
+
+@pytest.mark.parametrize("address", [":6379", "", "127.0.0.1", "http://127.0.0.1:1", "ray://:10001", "[]:1"])
+def test_a_malformed_cluster_address_is_one_line_without_ray_s_logged_traceback(address, capfd):
+    pytest.importorskip("ray")
+    from defr.serve.connect import ServeStartError, check_reachable
+
+    with pytest.raises(ServeStartError, match=r"not HOST:PORT, ray://HOST:PORT or auto$"):
+        check_reachable(address)
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_sigterm_while_ray_starts_is_an_interrupt_and_stops_what_ray_started(monkeypatch):
+    """Ray's own SIGTERM handlers, installed inside ray.init, made a SIGTERM there exit 15 without a word and
+    leave the local node's agents running (round 5 probe r10); ours stays, and Ray is shut down."""
+    pytest.importorskip("ray")
+    import signal
+    import sys
+
+    from defr.serve import connect
+    from defr.signals import Interrupted, sigterm_as_interrupt
+
+    def ray_init(**options):  # what ray.init does at its start, then the signal arrives while the node starts
+        connect.ray._private.utils.set_sigterm_handler(lambda signum, _frame: sys.exit(signum))
+        signal.raise_signal(signal.SIGTERM)
+
+    shutdowns = []
+    monkeypatch.setattr(connect.ray, "init", ray_init)
+    monkeypatch.setattr(connect.ray, "shutdown", lambda: shutdowns.append(1))
+    with pytest.raises(Interrupted) as stopped, sigterm_as_interrupt():
+        connect.init_ray(None, 1)
+    assert stopped.value.signum == signal.SIGTERM and shutdowns == [1]
+    assert connect.ray._private.utils.set_sigterm_handler.__module__ == "ray._private.utils"

@@ -215,6 +215,8 @@ def test_a_failed_ray_task_is_its_cause_in_one_line():
         assert failure_line(e) == "KeyError: 'frame'"  # not ours: its type says what it is
     failed = VideoJobsFailed([{"video": "a.mp4"}], {"broken.mp4": "cannot open"})
     assert str(failed) == "1 of 2 videos failed (the others were written); first: broken.mp4: cannot open"
+    named = VideoJobsFailed([], {"b.mp4": "b.mp4: not a readable video"})  # round-5 probe: was "b.mp4: b.mp4: ..."
+    assert str(named) == "1 of 1 videos failed (the others were written); first: b.mp4: not a readable video"
 
 
 def test_init_ray_puts_our_sigterm_handler_back_and_a_failed_start_is_one_line(monkeypatch):

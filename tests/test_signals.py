@@ -146,6 +146,26 @@ def test_an_interrupted_command_says_what_it_left_in_one_line():
     assert r.output == "interrupted (SIGTERM), out holds the previous export\n"
 
 
+def test_a_sigterm_that_a_library_turns_into_a_bare_ctrl_c_still_exits_143():
+    """Round-5 probe: SIGTERM during ``defr video --ray``'s ray.wait said "interrupted (SIGINT)" and 130: Ray
+    raised a bare KeyboardInterrupt in place of the ``Interrupted`` our handler raised."""
+    import click
+    from click.testing import CliRunner
+
+    from defr.clikit import one_line_errors
+
+    @click.command()
+    def stopped() -> None:
+        with one_line_errors():
+            try:
+                signal.raise_signal(signal.SIGTERM)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt from None  # what Ray's wait does with it
+
+    r = CliRunner().invoke(stopped, [])
+    assert r.exit_code == 128 + signal.SIGTERM and r.output == "interrupted (SIGTERM)\n"
+
+
 def test_serve_handlers_are_set_and_restored_here():
     from defr.signals import keep_handler, on_signals
 

@@ -209,6 +209,12 @@ def test_cli(tmp_path):
         assert max(image.size) == 40
     result = runner.invoke(main, ["synth", str(tmp_path / "bad"), "--images", "3"])
     assert result.exit_code != 0 and "images must be >= 8" in result.output and "Traceback" not in result.output
+    result = runner.invoke(main, ["synth", str(tmp_path / "bad"), "--images", str(10**12)])  # round 5: MemoryError
+    assert (
+        result.exit_code == 1
+        and result.output == "Error: images must be <= 1,000,000 (HICO has 47,776), got 1000000000000\n"
+    )
+    assert not (tmp_path / "bad").exists()
 
 
 def test_synth_never_removes_what_it_did_not_write(tmp_path):

@@ -381,6 +381,20 @@ def test_eval_events_refuses_events_without_any_frame_line(tmp_path, empty):
     assert r.output.count("\n") == 1 and not list((tmp_path / "eval").iterdir())
 
 
+@pytest.mark.parametrize("option", ["--t-iou", "--min-iou"])
+def test_eval_events_refuses_nan_thresholds_before_any_work(tmp_path, option):
+    """Round-5 probe: --t-iou nan passed click's range, the run scored, and writing failed naming a temporary
+    file (`cannot write .../.events_eval.json.defr-...: ['events']['t_iou'] is nan`)."""
+    files = {"frames": [_GOOD_FRAME], "events": [_event(7, 8, 0, 9)], "truth": [_GOOD_TRUTH]}
+    _invoke_eval_events(tmp_path, files)
+    args = ["eval-events", "--frames", str(tmp_path / "frames.jsonl"), "--events", str(tmp_path / "events.jsonl"),
+            "--truth-detections", str(tmp_path / "truth.jsonl"), "--events-truth", str(tmp_path / "gt.events.jsonl"),
+            "--out", str(tmp_path / "nan"), option, "nan"]  # fmt: skip
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 2 and f"Invalid value for '{option}': 'nan' is not a finite number" in r.output
+    assert not (tmp_path / "nan").exists()
+
+
 def _invoke_eval_events(tmp_path, files: dict, truth_events=TRUTH):
     for name, rows in files.items():
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -170,3 +170,12 @@ def test_detect_prepared_handles_a_batch_without_pairs(hoi):
     empty = {"boxes": np.zeros((0, 4)), "labels": np.zeros(0), "scores": np.zeros(0)}
     out = hoi.detect_prepared(inputs, sizes, [empty, empty])
     assert [len(r) for r in out] == [0, 0] and out[0].image_logits.shape == (600,)
+
+
+@pytest.mark.parametrize("ms", [float("inf"), 1e300, float("nan"), -1.0])
+def test_a_batch_wait_the_clock_cannot_count_is_refused(ms):
+    """Round-5 probe: ``defr video --max-latency-ms inf`` ended in ``OverflowError: timestamp out of range for
+    platform time_t`` (a traceback) once the first batch waited."""
+    with pytest.raises(ConfigError, match=r"max_latency_ms must be in \[0, 60000\]"):
+        StreamConfig(max_latency_ms=ms)
+    assert StreamConfig(max_latency_ms=60_000).max_latency_ms == 60_000

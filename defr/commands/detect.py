@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
 
+from defr.clikit import OutputFolder
 from defr.commands import one_line_errors
 from defr.commands.options import (
     ATTENTION_OPTION,
@@ -20,6 +20,7 @@ from defr.commands.options import (
 )
 from defr.detections import DEFAULT_LABEL_SPACE, LABEL_SPACES
 from defr.eval.box_noise import box_noise_study, plot_box_noise
+from defr.eval.gt_detections import MAX_NOISE_RATIO
 from defr.files import OutputSet, write_json
 from defr.runtime import HOIDetector, load_detector
 from defr.runtime.detect import run_detection
@@ -94,8 +95,8 @@ def _ratios(ctx, param, value: str) -> list[float]:
         ratios = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
-    if not ratios or any(not math.isfinite(r) or r < 0 for r in ratios):
-        raise click.BadParameter(f"ratios must be finite numbers >= 0, got {value!r}")
+    if not ratios or any(not 0 <= r <= MAX_NOISE_RATIO for r in ratios):  # also nan
+        raise click.BadParameter(f"ratios must be numbers in [0, {MAX_NOISE_RATIO:g}], got {value!r}")
     return ratios
 
 
@@ -104,7 +105,7 @@ def _ratios(ctx, param, value: str) -> list[float]:
 @click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--images", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--ratios", default="0,0.05,0.1,0.2", show_default=True, callback=_ratios)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
+@click.option("--out", required=True, type=OutputFolder(path_type=Path), help="Output folder.")
 @click.option(
     "--overwrite", is_flag=True, help="Replace box_noise.json / box_noise.png in OUT that defr did not write."
 )

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
+from defr.clikit import OutputFolder
 from defr.commands import one_line_errors
+from defr.commands.options import FiniteFloat
 from defr.files import OutputSet, write_json
 from defr.video.evaluation import evaluate_run, false_events_line, format_event_table, in_truth_ids, track_identity
 from defr.video.event_files import read_events, read_frame_lines, read_truth_lines
@@ -22,10 +24,10 @@ FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 @click.option("--events", "events_path", type=FILE, required=True, help="The run's events JSONL (defr video --events).")
 @click.option("--truth-detections", type=FILE, required=True, help="Annotated boxes per frame (boxes, labels, ids).")
 @click.option("--events-truth", type=FILE, required=True, help="Annotated events JSONL (ids of --truth-detections).")
-@click.option("--t-iou", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True))
-@click.option("--min-iou", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+@click.option("--t-iou", default=0.5, show_default=True, type=FiniteFloat(0, 1, min_open=True))
+@click.option("--min-iou", default=0.5, show_default=True, type=FiniteFloat(0, 1, min_open=True),
               help="Box IoU that ties a track to an annotated entity in a frame.")  # fmt: skip
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", type=OutputFolder(path_type=Path), required=True,
               help="Folder for events_eval.json, events_table.md and timeline.png.")  # fmt: skip
 @click.option("--overwrite", is_flag=True, help="Replace those three files in OUT when defr did not write them.")
 def eval_events_command(

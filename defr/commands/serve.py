@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import click
@@ -11,6 +12,10 @@ from click.core import ParameterSource
 from defr.commands import one_line_errors
 from defr.commands.options import MODEL_OPTIONS, model_request
 from defr.serve.api import Limits, check_exposure
+
+# The longest --timeout-s / --body-timeout-s: a day. Waits beyond what the platform's clock can count
+# (1e308 s) failed with OverflowError at shutdown, and no request needs to wait longer.
+MAX_TIMEOUT_S = 86400.0
 
 
 def _finite(ctx, param, value: float) -> float:
@@ -89,7 +94,7 @@ def _finite(ctx, param, value: float) -> float:
     "--timeout-s",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_TIMEOUT_S),
     callback=_finite,
     help="Longest a request waits (then 504).",
 )
@@ -97,7 +102,7 @@ def _finite(ctx, param, value: float) -> float:
     "--body-timeout-s",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=0, min_open=True, max=MAX_TIMEOUT_S),
     callback=_finite,
     help="Longest a request body may take to arrive (then 408).",
 )
@@ -135,7 +140,15 @@ def serve_command(
     with one_line_errors():  # the model's choices: checked before anything else, Ray included
         model, options = model_request(checkpoint, model_file, runtime, precision, mask_mode, device=device)
     if address is None and not model.is_file():
-        raise click.UsageError(f"{model}: no such model file")
+        raise click.UsageError(f"{model}: {'not a regular file' if model.exists() else 'no such model file'}")
+    if token is None and "DEFR_SERVE_TOKEN" in os.environ:  # click reads an empty variable as unset: no auth
+        raise click.UsageError("$DEFR_SERVE_TOKEN is set but empty: give it the token, or unset it for none")
+    if batch_wait_ms >= timeout_s * 1000:  # a batch of several frames would wait past every request's timeout
+        raise click.BadParameter(
+            f"{batch_wait_ms:g} ms is not shorter than --timeout-s {timeout_s:g} s", param_hint="'--batch-wait-ms'"
+        )
+    if max_body_mb * 2**20 < 1:
+        raise click.BadParameter(f"{max_body_mb:g} MB is less than one byte", param_hint="'--max-body-mb'")
     if token is not None and click.get_current_context().get_parameter_source("token") == ParameterSource.COMMANDLINE:
         click.echo("warning: --token is visible to every user of this machine (ps); set $DEFR_SERVE_TOKEN", err=True)
     with one_line_errors():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from defr.clikit import OutputFolder
 from defr.commands import one_line_errors
 from defr.commands.options import MAX_FRAMES, MAX_SIZE, MIN_SIZE, SEED, FiniteFloat
 from defr.data.synth import CLASSES, generate_synthetic, generate_synthetic_video
@@ -14,7 +15,7 @@ from defr.jsonio import read_json
 
 
 @click.command("synth")
-@click.argument("out", required=False, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("out", required=False, type=OutputFolder(path_type=Path))
 @click.option("--images", default=600, show_default=True, help="Images in all (about 25 % become the test split).")
 @click.option(
     "--seed", default=0, show_default=True, type=SEED, help="Random seed; the same seed writes identical files."

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from defr.clikit import OutputFolder
 from defr.commands import one_line_errors
 from defr.commands.options import SEED, DeviceType, FiniteFloat
 from defr.data import DATASETS
@@ -48,7 +49,7 @@ from defr.train import (
 @click.option("--seed", type=SEED)
 @click.option("--workers", type=click.IntRange(0, MAX_WORKERS), help="DataLoader worker processes.")
 @click.option("--device", type=DeviceType(allow_auto=True), help="auto, cpu, cuda or cuda:N.")
-@click.option("--output", type=click.Path(file_okay=False))
+@click.option("--output", type=OutputFolder())
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its last epoch.")
 @click.option(
     "--overwrite",

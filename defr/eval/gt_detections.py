@@ -42,10 +42,15 @@ def gt_detections(boxes_h: np.ndarray, boxes_o: np.ndarray, objects: np.ndarray,
     return Detections(boxes, labels, np.ones(len(labels), dtype=np.float32), name=name)
 
 
+# Noise of 10 box sizes (one standard deviation) already throws every box far off its image; 1e308 made the
+# boxes inf, refused later as "boxes has NaN or inf" of an image the user did not get wrong (round-5 probe).
+MAX_NOISE_RATIO = 10.0
+
+
 def add_box_noise(boxes: np.ndarray, ratio: float, eps: np.ndarray) -> np.ndarray:
     """boxes: [N, 4] (x1, y1, x2, y2); eps: [N, 4] standard normal → noisy boxes, corners re-ordered."""
-    if not ratio >= 0:
-        raise ConfigError(f"noise ratio must be >= 0, not {ratio}")
+    if not 0 <= ratio <= MAX_NOISE_RATIO:
+        raise ConfigError(f"noise ratio must be in [0, {MAX_NOISE_RATIO:g}], not {ratio}")
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
     noisy = boxes + ratio * eps * np.stack([w, h, w, h], axis=1)

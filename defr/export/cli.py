@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 from defr.choices import DEFAULT_MASK_MODE, DEFAULT_QUANTIZER, ENGINE_PRECISIONS, QUANTIZERS
-from defr.clikit import mask_mode_option, one_line_errors
+from defr.clikit import OutputFolder, mask_mode_option, one_line_errors
 from defr.errors import DefrError
 from defr.export.defaults import (
     CALIBRATION_IMAGES,
@@ -36,7 +36,7 @@ EXIT_CODES = {VerificationError: 1, DefrError: 2, OSError: 2}
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("-o", "--out-dir", required=True, type=click.Path(path_type=Path), help="Folder to write into.")
+@click.option("-o", "--out-dir", required=True, type=OutputFolder(path_type=Path), help="Folder to write into.")
 @click.option("--engine", type=click.Choice(ENGINE_PRECISIONS), help="Also build a TensorRT engine.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True, help="ONNX opset (18 or newer).")
 @click.option("--image-size", type=int, help="Input size S in px (default: the checkpoint's).")

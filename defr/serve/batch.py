@@ -65,10 +65,10 @@ class VideoJobsFailed(BatchJobError):
     ``failures``: {video: one line}."""
 
     def __init__(self, done: list[dict], failures: dict[str, str]):
-        first = next(iter(failures.items()))
+        video, why = next(iter(failures.items()))
+        named = why if why.startswith(f"{video}:") else f"{video}: {why}"  # a reader's line names its file already
         super().__init__(
-            f"{len(failures)} of {len(done) + len(failures)} videos failed (the others were written); "
-            f"first: {first[0]}: {first[1]}"
+            f"{len(failures)} of {len(done) + len(failures)} videos failed (the others were written); first: {named}"
         )
         self.done, self.failures = done, failures
 
@@ -125,7 +125,8 @@ def detect_images_ray(
     """``run_detection`` on Ray Data: the same results format ``{filename: entry}``, in the order of ``image_paths``.
 
     detections: ``{filename: Detections}`` (``defr.runtime.io.load_detections``);
-    load: ``load_detector`` options; concurrency: detector actors (each 1 CPU and ``num_gpus``).
+    load: ``load_detector`` options; concurrency: at most this many detector actors (each 1 CPU and
+    ``num_gpus``; fewer where the cluster cannot place more).
     Needs a connected Ray (``defr.serve.connect.ray_session``). Raises ``BatchJobError`` if an image comes
     back twice or never.
     """
@@ -145,7 +146,9 @@ def detect_images_ray(
         _ImageDetector,
         fn_constructor_args=(str(model), load or {}),
         batch_size=batch_size,
-        concurrency=concurrency,
+        # up to `concurrency` actors, as many as the cluster can place: a fixed pool larger than its CPUs
+        # waited for actors that could never start (`--concurrency 10000`: a hang; round-5 probe)
+        concurrency=(1, concurrency),
         num_cpus=1,
         num_gpus=num_gpus,
         batch_format="numpy",

@@ -49,6 +49,10 @@ def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
     from ray._private.services import canonicalize_bootstrap_address  # how ray.init resolves it
 
     target = address.removeprefix("ray://")
+    if address != "auto":  # Ray's resolver logs its own traceback for an empty host (`:6379`) before it raises
+        host, colon, port = target.rpartition(":")
+        if not colon or "://" in host or not host.strip("[]") or not port.isdigit():
+            raise ServeStartError(f"Ray address {address!r}: not HOST:PORT, ray://HOST:PORT or auto")
     try:
         target = target if address.startswith("ray://") else canonicalize_bootstrap_address(address)
     except (ValueError, ConnectionError) as e:
@@ -100,7 +104,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
     # ray.init installs a SIGTERM handler of its own: a handler of ours (a command's) is set back after it
     try:
-        with keep_handler(signal.SIGTERM):
+        with keep_handler(signal.SIGTERM), _our_sigterm_handler_while_ray_starts():
             if local:
                 # "local", not None: None joins whatever cluster RAY_ADDRESS or a `ray start` on this machine
                 # advertises, and a server meant to own its Ray would then die with somebody else's
@@ -114,8 +118,29 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
             else:
                 check_reachable(address)  # with the switch set as ray.init will see it (it resolves 127.0.0.1 by it)
                 _ray_init(address=address, log_to_driver=False)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while Ray started: stop what it had started
+        ray.shutdown()
+        raise
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = previous
+
+
+@contextmanager
+def _our_sigterm_handler_while_ray_starts() -> Iterator[None]:
+    """While ``ray.init`` runs, Ray may not replace a Python SIGTERM handler of ours (a command's).
+
+    Ray installs two while it starts: the first ``sys.exit(15)``s (exit 15 without a word, and the local
+    node's agents were left running), the second kills the node and exits 1. With ours kept, a SIGTERM
+    interrupts ``ray.init`` as Ctrl-C does, and ``init_ray`` stops what had started."""
+    from ray._private import utils as ray_utils  # where ray.init and its Node look the installer up
+
+    install = ray_utils.set_sigterm_handler
+    if callable(signal.getsignal(signal.SIGTERM)):
+        ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        yield
+    finally:
+        ray_utils.set_sigterm_handler = install
 
 
 def _ray_init(**options) -> None:

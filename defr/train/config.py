@@ -86,6 +86,24 @@ def load_config(path_or_preset: str, overrides: dict) -> TrainConfig:
     return TrainConfig(**{**config_values(path_or_preset), **overrides})
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last silently; the
+    JSON readers refuse it too)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def config_values(path_or_preset: str) -> dict:
     """The settings of a YAML config file or packaged preset (checked against TrainConfig's field names)."""
     path = Path(path_or_preset)
@@ -101,13 +119,15 @@ def config_values(path_or_preset: str) -> dict:
     except UnicodeDecodeError as e:
         raise ConfigError(f"config {path_or_preset!r}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config {path_or_preset!r}: not valid YAML ({e})") from None
+        values = yaml.load(text, _ConfigLoader) or {}  # noqa: S506 (a SafeLoader)
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an integer of over 4,300 digits
+        raise ConfigError(f"config {path_or_preset!r}: not valid YAML ({' '.join(str(e).split())})") from None
+    except RecursionError:
+        raise ConfigError(f"config {path_or_preset!r}: not valid YAML (nested too deeply)") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config {path_or_preset!r}: expected a mapping of TrainConfig fields")
     known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted((key for key in values if key not in known), key=repr)  # keys may be numbers too
     if unknown:
         raise ConfigError(f"config {path_or_preset!r}: unknown keys {unknown}")
     return values

@@ -45,6 +45,10 @@ from defr.video.sources import FrameSource, open_source
 from defr.video.stats import SkipLog, StageTimes
 from defr.video.tracking import ObjectTracker, TrackerConfig
 
+# The longest a batch may wait for more frames: a minute. Waits of inf (or 1e300) ms overflowed the clock's
+# time_t in the queue's wait (a traceback), and no stream wants a batch later than that.
+MAX_LATENCY_MS = 60_000.0
+
 
 @dataclass
 class StreamConfig:
@@ -60,8 +64,8 @@ class StreamConfig:
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise ConfigError(f"batch must be >= 1 frame, not {self.batch}")
-        if not self.max_latency_ms >= 0:
-            raise ConfigError(f"max_latency_ms must be >= 0, not {self.max_latency_ms}")
+        if not 0 <= self.max_latency_ms <= MAX_LATENCY_MS:
+            raise ConfigError(f"max_latency_ms must be in [0, {MAX_LATENCY_MS:g}], not {self.max_latency_ms}")
         if self.queue_frames < 1:
             raise ConfigError(f"queue_frames must be >= 1, not {self.queue_frames}")
 

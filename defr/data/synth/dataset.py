@@ -31,6 +31,7 @@ TEST_TAIL = (4, 4, 3, 3, 3, 2, 2, 2)
 TAIL_REFERENCE = {"train": 700, "test": 230}  # pair slots at which the tail counts apply unscaled
 POWER = 0.9  # body frequencies ∝ rank^-POWER
 TEST_FRACTION = 0.25
+MAX_IMAGES = 1_000_000  # a bound far above any real set, below what numpy can allocate for the split
 AMBIGUOUS = 0.04  # fraction of known negatives marked ambiguous (0), so loaders meet every HICO value
 MAT_HEADER = b"MATLAB 5.0 MAT-file, written by defr synth"
 MARKER = "defr-synth.json"
@@ -106,6 +107,8 @@ def generate_synthetic(
     check_evaluation_seed(seed)
     if images < 8:
         raise ConfigError(f"images must be >= 8, got {images}")
+    if images > MAX_IMAGES:  # 10**12 failed in numpy with a 5.46 TiB MemoryError traceback
+        raise ConfigError(f"images must be <= {MAX_IMAGES:,} (HICO has 47,776), got {images}")
     if size < 32:
         raise ConfigError(f"size must be >= 32 pixels, got {size}")
     scenes = scene_setting(setting)
