@@ -577,11 +577,16 @@ def demo_video_table(r: dict) -> str:
 
 def serve_table(r: dict) -> str:
     """benchmarks/serve.py output: N camera streams against ``defr serve``, batched vs max-batch 1, vs local."""
-    m, load = r["machine"], r["load_1min"]
+    m, load, settings = r["machine"], r["load_1min"], r["settings"]
+    machine = f"{m['cpu']} ({m['cores']} cores); 1-minute load average {load['start']:.1f} → {load['end']:.1f}"
+    size = f"**{r['backbone']} at {r['image_size']} px**, frames {r['video']['width']}×{r['video']['height']}"
+    cpus = f"one model replica: {settings['replica_cpus']} CPU(s), as many torch threads"
+    if settings.get("floor_only"):
+        header = f"{size}, {cpus}, the floor only (`--floor-only`) — {machine}"
+        return "\n".join([header, "", serve_floor_table(r["floor"])])
+    per_stream, rounds = settings["per_stream"], settings["rounds"]
     lines = [
-        f"**{r['backbone']} at {r['image_size']} px**, frames {r['video']['width']}×{r['video']['height']}, "
-        f"{r['settings']['per_stream']} requests per stream, best of {r['settings']['rounds']} rounds — {m['cpu']} "
-        f"({m['cores']} cores); 1-minute load average {load['start']:.1f} → {load['end']:.1f}",
+        f"{size}, {cpus}, {per_stream} requests per stream, best of {rounds} rounds — {machine}",
         "",
         "| streams | batched fps | `--max-batch 1` fps | batching gain | local HOI stage fps | served / local "
         "| p50 / p99 ms (batched) | p50 / p99 ms (max-batch 1) | mean batch |",
@@ -623,6 +628,20 @@ def serve_floor_table(f: dict) -> str:
                 f"{' / '.join(str(x) for x in over)} (met in {f['target_met_rounds']} of {len(over)})",
             )
         )
+    if busy := f.get("two_hop_busy"):
+        over = f["path_over_two_hop_busy_by_round_ms"]
+        rows += [
+            (
+                f"Ray Serve ingress → model computing {busy['stages_ms']['model']} ms in a thread first (2 hops): "
+                f"p50; the path around its model (median over requests)",
+                f"{busy['p50_ms']}; {busy['path_p50_ms']}",
+            ),
+            (
+                "`defr serve`'s path around its own parts (median over requests) − that of the computing floor, "
+                "round by round",
+                " / ".join(str(x) for x in over),
+            ),
+        ]
     order = "interleaved request by request" if f.get("interleaved") else "interleaved"
     lines = [
         f"One stream, {f['requests']} sequential requests of {f['body_bytes'] / 1000:.0f} KB each per measurement, "

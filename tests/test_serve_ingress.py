@@ -117,6 +117,31 @@ def test_stalled_bodies_take_at_most_the_slots_get_408_and_health_answers():
     assert ok[0] == 200 and len(ok[1]["results"]) == 1  # the slots are free again
 
 
+class _Hung:
+    """A replica method that never answers (a replica stopped, not dead)."""
+
+    def remote(self):
+        return asyncio.sleep(3600)
+
+
+def test_a_hung_replica_makes_health_503_within_its_deadline_not_the_request_timeout(monkeypatch):
+    """Round-5 probe: a frozen replica (SIGSTOP) made /v1/health wait the whole --timeout-s before its 504."""
+    import defr.serve.deployment as deployment
+
+    monkeypatch.setattr(deployment, "HEALTH_TIMEOUT_S", 0.2)
+    model = StandInModel()
+    model.check = _Hung()
+
+    async def run():
+        start = asyncio.get_running_loop().time()
+        health = await ingress(model)(request("/v1/health"))
+        return health, asyncio.get_running_loop().time() - start
+
+    health, took = asyncio.run(run())
+    assert answer(health) == (503, {"error": "the model replica did not answer its health check within 0.2 s"})
+    assert took < 2 and health.headers["retry-after"] == "1"  # the ingress's request timeout is 5 s
+
+
 def test_a_lone_frame_skips_the_batch_wait_and_timing_is_opt_in():
     def two_frames() -> bytes:
         images, dets = scene(0, 2)

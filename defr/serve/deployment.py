@@ -203,6 +203,8 @@ def _timed_detect(detector, frames: list[Frame]) -> tuple[float, list[dict | Req
     return started, results, time.monotonic()
 
 
+# A live replica answers its health check in milliseconds, even mid-batch; one that does not within this is hung
+HEALTH_TIMEOUT_S = 2.0
 # Room above Limits.max_in_flight for what must keep answering while detect requests fill theirs: health,
 # model, stats and the drain call.
 GET_ROOM = 64
@@ -249,7 +251,9 @@ class DefrIngress:
                 return await self._detect_request(request)
             if path in GET_PATHS:
                 self._method(request, "GET")
-                call = {HEALTH_PATH: self.model.check, MODEL_PATH: self.model.facts}.get(path, self.model.stats)
+                if path == HEALTH_PATH:
+                    return await self._health()
+                call = {MODEL_PATH: self.model.facts}.get(path, self.model.stats)
                 answer = await asyncio.wait_for(call.remote(), self.timeout_s)
                 return self._json(*answer) if isinstance(answer, tuple) else self._json(200, answer)
             raise RequestError(404, f"no such path {path}: POST {DETECT_PATH}, GET {', '.join(GET_PATHS)}")
@@ -261,6 +265,16 @@ class DefrIngress:
             return self._error(504, f"no answer within request_timeout_s={self.timeout_s}; retry later")
         except Exception as e:  # a bug or a failure of Ray's: still one JSON line, with its cause
             return self._error(500, f"internal error: {_cause(e)}")
+
+    async def _health(self):
+        """``GET /v1/health``: the model replica's own answer, or 503 when it gives none within
+        ``HEALTH_TIMEOUT_S`` (a replica that hangs, not one that is busy: its model runs in a thread)."""
+        deadline = min(self.timeout_s, HEALTH_TIMEOUT_S)
+        try:
+            return self._json(*await asyncio.wait_for(self.model.check.remote(), deadline))
+        except asyncio.TimeoutError:
+            late = f"the model replica did not answer its health check within {deadline:g} s"
+            return self._error(503, late, {"Retry-After": "1"})
 
     async def _detect_request(self, request):
         if self.detecting >= self.limits.max_in_flight:
