@@ -182,7 +182,7 @@ def test_output_dir_is_a_file(checkpoint, tmp_path):
     target = tmp_path / "export"
     target.write_text("occupied")
     r = CliRunner().invoke(main, [str(checkpoint), "-o", str(target)])
-    assert r.exit_code == 2 and "is not a directory" in r.output
+    assert r.exit_code == 2 and f"Directory '{target}' is a file" in r.output  # refused by the option itself
     assert target.read_text() == "occupied" and _leftovers(tmp_path) == []
 
 

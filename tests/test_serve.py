@@ -703,8 +703,9 @@ def test_a_replica_restarted_on_a_changed_file_refuses_with_503(served):
     assert client.model()["file"]["sha256"] == file_sha256(served["model"])  # /v1/model names the pinned file
     handle = served["serve"].get_deployment_handle("DefrModel", served["app"])
     pid = handle.stats.remote().result(timeout_s=30)["pid"]
-    torch.manual_seed(1)
-    save_checkpoint(create_model("tiny-vit", 64), served["model"])  # another model under the same name
+    # another model under the same name (create_model seeds itself: seed 0 would write the same bytes again)
+    save_checkpoint(create_model("tiny-vit", 64, seed=1), served["model"])
+    assert file_sha256(served["model"]) != client.model()["file"]["sha256"]
     os.kill(pid, signal.SIGKILL)
     images, dets = scene(31, 1)
     # Serve restarts the replica (a new worker: torch imported again) while requests to the dead one run
