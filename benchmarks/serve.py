@@ -25,8 +25,8 @@ batch size, batching on vs ``--max-batch 1``, beside the local HOI stage on the 
    Our own parts of a request are read from those stages (``parse`` in the ingress, ``model``: decoding
    and the model call in the replica, ``answer``), not timed in this process (whose torch threads would
    compete with the replica's): the target is one stream's p50 ≤ the two-hop floor + those parts + 3 ms.
-   The three kinds' requests are interleaved one by one (echo, two-hop, defr, echo, ...), so that a round's
-   three numbers see the same load; the target is also read round by round as the median over defr's
+   The kinds' requests are interleaved one by one (echo, two-hop, defr, two-hop-busy below, echo, ...), so
+   that a round's numbers see the same load; the target is also read round by round as the median over defr's
    requests of (latency − that request's own parse, model and answer) against that round's two-hop p50
    (``path_over_two_hop_by_round_ms``): the model's own variance, which is ours, then moves both sides alike.
    A fourth kind, ``two_hop_busy``, is the two-hop floor whose model computes in a thread first (torch
@@ -211,8 +211,8 @@ def floor_apps(serve, responses, compute_s: float) -> dict:
 
 
 def measure_floor(base: str, bodies: list[bytes], rounds: int, n: int) -> dict:
-    """Rounds of echo, two-hop and ``defr serve`` at one stream, their requests interleaved one by one (the
-    three kinds see the same moments of a machine whose load moves) → best p50s, our parts of ``defr serve``'s
+    """Rounds of echo, two-hop, ``defr serve`` at one stream and the busy two-hop, their requests interleaved
+    one by one (the kinds see the same moments of a machine whose load moves) → best p50s, our parts of ``defr serve``'s
     requests (its Server-Timing: parse, model, answer) against the target, and the target round by round."""
     kinds = {
         "echo": (f"{base}/echo", {}),

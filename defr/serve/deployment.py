@@ -253,7 +253,7 @@ class DefrIngress:
                 self._method(request, "GET")
                 if path == HEALTH_PATH:
                     return await self._health()
-                call = {MODEL_PATH: self.model.facts}.get(path, self.model.stats)
+                call = self.model.facts if path == MODEL_PATH else self.model.stats
                 answer = await asyncio.wait_for(call.remote(), self.timeout_s)
                 return self._json(*answer) if isinstance(answer, tuple) else self._json(200, answer)
             raise RequestError(404, f"no such path {path}: POST {DETECT_PATH}, GET {', '.join(GET_PATHS)}")
